@@ -1,0 +1,53 @@
+"""keyblob: session keys kept as signed, verified key blobs on storage nobody trusts.
+
+The public surface, re-exported here; nothing is defined in this module.
+"""
+
+from keyblob.blobs import Verified, generate, import_blob, load, open_latest, rotate, verify
+from keyblob.errors import (
+    FormatError,
+    KeyblobError,
+    NotFoundError,
+    PassphraseError,
+    ProviderError,
+    StorageError,
+    UnsupportedError,
+    UsageError,
+    VerificationError,
+)
+from keyblob.format import KeyBlob, PublicKeyFile
+from keyblob.keys import Algorithm, KeyId, SessionKey, Suite
+from keyblob.providers.base import Provider
+from keyblob.providers.software import Home, KdfParams, SoftwareContainer
+from keyblob.storage import Store, open_store
+
+__all__ = [
+    "Algorithm",
+    "FormatError",
+    "Home",
+    "KdfParams",
+    "KeyBlob",
+    "KeyId",
+    "KeyblobError",
+    "NotFoundError",
+    "PassphraseError",
+    "Provider",
+    "ProviderError",
+    "PublicKeyFile",
+    "SessionKey",
+    "SoftwareContainer",
+    "StorageError",
+    "Store",
+    "Suite",
+    "UnsupportedError",
+    "UsageError",
+    "VerificationError",
+    "Verified",
+    "generate",
+    "import_blob",
+    "load",
+    "open_latest",
+    "open_store",
+    "rotate",
+    "verify",
+]

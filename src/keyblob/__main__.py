@@ -1,0 +1,5 @@
+"""``python -m keyblob``: the command line."""
+
+from keyblob.cli import main
+
+raise SystemExit(main())

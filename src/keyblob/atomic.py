@@ -1,0 +1,55 @@
+"""Durable, atomic file writes: the one place that knows temp file, fsync, rename (or link)
+and fsync of the folder (threat model P8).  A reader sees the old file or the new one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name == "nt":  # Windows cannot open a folder for fsync; NTFS journals the rename
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, exclusive: bool = False, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one.
+
+    With ``exclusive`` the write fails with FileExistsError if ``path`` exists, atomically
+    (hard link of the finished temp file), so two writers never both win.
+    """
+    folder = path.parent
+    tmp = folder / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    _fsync_dir(folder)
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; raises ValueError if the file is larger."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path} is larger than {limit} bytes")
+    return data

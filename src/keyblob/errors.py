@@ -1,0 +1,57 @@
+"""Every exception keyblob raises on purpose, and nothing else.
+
+``except KeyblobError`` catches all of them; anything else escaping the library is a bug.
+Messages never contain key bytes: they name the field, the file or the check that failed.
+"""
+
+from __future__ import annotations
+
+
+class KeyblobError(Exception):
+    """Base class of every error keyblob raises on purpose."""
+
+    #: Exit status the command line uses for this kind of error.
+    exit_status = 1
+
+
+class UsageError(KeyblobError, ValueError):
+    """The caller asked for something invalid (bad name, unknown option value...)."""
+
+    exit_status = 2
+
+
+class FormatError(KeyblobError, ValueError):
+    """Bytes do not parse; the message names the field and, where known, the offset."""
+
+    exit_status = 3
+
+
+class UnsupportedError(FormatError):
+    """Well-formed, but a version, suite or algorithm this release does not implement."""
+
+
+class VerificationError(KeyblobError):
+    """A blob or the home state failed a check: untrusted signer, bad signature, rollback,
+    wrong name, failed unwrap.  One fixed message per kind of check, never an oracle."""
+
+    exit_status = 3
+
+
+class PassphraseError(KeyblobError):
+    """The passphrase (or PIN) does not unlock the container."""
+
+    exit_status = 5
+
+
+class ProviderError(KeyblobError):
+    """The provider failed: missing container, unsafe permissions, unusable key."""
+
+
+class StorageError(KeyblobError):
+    """The store failed to read or write."""
+
+
+class NotFoundError(StorageError, LookupError):
+    """A blob, name, container or trusted signer that was asked for does not exist."""
+
+    exit_status = 4

@@ -1,0 +1,255 @@
+"""The native key blob, version 1: bytes <-> frozen dataclasses (docs/FORMAT.md section 2).
+
+Parsing is strict and canonical: if ``KeyBlob.from_bytes(b)`` succeeds then
+``blob.to_bytes() == b``.  This module knows where every byte goes and which bytes are
+signed and bound into the wraps; it never verifies or unwraps anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keyblob.errors import FormatError, UnsupportedError, UsageError
+from keyblob.format._wire import Reader, u8, u16, u64
+from keyblob.keys import KEY_ID_SIZE, NAME_MAX, Algorithm, KeyId, Suite, check_name
+
+MAGIC = b"KBLB"
+VERSION = 1
+#: Domain-separation labels (FORMAT.md 2.4 and 2.5); each carries the format version.
+WRAP_LABEL = b"keyblob/v1/wrap\x00"
+SIGNATURE_LABEL = b"keyblob/v1/blob-signature\x00"
+
+MAX_BLOB_SIZE = 16384
+MAX_RECIPIENTS = 16
+MAX_GENERATION = 2**63 - 1
+FIXED_HEADER_SIZE = 57  # magic .. name_len
+RSA_SIZES = (256, 384, 512)  # RSA-2048, -3072, -4096: wrapped key and signature lengths
+X25519_ENC_SIZE = 32
+AEAD_TAG_SIZE = 16
+ED25519_SIGNATURE_SIZE = 64
+SUPPORTED_SUITES = (Suite.X25519, Suite.RSA)
+
+
+def wrapped_size_ok(suite: Suite, algorithm: Algorithm, size: int) -> bool:
+    """Whether a wrapped key of ``size`` bytes is the one length the suite produces."""
+    if suite is Suite.X25519:
+        return size == X25519_ENC_SIZE + algorithm.key_size + AEAD_TAG_SIZE
+    return size in RSA_SIZES
+
+
+def signature_size_ok(suite: Suite, size: int) -> bool:
+    if suite is Suite.X25519:
+        return size == ED25519_SIGNATURE_SIZE
+    return size in RSA_SIZES
+
+
+@dataclass(frozen=True)
+class Header:
+    """Everything the signer vouches for except the wrapped keys (FORMAT.md 2.2)."""
+
+    suite: Suite
+    algorithm: Algorithm
+    generation: int
+    created: int
+    key_id: KeyId
+    signer_id: KeyId
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.suite not in SUPPORTED_SUITES:
+            raise UsageError(f"suite {self.suite.label} is not implemented")
+        if not 1 <= self.generation <= MAX_GENERATION:
+            raise UsageError("generation must be between 1 and 2**63-1")
+        if not 0 <= self.created <= MAX_GENERATION:
+            raise UsageError("creation time must be between 0 and 2**63-1")
+        check_name(self.name)
+
+    def core_bytes(self) -> bytes:
+        """The header bytes from ``magic`` through ``name`` (FORMAT.md 2.2)."""
+        name = self.name.encode("ascii")
+        return b"".join(
+            [
+                MAGIC,
+                u8(VERSION),
+                u8(self.suite),
+                u8(self.algorithm),
+                u8(0),  # flags: reserved
+                u64(self.generation),
+                u64(self.created),
+                self.key_id.value,
+                self.signer_id.value,
+                u8(len(name)),
+                name,
+            ]
+        )
+
+    def wrap_context(self, recipient_id: KeyId) -> bytes:
+        """HPKE ``info`` / OAEP ``label`` for one recipient's wrap (FORMAT.md 2.4)."""
+        return WRAP_LABEL + self.core_bytes() + recipient_id.value
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One recipient: the id of its exchange public key and the session key wrapped to it."""
+
+    key_id: KeyId
+    wrapped: bytes
+
+
+def _body(header: Header, recipients: tuple[Recipient, ...]) -> bytes:
+    if not 1 <= len(recipients) <= MAX_RECIPIENTS:
+        raise UsageError(f"a key blob has 1 to {MAX_RECIPIENTS} recipients")
+    if len({r.key_id for r in recipients}) != len(recipients):
+        raise UsageError("a recipient appears twice")
+    parts = [header.core_bytes(), u8(len(recipients))]
+    for r in recipients:
+        if not wrapped_size_ok(header.suite, header.algorithm, len(r.wrapped)):
+            raise UsageError(f"wrapped key of {len(r.wrapped)} bytes does not fit the suite")
+        parts += [r.key_id.value, u16(len(r.wrapped)), r.wrapped]
+    return b"".join(parts)
+
+
+def signed_message(header: Header, recipients: tuple[Recipient, ...]) -> bytes:
+    """What the signature signs: the label, then every blob byte before ``signature_len``."""
+    return SIGNATURE_LABEL + _body(header, recipients)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of an encoded blob, for ``keyblob inspect``."""
+
+    offset: int
+    size: int
+    name: str
+    value: str
+    signed: bool
+
+
+@dataclass(frozen=True)
+class KeyBlob:
+    """A parsed (not yet verified) key blob."""
+
+    header: Header
+    recipients: tuple[Recipient, ...]
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        if not signature_size_ok(self.header.suite, len(self.signature)):
+            raise UsageError("signature length does not fit the suite")
+        _body(self.header, self.recipients)  # checks recipients
+
+    def signed_message(self) -> bytes:
+        return signed_message(self.header, self.recipients)
+
+    def recipient(self, key_id: KeyId) -> Recipient | None:
+        for r in self.recipients:
+            if r.key_id == key_id:
+                return r
+        return None
+
+    def to_bytes(self) -> bytes:
+        body = _body(self.header, self.recipients)
+        return body + u16(len(self.signature)) + self.signature
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> KeyBlob:
+        """Parse a binary key blob (FORMAT.md 2.6, steps 1-3).
+
+        Raises:
+            FormatError: the bytes are not a well-formed, canonical version 1 blob.
+            UnsupportedError: a later version or a suite this release does not implement.
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise FormatError("key blob: expected bytes")
+        data = bytes(data)
+        if len(data) > MAX_BLOB_SIZE:
+            raise FormatError(f"key blob: {len(data)} bytes is over the {MAX_BLOB_SIZE}-byte limit")
+        return cls._parse(Reader(data, "key blob"))
+
+    @classmethod
+    def _parse(cls, r: Reader) -> KeyBlob:
+        if r.take(4, "magic") != MAGIC:
+            raise r.fail("magic", "not a keyblob key blob (expected 'KBLB')", 0)
+        version = r.uint(1, "version")
+        if version != VERSION:
+            raise UnsupportedError(f"key blob: version {version} is not supported (expected 1)")
+        suite_code = r.uint(1, "suite")
+        if suite_code not in {int(s) for s in SUPPORTED_SUITES}:
+            if suite_code in {int(s) for s in Suite}:
+                raise UnsupportedError(f"key blob: suite {Suite(suite_code).label} is not implemented")
+            raise r.fail("suite", f"unknown suite {suite_code}", r.offset - 1)
+        suite = Suite(suite_code)
+        algorithm_code = r.uint(1, "algorithm")
+        if algorithm_code not in {int(a) for a in Algorithm}:
+            raise r.fail("algorithm", f"unknown algorithm {algorithm_code}", r.offset - 1)
+        algorithm = Algorithm(algorithm_code)
+        if r.uint(1, "flags") != 0:
+            raise r.fail("flags", "reserved bits are set", r.offset - 1)
+        generation = r.uint(8, "generation")
+        if not 1 <= generation <= MAX_GENERATION:
+            raise r.fail("generation", "must be between 1 and 2**63-1", r.offset - 8)
+        created = r.uint(8, "created")
+        if created > MAX_GENERATION:
+            raise r.fail("created", "must be at most 2**63-1", r.offset - 8)
+        key_id = KeyId(r.take(KEY_ID_SIZE, "key_id"))
+        signer_id = KeyId(r.take(KEY_ID_SIZE, "signer_id"))
+        name_len = r.uint(1, "name_len")
+        if not 1 <= name_len <= NAME_MAX:
+            raise r.fail("name_len", f"must be 1 to {NAME_MAX}", r.offset - 1)
+        name_at = r.offset
+        raw_name = r.take(name_len, "name")
+        try:
+            name = check_name(raw_name.decode("ascii"))
+        except (UnicodeDecodeError, UsageError):
+            raise r.fail("name", "not a valid key name", name_at) from None
+        header = Header(suite, algorithm, generation, created, key_id, signer_id, name)
+
+        count = r.uint(1, "recipient_count")
+        if not 1 <= count <= MAX_RECIPIENTS:
+            raise r.fail("recipient_count", f"must be 1 to {MAX_RECIPIENTS}", r.offset - 1)
+        recipients: list[Recipient] = []
+        for i in range(count):
+            rid = KeyId(r.take(KEY_ID_SIZE, f"recipient[{i}].key_id"))
+            if any(x.key_id == rid for x in recipients):
+                raise r.fail(f"recipient[{i}].key_id", "duplicate recipient", r.offset - KEY_ID_SIZE)
+            size = r.uint(2, f"recipient[{i}].wrapped_len")
+            if not wrapped_size_ok(suite, algorithm, size):
+                raise r.fail(f"recipient[{i}].wrapped_len", f"{size} does not fit the suite", r.offset - 2)
+            recipients.append(Recipient(rid, r.take(size, f"recipient[{i}].wrapped")))
+        sig_len = r.uint(2, "signature_len")
+        if not signature_size_ok(suite, sig_len):
+            raise r.fail("signature_len", f"{sig_len} does not fit the suite", r.offset - 2)
+        signature = r.take(sig_len, "signature")
+        r.end()
+        return cls(header, tuple(recipients), signature)
+
+    def fields(self) -> list[Field]:
+        """The encoded layout, field by field, for ``keyblob inspect``."""
+        h = self.header
+        out: list[Field] = []
+        pos = 0
+
+        def add(size: int, name: str, value: str, signed: bool = True) -> None:
+            nonlocal pos
+            out.append(Field(pos, size, name, value, signed))
+            pos += size
+
+        add(4, "magic", "'KBLB'")
+        add(1, "version", str(VERSION))
+        add(1, "suite", f"{int(h.suite)} ({h.suite.label})")
+        add(1, "algorithm", f"{int(h.algorithm)} ({h.algorithm.label})")
+        add(1, "flags", "0")
+        add(8, "generation", str(h.generation))
+        add(8, "created", str(h.created))
+        add(16, "key_id", h.key_id.hex)
+        add(16, "signer_id", h.signer_id.hex)
+        add(1, "name_len", str(len(h.name)))
+        add(len(h.name), "name", repr(h.name))
+        add(1, "recipient_count", str(len(self.recipients)))
+        for i, rec in enumerate(self.recipients):
+            add(16, f"recipient[{i}].key_id", rec.key_id.hex)
+            add(2, f"recipient[{i}].wrapped_len", str(len(rec.wrapped)))
+            add(len(rec.wrapped), f"recipient[{i}].wrapped", f"{len(rec.wrapped)} bytes, opaque")
+        add(2, "signature_len", str(len(self.signature)), signed=False)
+        add(len(self.signature), "signature", f"{len(self.signature)} bytes", signed=False)
+        return out

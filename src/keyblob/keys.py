@@ -1,0 +1,218 @@
+"""Small frozen value types shared by every layer: suites, session algorithms, key ids and
+the opaque session-key handle.
+
+Nothing here does cryptography; the numeric codes are the ones the wire format uses
+(docs/FORMAT.md, section "Code points").
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from keyblob.errors import UsageError
+
+KEY_ID_SIZE = 16
+
+
+class Suite(enum.IntEnum):
+    """The public-key suite of a container, fixed at creation."""
+
+    X25519 = 1  # HPKE X25519/HKDF-SHA256/AES-256-GCM wrap, Ed25519 signatures
+    RSA = 2  # RSA-OAEP-SHA256 wrap, RSA-PSS-SHA256 signatures
+    PQ = 3  # reserved: HPKE ML-KEM-768+X25519, ML-DSA-65 (not implemented yet)
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_label(cls, text: str) -> Suite:
+        for suite in cls:
+            if suite.label == text:
+                return suite
+        raise UsageError(f"unknown suite {text!r} (expected one of x25519, rsa)")
+
+
+class Algorithm(enum.IntEnum):
+    """The symmetric algorithm a session key is for."""
+
+    AES_256_GCM = 1
+    AES_128_GCM = 2
+    CHACHA20_POLY1305 = 3
+
+    @property
+    def label(self) -> str:
+        return _ALGORITHM_LABELS[self]
+
+    @property
+    def key_size(self) -> int:
+        """Length of a key of this algorithm, in bytes."""
+        return 16 if self is Algorithm.AES_128_GCM else 32
+
+    @classmethod
+    def from_label(cls, text: str) -> Algorithm:
+        for algorithm, label in _ALGORITHM_LABELS.items():
+            if label == text:
+                return algorithm
+        choices = ", ".join(_ALGORITHM_LABELS.values())
+        raise UsageError(f"unknown algorithm {text!r} (expected one of {choices})")
+
+
+_ALGORITHM_LABELS = {
+    Algorithm.AES_256_GCM: "aes-256-gcm",
+    Algorithm.AES_128_GCM: "aes-128-gcm",
+    Algorithm.CHACHA20_POLY1305: "chacha20-poly1305",
+}
+
+
+class KeyRole(enum.IntEnum):
+    """Which key pair of a container a public key belongs to."""
+
+    EXCHANGE = 1
+    SIGNATURE = 2
+
+    @property
+    def prefix(self) -> str:
+        return "kx" if self is KeyRole.EXCHANGE else "sg"
+
+
+@dataclass(frozen=True, order=True)
+class KeyId:
+    """A 16-byte identifier: random for session keys, a digest for public keys."""
+
+    value: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.value, bytes) or len(self.value) != KEY_ID_SIZE:
+            raise UsageError(f"a key id is {KEY_ID_SIZE} bytes")
+
+    @property
+    def hex(self) -> str:
+        return self.value.hex()
+
+    @property
+    def short(self) -> str:
+        """The first 8 hex digits, for people; the full id is in ``hex``."""
+        return self.value.hex()[:8]
+
+    @classmethod
+    def from_hex(cls, text: str) -> KeyId:
+        try:
+            return cls(bytes.fromhex(text))
+        except ValueError:
+            raise UsageError(f"not a key id: {text!r} (expected 32 hex digits)") from None
+
+    def __str__(self) -> str:
+        return self.hex
+
+
+_HANDLE_TOKEN = object()
+
+
+class SessionKey:
+    """An opaque session key, as CryptImportKey hands back an HCRYPTKEY.
+
+    Its repr shows only public metadata, it refuses pickling and copying, and its bytes come
+    out only through :meth:`unsafe_raw_bytes`.  Built by keyblob itself, never directly.
+    """
+
+    __slots__ = ("__key", "algorithm", "created", "generation", "key_id", "name")
+
+    name: str
+    key_id: KeyId
+    generation: int
+    algorithm: Algorithm
+    created: int
+
+    def __init__(
+        self,
+        token: object,
+        *,
+        name: str,
+        key_id: KeyId,
+        generation: int,
+        algorithm: Algorithm,
+        created: int,
+        key: bytes,
+    ) -> None:
+        if token is not _HANDLE_TOKEN:
+            raise TypeError("SessionKey is made by keyblob (generate, load, import), not directly")
+        if len(key) != algorithm.key_size:
+            raise UsageError(f"a {algorithm.label} key is {algorithm.key_size} bytes")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "key_id", key_id)
+        object.__setattr__(self, "generation", generation)
+        object.__setattr__(self, "algorithm", algorithm)
+        object.__setattr__(self, "created", created)
+        object.__setattr__(self, "_SessionKey__key", bytes(key))
+
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
+        raise AttributeError("SessionKey is immutable")
+
+    def __repr__(self) -> str:
+        return (
+            f"<SessionKey {self.name!r} generation={self.generation} "
+            f"algorithm={self.algorithm.label} key_id={self.key_id.short}>"
+        )
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a SessionKey cannot be pickled: store it as a signed key blob")
+
+    def __copy__(self) -> NoReturn:
+        raise TypeError("a SessionKey cannot be copied")
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        raise TypeError("a SessionKey cannot be copied")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SessionKey):
+            return NotImplemented
+        return self.key_id == other.key_id and hmac.compare_digest(
+            self.__key, other._SessionKey__key  # type: ignore[attr-defined]
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.key_id)
+
+    def unsafe_raw_bytes(self) -> bytes:
+        """The key bytes themselves.  Whoever calls this takes over keeping them secret."""
+        return self.__key
+
+
+def _make_session_key(
+    *, name: str, key_id: KeyId, generation: int, algorithm: Algorithm, created: int, key: bytes
+) -> SessionKey:
+    """Build a handle; for keyblob's own recipes only."""
+    return SessionKey(
+        _HANDLE_TOKEN,
+        name=name,
+        key_id=key_id,
+        generation=generation,
+        algorithm=algorithm,
+        created=created,
+        key=key,
+    )
+
+
+NAME_MAX = 128
+_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_REST = _NAME_FIRST | frozenset("._-")
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid key or container name, else raise UsageError.
+
+    Names are 1 to 128 characters from ``a-z 0-9 . _ -`` starting with a letter or digit:
+    safe as a file name on every OS (no separators, no dot-files, no case folding issues).
+    """
+    if not isinstance(name, str) or not 1 <= len(name) <= NAME_MAX:
+        raise UsageError(f"invalid name: must be 1 to {NAME_MAX} characters")
+    if name[0] not in _NAME_FIRST or any(c not in _NAME_REST for c in name):
+        raise UsageError(
+            f"invalid name {name!r}: use a-z, 0-9, '.', '_' and '-', "
+            "starting with a letter or digit"
+        )
+    return name

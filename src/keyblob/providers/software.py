@@ -1,0 +1,437 @@
+"""The software provider: containers in a home folder, private keys sealed at rest under a
+passphrase-derived key, and each container's authenticated state (FORMAT.md 5).
+
+Layout (folders 0700, files 0600)::
+
+    <home>/containers/<name>/container.json   public keys, sealed private keys, KDF params
+    <home>/containers/<name>/state.json       trusted signers, high-water marks, MAC
+    <home>/containers/<name>/lock             serialises state updates (POSIX flock)
+
+One Argon2id derivation per command unlocks a container; HKDF splits its output into a key
+that seals the private keys, a key that authenticates the state and a passphrase check.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hmac
+import json
+import os
+import secrets
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from keyblob.atomic import read_bounded, write_atomic
+from keyblob.errors import (
+    FormatError,
+    NotFoundError,
+    PassphraseError,
+    ProviderError,
+    UsageError,
+    VerificationError,
+)
+from keyblob.format.pubkey import key_id_for
+from keyblob.keys import KeyId, KeyRole, Suite, check_name
+from keyblob.providers import suites
+from keyblob.trust import State, canonical
+
+CONTAINER_FORMAT = "keyblob-container/v1"
+STATE_FORMAT = "keyblob-state/v1"
+SEAL_INFO = b"keyblob/v1/container/seal"
+STATE_INFO = b"keyblob/v1/container/state"
+CHECK_INFO = b"keyblob/v1/container/passphrase-check"
+SEAL_AAD = b"keyblob/v1/container/private-key\x00"
+MAX_FILE_SIZE = 65536
+DEFAULT_CONTAINER = "default"
+
+STATE_EDITED = "the home state of container {name!r} was modified outside keyblob"
+CONTAINER_EDITED = "container {name!r} was modified outside keyblob: its keys do not match their seal"
+
+
+@dataclass(frozen=True)
+class KdfParams:
+    """Argon2id parameters, stored with the container (RFC 9106, second recommended option)."""
+
+    memory_kib: int = 65536
+    iterations: int = 3
+    lanes: int = 4
+
+    # Bounds on what a container file may ask for: a hostile file must not make us
+    # allocate gigabytes or spin for minutes, nor weaken the derivation below a floor.
+    MIN_MEMORY_KIB = 8192
+    MAX_MEMORY_KIB = 4 * 1024 * 1024
+    MAX_ITERATIONS = 64
+    MAX_LANES = 64
+
+    def check(self) -> KdfParams:
+        if not self.MIN_MEMORY_KIB <= self.memory_kib <= self.MAX_MEMORY_KIB:
+            raise FormatError(
+                f"container: Argon2id memory must be {self.MIN_MEMORY_KIB} to "
+                f"{self.MAX_MEMORY_KIB} KiB"
+            )
+        if not 1 <= self.iterations <= self.MAX_ITERATIONS:
+            raise FormatError(f"container: Argon2id iterations must be 1 to {self.MAX_ITERATIONS}")
+        if not 1 <= self.lanes <= self.MAX_LANES:
+            raise FormatError(f"container: Argon2id lanes must be 1 to {self.MAX_LANES}")
+        return self
+
+
+@dataclass(frozen=True)
+class _Keys:
+    seal: bytes
+    state: bytes
+    check: bytes
+
+
+def _derive(passphrase: bytes, salt: bytes, kdf: KdfParams) -> _Keys:
+    master = Argon2id(
+        salt=salt,
+        length=32,
+        iterations=kdf.iterations,
+        lanes=kdf.lanes,
+        memory_cost=kdf.memory_kib,
+    ).derive(passphrase)
+
+    def expand(info: bytes) -> bytes:
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
+
+    return _Keys(expand(SEAL_INFO), expand(STATE_INFO), expand(CHECK_INFO))
+
+
+def _mac(key: bytes, data: bytes) -> bytes:
+    h = crypto_hmac.HMAC(key, hashes.SHA256())
+    h.update(data)
+    return h.finalize()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any, field: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (TypeError, ValueError):
+        raise FormatError(f"container: {field} is not base64") from None
+
+
+def _seal_aad(name: str, role: KeyRole, suite: Suite, public: bytes) -> bytes:
+    return SEAL_AAD + canonical(
+        {"container": name, "role": role.prefix, "suite": suite.label, "public": _b64(public)}
+    )
+
+
+def check_private_folder(path: Path, what: str) -> None:
+    """Refuse a folder or file that others can read or write, or that someone else owns.
+
+    Raises:
+        ProviderError: the permissions are unsafe; the message says how to fix them.
+    """
+    if os.name == "nt":  # POSIX modes mean nothing there; the user profile ACLs apply
+        return
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ProviderError(f"cannot read {what} {path}: {e.strerror}") from e
+    if st.st_uid != os.getuid():
+        raise ProviderError(f"{what} {path} is owned by another user (uid {st.st_uid})")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        wanted = "700" if stat.S_ISDIR(st.st_mode) else "600"
+        raise ProviderError(
+            f"{what} {path} can be read or written by others (mode {mode:o}): "
+            f"run chmod {wanted} {path}"
+        )
+
+
+def _mkdir_private(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+class Home:
+    """A home folder that holds containers (``--home``, ``KEYBLOB_HOME``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def containers_dir(self) -> Path:
+        return self.path / "containers"
+
+    @property
+    def default_store(self) -> Path:
+        return self.path / "blobs"
+
+    def container_dir(self, name: str) -> Path:
+        return self.containers_dir / check_name(name)
+
+    def container_names(self) -> list[str]:
+        if not self.containers_dir.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.containers_dir.iterdir() if (p / "container.json").is_file()
+        )
+
+    def check_permissions(self) -> None:
+        check_private_folder(self.path, "home")
+        if self.containers_dir.exists():
+            check_private_folder(self.containers_dir, "folder")
+
+    def create(
+        self,
+        name: str,
+        passphrase: bytes,
+        suite: Suite = Suite.X25519,
+        *,
+        bits: int = suites.DEFAULT_RSA_BITS,
+        kdf: KdfParams | None = None,
+    ) -> SoftwareContainer:
+        """Create a container with fresh key pairs and return it unlocked.
+
+        Raises:
+            UsageError: invalid name, suite or size, or an empty passphrase.
+            ProviderError: the container exists already, or the home is unsafe.
+        """
+        check_name(name)
+        if not passphrase:
+            raise UsageError("the passphrase must not be empty")
+        kdf = (kdf or KdfParams()).check()
+        exchange, signature = suites.generate(suite, bits)
+        if self.path.exists():
+            self.check_permissions()
+        folder = self.container_dir(name)
+        if (folder / "container.json").exists():
+            raise ProviderError(f"container {name!r} already exists in {self.path}")
+        salt = secrets.token_bytes(16)
+        keys = _derive(passphrase, salt, kdf)
+        aead = AESGCM(keys.seal)
+        doc: dict[str, Any] = {
+            "format": CONTAINER_FORMAT,
+            "name": name,
+            "suite": suite.label,
+            "created": int(time.time()),
+            "kdf": {
+                "algorithm": "argon2id",
+                "salt": _b64(salt),
+                "memory_kib": kdf.memory_kib,
+                "iterations": kdf.iterations,
+                "lanes": kdf.lanes,
+            },
+            "check": _b64(keys.check),
+        }
+        for role, key in ((KeyRole.EXCHANGE, exchange), (KeyRole.SIGNATURE, signature)):
+            public = suites.public_bytes(key)
+            nonce = secrets.token_bytes(12)
+            sealed = aead.encrypt(
+                nonce, suites.private_bytes(key), _seal_aad(name, role, suite, public)
+            )
+            doc[role.name.lower()] = {"public": _b64(public), "sealed": _b64(nonce + sealed)}
+        for folder_path in (self.path, self.containers_dir, folder):
+            _mkdir_private(folder_path)
+        try:
+            write_atomic(
+                folder / "container.json",
+                json.dumps(doc, indent=2).encode() + b"\n",
+                exclusive=True,
+            )
+        except FileExistsError:
+            raise ProviderError(f"container {name!r} already exists in {self.path}") from None
+        except OSError as e:
+            raise ProviderError(f"cannot write container {name!r}: {e.strerror}") from e
+        container = SoftwareContainer(self, doc, keys, exchange, signature)
+        container._write_state(State())
+        return container
+
+    def open(self, name: str, passphrase: bytes) -> SoftwareContainer:
+        """Unlock container ``name`` with ``passphrase``.
+
+        Raises:
+            NotFoundError: no such container.
+            ProviderError: unsafe permissions.
+            PassphraseError: wrong passphrase.
+            VerificationError: the container file was tampered with.
+            FormatError: the container file is damaged.
+        """
+        folder = self.container_dir(name)
+        path = folder / "container.json"
+        if not path.is_file():
+            where = f"{self.path}" if self.path.exists() else f"{self.path} (no such folder)"
+            raise NotFoundError(f"no container {name!r} in {where}: run keyblob init")
+        self.check_permissions()
+        check_private_folder(folder, "container folder")
+        check_private_folder(path, "container file")
+        try:
+            doc = json.loads(read_bounded(path, MAX_FILE_SIZE))
+            suite = Suite.from_label(doc["suite"])
+            if doc["format"] != CONTAINER_FORMAT or doc["name"] != name:
+                raise FormatError(f"container {name!r}: not a {CONTAINER_FORMAT} file")
+            k = doc["kdf"]
+            if k["algorithm"] != "argon2id":
+                raise FormatError(f"container {name!r}: unknown KDF {k['algorithm']!r}")
+            kdf = KdfParams(int(k["memory_kib"]), int(k["iterations"]), int(k["lanes"])).check()
+            salt = _unb64(k["salt"], "kdf.salt")
+            check = _unb64(doc["check"], "check")
+        except (KeyError, TypeError, ValueError, UsageError) as e:
+            if isinstance(e, FormatError):
+                raise
+            raise FormatError(f"container {name!r}: damaged file {path}") from None
+        keys = _derive(passphrase, salt, kdf)
+        if not hmac.compare_digest(keys.check, check):
+            raise PassphraseError(f"wrong passphrase for container {name!r}")
+        aead = AESGCM(keys.seal)
+        private = {}
+        for role in (KeyRole.EXCHANGE, KeyRole.SIGNATURE):
+            try:
+                entry = doc[role.name.lower()]
+                public = _unb64(entry["public"], f"{role.name.lower()}.public")
+                sealed = _unb64(entry["sealed"], f"{role.name.lower()}.sealed")
+                private[role] = aead.decrypt(
+                    sealed[:12], sealed[12:], _seal_aad(name, role, suite, public)
+                )
+            except (InvalidTag, KeyError, TypeError):
+                raise VerificationError(CONTAINER_EDITED.format(name=name)) from None
+        exchange = suites.load_exchange_private(suite, private[KeyRole.EXCHANGE])
+        signature = suites.load_signature_private(suite, private[KeyRole.SIGNATURE])
+        return SoftwareContainer(self, doc, keys, exchange, signature)
+
+
+class SoftwareContainer:
+    """An unlocked container of the software provider (implements ``Provider``)."""
+
+    def __init__(
+        self,
+        home: Home,
+        doc: dict[str, Any],
+        keys: _Keys,
+        exchange: suites.ExchangePrivate,
+        signature: suites.SignaturePrivate,
+    ) -> None:
+        self._home = home
+        self._name: str = doc["name"]
+        self._suite = Suite.from_label(doc["suite"])
+        self._created = int(doc["created"])
+        self._keys = keys
+        self._exchange = exchange
+        self._signature = signature
+        self._exchange_public = suites.public_bytes(exchange)
+        self._signature_public = suites.public_bytes(signature)
+        self._exchange_id = key_id_for(self._suite, KeyRole.EXCHANGE, self._exchange_public)
+        self._signature_id = key_id_for(self._suite, KeyRole.SIGNATURE, self._signature_public)
+        self._folder = home.container_dir(self._name)
+
+    def __repr__(self) -> str:
+        return f"<SoftwareContainer {self._name!r} suite={self._suite.label}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an unlocked container cannot be pickled")
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def suite(self) -> Suite:
+        return self._suite
+
+    @property
+    def created(self) -> int:
+        return self._created
+
+    @property
+    def home(self) -> Home:
+        return self._home
+
+    @property
+    def exchange_public(self) -> bytes:
+        return self._exchange_public
+
+    @property
+    def signature_public(self) -> bytes:
+        return self._signature_public
+
+    @property
+    def exchange_id(self) -> KeyId:
+        return self._exchange_id
+
+    @property
+    def signature_id(self) -> KeyId:
+        return self._signature_id
+
+    @property
+    def key_size(self) -> int:
+        """Bits of the RSA keys, or 256 for x25519."""
+        key = self._exchange
+        return key.key_size if hasattr(key, "key_size") else 256
+
+    def sign(self, message: bytes) -> bytes:
+        return suites.sign(self._signature, message)
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        return suites.unwrap(self._exchange, wrapped, context)
+
+    # -- authenticated state ------------------------------------------------------------
+
+    @property
+    def _state_path(self) -> Path:
+        return self._folder / "state.json"
+
+    def _write_state(self, state: State) -> None:
+        body = {"format": STATE_FORMAT, "container": self._name, **state.to_json()}
+        doc = {**body, "mac": _mac(self._keys.state, canonical(body)).hex()}
+        try:
+            write_atomic(self._state_path, json.dumps(doc, indent=2).encode() + b"\n")
+        except OSError as e:
+            raise ProviderError(f"cannot write {self._state_path}: {e.strerror}") from e
+
+    def state(self) -> State:
+        """Raises VerificationError if the state file was edited or is missing."""
+        edited = VerificationError(STATE_EDITED.format(name=self._name))
+        try:
+            doc = json.loads(read_bounded(self._state_path, MAX_FILE_SIZE * 16))
+            mac = bytes.fromhex(doc.pop("mac"))
+        except FileNotFoundError:
+            raise VerificationError(
+                f"the home state of container {self._name!r} is missing"
+            ) from None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise edited from None
+        if not hmac.compare_digest(_mac(self._keys.state, canonical(doc)), mac):
+            raise edited
+        if doc.get("format") != STATE_FORMAT or doc.get("container") != self._name:
+            raise edited
+        return State.from_json(doc)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            import fcntl  # noqa: PLC0415  (POSIX only)
+        except ImportError:  # pragma: no cover - Windows: single-writer assumption
+            yield
+            return
+        fd = os.open(self._folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def update_state(self, change: Callable[[State], State]) -> State:
+        with self._locked():
+            old = self.state()
+            new = change(old)
+            if new != old:
+                self._write_state(new)
+            return new

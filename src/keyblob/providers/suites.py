@@ -1,0 +1,173 @@
+"""The cryptography of each suite, on top of pyca ``cryptography``: key generation, key
+encodings, wrap/unwrap of a session key and signatures (FORMAT.md 1.2, 2.4, 2.5).
+
+Public operations (wrap, verify) need no provider; private ones (unwrap, sign) take the
+private key object, which only a provider holds.  Failures of a private operation become
+``VerificationError`` with a fixed message: the caller learns nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, hpke, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, x25519
+
+from keyblob.errors import FormatError, UsageError, VerificationError
+from keyblob.keys import Suite
+
+ExchangePrivate: TypeAlias = x25519.X25519PrivateKey | rsa.RSAPrivateKey
+SignaturePrivate: TypeAlias = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+ExchangePublic: TypeAlias = x25519.X25519PublicKey | rsa.RSAPublicKey
+SignaturePublic: TypeAlias = ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+
+RSA_BITS = (2048, 3072, 4096)
+DEFAULT_RSA_BITS = 3072
+RSA_PUBLIC_EXPONENT = 65537
+PSS_SALT_SIZE = 32
+
+_HPKE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+_SHA256 = hashes.SHA256()
+_PSS = padding.PSS(mgf=padding.MGF1(_SHA256), salt_length=PSS_SALT_SIZE)
+
+UNWRAP_FAILED = "the wrapped key does not open with this container's exchange key"
+BAD_SIGNATURE = "the signature does not verify"
+
+
+def _oaep(label: bytes) -> padding.OAEP:
+    return padding.OAEP(mgf=padding.MGF1(_SHA256), algorithm=_SHA256, label=label)
+
+
+def generate(suite: Suite, bits: int = DEFAULT_RSA_BITS) -> tuple[ExchangePrivate, SignaturePrivate]:
+    """A fresh (exchange, signature) pair of private keys for ``suite``."""
+    if suite is Suite.X25519:
+        return x25519.X25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
+    if suite is Suite.RSA:
+        if bits not in RSA_BITS:
+            raise UsageError(f"RSA keys are 2048, 3072 or 4096 bits, not {bits}")
+        return (
+            rsa.generate_private_key(RSA_PUBLIC_EXPONENT, bits),
+            rsa.generate_private_key(RSA_PUBLIC_EXPONENT, bits),
+        )
+    raise UsageError(f"suite {suite.label} is not implemented")
+
+
+def public_bytes(key: ExchangePrivate | SignaturePrivate) -> bytes:
+    """The public half as the formats carry it: raw 32 bytes, or DER SubjectPublicKeyInfo."""
+    public = key.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        return public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def private_bytes(key: ExchangePrivate | SignaturePrivate) -> bytes:
+    """Unencrypted private key bytes (raw 32, or PKCS#8 DER), to be sealed by the caller."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    return key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
+def load_exchange_private(suite: Suite, data: bytes) -> ExchangePrivate:
+    """Load a private exchange key that comes out of authenticated storage.
+
+    RSA keys were validated when they entered the home, so re-validation (tens of
+    milliseconds per load) is skipped here.
+    """
+    if suite is Suite.X25519:
+        return x25519.X25519PrivateKey.from_private_bytes(data)
+    key = serialization.load_der_private_key(data, None, unsafe_skip_rsa_key_validation=True)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise FormatError("stored exchange key is not an RSA key")
+    return key
+
+
+def load_signature_private(suite: Suite, data: bytes) -> SignaturePrivate:
+    """Load a private signature key that comes out of authenticated storage."""
+    if suite is Suite.X25519:
+        return ed25519.Ed25519PrivateKey.from_private_bytes(data)
+    key = serialization.load_der_private_key(data, None, unsafe_skip_rsa_key_validation=True)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise FormatError("stored signature key is not an RSA key")
+    return key
+
+
+def _rsa_public(data: bytes, what: str) -> rsa.RSAPublicKey:
+    try:
+        key = serialization.load_der_public_key(data)
+    except ValueError:
+        raise FormatError(f"{what} public key is not a DER SubjectPublicKeyInfo") from None
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size not in RSA_BITS:
+        raise FormatError(f"{what} public key is not an RSA key of 2048, 3072 or 4096 bits")
+    if key.public_numbers().e != RSA_PUBLIC_EXPONENT:
+        raise FormatError(f"{what} public key does not use the exponent 65537")
+    return key
+
+
+def load_exchange_public(suite: Suite, data: bytes) -> ExchangePublic:
+    """Raises FormatError when ``data`` is not an exchange public key of the suite."""
+    if suite is Suite.X25519:
+        if len(data) != 32:
+            raise FormatError("exchange public key is not 32 bytes")
+        return x25519.X25519PublicKey.from_public_bytes(data)
+    return _rsa_public(data, "exchange")
+
+
+def load_signature_public(suite: Suite, data: bytes) -> SignaturePublic:
+    """Raises FormatError when ``data`` is not a signature public key of the suite."""
+    if suite is Suite.X25519:
+        if len(data) != 32:
+            raise FormatError("signature public key is not 32 bytes")
+        try:
+            return ed25519.Ed25519PublicKey.from_public_bytes(data)
+        except ValueError:
+            raise FormatError("signature public key is not an Ed25519 key") from None
+    return _rsa_public(data, "signature")
+
+
+def wrap(public: ExchangePublic, key: bytes, context: bytes) -> bytes:
+    """Wrap ``key`` to ``public``, bound to ``context`` (HPKE info / OAEP label)."""
+    if isinstance(public, rsa.RSAPublicKey):
+        return public.encrypt(key, _oaep(context))
+    return _HPKE.encrypt(key, public, info=context)
+
+
+def unwrap(private: ExchangePrivate, wrapped: bytes, context: bytes) -> bytes:
+    """Open a wrapped key; any failure is the same ``VerificationError``."""
+    try:
+        if isinstance(private, rsa.RSAPrivateKey):
+            return private.decrypt(wrapped, _oaep(context))
+        return _HPKE.decrypt(wrapped, private, info=context)
+    except (InvalidTag, ValueError):
+        raise VerificationError(UNWRAP_FAILED) from None
+
+
+def sign(private: SignaturePrivate, message: bytes) -> bytes:
+    if isinstance(private, rsa.RSAPrivateKey):
+        return private.sign(message, _PSS, _SHA256)
+    return private.sign(message)
+
+
+def verify(public: SignaturePublic, signature: bytes, message: bytes) -> None:
+    """Raises VerificationError unless ``signature`` is valid for ``message``."""
+    try:
+        if isinstance(public, rsa.RSAPublicKey):
+            public.verify(signature, message, _PSS, _SHA256)
+        else:
+            public.verify(signature, message)
+    except InvalidSignature:
+        raise VerificationError(BAD_SIGNATURE) from None
+
+
+def public_pem(suite: Suite, data: bytes, *, signature: bool = False) -> bytes:
+    """A public key as PEM SubjectPublicKeyInfo, for tools outside keyblob."""
+    key = load_signature_public(suite, data) if signature else load_exchange_public(suite, data)
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
