@@ -9,7 +9,7 @@ import secrets
 from pathlib import Path
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     if os.name == "nt":  # Windows cannot open a folder for fsync; NTFS journals the rename
         return
     fd = os.open(folder, os.O_RDONLY)
@@ -43,7 +43,7 @@ def write_atomic(path: Path, data: bytes, *, exclusive: bool = False, mode: int 
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def read_bounded(path: Path, limit: int) -> bytes:

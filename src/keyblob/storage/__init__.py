@@ -1,0 +1,174 @@
+"""Untrusted blob stores: opaque bytes keyed by (name, generation); never parsed, never trusted.
+
+A store is where key blobs live between export and import: a directory (the embedded
+default), and later SQLite and PostgreSQL.  The threat model assumes an attacker can read,
+write, delete and replay anything in it, so a store only moves bytes: it never parses a blob
+and never decides whether one is genuine (that is the recipes' job, after a signature check).
+What a store does promise:
+
+- ``put`` is create-only and atomic (threat model P8): a (name, generation) is written once,
+  a crash leaves it absent or complete, and of two concurrent writers exactly one wins.
+- every name and generation is validated before the store is touched, so a name can never
+  become a path or a query outside the store.
+- every item is bounded by :data:`MAX_ITEM_SIZE`, on the way in and on the way out.
+
+Select a store with :func:`open_store`, from a path or a URL.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+from urllib.parse import unquote, urlsplit
+
+from keyblob.errors import UsageError
+
+__all__ = [
+    "MAX_GENERATION",
+    "MAX_ITEM_SIZE",
+    "Store",
+    "check_generation",
+    "check_item",
+    "open_store",
+]
+
+#: Largest item a store accepts or returns, in bytes.  Key blobs are a few KiB even with
+#: post-quantum recipients; the bound keeps a hostile store from exhausting memory.
+MAX_ITEM_SIZE = 65536
+
+#: Largest generation: generations are signed 64-bit integers in SQL stores, so every store
+#: uses the same range, 1 to 2**63 - 1.
+MAX_GENERATION = 2**63 - 1
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Opaque bytes keyed by (name, generation).
+
+    Names follow :func:`keyblob.keys.check_name`; generations are 1 to
+    :data:`MAX_GENERATION`.  Every method validates its arguments (raising UsageError)
+    before it touches the store.
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for people: a folder path, a database file, a host."""
+        ...
+
+    def put(self, name: str, generation: int, data: bytes) -> None:
+        """Store ``data`` as ``name`` at ``generation``; create-only and atomic.
+
+        Putting bytes identical to those already stored is a no-op, so a retried write
+        succeeds.  Of concurrent writers of the same (name, generation), exactly one wins.
+
+        Raises:
+            UsageError: invalid name or generation, or ``data`` larger than MAX_ITEM_SIZE.
+            StorageError: the (name, generation) already holds different bytes (they are
+                kept), or the store failed.
+        """
+        ...
+
+    def get(self, name: str, generation: int) -> bytes:
+        """Return the bytes stored as ``name`` at ``generation``.
+
+        Raises:
+            UsageError: invalid name or generation.
+            NotFoundError: nothing is stored there.
+            StorageError: the item is larger than MAX_ITEM_SIZE, or the store failed.
+        """
+        ...
+
+    def generations(self, name: str) -> list[int]:
+        """Return the generations stored for ``name``, ascending; ``[]`` when none.
+
+        Raises:
+            UsageError: invalid name.
+            StorageError: the store failed.
+        """
+        ...
+
+    def latest(self, name: str) -> int | None:
+        """Return the highest generation stored for ``name``, or None when none.
+
+        Raises:
+            UsageError: invalid name.
+            StorageError: the store failed.
+        """
+        ...
+
+    def names(self) -> list[str]:
+        """Return the names that have at least one generation, sorted.
+
+        Raises:
+            StorageError: the store failed.
+        """
+        ...
+
+
+def check_generation(generation: int) -> int:
+    """Return ``generation`` if it is a valid generation, else raise UsageError.
+
+    Raises:
+        UsageError: not an int (bool included), or outside 1 to MAX_GENERATION.
+    """
+    # bool is an int subclass; True as a generation is a caller bug, not generation 1.
+    if not isinstance(generation, int) or isinstance(generation, bool):
+        raise UsageError(f"invalid generation {generation!r}: must be an integer")
+    if not 1 <= generation <= MAX_GENERATION:
+        raise UsageError(f"invalid generation {generation}: must be 1 to {MAX_GENERATION}")
+    return generation
+
+
+def check_item(data: bytes) -> bytes:
+    """Return ``data`` if a store may hold it, else raise UsageError.
+
+    Raises:
+        UsageError: not bytes, or larger than MAX_ITEM_SIZE.
+    """
+    if not isinstance(data, bytes):
+        raise UsageError(f"a stored item is bytes, not {type(data).__name__}")
+    if len(data) > MAX_ITEM_SIZE:
+        raise UsageError(f"item of {len(data)} bytes is larger than {MAX_ITEM_SIZE} bytes")
+    return data
+
+
+# A URL scheme is two or more characters, so that "C:\keys" on Windows stays a path.
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")
+
+
+def open_store(url: str) -> Store:
+    """Open the store that ``url`` names.
+
+    - a plain path, or ``file:PATH`` / ``file:///PATH``: a :class:`DirectoryStore`
+      (the folder is created on the first write, not here);
+    - ``sqlite:///PATH`` and ``postgresql://...``: reserved, not implemented yet.
+
+    Raises:
+        UsageError: empty, malformed or unsupported URL.
+    """
+    # Imported here, not at the top: directory.py imports this module's checks.
+    from keyblob.storage.directory import DirectoryStore  # noqa: PLC0415
+
+    if not isinstance(url, str) or not url:
+        raise UsageError("empty store URL: give a folder path or a store URL")
+    match = _SCHEME.match(url)
+    if match is None:
+        return DirectoryStore(Path(url))
+    # Messages name only the scheme: a database URL may carry a password.
+    scheme = match.group(1).lower()
+    if scheme == "file":
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
+            raise UsageError("unsupported file: URL: use file:/path or file:///path")
+        path = unquote(parts.path)
+        if not path:
+            raise UsageError("empty file: URL: give a folder path")
+        return DirectoryStore(Path(path))
+    if scheme == "sqlite":
+        raise UsageError("the sqlite store is not implemented yet")
+    if scheme in ("postgresql", "postgres"):
+        raise UsageError("the postgresql store is not implemented yet")
+    raise UsageError(
+        f"unsupported store URL scheme {scheme!r}: use a path, file:, sqlite: or postgresql:"
+    )

@@ -1,0 +1,294 @@
+"""The directory store: one file per blob, ``<root>/<name>/<generation>.kb``.
+
+The embedded default store.  Writes go through :func:`keyblob.atomic.write_atomic`
+(temp file, fsync, hard link, fsync of the folder), so a crash leaves a blob absent or
+complete, and two writers of one (name, generation) cannot both win.  Everything found on
+disk is treated as hostile: entries that are not exactly ``<name>/<generation>.kb`` are
+ignored when listing, symlinks and special files are refused, and every read is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+
+from keyblob.atomic import fsync_dir, read_bounded, write_atomic
+from keyblob.errors import NotFoundError, StorageError, UsageError
+from keyblob.keys import check_name
+from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, check_generation, check_item
+
+__all__ = ["DirectoryStore"]
+
+_FOLDER_MODE = 0o700
+_FILE_MODE = 0o600
+_SUFFIX = ".kb"
+# Decimal without leading zeros: one file name per generation, so "007.kb" can never alias
+# "7.kb".  At most 19 digits (MAX_GENERATION); the value is range-checked after parsing.
+_ENTRY = re.compile(r"([1-9][0-9]{0,18})\.kb")
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or type(e).__name__
+
+
+class DirectoryStore:
+    """A store in a folder: ``<root>/<name>/<generation>.kb``, folders 0700, files 0600.
+
+    The root (and any missing parent) is created on the first :meth:`put`, never by a read:
+    reading from a missing root behaves like an empty store.
+    """
+
+    def __init__(self, root: Path, create: bool = True) -> None:
+        """Use the folder ``root``; ``create=False`` refuses to create it on ``put``."""
+        self._root = Path(root)
+        self._create = create
+
+    def __repr__(self) -> str:
+        return f"DirectoryStore({str(self._root)!r})"
+
+    @property
+    def location(self) -> str:
+        """The root folder, as given."""
+        return str(self._root)
+
+    @property
+    def root(self) -> Path:
+        """The root folder."""
+        return self._root
+
+    def put(self, name: str, generation: int, data: bytes) -> None:
+        """Store ``data`` as ``name`` at ``generation``; create-only and atomic.
+
+        Putting bytes identical to those already stored is a no-op.  Of concurrent writers
+        of the same (name, generation), exactly one wins; the others see the conflict.
+
+        Raises:
+            UsageError: invalid name or generation, or ``data`` larger than MAX_ITEM_SIZE.
+            StorageError: the (name, generation) already holds different bytes (they are
+                kept), the name's folder is a symlink or not a folder, the root is missing
+                and ``create`` is False, or the file system failed.
+        """
+        check_name(name)
+        check_generation(generation)
+        check_item(data)
+        folder = self._name_folder_for_write(name)
+        path = folder / f"{generation}{_SUFFIX}"
+        try:
+            write_atomic(path, data, exclusive=True, mode=_FILE_MODE)
+        except FileExistsError:
+            # Someone (an earlier run, a retry, a concurrent writer) got there first.
+            # Identical bytes make the put idempotent; anything else is a conflict.
+            if self._read(name, generation, path) != data:
+                raise StorageError(
+                    f"{name} generation {generation} already exists in {self.location}"
+                ) from None
+        except OSError as e:
+            raise StorageError(f"cannot write {path}: {_reason(e)}") from e
+
+    def get(self, name: str, generation: int) -> bytes:
+        """Return the bytes stored as ``name`` at ``generation``.
+
+        Raises:
+            UsageError: invalid name or generation.
+            NotFoundError: nothing is stored there (a missing root included).
+            StorageError: the file is larger than MAX_ITEM_SIZE, is a symlink or not a
+                regular file, the name's folder is a symlink, or the file system failed.
+        """
+        check_name(name)
+        check_generation(generation)
+        folder = self._name_folder_for_read(name)
+        if folder is None:
+            raise NotFoundError(self._missing(name, generation))
+        return self._read(name, generation, folder / f"{generation}{_SUFFIX}")
+
+    def generations(self, name: str) -> list[int]:
+        """Return the generations stored for ``name``, ascending; ``[]`` when none.
+
+        Only regular files named exactly ``<generation>.kb`` count; temp files and junk are
+        ignored.
+
+        Raises:
+            UsageError: invalid name.
+            StorageError: the name's folder is a symlink or not a folder, or the file
+                system failed.
+        """
+        check_name(name)
+        return self._generations(self._name_folder_for_read(name))
+
+    def latest(self, name: str) -> int | None:
+        """Return the highest generation stored for ``name``, or None when none.
+
+        Raises:
+            UsageError: invalid name.
+            StorageError: as for :meth:`generations`.
+        """
+        found = self.generations(name)
+        return found[-1] if found else None
+
+    def names(self) -> list[str]:
+        """Return the names that have at least one generation, sorted.
+
+        Entries of the root that are not real folders with a valid name (files, symlinks,
+        temp folders) are ignored, so one stray entry does not break listing.
+
+        Raises:
+            StorageError: the root is not a folder, or the file system failed.
+        """
+        found = []
+        for entry in self._scan(self._root):
+            try:
+                check_name(entry.name)
+            except UsageError:
+                continue
+            if self._is_dir(entry) and self._generations(self._root / entry.name):
+                found.append(entry.name)
+        return sorted(found)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _name_folder_for_read(self, name: str) -> Path | None:
+        """``<root>/<name>`` if it exists, None if it (or the root) does not."""
+        folder = self._root / name
+        try:
+            info = os.lstat(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise StorageError(f"cannot read {folder}: {_reason(e)}") from e
+        self._check_folder(folder, info)
+        return folder
+
+    def _name_folder_for_write(self, name: str) -> Path:
+        """``<root>/<name>``, created (with the root) if missing."""
+        self._ensure_root()
+        folder = self._root / name
+        try:
+            os.mkdir(folder, _FOLDER_MODE)
+        except FileExistsError:
+            # Made earlier or by a concurrent writer: it must be a real folder.
+            try:
+                info = os.lstat(folder)
+            except OSError as e:
+                raise StorageError(f"cannot use folder {folder}: {_reason(e)}") from e
+            self._check_folder(folder, info)
+        except OSError as e:
+            raise StorageError(f"cannot create folder {folder}: {_reason(e)}") from e
+        else:
+            self._created(folder)
+        return folder
+
+    def _ensure_root(self) -> None:
+        """Create the root and its missing parents, each 0700, unless it exists.
+
+        Path.mkdir(parents=True) would give the parents the default mode, so each one is
+        made here.  The root may be a symlink to a folder (a home moved elsewhere): the user
+        chose it, unlike anything below it.
+        """
+        try:
+            if stat.S_ISDIR(os.stat(self._root).st_mode):
+                return
+            raise StorageError(f"store folder {self._root} is not a folder")
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StorageError(f"cannot use store folder {self._root}: {_reason(e)}") from e
+        if not self._create:
+            raise StorageError(f"store folder {self._root} does not exist")
+        missing = [self._root]
+        while missing[-1].parent != missing[-1] and not missing[-1].parent.exists():
+            missing.append(missing[-1].parent)
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder, _FOLDER_MODE)
+            except FileExistsError:
+                if not folder.is_dir():  # lost a race to a concurrent writer: fine if a folder
+                    raise StorageError(f"cannot create folder {folder}: not a folder") from None
+            except OSError as e:
+                raise StorageError(f"cannot create folder {folder}: {_reason(e)}") from e
+            else:
+                self._created(folder)
+
+    @staticmethod
+    def _created(folder: Path) -> None:
+        """Finish a folder just made: exactly 0700, and durable in its parent (P8)."""
+        try:
+            os.chmod(folder, _FOLDER_MODE)  # mkdir honoured the umask
+            fsync_dir(folder.parent)
+        except OSError as e:
+            raise StorageError(f"cannot create folder {folder}: {_reason(e)}") from e
+
+    @staticmethod
+    def _check_folder(folder: Path, info: os.stat_result) -> None:
+        if stat.S_ISLNK(info.st_mode):
+            # Names are validated, so only a symlink could lead outside the root.
+            raise StorageError(f"refusing {folder}: it is a symlink, not a folder")
+        if not stat.S_ISDIR(info.st_mode):
+            raise StorageError(f"refusing {folder}: it is not a folder")
+
+    def _missing(self, name: str, generation: int) -> str:
+        return f"no blob {name} generation {generation} in {self.location}"
+
+    def _read(self, name: str, generation: int, path: Path) -> bytes:
+        missing = self._missing(name, generation)
+        try:
+            info = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(missing) from None
+        except OSError as e:
+            raise StorageError(f"cannot read {path}: {_reason(e)}") from e
+        # Checked before opening: a symlink could point outside the store, and a FIFO or
+        # device planted in the store would block or never end.
+        if not stat.S_ISREG(info.st_mode):
+            raise StorageError(f"refusing {path}: it is not a regular file")
+        if info.st_size > MAX_ITEM_SIZE:
+            raise StorageError(f"refusing {path}: larger than {MAX_ITEM_SIZE} bytes")
+        try:
+            return read_bounded(path, MAX_ITEM_SIZE)
+        except FileNotFoundError:
+            raise NotFoundError(missing) from None
+        except OSError as e:
+            raise StorageError(f"cannot read {path}: {_reason(e)}") from e
+        except ValueError:
+            # The file grew between lstat and read.
+            raise StorageError(f"refusing {path}: larger than {MAX_ITEM_SIZE} bytes") from None
+
+    def _generations(self, folder: Path | None) -> list[int]:
+        if folder is None:
+            return []
+        found = []
+        for entry in self._scan(folder):
+            match = _ENTRY.fullmatch(entry.name)
+            if match is None:
+                continue  # temp files (".7.kb.<hex>.tmp"), "007.kb", "x.kb", anything else
+            generation = int(match.group(1))
+            if generation <= MAX_GENERATION and self._is_file(entry):
+                found.append(generation)
+        return sorted(found)
+
+    @staticmethod
+    def _scan(folder: Path) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(folder) as entries:
+                return list(entries)
+        except FileNotFoundError:
+            return []  # a missing root is an empty store; a name folder removed meanwhile
+        except NotADirectoryError as e:
+            raise StorageError(f"cannot list {folder}: it is not a folder") from e
+        except OSError as e:
+            raise StorageError(f"cannot list {folder}: {_reason(e)}") from e
+
+    @staticmethod
+    def _is_dir(entry: os.DirEntry[str]) -> bool:
+        try:
+            return entry.is_dir(follow_symlinks=False)
+        except OSError as e:
+            raise StorageError(f"cannot read {entry.path}: {_reason(e)}") from e
+
+    @staticmethod
+    def _is_file(entry: os.DirEntry[str]) -> bool:
+        try:
+            return entry.is_file(follow_symlinks=False)
+        except OSError as e:
+            raise StorageError(f"cannot read {entry.path}: {_reason(e)}") from e
