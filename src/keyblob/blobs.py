@@ -1,0 +1,403 @@
+"""The recipe: export a session key as a signed key blob, and import one back.
+
+This is the one place where the check order of an import lives (FORMAT.md 2.7):
+
+1. parse (strict, canonical, bounded);
+2. the signer is trusted: the container's own signature key, or one the user added;
+3. the signature is valid;
+4. the name (and key id, generation) are the ones that were asked for;
+5. the generation is not below the container's high-water mark for that name and, when the
+   latest generation is asked for, the store has not lost the newest one;
+6. only then unwrap, and check the key has the algorithm's length.
+
+Every failure of steps 2-6 raises ``VerificationError`` with one fixed message per check.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from keyblob.errors import NotFoundError, UsageError, VerificationError
+from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient, key_id_for, signed_message
+from keyblob.format.armor import BLOB, dearmor, is_armored
+from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, _make_session_key, check_name
+from keyblob.providers import suites
+from keyblob.providers.base import Provider
+from keyblob.storage import Store
+from keyblob.trust import State, require_trusted
+
+#: Fixed messages, one per check (never an oracle: none says more than which check failed).
+WRONG_NAME = "the blob is for key {actual!r}, not {expected!r}"
+WRONG_KEY_ID = "the blob holds key id {actual}, not the expected {expected}"
+WRONG_GENERATION = "the store holds it as generation {stored}, but it is signed as generation {signed}"
+ROLLED_BACK = (
+    "rolled back: {name} generation {generation} is older than generation {floor}, "
+    "which this container has already seen"
+)
+MISSING_LATEST = (
+    "rolled back: the store's newest {name} is generation {latest}, but this container "
+    "has already seen generation {floor}"
+)
+NOT_A_RECIPIENT = "the blob is not wrapped for this container's exchange key {kx}"
+WRONG_SUITE = "the blob uses suite {blob}, but this container uses suite {own}"
+BAD_KEY_LENGTH = "the unwrapped key has the wrong length for its algorithm"
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A blob that passed every check, with the session key it holds (if it was unwrapped)."""
+
+    blob: KeyBlob
+    encoded: bytes
+    key: SessionKey | None
+
+    @property
+    def header(self) -> Header:
+        return self.blob.header
+
+    @property
+    def recipients(self) -> tuple[KeyId, ...]:
+        return tuple(r.key_id for r in self.blob.recipients)
+
+
+def decode(data: bytes) -> KeyBlob:
+    """Parse a key blob, binary or armored (step 1).
+
+    Raises:
+        FormatError: not a well-formed version 1 key blob.
+    """
+    if is_armored(data):
+        data = dearmor(data, BLOB)
+    return KeyBlob.from_bytes(data)
+
+
+def _recipient_keys(
+    provider: Provider, to: Sequence[PublicKeyFile]
+) -> list[tuple[KeyId, suites.ExchangePublic]]:
+    out = [(provider.exchange_id, suites.load_exchange_public(provider.suite, provider.exchange_public))]
+    for pub in to:
+        if pub.suite is not provider.suite:
+            raise UsageError(
+                f"recipient {pub.label!r} uses suite {pub.suite.label}; this container uses "
+                f"{provider.suite.label}"
+            )
+        if all(pub.exchange_id != kid for kid, _ in out):
+            out.append((pub.exchange_id, suites.load_exchange_public(pub.suite, pub.exchange)))
+    return out
+
+
+def _export(
+    provider: Provider,
+    *,
+    name: str,
+    generation: int,
+    algorithm: Algorithm,
+    recipients: list[tuple[KeyId, suites.ExchangePublic]],
+    random: Callable[[int], bytes],
+    now: Callable[[], int],
+) -> tuple[bytes, SessionKey]:
+    """FORMAT.md 2.6, export steps 1-5."""
+    key_bytes = random(algorithm.key_size)  # 1. a fresh session key and a random key id
+    key_id = KeyId(random(16))
+    header = Header(  # 2. the header
+        suite=provider.suite,
+        algorithm=algorithm,
+        generation=generation,
+        created=now(),
+        key_id=key_id,
+        signer_id=provider.signature_id,
+        name=name,
+    )
+    wrapped = tuple(  # 3. one wrap per recipient, bound to the header and the recipient
+        Recipient(rid, suites.wrap(public, key_bytes, header.wrap_context(rid)))
+        for rid, public in recipients
+    )
+    signature = provider.sign(signed_message(header, wrapped))  # 4. sign every byte before
+    blob = KeyBlob(header, wrapped, signature)  # 5. encode
+    key = _make_session_key(
+        name=name,
+        key_id=key_id,
+        generation=generation,
+        algorithm=algorithm,
+        created=header.created,
+        key=key_bytes,
+    )
+    return blob.to_bytes(), key
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def generate(
+    provider: Provider,
+    store: Store,
+    name: str,
+    *,
+    algorithm: Algorithm = Algorithm.AES_256_GCM,
+    to: Sequence[PublicKeyFile] = (),
+    _random: Callable[[int], bytes] = secrets.token_bytes,
+    _now: Callable[[], int] = _now,
+) -> SessionKey:
+    """Make a new session key ``name`` (generation 1), export it signed, and store it.
+
+    The key is wrapped for the container itself and for every public key file in ``to``.
+
+    Raises:
+        UsageError: invalid name, or ``name`` exists already (use :func:`rotate`).
+        VerificationError: the home state was tampered with, or the store lost ``name``.
+        StorageError: the store could not be written.
+    """
+    check_name(name)
+    recipients = _recipient_keys(provider, to)
+    state = provider.state()
+    latest = store.latest(name)
+    if latest is not None:
+        raise UsageError(f"{name} exists already (generation {latest}): use keyblob rotate {name}")
+    if state.generation_floor(name):
+        raise VerificationError(
+            MISSING_LATEST.format(name=name, latest="missing", floor=state.generation_floor(name))
+        )
+    return _store_new(provider, store, name, 1, algorithm, recipients, _random, _now)
+
+
+def _store_new(
+    provider: Provider,
+    store: Store,
+    name: str,
+    generation: int,
+    algorithm: Algorithm,
+    recipients: list[tuple[KeyId, suites.ExchangePublic]],
+    random: Callable[[int], bytes],
+    now: Callable[[], int],
+) -> SessionKey:
+    encoded, key = _export(
+        provider,
+        name=name,
+        generation=generation,
+        algorithm=algorithm,
+        recipients=recipients,
+        random=random,
+        now=now,
+    )
+    store.put(name, generation, encoded)  # create-only: a concurrent writer cannot be overwritten
+    provider.update_state(lambda s: s.seen(name, generation))
+    return key
+
+
+def rotate(
+    provider: Provider,
+    store: Store,
+    name: str,
+    *,
+    algorithm: Algorithm | None = None,
+    to: Sequence[PublicKeyFile] = (),
+    _random: Callable[[int], bytes] = secrets.token_bytes,
+    _now: Callable[[], int] = _now,
+) -> SessionKey:
+    """Make the next generation of ``name``: a new key, verified predecessor, same recipients.
+
+    The latest generation is loaded and fully verified first.  Its other recipients are
+    wrapped for again when their public keys are known (given in ``to`` or trusted).
+
+    Raises:
+        NotFoundError: no generation of ``name`` is stored.
+        VerificationError: the latest generation fails verification (or rollback).
+        UsageError: a previous recipient's public key is unknown: pass it in ``to``.
+    """
+    current = open_latest(provider, store, name)
+    recipients = _recipient_keys(provider, to)
+    known = {kid for kid, _ in recipients}
+    state = provider.state()
+    by_id = {key_id_for(s.suite, KeyRole.EXCHANGE, s.exchange): s for s in state.trusted}
+    for rid in current.recipients:
+        if rid in known:
+            continue
+        signer = by_id.get(rid)
+        if signer is None:
+            raise UsageError(
+                f"{name} generation {current.header.generation} is also wrapped for kx-{rid.short}, "
+                "whose public key is not trusted here: pass its public key file with --to"
+            )
+        recipients.append((rid, suites.load_exchange_public(signer.suite, signer.exchange)))
+        known.add(rid)
+    return _store_new(
+        provider,
+        store,
+        name,
+        current.header.generation + 1,
+        algorithm or current.header.algorithm,
+        recipients,
+        _random,
+        _now,
+    )
+
+
+def _verify(
+    provider: Provider,
+    state: State,
+    data: bytes,
+    *,
+    name: str | None,
+    key_id: KeyId | None,
+    unwrap: bool,
+) -> Verified:
+    """FORMAT.md 2.7, import steps 1-4 and 6 (step 5 needs the store: see callers)."""
+    blob = decode(data)  # 1. parse
+    h = blob.header
+    if h.suite is not provider.suite:
+        raise VerificationError(WRONG_SUITE.format(blob=h.suite.label, own=provider.suite.label))
+    signer_public = require_trusted(  # 2. the signer is trusted
+        provider.signature_id, provider.signature_public, state, h.signer_id
+    )
+    public = suites.load_signature_public(h.suite, signer_public)
+    suites.verify(public, blob.signature, blob.signed_message())  # 3. signature
+    if name is not None and h.name != name:  # 4. what was asked for
+        raise VerificationError(WRONG_NAME.format(actual=h.name, expected=name))
+    if key_id is not None and h.key_id != key_id:
+        raise VerificationError(WRONG_KEY_ID.format(actual=h.key_id.short, expected=key_id.short))
+    key = None
+    if unwrap:
+        key = _unwrap(provider, blob)
+    return Verified(blob, blob.to_bytes(), key)
+
+
+def _check_floor(state: State, header: Header) -> None:
+    """Step 5: the generation is not below the high-water mark."""
+    floor = state.generation_floor(header.name)
+    if header.generation < floor:
+        raise VerificationError(
+            ROLLED_BACK.format(name=header.name, generation=header.generation, floor=floor)
+        )
+
+
+def _unwrap(provider: Provider, blob: KeyBlob) -> SessionKey:
+    """Step 6: unwrap for this container; the key must fit its algorithm."""
+    h = blob.header
+    mine = blob.recipient(provider.exchange_id)
+    if mine is None:
+        raise VerificationError(NOT_A_RECIPIENT.format(kx=f"kx-{provider.exchange_id.short}"))
+    raw = provider.unwrap(mine.wrapped, h.wrap_context(mine.key_id))
+    if len(raw) != h.algorithm.key_size:
+        raise VerificationError(BAD_KEY_LENGTH)
+    return _make_session_key(
+        name=h.name,
+        key_id=h.key_id,
+        generation=h.generation,
+        algorithm=h.algorithm,
+        created=h.created,
+        key=raw,
+    )
+
+
+def open_latest(
+    provider: Provider, store: Store, name: str, *, unwrap: bool = True
+) -> Verified:
+    """Load, verify and (by default) unwrap the newest generation of ``name``.
+
+    Raises:
+        NotFoundError: the store has no generation of ``name``.
+        VerificationError: any check failed, including a rollback or a lost newest generation.
+        FormatError: the stored bytes are not a key blob.
+    """
+    check_name(name)
+    state = provider.state()
+    latest = store.latest(name)
+    floor = state.generation_floor(name)
+    if latest is None:
+        if floor:
+            raise VerificationError(MISSING_LATEST.format(name=name, latest="missing", floor=floor))
+        raise NotFoundError(f"no key named {name} in {store.location}")
+    if latest < floor:
+        raise VerificationError(MISSING_LATEST.format(name=name, latest=latest, floor=floor))
+    return _open_stored(provider, store, state, name, latest, None, unwrap=unwrap, newest=True)
+
+
+def _open_stored(
+    provider: Provider,
+    store: Store,
+    state: State,
+    name: str,
+    generation: int,
+    key_id: KeyId | None,
+    *,
+    unwrap: bool,
+    newest: bool,
+) -> Verified:
+    verified = _verify(provider, state, store.get(name, generation), name=name, key_id=key_id, unwrap=False)
+    h = verified.header
+    if h.generation != generation:
+        raise VerificationError(WRONG_GENERATION.format(stored=generation, signed=h.generation))
+    if newest:  # the latest was asked for: it must not be older than what we saw
+        _check_floor(state, h)
+    if unwrap:
+        verified = Verified(verified.blob, verified.encoded, _unwrap(provider, verified.blob))
+    if h.generation > state.generation_floor(name):
+        provider.update_state(lambda s: s.seen(name, h.generation))
+    return verified
+
+
+def load(
+    provider: Provider,
+    store: Store,
+    name: str,
+    *,
+    generation: int | None = None,
+    key_id: KeyId | None = None,
+) -> SessionKey:
+    """Import a stored session key, as CryptImportKey does, after every check.
+
+    Without ``generation`` the newest is loaded and rollback is checked.  With it (and the
+    ``key_id`` that data encrypted under that generation names) an older generation can be
+    opened, so old data stays readable; the signature still binds name, generation and id.
+
+    Raises:
+        NotFoundError: nothing stored under that name (and generation).
+        VerificationError: any check failed.
+        FormatError: the stored bytes are not a key blob.
+    """
+    if generation is None:
+        verified = open_latest(provider, store, name)
+    else:
+        check_name(name)
+        verified = _open_stored(
+            provider, store, provider.state(), name, generation, key_id, unwrap=True, newest=False
+        )
+    if verified.key is None:  # unreachable: unwrap=True always sets it
+        raise VerificationError(BAD_KEY_LENGTH)
+    return verified.key
+
+
+def verify(
+    provider: Provider, data: bytes, *, name: str | None = None, unwrap: bool = True
+) -> Verified:
+    """Check a blob (not from the store) without storing it: every step, unwrap included.
+
+    Raises:
+        FormatError: not a key blob.
+        VerificationError: any check failed (an older generation than seen counts as one).
+    """
+    state = provider.state()
+    verified = _verify(provider, state, data, name=name, key_id=None, unwrap=unwrap)
+    _check_floor(state, verified.header)
+    return verified
+
+
+def import_blob(
+    provider: Provider, store: Store, data: bytes, *, name: str | None = None
+) -> Verified:
+    """Verify a blob from elsewhere and, only if every check passes, add it to the store.
+
+    Raises:
+        FormatError: not a key blob.
+        VerificationError: any check failed; nothing was stored or changed.
+        StorageError: the store holds a different blob under that name and generation.
+    """
+    verified = verify(provider, data, name=name)
+    h = verified.header
+    store.put(h.name, h.generation, verified.encoded)
+    provider.update_state(lambda s: s.seen(h.name, h.generation))
+    return verified
