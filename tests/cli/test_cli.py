@@ -1,0 +1,267 @@
+"""End-to-end command-line transcripts: output, files and exit statuses (DESIGN.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from keyblob.cli import main
+
+PASS = "s3cret passphrase"
+
+
+class Shell:
+    """Runs ``keyblob`` in-process against one home, the way a user's shell would."""
+
+    def __init__(self, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+        self.home = home
+        self.capsys = capsys
+        self.monkeypatch = monkeypatch
+        monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
+        monkeypatch.delenv("KEYBLOB_STORE", raising=False)
+        monkeypatch.delenv("KEYBLOB_CONTAINER", raising=False)
+
+    def __call__(self, *argv: str, home: Path | None = None) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        status = main(["--home", str(home or self.home), *argv])
+        out, err = self.capsys.readouterr()
+        return status, out, err
+
+
+@pytest.fixture
+def kb(tmp_path, capsys, monkeypatch) -> Shell:
+    return Shell(tmp_path / "home", capsys, monkeypatch)
+
+
+def test_procedure_end_to_end(kb, tmp_path):
+    status, out, _ = kb("init")
+    assert status == 0 and 'created container "default" (suite x25519)' in out
+    assert "kx-" in out and "sg-" in out
+    status, out, _ = kb("new", "payroll")
+    assert status == 0 and out.startswith("payroll  generation 1  aes-256-gcm  key id ")
+    status, out, _ = kb("show", "payroll", "--json")
+    doc = json.loads(out)
+    assert {"name", "generation", "key_id", "algorithm", "created", "signer", "recipients"} <= set(doc)
+    assert (doc["name"], doc["generation"], doc["algorithm"]) == ("payroll", 1, "aes-256-gcm")
+    blob = tmp_path / "payroll.kb"
+    assert kb("export", "payroll", "-o", str(blob))[0] == 0
+    status, out, _ = kb("inspect", str(blob))
+    assert status == 0 and "signer_id" in out and "recipient[0].wrapped" in out
+    status, out, _ = kb("verify", str(blob), "--json")
+    assert status == 0 and json.loads(out)["valid"] is True
+    assert kb("rotate", "payroll")[1].startswith("payroll  generation 2")
+    status, out, _ = kb("list", "--json")
+    keys = json.loads(out)["keys"]
+    assert [(k["name"], k["generation"]) for k in keys] == [("payroll", 2)]
+
+
+def test_home_is_private(kb):
+    kb("init")
+    assert stat.S_IMODE(kb.home.stat().st_mode) == 0o700
+    for path in kb.home.rglob("*"):
+        expected = 0o700 if path.is_dir() else 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
+def test_home_readable_by_others_is_refused(kb):
+    kb("init")
+    kb.home.chmod(0o755)
+    status, _, err = kb("new", "payroll")
+    assert status == 1
+    assert "can be read or written by others (mode 755): run chmod 700" in err
+    assert not (kb.home / "blobs").exists()
+
+
+def test_wrong_passphrase_exit_5_nothing_changed(kb, monkeypatch):
+    kb("init")
+    kb("new", "payroll")
+    snapshot = {p: p.read_bytes() for p in kb.home.rglob("*") if p.is_file()}
+    monkeypatch.setenv("KEYBLOB_PASSPHRASE", "wrong")
+    status, _, err = kb("rotate", "payroll")
+    assert status == 5 and "wrong passphrase" in err
+    assert {p: p.read_bytes() for p in kb.home.rglob("*") if p.is_file()} == snapshot
+
+
+def test_passphrase_file(kb, tmp_path, monkeypatch):
+    kb("init")
+    monkeypatch.delenv("KEYBLOB_PASSPHRASE")
+    pf = tmp_path / "pass.txt"
+    pf.write_text(PASS + "\n")
+    assert kb("--passphrase-file", str(pf), "new", "k")[0] == 0
+    pf.write_text("nope\n")
+    assert kb("--passphrase-file", str(pf), "new", "k2")[0] == 5
+
+
+def test_edited_state_is_refused(kb):
+    kb("init")
+    kb("new", "payroll")
+    state = kb.home / "containers" / "default" / "state.json"
+    doc = json.loads(state.read_text())
+    doc["high_water"]["payroll"] = 0
+    state.write_text(json.dumps(doc))
+    status, _, err = kb("show", "payroll")
+    assert status == 3 and "modified outside keyblob" in err
+
+
+def test_substitution_attack_transcript(kb, tmp_path):
+    """The procedure's attack through the command line, exactly as a user would meet it."""
+    victim, attacker = tmp_path / "victim", tmp_path / "attacker"
+    kb("init", home=victim)
+    kb("new", "payroll", home=victim)
+    victim_pub = tmp_path / "victim.pub"
+    assert kb("pubkey", "-o", str(victim_pub), home=victim)[0] == 0
+    kb("init", home=attacker)
+    kb("--store", str(tmp_path / "evil"), "new", "payroll", "--to", str(victim_pub), home=attacker)
+    evil = tmp_path / "evil" / "payroll" / "1.kb"
+    target = victim / "blobs" / "payroll" / "1.kb"
+    target.write_bytes(evil.read_bytes())
+    status, _, err = kb("show", "payroll", home=victim)
+    assert status == 3 and "which is not a trusted signer" in err
+    status, _, err = kb("import", str(evil), home=victim)
+    assert status == 3
+    lines = err.strip().splitlines()
+    assert lines[0].startswith(f"keyblob: error: refused {evil}: signed by sg-")
+    assert lines[1].startswith("keyblob: hint:") and "trust add" in lines[2]
+    # The victim decides to trust the other container: now it imports.
+    attacker_pub = tmp_path / "attacker.pub"
+    kb("pubkey", "-o", str(attacker_pub), home=attacker)
+    status, out, _ = kb("trust", "add", str(attacker_pub), home=victim)
+    assert status == 0 and "fingerprint" in out
+    assert kb("show", "payroll", home=victim)[0] == 0
+
+
+def test_sharing_and_trust_commands(kb, tmp_path):
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    kb("init", home=alice)
+    kb("init", "--container", "bob", home=bob)
+    bob_pub, alice_pub = tmp_path / "bob.pub", tmp_path / "alice.pub"
+    kb("--container", "bob", "pubkey", "-o", str(bob_pub), home=bob)
+    kb("pubkey", "-o", str(alice_pub), home=alice)
+    assert kb("new", "payroll", "--to", str(bob_pub), home=alice)[0] == 0
+    blob = tmp_path / "payroll.kb"
+    kb("export", "payroll", "-o", str(blob), "--armor", home=alice)
+    assert blob.read_text().startswith("-----BEGIN KEYBLOB-----\n")
+    assert kb("--container", "bob", "import", str(blob), home=bob)[0] == 3
+    kb("--container", "bob", "trust", "add", str(alice_pub), home=bob)
+    status, out, _ = kb("--container", "bob", "trust", "list", "--json", home=bob)
+    signers = json.loads(out)
+    assert [s["own"] for s in signers] == [True, False]
+    status, out, _ = kb("--container", "bob", "import", str(blob), home=bob)
+    assert status == 0 and out.startswith("imported payroll generation 1")
+    alice_id = signers[1]["key_id"]
+    assert kb("--container", "bob", "trust", "remove", alice_id[:10], home=bob)[0] == 0
+    assert kb("--container", "bob", "show", "payroll", home=bob)[0] == 3
+    assert kb("--container", "bob", "trust", "remove", alice_id, home=bob)[0] == 4
+
+
+def test_rollback_transcript(kb, tmp_path):
+    kb("init")
+    kb("new", "payroll")
+    old = tmp_path / "old.kb"
+    kb("export", "payroll", "-o", str(old))
+    kb("rotate", "payroll")
+    folder = kb.home / "blobs" / "payroll"
+    (folder / "2.kb").write_bytes(old.read_bytes())
+    status, _, err = kb("show", "payroll")
+    assert status == 3 and "signed as generation 1" in err
+    (folder / "2.kb").unlink()
+    status, _, err = kb("show", "payroll")
+    assert status == 3 and "rolled back" in err
+    status, _, err = kb("verify", str(old))
+    assert status == 3 and "rolled back" in err
+
+
+def test_errors_and_statuses(kb, tmp_path):
+    status, _, err = kb("show", "payroll")
+    assert status == 4 and "no container 'default'" in err and "keyblob init" in err
+    kb("init")
+    assert kb("init")[0] == 1  # exists already
+    assert kb("show", "payroll")[0] == 4
+    status, out, err = kb("list")
+    assert status == 0 and "no keys" in err
+    status, _, err = kb("new", "Bad/Name")
+    assert status == 2 and "invalid name" in err
+    assert kb("verify", str(tmp_path / "missing.kb"))[0] == 4
+    junk = tmp_path / "junk.kb"
+    junk.write_bytes(b"KBLB\x02" + b"\x00" * 100)
+    status, _, err = kb("verify", str(junk))
+    assert status == 3 and "version 2 is not supported" in err
+    big = tmp_path / "big.kb"
+    big.write_bytes(b"\x00" * 200_000)
+    status, _, err = kb("import", str(big))
+    assert status == 3 and "larger than" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["frobnicate"])
+    assert exc.value.code == 2
+
+
+def test_list_reports_refused_entries(kb):
+    kb("init")
+    kb("new", "good")
+    kb("new", "bad")
+    path = kb.home / "blobs" / "bad" / "1.kb"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    status, out, err = kb("list")
+    assert status == 3
+    assert "good" in out and "bad" not in out
+    assert "refused bad: the signature does not verify" in err
+
+
+def test_rsa_suite(kb):
+    status, out, _ = kb("init", "--suite", "rsa", "--bits", "2048")
+    assert status == 0 and "suite rsa" in out
+    assert kb("new", "k", "--algorithm", "chacha20-poly1305")[0] == 0
+    doc = json.loads(kb("show", "k", "--json")[1])
+    assert doc["suite"] == "rsa" and doc["algorithm"] == "chacha20-poly1305"
+    assert kb("init", "--container", "x", "--bits", "2048")[0] == 2
+
+
+def test_pubkey_pem(kb):
+    kb("init")
+    status, out, _ = kb("pubkey", "--format", "pem")
+    assert status == 0 and out.count("-----BEGIN PUBLIC KEY-----") == 2
+
+
+def test_inspect_needs_no_secret(kb, tmp_path, monkeypatch):
+    kb("init")
+    kb("new", "payroll")
+    blob = tmp_path / "p.kb"
+    kb("export", "payroll", "-o", str(blob), "--armor")
+    monkeypatch.delenv("KEYBLOB_PASSPHRASE")
+    status, out, _ = kb("inspect", str(blob), "--json")
+    doc = json.loads(out)
+    assert status == 0 and doc["verified"] is False
+    names = [f["name"] for f in doc["fields"]]
+    assert names[:3] == ["magic", "version", "suite"] and names[-1] == "signature"
+
+
+def test_no_key_bytes_in_any_output(kb, tmp_path):
+    from keyblob import Home, blobs, open_store
+
+    kb("init")
+    outputs = []
+    for argv in (("new", "k"), ("show", "k"), ("show", "k", "--json"), ("list", "--json"), ("rotate", "k")):
+        outputs.append("".join(kb(*argv)[1:]))
+    container = Home(kb.home).open("default", PASS.encode())
+    store = open_store(str(kb.home / "blobs"))
+    for generation in (1, 2):
+        raw = blobs.load(container, store, "k", generation=generation).unsafe_raw_bytes()
+        for text in outputs:
+            assert raw.hex() not in text.lower()
+
+
+def test_subprocess_entry_points(tmp_path):
+    env = {**os.environ, "KEYBLOB_HOME": str(tmp_path / "h"), "KEYBLOB_PASSPHRASE": PASS}
+    run = subprocess.run([sys.executable, "-m", "keyblob", "--help"], capture_output=True, text=True, env=env)
+    assert run.returncode == 0 and "exit status" in run.stdout
+    run = subprocess.run([sys.executable, "-m", "keyblob", "show", "x"], capture_output=True, text=True, env=env)
+    assert run.returncode == 4 and run.stderr.startswith("keyblob: error: no container")
+    assert "Traceback" not in run.stderr

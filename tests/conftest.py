@@ -1,0 +1,35 @@
+"""Shared fixtures: homes with a fast (test-only) KDF, stores, containers of each suite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from support import FAST_KDF, PASSPHRASE
+
+from keyblob import Home, SoftwareContainer, Suite
+from keyblob.storage.directory import DirectoryStore
+
+
+@pytest.fixture
+def make_container(tmp_path: Path) -> Callable[..., SoftwareContainer]:
+    """Make a container in its own home: make_container("alice", suite=Suite.RSA)."""
+    counter = iter(range(1000))
+
+    def make(name: str = "default", suite: Suite = Suite.X25519, bits: int = 2048) -> SoftwareContainer:
+        home = Home(tmp_path / f"home{next(counter)}")
+        return home.create(name, PASSPHRASE, suite, bits=bits, kdf=FAST_KDF)
+
+    return make
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> DirectoryStore:
+    return DirectoryStore(tmp_path / "store")
+
+
+@pytest.fixture(params=[Suite.X25519, Suite.RSA], ids=["x25519", "rsa"])
+def suite(request: pytest.FixtureRequest) -> Suite:
+    return request.param  # type: ignore[no-any-return]

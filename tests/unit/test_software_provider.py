@@ -1,0 +1,176 @@
+"""The software provider: sealing at rest (P6), passphrase, permissions, state MAC (P4)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from keyblob import (
+    FormatError,
+    Home,
+    NotFoundError,
+    PassphraseError,
+    ProviderError,
+    Suite,
+    UsageError,
+    VerificationError,
+)
+from keyblob.trust import State
+from support import FAST_KDF, PASSPHRASE
+
+
+def test_create_and_open(tmp_path, suite):
+    home = Home(tmp_path / "h")
+    made = home.create("c1", PASSPHRASE, suite, bits=2048, kdf=FAST_KDF)
+    opened = home.open("c1", PASSPHRASE)
+    assert (opened.exchange_id, opened.signature_id) == (made.exchange_id, made.signature_id)
+    assert opened.suite is suite and home.container_names() == ["c1"]
+    message = b"hello"
+    from keyblob.providers import suites
+
+    suites.verify(suites.load_signature_public(suite, opened.signature_public), made.sign(message), message)
+
+
+def test_private_keys_are_not_in_the_clear(tmp_path):
+    from keyblob.providers import suites
+
+    home = Home(tmp_path / "h")
+    c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    text = (tmp_path / "h" / "containers" / "c" / "container.json").read_bytes()
+    for key in (c._exchange, c._signature):
+        raw = suites.private_bytes(key)
+        assert raw not in text and raw.hex().encode() not in text
+        import base64
+
+        assert base64.b64encode(raw) not in text
+    assert "private" not in repr(c).lower()
+    with pytest.raises(TypeError):
+        import pickle
+
+        pickle.dumps(c)
+
+
+def test_wrong_passphrase(tmp_path):
+    home = Home(tmp_path / "h")
+    home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    with pytest.raises(PassphraseError, match="wrong passphrase for container 'c'"):
+        home.open("c", b"nope")
+
+
+def test_empty_passphrase_and_duplicates(tmp_path):
+    home = Home(tmp_path / "h")
+    with pytest.raises(UsageError):
+        home.create("c", b"", kdf=FAST_KDF)
+    home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    with pytest.raises(ProviderError, match="already exists"):
+        home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    with pytest.raises(NotFoundError):
+        home.open("other", PASSPHRASE)
+
+
+def test_swapped_public_key_in_container_file_is_detected(tmp_path):
+    home = Home(tmp_path / "h")
+    home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    other = Home(tmp_path / "o").create("c", PASSPHRASE, kdf=FAST_KDF)
+    path = tmp_path / "h" / "containers" / "c" / "container.json"
+    doc = json.loads(path.read_text())
+    import base64
+
+    doc["signature"]["public"] = base64.b64encode(other.signature_public).decode()
+    path.write_text(json.dumps(doc))
+    with pytest.raises(VerificationError, match="modified outside keyblob"):
+        home.open("c", PASSPHRASE)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("memory_kib", 1024, "memory"),
+        ("memory_kib", 2**40, "memory"),
+        ("iterations", 0, "iterations"),
+        ("lanes", 1000, "lanes"),
+        ("algorithm", "pbkdf2", "unknown KDF"),
+    ],
+)
+def test_hostile_kdf_parameters_refused(tmp_path, field, value, match):
+    home = Home(tmp_path / "h")
+    home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    path = tmp_path / "h" / "containers" / "c" / "container.json"
+    doc = json.loads(path.read_text())
+    doc["kdf"][field] = value
+    path.write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match=match):
+        home.open("c", PASSPHRASE)
+
+
+def test_damaged_container_file(tmp_path):
+    home = Home(tmp_path / "h")
+    home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    path = tmp_path / "h" / "containers" / "c" / "container.json"
+    path.write_text("{not json")
+    with pytest.raises(FormatError, match="damaged"):
+        home.open("c", PASSPHRASE)
+
+
+@pytest.mark.parametrize("target", ["home", "containers", "container", "file"])
+def test_unsafe_permissions_refused(tmp_path, target):
+    home = Home(tmp_path / "h")
+    home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    path = {
+        "home": tmp_path / "h",
+        "containers": tmp_path / "h" / "containers",
+        "container": tmp_path / "h" / "containers" / "c",
+        "file": tmp_path / "h" / "containers" / "c" / "container.json",
+    }[target]
+    path.chmod(0o644 if path.is_file() else 0o770)
+    with pytest.raises(ProviderError, match="by others"):
+        home.open("c", PASSPHRASE)
+
+
+def test_state_mac_detects_edits_and_deletion(tmp_path):
+    home = Home(tmp_path / "h")
+    c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    c.update_state(lambda s: s.seen("payroll", 5))
+    assert home.open("c", PASSPHRASE).state().generation_floor("payroll") == 5
+    path = tmp_path / "h" / "containers" / "c" / "state.json"
+    good = path.read_text()
+    for edit in (
+        lambda d: d["high_water"].update(payroll=1),
+        lambda d: d["high_water"].pop("payroll"),
+        lambda d: d.update(mac="00" * 32),
+        lambda d: d.pop("mac"),
+        lambda d: d.update(container="other"),
+    ):
+        doc = json.loads(good)
+        edit(doc)
+        path.write_text(json.dumps(doc))
+        with pytest.raises(VerificationError, match="modified outside keyblob"):
+            c.state()
+    # Another container's (valid) state pasted in is refused: the MAC key differs.
+    other = Home(tmp_path / "o").create("c", PASSPHRASE, kdf=FAST_KDF)
+    path.write_text((tmp_path / "o" / "containers" / "c" / "state.json").read_text())
+    with pytest.raises(VerificationError):
+        c.state()
+    assert other.state() == State()
+    path.unlink()
+    with pytest.raises(VerificationError, match="missing"):
+        c.state()
+
+
+def test_concurrent_state_updates_are_not_lost(tmp_path):
+    home = Home(tmp_path / "h")
+    c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    names = [f"k{i}" for i in range(16)]
+    threads = [threading.Thread(target=c.update_state, args=(lambda s, n=n: s.seen(n, 1),)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(c.state().high_water) == sorted(names)
+
+
+def test_rsa_bits_validated(tmp_path):
+    with pytest.raises(UsageError, match="2048, 3072 or 4096"):
+        Home(tmp_path / "h").create("c", PASSPHRASE, Suite.RSA, bits=1024, kdf=FAST_KDF)
