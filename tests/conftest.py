@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from support import FAST_KDF, PASSPHRASE
-
 from keyblob import Home, SoftwareContainer, Suite
 from keyblob.storage.directory import DirectoryStore
+from support import FAST_KDF, PASSPHRASE
 
 
 @pytest.fixture
@@ -18,7 +17,9 @@ def make_container(tmp_path: Path) -> Callable[..., SoftwareContainer]:
     """Make a container in its own home: make_container("alice", suite=Suite.RSA)."""
     counter = iter(range(1000))
 
-    def make(name: str = "default", suite: Suite = Suite.X25519, bits: int = 2048) -> SoftwareContainer:
+    def make(
+        name: str = "default", suite: Suite = Suite.X25519, bits: int = 2048
+    ) -> SoftwareContainer:
         home = Home(tmp_path / f"home{next(counter)}")
         return home.create(name, PASSPHRASE, suite, bits=bits, kdf=FAST_KDF)
 

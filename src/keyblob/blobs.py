@@ -32,7 +32,9 @@ from keyblob.trust import State, require_trusted
 #: Fixed messages, one per check (never an oracle: none says more than which check failed).
 WRONG_NAME = "the blob is for key {actual!r}, not {expected!r}"
 WRONG_KEY_ID = "the blob holds key id {actual}, not the expected {expected}"
-WRONG_GENERATION = "the store holds it as generation {stored}, but it is signed as generation {signed}"
+WRONG_GENERATION = (
+    "the store holds it as generation {stored}, but it is signed as generation {signed}"
+)
 ROLLED_BACK = (
     "rolled back: {name} generation {generation} is older than generation {floor}, "
     "which this container has already seen"
@@ -77,7 +79,12 @@ def decode(data: bytes) -> KeyBlob:
 def _recipient_keys(
     provider: Provider, to: Sequence[PublicKeyFile]
 ) -> list[tuple[KeyId, suites.ExchangePublic]]:
-    out = [(provider.exchange_id, suites.load_exchange_public(provider.suite, provider.exchange_public))]
+    out = [
+        (
+            provider.exchange_id,
+            suites.load_exchange_public(provider.suite, provider.exchange_public),
+        )
+    ]
     for pub in to:
         if pub.suite is not provider.suite:
             raise UsageError(
@@ -161,12 +168,22 @@ def generate(
         raise VerificationError(
             MISSING_LATEST.format(name=name, latest="missing", floor=state.generation_floor(name))
         )
-    return _store_new(provider, store, name, 1, algorithm, recipients, _random, _now)
+    return _store_new(
+        provider,
+        store,
+        name=name,
+        generation=1,
+        algorithm=algorithm,
+        recipients=recipients,
+        random=_random,
+        now=_now,
+    )
 
 
 def _store_new(
     provider: Provider,
     store: Store,
+    *,
     name: str,
     generation: int,
     algorithm: Algorithm,
@@ -219,20 +236,21 @@ def rotate(
         signer = by_id.get(rid)
         if signer is None:
             raise UsageError(
-                f"{name} generation {current.header.generation} is also wrapped for kx-{rid.short}, "
-                "whose public key is not trusted here: pass its public key file with --to"
+                f"{name} generation {current.header.generation} is also wrapped for "
+                f"kx-{rid.short}, whose public key is not trusted here: "
+                "pass its public key file with --to"
             )
         recipients.append((rid, suites.load_exchange_public(signer.suite, signer.exchange)))
         known.add(rid)
     return _store_new(
         provider,
         store,
-        name,
-        current.header.generation + 1,
-        algorithm or current.header.algorithm,
-        recipients,
-        _random,
-        _now,
+        name=name,
+        generation=current.header.generation + 1,
+        algorithm=algorithm or current.header.algorithm,
+        recipients=recipients,
+        random=_random,
+        now=_now,
     )
 
 
@@ -243,9 +261,9 @@ def _verify(
     *,
     name: str | None,
     key_id: KeyId | None,
-    unwrap: bool,
 ) -> Verified:
-    """FORMAT.md 2.7, import steps 1-4 and 6 (step 5 needs the store: see callers)."""
+    """FORMAT.md 2.7, import steps 1-4.  The callers run step 5 (it depends on where the
+    blob came from) and only then step 6, :func:`_unwrapped`."""
     blob = decode(data)  # 1. parse
     h = blob.header
     if h.suite is not provider.suite:
@@ -259,10 +277,7 @@ def _verify(
         raise VerificationError(WRONG_NAME.format(actual=h.name, expected=name))
     if key_id is not None and h.key_id != key_id:
         raise VerificationError(WRONG_KEY_ID.format(actual=h.key_id.short, expected=key_id.short))
-    key = None
-    if unwrap:
-        key = _unwrap(provider, blob)
-    return Verified(blob, blob.to_bytes(), key)
+    return Verified(blob, blob.to_bytes(), None)
 
 
 def _check_floor(state: State, header: Header) -> None:
@@ -274,8 +289,9 @@ def _check_floor(state: State, header: Header) -> None:
         )
 
 
-def _unwrap(provider: Provider, blob: KeyBlob) -> SessionKey:
+def _unwrapped(provider: Provider, verified: Verified) -> Verified:
     """Step 6: unwrap for this container; the key must fit its algorithm."""
+    blob = verified.blob
     h = blob.header
     mine = blob.recipient(provider.exchange_id)
     if mine is None:
@@ -283,7 +299,7 @@ def _unwrap(provider: Provider, blob: KeyBlob) -> SessionKey:
     raw = provider.unwrap(mine.wrapped, h.wrap_context(mine.key_id))
     if len(raw) != h.algorithm.key_size:
         raise VerificationError(BAD_KEY_LENGTH)
-    return _make_session_key(
+    key = _make_session_key(
         name=h.name,
         key_id=h.key_id,
         generation=h.generation,
@@ -291,11 +307,10 @@ def _unwrap(provider: Provider, blob: KeyBlob) -> SessionKey:
         created=h.created,
         key=raw,
     )
+    return Verified(blob, verified.encoded, key)
 
 
-def open_latest(
-    provider: Provider, store: Store, name: str, *, unwrap: bool = True
-) -> Verified:
+def open_latest(provider: Provider, store: Store, name: str, *, unwrap: bool = True) -> Verified:
     """Load, verify and (by default) unwrap the newest generation of ``name``.
 
     Raises:
@@ -313,28 +328,37 @@ def open_latest(
         raise NotFoundError(f"no key named {name} in {store.location}")
     if latest < floor:
         raise VerificationError(MISSING_LATEST.format(name=name, latest=latest, floor=floor))
-    return _open_stored(provider, store, state, name, latest, None, unwrap=unwrap, newest=True)
+    return _open_stored(
+        provider,
+        store,
+        state,
+        name=name,
+        generation=latest,
+        key_id=None,
+        unwrap=unwrap,
+        newest=True,
+    )
 
 
 def _open_stored(
     provider: Provider,
     store: Store,
     state: State,
+    *,
     name: str,
     generation: int,
     key_id: KeyId | None,
-    *,
     unwrap: bool,
     newest: bool,
 ) -> Verified:
-    verified = _verify(provider, state, store.get(name, generation), name=name, key_id=key_id, unwrap=False)
+    verified = _verify(provider, state, store.get(name, generation), name=name, key_id=key_id)
     h = verified.header
     if h.generation != generation:
         raise VerificationError(WRONG_GENERATION.format(stored=generation, signed=h.generation))
     if newest:  # the latest was asked for: it must not be older than what we saw
         _check_floor(state, h)
     if unwrap:
-        verified = Verified(verified.blob, verified.encoded, _unwrap(provider, verified.blob))
+        verified = _unwrapped(provider, verified)
     if h.generation > state.generation_floor(name):
         provider.update_state(lambda s: s.seen(name, h.generation))
     return verified
@@ -364,7 +388,14 @@ def load(
     else:
         check_name(name)
         verified = _open_stored(
-            provider, store, provider.state(), name, generation, key_id, unwrap=True, newest=False
+            provider,
+            store,
+            provider.state(),
+            name=name,
+            generation=generation,
+            key_id=key_id,
+            unwrap=True,
+            newest=False,
         )
     if verified.key is None:  # unreachable: unwrap=True always sets it
         raise VerificationError(BAD_KEY_LENGTH)
@@ -381,9 +412,9 @@ def verify(
         VerificationError: any check failed (an older generation than seen counts as one).
     """
     state = provider.state()
-    verified = _verify(provider, state, data, name=name, key_id=None, unwrap=unwrap)
-    _check_floor(state, verified.header)
-    return verified
+    verified = _verify(provider, state, data, name=name, key_id=None)
+    _check_floor(state, verified.header)  # 5. no rollback
+    return _unwrapped(provider, verified) if unwrap else verified
 
 
 def import_blob(

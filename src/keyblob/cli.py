@@ -156,9 +156,7 @@ def cmd_init(ctx: Context) -> int:
     container = ctx.home.create(
         ctx.container_name, ctx.passphrase(new=True), suite, bits=args.bits or 3072
     )
-    print(
-        f'created container "{container.name}" (suite {suite.label}) in {_tilde(ctx.home.path)}'
-    )
+    print(f'created container "{container.name}" (suite {suite.label}) in {_tilde(ctx.home.path)}')
     print(
         f"  exchange key   kx-{container.exchange_id.short}"
         f"   signature key   sg-{container.signature_id.short}"
@@ -167,7 +165,10 @@ def cmd_init(ctx: Context) -> int:
 
 
 def _key_line(key_name: str, generation: int, algorithm: Algorithm, key_id: str, where: str) -> str:
-    return f"{key_name}  generation {generation}  {algorithm.label}  key id {key_id}  stored in {where}"
+    return (
+        f"{key_name}  generation {generation}  {algorithm.label}  key id {key_id}  "
+        f"stored in {where}"
+    )
 
 
 def cmd_new(ctx: Context) -> int:
@@ -178,7 +179,9 @@ def cmd_new(ctx: Context) -> int:
     key = blobs.generate(
         container, store, args.name, algorithm=Algorithm.from_label(args.algorithm), to=to
     )
-    print(_key_line(key.name, key.generation, key.algorithm, key.key_id.short, _tilde(store.location)))
+    print(
+        _key_line(key.name, key.generation, key.algorithm, key.key_id.short, _tilde(store.location))
+    )
     return 0
 
 
@@ -192,14 +195,20 @@ def cmd_rotate(ctx: Context) -> int:
         args.name,
         lambda: blobs.rotate(container, store, args.name, algorithm=algorithm, to=to),
     )
-    print(_key_line(key.name, key.generation, key.algorithm, key.key_id.short, _tilde(store.location)))
+    print(
+        _key_line(key.name, key.generation, key.algorithm, key.key_id.short, _tilde(store.location))
+    )
     return 0
 
 
-def _describe(v: blobs.Verified, container: SoftwareContainer, state_signers: Sequence[TrustedSigner]) -> dict[str, Any]:
+def _describe(
+    v: blobs.Verified, container: SoftwareContainer, state_signers: Sequence[TrustedSigner]
+) -> dict[str, Any]:
     h = v.header
-    signer = "this container" if h.signer_id == container.signature_id else next(
-        (s.label for s in state_signers if s.key_id == h.signer_id), "?"
+    signer = (
+        "this container"
+        if h.signer_id == container.signature_id
+        else next((s.label for s in state_signers if s.key_id == h.signer_id), "?")
     )
     return {
         "name": h.name,
@@ -228,7 +237,9 @@ def _refusing(what: str, action: Callable[[], Any]) -> Any:
                 "check its fingerprint with its owner, then run: keyblob trust add THEIR.pub",
             ]
         elif str(e).startswith("rolled back"):
-            hints = ["an older blob was put in place of a newer one; restore the newest from a backup"]
+            hints = [
+                "an older blob was put in place of a newer one; restore the newest from a backup"
+            ]
         raise _Refused(f"refused {what}: {e}", hints) from None
     except FormatError as e:
         raise _Refused(f"refused {what}: {e}") from None
@@ -272,7 +283,9 @@ def cmd_list(ctx: Context) -> int:
 def cmd_show(ctx: Context) -> int:
     container = ctx.open()
     store = ctx.store()
-    v = _refusing(ctx.args.name, lambda: blobs.open_latest(container, store, ctx.args.name, unwrap=False))
+    v = _refusing(
+        ctx.args.name, lambda: blobs.open_latest(container, store, ctx.args.name, unwrap=False)
+    )
     doc = _describe(v, container, container.state().trusted)
     doc["store"] = store.location
     if ctx.args.json:
@@ -302,7 +315,9 @@ def cmd_export(ctx: Context) -> int:
     data = armor(v.encoded, BLOB) if args.armor else v.encoded
     _write_output(args.output, data)
     if args.output != "-":
-        print(f"wrote {args.name} generation {v.header.generation} to {args.output}", file=sys.stderr)
+        print(
+            f"wrote {args.name} generation {v.header.generation} to {args.output}", file=sys.stderr
+        )
     return 0
 
 
@@ -346,7 +361,8 @@ def cmd_inspect(ctx: Context) -> int:
     raw = _read_file(args.file, MAX_BLOB_SIZE * 2)
     armored = is_armored(raw)
     text = raw.lstrip()
-    if armored and text.startswith(f"-----BEGIN {PUBLIC_KEY}-----".encode()) or raw[:4] == b"KBPK":
+    public_armor = f"-----BEGIN {PUBLIC_KEY}-----".encode()
+    if (armored and text.startswith(public_armor)) or raw[:4] == b"KBPK":
         pub = PublicKeyFile.from_bytes(dearmor(raw, PUBLIC_KEY) if armored else raw)
         doc = {
             "kind": "public key file",
@@ -375,7 +391,13 @@ def cmd_inspect(ctx: Context) -> int:
                 "armored": armored,
                 "signed_range": [0, signed_end],
                 "fields": [
-                    {"offset": f.offset, "size": f.size, "name": f.name, "value": f.value, "signed": f.signed}
+                    {
+                        "offset": f.offset,
+                        "size": f.size,
+                        "name": f.name,
+                        "value": f.value,
+                        "signed": f.signed,
+                    }
                     for f in fields
                 ],
                 "verified": False,
@@ -390,7 +412,9 @@ def cmd_inspect(ctx: Context) -> int:
         print(f"{f.offset:>6}  {f.size:>4}  {mark}  {f.name:<26}  {f.value}")
     print(f"* signed: bytes 0..{signed_end - 1}, after the label 'keyblob/v1/blob-signature\\0'")
     print("  each wrapped key is also bound to bytes 0..name and its recipient id (FORMAT.md 2.4)")
-    print("  not verified: inspect needs no secret; run keyblob verify to check signer and signature")
+    print(
+        "  not verified: inspect needs no secret; run keyblob verify to check signer and signature"
+    )
     return 0
 
 
@@ -445,8 +469,12 @@ def cmd_trust_add(ctx: Context) -> int:
 def cmd_trust_list(ctx: Context) -> int:
     container = ctx.open()
     signers = container.state().trusted
-    own = {"key_id": container.signature_id.hex, "label": container.name, "own": True}
-    rows = [own] + [
+    own: dict[str, Any] = {
+        "key_id": container.signature_id.hex,
+        "label": container.name,
+        "own": True,
+    }
+    rows: list[dict[str, Any]] = [own] + [
         {"key_id": s.key_id.hex, "label": s.label, "own": False, "added": _iso(s.added)}
         for s in signers
     ]
@@ -487,7 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home", help="home folder (env KEYBLOB_HOME, default ~/.keyblob)")
     p.add_argument("--store", help="store: a folder path (env KEYBLOB_STORE, default HOME/blobs)")
     p.add_argument("--container", help="container name (env KEYBLOB_CONTAINER, default 'default')")
-    p.add_argument("--passphrase-file", metavar="FILE", help="read the passphrase from FILE's first line")
+    p.add_argument(
+        "--passphrase-file", metavar="FILE", help="read the passphrase from FILE's first line"
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
@@ -504,11 +534,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command("new", cmd_new, "generate a session key, export it signed, store it")
     sp.add_argument("name")
     sp.add_argument("--algorithm", default="aes-256-gcm", choices=algorithms)
-    sp.add_argument("--to", action="append", default=[], metavar="FILE", help="also wrap for this public key file")
+    sp.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also wrap for this public key file",
+    )
     sp = command("rotate", cmd_rotate, "make the next generation of a key")
     sp.add_argument("name")
     sp.add_argument("--algorithm", choices=algorithms, help="default: the current one")
-    sp.add_argument("--to", action="append", default=[], metavar="FILE", help="also wrap for this public key file")
+    sp.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also wrap for this public key file",
+    )
     sp = command("list", cmd_list, "list stored keys (verified; never key bytes)")
     sp.add_argument("--json", action="store_true")
     sp = command("show", cmd_show, "show a stored key's metadata (verified; never key bytes)")
@@ -521,18 +563,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command("import", cmd_import, "verify a blob, then add it to the store")
     sp.add_argument("file")
     sp.add_argument("--name", help="refuse unless the blob is signed for this name")
-    sp = command("verify", cmd_verify, "check a blob without storing it; the exit status is the verdict")
+    sp = command(
+        "verify", cmd_verify, "check a blob without storing it; the exit status is the verdict"
+    )
     sp.add_argument("file")
     sp.add_argument("--name", help="refuse unless the blob is signed for this name")
     sp.add_argument("--json", action="store_true")
-    sp = command("inspect", cmd_inspect, "show the structure of a blob or public key file (no secret needed)")
+    sp = command(
+        "inspect", cmd_inspect, "show the structure of a blob or public key file (no secret needed)"
+    )
     sp.add_argument("file")
     sp.add_argument("--json", action="store_true")
     sp = command("pubkey", cmd_pubkey, "write the container's public keys, to hand to others")
     sp.add_argument("--format", default="keyblob", choices=["keyblob", "pem"])
     sp.add_argument("-o", "--output", default="-", metavar="FILE")
-    trust = sub.add_parser("trust", help="manage trusted signers", description="manage trusted signers")
-    tsub = trust.add_subparsers(dest="trust_command", required=True, parser_class=_Parser, metavar="COMMAND")
+    trust = sub.add_parser(
+        "trust", help="manage trusted signers", description="manage trusted signers"
+    )
+    tsub = trust.add_subparsers(
+        dest="trust_command", required=True, parser_class=_Parser, metavar="COMMAND"
+    )
     sp = tsub.add_parser("add", help="trust the signature key in a public key file")
     sp.add_argument("file")
     sp.set_defaults(func=cmd_trust_add)

@@ -119,13 +119,14 @@ class SessionKey:
     out only through :meth:`unsafe_raw_bytes`.  Built by keyblob itself, never directly.
     """
 
-    __slots__ = ("__key", "algorithm", "created", "generation", "key_id", "name")
+    __slots__ = ("_key", "algorithm", "created", "generation", "key_id", "name")
 
     name: str
     key_id: KeyId
     generation: int
     algorithm: Algorithm
     created: int
+    _key: bytes
 
     def __init__(
         self,
@@ -147,7 +148,7 @@ class SessionKey:
         object.__setattr__(self, "generation", generation)
         object.__setattr__(self, "algorithm", algorithm)
         object.__setattr__(self, "created", created)
-        object.__setattr__(self, "_SessionKey__key", bytes(key))
+        object.__setattr__(self, "_key", bytes(key))
 
     def __setattr__(self, name: str, value: Any) -> NoReturn:
         raise AttributeError("SessionKey is immutable")
@@ -170,16 +171,14 @@ class SessionKey:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SessionKey):
             return NotImplemented
-        return self.key_id == other.key_id and hmac.compare_digest(
-            self.__key, other._SessionKey__key  # type: ignore[attr-defined]
-        )
+        return self.key_id == other.key_id and hmac.compare_digest(self._key, other._key)
 
     def __hash__(self) -> int:
         return hash(self.key_id)
 
     def unsafe_raw_bytes(self) -> bytes:
         """The key bytes themselves.  Whoever calls this takes over keeping them secret."""
-        return self.__key
+        return self._key
 
 
 def _make_session_key(

@@ -19,7 +19,9 @@ PASS = "s3cret passphrase"
 class Shell:
     """Runs ``keyblob`` in-process against one home, the way a user's shell would."""
 
-    def __init__(self, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    def __init__(
+        self, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ):
         self.home = home
         self.capsys = capsys
         self.monkeypatch = monkeypatch
@@ -47,7 +49,9 @@ def test_procedure_end_to_end(kb, tmp_path):
     assert status == 0 and out.startswith("payroll  generation 1  aes-256-gcm  key id ")
     status, out, _ = kb("show", "payroll", "--json")
     doc = json.loads(out)
-    assert {"name", "generation", "key_id", "algorithm", "created", "signer", "recipients"} <= set(doc)
+    assert {"name", "generation", "key_id", "algorithm", "created", "signer", "recipients"} <= set(
+        doc
+    )
     assert (doc["name"], doc["generation"], doc["algorithm"]) == ("payroll", 1, "aes-256-gcm")
     blob = tmp_path / "payroll.kb"
     assert kb("export", "payroll", "-o", str(blob))[0] == 0
@@ -183,7 +187,7 @@ def test_errors_and_statuses(kb, tmp_path):
     kb("init")
     assert kb("init")[0] == 1  # exists already
     assert kb("show", "payroll")[0] == 4
-    status, out, err = kb("list")
+    status, _, err = kb("list")
     assert status == 0 and "no keys" in err
     status, _, err = kb("new", "Bad/Name")
     assert status == 2 and "invalid name" in err
@@ -248,7 +252,13 @@ def test_no_key_bytes_in_any_output(kb, tmp_path):
 
     kb("init")
     outputs = []
-    for argv in (("new", "k"), ("show", "k"), ("show", "k", "--json"), ("list", "--json"), ("rotate", "k")):
+    for argv in (
+        ("new", "k"),
+        ("show", "k"),
+        ("show", "k", "--json"),
+        ("list", "--json"),
+        ("rotate", "k"),
+    ):
         outputs.append("".join(kb(*argv)[1:]))
     container = Home(kb.home).open("default", PASS.encode())
     store = open_store(str(kb.home / "blobs"))
@@ -260,8 +270,20 @@ def test_no_key_bytes_in_any_output(kb, tmp_path):
 
 def test_subprocess_entry_points(tmp_path):
     env = {**os.environ, "KEYBLOB_HOME": str(tmp_path / "h"), "KEYBLOB_PASSPHRASE": PASS}
-    run = subprocess.run([sys.executable, "-m", "keyblob", "--help"], capture_output=True, text=True, env=env)
+    run = subprocess.run(
+        [sys.executable, "-m", "keyblob", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert run.returncode == 0 and "exit status" in run.stdout
-    run = subprocess.run([sys.executable, "-m", "keyblob", "show", "x"], capture_output=True, text=True, env=env)
+    run = subprocess.run(
+        [sys.executable, "-m", "keyblob", "show", "x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert run.returncode == 4 and run.stderr.startswith("keyblob: error: no container")
     assert "Traceback" not in run.stderr

@@ -90,7 +90,12 @@ def test_armor_round_trip_and_strictness(raw: bytes) -> None:
             assert dearmor(b"\n  " + text + b"\n\n", kind) == raw
 
 
-@given(st.sampled_from([Suite.X25519]), names, st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32))
+@given(
+    st.sampled_from([Suite.X25519]),
+    names,
+    st.binary(min_size=32, max_size=32),
+    st.binary(min_size=32, max_size=32),
+)
 def test_public_key_file_round_trip(suite: Suite, label: str, kx: bytes, sg: bytes) -> None:
     pub = PublicKeyFile(suite, label, kx, sg)
     assert PublicKeyFile.from_bytes(pub.to_bytes()) == pub

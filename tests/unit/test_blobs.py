@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+
 import pytest
 
 from keyblob import (
@@ -15,7 +16,7 @@ from keyblob import (
     VerificationError,
     blobs,
 )
-from keyblob.format import KeyBlob, Recipient, signed_message
+from keyblob.format import KeyBlob, signed_message
 from keyblob.format.blob import Header
 from keyblob.keys import KeyId
 from keyblob.storage.directory import DirectoryStore
@@ -41,7 +42,11 @@ def test_round_trip(make_container, store, suite):
     loaded = blobs.load(c, store, "payroll")
     assert loaded == made
     assert loaded.unsafe_raw_bytes() == made.unsafe_raw_bytes()
-    assert (loaded.name, loaded.generation, loaded.algorithm) == ("payroll", 1, Algorithm.AES_256_GCM)
+    assert (loaded.name, loaded.generation, loaded.algorithm) == (
+        "payroll",
+        1,
+        Algorithm.AES_256_GCM,
+    )
 
 
 @pytest.mark.parametrize("algorithm", list(Algorithm))
@@ -62,8 +67,15 @@ def test_session_key_handle_is_opaque(make_container, store):
     with pytest.raises(AttributeError):
         key.name = "other"
     with pytest.raises(TypeError):
-        type(key)(object(), name="x", key_id=key.key_id, generation=1,
-                  algorithm=Algorithm.AES_256_GCM, created=0, key=raw)
+        type(key)(
+            object(),
+            name="x",
+            key_id=key.key_id,
+            generation=1,
+            algorithm=Algorithm.AES_256_GCM,
+            created=0,
+            key=raw,
+        )
 
 
 def test_new_refuses_existing_name(make_container, store):

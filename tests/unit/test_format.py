@@ -12,7 +12,15 @@ from keyblob.format.armor import BLOB
 from keyblob.format.blob import MAX_BLOB_SIZE, Header, Recipient
 from keyblob.keys import Algorithm, KeyId, Suite
 
-HEADER = Header(Suite.X25519, Algorithm.AES_256_GCM, 7, 1_700_000_000, KeyId(b"k" * 16), KeyId(b"s" * 16), "payroll")
+HEADER = Header(
+    Suite.X25519,
+    Algorithm.AES_256_GCM,
+    7,
+    1_700_000_000,
+    KeyId(b"k" * 16),
+    KeyId(b"s" * 16),
+    "payroll",
+)
 BLOB_OBJ = KeyBlob(HEADER, (Recipient(KeyId(b"r" * 16), b"w" * 80),), b"g" * 64)
 RAW = BLOB_OBJ.to_bytes()
 

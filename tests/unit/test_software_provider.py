@@ -30,7 +30,9 @@ def test_create_and_open(tmp_path, suite):
     message = b"hello"
     from keyblob.providers import suites
 
-    suites.verify(suites.load_signature_public(suite, opened.signature_public), made.sign(message), message)
+    suites.verify(
+        suites.load_signature_public(suite, opened.signature_public), made.sign(message), message
+    )
 
 
 def test_private_keys_are_not_in_the_clear(tmp_path):
@@ -163,7 +165,9 @@ def test_concurrent_state_updates_are_not_lost(tmp_path):
     home = Home(tmp_path / "h")
     c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
     names = [f"k{i}" for i in range(16)]
-    threads = [threading.Thread(target=c.update_state, args=(lambda s, n=n: s.seen(n, 1),)) for n in names]
+    threads = [
+        threading.Thread(target=c.update_state, args=(lambda s, n=n: s.seen(n, 1),)) for n in names
+    ]
     for t in threads:
         t.start()
     for t in threads:

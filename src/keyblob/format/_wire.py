@@ -23,7 +23,9 @@ class Reader:
 
     def take(self, n: int, field: str) -> bytes:
         if len(self._data) - self._pos < n:
-            raise self.fail(field, f"truncated (need {n} bytes, have {len(self._data) - self._pos})")
+            raise self.fail(
+                field, f"truncated (need {n} bytes, have {len(self._data) - self._pos})"
+            )
         out = self._data[self._pos : self._pos + n]
         self._pos += n
         return out

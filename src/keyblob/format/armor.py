@@ -17,9 +17,9 @@ def armor(data: bytes, kind: str) -> bytes:
     """Encode ``data`` as armored text: BEGIN line, base64 in 64-column lines, END line."""
     text = base64.b64encode(data).decode("ascii")
     lines = [text[i : i + LINE] for i in range(0, len(text), LINE)]
-    return "".join(f"{line}\n" for line in [f"-----BEGIN {kind}-----", *lines, f"-----END {kind}-----"]).encode(
-        "ascii"
-    )
+    return "".join(
+        f"{line}\n" for line in [f"-----BEGIN {kind}-----", *lines, f"-----END {kind}-----"]
+    ).encode("ascii")
 
 
 def is_armored(data: bytes) -> bool:

@@ -176,7 +176,9 @@ class KeyBlob:
         suite_code = r.uint(1, "suite")
         if suite_code not in {int(s) for s in SUPPORTED_SUITES}:
             if suite_code in {int(s) for s in Suite}:
-                raise UnsupportedError(f"key blob: suite {Suite(suite_code).label} is not implemented")
+                raise UnsupportedError(
+                    f"key blob: suite {Suite(suite_code).label} is not implemented"
+                )
             raise r.fail("suite", f"unknown suite {suite_code}", r.offset - 1)
         suite = Suite(suite_code)
         algorithm_code = r.uint(1, "algorithm")
@@ -211,10 +213,14 @@ class KeyBlob:
         for i in range(count):
             rid = KeyId(r.take(KEY_ID_SIZE, f"recipient[{i}].key_id"))
             if any(x.key_id == rid for x in recipients):
-                raise r.fail(f"recipient[{i}].key_id", "duplicate recipient", r.offset - KEY_ID_SIZE)
+                raise r.fail(
+                    f"recipient[{i}].key_id", "duplicate recipient", r.offset - KEY_ID_SIZE
+                )
             size = r.uint(2, f"recipient[{i}].wrapped_len")
             if not wrapped_size_ok(suite, algorithm, size):
-                raise r.fail(f"recipient[{i}].wrapped_len", f"{size} does not fit the suite", r.offset - 2)
+                raise r.fail(
+                    f"recipient[{i}].wrapped_len", f"{size} does not fit the suite", r.offset - 2
+                )
             recipients.append(Recipient(rid, r.take(size, f"recipient[{i}].wrapped")))
         sig_len = r.uint(2, "signature_len")
         if not signature_size_ok(suite, sig_len):

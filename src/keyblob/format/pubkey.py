@@ -92,7 +92,9 @@ class PublicKeyFile:
         code = r.uint(1, "suite")
         if code not in (Suite.X25519, Suite.RSA):
             if code in {int(s) for s in Suite}:
-                raise UnsupportedError(f"public key file: suite {Suite(code).label} is not implemented")
+                raise UnsupportedError(
+                    f"public key file: suite {Suite(code).label} is not implemented"
+                )
             raise r.fail("suite", f"unknown suite {code}", 5)
         suite = Suite(code)
         if r.uint(2, "reserved") != 0:

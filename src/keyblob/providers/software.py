@@ -57,7 +57,9 @@ MAX_FILE_SIZE = 65536
 DEFAULT_CONTAINER = "default"
 
 STATE_EDITED = "the home state of container {name!r} was modified outside keyblob"
-CONTAINER_EDITED = "container {name!r} was modified outside keyblob: its keys do not match their seal"
+CONTAINER_EDITED = (
+    "container {name!r} was modified outside keyblob: its keys do not match their seal"
+)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,9 @@ def _oaep(label: bytes) -> padding.OAEP:
     return padding.OAEP(mgf=padding.MGF1(_SHA256), algorithm=_SHA256, label=label)
 
 
-def generate(suite: Suite, bits: int = DEFAULT_RSA_BITS) -> tuple[ExchangePrivate, SignaturePrivate]:
+def generate(
+    suite: Suite, bits: int = DEFAULT_RSA_BITS
+) -> tuple[ExchangePrivate, SignaturePrivate]:
     """A fresh (exchange, signature) pair of private keys for ``suite``."""
     if suite is Suite.X25519:
         return x25519.X25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
@@ -170,4 +172,6 @@ def verify(public: SignaturePublic, signature: bytes, message: bytes) -> None:
 def public_pem(suite: Suite, data: bytes, *, signature: bool = False) -> bytes:
     """A public key as PEM SubjectPublicKeyInfo, for tools outside keyblob."""
     key = load_signature_public(suite, data) if signature else load_exchange_public(suite, data)
-    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
