@@ -3,7 +3,8 @@
 This is the one place where the check order of an import lives (FORMAT.md 2.7):
 
 1. parse (strict, canonical, bounded);
-2. the signer is trusted: the container's own signature key, or one the user added;
+2. the blob's suite is the container's, and the signer is trusted: the container's own
+   signature key, or one the user added;
 3. the signature is valid;
 4. the name (and key id, generation) are the ones that were asked for;
 5. the generation is not below the container's high-water mark for that name and, when the

@@ -30,6 +30,7 @@ from keyblob.format import KeyBlob, PublicKeyFile
 from keyblob.format.armor import BLOB, PUBLIC_KEY, armor, dearmor, is_armored
 from keyblob.format.blob import MAX_BLOB_SIZE
 from keyblob.keys import Algorithm, Suite
+from keyblob.providers import suites
 from keyblob.providers.software import DEFAULT_CONTAINER, Home, SoftwareContainer
 from keyblob.storage import Store, open_store
 from keyblob.trust import TrustedSigner, find_signer
@@ -94,7 +95,9 @@ def _read_public_key_file(path: str) -> PublicKeyFile:
     try:
         if is_armored(data):
             data = dearmor(data, PUBLIC_KEY)
-        return PublicKeyFile.from_bytes(data)
+        pub = PublicKeyFile.from_bytes(data)
+        suites.check_public_keys(pub.suite, pub.exchange, pub.signature)
+        return pub
     except FormatError as e:
         raise FormatError(f"{path}: not a keyblob public key file ({e})") from None
 
@@ -422,8 +425,6 @@ def cmd_pubkey(ctx: Context) -> int:
     args = ctx.args
     container = ctx.open()
     if args.format == "pem":
-        from keyblob.providers import suites  # noqa: PLC0415
-
         data = suites.public_pem(container.suite, container.exchange_public) + suites.public_pem(
             container.suite, container.signature_public, signature=True
         )

@@ -178,3 +178,52 @@ def test_concurrent_state_updates_are_not_lost(tmp_path):
 def test_rsa_bits_validated(tmp_path):
     with pytest.raises(UsageError, match="2048, 3072 or 4096"):
         Home(tmp_path / "h").create("c", PASSPHRASE, Suite.RSA, bits=1024, kdf=FAST_KDF)
+
+
+@pytest.mark.parametrize(
+    ("edit", "error", "match"),
+    [
+        (lambda d: d["kdf"].update(salt="AAAA"), FormatError, "salt"),
+        (lambda d: d["exchange"].update(sealed="AAAA"), VerificationError, "modified"),
+        (lambda d: d["signature"].pop("sealed"), VerificationError, "modified"),
+        (lambda d: d.update(suite="pq"), FormatError, "damaged"),
+    ],
+)
+def test_damaged_fields_fail_cleanly(tmp_path, edit, error, match):
+    home = Home(tmp_path / "h")
+    home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    path = tmp_path / "h" / "containers" / "c" / "container.json"
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(error, match=match):
+        home.open("c", PASSPHRASE)
+
+
+def test_state_file_permissions_checked(tmp_path):
+    home = Home(tmp_path / "h")
+    c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    (tmp_path / "h" / "containers" / "c" / "state.json").chmod(0o644)
+    with pytest.raises(ProviderError, match="state file"):
+        c.state()
+
+
+def test_rsa_public_key_must_be_canonical_der():
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from keyblob.providers import suites
+
+    key = rsa.generate_private_key(65537, 2048).public_key()
+    der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    assert suites.load_exchange_public(Suite.RSA, der).public_numbers() == key.public_numbers()
+    # The same SEQUENCE with a long-form length of the outer header: parses, not canonical.
+    body = der[4:]
+    long_form = b"\x30\x83" + len(body).to_bytes(3, "big") + body
+    with pytest.raises(FormatError):
+        suites.load_exchange_public(Suite.RSA, long_form)
+    small = rsa.generate_private_key(3, 2048).public_key()
+    with pytest.raises(FormatError, match="65537"):
+        suites.load_signature_public(
+            Suite.RSA, small.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        )

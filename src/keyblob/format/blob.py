@@ -153,7 +153,7 @@ class KeyBlob:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KeyBlob:
-        """Parse a binary key blob (FORMAT.md 2.6, steps 1-3).
+        """Parse a binary key blob (FORMAT.md 2.1-2.3 and 2.8: import step 1).
 
         Raises:
             FormatError: the bytes are not a well-formed, canonical version 1 blob.

@@ -54,6 +54,7 @@ STATE_INFO = b"keyblob/v1/container/state"
 CHECK_INFO = b"keyblob/v1/container/passphrase-check"
 SEAL_AAD = b"keyblob/v1/container/private-key\x00"
 MAX_FILE_SIZE = 65536
+SALT_SIZE = 16
 DEFAULT_CONTAINER = "default"
 
 STATE_EDITED = "the home state of container {name!r} was modified outside keyblob"
@@ -217,7 +218,7 @@ class Home:
         folder = self.container_dir(name)
         if (folder / "container.json").exists():
             raise ProviderError(f"container {name!r} already exists in {self.path}")
-        salt = secrets.token_bytes(16)
+        salt = secrets.token_bytes(SALT_SIZE)
         keys = _derive(passphrase, salt, kdf)
         aead = AESGCM(keys.seal)
         doc: dict[str, Any] = {
@@ -286,6 +287,8 @@ class Home:
             kdf = KdfParams(int(k["memory_kib"]), int(k["iterations"]), int(k["lanes"])).check()
             salt = _unb64(k["salt"], "kdf.salt")
             check = _unb64(doc["check"], "check")
+            if len(salt) != SALT_SIZE:
+                raise FormatError(f"container {name!r}: the KDF salt is not {SALT_SIZE} bytes")
         except (KeyError, TypeError, ValueError, UsageError) as e:
             if isinstance(e, FormatError):
                 raise
@@ -303,7 +306,8 @@ class Home:
                 private[role] = aead.decrypt(
                     sealed[:12], sealed[12:], _seal_aad(name, role, suite, public)
                 )
-            except (InvalidTag, KeyError, TypeError):
+            except (InvalidTag, KeyError, TypeError, ValueError):
+                # ValueError: a sealed value too short to hold a nonce and a tag
                 raise VerificationError(CONTAINER_EDITED.format(name=name)) from None
         exchange = suites.load_exchange_private(suite, private[KeyRole.EXCHANGE])
         signature = suites.load_signature_private(suite, private[KeyRole.SIGNATURE])
@@ -401,6 +405,8 @@ class SoftwareContainer:
     def state(self) -> State:
         """Raises VerificationError if the state file was edited or is missing."""
         edited = VerificationError(STATE_EDITED.format(name=self._name))
+        if self._state_path.exists():
+            check_private_folder(self._state_path, "state file")
         try:
             doc = json.loads(read_bounded(self._state_path, MAX_FILE_SIZE * 16))
             mac = bytes.fromhex(doc.pop("mac"))

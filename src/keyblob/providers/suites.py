@@ -111,6 +111,12 @@ def _rsa_public(data: bytes, what: str) -> rsa.RSAPublicKey:
         raise FormatError(f"{what} public key is not an RSA key of 2048, 3072 or 4096 bits")
     if key.public_numbers().e != RSA_PUBLIC_EXPONENT:
         raise FormatError(f"{what} public key does not use the exponent 65537")
+    # Key ids hash the encoded bytes: one key must have one encoding, hence one id.
+    spki = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if spki != data:
+        raise FormatError(f"{what} public key is not in canonical DER")
     return key
 
 
@@ -133,6 +139,12 @@ def load_signature_public(suite: Suite, data: bytes) -> SignaturePublic:
         except ValueError:
             raise FormatError("signature public key is not an Ed25519 key") from None
     return _rsa_public(data, "signature")
+
+
+def check_public_keys(suite: Suite, exchange: bytes, signature: bytes) -> None:
+    """Raises FormatError unless both are usable public keys of ``suite``."""
+    load_exchange_public(suite, exchange)
+    load_signature_public(suite, signature)
 
 
 def wrap(public: ExchangePublic, key: bytes, context: bytes) -> bytes:
