@@ -1,0 +1,325 @@
+"""A second reader of keyblob v1, written from docs/FORMAT.md alone.
+
+It shares no code with the ``keyblob`` package (it must not import it): it dearmors, parses,
+rebuilds the signed message and the wrap contexts, checks trust, signature, request and
+rollback, and unwraps with pyca ``cryptography``.  Every refusal is a :class:`Refused` with the
+result class and the import step (the manifest's ``result`` and ``stage``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, hpke, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, x25519
+
+KEY_ID_LABEL = b"keyblob/v1/key-id\x00"  # 1.3
+WRAP_LABEL = b"keyblob/v1/wrap\x00"  # 2.4
+SIGNATURE_LABEL = b"keyblob/v1/blob-signature\x00"  # 2.5
+X25519, RSA, PQ = 1, 2, 3  # 1.2
+KEY_LENGTH = {1: 32, 2: 16, 3: 32}  # algorithm code -> key length (1.2)
+EXCHANGE, SIGNATURE = 1, 2
+RSA_LENGTHS = (256, 384, 512)
+NAME_FIRST = set("abcdefghijklmnopqrstuvwxyz0123456789")
+NAME_REST = NAME_FIRST | set("._-")
+
+
+class Refused(Exception):
+    def __init__(self, result: str, stage: str, why: str) -> None:
+        super().__init__(f"{result} at {stage}: {why}")
+        self.result = result
+        self.stage = stage
+
+
+def malformed(why: str) -> Refused:
+    return Refused("format_error", "parse", why)
+
+
+# -- 1.3, 1.4 ----------------------------------------------------------------------------------
+
+
+def key_id(suite: int, role: int, public: bytes) -> bytes:
+    return hashlib.sha256(KEY_ID_LABEL + bytes([suite, role]) + public).digest()[:16]
+
+
+def public_bytes(key: object) -> bytes:
+    if isinstance(key, rsa.RSAPublicKey):
+        return key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    assert isinstance(key, x25519.X25519PublicKey | ed25519.Ed25519PublicKey)
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def name_ok(raw: bytes) -> bool:
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return False
+    return 1 <= len(text) <= 128 and text[0] in NAME_FIRST and set(text) <= NAME_REST
+
+
+# -- 4 armor -----------------------------------------------------------------------------------
+
+
+def dearmor(data: bytes, kind: str) -> bytes:
+    if len(data) > 32768:
+        raise malformed("armor over 32768 bytes")
+    try:
+        text = data.decode("ascii").strip(" \t\r\n")
+    except UnicodeDecodeError:
+        raise malformed("armor is not ASCII") from None
+    lines = text.split("\n")
+    if (
+        len(lines) < 3
+        or lines[0] != f"-----BEGIN {kind}-----"
+        or lines[-1] != f"-----END {kind}-----"
+    ):
+        raise malformed("armor BEGIN/END lines")
+    body = "".join(lines[1:-1])
+    try:
+        decoded = base64.b64decode(body, validate=True)
+    except binascii.Error:
+        raise malformed("armor base64") from None
+    b64 = base64.b64encode(decoded).decode()
+    canonical = [f"-----BEGIN {kind}-----", *(b64[i : i + 64] for i in range(0, len(b64), 64))]
+    if "\n".join([*canonical, f"-----END {kind}-----"]) != text:
+        raise malformed("armor not canonical")
+    return decoded
+
+
+# -- 2 the key blob ----------------------------------------------------------------------------
+
+
+class _Cursor:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if len(self.data) - self.pos < n:
+            raise malformed(f"truncated at {self.pos}")
+        self.pos += n
+        return self.data[self.pos - n : self.pos]
+
+    def int(self, n: int) -> int:
+        return int.from_bytes(self.take(n), "big")
+
+
+@dataclass
+class Blob:
+    suite: int
+    algorithm: int
+    generation: int
+    created: int
+    key_id: bytes
+    signer_id: bytes
+    name: str
+    recipients: list[tuple[bytes, bytes]]
+    signature: bytes
+    core_header: bytes
+    signed_part: bytes
+
+
+def wrapped_len_ok(suite: int, algorithm: int, n: int) -> bool:
+    return n == 32 + KEY_LENGTH[algorithm] + 16 if suite == X25519 else n in RSA_LENGTHS
+
+
+def parse_blob(data: bytes) -> Blob:
+    """2.1-2.3 and 2.8."""
+    if data.lstrip(b" \t\r\n").startswith(b"-----BEGIN "):
+        data = dearmor(data, "KEYBLOB")
+    if len(data) > 16384:
+        raise malformed("over 16384 bytes")
+    c = _Cursor(data)
+    if c.take(4) != b"KBLB":
+        raise malformed("magic")
+    if c.int(1) != 1:
+        raise Refused("unsupported", "parse", "version")
+    suite = c.int(1)
+    if suite == PQ:
+        raise Refused("unsupported", "parse", "suite pq")
+    if suite not in (X25519, RSA):
+        raise malformed("suite")
+    algorithm = c.int(1)
+    if algorithm not in KEY_LENGTH:
+        raise malformed("algorithm")
+    if c.int(1) != 0:
+        raise malformed("flags")
+    generation = c.int(8)
+    if not 1 <= generation < 2**63:
+        raise malformed("generation")
+    created = c.int(8)
+    if created >= 2**63:
+        raise malformed("created")
+    kid, signer = c.take(16), c.take(16)
+    n = c.int(1)
+    if not 1 <= n <= 128:
+        raise malformed("name_len")
+    raw_name = c.take(n)
+    if not name_ok(raw_name):
+        raise malformed("name")
+    core_end = c.pos
+    count = c.int(1)
+    if not 1 <= count <= 16:
+        raise malformed("recipient_count")
+    recipients: list[tuple[bytes, bytes]] = []
+    for _ in range(count):
+        rid = c.take(16)
+        if any(rid == r for r, _ in recipients):
+            raise malformed("duplicate recipient")
+        w = c.int(2)
+        if not wrapped_len_ok(suite, algorithm, w):
+            raise malformed("wrapped_len")
+        recipients.append((rid, c.take(w)))
+    signed_end = c.pos
+    s = c.int(2)
+    if not (s == 64 if suite == X25519 else s in RSA_LENGTHS):
+        raise malformed("signature_len")
+    signature = c.take(s)
+    if c.pos != len(data):
+        raise malformed("trailing bytes")
+    return Blob(
+        suite,
+        algorithm,
+        generation,
+        created,
+        kid,
+        signer,
+        raw_name.decode("ascii"),
+        recipients,
+        signature,
+        data[:core_end],
+        data[:signed_end],
+    )
+
+
+def wrap_context(blob: Blob, recipient_id: bytes) -> bytes:
+    return WRAP_LABEL + blob.core_header + recipient_id
+
+
+def signed_message(blob: Blob) -> bytes:
+    return SIGNATURE_LABEL + blob.signed_part
+
+
+_HPKE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+_SHA256 = hashes.SHA256()
+
+
+def _rsa_ok(key: rsa.RSAPublicKey) -> bool:
+    return key.key_size in (2048, 3072, 4096) and key.public_numbers().e == 65537
+
+
+@dataclass
+class Container:
+    """What the importer holds: its suite, private keys, trust list and high-water marks."""
+
+    suite: int
+    exchange: x25519.X25519PrivateKey | rsa.RSAPrivateKey
+    signature_public: ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+    trusted: list[ed25519.Ed25519PublicKey | rsa.RSAPublicKey]
+    high_water: dict[str, int]
+
+
+def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[Blob, bytes]:
+    """2.7 steps 1-6 for a blob given directly; returns the blob and the session key."""
+    blob = parse_blob(data)  # 1
+    if blob.suite != box.suite:  # 2
+        raise Refused("verification_error", "suite", "suite")
+    signers = {
+        key_id(box.suite, SIGNATURE, public_bytes(k)): k
+        for k in [box.signature_public, *box.trusted]
+    }
+    signer = signers.get(blob.signer_id)
+    if signer is None:
+        raise Refused("verification_error", "trust", "untrusted signer")
+    try:  # 3
+        if isinstance(signer, rsa.RSAPublicKey):
+            pss = padding.PSS(mgf=padding.MGF1(_SHA256), salt_length=32)
+            signer.verify(blob.signature, signed_message(blob), pss, _SHA256)
+        else:
+            signer.verify(blob.signature, signed_message(blob))
+    except InvalidSignature:
+        raise Refused("verification_error", "signature", "bad signature") from None
+    if name is not None and blob.name != name:  # 4
+        raise Refused("verification_error", "request", "wrong name")
+    if blob.generation < box.high_water.get(blob.name, 0):  # 5
+        raise Refused("verification_error", "rollback", "rolled back")
+    own = key_id(box.suite, EXCHANGE, public_bytes(box.exchange.public_key()))  # 6
+    mine = [w for rid, w in blob.recipients if rid == own]
+    if not mine:
+        raise Refused("verification_error", "unwrap", "not a recipient")
+    context = wrap_context(blob, own)
+    try:
+        if isinstance(box.exchange, rsa.RSAPrivateKey):
+            oaep = padding.OAEP(mgf=padding.MGF1(_SHA256), algorithm=_SHA256, label=context)
+            key = box.exchange.decrypt(mine[0], oaep)
+        else:
+            key = _HPKE.decrypt(mine[0], box.exchange, info=context)
+    except (InvalidTag, ValueError):
+        raise Refused("verification_error", "unwrap", "unwrap failed") from None
+    if len(key) != KEY_LENGTH[blob.algorithm]:
+        raise Refused("verification_error", "unwrap", "key length")
+    return blob, key
+
+
+# -- 3 the public key file ---------------------------------------------------------------------
+
+
+@dataclass
+class PublicKeys:
+    suite: int
+    label: str
+    exchange: bytes
+    signature: bytes
+
+
+def parse_public_key_file(data: bytes) -> PublicKeys:
+    """3, then the key checks of 1.2/1.3 (stage ``key``)."""
+    if data.lstrip(b" \t\r\n").startswith(b"-----BEGIN "):
+        data = dearmor(data, "KEYBLOB PUBLIC KEY")
+    if len(data) > 4096:
+        raise malformed("over 4096 bytes")
+    c = _Cursor(data)
+    if c.take(4) != b"KBPK":
+        raise malformed("magic")
+    if c.int(1) != 1:
+        raise Refused("unsupported", "parse", "version")
+    suite = c.int(1)
+    if suite == PQ:
+        raise Refused("unsupported", "parse", "suite pq")
+    if suite not in (X25519, RSA):
+        raise malformed("suite")
+    if c.int(2) != 0:
+        raise malformed("reserved")
+    label = c.take(c.int(1))
+    if not name_ok(label):
+        raise malformed("label")
+    keys = []
+    for _ in range(2):
+        n = c.int(2)
+        if not (n == 32 if suite == X25519 else 1 <= n <= 1024):
+            raise malformed("key length")
+        keys.append(c.take(n))
+    if c.pos != len(data):
+        raise malformed("trailing bytes")
+    if suite == RSA:
+        for raw in keys:
+            try:
+                key = serialization.load_der_public_key(raw)
+            except ValueError:
+                raise Refused("format_error", "key", "not DER") from None
+            if not isinstance(key, rsa.RSAPublicKey) or not _rsa_ok(key):
+                raise Refused(
+                    "format_error", "key", "not an RSA key of the allowed sizes, e = 65537"
+                )
+    else:
+        try:
+            x25519.X25519PublicKey.from_public_bytes(keys[0])
+            ed25519.Ed25519PublicKey.from_public_bytes(keys[1])
+        except ValueError:
+            raise Refused("format_error", "key", "not a key") from None
+    return PublicKeys(suite, label.decode("ascii"), keys[0], keys[1])

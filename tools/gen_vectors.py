@@ -1,0 +1,1079 @@
+#!/usr/bin/env python3
+"""Write or check keyblob's test vectors (tests/vectors/, docs/FORMAT.md).
+
+    python tools/gen_vectors.py            # --check: the committed vectors still hold
+    python tools/gen_vectors.py --write    # rewrite them
+
+What is deterministic and what is not:
+
+- the test keys: X25519 and Ed25519 keys come from fixed 32-byte seeds (below); the RSA-2048
+  keys were generated once and are committed as PEM in tests/vectors/keys/ (reused by
+  ``--write``, generated only when missing);
+- names, generations, creation times, session keys and key ids are fixed;
+- HPKE ephemeral keys, OAEP seeds and PSS salts are random inside ``cryptography``, so the
+  *root* blobs (those that need a fresh wrap or an RSA signature) differ on every ``--write``;
+- every other vector is a deterministic function of the roots and the keys (a byte edit, or
+  an Ed25519 re-signature, which is deterministic).
+
+``--check`` therefore (1) re-derives the seeded keys and compares the PEM files, (2) re-derives
+every derived vector from the committed roots and compares bytes, (3) rebuilds the manifest and
+compares it, and (4) runs every case through the package and compares the outcome (result,
+stage, header, session key) with the manifest.  It exits 1 on any difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
+
+from keyblob import blobs
+from keyblob.errors import FormatError, UnsupportedError, VerificationError
+from keyblob.format import KeyBlob, PublicKeyFile, armor, dearmor, key_id_for, signed_message
+from keyblob.format.armor import BLOB, PUBLIC_KEY
+from keyblob.format.blob import SIGNATURE_LABEL, Header, Recipient
+from keyblob.keys import Algorithm, KeyId, KeyRole, Suite
+from keyblob.providers import suites
+from keyblob.trust import UNTRUSTED, State, TrustedSigner
+
+ROOT = Path(__file__).resolve().parents[1]
+VECTORS = ROOT / "tests" / "vectors"
+KEYS_DIR = VECTORS / "keys"
+MANIFEST = VECTORS / "manifest.json"
+
+SEED_LABEL = b"keyblob/v1/test-vector-seed\x00"
+SESSION_LABEL = b"keyblob/v1/test-vector-session-key\x00"
+KEY_ID_LABEL = b"keyblob/v1/test-vector-key-id\x00"
+CREATED = 1_700_000_000  # 2023-11-14T22:13:20Z
+MAX_GENERATION = 2**63 - 1
+LONG_NAME = ("k" + "0123456789._-abcdefghijklmnopqrstuvwxyz" * 4)[:128]
+
+KEY_SUITES = {
+    "alice": Suite.X25519,
+    "bob": Suite.X25519,
+    "mallory": Suite.X25519,
+    "carol": Suite.RSA,
+}
+
+
+# -- test keys -------------------------------------------------------------------------------
+
+
+def seed(name: str, role: KeyRole) -> bytes:
+    """The 32-byte seed of a test key: SHA-256(label || name || 0 || role name)."""
+    return hashlib.sha256(
+        SEED_LABEL + name.encode() + b"\x00" + role.name.lower().encode()
+    ).digest()
+
+
+def _pem(key: Any) -> bytes:
+    return key.private_bytes(  # type: ignore[no-any-return]
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def key_path(name: str, role: KeyRole) -> Path:
+    return KEYS_DIR / f"{name}.{role.name.lower()}.pem"
+
+
+@dataclass(frozen=True)
+class TestKey:
+    """One test container's two private keys."""
+
+    name: str
+    suite: Suite
+    exchange: suites.ExchangePrivate
+    signature: suites.SignaturePrivate
+
+    @property
+    def exchange_public(self) -> bytes:
+        return suites.public_bytes(self.exchange)
+
+    @property
+    def signature_public(self) -> bytes:
+        return suites.public_bytes(self.signature)
+
+    @property
+    def exchange_id(self) -> KeyId:
+        return key_id_for(self.suite, KeyRole.EXCHANGE, self.exchange_public)
+
+    @property
+    def signature_id(self) -> KeyId:
+        return key_id_for(self.suite, KeyRole.SIGNATURE, self.signature_public)
+
+    def public_file(self) -> PublicKeyFile:
+        return PublicKeyFile(self.suite, self.name, self.exchange_public, self.signature_public)
+
+    def trusted(self) -> TrustedSigner:
+        return TrustedSigner(
+            key_id=self.signature_id,
+            suite=self.suite,
+            public=self.signature_public,
+            exchange=self.exchange_public,
+            label=self.name,
+            added=CREATED,
+        )
+
+
+def seeded_pems(name: str) -> dict[KeyRole, bytes]:
+    return {
+        KeyRole.EXCHANGE: _pem(
+            x25519.X25519PrivateKey.from_private_bytes(seed(name, KeyRole.EXCHANGE))
+        ),
+        KeyRole.SIGNATURE: _pem(
+            ed25519.Ed25519PrivateKey.from_private_bytes(seed(name, KeyRole.SIGNATURE))
+        ),
+    }
+
+
+def make_keys(write: bool) -> dict[str, bytes]:
+    """The PEM text of every test key file, generating RSA keys only when missing."""
+    out: dict[str, bytes] = {}
+    for name, suite in KEY_SUITES.items():
+        if suite is Suite.X25519:
+            for role, pem in seeded_pems(name).items():
+                out[key_path(name, role).name] = pem
+            continue
+        for role in KeyRole:
+            path = key_path(name, role)
+            if path.exists():
+                out[path.name] = path.read_bytes()
+            elif write:
+                out[path.name] = _pem(rsa.generate_private_key(suites.RSA_PUBLIC_EXPONENT, 2048))
+            else:
+                raise SystemExit(f"missing {path}: run tools/gen_vectors.py --write")
+    return out
+
+
+def load_keys(pems: dict[str, bytes] | None = None) -> dict[str, TestKey]:
+    """The test keys, from ``pems`` or from tests/vectors/keys/."""
+    keys = {}
+    for name, suite in KEY_SUITES.items():
+        loaded = []
+        for role in KeyRole:
+            path = key_path(name, role)
+            pem = pems[path.name] if pems is not None else path.read_bytes()
+            loaded.append(serialization.load_pem_private_key(pem, None))
+        exchange, signature = loaded
+        assert isinstance(exchange, x25519.X25519PrivateKey | rsa.RSAPrivateKey)
+        assert isinstance(signature, ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey)
+        keys[name] = TestKey(name, suite, exchange, signature)
+    return keys
+
+
+# -- a Provider over a fixed test key, with an in-memory state -------------------------------
+
+
+class VectorProvider:
+    """Implements ``keyblob.providers.base.Provider`` over a test key; counts unwraps."""
+
+    def __init__(self, key: TestKey, state: State | None = None) -> None:
+        self._key = key
+        self._state = state or State()
+        self.unwrap_calls = 0
+
+    @property
+    def name(self) -> str:
+        return self._key.name
+
+    @property
+    def suite(self) -> Suite:
+        return self._key.suite
+
+    @property
+    def exchange_public(self) -> bytes:
+        return self._key.exchange_public
+
+    @property
+    def signature_public(self) -> bytes:
+        return self._key.signature_public
+
+    @property
+    def exchange_id(self) -> KeyId:
+        return self._key.exchange_id
+
+    @property
+    def signature_id(self) -> KeyId:
+        return self._key.signature_id
+
+    def sign(self, message: bytes) -> bytes:
+        return suites.sign(self._key.signature, message)
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        self.unwrap_calls += 1
+        return suites.unwrap(self._key.exchange, wrapped, context)
+
+    def state(self) -> State:
+        return self._state
+
+    def update_state(self, change: Callable[[State], State]) -> State:
+        self._state = change(self._state)
+        return self._state
+
+
+# -- fixed values ----------------------------------------------------------------------------
+
+
+def session_key(case: str, size: int) -> bytes:
+    return hashlib.sha256(SESSION_LABEL + case.encode()).digest()[:size]
+
+
+def session_key_id(case: str) -> bytes:
+    return hashlib.sha256(KEY_ID_LABEL + case.encode()).digest()[:16]
+
+
+def fixed_random(case: str) -> Callable[[int], bytes]:
+    """The ``random`` of ``blobs._export``: first the session key, then the key id."""
+    queue: list[bytes] = []
+
+    def take(n: int) -> bytes:
+        if not queue:
+            queue.extend([session_key(case, n), session_key_id(case)])
+        out = queue.pop(0)
+        if len(out) != n:
+            raise RuntimeError(f"_export asked for {n} random bytes, the vector has {len(out)}")
+        return out
+
+    return take
+
+
+@dataclass(frozen=True)
+class RootSpec:
+    """A blob that needs fresh randomness (a wrap, or an RSA signature)."""
+
+    file: str
+    signer: str
+    recipients: tuple[str, ...]
+    name: str
+    generation: int
+    algorithm: Algorithm
+    unwrapped_size: int | None = None  # wrap a key of this length instead (a broken blob)
+
+    @property
+    def case(self) -> str:
+        return Path(self.file).stem
+
+
+ROOTS = [
+    RootSpec(
+        "valid/x25519_one_recipient.kb", "alice", ("alice",), "payroll", 1, Algorithm.AES_256_GCM
+    ),
+    RootSpec(
+        "valid/x25519_two_recipients.kb",
+        "alice",
+        ("alice", "bob"),
+        "payroll",
+        2,
+        Algorithm.AES_256_GCM,
+    ),
+    RootSpec(
+        "valid/x25519_aes128_gcm.kb", "alice", ("alice",), "backups.2024", 7, Algorithm.AES_128_GCM
+    ),
+    RootSpec(
+        "valid/x25519_chacha20_long_name_max_generation.kb",
+        "alice",
+        ("alice",),
+        LONG_NAME,
+        MAX_GENERATION,
+        Algorithm.CHACHA20_POLY1305,
+    ),
+    RootSpec("valid/rsa2048.kb", "carol", ("carol",), "payroll", 1, Algorithm.AES_256_GCM),
+    RootSpec(
+        "invalid/untrusted_signer.kb", "mallory", ("alice",), "payroll", 1, Algorithm.AES_256_GCM
+    ),
+    RootSpec("invalid/not_a_recipient.kb", "alice", ("bob",), "payroll", 1, Algorithm.AES_256_GCM),
+    RootSpec(
+        "invalid/rsa_unwrapped_key_length_wrong.kb",
+        "carol",
+        ("carol",),
+        "payroll",
+        1,
+        Algorithm.AES_256_GCM,
+        unwrapped_size=31,
+    ),
+]
+
+
+def build_root(spec: RootSpec, keys: dict[str, TestKey]) -> bytes:
+    signer = keys[spec.signer]
+    recipients = [
+        (keys[r].exchange_id, suites.load_exchange_public(keys[r].suite, keys[r].exchange_public))
+        for r in spec.recipients
+    ]
+    if spec.unwrapped_size is None:
+        encoded, _ = blobs._export(
+            VectorProvider(signer),
+            name=spec.name,
+            generation=spec.generation,
+            algorithm=spec.algorithm,
+            recipients=recipients,
+            random=fixed_random(spec.case),
+            now=lambda: CREATED,
+        )
+        return encoded
+    # A signed blob whose wrap holds a key of the wrong length: only format + suites can make it.
+    header = Header(
+        signer.suite,
+        spec.algorithm,
+        spec.generation,
+        CREATED,
+        KeyId(session_key_id(spec.case)),
+        signer.signature_id,
+        spec.name,
+    )
+    raw = session_key(spec.case, spec.unwrapped_size)
+    wrapped = tuple(
+        Recipient(rid, suites.wrap(pub, raw, header.wrap_context(rid))) for rid, pub in recipients
+    )
+    body = signed_message(header, wrapped)
+    return KeyBlob(header, wrapped, suites.sign(signer.signature, body)).to_bytes()
+
+
+# -- derived vectors: byte edits of the roots ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A blob as fields that may hold any value, for building broken blobs."""
+
+    suite: int
+    algorithm: int
+    generation: int
+    created: int
+    key_id: bytes
+    signer_id: bytes
+    name: bytes
+    recipients: tuple[tuple[bytes, bytes], ...]
+    signature: bytes
+    magic: bytes = b"KBLB"
+    version: int = 1
+    flags: int = 0
+    count: int | None = None
+    extra: bytes = field(default=b"")
+
+    @classmethod
+    def of(cls, data: bytes) -> Raw:
+        blob = KeyBlob.from_bytes(data)
+        h = blob.header
+        return cls(
+            suite=h.suite,
+            algorithm=h.algorithm,
+            generation=h.generation,
+            created=h.created,
+            key_id=h.key_id.value,
+            signer_id=h.signer_id.value,
+            name=h.name.encode(),
+            recipients=tuple((r.key_id.value, r.wrapped) for r in blob.recipients),
+            signature=blob.signature,
+        )
+
+    def body(self) -> bytes:
+        count = len(self.recipients) if self.count is None else self.count
+        out = [
+            self.magic,
+            bytes([self.version, self.suite, self.algorithm, self.flags]),
+            self.generation.to_bytes(8, "big"),
+            self.created.to_bytes(8, "big"),
+            self.key_id,
+            self.signer_id,
+            bytes([len(self.name)]) if len(self.name) < 256 else b"\xff",
+            self.name,
+            bytes([count]),
+        ]
+        for rid, wrapped in self.recipients:
+            out += [rid, len(wrapped).to_bytes(2, "big"), wrapped]
+        return b"".join(out)
+
+    def encode(self) -> bytes:
+        return self.body() + len(self.signature).to_bytes(2, "big") + self.signature + self.extra
+
+    def resigned(self, key: TestKey) -> Raw:
+        return replace(self, signature=suites.sign(key.signature, SIGNATURE_LABEL + self.body()))
+
+
+def _flip_last(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 0x01])
+
+
+def _noncanonical_armor(data: bytes, kind: str, columns: int) -> bytes:
+    text = base64.b64encode(data).decode()
+    lines = [text[i : i + columns] for i in range(0, len(text), columns)]
+    return "".join(
+        f"{x}\n" for x in [f"-----BEGIN {kind}-----", *lines, f"-----END {kind}-----"]
+    ).encode()
+
+
+def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, bytes]:
+    """Every vector that is a deterministic function of the roots and the keys."""
+    one = roots["valid/x25519_one_recipient.kb"]
+    two = roots["valid/x25519_two_recipients.kb"]
+    base = Raw.of(one)
+    alice, bob, carol = keys["alice"], keys["bob"], keys["carol"]
+    canonical_armor = armor(one, BLOB)
+    out = {
+        "valid/x25519_armored.txt": canonical_armor,
+        "valid/x25519_armored_whitespace.txt": b"\n \t\r\n" + canonical_armor + b"\r\n\n  ",
+        "invalid/empty.kb": b"",
+        "invalid/bad_magic.kb": replace(base, magic=b"KBLX").encode(),
+        "invalid/unknown_version.kb": replace(base, version=2).encode(),
+        "invalid/unknown_suite.kb": replace(base, suite=9).encode(),
+        "invalid/suite_pq_not_implemented.kb": replace(base, suite=Suite.PQ).encode(),
+        "invalid/unknown_algorithm.kb": replace(base, algorithm=9).encode(),
+        "invalid/reserved_flags_set.kb": replace(base, flags=0x80).encode(),
+        "invalid/generation_zero.kb": replace(base, generation=0).encode(),
+        "invalid/generation_over_max.kb": replace(base, generation=2**63).encode(),
+        "invalid/created_over_max.kb": replace(base, created=2**63).encode(),
+        "invalid/name_uppercase.kb": replace(base, name=b"Payroll").encode(),
+        "invalid/name_len_zero.kb": replace(base, name=b"").encode(),
+        "invalid/name_len_over_max.kb": replace(base, name=b"a" * 129).encode(),
+        "invalid/name_starts_with_dot.kb": replace(base, name=b".payroll").encode(),
+        "invalid/name_has_slash.kb": replace(base, name=b"pay/roll").encode(),
+        "invalid/name_not_ascii.kb": replace(base, name="payröll".encode()).encode(),
+        "invalid/truncated_header.kb": one[:40],
+        "invalid/recipient_count_zero.kb": replace(base, recipients=()).encode(),
+        "invalid/recipient_count_over_max.kb": replace(
+            base,
+            recipients=tuple((bytes([i]) * 16, base.recipients[0][1]) for i in range(1, 18)),
+        ).encode(),
+        "invalid/recipient_count_too_high.kb": replace(base, count=2).encode(),
+        "invalid/duplicate_recipient.kb": replace(base, recipients=base.recipients * 2).encode(),
+        "invalid/wrapped_len_wrong.kb": replace(
+            base, recipients=((base.recipients[0][0], base.recipients[0][1][:-1]),)
+        ).encode(),
+        "invalid/signature_len_wrong.kb": replace(base, signature=base.signature[:-1]).encode(),
+        "invalid/truncated_signature.kb": one[:-1],
+        "invalid/trailing_byte.kb": one + b"\x00",
+        "invalid/oversized.kb": one + b"\x00" * (16385 - len(one)),
+        "invalid/signature_flipped.kb": _flip_last(one),
+        "invalid/header_name_changed.kb": replace(base, name=b"salaries").encode(),
+        "invalid/generation_changed.kb": replace(base, generation=5).encode(),
+        "invalid/recipient_id_changed.kb": replace(
+            base, recipients=((bob.exchange_id.value, base.recipients[0][1]),)
+        ).encode(),
+        "invalid/signer_id_changed.kb": replace(base, signer_id=bob.signature_id.value).encode(),
+        "invalid/wrap_transplanted.kb": replace(base, recipients=(Raw.of(two).recipients[0],))
+        .resigned(alice)
+        .encode(),
+        "invalid/wrap_flipped_resigned.kb": replace(
+            base, recipients=((base.recipients[0][0], _flip_last(base.recipients[0][1])),)
+        )
+        .resigned(alice)
+        .encode(),
+        "invalid/armor_noncanonical.txt": _noncanonical_armor(one, BLOB, 76),
+        "invalid/armor_crlf.txt": canonical_armor.replace(b"\n", b"\r\n"),
+        "invalid/armor_no_padding.txt": canonical_armor.replace(b"=", b""),
+        "invalid/armor_wrong_kind.txt": armor(one, PUBLIC_KEY),
+        "invalid/armor_text_after_end.txt": canonical_armor + b"trailing text\n",
+        "invalid/armor_bad_character.txt": canonical_armor.replace(b"A", b"*", 1),
+        "invalid/armor_binary_inside.txt": armor(armor(one, BLOB), BLOB),
+    }
+    for name in ("alice", "carol"):
+        pub = keys[name].public_file().to_bytes()
+        out[f"valid/{name}.kbpk"] = pub
+        out[f"valid/{name}.pub.txt"] = armor(pub, PUBLIC_KEY)
+    apub = alice.public_file().to_bytes()
+    n = carol.exchange.public_key().public_numbers().n
+
+    def rsa_der(e: int, modulus: int) -> bytes:
+        return (
+            rsa.RSAPublicNumbers(e, modulus)
+            .public_key()
+            .public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+
+    def pubfile(exchange: bytes) -> bytes:
+        return PublicKeyFile(Suite.RSA, "carol", exchange, carol.signature_public).to_bytes()
+
+    out |= {
+        "invalid/pubkey_bad_magic.kbpk": b"KBPX" + apub[4:],
+        "invalid/pubkey_unknown_version.kbpk": apub[:4] + b"\x02" + apub[5:],
+        "invalid/pubkey_unknown_suite.kbpk": apub[:5] + b"\x09" + apub[6:],
+        "invalid/pubkey_reserved_set.kbpk": apub[:6] + b"\x00\x01" + apub[8:],
+        "invalid/pubkey_x25519_len_wrong.kbpk": apub[:-34]
+        + b"\x00\x1f"
+        + alice.signature_public[:31],
+        "invalid/pubkey_trailing_byte.kbpk": apub + b"\x00",
+        "invalid/pubkey_truncated.kbpk": apub[:-1],
+        "invalid/pubkey_rsa_not_der.kbpk": pubfile(b"\x30" * 300),
+        "invalid/pubkey_rsa_exponent_3.kbpk": pubfile(rsa_der(3, n)),
+        "invalid/pubkey_rsa_1024_bits.kbpk": pubfile(rsa_der(65537, (n >> 1024) | 1)),
+    }
+    return out
+
+
+# -- the manifest ----------------------------------------------------------------------------
+
+
+def header_json(spec: RootSpec, keys: dict[str, TestKey]) -> dict[str, Any]:
+    signer = keys[spec.signer]
+    return {
+        "suite": signer.suite.label,
+        "algorithm": spec.algorithm.label,
+        "generation": spec.generation,
+        "created": CREATED,
+        "key_id": session_key_id(spec.case).hex(),
+        "signer_id": signer.signature_id.hex,
+        "name": spec.name,
+        "recipients": [keys[r].exchange_id.hex for r in spec.recipients],
+    }
+
+
+def _case(
+    name: str,
+    file: str,
+    result: str,
+    stage: str | None,
+    description: str,
+    *,
+    opener: str | None = "alice",
+    trusted: tuple[str, ...] = (),
+    request_name: str | None = None,
+    high_water: dict[str, int] | None = None,
+    kind: str = "blob",
+    canonical: bool | None = None,
+    header: dict[str, Any] | None = None,
+    session_key_hex: str | None = None,
+    public_key: dict[str, Any] | None = None,
+    keys: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    needed = (
+        keys
+        if keys is not None
+        else tuple(dict.fromkeys([*([opener] if opener else []), *trusted]))
+    )
+    return {
+        "name": name,
+        "file": file,
+        "type": kind,
+        "result": result,
+        "stage": stage,
+        "description": description,
+        "keys": list(needed),
+        "opener": opener,
+        "trusted": list(trusted),
+        "request_name": request_name,
+        "high_water": high_water or {},
+        "canonical": canonical,
+        "header": header,
+        "session_key": session_key_hex,
+        "public_key": public_key,
+    }
+
+
+# (file, result, stage, description) for the blob vectors that alice opens with no extra trust.
+BROKEN = [
+    ("invalid/empty.kb", "format_error", "parse", "zero bytes"),
+    ("invalid/bad_magic.kb", "format_error", "parse", "magic is 'KBLX'"),
+    ("invalid/unknown_version.kb", "unsupported", "parse", "version 2"),
+    ("invalid/unknown_suite.kb", "format_error", "parse", "suite code 9 is not assigned"),
+    ("invalid/suite_pq_not_implemented.kb", "unsupported", "parse", "suite 3 (pq) is reserved"),
+    ("invalid/unknown_algorithm.kb", "format_error", "parse", "algorithm code 9 is not assigned"),
+    ("invalid/reserved_flags_set.kb", "format_error", "parse", "flags = 0x80"),
+    ("invalid/generation_zero.kb", "format_error", "parse", "generation 0"),
+    ("invalid/generation_over_max.kb", "format_error", "parse", "generation 2**63"),
+    ("invalid/created_over_max.kb", "format_error", "parse", "created 2**63"),
+    ("invalid/name_uppercase.kb", "format_error", "parse", "name 'Payroll'"),
+    ("invalid/name_len_zero.kb", "format_error", "parse", "name_len 0, no name"),
+    ("invalid/name_len_over_max.kb", "format_error", "parse", "name_len 129"),
+    ("invalid/name_starts_with_dot.kb", "format_error", "parse", "name '.payroll'"),
+    ("invalid/name_has_slash.kb", "format_error", "parse", "name 'pay/roll'"),
+    ("invalid/name_not_ascii.kb", "format_error", "parse", "name is UTF-8 'payröll'"),
+    ("invalid/truncated_header.kb", "format_error", "parse", "the first 40 bytes of a valid blob"),
+    ("invalid/recipient_count_zero.kb", "format_error", "parse", "recipient_count 0"),
+    ("invalid/recipient_count_over_max.kb", "format_error", "parse", "17 recipients"),
+    (
+        "invalid/recipient_count_too_high.kb",
+        "format_error",
+        "parse",
+        "recipient_count 2, one recipient follows",
+    ),
+    ("invalid/duplicate_recipient.kb", "format_error", "parse", "the same recipient key id twice"),
+    ("invalid/wrapped_len_wrong.kb", "format_error", "parse", "x25519 wrapped_len 79 (must be 80)"),
+    ("invalid/signature_len_wrong.kb", "format_error", "parse", "Ed25519 signature_len 63"),
+    ("invalid/truncated_signature.kb", "format_error", "parse", "a valid blob minus its last byte"),
+    ("invalid/trailing_byte.kb", "format_error", "parse", "a valid blob plus one zero byte"),
+    ("invalid/oversized.kb", "format_error", "parse", "16385 bytes (valid blob, zero padding)"),
+    ("invalid/armor_noncanonical.txt", "format_error", "parse", "armor in 76-column lines"),
+    ("invalid/armor_crlf.txt", "format_error", "parse", "armor with CRLF line ends"),
+    ("invalid/armor_no_padding.txt", "format_error", "parse", "armor without '=' padding"),
+    ("invalid/armor_wrong_kind.txt", "format_error", "parse", "a blob armored as PUBLIC KEY"),
+    ("invalid/armor_text_after_end.txt", "format_error", "parse", "text after the END line"),
+    ("invalid/armor_bad_character.txt", "format_error", "parse", "'*' in the base64"),
+    ("invalid/armor_binary_inside.txt", "format_error", "parse", "armor of armor"),
+    (
+        "invalid/signature_flipped.kb",
+        "verification_error",
+        "signature",
+        "last signature bit flipped",
+    ),
+    (
+        "invalid/header_name_changed.kb",
+        "verification_error",
+        "signature",
+        "name re-labelled 'salaries' after signing",
+    ),
+    (
+        "invalid/generation_changed.kb",
+        "verification_error",
+        "signature",
+        "generation 1 -> 5 after signing",
+    ),
+    (
+        "invalid/recipient_id_changed.kb",
+        "verification_error",
+        "signature",
+        "recipient key id replaced by bob's after signing",
+    ),
+    (
+        "invalid/signer_id_changed.kb",
+        "verification_error",
+        "trust",
+        "signer_id replaced by bob's signature key id (not trusted by alice)",
+    ),
+    (
+        "invalid/untrusted_signer.kb",
+        "verification_error",
+        "trust",
+        "a well-formed blob wrapped to alice, signed by mallory (the substitution attack)",
+    ),
+    (
+        "invalid/wrap_transplanted.kb",
+        "verification_error",
+        "unwrap",
+        "alice's wrap from x25519_two_recipients.kb pasted in, re-signed by alice",
+    ),
+    (
+        "invalid/wrap_flipped_resigned.kb",
+        "verification_error",
+        "unwrap",
+        "last wrapped byte flipped, re-signed by alice",
+    ),
+    (
+        "invalid/not_a_recipient.kb",
+        "verification_error",
+        "unwrap",
+        "signed by alice, wrapped only for bob",
+    ),
+]
+
+PUBLIC_BROKEN = [
+    ("invalid/pubkey_bad_magic.kbpk", "format_error", "parse", "magic 'KBPX'"),
+    ("invalid/pubkey_unknown_version.kbpk", "unsupported", "parse", "version 2"),
+    ("invalid/pubkey_unknown_suite.kbpk", "format_error", "parse", "suite code 9"),
+    ("invalid/pubkey_reserved_set.kbpk", "format_error", "parse", "reserved = 1"),
+    (
+        "invalid/pubkey_x25519_len_wrong.kbpk",
+        "format_error",
+        "parse",
+        "signature_len 31 for x25519",
+    ),
+    (
+        "invalid/pubkey_trailing_byte.kbpk",
+        "format_error",
+        "parse",
+        "one byte after the signature key",
+    ),
+    ("invalid/pubkey_truncated.kbpk", "format_error", "parse", "last byte missing"),
+    ("invalid/pubkey_rsa_not_der.kbpk", "format_error", "key", "exchange key is 300 bytes of 0x30"),
+    ("invalid/pubkey_rsa_exponent_3.kbpk", "format_error", "key", "exchange key has e = 3"),
+    (
+        "invalid/pubkey_rsa_1024_bits.kbpk",
+        "format_error",
+        "key",
+        "exchange key has a 1024-bit modulus",
+    ),
+]
+
+
+def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
+    roots = {spec.file: spec for spec in ROOTS}
+    cases = []
+
+    def valid(
+        file: str, opener: str, trusted: tuple[str, ...] = (), source: str | None = None
+    ) -> None:
+        spec = roots[source or file]
+        cases.append(
+            _case(
+                Path(file).name.split(".")[0] + ("" if opener == spec.signer else f"_as_{opener}"),
+                file,
+                "valid",
+                None,
+                f"{spec.algorithm.label} key {spec.name[:20]!r} generation {spec.generation}, "
+                f"signed by {spec.signer}, wrapped for {', '.join(spec.recipients)}",
+                opener=opener,
+                trusted=trusted,
+                request_name=spec.name,
+                canonical=file.endswith(".kb") or file.endswith("armored.txt"),
+                header=header_json(spec, keys),
+                session_key_hex=session_key(spec.case, spec.algorithm.key_size).hex(),
+            )
+        )
+
+    valid("valid/x25519_one_recipient.kb", "alice")
+    valid("valid/x25519_two_recipients.kb", "alice")
+    valid("valid/x25519_two_recipients.kb", "bob", ("alice",))
+    valid("valid/x25519_aes128_gcm.kb", "alice")
+    valid("valid/x25519_chacha20_long_name_max_generation.kb", "alice")
+    valid("valid/rsa2048.kb", "carol")
+    valid("valid/x25519_armored.txt", "alice", source="valid/x25519_one_recipient.kb")
+    valid("valid/x25519_armored_whitespace.txt", "alice", source="valid/x25519_one_recipient.kb")
+    for name in ("alice", "carol"):
+        key = keys[name]
+        for file in (f"valid/{name}.kbpk", f"valid/{name}.pub.txt"):
+            cases.append(
+                _case(
+                    Path(file).name.replace(".", "_"),
+                    file,
+                    "valid",
+                    None,
+                    f"{name}'s public key file ({key.suite.label}"
+                    f"{', armored' if file.endswith('.txt') else ''})",
+                    opener=None,
+                    kind="public_key",
+                    canonical=True,
+                    keys=(name,),
+                    public_key={
+                        "suite": key.suite.label,
+                        "label": name,
+                        "exchange": key.exchange_public.hex(),
+                        "signature": key.signature_public.hex(),
+                        "exchange_id": key.exchange_id.hex,
+                        "signature_id": key.signature_id.hex,
+                    },
+                )
+            )
+    cases.append(
+        _case(
+            "cross_name_request",
+            "valid/x25519_one_recipient.kb",
+            "verification_error",
+            "request",
+            "a valid 'payroll' blob opened as 'backups' (a cross-name swap in the store)",
+            request_name="backups",
+        )
+    )
+    cases.append(
+        _case(
+            "rolled_back",
+            "valid/x25519_one_recipient.kb",
+            "verification_error",
+            "rollback",
+            "a valid 'payroll' generation 1 blob after the container has seen generation 2",
+            request_name="payroll",
+            high_water={"payroll": 2},
+        )
+    )
+    for file, result, stage, description in BROKEN:
+        cases.append(_case(Path(file).name.split(".")[0], file, result, stage, description))
+    cases.append(
+        _case(
+            "rsa_unwrapped_key_length_wrong",
+            "invalid/rsa_unwrapped_key_length_wrong.kb",
+            "verification_error",
+            "unwrap",
+            "signed by carol; the OAEP wrap holds 31 bytes for an aes-256-gcm key",
+            opener="carol",
+        )
+    )
+    for file, result, stage, description in PUBLIC_BROKEN:
+        cases.append(
+            _case(
+                Path(file).name.split(".")[0],
+                file,
+                result,
+                stage,
+                description,
+                opener=None,
+                kind="public_key",
+                keys=(),
+            )
+        )
+    return {
+        "format": "keyblob-test-vectors/v1",
+        "generator": "tools/gen_vectors.py",
+        "spec": "docs/FORMAT.md",
+        "results": {
+            "valid": "every check passes; the opener gets session_key",
+            "format_error": "FormatError: the bytes do not parse (FORMAT.md 2.8)",
+            "unsupported": "UnsupportedError: well-formed, but a version or suite not implemented",
+            "verification_error": "VerificationError at the named import step (FORMAT.md 2.7)",
+        },
+        "stages": {
+            "parse": "import step 1 (dearmor, parse; for public keys: the KBPK layout)",
+            "key": "public key file: a key that is not a valid key of its suite (FORMAT.md 1.3)",
+            "trust": "import step 2",
+            "signature": "import step 3",
+            "request": "import step 4",
+            "rollback": "import step 5",
+            "unwrap": "import step 6",
+        },
+        "created": CREATED,
+        "keys": {
+            name: {
+                "suite": key.suite.label,
+                **{
+                    role.name.lower(): {
+                        "file": f"keys/{key_path(name, role).name}",
+                        "seed": seed(name, role).hex() if key.suite is Suite.X25519 else None,
+                        "public": (
+                            key.exchange_public
+                            if role is KeyRole.EXCHANGE
+                            else key.signature_public
+                        ).hex(),
+                        "key_id": (
+                            key.exchange_id if role is KeyRole.EXCHANGE else key.signature_id
+                        ).hex,
+                    }
+                    for role in KeyRole
+                },
+            }
+            for name, key in keys.items()
+        },
+        "cases": cases,
+    }
+
+
+# -- running a case through the package ------------------------------------------------------
+
+
+def _stage_of(message: str) -> str:
+    if message.startswith("the blob uses suite"):
+        return "suite"
+    if message.startswith(UNTRUSTED.split("{", 1)[0]):
+        return "trust"
+    if message == suites.BAD_SIGNATURE:
+        return "signature"
+    if message.startswith(("the blob is for key", "the blob holds key id")):
+        return "request"
+    if message.startswith("rolled back"):
+        return "rollback"
+    if message in (suites.UNWRAP_FAILED, blobs.BAD_KEY_LENGTH) or message.startswith(
+        "the blob is not wrapped for"
+    ):
+        return "unwrap"
+    return f"unknown ({message})"
+
+
+@dataclass
+class Outcome:
+    result: str
+    stage: str | None
+    header: dict[str, Any] | None = None
+    session_key: str | None = None
+    public_key: dict[str, Any] | None = None
+    unwrap_calls: int = 0
+
+
+def run_case(case: dict[str, Any], keys: dict[str, TestKey], data: bytes) -> Outcome:
+    """What the package makes of one case: ``blobs.verify`` with a test container."""
+    if case["type"] == "public_key":
+        return _run_public_key(data)
+    opener = keys[case["opener"]]
+    state = State(
+        high_water=dict(case["high_water"]),
+        trusted=tuple(keys[t].trusted() for t in case["trusted"]),
+    )
+    provider = VectorProvider(opener, state)
+    try:
+        verified = blobs.verify(provider, data, name=case["request_name"])
+    except UnsupportedError:
+        return Outcome("unsupported", "parse", unwrap_calls=provider.unwrap_calls)
+    except FormatError:
+        return Outcome("format_error", "parse", unwrap_calls=provider.unwrap_calls)
+    except VerificationError as e:
+        return Outcome("verification_error", _stage_of(str(e)), unwrap_calls=provider.unwrap_calls)
+    h = verified.header
+    assert verified.key is not None
+    return Outcome(
+        "valid",
+        None,
+        header={
+            "suite": h.suite.label,
+            "algorithm": h.algorithm.label,
+            "generation": h.generation,
+            "created": h.created,
+            "key_id": h.key_id.hex,
+            "signer_id": h.signer_id.hex,
+            "name": h.name,
+            "recipients": [r.hex for r in verified.recipients],
+        },
+        session_key=verified.key.unsafe_raw_bytes().hex(),
+        unwrap_calls=provider.unwrap_calls,
+    )
+
+
+def _run_public_key(data: bytes) -> Outcome:
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            data = dearmor(data, PUBLIC_KEY)
+        pub = PublicKeyFile.from_bytes(data)
+    except UnsupportedError:
+        return Outcome("unsupported", "parse")
+    except FormatError:
+        return Outcome("format_error", "parse")
+    try:
+        suites.load_exchange_public(pub.suite, pub.exchange)
+        suites.load_signature_public(pub.suite, pub.signature)
+    except FormatError:
+        return Outcome("format_error", "key")
+    return Outcome(
+        "valid",
+        None,
+        public_key={
+            "suite": pub.suite.label,
+            "label": pub.label,
+            "exchange": pub.exchange.hex(),
+            "signature": pub.signature.hex(),
+            "exchange_id": pub.exchange_id.hex,
+            "signature_id": pub.signature_id.hex,
+        },
+    )
+
+
+def expected_outcome(case: dict[str, Any]) -> Outcome:
+    return Outcome(
+        case["result"],
+        case["stage"],
+        header=case["header"],
+        session_key=case["session_key"],
+        public_key=case["public_key"],
+    )
+
+
+def same_outcome(got: Outcome, case: dict[str, Any]) -> bool:
+    want = expected_outcome(case)
+    return (got.result, got.stage, got.header, got.session_key, got.public_key) == (
+        want.result,
+        want.stage,
+        want.header,
+        want.session_key,
+        want.public_key,
+    )
+
+
+# -- write / check ---------------------------------------------------------------------------
+
+
+def _dump(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, indent=2, ensure_ascii=False).encode() + b"\n"
+
+
+def generate(write: bool) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, Any]]:
+    """(key PEM files, vector files, manifest); roots are fresh with ``write``, else read."""
+    pems = make_keys(write)
+    keys = load_keys(pems)
+    if write:
+        roots = {spec.file: build_root(spec, keys) for spec in ROOTS}
+    else:
+        roots = {spec.file: (VECTORS / spec.file).read_bytes() for spec in ROOTS}
+    files = {**roots, **derived(roots, keys)}
+    return pems, files, manifest(keys)
+
+
+def write() -> None:
+    pems, files, doc = generate(write=True)
+    KEYS_DIR.mkdir(parents=True, exist_ok=True)
+    for name, pem in pems.items():
+        (KEYS_DIR / name).write_bytes(pem)
+    for sub in ("valid", "invalid"):
+        (VECTORS / sub).mkdir(exist_ok=True)
+        for stale in (VECTORS / sub).iterdir():
+            if f"{sub}/{stale.name}" not in files:
+                stale.unlink()
+    for rel, data in files.items():
+        (VECTORS / rel).write_bytes(data)
+    MANIFEST.write_bytes(_dump(doc))
+    problems = check()
+    for p in problems:
+        print(f"gen_vectors: {p}", file=sys.stderr)
+    if problems:
+        raise SystemExit(1)
+    print(f"wrote {len(files)} vectors, {len(doc['cases'])} cases, {len(pems)} keys to {VECTORS}")
+
+
+def check() -> list[str]:
+    """Every difference between the committed vectors and what they should be."""
+    problems = []
+    missing = [spec.file for spec in ROOTS if not (VECTORS / spec.file).is_file()]
+    if missing or not MANIFEST.is_file():
+        return [
+            f"missing {x}: run tools/gen_vectors.py --write" for x in [*missing, "manifest.json"]
+        ]
+    pems, files, doc = generate(write=False)
+    for name, pem in pems.items():
+        path = KEYS_DIR / name
+        if not path.is_file() or path.read_bytes() != pem:
+            problems.append(f"keys/{name} differs from its seed")
+    for name, key in load_keys().items():
+        if key.suite is Suite.RSA:
+            for k in (key.exchange, key.signature):
+                assert isinstance(k, rsa.RSAPrivateKey)
+                if (
+                    k.key_size != 2048
+                    or k.public_key().public_numbers().e != suites.RSA_PUBLIC_EXPONENT
+                ):
+                    problems.append(f"{name}: not an RSA-2048 key with e = 65537")
+    for rel, data in files.items():
+        path = VECTORS / rel
+        if not path.is_file() or path.read_bytes() != data:
+            problems.append(f"{rel} differs from the one derived from the committed roots")
+    on_disk = {
+        f"{p.parent.name}/{p.name}"
+        for sub in ("valid", "invalid")
+        for p in (VECTORS / sub).iterdir()
+    }
+    problems += [
+        f"{extra} is not generated by this script" for extra in sorted(on_disk - set(files))
+    ]
+    committed = json.loads(MANIFEST.read_bytes())
+    if committed != doc:
+        problems.append("manifest.json differs from the one this script builds")
+    listed = {c["file"] for c in doc["cases"]}
+    problems += [f"{rel} has no case in the manifest" for rel in sorted(set(files) - listed)]
+    keys = load_keys()
+    for case in doc["cases"]:
+        got = run_case(case, keys, (VECTORS / case["file"]).read_bytes())
+        if not same_outcome(got, case):
+            problems.append(
+                f"case {case['name']}: the package gives {got.result}/{got.stage}, "
+                f"the manifest says {case['result']}/{case['stage']} (or header/key differ)"
+            )
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="verify the committed vectors (default)")
+    mode.add_argument("--write", action="store_true", help="rewrite tests/vectors/")
+    args = parser.parse_args(argv)
+    if args.write:
+        write()
+        return 0
+    problems = check()
+    for p in problems:
+        print(f"gen_vectors: {p}", file=sys.stderr)
+    if problems:
+        print(
+            "gen_vectors: FAILED (run with --write only if the format changed on purpose)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"gen_vectors: all vectors in {VECTORS} check out")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
