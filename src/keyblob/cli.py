@@ -119,7 +119,9 @@ class Context:
         self.container_name: str = (
             args.container or os.environ.get("KEYBLOB_CONTAINER") or DEFAULT_CONTAINER
         )
-        self._store_url: str | None = args.store or os.environ.get("KEYBLOB_STORE")
+        url = args.store or os.environ.get("KEYBLOB_STORE")
+        # A plain path may start with ~ (the shell leaves it alone after --store=).
+        self._store_url = os.path.expanduser(url) if url and "://" not in url else url
 
     def store(self) -> Store:
         return open_store(self._store_url or str(self.home.default_store))

@@ -287,3 +287,60 @@ def test_subprocess_entry_points(tmp_path):
     )
     assert run.returncode == 4 and run.stderr.startswith("keyblob: error: no container")
     assert "Traceback" not in run.stderr
+
+
+def _run_in_terminal(argv: list[str], answers: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run keyblob on a pseudo-terminal, typing ``answers`` at its prompts."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.execve(sys.executable, [sys.executable, "-m", "keyblob", *argv], env)
+    output = b""
+    pending = list(answers)
+    while True:
+        ready, _, _ = select.select([fd], [], [], 20)
+        if not ready:
+            os.kill(pid, 9)
+            break
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        if pending and output.rstrip().endswith(b":"):
+            os.write(fd, pending.pop(0).encode() + b"\n")
+            output += b"<typed>"
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def test_passphrase_prompt_does_not_echo(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "KEYBLOB_PASSPHRASE"}
+    env["KEYBLOB_HOME"] = str(tmp_path / "h")
+    status, out = _run_in_terminal(["init"], ["first one", "second one"], env)
+    assert status == 2 and "differ" in out and "first one" not in out
+    assert not (tmp_path / "h" / "containers" / "default").exists()
+    status, out = _run_in_terminal(["init"], ["typed secret", "typed secret"], env)
+    assert status == 0 and "created container" in out and "typed secret" not in out
+    status, out = _run_in_terminal(["new", "k"], ["typed secret"], env)
+    assert status == 0 and "generation 1" in out
+    status, out = _run_in_terminal(["new", "j"], ["wrong"], env)
+    assert status == 5 and "wrong passphrase" in out
+
+
+def test_no_passphrase_without_terminal(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "KEYBLOB_PASSPHRASE"}
+    env["KEYBLOB_HOME"] = str(tmp_path / "h")
+    run = subprocess.run(
+        [sys.executable, "-m", "keyblob", "init"],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert run.returncode == 2 and "no passphrase: set KEYBLOB_PASSPHRASE" in run.stderr
