@@ -46,10 +46,23 @@ def write_atomic(path: Path, data: bytes, *, exclusive: bool = False, mode: int 
     fsync_dir(folder)
 
 
-def read_bounded(path: Path, limit: int) -> bytes:
-    """Read at most ``limit`` bytes; raises ValueError if the file is larger."""
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
+def read_bounded(path: Path | str, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; raises ValueError if the file is larger.
+
+    Reads what the file holds, not ``limit`` bytes up front: a 16 MiB bound must not cost a
+    16 MiB allocation per small read.  Pipes (size 0 to fstat) are read chunk by chunk.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        want = os.fstat(f.fileno()).st_size + 1
+        while size <= limit:
+            chunk = f.read(max(1, min(want - size, limit + 1 - size, 1 << 20)))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            want = max(want, size + 65536)  # the file grew, or it is a pipe
+    if size > limit:
         raise ValueError(f"{path} is larger than {limit} bytes")
-    return data
+    return b"".join(chunks)

@@ -278,7 +278,7 @@ def _verify(
         raise VerificationError(WRONG_NAME.format(actual=h.name, expected=name))
     if key_id is not None and h.key_id != key_id:
         raise VerificationError(WRONG_KEY_ID.format(actual=h.key_id.short, expected=key_id.short))
-    return Verified(blob, blob.to_bytes(), None)
+    return Verified(blob, blob.to_bytes(), None)  # the parsed bytes: canonical
 
 
 def _check_floor(state: State, header: Header) -> None:

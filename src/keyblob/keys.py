@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -197,8 +198,7 @@ def _make_session_key(
 
 
 NAME_MAX = 128
-_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
-_NAME_REST = _NAME_FIRST | frozenset("._-")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 
 
 def check_name(name: str) -> str:
@@ -209,7 +209,7 @@ def check_name(name: str) -> str:
     """
     if not isinstance(name, str) or not 1 <= len(name) <= NAME_MAX:
         raise UsageError(f"invalid name: must be 1 to {NAME_MAX} characters")
-    if name[0] not in _NAME_FIRST or any(c not in _NAME_REST for c in name):
+    if _NAME.fullmatch(name) is None:
         raise UsageError(
             f"invalid name {name!r}: use a-z, 0-9, '.', '_' and '-', "
             "starting with a letter or digit"

@@ -14,6 +14,10 @@ class Reader:
         self._what = what
 
     @property
+    def data(self) -> bytes:
+        return self._data
+
+    @property
     def offset(self) -> int:
         return self._pos
 

@@ -7,7 +7,7 @@ signed and bound into the wraps; it never verifies or unwraps anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from keyblob.errors import FormatError, UnsupportedError, UsageError
 from keyblob.format._wire import Reader, u8, u16, u64
@@ -132,13 +132,19 @@ class KeyBlob:
     header: Header
     recipients: tuple[Recipient, ...]
     signature: bytes
+    #: The exact bytes this blob was parsed from (canonical, so equal to the encoding).
+    _encoded: bytes = field(default=b"", compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self._encoded:  # from_bytes checked every field while parsing
+            return
         if not signature_size_ok(self.header.suite, len(self.signature)):
             raise UsageError("signature length does not fit the suite")
         _body(self.header, self.recipients)  # checks recipients
 
     def signed_message(self) -> bytes:
+        if self._encoded:
+            return SIGNATURE_LABEL + self._encoded[: -2 - len(self.signature)]
         return signed_message(self.header, self.recipients)
 
     def recipient(self, key_id: KeyId) -> Recipient | None:
@@ -148,6 +154,8 @@ class KeyBlob:
         return None
 
     def to_bytes(self) -> bytes:
+        if self._encoded:
+            return self._encoded
         body = _body(self.header, self.recipients)
         return body + u16(len(self.signature)) + self.signature
 
@@ -227,7 +235,7 @@ class KeyBlob:
             raise r.fail("signature_len", f"{sig_len} does not fit the suite", r.offset - 2)
         signature = r.take(sig_len, "signature")
         r.end()
-        return cls(header, tuple(recipients), signature)
+        return cls(header, tuple(recipients), signature, r.data)
 
     def fields(self) -> list[Field]:
         """The encoded layout, field by field, for ``keyblob inspect``."""

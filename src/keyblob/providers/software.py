@@ -54,6 +54,7 @@ STATE_INFO = b"keyblob/v1/container/state"
 CHECK_INFO = b"keyblob/v1/container/passphrase-check"
 SEAL_AAD = b"keyblob/v1/container/private-key\x00"
 MAX_FILE_SIZE = 65536
+MAX_STATE_SIZE = 16 * 1024 * 1024
 SALT_SIZE = 16
 DEFAULT_CONTAINER = "default"
 
@@ -148,6 +149,12 @@ def check_private_folder(path: Path, what: str) -> None:
         st = path.stat()
     except OSError as e:
         raise ProviderError(f"cannot read {what} {path}: {e.strerror}") from e
+    _check_private(st, path, what)
+
+
+def _check_private(st: os.stat_result, path: Path, what: str) -> None:
+    if os.name == "nt":
+        return
     if st.st_uid != os.getuid():
         raise ProviderError(f"{what} {path} is owned by another user (uid {st.st_uid})")
     mode = stat.S_IMODE(st.st_mode)
@@ -337,6 +344,7 @@ class SoftwareContainer:
         self._exchange_id = key_id_for(self._suite, KeyRole.EXCHANGE, self._exchange_public)
         self._signature_id = key_id_for(self._suite, KeyRole.SIGNATURE, self._signature_public)
         self._folder = home.container_dir(self._name)
+        self._state_cache: tuple[bytes, State] | None = None
 
     def __repr__(self) -> str:
         return f"<SoftwareContainer {self._name!r} suite={self._suite.label}>"
@@ -396,31 +404,60 @@ class SoftwareContainer:
 
     def _write_state(self, state: State) -> None:
         body = {"format": STATE_FORMAT, "container": self._name, **state.to_json()}
-        doc = {**body, "mac": _mac(self._keys.state, canonical(body)).hex()}
+        mac = _mac(self._keys.state, canonical(body)).hex()
+        data = canonical({**body, "mac": mac}) + b"\n"
         try:
-            write_atomic(self._state_path, json.dumps(doc, indent=2).encode() + b"\n")
+            write_atomic(self._state_path, data)
         except OSError as e:
             raise ProviderError(f"cannot write {self._state_path}: {e.strerror}") from e
+        self._state_cache = (data, state)
 
-    def state(self) -> State:
-        """Raises VerificationError if the state file was edited or is missing."""
-        edited = VerificationError(STATE_EDITED.format(name=self._name))
-        if self._state_path.exists():
-            check_private_folder(self._state_path, "state file")
+    def _read_state_file(self) -> bytes:
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
         try:
-            doc = json.loads(read_bounded(self._state_path, MAX_FILE_SIZE * 16))
-            mac = bytes.fromhex(doc.pop("mac"))
+            fd = os.open(self._state_path, flags)
         except FileNotFoundError:
             raise VerificationError(
                 f"the home state of container {self._name!r} is missing"
             ) from None
+        except OSError as e:  # a symlink (ELOOP) or unreadable file
+            raise ProviderError(f"cannot read {self._state_path}: {e.strerror}") from e
+        try:
+            st = os.fstat(fd)
+            _check_private(st, self._state_path, "state file")
+            if st.st_size > MAX_STATE_SIZE:
+                raise VerificationError(STATE_EDITED.format(name=self._name))
+            chunks, size = [], 0
+            while chunk := os.read(fd, max(st.st_size + 1 - size, 1)):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_STATE_SIZE:  # grew while we read
+                    raise VerificationError(STATE_EDITED.format(name=self._name))
+        finally:
+            os.close(fd)
+        return b"".join(chunks)
+
+    def state(self) -> State:
+        """Raises VerificationError if the state file was edited or is missing."""
+        data = self._read_state_file()
+        cached = self._state_cache
+        # The file is re-read every time (another process may have changed it); parsing and
+        # the MAC check are skipped only when its bytes are exactly those last verified.
+        if cached is not None and hmac.compare_digest(cached[0], data):
+            return cached[1]
+        edited = VerificationError(STATE_EDITED.format(name=self._name))
+        try:
+            doc = json.loads(data)
+            mac = bytes.fromhex(doc.pop("mac"))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise edited from None
         if not hmac.compare_digest(_mac(self._keys.state, canonical(doc)), mac):
             raise edited
         if doc.get("format") != STATE_FORMAT or doc.get("container") != self._name:
             raise edited
-        return State.from_json(doc)
+        state = State.from_json(doc)
+        self._state_cache = (data, state)
+        return state
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

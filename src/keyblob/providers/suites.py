@@ -8,6 +8,7 @@ private key object, which only a provider holds.  Failures of a private operatio
 
 from __future__ import annotations
 
+import functools
 from typing import TypeAlias
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -120,6 +121,7 @@ def _rsa_public(data: bytes, what: str) -> rsa.RSAPublicKey:
     return key
 
 
+@functools.lru_cache(maxsize=256)
 def load_exchange_public(suite: Suite, data: bytes) -> ExchangePublic:
     """Raises FormatError when ``data`` is not an exchange public key of the suite."""
     if suite is Suite.X25519:
@@ -129,6 +131,7 @@ def load_exchange_public(suite: Suite, data: bytes) -> ExchangePublic:
     return _rsa_public(data, "exchange")
 
 
+@functools.lru_cache(maxsize=256)  # public keys: loading RSA DER costs tens of µs
 def load_signature_public(suite: Suite, data: bytes) -> SignaturePublic:
     """Raises FormatError when ``data`` is not a signature public key of the suite."""
     if suite is Suite.X25519:

@@ -43,6 +43,7 @@ class DirectoryStore:
     def __init__(self, root: Path, create: bool = True) -> None:
         """Use the folder ``root``; ``create=False`` refuses to create it on ``put``."""
         self._root = Path(root)
+        self._root_str = os.fspath(self._root)  # reads join strings: pathlib costs µs per op
         self._create = create
 
     def __repr__(self) -> str:
@@ -80,7 +81,7 @@ class DirectoryStore:
         except FileExistsError:
             # Someone (an earlier run, a retry, a concurrent writer) got there first.
             # Identical bytes make the put idempotent; anything else is a conflict.
-            if self._read(name, generation, path) != data:
+            if self._read(name, generation, os.fspath(path)) != data:
                 raise StorageError(
                     f"{name} generation {generation} already exists in {self.location}"
                 ) from None
@@ -101,7 +102,7 @@ class DirectoryStore:
         folder = self._name_folder_for_read(name)
         if folder is None:
             raise NotFoundError(self._missing(name, generation))
-        return self._read(name, generation, folder / f"{generation}{_SUFFIX}")
+        return self._read(name, generation, os.path.join(folder, f"{generation}{_SUFFIX}"))
 
     def generations(self, name: str) -> list[int]:
         """Return the generations stored for ``name``, ascending; ``[]`` when none.
@@ -148,9 +149,9 @@ class DirectoryStore:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _name_folder_for_read(self, name: str) -> Path | None:
+    def _name_folder_for_read(self, name: str) -> str | None:
         """``<root>/<name>`` if it exists, None if it (or the root) does not."""
-        folder = self._root / name
+        folder = os.path.join(self._root_str, name)
         try:
             info = os.lstat(folder)
         except (FileNotFoundError, NotADirectoryError):
@@ -220,7 +221,7 @@ class DirectoryStore:
             raise StorageError(f"cannot create folder {folder}: {_reason(e)}") from e
 
     @staticmethod
-    def _check_folder(folder: Path, info: os.stat_result) -> None:
+    def _check_folder(folder: Path | str, info: os.stat_result) -> None:
         if stat.S_ISLNK(info.st_mode):
             # Names are validated, so only a symlink could lead outside the root.
             raise StorageError(f"refusing {folder}: it is a symlink, not a folder")
@@ -230,7 +231,7 @@ class DirectoryStore:
     def _missing(self, name: str, generation: int) -> str:
         return f"no blob {name} generation {generation} in {self.location}"
 
-    def _read(self, name: str, generation: int, path: Path) -> bytes:
+    def _read(self, name: str, generation: int, path: str) -> bytes:
         missing = self._missing(name, generation)
         try:
             info = os.lstat(path)
@@ -254,7 +255,7 @@ class DirectoryStore:
             # The file grew between lstat and read.
             raise StorageError(f"refusing {path}: larger than {MAX_ITEM_SIZE} bytes") from None
 
-    def _generations(self, folder: Path | None) -> list[int]:
+    def _generations(self, folder: Path | str | None) -> list[int]:
         if folder is None:
             return []
         found = []
@@ -268,7 +269,7 @@ class DirectoryStore:
         return sorted(found)
 
     @staticmethod
-    def _scan(folder: Path) -> list[os.DirEntry[str]]:
+    def _scan(folder: Path | str) -> list[os.DirEntry[str]]:
         try:
             with os.scandir(folder) as entries:
                 return list(entries)
