@@ -1,0 +1,897 @@
+"""Per-key and per-command cost of keyblob, against the raw ``cryptography`` calls it makes.
+
+Run from the repository root (the project installed, e.g. editable, in the active venv)::
+
+    python bench/bench_core.py            # full run, a few minutes on 2 cores
+    python bench/bench_core.py --quick    # smoke run, well under a minute
+    python bench/bench_core.py --json bench/results.json
+
+Part (a), per key, for the suites x25519, rsa-3072 and rsa-2048:
+
+- ``generate``: ``blobs.generate`` of a fresh name (export + sign + store + state update)
+  against the raw calls it makes: random key and key id, HPKE seal (rsa: OAEP encrypt),
+  Ed25519 sign (rsa: PSS sign), on the same keys, with the same HPKE info / OAEP label and
+  signed-message sizes.
+- ``load``: ``blobs.load`` of a stored name (read + parse + verify + unwrap) against
+  Ed25519 verify + HPKE open (rsa: PSS verify + OAEP decrypt).
+
+Library and raw rounds are interleaved (ABAB, with the order swapped every iteration) so
+that drift hits both.  The store and the home live on a tmpfs (/dev/shm) so the figures show
+CPU overhead; a disk variant (ext4 under the temp dir) shows what fsync adds.  A breakdown
+times each step of the two library paths alone, and cProfile names the hot functions.
+
+Part (b), the CLI: each command's wall time split into interpreter start, import of
+``keyblob.cli``, the Argon2id unlock at the default parameters, and the work itself.
+
+Nothing is asserted; everything is reported.  Library internals (``blobs._export``, the
+container's private key objects) are used read-only to build the baselines and breakdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import gc
+import json
+import os
+import platform
+import pstats
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cryptography
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from keyblob import blobs
+from keyblob.atomic import read_bounded, write_atomic
+from keyblob.keys import Algorithm, Suite, check_name
+from keyblob.providers import suites
+from keyblob.providers.software import Home, KdfParams, SoftwareContainer, _derive, _mac
+from keyblob.storage import Store, open_store
+from keyblob.trust import State, canonical, require_trusted
+
+# Argon2id at the default parameters in a fresh process, after the same imports as the CLI.
+KDF_SNIPPET = (
+    "import keyblob.cli\n"
+    "from keyblob.providers.software import KdfParams, _derive\n"
+    "_derive(b'bench passphrase', bytes(16), KdfParams())"
+)
+TARGET_RATIO = 1.3
+HELP_TARGET_MS = 150.0
+PASSPHRASE = b"bench passphrase"
+# The bench containers use a cheap KDF: the per-key paths never run it, and the CLI part
+# measures the default parameters on their own.
+CHEAP_KDF = KdfParams(memory_kib=8192, iterations=1, lanes=1)
+POOL = 16  # names stored before the load rounds; the state holds these 16 names
+
+
+# -- timing helpers ---------------------------------------------------------------------
+
+
+def now() -> int:
+    return time.perf_counter_ns()
+
+
+def med(samples: list[int]) -> float:
+    return float(statistics.median(samples))
+
+
+def quartiles(samples: list[int]) -> tuple[float, float]:
+    q = statistics.quantiles(samples, n=4)
+    return q[0], q[2]
+
+
+def us(ns: float) -> str:
+    return f"{ns / 1000:,.1f}"
+
+
+def ms(ns: float) -> str:
+    return f"{ns / 1e6:,.1f}"
+
+
+def fresh(prefix: str, i: int) -> str:
+    """A name unique per call index (warm-up calls have negative indexes)."""
+    return f"{prefix}w{-i}" if i < 0 else f"{prefix}{i}"
+
+
+def time_loop(fn: Callable[[int], Any], n: int, warmup: int = 3) -> list[int]:
+    """Call ``fn(i)`` n times (after ``warmup`` calls); return each call's ns."""
+    for i in range(warmup):
+        fn(-1 - i)
+    out = []
+    for i in range(n):
+        t0 = now()
+        fn(i)
+        out.append(now() - t0)
+    return out
+
+
+def interleaved(
+    lib: Callable[[int], Any],
+    raw: Callable[[int], Any],
+    n: int,
+    warmup: int,
+    after_lib: Callable[[int], Any] | None = None,
+) -> tuple[list[int], list[int]]:
+    """Library and raw rounds alternated, order swapped every iteration (ABBA...)."""
+    for i in range(warmup):
+        lib(-1 - i)
+        if after_lib:
+            after_lib(-1 - i)
+        raw(-1 - i)
+    lib_s, raw_s = [], []
+    for i in range(n):
+        order = ((lib, lib_s), (raw, raw_s)) if i % 2 == 0 else ((raw, raw_s), (lib, lib_s))
+        for fn, sink in order:
+            t0 = now()
+            fn(i)
+            sink.append(now() - t0)
+            if fn is lib and after_lib:
+                after_lib(i)  # untimed
+    return lib_s, raw_s
+
+
+# -- part (a): per key ----------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    """One container with its store, and the pieces the baselines need."""
+
+    label: str
+    suite: Suite
+    bits: int
+    root: Path
+    container: SoftwareContainer = field(init=False)
+    store: Store = field(init=False)
+    base_state: State = field(init=False)
+    pool: list[str] = field(init=False)
+    parsed: list[Any] = field(init=False)
+
+    def setup(self) -> None:
+        home = Home(self.root / "home")
+        home.create("bench", PASSPHRASE, self.suite, bits=self.bits, kdf=CHEAP_KDF)
+        # Opened as the CLI opens it (RSA keys loaded without re-validation).
+        self.container = home.open("bench", PASSPHRASE)
+        self.store = open_store(str(self.root / "blobs"))
+        self.pool = [f"pool{i}" for i in range(POOL)]
+        for name in self.pool:
+            blobs.generate(self.container, self.store, name)
+        self.base_state = self.container.state()
+        self.parsed = [blobs.decode(self.store.get(n, 1)) for n in self.pool]
+
+    def reset_state(self, _i: int = 0) -> None:
+        """Back to the 16 pool names, so the state does not grow with the rounds."""
+        base = self.base_state
+        self.container.update_state(lambda _s: base)
+
+
+def raw_generate(b: Bench) -> Callable[[int], Any]:
+    """random key + key id, wrap (HPKE seal / OAEP encrypt), sign (Ed25519 / PSS)."""
+    c = b.container
+    exchange_public = c._exchange.public_key()
+    signer = c._signature
+    sample = b.parsed[0]
+    context = sample.header.wrap_context(c.exchange_id)  # same size as the library's
+    message = sample.signed_message()
+    if isinstance(exchange_public, rsa.RSAPublicKey):
+        oaep = suites._oaep(context)
+
+        def run(_i: int) -> None:
+            key = secrets.token_bytes(32)
+            secrets.token_bytes(16)
+            exchange_public.encrypt(key, oaep)
+            signer.sign(message, suites._PSS, suites._SHA256)  # type: ignore[call-arg]
+
+        return run
+    hpke_suite = suites._HPKE
+
+    def run_x(_i: int) -> None:
+        key = secrets.token_bytes(32)
+        secrets.token_bytes(16)
+        hpke_suite.encrypt(key, exchange_public, info=context)
+        signer.sign(message)  # type: ignore[call-arg]
+
+    return run_x
+
+
+def raw_load(b: Bench) -> Callable[[int], Any]:
+    """signature verify (Ed25519 / PSS), then unwrap (HPKE open / OAEP decrypt)."""
+    c = b.container
+    verifier = c._signature.public_key()
+    private = c._exchange
+    items = []
+    for blob in b.parsed:
+        mine = blob.recipient(c.exchange_id)
+        items.append(
+            (
+                blob.signature,
+                blob.signed_message(),
+                mine.wrapped,
+                blob.header.wrap_context(mine.key_id),
+            )
+        )
+    if isinstance(private, rsa.RSAPrivateKey):
+
+        def run(i: int) -> None:
+            sig, msg, wrapped, ctx = items[i % POOL]
+            verifier.verify(sig, msg, suites._PSS, suites._SHA256)  # type: ignore[call-arg]
+            private.decrypt(wrapped, suites._oaep(ctx))  # type: ignore[union-attr]
+
+        return run
+    hpke_suite = suites._HPKE
+
+    def run_x(i: int) -> None:
+        sig, msg, wrapped, ctx = items[i % POOL]
+        verifier.verify(sig, msg)  # type: ignore[call-arg]
+        hpke_suite.decrypt(wrapped, private, info=ctx)  # type: ignore[arg-type]
+
+    return run_x
+
+
+def bench_pair(b: Bench, n: int, warmup: int, tag: str) -> dict[str, Any]:
+    c, store = b.container, b.store
+
+    def lib_gen(i: int) -> None:
+        blobs.generate(c, store, fresh(tag, i))
+
+    def lib_load(i: int) -> None:
+        blobs.load(c, store, b.pool[i % POOL])
+
+    gc.collect()
+    gen_lib, gen_raw = interleaved(lib_gen, raw_generate(b), n, warmup, after_lib=b.reset_state)
+    gc.collect()
+    load_lib, load_raw = interleaved(lib_load, raw_load(b), n, warmup)
+    out = {}
+    for op, lib_s, raw_s in (("generate", gen_lib, gen_raw), ("load", load_lib, load_raw)):
+        paired = sorted(a / r for a, r in zip(lib_s, raw_s, strict=True))
+        out[op] = {
+            "n": n,
+            "lib_ns": lib_s,
+            "raw_ns": raw_s,
+            "lib_median_ns": med(lib_s),
+            "raw_median_ns": med(raw_s),
+            "lib_iqr_ns": quartiles(lib_s),
+            "raw_iqr_ns": quartiles(raw_s),
+            "ratio_at_median": med(lib_s) / med(raw_s),
+            "median_paired_ratio": statistics.median(paired),
+        }
+    return out
+
+
+def _staged(
+    steps: list[tuple[str, Callable[[dict[str, Any]], Any]]],
+    n: int,
+    names: Callable[[int], str],
+    after: Callable[[], Any] | None = None,
+) -> dict[str, float]:
+    """Run the library path step by step, in order, with a clock read between steps.
+
+    Each step sees the caches as the real call does (timing steps alone in tight loops
+    under-states them by about a quarter); the staged total is printed next to the real
+    call's median so the two can be compared.
+    """
+    samples: dict[str, list[int]] = {label: [] for label, _ in steps}
+    totals = []
+    for i in range(-3, n):
+        ctx: dict[str, Any] = {"name": names(i), "i": i}
+        t_first = t_prev = now()
+        marks = []
+        for _label, fn in steps:
+            fn(ctx)
+            t = now()
+            marks.append(t - t_prev)
+            t_prev = t
+        if after:
+            after()
+        if i >= 0:
+            for (label, _), v in zip(steps, marks, strict=True):
+                samples[label].append(v)
+            totals.append(t_prev - t_first)
+    out = {label: med(v) for label, v in samples.items()}
+    out["staged total"] = med(totals)
+    return out
+
+
+def breakdown(b: Bench, n: int) -> dict[str, Any]:
+    """Each step of the two library paths, timed in context (medians, ns)."""
+    c, store = b.container, b.store
+    tag = f"st{time.monotonic_ns()}_"
+
+    def recipients(x: dict[str, Any]) -> None:
+        check_name(x["name"])
+        x["recipients"] = blobs._recipient_keys(c, ())
+
+    def state(x: dict[str, Any]) -> None:
+        x["state"] = c.state()
+
+    def latest(x: dict[str, Any]) -> None:
+        store.latest(x["name"])
+        x["state"].generation_floor(x["name"])
+
+    def export(x: dict[str, Any]) -> None:
+        x["encoded"], _key = blobs._export(
+            c,
+            name=x["name"],
+            generation=1,
+            algorithm=Algorithm.AES_256_GCM,
+            recipients=x["recipients"],
+            random=secrets.token_bytes,
+            now=blobs._now,
+        )
+
+    def put(x: dict[str, Any]) -> None:
+        store.put(x["name"], 1, x["encoded"])
+
+    def update(x: dict[str, Any]) -> None:
+        name = x["name"]
+        c.update_state(lambda s: s.seen(name, 1))
+
+    gen = _staged(
+        [
+            ("check_name + public-key reload (_recipient_keys)", recipients),
+            ("provider.state(): read + JSON + HMAC", state),
+            ("store.latest (scandir) + floor", latest),
+            ("_export: random + wrap + sign + encode", export),
+            ("store.put: mkdir, write, link, 3 fsync", put),
+            ("update_state: flock + state() + atomic write", update),
+        ],
+        n,
+        lambda i: fresh(tag, i),
+        after=b.reset_state,
+    )
+
+    def l_state(x: dict[str, Any]) -> None:
+        check_name(x["name"])
+        x["state"] = c.state()
+
+    def l_latest(x: dict[str, Any]) -> None:
+        x["gen"] = store.latest(x["name"])
+        x["state"].generation_floor(x["name"])
+
+    def l_get(x: dict[str, Any]) -> None:
+        x["data"] = store.get(x["name"], x["gen"])
+
+    def l_decode(x: dict[str, Any]) -> None:
+        x["blob"] = blobs.decode(x["data"])
+
+    def l_public(x: dict[str, Any]) -> None:
+        h = x["blob"].header
+        raw = require_trusted(c.signature_id, c.signature_public, x["state"], h.signer_id)
+        x["public"] = suites.load_signature_public(h.suite, raw)
+
+    def l_message(x: dict[str, Any]) -> None:
+        x["message"] = x["blob"].signed_message()
+
+    def l_verify(x: dict[str, Any]) -> None:
+        suites.verify(x["public"], x["blob"].signature, x["message"])
+
+    def l_encode(x: dict[str, Any]) -> None:
+        x["blob"].to_bytes()
+
+    def l_unwrap(x: dict[str, Any]) -> None:
+        blob = x["blob"]
+        mine = blob.recipient(c.exchange_id)
+        c.unwrap(mine.wrapped, blob.header.wrap_context(mine.key_id))
+
+    load = _staged(
+        [
+            ("check_name + provider.state(): read + JSON + HMAC", l_state),
+            ("store.latest (scandir) + floor", l_latest),
+            ("store.get: lstat x2 + open + read", l_get),
+            ("decode: parse the blob", l_decode),
+            ("trust check + signature public-key reload", l_public),
+            ("signed_message() rebuild", l_message),
+            ("signature verify (crypto)", l_verify),
+            ("to_bytes() re-encode", l_encode),
+            ("unwrap: HPKE open / OAEP decrypt (crypto)", l_unwrap),
+        ],
+        n,
+        lambda i: b.pool[i % POOL],
+    )
+    return {"generate": gen, "load": load}
+
+
+def state_costs(b: Bench, n: int) -> dict[str, float]:
+    """What the authenticated state costs, piece by piece, timed alone (medians, ns)."""
+    c = b.container
+    state = c.state()
+    body = {"format": "keyblob-state/v1", "container": c.name, **state.to_json()}
+    doc = {**body, "mac": "00" * 32}
+    path = c._state_path.with_name("bench-probe.json")
+    data = json.dumps(doc, indent=2).encode()
+
+    def locked(_i: int) -> None:
+        with c._locked():
+            pass
+
+    out = {
+        "provider.state() (16 names)": med(time_loop(lambda _i: c.state(), n)),
+        "  read_bounded(state.json)": med(
+            time_loop(lambda _i: read_bounded(c._state_path, 1 << 20), n)
+        ),
+        "  json.loads": med(time_loop(lambda _i: json.loads(data), n)),
+        "  canonical() + HMAC-SHA256": med(
+            time_loop(lambda _i: _mac(c._keys.state, canonical(body)), n)
+        ),
+        "  State.from_json (check_name per name)": med(
+            time_loop(lambda _i: State.from_json(body), n)
+        ),
+        "_locked(): open lock + flock + close": med(time_loop(locked, n)),
+        "_write_state() total": med(time_loop(lambda _i: c._write_state(state), n)),
+        "  json.dumps(indent=2) (pure-Python encoder)": med(
+            time_loop(lambda _i: json.dumps(doc, indent=2), n)
+        ),
+        "  json.dumps compact (C encoder), for comparison": med(
+            time_loop(lambda _i: json.dumps(doc, separators=(",", ":")), n)
+        ),
+        "  write_atomic (tmp, write, fsync, rename, dir fsync)": med(
+            time_loop(lambda _i: write_atomic(path, data), n)
+        ),
+    }
+    path.unlink()
+    return out
+
+
+def state_size_effect(b: Bench, n: int) -> dict[str, float]:
+    """provider.state() cost with the 16 pool names, and with 1000 names."""
+    c = b.container
+    small = med(time_loop(lambda _i: c.state(), n))
+    big = State(high_water={f"name{i:04d}": 1 for i in range(1000)}, trusted=())
+    c.update_state(lambda _s: big)
+    large = med(time_loop(lambda _i: c.state(), n))
+    size = (c._state_path).stat().st_size
+    b.reset_state()
+    return {"state_16_names_ns": small, "state_1000_names_ns": large, "state_1000_bytes": size}
+
+
+def disk_variant(disk_root: Path, n: int) -> dict[str, Any]:
+    """x25519 generate/load with home and store on the disk file system (real fsync)."""
+    b = Bench("x25519-disk", Suite.X25519, 3072, disk_root)
+    b.setup()
+    res = bench_pair(b, n, 3, "d")
+    data = b.store.get("pool0", 1)
+    tag = f"dput{time.monotonic_ns()}_"
+    put = med(time_loop(lambda i: b.store.put(fresh(tag, i), 1, data), n))
+    c = b.container
+    ups = []
+    for i in range(n):
+        name = f"{tag}u{i}"
+        t0 = now()
+        c.update_state(lambda st, name=name: st.seen(name, 1))
+        ups.append(now() - t0)
+        b.reset_state()
+    probe = disk_root / "fsync-probe"
+
+    def one_fsync(_i: int) -> None:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    fs = med(time_loop(one_fsync, n))
+    probe.unlink()
+    staged = breakdown(b, n)["generate"]
+    return {
+        "generate_lib_median_ns": res["generate"]["lib_median_ns"],
+        "generate_raw_median_ns": res["generate"]["raw_median_ns"],
+        "load_lib_median_ns": res["load"]["lib_median_ns"],
+        "load_raw_median_ns": res["load"]["raw_median_ns"],
+        "store_put_ns": put,
+        "update_state_ns": med(ups),
+        "one_fsync_ns": fs,
+        "staged_generate_ns": staged,
+        "n": n,
+        "fs": str(disk_root),
+    }
+
+
+def _category(key: tuple[str, int, str]) -> str:
+    filename, _line, func = key
+    if "cryptography" in func or "cryptography" in filename or "_hashlib" in func:
+        return "cryptography (Rust/OpenSSL calls)"
+    if "posix." in func or "io.open" in func or "_io." in func or "built-in method open" in func:
+        return "file system syscalls"
+    if "fcntl" in func:
+        return "file system syscalls"
+    if "/json/" in filename or "_json" in func:
+        return "json"
+    if "/keyblob/" in filename:
+        return "keyblob Python code"
+    return "other Python (stdlib, builtins)"
+
+
+def profile(
+    fn: Callable[[int], Any],
+    n: int,
+    after: Callable[[], Any] | None = None,
+    top: int = 12,
+) -> dict[str, Any]:
+    """cProfile ``n`` calls (``after`` runs unprofiled after each); top functions by own
+    time, and own time per category."""
+    prof = cProfile.Profile()
+    for i in range(n):
+        prof.enable()
+        fn(i)
+        prof.disable()
+        if after:
+            after()
+    stats = pstats.Stats(prof)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in raw.values())
+    cats: dict[str, float] = {}
+    rows = []
+    for key, (_cc, ncalls, tt, ct, _callers) in raw.items():
+        cats[_category(key)] = cats.get(_category(key), 0.0) + tt
+        filename, line, func = key
+        where = func if filename == "~" else f"{Path(filename).name}:{line}({func})"
+        rows.append((tt, ct, ncalls, where))
+    rows.sort(reverse=True)
+    return {
+        "n": n,
+        "total_us_per_op": total / n * 1e6,
+        "categories_us_per_op": {
+            k: v / n * 1e6 for k, v in sorted(cats.items(), key=lambda kv: -kv[1])
+        },
+        "top": [
+            {
+                "own_us_per_op": tt / n * 1e6,
+                "cum_us_per_op": ct / n * 1e6,
+                "calls_per_op": nc / n,
+                "function": w,
+            }
+            for tt, ct, nc, w in rows[:top]
+        ],
+    }
+
+
+# -- part (b): the CLI -------------------------------------------------------------------------
+
+
+def _keyblob_cmd() -> list[str]:
+    script = Path(sys.executable).parent / "keyblob"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("keyblob")
+    return [found] if found else [sys.executable, "-m", "keyblob"]
+
+
+def _run(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, int, str]:
+    t0 = now()
+    p = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, check=False)
+    return now() - t0, p.returncode, p.stderr.decode(errors="replace").strip()[-200:]
+
+
+def import_profile() -> list[tuple[int, str]]:
+    """``-X importtime`` of keyblob.cli: the heaviest imports (cumulative us)."""
+    p = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import keyblob.cli"],
+        capture_output=True,
+        check=False,
+    )
+    rows = []
+    for line in p.stderr.decode().splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        _self, cum, name = line.removeprefix("import time:").split("|")
+        rows.append((int(cum), name.rstrip()))
+    return sorted(rows, reverse=True)[:14]
+
+
+def bench_cli(runs: int, work: Path) -> dict[str, Any]:
+    kb = _keyblob_cmd()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYBLOB_")}
+    env["KEYBLOB_PASSPHRASE"] = PASSPHRASE.decode()
+    home_a = work / "home-a"  # show/list/export/verify/rotate: a fixed set of 6 names
+    home_b = work / "home-b"  # new: a fresh name each run
+    env_a = {**env, "KEYBLOB_HOME": str(home_a)}
+    env_b = {**env, "KEYBLOB_HOME": str(home_b)}
+    setup = [
+        (env_a, ["init"]),
+        (env_b, ["init"]),
+        *[(env_a, ["new", f"k{i}"]) for i in range(5)],
+        (env_a, ["new", "r0"]),
+        (env_a, ["export", "k0", "-o", str(work / "k0.blob")]),
+    ]
+    for e, args in setup:
+        _t, rc, err = _run(kb + args, e, work)
+        if rc != 0:
+            raise SystemExit(f"CLI setup failed: keyblob {' '.join(args)}: {err}")
+
+    def commands(r: int) -> list[tuple[str, list[str], dict[str, str]]]:
+        env_init = {**env, "KEYBLOB_HOME": str(work / f"home-init-{r}")}
+        return [
+            ("python -c pass", [sys.executable, "-c", "pass"], env),
+            ("python -c 'import keyblob.cli'", [sys.executable, "-c", "import keyblob.cli"], env),
+            ("import keyblob.cli + Argon2id", [sys.executable, "-c", KDF_SNIPPET], env),
+            ("keyblob --help", [*kb, "--help"], env),
+            ("keyblob init", [*kb, "init"], env_init),
+            ("keyblob new", [*kb, "new", f"n{r}"], env_b),
+            ("keyblob show", [*kb, "show", "k0"], env_a),
+            ("keyblob list", [*kb, "list"], env_a),
+            ("keyblob export", [*kb, "export", "k0", "-o", str(work / "out.blob")], env_a),
+            ("keyblob verify", [*kb, "verify", str(work / "k0.blob")], env_a),
+            ("keyblob rotate", [*kb, "rotate", "r0"], env_a),
+        ]
+
+    samples: dict[str, list[int]] = {}
+    failures: dict[str, str] = {}
+    for r in range(-1, runs):  # round -1 warms the page cache and is dropped
+        for label, argv, e in commands(r):
+            t, rc, err = _run(argv, e, work)
+            if rc != 0:
+                failures[label] = f"exit {rc}: {err}"
+            if r >= 0:
+                samples.setdefault(label, []).append(t)
+
+    kdf_samples = []
+    salt = secrets.token_bytes(16)
+    for _ in range(max(3, runs)):
+        t0 = now()
+        _derive(PASSPHRASE, salt, KdfParams())
+        kdf_samples.append(now() - t0)
+
+    start = med(samples["python -c pass"])
+    imp = med(samples["python -c 'import keyblob.cli'"]) - start
+    kdf_in_process = med(kdf_samples)
+    kdf = med(samples["import keyblob.cli + Argon2id"]) - med(
+        samples["python -c 'import keyblob.cli'"]
+    )
+    rows = {}
+    for label, s in samples.items():
+        if not label.startswith("keyblob "):
+            continue
+        total = med(s)
+        unlocks = label != "keyblob --help"
+        rest = total - start - imp - (kdf if unlocks else 0.0)
+        rows[label] = {
+            "total_ns": total,
+            "iqr_ns": quartiles(s),
+            "start_ns": start,
+            "import_ns": imp,
+            "kdf_ns": kdf if unlocks else 0.0,
+            "work_ns": rest,
+            "samples_ns": s,
+        }
+    return {
+        "runs": runs,
+        "interpreter_start_ns": start,
+        "import_ns": imp,
+        "interpreter_samples_ns": samples["python -c pass"],
+        "import_samples_ns": samples["python -c 'import keyblob.cli'"],
+        "kdf_ns": kdf,
+        "kdf_in_process_ns": kdf_in_process,
+        "kdf_in_process_samples_ns": kdf_samples,
+        "kdf_subprocess_samples_ns": samples["import keyblob.cli + Argon2id"],
+        "kdf_params": vars(KdfParams()),
+        "commands": rows,
+        "failures": failures,
+        "help_under_target": rows["keyblob --help"]["total_ns"] / 1e6 < HELP_TARGET_MS,
+        "import_profile_us": import_profile(),
+        "home": str(work),
+    }
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    from cryptography.hazmat.backends.openssl import backend  # noqa: PLC0415
+
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "cryptography": cryptography.__version__,
+        "openssl": backend.openssl_version_text(),
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def print_report(res: dict[str, Any]) -> None:
+    m = res["machine"]
+    print(f"\n== keyblob bench ({res['mode']}) {m['date']}")
+    print(
+        f"   {m['nproc']} CPU ({m['cpu']}), Python {m['python']}, cryptography "
+        f"{m['cryptography']} ({m['openssl']}), {m['platform']}"
+    )
+    print(f"   per-key store and home on {res['tmpfs']}; load average {m['loadavg_at_start']}")
+    print("\n-- (a) per key: library vs the raw cryptography calls (medians, us)")
+    print(
+        f"{'suite':<10} {'op':<9} {'n':>4} {'library':>10} {'(IQR)':>19} {'raw':>9} "
+        f"{'(IQR)':>19} {'ratio':>6} {'paired':>7}  target <= {TARGET_RATIO}"
+    )
+    for label, ops in res["per_key"].items():
+        for op, r in ops["pair"].items():
+            lq, rq = r["lib_iqr_ns"], r["raw_iqr_ns"]
+            verdict = "ok" if r["ratio_at_median"] <= TARGET_RATIO else "ABOVE"
+            print(
+                f"{label:<10} {op:<9} {r['n']:>4} {us(r['lib_median_ns']):>10} "
+                f"{'(' + us(lq[0]) + '-' + us(lq[1]) + ')':>19} {us(r['raw_median_ns']):>9} "
+                f"{'(' + us(rq[0]) + '-' + us(rq[1]) + ')':>19} {r['ratio_at_median']:>6.2f} "
+                f"{r['median_paired_ratio']:>7.2f}  {verdict}"
+            )
+    print("   ratio = median(library) / median(raw); paired = median of per-round ratios")
+
+    print("\n-- breakdown: the library path run step by step, in context (medians, us)")
+    for label, ops in res["per_key"].items():
+        for op in ("generate", "load"):
+            parts = dict(ops["breakdown"][op])
+            staged = parts.pop("staged total")
+            total = ops["pair"][op]["lib_median_ns"]
+            raw = ops["pair"][op]["raw_median_ns"]
+            print(
+                f"{label} {op}: library {us(total)} us (staged run {us(staged)} us), "
+                f"raw {us(raw)} us"
+            )
+            for name, v in parts.items():
+                print(f"   {name:<52} {us(v):>9}  {100 * v / staged:5.1f}%")
+
+    print("\n-- the authenticated state, piece by piece, timed alone (x25519, medians, us)")
+    for name, v in res["state_costs"].items():
+        print(f"   {name:<56} {us(v):>9}")
+
+    s = res["state_size"]
+    print(
+        f"\n-- state size: provider.state() {us(s['state_16_names_ns'])} us with 16 names, "
+        f"{us(s['state_1000_names_ns'])} us with 1000 names ({s['state_1000_bytes']} bytes)"
+    )
+    d = res.get("disk")
+    if d:
+        print(f"\n-- x25519 on disk ({d['fs']}, real fsync), n={d['n']}, medians, us")
+        print(
+            f"   generate {us(d['generate_lib_median_ns'])} (raw {us(d['generate_raw_median_ns'])},"
+            f" ratio {d['generate_lib_median_ns'] / d['generate_raw_median_ns']:.1f});"
+            f" load {us(d['load_lib_median_ns'])} (raw {us(d['load_raw_median_ns'])},"
+            f" ratio {d['load_lib_median_ns'] / d['load_raw_median_ns']:.2f})"
+        )
+        print(
+            f"   alone: store.put {us(d['store_put_ns'])}, update_state "
+            f"{us(d['update_state_ns'])}, one open+write+fsync+close {us(d['one_fsync_ns'])}"
+        )
+        print("   generate on disk, step by step in context:")
+        parts = dict(d["staged_generate_ns"])
+        staged = parts.pop("staged total")
+        for name, v in parts.items():
+            print(f"     {name:<52} {us(v):>9}  {100 * v / staged:5.1f}%")
+
+    for label, prof in res.get("profiles", {}).items():
+        print(f"\n-- cProfile {label}: {prof['total_us_per_op']:.1f} us/op under the profiler")
+        for cat, v in prof["categories_us_per_op"].items():
+            print(f"   {cat:<38} {v:8.1f} us/op")
+        print(f"   {'own us/op':>9} {'cum us/op':>9} {'calls':>5}  function")
+        for row in prof["top"]:
+            print(
+                f"   {row['own_us_per_op']:9.1f} {row['cum_us_per_op']:9.1f} "
+                f"{row['calls_per_op']:5.1f}  {row['function']}"
+            )
+
+    cli = res.get("cli")
+    if cli:
+        print(f"\n-- (b) CLI: medians of {cli['runs']} runs, ms (fresh temp KEYBLOB_HOME)")
+        print(
+            f"   interpreter start {ms(cli['interpreter_start_ns'])}, import keyblob.cli "
+            f"{ms(cli['import_ns'])}, Argon2id unlock {ms(cli['kdf_ns'])} "
+            f"(m={cli['kdf_params']['memory_kib']} KiB, t={cli['kdf_params']['iterations']}, "
+            f"p={cli['kdf_params']['lanes']}; in a fresh process; in-process "
+            f"{ms(cli['kdf_in_process_ns'])})"
+        )
+        print(
+            f"   {'command':<16} {'total':>7} {'(IQR)':>15} {'start':>6} {'import':>7} "
+            f"{'KDF':>6} {'work':>7}"
+        )
+        for label, r in cli["commands"].items():
+            q = r["iqr_ns"]
+            spread = f"({ms(q[0])}-{ms(q[1])})"
+            print(
+                f"   {label:<16} {ms(r['total_ns']):>7} {spread:>15} "
+                f"{ms(r['start_ns']):>6} {ms(r['import_ns']):>7} {ms(r['kdf_ns']):>6} "
+                f"{ms(r['work_ns']):>7}"
+            )
+        helpms = cli["commands"]["keyblob --help"]["total_ns"] / 1e6
+        print(
+            f"   keyblob --help: {helpms:.1f} ms: "
+            f"{'under' if cli['help_under_target'] else 'NOT under'} {HELP_TARGET_MS:.0f} ms"
+        )
+        for label, err in cli["failures"].items():
+            print(f"   FAILED {label}: {err}")
+        print("   heaviest imports of keyblob.cli (-X importtime, cumulative ms):")
+        for cum, name in cli["import_profile_us"]:
+            print(f"     {cum / 1000:7.1f}  {name}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="few iterations: a smoke run")
+    ap.add_argument("--json", metavar="FILE", help="also write the raw figures as JSON")
+    ap.add_argument("--no-cli", action="store_true", help="skip part (b)")
+    ap.add_argument("--tmpfs", default="/dev/shm", help="folder for the per-key stores")
+    args = ap.parse_args()
+
+    quick = args.quick
+    n_x, n_rsa, n_break, n_disk, cli_runs = (
+        (40, 12, 40, 20, 3) if quick else (400, 100, 300, 100, 15)
+    )
+    tmp_parent = args.tmpfs if Path(args.tmpfs).is_dir() else None
+    started = time.monotonic()
+    res: dict[str, Any] = {"mode": "quick" if quick else "full", "machine": machine()}
+    res["tmpfs"] = tmp_parent or tempfile.gettempdir()
+    res["per_key"] = {}
+    res["profiles"] = {}
+    work = Path(tempfile.mkdtemp(prefix="keyblob-bench-", dir=tmp_parent))
+    disk = Path(tempfile.mkdtemp(prefix="keyblob-bench-disk-"))
+    try:
+        configs = [
+            ("x25519", Suite.X25519, 3072, n_x, 10),
+            ("rsa-3072", Suite.RSA, 3072, n_rsa, 3),
+            ("rsa-2048", Suite.RSA, 2048, n_rsa, 3),
+        ]
+        for label, suite, bits, n, warm in configs:
+            print(f"[{time.monotonic() - started:6.1f}s] {label}: setup", file=sys.stderr)
+            b = Bench(label, suite, bits, work / label)
+            b.setup()
+            print(f"[{time.monotonic() - started:6.1f}s] {label}: {n} rounds", file=sys.stderr)
+            pair = bench_pair(b, n, warm, "g")
+            parts = breakdown(b, n_break if suite is Suite.X25519 else max(n // 2, 10))
+            res["per_key"][label] = {"pair": pair, "breakdown": parts}
+            if suite is Suite.X25519:
+                res["state_size"] = state_size_effect(b, n_break)
+                res["state_costs"] = state_costs(b, n_break)
+            for op in ("generate", "load"):
+                if pair[op]["ratio_at_median"] > TARGET_RATIO:
+                    n_prof = n if suite is Suite.X25519 else max(n // 4, 10)
+                    if op == "generate":
+                        res["profiles"][f"{label} generate"] = profile(
+                            lambda i, b=b: blobs.generate(b.container, b.store, fresh("prof", i)),
+                            n_prof,
+                            after=b.reset_state,
+                        )
+                    else:
+                        res["profiles"][f"{label} load"] = profile(
+                            lambda i, b=b: blobs.load(b.container, b.store, b.pool[i % POOL]),
+                            n_prof,
+                        )
+        print(f"[{time.monotonic() - started:6.1f}s] disk variant", file=sys.stderr)
+        res["disk"] = disk_variant(disk, n_disk)
+        if not args.no_cli:
+            print(f"[{time.monotonic() - started:6.1f}s] CLI", file=sys.stderr)
+            (disk / "cli").mkdir()
+            res["cli"] = bench_cli(cli_runs, disk / "cli")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(disk, ignore_errors=True)
+    res["elapsed_s"] = time.monotonic() - started
+    print_report(res)
+    print(f"\n(total {res['elapsed_s']:.0f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
