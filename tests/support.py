@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from keyblob import KdfParams
 
@@ -14,3 +15,54 @@ PASSPHRASE = b"correct horse battery staple"
 def require_interop() -> bool:
     """CI sets KEYBLOB_REQUIRE_INTEROP=1: a missing peer is then a failure, not a skip."""
     return os.environ.get("KEYBLOB_REQUIRE_INTEROP") == "1"
+
+
+#: The read-only third-party vectors beside the repository (``../shared/vectors``).
+SHARED_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+
+
+def shared_vectors(subfolder: str) -> Path:
+    """``../shared/vectors/<subfolder>``; skips the test where it is missing, but fails in CI."""
+    import pytest
+
+    path = SHARED_VECTORS / subfolder
+    if not path.is_dir():
+        if require_interop():
+            pytest.fail(f"the shared vectors are missing: {path}")
+        pytest.skip(f"the shared vectors are not beside the repository ({path})")
+    return path
+
+
+def run_in_terminal(argv: list[str], answers: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run keyblob on a pseudo-terminal, typing ``answers`` at its prompts."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import sys
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        # A real terminal has a size; a fresh pty is 0x0, which progress bars treat as hidden.
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        os.execve(sys.executable, [sys.executable, "-m", "keyblob", *argv], env)
+    output = b""
+    pending = list(answers)
+    while True:
+        ready, _, _ = select.select([fd], [], [], 20)
+        if not ready:
+            os.kill(pid, 9)
+            break
+        try:
+            chunk = os.read(fd, 1024)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        if pending and output.rstrip().endswith(b":"):
+            os.write(fd, pending.pop(0).encode() + b"\n")
+            output += b"<typed>"
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(folder: Path) -> None:
@@ -66,3 +68,29 @@ def read_bounded(path: Path | str, limit: int) -> bytes:
     if size > limit:
         raise ValueError(f"{path} is larger than {limit} bytes")
     return b"".join(chunks)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """A file object whose content appears at ``path`` only if the block succeeds.
+
+    It writes to a temp file beside ``path``; on success it is fsynced and renamed over
+    ``path`` (and the folder fsynced); on any exception it is removed and ``path`` is left
+    as it was.
+    """
+    folder = path.parent
+    tmp = folder / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
+    f = os.fdopen(fd, "wb")
+    try:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, path)
+    except BaseException:
+        f.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(folder)

@@ -15,10 +15,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, BinaryIO, NoReturn, TextIO
 
-from keyblob import blobs
-from keyblob.atomic import read_bounded, write_atomic
+from keyblob import blobs, files
+from keyblob.atomic import atomic_output, read_bounded, write_atomic
 from keyblob.errors import (
     FormatError,
     KeyblobError,
@@ -29,7 +29,8 @@ from keyblob.errors import (
 from keyblob.format import KeyBlob, PublicKeyFile
 from keyblob.format.armor import BLOB, PUBLIC_KEY, armor, dearmor, is_armored
 from keyblob.format.blob import MAX_BLOB_SIZE
-from keyblob.keys import Algorithm, Suite
+from keyblob.format.data import DataHeader
+from keyblob.keys import Algorithm, SessionKey, Suite
 from keyblob.providers import suites
 from keyblob.providers.software import DEFAULT_CONTAINER, Home, SoftwareContainer
 from keyblob.storage import Store, open_store
@@ -38,6 +39,7 @@ from keyblob.trust import TrustedSigner, find_signer
 PROG = "keyblob"
 MAX_INPUT_FILE = 65536
 EXIT_INTERRUPTED = 130
+PROGRESS_MIN = 16 * 1024 * 1024  # a bar for inputs of 16 MiB and more (or of unknown size)
 
 
 class _Refused(KeyblobError):
@@ -498,6 +500,107 @@ def cmd_trust_remove(ctx: Context) -> int:
     return 0
 
 
+def _progress(
+    total: int | None, quiet: bool, what: str
+) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
+    """A progress bar on stderr for large inputs, only when stderr is a terminal."""
+    if quiet or not sys.stderr.isatty() or (total is not None and total < PROGRESS_MIN):
+        return None, lambda: None
+    try:
+        from tqdm import tqdm  # noqa: PLC0415 - optional: pip install keyblob[progress]
+    except ImportError:
+        return None, lambda: None
+    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=what, leave=False)
+
+    def update(n: int) -> None:
+        bar.update(n)
+
+    return update, bar.close
+
+
+def _input_stream(path: str | None) -> tuple[BinaryIO, int | None, Callable[[], None]]:
+    if path is None or path == "-":
+        return sys.stdin.buffer, None, lambda: None
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed by the returned callable
+    except FileNotFoundError:
+        raise NotFoundError(f"no such file: {path}") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from e
+    return f, os.fstat(f.fileno()).st_size, f.close
+
+
+def _stream_to_output(
+    output: str | None, mode: int, work: Callable[[BinaryIO], object], *, refuse_tty: bool
+) -> None:
+    """Run ``work`` writing to stdout, or to a file that appears only if it succeeds."""
+    if output is None or output == "-":
+        if refuse_tty and sys.stdout.isatty():
+            raise UsageError("refusing to write binary ciphertext to a terminal: use -o FILE")
+        work(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        with atomic_output(Path(output), mode) as f:
+            work(f)
+    except OSError as e:
+        raise UsageError(f"cannot write {output}: {e.strerror}") from e
+
+
+def cmd_encrypt(ctx: Context) -> int:
+    args = ctx.args
+    container = ctx.open()
+    store = ctx.store()
+    key = _refusing(args.name, lambda: blobs.load(container, store, args.name))
+    src, size, close = _input_stream(args.input)
+    update, done = _progress(size, args.quiet, "encrypt")
+    try:
+        _stream_to_output(
+            args.output,
+            0o644,
+            lambda dst: files.encrypt_stream(key, src, dst, progress=update),
+            refuse_tty=True,
+        )
+    finally:
+        done()
+        close()
+    return 0
+
+
+def cmd_decrypt(ctx: Context) -> int:
+    args = ctx.args
+    src, size, close = _input_stream(args.input)
+    what = args.input or "standard input"
+    update, done = _progress(size, args.quiet, "decrypt")
+    opened: list[SoftwareContainer] = []
+
+    def find_key(header: DataHeader) -> SessionKey:
+        # Unlocked only once the header parsed: a non-keyblob input fails before the KDF.
+        opened.append(ctx.open())
+        return blobs.load(
+            opened[0],
+            ctx.store(),
+            header.name,
+            generation=header.generation,
+            key_id=header.key_id,
+        )
+
+    try:
+        _refusing(
+            what,
+            lambda: _stream_to_output(
+                args.output,
+                0o600,
+                lambda dst: files.decrypt_stream(find_key, src, dst, progress=update),
+                refuse_tty=False,
+            ),
+        )
+    finally:
+        done()
+        close()
+    return 0
+
+
 # -- argument parsing ------------------------------------------------------------------
 
 
@@ -577,6 +680,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("file")
     sp.add_argument("--json", action="store_true")
+    sp = command("encrypt", cmd_encrypt, "encrypt data under the newest generation of a key")
+    sp.add_argument("name")
+    sp.add_argument("-i", "--input", metavar="IN", help="default: standard input")
+    sp.add_argument("-o", "--output", metavar="OUT", help="default: standard output")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp = command("decrypt", cmd_decrypt, "decrypt data; the key is found from its header")
+    sp.add_argument("-i", "--input", metavar="IN", help="default: standard input")
+    sp.add_argument("-o", "--output", metavar="OUT", help="default: standard output")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp = command("pubkey", cmd_pubkey, "write the container's public keys, to hand to others")
     sp.add_argument("--format", default="keyblob", choices=["keyblob", "pem"])
     sp.add_argument("-o", "--output", default="-", metavar="FILE")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from keyblob.cli import main
+from support import run_in_terminal
 
 PASS = "s3cret passphrase"
 
@@ -289,46 +290,17 @@ def test_subprocess_entry_points(tmp_path):
     assert "Traceback" not in run.stderr
 
 
-def _run_in_terminal(argv: list[str], answers: list[str], env: dict[str, str]) -> tuple[int, str]:
-    """Run keyblob on a pseudo-terminal, typing ``answers`` at its prompts."""
-    import pty
-    import select
-
-    pid, fd = pty.fork()
-    if pid == 0:  # child
-        os.execve(sys.executable, [sys.executable, "-m", "keyblob", *argv], env)
-    output = b""
-    pending = list(answers)
-    while True:
-        ready, _, _ = select.select([fd], [], [], 20)
-        if not ready:
-            os.kill(pid, 9)
-            break
-        try:
-            chunk = os.read(fd, 1024)
-        except OSError:
-            break
-        if not chunk:
-            break
-        output += chunk
-        if pending and output.rstrip().endswith(b":"):
-            os.write(fd, pending.pop(0).encode() + b"\n")
-            output += b"<typed>"
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
-
-
 def test_passphrase_prompt_does_not_echo(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "KEYBLOB_PASSPHRASE"}
     env["KEYBLOB_HOME"] = str(tmp_path / "h")
-    status, out = _run_in_terminal(["init"], ["first one", "second one"], env)
+    status, out = run_in_terminal(["init"], ["first one", "second one"], env)
     assert status == 2 and "differ" in out and "first one" not in out
     assert not (tmp_path / "h" / "containers" / "default").exists()
-    status, out = _run_in_terminal(["init"], ["typed secret", "typed secret"], env)
+    status, out = run_in_terminal(["init"], ["typed secret", "typed secret"], env)
     assert status == 0 and "created container" in out and "typed secret" not in out
-    status, out = _run_in_terminal(["new", "k"], ["typed secret"], env)
+    status, out = run_in_terminal(["new", "k"], ["typed secret"], env)
     assert status == 0 and "generation 1" in out
-    status, out = _run_in_terminal(["new", "j"], ["wrong"], env)
+    status, out = run_in_terminal(["new", "j"], ["wrong"], env)
     assert status == 5 and "wrong passphrase" in out
 
 

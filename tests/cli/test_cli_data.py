@@ -1,0 +1,164 @@
+"""`keyblob encrypt` / `keyblob decrypt`: round trips, and failures that leave no output."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+
+from keyblob import stream
+from keyblob.cli import main
+
+PASS = "data passphrase"
+CHUNK = stream.CHUNK_SIZE
+
+
+@pytest.fixture
+def kb(tmp_path, capsysbinary, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
+    monkeypatch.setenv("KEYBLOB_HOME", str(home))
+    monkeypatch.delenv("KEYBLOB_STORE", raising=False)
+
+    def run(*argv: str, stdin: bytes | None = None) -> tuple[int, bytes, str]:
+        capsysbinary.readouterr()
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        status = main(list(argv))
+        out, err = capsysbinary.readouterr()
+        return status, out, err.decode()
+
+    assert run("init")[0] == 0
+    assert run("new", "payroll")[0] == 0
+    return run
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 5 * 1024 * 1024 + 3])
+def test_round_trip_files(kb, tmp_path, size):
+    plain = os.urandom(size)
+    (tmp_path / "in").write_bytes(plain)
+    assert kb("encrypt", "payroll", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "ct"))[0] == 0
+    assert kb("decrypt", "-i", str(tmp_path / "ct"), "-o", str(tmp_path / "out"))[0] == 0
+    assert (tmp_path / "out").read_bytes() == plain
+    assert oct((tmp_path / "out").stat().st_mode & 0o777) == "0o600"
+
+
+def test_round_trip_stdin_stdout(kb):
+    status, ct, _ = kb("encrypt", "payroll", stdin=b"hello world")
+    assert status == 0 and ct.startswith(b"KBDT")
+    status, out, _ = kb("decrypt", stdin=ct)
+    assert status == 0 and out == b"hello world"
+
+
+def test_old_generation_still_decrypts(kb, tmp_path):
+    (tmp_path / "in").write_bytes(b"old data")
+    kb("encrypt", "payroll", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "ct1"))
+    kb("rotate", "payroll")
+    kb("encrypt", "payroll", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "ct2"))
+    assert (tmp_path / "ct1").read_bytes()[7:15] == (1).to_bytes(8, "big")
+    assert (tmp_path / "ct2").read_bytes()[7:15] == (2).to_bytes(8, "big")
+    for ct in ("ct1", "ct2"):
+        status, out, _ = kb("decrypt", "-i", str(tmp_path / ct))
+        assert status == 0 and out == b"old data"
+
+
+def test_failures_exit_3_and_write_nothing(kb, tmp_path):
+    plain = os.urandom(3 * CHUNK + 10)
+    (tmp_path / "in").write_bytes(plain)
+    kb("encrypt", "payroll", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "ct"))
+    ct = (tmp_path / "ct").read_bytes()
+    body = len(ct) - len(plain) - 4 * 16  # header + salt + commitment
+    bad = {
+        "truncated": ct[: body + CHUNK + 16],
+        "truncated header": ct[:20],
+        "flipped": ct[:-5] + bytes([ct[-5] ^ 1]) + ct[-4:],
+        "trailing": ct + b"junk",
+        "reordered": ct[:body]
+        + ct[body + CHUNK + 16 : body + 2 * (CHUNK + 16)]
+        + ct[body : body + CHUNK + 16]
+        + ct[body + 2 * (CHUNK + 16) :],
+    }
+    for what, data in bad.items():
+        (tmp_path / "bad").write_bytes(data)
+        status, _, err = kb("decrypt", "-i", str(tmp_path / "bad"), "-o", str(tmp_path / "out"))
+        assert status == 3, what
+        assert err.startswith("keyblob: error: refused ") and err.count("\n") == 1, err
+        assert not (tmp_path / "out").exists(), what
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_existing_output_is_kept_on_failure(kb, tmp_path):
+    (tmp_path / "out").write_bytes(b"precious")
+    (tmp_path / "bad").write_bytes(b"KBDT" + b"\x01" * 40)
+    status, _, _ = kb("decrypt", "-i", str(tmp_path / "bad"), "-o", str(tmp_path / "out"))
+    assert status == 3 and (tmp_path / "out").read_bytes() == b"precious"
+
+
+def test_stdout_partial_output_still_fails(kb, tmp_path):
+    plain = os.urandom(2 * CHUNK + 10)
+    status, ct, _ = kb("encrypt", "payroll", stdin=plain)
+    status, out, err = kb("decrypt", stdin=ct[:-3])
+    assert status == 3 and "truncated or modified" in err
+    assert plain.startswith(out) and len(out) == 2 * CHUNK  # only verified chunks
+
+
+def test_key_from_another_container_or_name(kb, tmp_path, monkeypatch):
+    status, ct, _ = kb("encrypt", "payroll", stdin=b"x")
+    kb("new", "other")
+    # A header edited to name another stored key: that key does not open the payload.
+    header_len = 32 + len("payroll")
+    forged = ct[:31] + bytes([5]) + b"other" + ct[header_len:]
+    forged = forged[:15] + b"\x00" * 16 + forged[31:]  # key id unknown
+    status, _, err = kb("decrypt", stdin=forged)
+    assert status == 3 and "key id" in err
+    # Another home: the key does not exist there.
+    monkeypatch.setenv("KEYBLOB_HOME", str(tmp_path / "elsewhere"))
+    kb("init")
+    status, _, err = kb("decrypt", stdin=ct)
+    assert status == 4 and "no blob payroll generation 1" in err
+
+
+def test_not_ciphertext(kb):
+    status, _, err = kb("decrypt", stdin=b"hello")
+    assert status == 3 and "not keyblob encrypted data" in err
+
+
+def test_encrypt_refuses_a_terminal(kb, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    status, _, err = kb("encrypt", "payroll", stdin=b"x")
+    assert status == 2 and "terminal" in err
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path):
+    env = {**os.environ, "KEYBLOB_HOME": str(tmp_path / "h"), "KEYBLOB_PASSPHRASE": PASS}
+    keyblob = [sys.executable, "-m", "keyblob"]
+    subprocess.run([*keyblob, "init"], env=env, check=True, capture_output=True)
+    subprocess.run([*keyblob, "new", "k"], env=env, check=True, capture_output=True)
+    big = tmp_path / "big"
+    big.write_bytes(b"\x00" * (17 * 1024 * 1024))
+    run = subprocess.run(
+        [*keyblob, "encrypt", "k", "-i", str(big), "-o", str(tmp_path / "ct")],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    assert run.returncode == 0 and run.stderr == b""  # stderr is a pipe: no bar
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    from support import run_in_terminal
+
+    env = {**os.environ, "KEYBLOB_HOME": str(tmp_path / "h"), "KEYBLOB_PASSPHRASE": PASS}
+    keyblob = [sys.executable, "-m", "keyblob"]
+    subprocess.run([*keyblob, "init"], env=env, check=True, capture_output=True)
+    subprocess.run([*keyblob, "new", "k"], env=env, check=True, capture_output=True)
+    big = tmp_path / "big"
+    big.write_bytes(b"\x00" * (64 * 1024 * 1024))
+    argv = ["encrypt", "k", "-i", str(big), "-o", str(tmp_path / "ct")]
+    status, out = run_in_terminal(argv, [], env)
+    assert status == 0 and "encrypt" in out and "B" in out
+    status, out = run_in_terminal([*argv, "--quiet"], [], env)
+    assert status == 0 and out == ""
