@@ -23,13 +23,20 @@ run keyblob show payroll
 run keyblob export payroll -o "$work/payroll.kb"
 run keyblob verify "$work/payroll.kb"
 
-step "5. The attack: someone with write access to the disk makes their own key, wraps it"
+step "5. Use the key: encrypt a sample with it, then decrypt (the key is found from the header)"
+printf 'name,salary\nalice,100\nbob,90\n' > "$work/salaries.csv"
+run keyblob encrypt payroll -i "$work/salaries.csv" -o "$work/salaries.csv.kb"
+run keyblob decrypt -i "$work/salaries.csv.kb" -o "$work/salaries.out.csv"
+run cmp "$work/salaries.csv" "$work/salaries.out.csv"
+echo "decrypted copy is identical"
+
+step "6. The attack: someone with write access to the disk makes their own key, wraps it"
 echo "   under the victim's public exchange key (public keys are public) and swaps the blob"
 run keyblob pubkey -o "$work/victim.pub"
 run keyblob --home "$work/attacker" init
 run keyblob --home "$work/attacker" --store "$work/evil" new payroll --to "$work/victim.pub"
 run cp "$work/evil/payroll/1.kb" "$KEYBLOB_HOME/blobs/payroll/1.kb"
-step "6. The victim loads the key: refused before anything is unwrapped (exit status 3)"
+step "7. The victim loads the key: refused before anything is unwrapped (exit status 3)"
 set +e
 run keyblob show payroll
 status=$?
