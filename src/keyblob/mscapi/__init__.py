@@ -1,0 +1,91 @@
+"""Windows CryptoAPI compatibility: key blobs, signatures and data, byte for byte.
+
+The only home of PKCS#1 v1.5 and little-endian integers in keyblob (docs/MSCAPI.md).
+
+- ``blobs``: PUBLICKEYBLOB / PRIVATEKEYBLOB <-> ``cryptography`` RSA keys, SIMPLEBLOB and
+  PLAINTEXTKEYBLOB structures, ``describe`` for ``keyblob inspect``.
+- ``simpleblob``: wrap a session key (CryptExportKey) and open one without a padding oracle.
+- ``signatures``: CryptSignHash / CryptVerifySignature.
+- ``data``: CryptEncrypt / CryptDecrypt, streaming.
+- ``derive``: CryptDeriveKey.
+
+Legacy algorithms (RC2, RC4, DES, 3DES, 40-bit keys; MD2 to SHA-1 for signing) read old
+data freely but make new data only with ``legacy=True``, and always emit a
+:class:`LegacyAlgorithmWarning`.
+"""
+
+from keyblob.mscapi._primitives import has_legacy_backend
+from keyblob.mscapi.algids import (
+    AlgId,
+    LegacyAlgorithmWarning,
+    SessionAlgorithm,
+    alg_name,
+    from_label,
+    session_algorithm,
+)
+from keyblob.mscapi.blobs import (
+    BlobType,
+    Field,
+    PlaintextKeyBlob,
+    PrivateKeyBlob,
+    PublicKeyBlob,
+    SimpleBlob,
+    describe,
+    looks_like_capi_blob,
+)
+from keyblob.mscapi.data import (
+    DECRYPT_FAILED,
+    Decryptor,
+    Encryptor,
+    Mode,
+    cbc_mac,
+    decrypt,
+    decrypt_file,
+    encrypt,
+    encrypt_file,
+)
+from keyblob.mscapi.derive import Csp, derive_key
+from keyblob.mscapi.session import CapiKey
+from keyblob.mscapi.signatures import sign_digest, sign_hash, verify_digest, verify_signature
+from keyblob.mscapi.simpleblob import (
+    build_simpleblob,
+    unwrap_simpleblob,
+    unwrap_to_plaintextkeyblob,
+)
+
+__all__ = [
+    "DECRYPT_FAILED",
+    "AlgId",
+    "BlobType",
+    "CapiKey",
+    "Csp",
+    "Decryptor",
+    "Encryptor",
+    "Field",
+    "LegacyAlgorithmWarning",
+    "Mode",
+    "PlaintextKeyBlob",
+    "PrivateKeyBlob",
+    "PublicKeyBlob",
+    "SessionAlgorithm",
+    "SimpleBlob",
+    "alg_name",
+    "build_simpleblob",
+    "cbc_mac",
+    "decrypt",
+    "decrypt_file",
+    "derive_key",
+    "describe",
+    "encrypt",
+    "encrypt_file",
+    "from_label",
+    "has_legacy_backend",
+    "looks_like_capi_blob",
+    "session_algorithm",
+    "sign_digest",
+    "sign_hash",
+    "unwrap_simpleblob",
+    "unwrap_to_plaintextkeyblob",
+    "verify_digest",
+    "verify_signature",
+]

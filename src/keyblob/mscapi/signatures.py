@@ -1,0 +1,175 @@
+"""CryptSignHash / CryptVerifySignature: PKCS#1 v1.5 signatures, byte-reversed.
+
+``EM = 00 01 FF..FF 00 || DigestInfo || H`` (or ``|| H`` alone with CRYPT_NOHASHOID), RSA
+with the private key, stored least-significant byte first, always exactly the modulus
+length (CRYPTOAPI-FORMATS.md section 9).  Signing goes through ``cryptography``'s PKCS#1
+v1.5 with ``NoDigestInfo`` over the exact payload; verifying recovers the payload with
+``cryptography`` (which checks the type 1 padding) and compares it, in constant time, with
+the payloads Windows accepts.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+
+from keyblob.errors import UsageError, VerificationError
+from keyblob.mscapi import _primitives
+from keyblob.mscapi.algids import HASH_SIZES, LEGACY_HASHES, AlgId, warn_legacy
+
+#: DigestInfo prefixes (section 9, plus the standard MD2/MD4 ones for verifying old data).
+DIGEST_INFO: dict[AlgId, bytes] = {
+    AlgId.MD2: bytes.fromhex("3020300c06082a864886f70d020205000410"),
+    AlgId.MD4: bytes.fromhex("3020300c06082a864886f70d020405000410"),
+    AlgId.MD5: bytes.fromhex("3020300c06082a864886f70d020505000410"),
+    AlgId.SHA1: bytes.fromhex("3021300906052b0e03021a05000414"),
+    AlgId.SHA_256: bytes.fromhex("3031300d060960864801650304020105000420"),
+    AlgId.SHA_384: bytes.fromhex("3041300d060960864801650304020205000430"),
+    AlgId.SHA_512: bytes.fromhex("3051300d060960864801650304020305000440"),
+}
+_SIGN_HASHES = frozenset(DIGEST_INFO) | {AlgId.SSL3_SHAMD5}
+_BAD_SIGNATURE = "signature verification failed"
+
+
+def _hash_alg(hash_alg: AlgId | int) -> AlgId:
+    try:
+        alg = AlgId(hash_alg)
+    except ValueError:
+        raise UsageError(f"0x{int(hash_alg):08x} is not a hash ALG_ID") from None
+    if alg not in _SIGN_HASHES:
+        raise UsageError(f"{alg.calg_name} is not a signature hash")
+    return alg
+
+
+def _payload(hash_alg: AlgId, digest: bytes, no_hash_oid: bool) -> bytes:
+    if len(digest) != HASH_SIZES[hash_alg]:
+        raise UsageError(f"a {hash_alg.calg_name} value is {HASH_SIZES[hash_alg]} bytes")
+    # CALG_SSL3_SHAMD5 has no OID: it is always signed bare (vector sign_ssl3_shamd5).
+    if no_hash_oid or hash_alg is AlgId.SSL3_SHAMD5:
+        return digest
+    return DIGEST_INFO[hash_alg] + digest
+
+
+def sign_digest(
+    private_key: rsa.RSAPrivateKey,
+    digest: bytes,
+    *,
+    hash_alg: AlgId | int = AlgId.SHA_256,
+    no_hash_oid: bool = False,
+    legacy: bool = False,
+) -> bytes:
+    """CryptSignHash over a hash value already computed (HP_HASHVAL).
+
+    Raises:
+        UsageError: an unknown hash, a digest of the wrong length, or a legacy hash (MD2,
+            MD4, MD5, SHA-1, SSL3_SHAMD5) without ``legacy=True``.
+    """
+    alg = _hash_alg(hash_alg)
+    if alg in LEGACY_HASHES:
+        if not legacy:
+            raise UsageError(f"{alg.calg_name} is legacy: sign with it only with legacy=True")
+        warn_legacy(alg.calg_name)
+    payload = _payload(alg, digest, no_hash_oid)
+    try:
+        signature = private_key.sign(payload, padding.PKCS1v15(), utils.NoDigestInfo())
+    except ValueError:
+        raise UsageError("the key is too small for this hash") from None
+    return signature[::-1]
+
+
+def sign_hash(
+    private_key: rsa.RSAPrivateKey,
+    data: bytes,
+    *,
+    hash_alg: AlgId | int = AlgId.SHA_256,
+    no_hash_oid: bool = False,
+    legacy: bool = False,
+) -> bytes:
+    """CryptCreateHash + CryptHashData(``data``) + CryptSignHash.
+
+    Returns:
+        The signature, least-significant byte first, exactly the modulus length.
+
+    Raises:
+        UsageError: as :func:`sign_digest`.
+        UnsupportedError: MD2/MD4 without the legacy backend.
+    """
+    alg = _hash_alg(hash_alg)
+    return sign_digest(
+        private_key,
+        _primitives.digest(alg, data),
+        hash_alg=alg,
+        no_hash_oid=no_hash_oid,
+        legacy=legacy,
+    )
+
+
+def verify_digest(
+    public_key: rsa.RSAPublicKey,
+    signature: bytes,
+    digest: bytes,
+    *,
+    hash_alg: AlgId | int,
+    no_hash_oid: bool | None = None,
+) -> None:
+    """CryptVerifySignature over a hash value.
+
+    Args:
+        public_key: the signer's key.
+        signature: as CryptSignHash wrote it (least-significant byte first).
+        digest: the hash value.
+        hash_alg: the hash ALG_ID.
+        no_hash_oid: None accepts the signature with or without DigestInfo, as Windows
+            does with flags 0 (vectors ``verify_signature_*_nohashoid``); True requires the
+            bare form (CRYPT_NOHASHOID); False requires the DigestInfo.
+
+    Raises:
+        VerificationError: the signature does not verify (one fixed message); also for a
+            signature that is not exactly the modulus length, which Windows refuses first
+            (vector ``verify_signature_truncated``).
+        UsageError: an unknown hash or a digest of the wrong length.
+    """
+    alg = _hash_alg(hash_alg)
+    if alg in LEGACY_HASHES:
+        warn_legacy(alg.calg_name)
+    with_oid = _payload(alg, digest, False)
+    bare = _payload(alg, digest, True)
+    if len(signature) != (public_key.key_size + 7) // 8:
+        raise VerificationError(_BAD_SIGNATURE)
+    try:
+        recovered = public_key.recover_data_from_signature(
+            signature[::-1], padding.PKCS1v15(), None
+        )
+    except (InvalidSignature, ValueError):
+        raise VerificationError(_BAD_SIGNATURE) from None
+    ok_oid = hmac.compare_digest(recovered, with_oid) and no_hash_oid is not True
+    ok_bare = hmac.compare_digest(recovered, bare) and no_hash_oid is not False
+    if not (ok_oid or ok_bare):
+        raise VerificationError(_BAD_SIGNATURE)
+
+
+def verify_signature(
+    public_key: rsa.RSAPublicKey,
+    signature: bytes,
+    data: bytes,
+    *,
+    hash_alg: AlgId | int = AlgId.SHA_256,
+    no_hash_oid: bool | None = None,
+) -> None:
+    """CryptCreateHash + CryptHashData(``data``) + CryptVerifySignature.
+
+    Raises:
+        VerificationError: the signature does not verify (one fixed message).
+        UsageError: an unknown hash.
+        UnsupportedError: MD2/MD4 without the legacy backend.
+    """
+    alg = _hash_alg(hash_alg)
+    verify_digest(
+        public_key,
+        signature,
+        _primitives.digest(alg, data),
+        hash_alg=alg,
+        no_hash_oid=no_hash_oid,
+    )
