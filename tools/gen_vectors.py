@@ -3,6 +3,7 @@
 
     python tools/gen_vectors.py            # --check: the committed vectors still hold
     python tools/gen_vectors.py --write    # rewrite them
+    python tools/gen_vectors.py --write-data  # rewrite tests/vectors/data/ only
 
 What is deterministic and what is not:
 
@@ -19,6 +20,11 @@ What is deterministic and what is not:
 every derived vector from the committed roots and compares bytes, (3) rebuilds the manifest and
 compares it, and (4) runs every case through the package and compares the outcome (result,
 stage, header, session key) with the manifest.  It exits 1 on any difference.
+
+The encrypted-data vectors (tests/vectors/data/, FORMAT.md section 7) are fully deterministic:
+fixed session keys, key ids, names, generations and salts, and plaintexts that are a pattern
+(``bytes(i % 251 for i in range(length))``).  ``--check`` rebuilds every one of them and
+data/manifest.json byte for byte and runs every case through ``keyblob.files.decrypt``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import argparse
 import base64
 import hashlib
 import json
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -36,12 +43,14 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
 
-from keyblob import blobs
-from keyblob.errors import FormatError, UnsupportedError, VerificationError
+from keyblob import blobs, stream
+from keyblob import files as kbfiles
+from keyblob.errors import FormatError, KeyblobError, UnsupportedError, VerificationError
 from keyblob.format import KeyBlob, PublicKeyFile, armor, dearmor, key_id_for, signed_message
 from keyblob.format.armor import BLOB, PUBLIC_KEY
 from keyblob.format.blob import SIGNATURE_LABEL, Header, Recipient
-from keyblob.keys import Algorithm, KeyId, KeyRole, Suite
+from keyblob.format.data import CONTEXT_LABEL, DataHeader
+from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, Suite, _make_session_key
 from keyblob.providers import suites
 from keyblob.trust import UNTRUSTED, State, TrustedSigner
 
@@ -55,6 +64,7 @@ SESSION_LABEL = b"keyblob/v1/test-vector-session-key\x00"
 KEY_ID_LABEL = b"keyblob/v1/test-vector-key-id\x00"
 CREATED = 1_700_000_000  # 2023-11-14T22:13:20Z
 MAX_GENERATION = 2**63 - 1
+CHUNK = stream.CHUNK_SIZE
 LONG_NAME = ("k" + "0123456789._-abcdefghijklmnopqrstuvwxyz" * 4)[:128]
 
 KEY_SUITES = {
@@ -963,6 +973,570 @@ def same_outcome(got: Outcome, case: dict[str, Any]) -> bool:
     )
 
 
+# -- encrypted data (FORMAT.md section 7): tests/vectors/data/ -------------------------------
+#
+# Fully deterministic: fixed session keys, key ids, names, generations and salts (the private
+# ``_salt`` of ``stream.encrypt_bytes``); every plaintext is PATTERN of its length.  --check
+# rebuilds every file and the manifest byte for byte, then runs every case through the package.
+
+DATA = VECTORS / "data"
+DATA_MANIFEST = DATA / "manifest.json"
+SALT_LABEL = b"keyblob/v1/test-vector-salt\x00"
+PATTERN = "bytes(i % 251 for i in range(length))"
+DATA_SIZES = (0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 100)
+DATA_AD = b"keyblob test vector: associated data\x00\x01\x02"
+#: (name, generation) of the session key of each algorithm.
+DATA_KEYS = {
+    Algorithm.AES_256_GCM: ("payroll", 1),
+    Algorithm.AES_128_GCM: ("backups.2024", 7),
+    Algorithm.CHACHA20_POLY1305: (LONG_NAME, MAX_GENERATION),
+}
+DATA_STAGES = {
+    "header": "decrypt step 1: the data header (7.1) does not parse; no key is loaded",
+    "key": "decrypt step 1: the session key is not the one the header names "
+    "(name, generation, key id, algorithm)",
+    "commitment": "decrypt step 3: the key commitment does not match (another key, header or "
+    "associated data, or a modified salt or commitment); no chunk is decrypted",
+    "framing": "decrypt steps 3-4: the payload is shorter than 56 bytes, or the final chunk is "
+    "missing (0 bytes after the last full 16400-byte block) or shorter than a tag (1-15)",
+    "chunk N": "decrypt step 5: chunk N (from 0) fails authentication",
+}
+
+
+def pattern(length: int) -> bytes:
+    """Every data vector's plaintext: PATTERN."""
+    return bytes(i % 251 for i in range(length))
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """A session key as the manifest records it (and as the decryptor must hold it)."""
+
+    name: str
+    generation: int
+    key_id: bytes
+    algorithm: Algorithm
+    key: bytes
+
+    @classmethod
+    def of(cls, algorithm: Algorithm, tag: str | None = None) -> DataKey:
+        name, generation = DATA_KEYS[algorithm]
+        label = f"data/{algorithm.label}"
+        return cls(
+            name,
+            generation,
+            session_key_id(label + (f"/{tag}" if tag else "")),
+            algorithm,
+            session_key(label, algorithm.key_size),
+        )
+
+    def header(self) -> DataHeader:
+        return DataHeader(self.algorithm, self.generation, KeyId(self.key_id), self.name)
+
+    def session(self) -> SessionKey:
+        return _make_session_key(
+            name=self.name,
+            key_id=KeyId(self.key_id),
+            generation=self.generation,
+            algorithm=self.algorithm,
+            created=0,
+            key=self.key,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "generation": self.generation,
+            "key_id": self.key_id.hex(),
+            "algorithm": self.algorithm.label,
+            "key": self.key.hex(),
+        }
+
+
+def data_salt(case: str) -> bytes:
+    return hashlib.sha256(SALT_LABEL + case.encode()).digest()[: stream.SALT_SIZE]
+
+
+def seal(key: DataKey, case: str, length: int, ad: bytes = b"") -> bytes:
+    """Header || payload of PATTERN(length), with this case's salt."""
+    head = key.header().to_bytes()
+    context = CONTEXT_LABEL + head + ad  # FORMAT.md 7.2, spelled out
+    instance = _DATA_INSTANCES[key.algorithm]
+    return head + stream.encrypt_bytes(
+        instance, key.key, context, pattern(length), _salt=data_salt(case)
+    )
+
+
+_DATA_INSTANCES = {
+    Algorithm.AES_256_GCM: stream.COBBLESTONE_256,
+    Algorithm.AES_128_GCM: stream.COBBLESTONE_128,
+    Algorithm.CHACHA20_POLY1305: stream.CHACHA20_POLY1305,
+}
+
+
+def raw_data_header(
+    *,
+    magic: bytes = b"KBDT",
+    version: int = 1,
+    algorithm: int = Algorithm.AES_256_GCM,
+    flags: int = 0,
+    generation: int = 1,
+    key_id: bytes | None = None,
+    name: bytes = b"payroll",
+) -> bytes:
+    """A data header whose fields may hold any value (for the broken ones)."""
+    kid = DataKey.of(Algorithm.AES_256_GCM).key_id if key_id is None else key_id
+    return b"".join(
+        [
+            magic,
+            bytes([version, algorithm, flags]),
+            generation.to_bytes(8, "big"),
+            kid,
+            bytes([len(name)]),
+            name,
+        ]
+    )
+
+
+def _flip(data: bytes, offset: int, mask: int = 0x01) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ mask]) + data[offset + 1 :]
+
+
+@dataclass(frozen=True)
+class DataCase:
+    name: str
+    file: str
+    data: bytes
+    result: str
+    stage: str | None
+    description: str
+    key: DataKey
+    associated_data: bytes = b""
+    length: int | None = None  # valid: the plaintext length
+    released: int = 0  # invalid: the most a chunk-by-chunk decryptor may release first
+
+    def to_json(self) -> dict[str, Any]:
+        valid = self.result == "valid"
+        assert self.length is not None or not valid
+        return {
+            "name": self.name,
+            "file": self.file,
+            "result": self.result,
+            "stage": self.stage,
+            "description": self.description,
+            "session_key": self.key.to_json(),
+            "associated_data": self.associated_data.hex(),
+            "salt": self.data[len(self.key.header().to_bytes()) :][: stream.SALT_SIZE].hex()
+            if valid
+            else None,
+            "plaintext_length": self.length if valid else None,
+            "plaintext_sha512": hashlib.sha512(pattern(self.length)).hexdigest()
+            if valid and self.length is not None
+            else None,
+            "partial_plaintext": None if valid else self.released,
+        }
+
+
+def data_cases() -> list[DataCase]:
+    """Every data vector, valid then invalid, each a deterministic function of fixed values."""
+    cases: list[DataCase] = []
+    for algorithm in DATA_KEYS:
+        key = DataKey.of(algorithm)
+        stem = algorithm.label.replace("-", "_")
+        for size in DATA_SIZES:
+            name = f"{stem}_{size}"
+            cases.append(
+                DataCase(
+                    name,
+                    f"valid/{name}.kbd",
+                    seal(key, name, size),
+                    "valid",
+                    None,
+                    f"{size} bytes under {algorithm.label} key {key.name[:20]!r} "
+                    f"generation {key.generation} ({size // CHUNK + 1} "
+                    f"chunk{'s' if size >= CHUNK else ''})",
+                    key,
+                    length=size,
+                )
+            )
+    k256 = DataKey.of(Algorithm.AES_256_GCM)
+    name = "aes_256_gcm_1000_associated_data"
+    cases.append(
+        DataCase(
+            name,
+            f"valid/{name}.kbd",
+            seal(k256, name, 1000, DATA_AD),
+            "valid",
+            None,
+            "1000 bytes with associated data (authenticated, not stored)",
+            k256,
+            DATA_AD,
+            length=1000,
+        )
+    )
+
+    def bad(
+        name: str,
+        data: bytes,
+        result: str,
+        stage: str,
+        description: str,
+        *,
+        key: DataKey = k256,
+        ad: bytes = b"",
+        released: int = 0,
+    ) -> None:
+        cases.append(
+            DataCase(
+                name,
+                f"invalid/{name}.kbd",
+                data,
+                result,
+                stage,
+                description,
+                key,
+                ad,
+                released=released,
+            )
+        )
+
+    # Header (7.1): edits of a 100-byte message; the payload is the real one.
+    small = seal(k256, "invalid/small", 100)
+    hlen = len(k256.header().to_bytes())
+    payload = small[hlen:]
+    for name, header, result, description in [
+        ("bad_magic", raw_data_header(magic=b"KBDX"), "format_error", "magic 'KBDX'"),
+        ("unsupported_version", raw_data_header(version=2), "unsupported", "version 2"),
+        ("unknown_algorithm", raw_data_header(algorithm=9), "format_error", "algorithm 9"),
+        ("algorithm_zero", raw_data_header(algorithm=0), "format_error", "algorithm 0"),
+        (
+            "algorithm_not_for_data",
+            raw_data_header(algorithm=0x12),
+            "format_error",
+            "algorithm 0x12 (a code outside 1-3, e.g. a CryptoAPI key's)",
+        ),
+        ("flags_set", raw_data_header(flags=0x01), "format_error", "flags 0x01"),
+        ("generation_zero", raw_data_header(generation=0), "format_error", "generation 0"),
+        (
+            "generation_over_max",
+            raw_data_header(generation=2**63),
+            "format_error",
+            "generation 2**63",
+        ),
+        ("bad_name", raw_data_header(name=b"Payroll"), "format_error", "name 'Payroll'"),
+        ("name_len_zero", raw_data_header(name=b""), "format_error", "name_len 0, no name"),
+        ("name_len_over_max", raw_data_header(name=b"a" * 129), "format_error", "name_len 129"),
+    ]:
+        bad(name, header + payload, result, "header", f"{description}, then a real payload")
+    bad(
+        "header_truncated",
+        small[: hlen - 3],
+        "format_error",
+        "header",
+        "the first 36 of the header's 39 bytes (inside the name), nothing else",
+    )
+    bad(
+        "header_truncated_fixed_part",
+        small[:20],
+        "format_error",
+        "header",
+        "the first 20 bytes (before name_len)",
+    )
+
+    # Key and commitment (steps 1 and 3).
+    other_name = replace(k256, name="salaries")
+    bad(
+        "key_name_mismatch",
+        seal(k256, "invalid/key_name_mismatch", 100),
+        "verification_error",
+        "key",
+        "a valid 'payroll' ciphertext opened with a key named 'salaries' (same bytes, id, "
+        "generation)",
+        key=other_name,
+    )
+    gen2 = DataKey.of(Algorithm.AES_256_GCM, "generation-2")
+    gen2 = replace(gen2, generation=2)
+    other = seal(gen2, "invalid/header_from_other_generation/donor", 10)
+    bad(
+        "header_from_other_generation",
+        other[:hlen] + seal(k256, "invalid/header_from_other_generation", 100)[hlen:],
+        "verification_error",
+        "commitment",
+        "the header of a 'payroll' generation 2 file (same key bytes, its own key id) on a "
+        "generation 1 payload; the key given is the one the header names",
+        key=gen2,
+    )
+    wrong = replace(k256, key=session_key("data/wrong-key", 32))
+    bad(
+        "wrong_key",
+        seal(k256, "invalid/wrong_key", 100),
+        "verification_error",
+        "commitment",
+        "a valid ciphertext opened with other key bytes under the same name, generation, id",
+        key=wrong,
+    )
+    bad(
+        "wrong_associated_data",
+        seal(k256, "invalid/wrong_associated_data", 100, DATA_AD),
+        "verification_error",
+        "commitment",
+        "encrypted with associated data, opened with that data's last byte changed",
+        ad=DATA_AD[:-1] + b"\x03",
+    )
+    bad(
+        "missing_associated_data",
+        seal(k256, "invalid/missing_associated_data", 100, DATA_AD),
+        "verification_error",
+        "commitment",
+        "encrypted with associated data, opened without",
+    )
+    base = seal(k256, "invalid/flipped", 100)
+    bad(
+        "flipped_salt",
+        _flip(base, hlen),
+        "verification_error",
+        "commitment",
+        "first salt byte ^ 0x01",
+    )
+    bad(
+        "flipped_commitment",
+        _flip(base, hlen + stream.SALT_SIZE + stream.COMMITMENT_SIZE - 1, 0x80),
+        "verification_error",
+        "commitment",
+        "last commitment byte ^ 0x80",
+    )
+
+    # Framing and chunks (steps 3-5), on 2 full chunks and a 100-byte final chunk.
+    three = seal(k256, "invalid/three_chunks", 2 * CHUNK + 100)
+    start = hlen + stream.HEADER_SIZE
+    sealed = stream.SEALED_CHUNK_SIZE
+    c0, c1, c2 = (three[start + i * sealed : start + (i + 1) * sealed] for i in range(3))
+    head = three[:start]
+    assert head + c0 + c1 + c2 == three and len(c2) == 116
+    on3 = "of a 2 * 16384 + 100 byte message (chunks 0, 1 full, final chunk 2 of 116 bytes)"
+    bad("payload_missing", small[:hlen], "verification_error", "framing", "the header alone")
+    bad(
+        "payload_truncated_in_salt",
+        small[: hlen + 10],
+        "verification_error",
+        "framing",
+        "the header and 10 salt bytes",
+    )
+    bad(
+        "payload_truncated_after_commitment",
+        small[: hlen + stream.HEADER_SIZE],
+        "verification_error",
+        "framing",
+        "header, salt and commitment; no chunk (the final chunk is missing)",
+    )
+    bad(
+        "payload_truncated_at_chunk_boundary",
+        head + c0,
+        "verification_error",
+        "framing",
+        f"chunk 0 only {on3}",
+        released=CHUNK,
+    )
+    bad(
+        "payload_truncated_inside_chunk",
+        head + c0 + c1[:8000],
+        "verification_error",
+        "chunk 1",
+        f"chunk 0 and the first 8000 bytes of chunk 1 {on3}",
+        released=CHUNK,
+    )
+    bad(
+        "payload_truncated_inside_final_tag",
+        head + c0 + c1 + c2[:10],
+        "verification_error",
+        "framing",
+        f"10 bytes of the final chunk left (shorter than a tag) {on3}",
+        released=2 * CHUNK,
+    )
+    one_full = seal(k256, "invalid/missing_final_chunk", CHUNK)
+    bad(
+        "missing_final_chunk",
+        one_full[: -stream.TAG_SIZE],
+        "verification_error",
+        "framing",
+        "a 16384-byte message without its empty 16-byte final chunk",
+        released=CHUNK,
+    )
+    bad(
+        "chunks_swapped",
+        head + c1 + c0 + c2,
+        "verification_error",
+        "chunk 0",
+        f"chunks 0 and 1 swapped {on3}",
+    )
+    bad(
+        "chunk_duplicated",
+        head + c0 + c0 + c1 + c2,
+        "verification_error",
+        "chunk 1",
+        f"chunk 0 twice, then chunks 1 and 2 {on3}",
+        released=CHUNK,
+    )
+    bad(
+        "trailing_byte",
+        three + b"\x00",
+        "verification_error",
+        "chunk 2",
+        f"one 0x00 byte after the final chunk {on3}",
+        released=2 * CHUNK,
+    )
+    # Same key, salt and context: the empty final chunk of a 3 * 16384-byte message is chunk 3.
+    extra = seal(k256, "invalid/three_chunks", 3 * CHUNK)[-stream.TAG_SIZE :]
+    bad(
+        "trailing_chunk",
+        three + extra,
+        "verification_error",
+        "chunk 2",
+        f"a correctly sealed empty chunk 3 after the final chunk {on3}",
+        released=2 * CHUNK,
+    )
+    bad(
+        "flipped_tag",
+        _flip(three, start + 2 * sealed - 1),
+        "verification_error",
+        "chunk 1",
+        f"last tag byte of chunk 1 ^ 0x01 {on3}",
+        released=CHUNK,
+    )
+    return cases
+
+
+def data_manifest(cases: list[DataCase]) -> dict[str, Any]:
+    return {
+        "format": "keyblob-data-test-vectors/v1",
+        "generator": "tools/gen_vectors.py",
+        "spec": "docs/FORMAT.md section 7",
+        "plaintext": PATTERN,
+        "results": {
+            "valid": "decrypts to plaintext_length bytes of the pattern, with plaintext_sha512",
+            "format_error": "FormatError: the data header does not parse (7.1)",
+            "unsupported": "UnsupportedError: a data header version this release does not know",
+            "verification_error": "VerificationError at the named stage (7.4)",
+        },
+        "stages": DATA_STAGES,
+        "fields": {
+            "session_key": "the key the decryptor holds: its name, generation, key_id, "
+            "algorithm (what 7.4 step 1 compares with the header) and key bytes",
+            "associated_data": "hex; empty for files and the command line",
+            "salt": "valid cases: the salt, to re-encrypt the plaintext to the same bytes",
+            "partial_plaintext": "invalid cases: the most plaintext bytes a decryptor that "
+            "releases each chunk after its tag verifies may have released before the error "
+            "(always a prefix of the pattern); a one-shot decryptor releases nothing",
+        },
+        "cases": [c.to_json() for c in cases],
+    }
+
+
+@dataclass
+class DataOutcome:
+    result: str
+    stage: str | None
+    length: int | None = None
+    sha512: str | None = None
+
+
+_MODIFIED = re.compile(r".*chunk \(?(\d+)\)? failed authentication")
+
+
+def data_stage(error: KeyblobError) -> str:
+    """The manifest stage of an error from ``files.decrypt`` / ``files.decrypt_stream``."""
+    if isinstance(error, FormatError):
+        return "header"
+    message = str(error)
+    if message.startswith(kbfiles.WRONG_KEY_FOR_HEADER.split("{", 1)[0]):
+        return "key"
+    if message == stream.WRONG_KEY:
+        return "commitment"
+    if message == stream.TRUNCATED:
+        return "framing"
+    match = _MODIFIED.fullmatch(message)
+    if match:
+        return f"chunk {match.group(1)}"
+    return f"unknown ({message})"
+
+
+def data_key(case: dict[str, Any]) -> SessionKey:
+    k = case["session_key"]
+    return _make_session_key(
+        name=k["name"],
+        key_id=KeyId.from_hex(k["key_id"]),
+        generation=k["generation"],
+        algorithm=Algorithm.from_label(k["algorithm"]),
+        created=0,
+        key=bytes.fromhex(k["key"]),
+    )
+
+
+def run_data_case(case: dict[str, Any], data: bytes) -> DataOutcome:
+    """What ``files.decrypt`` makes of one data case."""
+    try:
+        plain = kbfiles.decrypt(
+            data_key(case), data, associated_data=bytes.fromhex(case["associated_data"])
+        )
+    except UnsupportedError:
+        return DataOutcome("unsupported", "header")
+    except (FormatError, VerificationError) as e:
+        return DataOutcome(
+            "format_error" if isinstance(e, FormatError) else "verification_error", data_stage(e)
+        )
+    return DataOutcome("valid", None, len(plain), hashlib.sha512(plain).hexdigest())
+
+
+def same_data_outcome(got: DataOutcome, case: dict[str, Any]) -> bool:
+    return (got.result, got.stage, got.length, got.sha512) == (
+        case["result"],
+        case["stage"],
+        case["plaintext_length"],
+        case["plaintext_sha512"],
+    )
+
+
+def write_data() -> int:
+    cases = data_cases()
+    for sub in ("valid", "invalid"):
+        (DATA / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (DATA / sub).iterdir():
+            if f"{sub}/{stale.name}" not in {c.file for c in cases}:
+                stale.unlink()
+    for c in cases:
+        (DATA / c.file).write_bytes(c.data)
+    DATA_MANIFEST.write_bytes(_dump(data_manifest(cases)))
+    return len(cases)
+
+
+def check_data() -> list[str]:
+    """Every difference between tests/vectors/data/ and what this script builds."""
+    if not DATA_MANIFEST.is_file():
+        return ["missing data/manifest.json: run tools/gen_vectors.py --write"]
+    problems = []
+    cases = data_cases()
+    files_ = {c.file: c.data for c in cases}
+    for rel, data in files_.items():
+        path = DATA / rel
+        if not path.is_file() or path.read_bytes() != data:
+            problems.append(f"data/{rel} differs from the one this script builds")
+    on_disk = {f"{sub}/{p.name}" for sub in ("valid", "invalid") for p in (DATA / sub).glob("*")}
+    problems += [f"data/{x} is not generated by this script" for x in sorted(on_disk - set(files_))]
+    if json.loads(DATA_MANIFEST.read_bytes()) != data_manifest(cases):
+        problems.append("data/manifest.json differs from the one this script builds")
+    for case in data_manifest(cases)["cases"]:
+        path = DATA / case["file"]
+        if not path.is_file():
+            continue
+        got = run_data_case(case, path.read_bytes())
+        if not same_data_outcome(got, case):
+            problems.append(
+                f"data case {case['name']}: the package gives {got.result}/{got.stage}, "
+                f"the manifest says {case['result']}/{case['stage']} (or the plaintext differs)"
+            )
+    return problems
+
+
 # -- write / check ---------------------------------------------------------------------------
 
 
@@ -995,16 +1569,24 @@ def write() -> None:
     for rel, data in files.items():
         (VECTORS / rel).write_bytes(data)
     MANIFEST.write_bytes(_dump(doc))
+    data_cases_written = write_data()
     problems = check()
     for p in problems:
         print(f"gen_vectors: {p}", file=sys.stderr)
     if problems:
         raise SystemExit(1)
-    print(f"wrote {len(files)} vectors, {len(doc['cases'])} cases, {len(pems)} keys to {VECTORS}")
+    print(
+        f"wrote {len(files)} vectors, {len(doc['cases'])} cases, {len(pems)} keys, "
+        f"{data_cases_written} data vectors to {VECTORS}"
+    )
 
 
 def check() -> list[str]:
     """Every difference between the committed vectors and what they should be."""
+    return _check_blobs() + check_data()
+
+
+def _check_blobs() -> list[str]:
     problems = []
     missing = [spec.file for spec in ROOTS if not (VECTORS / spec.file).is_file()]
     if missing or not MANIFEST.is_file():
@@ -1058,9 +1640,23 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="verify the committed vectors (default)")
     mode.add_argument("--write", action="store_true", help="rewrite tests/vectors/")
+    mode.add_argument(
+        "--write-data",
+        action="store_true",
+        help="rewrite tests/vectors/data/ only (the key-blob roots are not redrawn)",
+    )
     args = parser.parse_args(argv)
     if args.write:
         write()
+        return 0
+    if args.write_data:
+        count = write_data()
+        problems = check_data()
+        for p in problems:
+            print(f"gen_vectors: {p}", file=sys.stderr)
+        if problems:
+            return 1
+        print(f"wrote {count} data vectors to {DATA}")
         return 0
     problems = check()
     for p in problems:

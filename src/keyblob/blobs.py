@@ -25,6 +25,7 @@ from keyblob.errors import NotFoundError, UsageError, VerificationError
 from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient, key_id_for, signed_message
 from keyblob.format.armor import BLOB, dearmor, is_armored
 from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, _make_session_key, check_name
+from keyblob.mscapi.algids import warn_legacy
 from keyblob.providers import suites
 from keyblob.providers.base import Provider
 from keyblob.storage import Store
@@ -104,11 +105,13 @@ def _export(
     generation: int,
     algorithm: Algorithm,
     recipients: list[tuple[KeyId, suites.ExchangePublic]],
+    key: bytes | None,
     random: Callable[[int], bytes],
     now: Callable[[], int],
 ) -> tuple[bytes, SessionKey]:
     """FORMAT.md 2.6, export steps 1-5."""
-    key_bytes = random(algorithm.key_size)  # 1. a fresh session key and a random key id
+    # 1. a fresh session key (unless one made elsewhere is being stored) and a random key id
+    key_bytes = random(algorithm.key_size) if key is None else key
     key_id = KeyId(random(16))
     header = Header(  # 2. the header
         suite=provider.suite,
@@ -125,7 +128,7 @@ def _export(
     )
     signature = provider.sign(signed_message(header, wrapped))  # 4. sign every byte before
     blob = KeyBlob(header, wrapped, signature)  # 5. encode
-    key = _make_session_key(
+    session = _make_session_key(
         name=name,
         key_id=key_id,
         generation=generation,
@@ -133,7 +136,7 @@ def _export(
         created=header.created,
         key=key_bytes,
     )
-    return blob.to_bytes(), key
+    return blob.to_bytes(), session
 
 
 def _now() -> int:
@@ -147,19 +150,24 @@ def generate(
     *,
     algorithm: Algorithm = Algorithm.AES_256_GCM,
     to: Sequence[PublicKeyFile] = (),
+    legacy: bool = False,
+    _key: bytes | None = None,
     _random: Callable[[int], bytes] = secrets.token_bytes,
     _now: Callable[[], int] = _now,
 ) -> SessionKey:
     """Make a new session key ``name`` (generation 1), export it signed, and store it.
 
     The key is wrapped for the container itself and for every public key file in ``to``.
+    A legacy CryptoAPI algorithm (DES, 3DES, RC2, RC4) needs ``legacy=True``.
 
     Raises:
-        UsageError: invalid name, or ``name`` exists already (use :func:`rotate`).
+        UsageError: invalid name, ``name`` exists already (use :func:`rotate`), or a
+            legacy algorithm without ``legacy=True``.
         VerificationError: the home state was tampered with, or the store lost ``name``.
         StorageError: the store could not be written.
     """
     check_name(name)
+    _check_legacy(algorithm, legacy)
     recipients = _recipient_keys(provider, to)
     state = provider.state()
     latest = store.latest(name)
@@ -176,6 +184,7 @@ def generate(
         generation=1,
         algorithm=algorithm,
         recipients=recipients,
+        key=_key,
         random=_random,
         now=_now,
     )
@@ -189,21 +198,23 @@ def _store_new(
     generation: int,
     algorithm: Algorithm,
     recipients: list[tuple[KeyId, suites.ExchangePublic]],
+    key: bytes | None,
     random: Callable[[int], bytes],
     now: Callable[[], int],
 ) -> SessionKey:
-    encoded, key = _export(
+    encoded, session = _export(
         provider,
         name=name,
         generation=generation,
         algorithm=algorithm,
         recipients=recipients,
+        key=key,
         random=random,
         now=now,
     )
     store.put(name, generation, encoded)  # create-only: a concurrent writer cannot be overwritten
     provider.update_state(lambda s: s.seen(name, generation))
-    return key
+    return session
 
 
 def rotate(
@@ -213,6 +224,8 @@ def rotate(
     *,
     algorithm: Algorithm | None = None,
     to: Sequence[PublicKeyFile] = (),
+    legacy: bool = False,
+    _key: bytes | None = None,
     _random: Callable[[int], bytes] = secrets.token_bytes,
     _now: Callable[[], int] = _now,
 ) -> SessionKey:
@@ -224,9 +237,12 @@ def rotate(
     Raises:
         NotFoundError: no generation of ``name`` is stored.
         VerificationError: the latest generation fails verification (or rollback).
-        UsageError: a previous recipient's public key is unknown: pass it in ``to``.
+        UsageError: a previous recipient's public key is unknown: pass it in ``to``; or a
+            legacy algorithm without ``legacy=True``.
     """
     current = open_latest(provider, store, name)
+    algorithm = algorithm or current.header.algorithm
+    _check_legacy(algorithm, legacy)
     recipients = _recipient_keys(provider, to)
     known = {kid for kid, _ in recipients}
     state = provider.state()
@@ -248,11 +264,52 @@ def rotate(
         store,
         name=name,
         generation=current.header.generation + 1,
-        algorithm=algorithm or current.header.algorithm,
+        algorithm=algorithm,
         recipients=recipients,
+        key=_key,
         random=_random,
         now=_now,
     )
+
+
+def store_key(
+    provider: Provider,
+    store: Store,
+    name: str,
+    key: bytes,
+    *,
+    algorithm: Algorithm,
+    rotate_existing: bool = False,
+    to: Sequence[PublicKeyFile] = (),
+) -> SessionKey:
+    """Store a session key made elsewhere (a CryptoAPI SIMPLEBLOB) as a signed key blob.
+
+    As generation 1 of a new name, or with ``rotate_existing`` as the next generation of an
+    existing one.  Importing a legacy key is allowed (it is only read); it warns.
+
+    Raises:
+        UsageError: the key's length does not fit ``algorithm``, or the name exists (and
+            ``rotate_existing`` is False).
+        NotFoundError, VerificationError: as for :func:`rotate` with ``rotate_existing``.
+    """
+    if len(key) not in algorithm.key_sizes:
+        raise UsageError(f"a {algorithm.label} key cannot be {len(key)} bytes long")
+    if algorithm.legacy:
+        warn_legacy(algorithm.label)
+    if rotate_existing:
+        return rotate(provider, store, name, algorithm=algorithm, to=to, legacy=True, _key=key)
+    return generate(provider, store, name, algorithm=algorithm, to=to, legacy=True, _key=key)
+
+
+def _check_legacy(algorithm: Algorithm, allowed: bool) -> None:
+    if not algorithm.legacy:
+        return
+    if not allowed:
+        raise UsageError(
+            f"{algorithm.label} is a legacy algorithm, kept to read old data: "
+            "new keys need --legacy (legacy=True)"
+        )
+    warn_legacy(algorithm.label)
 
 
 def _verify(
@@ -298,7 +355,7 @@ def _unwrapped(provider: Provider, verified: Verified) -> Verified:
     if mine is None:
         raise VerificationError(NOT_A_RECIPIENT.format(kx=f"kx-{provider.exchange_id.short}"))
     raw = provider.unwrap(mine.wrapped, h.wrap_context(mine.key_id))
-    if len(raw) != h.algorithm.key_size:
+    if len(raw) not in h.algorithm.key_sizes:
         raise VerificationError(BAD_KEY_LENGTH)
     key = _make_session_key(
         name=h.name,

@@ -38,35 +38,95 @@ class Suite(enum.IntEnum):
 
 
 class Algorithm(enum.IntEnum):
-    """The symmetric algorithm a session key is for."""
+    """The symmetric algorithm a session key is for.
+
+    1-3 are keyblob's own (data is encrypted with the C2SP chunked format).  0x10-0x17 are
+    CryptoAPI session keys, one code per ALG_ID, kept for CryptEncrypt-compatible data
+    (``keyblob capi``); the code records the key's CryptoAPI origin and its ALG_ID.
+    """
 
     AES_256_GCM = 1
     AES_128_GCM = 2
     CHACHA20_POLY1305 = 3
+    CAPI_AES_128 = 0x10
+    CAPI_AES_192 = 0x11
+    CAPI_AES_256 = 0x12
+    CAPI_3DES = 0x13
+    CAPI_3DES_112 = 0x14
+    CAPI_DES = 0x15
+    CAPI_RC2 = 0x16
+    CAPI_RC4 = 0x17
 
     @property
     def label(self) -> str:
-        return _ALGORITHM_LABELS[self]
+        return _ALGORITHMS[self][0]
+
+    @property
+    def key_sizes(self) -> tuple[int, ...]:
+        """The key lengths (bytes) a key of this algorithm may have."""
+        return _ALGORITHMS[self][1]
 
     @property
     def key_size(self) -> int:
-        """Length of a key of this algorithm, in bytes."""
-        return 16 if self is Algorithm.AES_128_GCM else 32
+        """The length of a newly generated key, in bytes."""
+        return _ALGORITHMS[self][2]
+
+    @property
+    def capi_alg_id(self) -> int | None:
+        """The CryptoAPI ALG_ID of a CryptoAPI session key, else None."""
+        return _ALGORITHMS[self][3]
+
+    @property
+    def legacy(self) -> bool:
+        """DES, 3DES, RC2, RC4: kept to read old data; new keys need an explicit opt-in."""
+        return self in _LEGACY
 
     @classmethod
     def from_label(cls, text: str) -> Algorithm:
-        for algorithm, label in _ALGORITHM_LABELS.items():
-            if label == text:
+        for algorithm, row in _ALGORITHMS.items():
+            if row[0] == text:
                 return algorithm
-        choices = ", ".join(_ALGORITHM_LABELS.values())
+        choices = ", ".join(row[0] for row in _ALGORITHMS.values())
         raise UsageError(f"unknown algorithm {text!r} (expected one of {choices})")
 
+    @classmethod
+    def for_capi(cls, alg_id: int) -> Algorithm:
+        """The algorithm that stores a CryptoAPI key of ``alg_id``.
 
-_ALGORITHM_LABELS = {
-    Algorithm.AES_256_GCM: "aes-256-gcm",
-    Algorithm.AES_128_GCM: "aes-128-gcm",
-    Algorithm.CHACHA20_POLY1305: "chacha20-poly1305",
+        Raises:
+            UsageError: keyblob stores no CryptoAPI session key of that ALG_ID.
+        """
+        for algorithm, row in _ALGORITHMS.items():
+            if row[3] == alg_id:
+                return algorithm
+        raise UsageError(f"keyblob cannot store a CryptoAPI key of ALG_ID 0x{alg_id:08x}")
+
+
+_RC_SIZES = tuple(range(5, 17))  # 40 to 128 bits
+# label, key sizes, generated size, CryptoAPI ALG_ID
+_ALGORITHMS: dict[Algorithm, tuple[str, tuple[int, ...], int, int | None]] = {
+    Algorithm.AES_256_GCM: ("aes-256-gcm", (32,), 32, None),
+    Algorithm.AES_128_GCM: ("aes-128-gcm", (16,), 16, None),
+    Algorithm.CHACHA20_POLY1305: ("chacha20-poly1305", (32,), 32, None),
+    Algorithm.CAPI_AES_128: ("capi-aes-128", (16,), 16, 0x660E),
+    Algorithm.CAPI_AES_192: ("capi-aes-192", (24,), 24, 0x660F),
+    Algorithm.CAPI_AES_256: ("capi-aes-256", (32,), 32, 0x6610),
+    Algorithm.CAPI_3DES: ("capi-3des", (24,), 24, 0x6603),
+    Algorithm.CAPI_3DES_112: ("capi-3des-112", (16,), 16, 0x6609),
+    Algorithm.CAPI_DES: ("capi-des", (8,), 8, 0x6601),
+    # Windows accepts RC2 keys of up to 64 bytes through a SIMPLEBLOB (docs/MSCAPI.md).
+    Algorithm.CAPI_RC2: ("capi-rc2", tuple(range(5, 65)), 16, 0x6602),
+    Algorithm.CAPI_RC4: ("capi-rc4", _RC_SIZES, 16, 0x6801),
 }
+_LEGACY = frozenset(
+    {
+        Algorithm.CAPI_3DES,
+        Algorithm.CAPI_3DES_112,
+        Algorithm.CAPI_DES,
+        Algorithm.CAPI_RC2,
+        Algorithm.CAPI_RC4,
+    }
+)
 
 
 class KeyRole(enum.IntEnum):
@@ -142,8 +202,8 @@ class SessionKey:
     ) -> None:
         if token is not _HANDLE_TOKEN:
             raise TypeError("SessionKey is made by keyblob (generate, load, import), not directly")
-        if len(key) != algorithm.key_size:
-            raise UsageError(f"a {algorithm.label} key is {algorithm.key_size} bytes")
+        if len(key) not in algorithm.key_sizes:
+            raise UsageError(f"a {algorithm.label} key cannot be {len(key)} bytes long")
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "key_id", key_id)
         object.__setattr__(self, "generation", generation)

@@ -75,7 +75,7 @@ class _Keys:
     __slots__ = ("aead", "base", "commitment")
 
     def __init__(self, instance: Instance, key: bytes, salt: bytes, context: bytes) -> None:
-        if len(key) != instance.key_size:  # decryption step 1: before anything else
+        if len(key) != instance.key_size:  # decryption step 2: before anything else
             raise UsageError(f"{instance.name} needs a {instance.key_size}-byte key")
         info = KDF_LABEL + instance.aead_name + b"\x00" + salt + context
         okm = HKDFExpand(
@@ -111,7 +111,7 @@ def _read_full(src: BinaryIO, buf: bytearray | memoryview) -> int:
 
 
 def _open_header(instance: Instance, key: bytes, header: bytes, context: bytes) -> _Keys:
-    """Decryption steps 1-3: key size, header length, commitment (constant time)."""
+    """Decryption steps 2-3: key size, header length, commitment (constant time)."""
     if len(key) != instance.key_size:
         raise UsageError(f"{instance.name} needs a {instance.key_size}-byte key")
     if len(header) < HEADER_SIZE:
@@ -181,7 +181,7 @@ def decrypt_stream(
     buf = bytearray(SEALED_CHUNK_SIZE)
     view = memoryview(buf)
     index = total = 0
-    while True:  # step 6: every full sealed chunk is a non-final one
+    while True:  # step 4: every full sealed chunk is a non-final one
         n = _read_full(src, buf)
         if n < TAG_SIZE:  # step 4: 0 means the short final chunk is missing
             raise VerificationError(TRUNCATED)
@@ -191,7 +191,7 @@ def decrypt_stream(
         total += len(plain)
         if progress is not None:
             progress(n)
-        if final:  # step 7: the final chunk verified; nothing may follow
+        if final:  # step 6: the final chunk verified; nothing may follow
             return total
         index += 1
 

@@ -52,9 +52,34 @@ def test_round_trip(make_container, store, suite):
 @pytest.mark.parametrize("algorithm", list(Algorithm))
 def test_algorithms(make_container, store, algorithm):
     c = make_container()
-    made = blobs.generate(c, store, "k", algorithm=algorithm)
+    if algorithm.legacy:  # DES, 3DES, RC2, RC4: read old data; new keys only on request
+        with pytest.raises(UsageError, match="legacy"):
+            blobs.generate(c, store, "k", algorithm=algorithm)
+        assert store.latest("k") is None
+        with pytest.warns(UserWarning, match="legacy"):
+            made = blobs.generate(c, store, "k", algorithm=algorithm, legacy=True)
+    else:
+        made = blobs.generate(c, store, "k", algorithm=algorithm)
     assert len(made.unsafe_raw_bytes()) == algorithm.key_size
     assert blobs.load(c, store, "k").algorithm is algorithm
+
+
+@pytest.mark.parametrize("size", [5, 11, 16])
+def test_store_key_made_elsewhere(make_container, store, size):
+    """A CryptoAPI RC4 key of any length it allows becomes a signed blob, and rotates."""
+    c = make_container()
+    with pytest.warns(UserWarning, match="legacy"):
+        key = blobs.store_key(c, store, "old", b"k" * size, algorithm=Algorithm.CAPI_RC4)
+    assert blobs.load(c, store, "old") == key and key.unsafe_raw_bytes() == b"k" * size
+    with pytest.raises(UsageError, match="exists"), pytest.warns(UserWarning):
+        blobs.store_key(c, store, "old", b"j" * size, algorithm=Algorithm.CAPI_RC4)
+    with pytest.warns(UserWarning):
+        key2 = blobs.store_key(
+            c, store, "old", b"j" * size, algorithm=Algorithm.CAPI_RC4, rotate_existing=True
+        )
+    assert key2.generation == 2 and blobs.load(c, store, "old") == key2
+    with pytest.raises(UsageError, match="cannot be 4 bytes"):
+        blobs.store_key(c, store, "new", b"k" * 4, algorithm=Algorithm.CAPI_RC4)
 
 
 def test_session_key_handle_is_opaque(make_container, store):

@@ -2,8 +2,10 @@
 
 It shares no code with the ``keyblob`` package (it must not import it): it dearmors, parses,
 rebuilds the signed message and the wrap contexts, checks trust, signature, request and
-rollback, and unwraps with pyca ``cryptography``.  Every refusal is a :class:`Refused` with the
-result class and the import step (the manifest's ``result`` and ``stage``).
+rollback, and unwraps with pyca ``cryptography``; and it decrypts encrypted data (section 7:
+the data header, then the C2SP chunked-encryption payload) with HKDF-Expand and the AEADs of
+``cryptography``.  Every refusal is a :class:`Refused` with the result class and the import
+or decryption step (the manifests' ``result`` and ``stage``).
 """
 
 from __future__ import annotations
@@ -11,17 +13,22 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 KEY_ID_LABEL = b"keyblob/v1/key-id\x00"  # 1.3
 WRAP_LABEL = b"keyblob/v1/wrap\x00"  # 2.4
 SIGNATURE_LABEL = b"keyblob/v1/blob-signature\x00"  # 2.5
 X25519, RSA, PQ = 1, 2, 3  # 1.2
-KEY_LENGTH = {1: 32, 2: 16, 3: 32}  # algorithm code -> key length (1.2)
+# algorithm code -> the key lengths it allows (1.2); 16-23 are CryptoAPI session keys
+KEY_LENGTHS = {1: {32}, 2: {16}, 3: {32}, 16: {16}, 17: {24}, 18: {32}, 19: {24}, 20: {16}}
+KEY_LENGTHS |= {21: {8}, 22: set(range(5, 65)), 23: set(range(5, 17))}
 EXCHANGE, SIGNATURE = 1, 2
 RSA_LENGTHS = (256, 384, 512)
 NAME_FIRST = set("abcdefghijklmnopqrstuvwxyz0123456789")
@@ -125,7 +132,7 @@ class Blob:
 
 
 def wrapped_len_ok(suite: int, algorithm: int, n: int) -> bool:
-    return n == 32 + KEY_LENGTH[algorithm] + 16 if suite == X25519 else n in RSA_LENGTHS
+    return n - 32 - 16 in KEY_LENGTHS[algorithm] if suite == X25519 else n in RSA_LENGTHS
 
 
 def parse_blob(data: bytes) -> Blob:
@@ -145,7 +152,7 @@ def parse_blob(data: bytes) -> Blob:
     if suite not in (X25519, RSA):
         raise malformed("suite")
     algorithm = c.int(1)
-    if algorithm not in KEY_LENGTH:
+    if algorithm not in KEY_LENGTHS:
         raise malformed("algorithm")
     if c.int(1) != 0:
         raise malformed("flags")
@@ -261,7 +268,7 @@ def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[
             key = _HPKE.decrypt(mine[0], box.exchange, info=context)
     except (InvalidTag, ValueError):
         raise Refused("verification_error", "unwrap", "unwrap failed") from None
-    if len(key) != KEY_LENGTH[blob.algorithm]:
+    if len(key) not in KEY_LENGTHS[blob.algorithm]:
         raise Refused("verification_error", "unwrap", "key length")
     return blob, key
 
@@ -323,3 +330,118 @@ def parse_public_key_file(data: bytes) -> PublicKeys:
         except ValueError:
             raise Refused("format_error", "key", "not a key") from None
     return PublicKeys(suite, label.decode("ascii"), keys[0], keys[1])
+
+
+# -- 7 encrypted data --------------------------------------------------------------------------
+
+DATA_MAGIC = b"KBDT"  # 7.1
+DATA_CONTEXT_LABEL = b"keyblob/v1/data\x00"  # 7.2
+CHUNKED_LABEL = b"c2sp.org/chunked-encryption@v1+"  # 7.2
+#: algorithm code (1.2) -> (AEAD name in the KDF info, Nk, AEAD class)  (7.2)
+DATA_AEADS: dict[int, tuple[bytes, int, type[AESGCM] | type[ChaCha20Poly1305]]] = {
+    1: (b"AEAD_AES_256_GCM", 32, AESGCM),
+    2: (b"AEAD_AES_128_GCM", 16, AESGCM),
+    3: (b"AEAD_CHACHA20_POLY1305", 32, ChaCha20Poly1305),
+}
+PLAIN_CHUNK = 16384
+TAG = 16
+SEALED_CHUNK = PLAIN_CHUNK + TAG
+SALT, COMMITMENT, NONCE = 24, 32, 12
+
+
+@dataclass
+class DataHeader:
+    algorithm: int
+    generation: int
+    key_id: bytes
+    name: str
+    raw: bytes
+
+
+@dataclass
+class HeldKey:
+    """A session key as a decryptor holds it after loading it (2.7)."""
+
+    name: str
+    generation: int
+    key_id: bytes
+    algorithm: int
+    key: bytes
+
+
+def _bad_header(why: str) -> Refused:
+    return Refused("format_error", "header", why)
+
+
+def parse_data_header(data: bytes) -> DataHeader:
+    """7.1, field by field in order; the header ends where the name does."""
+
+    def take(at: int, n: int) -> bytes:
+        if len(data) < at + n:
+            raise _bad_header(f"header truncated at {at}")
+        return data[at : at + n]
+
+    if take(0, 4) != DATA_MAGIC:
+        raise _bad_header("magic")
+    if take(4, 1)[0] != 1:
+        raise Refused("unsupported", "header", "version")
+    algorithm = take(5, 1)[0]
+    if algorithm not in DATA_AEADS:
+        raise _bad_header("algorithm")
+    if take(6, 1)[0] != 0:
+        raise _bad_header("flags")
+    generation = int.from_bytes(take(7, 8), "big")
+    if not 1 <= generation <= 2**63 - 1:
+        raise _bad_header("generation")
+    kid = take(15, 16)
+    n = take(31, 1)[0]
+    if not 1 <= n <= 128:
+        raise _bad_header("name_len")
+    raw_name = take(32, n)
+    if not name_ok(raw_name):
+        raise _bad_header("name")
+    return DataHeader(algorithm, generation, kid, raw_name.decode("ascii"), data[: 32 + n])
+
+
+def _derive(algorithm: int, key: bytes, salt: bytes, context: bytes) -> tuple[bytes, int, bytes]:
+    """7.2: (aead_key, base_nonce as an integer, commitment)."""
+    aead_name, nk, _ = DATA_AEADS[algorithm]
+    info = CHUNKED_LABEL + aead_name + b"\x00" + salt + context
+    okm = HKDFExpand(hashes.SHA512(), nk + NONCE + COMMITMENT, info).derive(key)
+    return okm[:nk], int.from_bytes(okm[nk : nk + NONCE], "big"), okm[nk + NONCE :]
+
+
+def decrypt_data(data: bytes, held: HeldKey, associated_data: bytes = b"") -> bytes:
+    """7.4, all or nothing: the plaintext, or :class:`Refused` with the manifest's stage."""
+    header = parse_data_header(data)  # step 1
+    if (header.name, header.generation, header.key_id, header.algorithm) != (
+        held.name,
+        held.generation,
+        held.key_id,
+        held.algorithm,
+    ):
+        raise Refused("verification_error", "key", "not the key the header names")
+    _, nk, aead_class = DATA_AEADS[header.algorithm]
+    if len(held.key) != nk:  # step 2
+        raise ValueError("the session key has the wrong length")
+    payload = data[len(header.raw) :]
+    if len(payload) < SALT + COMMITMENT:  # step 3
+        raise Refused("verification_error", "framing", "payload shorter than 56 bytes")
+    salt, commitment = payload[:SALT], payload[SALT : SALT + COMMITMENT]
+    context = DATA_CONTEXT_LABEL + header.raw + associated_data
+    aead_key, base_nonce, expected = _derive(header.algorithm, held.key, salt, context)
+    if not hmac.compare_digest(commitment, expected):
+        raise Refused("verification_error", "commitment", "commitment mismatch")
+    body = payload[SALT + COMMITMENT :]
+    last, final_size = divmod(len(body), SEALED_CHUNK)  # step 4 (and 7.5)
+    if final_size < TAG:
+        raise Refused("verification_error", "framing", f"final chunk of {final_size} bytes")
+    aead = aead_class(aead_key)
+    out = []
+    for k in range(last + 1):  # step 5
+        nonce = (base_nonce ^ k).to_bytes(NONCE, "big")
+        try:
+            out.append(aead.decrypt(nonce, body[k * SEALED_CHUNK : (k + 1) * SEALED_CHUNK], None))
+        except InvalidTag:
+            raise Refused("verification_error", f"chunk {k}", "tag") from None
+    return b"".join(out)  # step 6: the final chunk verified

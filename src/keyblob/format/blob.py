@@ -33,7 +33,7 @@ SUPPORTED_SUITES = (Suite.X25519, Suite.RSA)
 def wrapped_size_ok(suite: Suite, algorithm: Algorithm, size: int) -> bool:
     """Whether a wrapped key of ``size`` bytes is the one length the suite produces."""
     if suite is Suite.X25519:
-        return size == X25519_ENC_SIZE + algorithm.key_size + AEAD_TAG_SIZE
+        return size - X25519_ENC_SIZE - AEAD_TAG_SIZE in algorithm.key_sizes
     return size in RSA_SIZES
 
 

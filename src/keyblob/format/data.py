@@ -19,6 +19,9 @@ VERSION = 1
 FIXED_SIZE = 32
 CONTEXT_LABEL = b"keyblob/v1/data\x00"
 MAX_GENERATION = 2**63 - 1
+DATA_ALGORITHMS = frozenset(
+    {Algorithm.AES_256_GCM, Algorithm.AES_128_GCM, Algorithm.CHACHA20_POLY1305}
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,10 @@ class DataHeader:
     name: str
 
     def __post_init__(self) -> None:
+        if self.algorithm not in DATA_ALGORITHMS:
+            raise UsageError(
+                f"a {self.algorithm.label} key is a CryptoAPI key: use keyblob capi encrypt"
+            )
         if not 1 <= self.generation <= MAX_GENERATION:
             raise UsageError("generation must be between 1 and 2**63-1")
         check_name(self.name)
@@ -82,7 +89,7 @@ class DataHeader:
         if version != VERSION:
             raise UnsupportedError(f"encrypted data: version {version} is not supported")
         code = r.uint(1, "algorithm")
-        if code not in {int(a) for a in Algorithm}:
+        if code not in DATA_ALGORITHMS:  # CryptoAPI keys encrypt CryptEncrypt data instead
             raise r.fail("algorithm", f"unknown algorithm {code}", 5)
         if r.uint(1, "flags") != 0:
             raise r.fail("flags", "reserved bits are set", 6)
