@@ -13,11 +13,12 @@ import getpass
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, TextIO
 
-from keyblob import blobs, files
+from keyblob import blobs, files, mscapi
 from keyblob.atomic import atomic_output, read_bounded, write_atomic
 from keyblob.errors import (
     FormatError,
@@ -30,7 +31,7 @@ from keyblob.format import KeyBlob, PublicKeyFile
 from keyblob.format.armor import BLOB, PUBLIC_KEY, armor, dearmor, is_armored
 from keyblob.format.blob import MAX_BLOB_SIZE
 from keyblob.format.data import DataHeader
-from keyblob.keys import Algorithm, SessionKey, Suite
+from keyblob.keys import Algorithm, KeyRole, SessionKey, Suite
 from keyblob.providers import suites
 from keyblob.providers.software import DEFAULT_CONTAINER, Home, SoftwareContainer
 from keyblob.storage import Store, open_store
@@ -184,7 +185,12 @@ def cmd_new(ctx: Context) -> int:
     container = ctx.open()
     store = ctx.store()
     key = blobs.generate(
-        container, store, args.name, algorithm=Algorithm.from_label(args.algorithm), to=to
+        container,
+        store,
+        args.name,
+        algorithm=Algorithm.from_label(args.algorithm),
+        to=to,
+        legacy=args.legacy,
     )
     print(
         _key_line(key.name, key.generation, key.algorithm, key.key_id.short, _tilde(store.location))
@@ -200,7 +206,9 @@ def cmd_rotate(ctx: Context) -> int:
     algorithm = Algorithm.from_label(args.algorithm) if args.algorithm else None
     key = _refusing(
         args.name,
-        lambda: blobs.rotate(container, store, args.name, algorithm=algorithm, to=to),
+        lambda: blobs.rotate(
+            container, store, args.name, algorithm=algorithm, to=to, legacy=args.legacy
+        ),
     )
     print(
         _key_line(key.name, key.generation, key.algorithm, key.key_id.short, _tilde(store.location))
@@ -386,6 +394,8 @@ def cmd_inspect(ctx: Context) -> int:
             print(f"  exchange key   kx-{pub.exchange_id.short}  id {pub.exchange_id.hex}")
             print(f"  signature key  sg-{pub.signature_id.short}  id {pub.signature_id.hex}")
         return 0
+    if not armored and raw[:4] != b"KBLB" and mscapi.looks_like_capi_blob(raw):
+        return _inspect_capi(raw, args.json)
     blob = KeyBlob.from_bytes(dearmor(raw, BLOB) if armored else raw)
     fields = blob.fields()
     signed_end = next(f.offset for f in fields if not f.signed)
@@ -422,6 +432,28 @@ def cmd_inspect(ctx: Context) -> int:
     print(
         "  not verified: inspect needs no secret; run keyblob verify to check signer and signature"
     )
+    return 0
+
+
+def _inspect_capi(raw: bytes, as_json: bool) -> int:
+    kind, fields = mscapi.describe(raw)
+    if as_json:
+        _emit_json(
+            {
+                "kind": kind,
+                "size": len(raw),
+                "fields": [
+                    {"offset": f.offset, "size": f.size, "name": f.name, "value": f.value}
+                    for f in fields
+                ],
+            }
+        )
+        return 0
+    print(f"CryptoAPI {kind}, {len(raw)} bytes (little-endian fields; see docs/MSCAPI.md)")
+    print("offset  size  field                       value")
+    for f in fields:
+        print(f"{f.offset:>6}  {f.size:>4}  {f.name:<26}  {f.value}")
+    print("  not verified: a CryptoAPI blob carries no signature of its own")
     return 0
 
 
@@ -601,6 +633,241 @@ def cmd_decrypt(ctx: Context) -> int:
     return 0
 
 
+# -- keyblob capi: CryptoAPI blobs, signatures and data ------------------------------------
+
+UNSIGNED_WARNING = (
+    "{file} is not signed: anyone who could write to the disk it came from could have put a "
+    "session key of their own in it, and would read everything encrypted with it"
+)
+UNSIGNED_REFUSED = (
+    "refused {file}: no --signature given; a SIMPLEBLOB is checked against the signer's "
+    "CryptSignHash signature before it is unwrapped"
+)
+
+
+def _capi_file(path: str) -> bytes:
+    return _read_file(path, MAX_INPUT_FILE)
+
+
+def _capi_hash(label: str) -> mscapi.AlgId:
+    try:
+        return mscapi.from_label(label)
+    except KeyblobError as e:
+        raise UsageError(str(e)) from None
+
+
+def _capi_public(path: str) -> Any:
+    try:
+        return mscapi.PublicKeyBlob.from_bytes(_capi_file(path)).to_public_key()
+    except FormatError as e:
+        raise FormatError(f"{path}: not a PUBLICKEYBLOB ({e})") from None
+
+
+def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> None:
+    """The procedure's cure: the SIMPLEBLOB's signature is checked before any unwrap."""
+    if args.signature is None:
+        if not args.unsigned:
+            raise _Refused(
+                UNSIGNED_REFUSED.format(file=what),
+                ["give --signature SIG --signer PUBLICKEYBLOB, or --unsigned to accept the risk"],
+            )
+        _print_warning(UNSIGNED_WARNING.format(file=what))
+        return
+    if args.signer is None:
+        raise UsageError("--signature needs --signer PUBLICKEYBLOB (the signer's public key)")
+    signer = _capi_public(args.signer)
+    signature = _capi_file(args.signature)
+    _refusing(
+        what,
+        lambda: mscapi.verify_signature(signer, signature, blob, hash_alg=_capi_hash(args.hash)),
+    )
+
+
+def _capi_key(session: SessionKey) -> mscapi.CapiKey:
+    alg_id = session.algorithm.capi_alg_id
+    if alg_id is None:
+        raise UsageError(
+            f"{session.name} is a {session.algorithm.label} key, not a CryptoAPI key: "
+            "use keyblob encrypt/decrypt, or make one with "
+            "keyblob new NAME --algorithm capi-aes-256"
+        )
+    return mscapi.CapiKey.new(alg_id, session.unsafe_raw_bytes(), simpleblob=True)
+
+
+def _iv(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise UsageError("--iv must be hex digits (one cipher block)") from None
+
+
+def cmd_capi_import_keypair(ctx: Context) -> int:
+    args = ctx.args
+    blob = mscapi.PrivateKeyBlob.from_bytes(_capi_file(args.file))
+    slot = args.slot or ("signature" if blob.alg_id is mscapi.AlgId.RSA_SIGN else "exchange")
+    role = KeyRole.SIGNATURE if slot == "signature" else KeyRole.EXCHANGE
+    key = blob.to_private_key()  # full validation: the key enters the home here
+    container = ctx.open()
+    container.replace_key_pair(role, key, force=args.force)
+    new_id = container.signature_id if role is KeyRole.SIGNATURE else container.exchange_id
+    print(
+        f"imported {args.file} as the {slot} key of {container.name!r}: "
+        f"{role.prefix}-{new_id.short} (RSA-{key.key_size}), sealed at rest"
+    )
+    return 0
+
+
+def cmd_capi_export_public(ctx: Context) -> int:
+    args = ctx.args
+    container = ctx.open()
+    if container.suite is not Suite.RSA:
+        raise UsageError("a PUBLICKEYBLOB holds an RSA key: this container's suite is not rsa")
+    signature = args.slot == "signature"
+    der = container.signature_public if signature else container.exchange_public
+    public = (
+        suites.load_signature_public(Suite.RSA, der)
+        if signature
+        else (suites.load_exchange_public(Suite.RSA, der))
+    )
+    alg_id = mscapi.AlgId.RSA_SIGN if signature else mscapi.AlgId.RSA_KEYX
+    data = mscapi.PublicKeyBlob.from_public_key(public, alg_id=alg_id).to_bytes()  # type: ignore[arg-type]
+    _write_output(args.output, data)
+    return 0
+
+
+def cmd_capi_import_simpleblob(ctx: Context) -> int:
+    args = ctx.args
+    blob = _capi_file(args.file)
+    parsed = mscapi.SimpleBlob.from_bytes(blob)  # the public structure, before anything else
+    algorithm = Algorithm.for_capi(int(parsed.alg_id))
+    _capi_check_signature(args, blob, args.file)
+    container = ctx.open()
+    store = ctx.store()
+    capi_key = container.capi_unwrap(blob)
+    session = blobs.store_key(
+        container,
+        store,
+        args.name,
+        capi_key.unsafe_raw_bytes(),
+        algorithm=algorithm,
+        rotate_existing=args.rotate,
+    )
+    print(
+        f"imported {args.file} as {session.name} generation {session.generation} "
+        f"({algorithm.label}, {mscapi.alg_name(int(parsed.alg_id))}), key id {session.key_id.short}"
+    )
+    return 0
+
+
+def cmd_capi_export_simpleblob(ctx: Context) -> int:
+    args = ctx.args
+    recipient = _capi_public(args.to)
+    hash_alg = _capi_hash(args.hash)
+    container = ctx.open()
+    store = ctx.store()
+    session = _refusing(args.name, lambda: blobs.load(container, store, args.name))
+    blob = mscapi.build_simpleblob(_capi_key(session), recipient, legacy=args.legacy)
+    signature = container.capi_sign(blob, hash_alg=hash_alg, legacy=args.legacy)
+    _write_output(args.output, blob)
+    _write_output(args.signature_out, signature)
+    print(
+        f"wrote {args.output} ({session.name} generation {session.generation}) and its "
+        f"CryptSignHash signature {args.signature_out} ({hash_alg.calg_name})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_capi_encrypt(ctx: Context) -> int:
+    args = ctx.args
+    container = ctx.open()
+    store = ctx.store()
+    key = _capi_key(_refusing(args.name, lambda: blobs.load(container, store, args.name)))
+    iv = _iv(args.iv)
+    src, _, close = _input_stream(args.input)
+    try:
+        _stream_to_output(
+            args.output,
+            0o644,
+            lambda dst: mscapi.encrypt_file(key, src, dst, iv=iv, legacy=args.legacy),
+            refuse_tty=True,
+        )
+    finally:
+        close()
+    return 0
+
+
+def _capi_decrypt_one(
+    key: mscapi.CapiKey, iv: bytes | None, path: str | None, output: str | None
+) -> None:
+    src, _, close = _input_stream(path)
+    try:
+        _refusing(
+            path or "standard input",
+            lambda: _stream_to_output(
+                output,
+                0o600,
+                lambda dst: mscapi.decrypt_file(key, src, dst, iv=iv),
+                refuse_tty=False,
+            ),
+        )
+    finally:
+        close()
+
+
+def cmd_capi_decrypt(ctx: Context) -> int:
+    args = ctx.args
+    iv = _iv(args.iv)
+    key = _capi_decrypt_key(ctx)
+    inputs: list[str | None] = list(args.input) or [None]
+    if len(inputs) == 1 and not (args.output and Path(args.output).is_dir()):
+        _capi_decrypt_one(key, iv, inputs[0], args.output)
+        return 0
+    if not args.output or not Path(args.output).is_dir():
+        raise UsageError("several inputs need -o DIR, an existing folder")
+    failed = 0
+    for path in inputs:
+        if path is None or path == "-":
+            raise UsageError("with several inputs, each -i is a file")
+        target = Path(args.output) / (Path(path).name.removesuffix(".enc") or "out")
+        try:
+            _capi_decrypt_one(key, iv, path, str(target))
+        except KeyblobError as e:
+            failed += 1
+            _print_error(str(e))
+            continue
+        print(f"{path} -> {target}", file=sys.stderr)
+    if failed:
+        raise _Refused(f"{failed} of {len(inputs)} files failed; nothing was written for them")
+    return 0
+
+
+def _capi_decrypt_key(ctx: Context) -> mscapi.CapiKey:
+    """The key for capi decrypt: a stored NAME, a SIMPLEBLOB with --private, or --key."""
+    args = ctx.args
+    chosen = [x for x in (args.name, args.simpleblob, args.key) if x]
+    if len(chosen) != 1:
+        raise UsageError(
+            "give one of: NAME (a stored key), --simpleblob FILE --private FILE, --key FILE"
+        )
+    if args.name:
+        container = ctx.open()
+        store = ctx.store()
+        return _capi_key(_refusing(args.name, lambda: blobs.load(container, store, args.name)))
+    if args.key:
+        plain = mscapi.PlaintextKeyBlob.from_bytes(_capi_file(args.key))
+        return mscapi.CapiKey.new(plain.alg_id, plain.key)
+    if not args.private:
+        raise UsageError("--simpleblob needs --private PRIVATEKEYBLOB (the exchange key pair)")
+    blob = _capi_file(args.simpleblob)
+    mscapi.SimpleBlob.from_bytes(blob)
+    _capi_check_signature(args, blob, args.simpleblob)
+    private = mscapi.PrivateKeyBlob.from_bytes(_capi_file(args.private)).to_private_key()
+    return mscapi.unwrap_simpleblob(blob, private)
+
+
 # -- argument parsing ------------------------------------------------------------------
 
 
@@ -647,6 +914,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also wrap for this public key file",
     )
+    sp.add_argument("--legacy", action="store_true", help="allow a legacy CryptoAPI algorithm")
     sp = command("rotate", cmd_rotate, "make the next generation of a key")
     sp.add_argument("name")
     sp.add_argument("--algorithm", choices=algorithms, help="default: the current one")
@@ -657,6 +925,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also wrap for this public key file",
     )
+    sp.add_argument("--legacy", action="store_true", help="allow a legacy CryptoAPI algorithm")
     sp = command("list", cmd_list, "list stored keys (verified; never key bytes)")
     sp.add_argument("--json", action="store_true")
     sp = command("show", cmd_show, "show a stored key's metadata (verified; never key bytes)")
@@ -692,6 +961,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command("pubkey", cmd_pubkey, "write the container's public keys, to hand to others")
     sp.add_argument("--format", default="keyblob", choices=["keyblob", "pem"])
     sp.add_argument("-o", "--output", default="-", metavar="FILE")
+    _capi_parser(sub)
     trust = sub.add_parser(
         "trust", help="manage trusted signers", description="manage trusted signers"
     )
@@ -710,11 +980,98 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _capi_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    capi = sub.add_parser(
+        "capi",
+        help="Windows CryptoAPI blobs, signatures and data",
+        description="Windows CryptoAPI blobs, signatures and data (docs/MSCAPI.md)",
+    )
+    csub = capi.add_subparsers(
+        dest="capi_command", required=True, parser_class=_Parser, metavar="COMMAND"
+    )
+
+    def command(name: str, func: Callable[[Context], int], help: str) -> argparse.ArgumentParser:
+        sp = csub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    def signed(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--signature", metavar="SIG", help="CryptSignHash signature of the SIMPLEBLOB"
+        )
+        sp.add_argument("--signer", metavar="PUBLICKEYBLOB", help="the signer's public key")
+        sp.add_argument(
+            "--hash", default="sha256", help="hash the signature was made with (default sha256)"
+        )
+        sp.add_argument(
+            "--unsigned", action="store_true", help="accept a SIMPLEBLOB without signature (warns)"
+        )
+
+    sp = command(
+        "import-keypair",
+        cmd_capi_import_keypair,
+        "a PRIVATEKEYBLOB becomes a key pair of the container",
+    )
+    sp.add_argument("file")
+    sp.add_argument(
+        "--slot", choices=["exchange", "signature"], help="default: from the blob's ALG_ID"
+    )
+    sp.add_argument("--force", action="store_true", help="replace even if the container holds keys")
+    sp = command("export-public", cmd_capi_export_public, "write a PUBLICKEYBLOB of the container")
+    sp.add_argument("--slot", choices=["exchange", "signature"], default="exchange")
+    sp.add_argument("-o", "--output", required=True, metavar="FILE")
+    sp = command(
+        "import-simpleblob", cmd_capi_import_simpleblob, "verify, unwrap and store a SIMPLEBLOB"
+    )
+    sp.add_argument("file")
+    sp.add_argument("--name", required=True)
+    sp.add_argument(
+        "--rotate", action="store_true", help="store as the next generation of an existing name"
+    )
+    signed(sp)
+    sp = command(
+        "export-simpleblob",
+        cmd_capi_export_simpleblob,
+        "wrap a stored key for a CryptoAPI peer, signed",
+    )
+    sp.add_argument("name")
+    sp.add_argument("--to", required=True, metavar="PUBLICKEYBLOB")
+    sp.add_argument("-o", "--output", required=True, metavar="FILE")
+    sp.add_argument("--signature-out", required=True, metavar="SIG")
+    sp.add_argument("--hash", default="sha256")
+    sp.add_argument("--legacy", action="store_true", help="allow a legacy key or hash (warns)")
+    sp = command(
+        "encrypt", cmd_capi_encrypt, "CryptEncrypt-compatible encryption with a stored key"
+    )
+    sp.add_argument("name")
+    sp.add_argument("-i", "--input", metavar="IN")
+    sp.add_argument("-o", "--output", metavar="OUT")
+    sp.add_argument("--iv", metavar="HEX", help="default: zero (CryptoAPI's default)")
+    sp.add_argument("--legacy", action="store_true", help="allow a legacy key (warns)")
+    sp = command("decrypt", cmd_capi_decrypt, "CryptDecrypt-compatible decryption")
+    sp.add_argument("name", nargs="?", help="a stored key (or use --simpleblob/--private, --key)")
+    sp.add_argument("-i", "--input", action="append", default=[], metavar="IN")
+    sp.add_argument("-o", "--output", metavar="OUT|DIR")
+    sp.add_argument("--iv", metavar="HEX")
+    sp.add_argument("--simpleblob", metavar="FILE")
+    sp.add_argument("--private", metavar="PRIVATEKEYBLOB")
+    sp.add_argument("--key", metavar="PLAINTEXTKEYBLOB")
+    signed(sp)
+
+
+def _print_warning(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
 def _print_error(message: str, hints: Sequence[str] = (), stream: TextIO | None = None) -> None:
     out = stream or sys.stderr
     print(f"{PROG}: error: {message}", file=out)
     for hint in hints:
         print(f"{PROG}: hint: {hint}", file=out)
+
+
+def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
+    _print_warning(str(message))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -723,6 +1080,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "container_opt", None):
         args.container = args.container_opt
+    with warnings.catch_warnings():
+        # A legacy algorithm always warns, as one line: "keyblob: warning: ...".
+        warnings.simplefilter("always", mscapi.LegacyAlgorithmWarning)
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(Context(args)))
     except _Refused as e:

@@ -8,6 +8,8 @@ The only home of PKCS#1 v1.5 and little-endian integers in keyblob (docs/MSCAPI.
 - ``signatures``: CryptSignHash / CryptVerifySignature.
 - ``data``: CryptEncrypt / CryptDecrypt, streaming.
 - ``derive``: CryptDeriveKey.
+- ``keyfiles``: RSA keys between PEM, DER, PUBLICKEYBLOB/PRIVATEKEYBLOB and .NET XML
+  (``keyblob capi convert``).
 
 Legacy algorithms (RC2, RC4, DES, 3DES, 40-bit keys; MD2 to SHA-1 for signing) read old
 data freely but make new data only with ``legacy=True``, and always emit a
@@ -45,6 +47,7 @@ from keyblob.mscapi.data import (
     encrypt_file,
 )
 from keyblob.mscapi.derive import Csp, derive_key
+from keyblob.mscapi.keyfiles import KeyFormat, LoadedKey, dump_rsa_key, is_private, load_rsa_key
 from keyblob.mscapi.session import CapiKey
 from keyblob.mscapi.signatures import sign_digest, sign_hash, verify_digest, verify_signature
 from keyblob.mscapi.simpleblob import (
@@ -62,7 +65,9 @@ __all__ = [
     "Decryptor",
     "Encryptor",
     "Field",
+    "KeyFormat",
     "LegacyAlgorithmWarning",
+    "LoadedKey",
     "Mode",
     "PlaintextKeyBlob",
     "PrivateKeyBlob",
@@ -76,10 +81,13 @@ __all__ = [
     "decrypt_file",
     "derive_key",
     "describe",
+    "dump_rsa_key",
     "encrypt",
     "encrypt_file",
     "from_label",
     "has_legacy_backend",
+    "is_private",
+    "load_rsa_key",
     "looks_like_capi_blob",
     "session_algorithm",
     "sign_digest",

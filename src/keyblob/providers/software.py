@@ -29,10 +29,12 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from keyblob import mscapi
 from keyblob.atomic import read_bounded, write_atomic
 from keyblob.errors import (
     FormatError,
@@ -135,6 +137,20 @@ def _seal_aad(name: str, role: KeyRole, suite: Suite, public: bytes) -> bytes:
     return SEAL_AAD + canonical(
         {"container": name, "role": role.prefix, "suite": suite.label, "public": _b64(public)}
     )
+
+
+def _sealed_entry(
+    aead: AESGCM,
+    name: str,
+    role: KeyRole,
+    suite: Suite,
+    key: suites.ExchangePrivate | suites.SignaturePrivate,
+) -> dict[str, str]:
+    """One key pair as container.json holds it: the public key, and the private key sealed."""
+    public = suites.public_bytes(key)
+    nonce = secrets.token_bytes(12)
+    sealed = aead.encrypt(nonce, suites.private_bytes(key), _seal_aad(name, role, suite, public))
+    return {"public": _b64(public), "sealed": _b64(nonce + sealed)}
 
 
 def check_private_folder(path: Path, what: str) -> None:
@@ -243,12 +259,7 @@ class Home:
             "check": _b64(keys.check),
         }
         for role, key in ((KeyRole.EXCHANGE, exchange), (KeyRole.SIGNATURE, signature)):
-            public = suites.public_bytes(key)
-            nonce = secrets.token_bytes(12)
-            sealed = aead.encrypt(
-                nonce, suites.private_bytes(key), _seal_aad(name, role, suite, public)
-            )
-            doc[role.name.lower()] = {"public": _b64(public), "sealed": _b64(nonce + sealed)}
+            doc[role.name.lower()] = _sealed_entry(aead, name, role, suite, key)
         for folder_path in (self.path, self.containers_dir, folder):
             _mkdir_private(folder_path)
         try:
@@ -333,6 +344,7 @@ class SoftwareContainer:
         signature: suites.SignaturePrivate,
     ) -> None:
         self._home = home
+        self._doc = doc
         self._name: str = doc["name"]
         self._suite = Suite.from_label(doc["suite"])
         self._created = int(doc["created"])
@@ -395,6 +407,80 @@ class SoftwareContainer:
 
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
         return suites.unwrap(self._exchange, wrapped, context)
+
+    # -- CryptoAPI (rsa suite): the exchange key opens SIMPLEBLOBs, the signature key signs
+    #    as CryptSignHash does; the key objects never leave this class ---------------------
+
+    def _rsa(self, key: suites.ExchangePrivate | suites.SignaturePrivate) -> rsa.RSAPrivateKey:
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise UsageError(
+                f"container {self._name!r} uses suite {self._suite.label}: CryptoAPI needs a "
+                "container of the rsa suite (keyblob init --suite rsa)"
+            )
+        return key
+
+    def capi_unwrap(self, simpleblob: bytes, *, key_size: int | None = None) -> mscapi.CapiKey:
+        """CryptImportKey(SIMPLEBLOB) with the exchange key, without a padding oracle.
+
+        Raises:
+            UsageError: not an rsa-suite container.
+            FormatError, UnsupportedError: as :func:`keyblob.mscapi.unwrap_simpleblob`.
+        """
+        return mscapi.unwrap_simpleblob(simpleblob, self._rsa(self._exchange), key_size=key_size)
+
+    def capi_sign(self, data: bytes, *, hash_alg: mscapi.AlgId, legacy: bool = False) -> bytes:
+        """CryptSignHash over ``data`` with the signature key (AT_SIGNATURE).
+
+        Raises:
+            UsageError: not an rsa-suite container, or a legacy hash without ``legacy``.
+        """
+        return mscapi.sign_hash(self._rsa(self._signature), data, hash_alg=hash_alg, legacy=legacy)
+
+    def replace_key_pair(self, role: KeyRole, key: rsa.RSAPrivateKey, *, force: bool) -> None:
+        """Make ``key`` (validated when it was loaded) this container's ``role`` key pair.
+
+        Blobs wrapped for the old exchange key stop opening, and blobs signed by the old
+        signature key stop verifying, so a container that already holds keys is refused
+        unless ``force``.
+
+        Raises:
+            UsageError: not an rsa container, a key keyblob does not accept (size, exponent),
+                or keys exist and ``force`` is False.
+            ProviderError: the container file could not be written.
+        """
+        self._rsa(self._exchange)
+        try:
+            suites.load_exchange_public(self._suite, suites.public_bytes(key))
+        except FormatError as e:
+            raise UsageError(f"this key cannot be a container key: {e}") from None
+        seen = self.state().high_water
+        if seen and not force:
+            raise UsageError(
+                f"container {self._name!r} already holds keys ({', '.join(sorted(seen)[:3])}"
+                f"{', ...' if len(seen) > 3 else ''}): replacing its {role.name.lower()} key "
+                "would orphan them; use a new container, or --force"
+            )
+        doc = {
+            **self._doc,
+            role.name.lower(): _sealed_entry(
+                AESGCM(self._keys.seal), self._name, role, self._suite, key
+            ),
+        }
+        try:
+            write_atomic(
+                self._folder / "container.json", json.dumps(doc, indent=2).encode() + b"\n"
+            )
+        except OSError as e:
+            raise ProviderError(f"cannot write container {self._name!r}: {e.strerror}") from e
+        self._doc = doc
+        if role is KeyRole.EXCHANGE:
+            self._exchange = key
+            self._exchange_public = suites.public_bytes(key)
+            self._exchange_id = key_id_for(self._suite, role, self._exchange_public)
+        else:
+            self._signature = key
+            self._signature_public = suites.public_bytes(key)
+            self._signature_id = key_id_for(self._suite, role, self._signature_public)
 
     # -- authenticated state ------------------------------------------------------------
 

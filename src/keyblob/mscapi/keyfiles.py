@@ -1,0 +1,579 @@
+"""RSA key files in every format a CryptoAPI migration meets: the library behind
+``keyblob capi convert``.
+
+Reads PEM (PKCS#1, PKCS#8, encrypted PKCS#8, SubjectPublicKeyInfo), DER (the same
+structures), CryptoAPI PUBLICKEYBLOB / PRIVATEKEYBLOB and .NET's ``<RSAKeyValue>`` XML
+(``RSA.ToXmlString``), detecting which.  Writes PEM as ``openssl pkey`` does and DER with
+the same structures (PKCS#8 / SubjectPublicKeyInfo), the blobs as CryptExportKey does, and
+XML exactly as ``ToXmlString`` does.
+
+Every failure is a keyblob error with a one-line message naming the format and where it
+broke; no message ever contains bytes of the input, which may be a private key.
+
+.NET's XML, as implemented here:
+
+- Written: ``<RSAKeyValue>`` then ``Modulus``, ``Exponent``, ``P``, ``Q``, ``DP``, ``DQ``,
+  ``InverseQ``, ``D``; no XML declaration, no whitespace, base64 without line breaks.
+  ``Modulus`` and ``Exponent`` are minimal big-endian; ``P`` to ``InverseQ`` are left-padded
+  with zeros to half the modulus length, rounded up, and ``D`` to the modulus length, because
+  .NET's ``ImportParameters`` (hence ``FromXmlString``) rejects other lengths.
+- Read: the elements in any order (as .NET reads them), each exactly once, no others, no
+  attributes, no DTD.  Field lengths are not required to follow .NET's padding, since other
+  tools write minimal integers; the values are checked instead (CRT values against ``D``,
+  ``P`` and ``Q``, then OpenSSL's key check).  Whitespace around and inside the base64 text
+  is ignored, as ``Convert.FromBase64String`` ignores it; anything else outside the base64
+  alphabet is refused.  UTF-8 (with or without BOM) and UTF-16 with BOM (what Windows
+  PowerShell's ``>`` writes) are read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import math
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import (
+    dsa,
+    ec,
+    ed448,
+    ed25519,
+    rsa,
+    x448,
+    x25519,
+)
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from keyblob.errors import FormatError, PassphraseError, UnsupportedError, UsageError
+from keyblob.mscapi.algids import AlgId
+from keyblob.mscapi.blobs import BlobType, PrivateKeyBlob, PublicKeyBlob, looks_like_capi_blob
+
+#: The largest key file read at all: a 16384-bit private key in PEM is about 13 KiB.
+MAX_KEY_FILE_SIZE = 1 << 20
+#: The largest ``<RSAKeyValue>`` document read (a 16384-bit private key is about 11 KiB).
+MAX_XML_SIZE = 64 * 1024
+#: The largest modulus read from XML (OpenSSL's own limit for RSA operations).
+MAX_XML_BITS = 16384
+
+_XMLDSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
+_PUBLIC_ELEMENTS = ("Modulus", "Exponent")
+_PRIVATE_ELEMENTS = ("P", "Q", "DP", "DQ", "InverseQ", "D")
+_XML_ORDER = _PUBLIC_ELEMENTS + _PRIVATE_ELEMENTS
+_PEM_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----")
+_B64_SPACE = re.compile(r"[ \t\r\n]+")
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+RSAKey = rsa.RSAPrivateKey | rsa.RSAPublicKey
+_PrivateLoader = Callable[[bytes | None], PrivateKeyTypes]
+
+
+class KeyFormat(enum.Enum):
+    """The key file formats ``convert`` reads and writes."""
+
+    PEM = "pem"
+    DER = "der"
+    MSBLOB = "msblob"
+    XML = "xml"
+
+
+@dataclass(frozen=True)
+class LoadedKey:
+    """An RSA key read from a file, with what it was read from.
+
+    ``detail`` names the structure (``"PKCS#8"``, ``"PRIVATEKEYBLOB (CALG_RSA_KEYX)"``...);
+    ``alg_id`` is the blob's ``aiKeyAlg`` for MSBLOB input and ``None`` otherwise.
+    """
+
+    key: rsa.RSAPrivateKey | rsa.RSAPublicKey = field(repr=False)
+    format: KeyFormat
+    detail: str
+    alg_id: AlgId | None = None
+
+    @property
+    def private(self) -> bool:
+        """Whether the key has its private part."""
+        return is_private(self.key)
+
+
+def is_private(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> bool:
+    """Whether ``key`` is a private key (and so must be written 0600, never to a terminal)."""
+    return isinstance(key, rsa.RSAPrivateKey)
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def load_rsa_key(data: bytes, *, passphrase: bytes | None = None) -> LoadedKey:
+    """Detect the format of ``data`` and read the RSA key in it.
+
+    Args:
+        data: the whole file.
+        passphrase: decrypts an encrypted PKCS#8 key (or an OpenSSL-encrypted PKCS#1 PEM);
+            ignored for unencrypted input.
+
+    Raises:
+        FormatError: no format matched, or the recognised format is damaged; the one-line
+            message names the format and where it broke, never the input's bytes.
+        UnsupportedError: a well-formed key that is not RSA (EC, Ed25519, DSA...), a
+            certificate, or an encryption scheme ``cryptography`` does not implement.
+        UsageError: the key is encrypted and no passphrase was given.
+        PassphraseError: the passphrase does not decrypt the key.
+    """
+    data = bytes(data)
+    if not data:
+        raise FormatError("key file: empty")
+    if len(data) > MAX_KEY_FILE_SIZE:
+        raise FormatError(f"key file: {len(data)} bytes is over {MAX_KEY_FILE_SIZE}: not a key")
+    if looks_like_capi_blob(data):
+        return _load_blob(data)
+    # A well-formed DER SEQUENCE is taken as DER before looking for a PEM header, which
+    # random bytes inside a DER key could contain.
+    if data[0] == 0x30 and _der_spans(data):
+        return _load_der(data, passphrase)
+    if _PEM_BEGIN.search(data):
+        return _load_pem(data, passphrase)
+    if _looks_like_xml(data):
+        return _load_xml(data)
+    if data[0] == 0x30:
+        return _load_der(data, passphrase)
+    raise FormatError(
+        f"not PEM, DER, a CryptoAPI key blob or .NET RSAKeyValue XML: no format matches "
+        f"these {len(data)} bytes"
+    )
+
+
+def _load_blob(data: bytes) -> LoadedKey:
+    btype = data[0]
+    if btype == BlobType.PRIVATEKEYBLOB:
+        priv = PrivateKeyBlob.from_bytes(data)
+        alg = priv.alg_id
+        key: RSAKey = priv.to_private_key()
+        name = "PRIVATEKEYBLOB"
+    elif btype == BlobType.PUBLICKEYBLOB:
+        pub = PublicKeyBlob.from_bytes(data)
+        alg = pub.alg_id
+        key = pub.to_public_key()
+        name = "PUBLICKEYBLOB"
+    else:
+        raise FormatError(
+            f"CryptoAPI blob: bType at offset 0: {BlobType(btype).name} is not an RSA key "
+            "(expected PUBLICKEYBLOB or PRIVATEKEYBLOB)"
+        )
+    return LoadedKey(key, KeyFormat.MSBLOB, f"{name} ({alg.calg_name})", alg)
+
+
+# PEM labels and what they hold.  "PRIVATE KEY" labels other than these are keys of other
+# algorithms (EC, DSA, OPENSSH), reported as unsupported after cryptography identifies them.
+_PEM_DETAIL = {
+    b"RSA PRIVATE KEY": "PKCS#1",
+    b"PRIVATE KEY": "PKCS#8",
+    b"ENCRYPTED PRIVATE KEY": "encrypted PKCS#8",
+    b"RSA PUBLIC KEY": "PKCS#1",
+    b"PUBLIC KEY": "SubjectPublicKeyInfo",
+}
+
+
+def _load_pem(data: bytes, passphrase: bytes | None) -> LoadedKey:
+    # A file may hold several blocks (a key and its certificate, a key pair): the first
+    # private key block wins, else the first public key block, so that converting such a
+    # file gives the most the user can have.
+    labels = [(m.group(1), m.start()) for m in _PEM_BEGIN.finditer(data)]
+    chosen = next((x for x in labels if x[0].endswith(b"PRIVATE KEY")), None) or next(
+        (x for x in labels if x[0].endswith(b"PUBLIC KEY")), None
+    )
+    if chosen is None:
+        first = labels[0][0].decode("ascii")
+        if "CERTIFICATE" in first:
+            raise UnsupportedError(
+                f"PEM: a {first} holds no private key; extract its public key first "
+                "(openssl x509 -pubkey -noout)"
+            )
+        raise UnsupportedError(f"PEM: a {first} block is not an RSA key")
+    label, start = chosen
+    end_marker = b"-----END " + label + b"-----"
+    end = data.find(end_marker, start)
+    if end < 0:
+        raise FormatError(f"PEM {label.decode('ascii')}: no END line: truncated")
+    block = data[start : end + len(end_marker)]
+    name = label.decode("ascii")
+    detail = _PEM_DETAIL.get(label)
+    if label.endswith(b"PUBLIC KEY"):
+        try:
+            loaded = serialization.load_pem_public_key(block)
+        except UnsupportedAlgorithm:
+            raise UnsupportedError(f"PEM {name}: an algorithm keyblob does not read") from None
+        except ValueError:
+            raise FormatError(f"PEM {name}: the key inside does not parse") from None
+        return LoadedKey(_only_rsa(loaded, f"PEM {name}"), KeyFormat.PEM, detail or name)
+    legacy_encrypted = b"Proc-Type: 4,ENCRYPTED" in block
+    encrypted = label == b"ENCRYPTED PRIVATE KEY" or legacy_encrypted
+    if legacy_encrypted:
+        detail = f"{detail or name}, encrypted (OpenSSL legacy PEM)"
+    key = _load_private(
+        lambda pw: serialization.load_pem_private_key(block, pw),
+        f"PEM {name}",
+        encrypted=encrypted,
+        passphrase=passphrase,
+    )
+    return LoadedKey(key, KeyFormat.PEM, detail or name)
+
+
+def _load_private(
+    loader: _PrivateLoader,
+    what: str,
+    *,
+    encrypted: bool,
+    passphrase: bytes | None,
+) -> RSAKey:
+    """Run a cryptography private key loader and translate its exceptions, once."""
+    if encrypted and passphrase is None:
+        raise UsageError(f"the key ({what}) is encrypted: give --passphrase-file")
+    try:
+        loaded = loader(passphrase if encrypted else None)
+    except UnsupportedAlgorithm:
+        raise UnsupportedError(
+            f"{what}: an algorithm or encryption scheme keyblob does not read"
+        ) from None
+    except TypeError:
+        # cryptography raises TypeError when the structure says "encrypted" but the caller
+        # did not (a label or header that disagrees with the contents).
+        raise FormatError(f"{what}: encrypted contents under an unencrypted label") from None
+    except ValueError:
+        if encrypted:
+            raise PassphraseError(
+                f"the passphrase does not decrypt the key ({what}), or the key is damaged"
+            ) from None
+        raise FormatError(f"{what}: the key inside does not parse") from None
+    return _only_rsa(loaded, what)
+
+
+def _only_rsa(key: object, what: str) -> RSAKey:
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        return key
+    raise UnsupportedError(f"{what}: {_describe_key(key)}, not an RSA key")
+
+
+def _describe_key(key: object) -> str:
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return f"an EC key ({key.curve.name})"
+    kinds: tuple[tuple[tuple[type, ...], str], ...] = (
+        ((ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey), "an Ed25519 key"),
+        ((ed448.Ed448PrivateKey, ed448.Ed448PublicKey), "an Ed448 key"),
+        ((x25519.X25519PrivateKey, x25519.X25519PublicKey), "an X25519 key"),
+        ((x448.X448PrivateKey, x448.X448PublicKey), "an X448 key"),
+        ((dsa.DSAPrivateKey, dsa.DSAPublicKey), "a DSA key"),
+    )
+    for types, name in kinds:
+        if isinstance(key, types):
+            return name
+    return f"a {type(key).__name__}"
+
+
+# --- DER --------------------------------------------------------------------------------------
+
+
+def _der_header(data: bytes, at: int, what: str) -> tuple[int, int, int]:
+    """(tag, content offset, content length) of the DER element at ``at``, bounds-checked."""
+    if at + 2 > len(data):
+        raise FormatError(f"DER {what} at offset {at}: truncated (no tag and length)")
+    tag, first = data[at], data[at + 1]
+    pos = at + 2
+    if first < 0x80:
+        length = first
+    else:
+        count = first & 0x7F
+        # 0x80 is BER's indefinite length, not DER; four length bytes are 4 GiB, more than
+        # any key file this reads.
+        if count == 0 or count > 4:
+            raise FormatError(f"DER {what} at offset {at}: not a DER length")
+        if pos + count > len(data):
+            raise FormatError(f"DER {what} at offset {at}: truncated (length)")
+        length = int.from_bytes(data[pos : pos + count], "big")
+        pos += count
+    if pos + length > len(data):
+        raise FormatError(
+            f"DER {what} at offset {at}: truncated (needs {pos + length - at} bytes, "
+            f"has {len(data) - at})"
+        )
+    return tag, pos, length
+
+
+def _der_spans(data: bytes) -> bool:
+    """Whether ``data`` is exactly one DER element (its length covers all of it)."""
+    try:
+        _, pos, length = _der_header(data, 0, "SEQUENCE")
+    except FormatError:
+        return False
+    return pos + length == len(data)
+
+
+def _der_kind(data: bytes) -> str:
+    """Which structure a DER key file holds, from the tags of the outer SEQUENCE's children.
+
+    Done before cryptography sees the bytes so that a damaged file gets a message with an
+    offset, and so that ``detail`` and the encrypted case are known.
+    """
+    tag, pos, length = _der_header(data, 0, "SEQUENCE")
+    if tag != 0x30:
+        raise FormatError("DER at offset 0: not a SEQUENCE")
+    end = pos + length
+    if end != len(data):
+        raise FormatError(f"DER at offset {end}: {len(data) - end} trailing bytes")
+    tags: list[int] = []
+    while pos < end:
+        child, cpos, clen = _der_header(data, pos, f"element {len(tags) + 1}")
+        if cpos + clen > end:
+            raise FormatError(f"DER element {len(tags) + 1} at offset {pos}: overruns its SEQUENCE")
+        tags.append(child)
+        pos = cpos + clen
+    if len(tags) >= 9 and all(t == 0x02 for t in tags[:9]):
+        return "PKCS#1 private"
+    if tags == [0x02, 0x02]:
+        return "PKCS#1 public"
+    if tags[:3] == [0x02, 0x30, 0x04]:
+        return "PKCS#8"
+    if tags == [0x30, 0x04]:
+        return "encrypted PKCS#8"
+    if tags == [0x30, 0x03]:
+        return "SubjectPublicKeyInfo"
+    if tags == [0x30, 0x30, 0x03]:
+        raise UnsupportedError(
+            "DER: an X.509 certificate holds no private key; extract its public key first "
+            "(openssl x509 -inform DER -pubkey -noout)"
+        )
+    raise FormatError(
+        f"DER: a SEQUENCE that is not PKCS#1, PKCS#8 or SubjectPublicKeyInfo ({len(tags)} elements)"
+    )
+
+
+def _load_der(data: bytes, passphrase: bytes | None) -> LoadedKey:
+    kind = _der_kind(data)
+    if kind in ("PKCS#1 public", "SubjectPublicKeyInfo"):
+        try:
+            loaded = serialization.load_der_public_key(data)
+        except UnsupportedAlgorithm:
+            raise UnsupportedError(f"DER {kind}: an algorithm keyblob does not read") from None
+        except ValueError:
+            raise FormatError(f"DER {kind}: the key inside does not parse") from None
+        detail = "PKCS#1" if kind == "PKCS#1 public" else kind
+        return LoadedKey(_only_rsa(loaded, f"DER {kind}"), KeyFormat.DER, detail)
+    key = _load_private(
+        lambda pw: serialization.load_der_private_key(data, pw),
+        f"DER {kind}",
+        encrypted=kind == "encrypted PKCS#8",
+        passphrase=passphrase,
+    )
+    return LoadedKey(key, KeyFormat.DER, "PKCS#1" if kind == "PKCS#1 private" else kind)
+
+
+# --- XML --------------------------------------------------------------------------------------
+
+
+def _looks_like_xml(data: bytes) -> bool:
+    if data.startswith(_UTF16_BOMS):
+        return True
+    return data.removeprefix(_UTF8_BOM).lstrip(b" \t\r\n").startswith(b"<")
+
+
+def _xml_fail(problem: str) -> FormatError:
+    return FormatError(f"RSAKeyValue XML: {problem}")
+
+
+def _decode_xml(data: bytes) -> str:
+    if len(data) > MAX_XML_SIZE:
+        raise _xml_fail(f"{len(data)} bytes is over the {MAX_XML_SIZE}-byte limit")
+    try:
+        if data.startswith(_UTF16_BOMS):
+            return data.decode("utf-16")
+        return data.removeprefix(_UTF8_BOM).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _xml_fail(f"offset {e.start}: not UTF-8 (or UTF-16 with a BOM)") from None
+
+
+def _load_xml(data: bytes) -> LoadedKey:
+    text = _decode_xml(data)
+    # No DTD of any kind: entity expansion ("billion laughs") and external entities are
+    # refused before the parser sees the text, whatever expat's own limits are.  Comments
+    # ("<!--") are harmless and kept readable; CDATA and declarations are not .NET's output.
+    for m in re.finditer(r"<!", text):
+        if not text.startswith("<!--", m.start()):
+            line = text.count("\n", 0, m.start()) + 1
+            raise _xml_fail(f"line {line}: a DOCTYPE, ENTITY or CDATA section is refused")
+    parser = ET.XMLParser()  # noqa: S314 - no DTD can reach it (checked above)
+    try:
+        parser.feed(text)
+        root = parser.close()
+    except ET.ParseError as err:
+        line, column = err.position
+        raise _xml_fail(f"line {line}, column {column}: not well-formed") from None
+    ns = ""
+    if root.tag == f"{{{_XMLDSIG_NS}}}RSAKeyValue":
+        ns = f"{{{_XMLDSIG_NS}}}"  # the XML-DSig KeyInfo form of the same element
+    elif root.tag != "RSAKeyValue":
+        raise _xml_fail(f"the root element is not <RSAKeyValue> but <{_tag_name(root.tag)}>")
+    if root.attrib:
+        raise _xml_fail("<RSAKeyValue> has attributes")
+    if (root.text or "").strip():
+        raise _xml_fail("<RSAKeyValue> holds text outside its elements")
+    values: dict[str, bytes] = {}
+    for child in root:
+        name = child.tag[len(ns) :] if ns and child.tag.startswith(ns) else child.tag
+        if not isinstance(name, str) or name not in _XML_ORDER:
+            raise _xml_fail(f"unknown element <{_tag_name(child.tag)}>")
+        if name in values:
+            raise _xml_fail(f"element <{name}> appears twice")
+        if child.attrib:
+            raise _xml_fail(f"<{name}> has attributes")
+        if len(child):
+            raise _xml_fail(f"<{name}> holds elements")
+        if (child.tail or "").strip():
+            raise _xml_fail(f"text after <{name}>")
+        values[name] = _b64_field(name, child.text or "")
+    for name in _PUBLIC_ELEMENTS:
+        if name not in values:
+            raise _xml_fail(f"element <{name}> is missing")
+    present = [n for n in _PRIVATE_ELEMENTS if n in values]
+    if present:
+        missing = [n for n in _PRIVATE_ELEMENTS if n not in values]
+        if missing:
+            raise _xml_fail(f"<{present[0]}> is present but <{missing[0]}> is missing")
+    ints = {name: int.from_bytes(raw, "big") for name, raw in values.items()}
+    n, e = ints["Modulus"], ints["Exponent"]
+    if not 0 < n.bit_length() <= MAX_XML_BITS or n % 2 == 0:
+        raise _xml_fail(f"<Modulus> is not an odd RSA modulus of at most {MAX_XML_BITS} bits")
+    if e < 3 or e % 2 == 0 or e >= n:
+        raise _xml_fail("<Exponent> is not an odd public exponent of at least 3")
+    public = rsa.RSAPublicNumbers(e, n)
+    if not present:
+        try:
+            return LoadedKey(public.public_key(), KeyFormat.XML, "RSAKeyValue (public)")
+        except ValueError:
+            raise _xml_fail("<Modulus> and <Exponent> are not a usable RSA key") from None
+    key = _xml_private_key(public, ints)
+    return LoadedKey(key, KeyFormat.XML, "RSAKeyValue (private)")
+
+
+def _tag_name(tag: object) -> str:
+    """An element name for a message: bounded, and only name characters."""
+    name = str(tag).rpartition("}")[2]
+    return name[:40] if re.fullmatch(r"[A-Za-z_][\w.-]*", name) else "?"
+
+
+def _b64_field(name: str, text: str) -> bytes:
+    compact = _B64_SPACE.sub("", text)
+    if not compact:
+        raise _xml_fail(f"<{name}> is empty")
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise _xml_fail(f"<{name}>: not valid base64") from None
+
+
+def _xml_private_key(public: rsa.RSAPublicNumbers, v: dict[str, int]) -> rsa.RSAPrivateKey:
+    # Check the CRT values against D, P and Q rather than recompute them: a file whose
+    # values disagree was damaged or edited, and silently "repairing" it would hide that.
+    n, e = public.n, public.e
+    p, q, dp, dq, iqmp, d = v["P"], v["Q"], v["DP"], v["DQ"], v["InverseQ"], v["D"]
+    if p < 3 or q < 3 or p * q != n:
+        raise _xml_fail("<P> * <Q> is not <Modulus>")
+    lam = math.lcm(p - 1, q - 1)
+    if not 0 < d < n or (e * d) % lam != 1:
+        raise _xml_fail("<D> is not the inverse of <Exponent>")
+    if dp != d % (p - 1):
+        raise _xml_fail("<DP> is not <D> mod (<P> - 1)")
+    if dq != d % (q - 1):
+        raise _xml_fail("<DQ> is not <D> mod (<Q> - 1)")
+    if iqmp != pow(q, -1, p):
+        raise _xml_fail("<InverseQ> is not <Q>^-1 mod <P>")
+    numbers = rsa.RSAPrivateNumbers(
+        p=p, q=q, d=d, dmp1=dp, dmq1=dq, iqmp=iqmp, public_numbers=public
+    )
+    try:
+        return numbers.private_key()
+    except ValueError:
+        raise _xml_fail("OpenSSL refuses the key (a factor is not prime)") from None
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def dump_rsa_key(
+    key: rsa.RSAPrivateKey | rsa.RSAPublicKey,
+    fmt: KeyFormat,
+    *,
+    public_only: bool,
+    alg_id: AlgId | None = None,
+) -> bytes:
+    """``key`` in ``fmt``; a public key (or ``public_only``) gives the public form.
+
+    PEM is what ``openssl pkey`` writes: PKCS#8 (unencrypted) for a private key,
+    SubjectPublicKeyInfo for a public one.  DER is the same structures (as ``openssl pkcs8
+    -topk8 -nocrypt -outform DER`` and ``openssl pkey -pubout -outform DER`` write them; note
+    that ``openssl pkey -outform DER`` writes PKCS#1 for an RSA private key): PKCS#8 says
+    which algorithm it holds, which is what Java's ``PKCS8EncodedKeySpec`` and .NET's
+    ``ImportPkcs8PrivateKey`` read.  MSBLOB is PRIVATEKEYBLOB / PUBLICKEYBLOB with
+    ``alg_id`` (default CALG_RSA_KEYX).  XML is what .NET's ``RSA.ToXmlString`` writes.
+
+    Args:
+        key: the key.
+        fmt: the output format.
+        public_only: write only the public part of a private key.
+        alg_id: ``aiKeyAlg`` of a blob: CALG_RSA_KEYX (default) or CALG_RSA_SIGN; only
+            for MSBLOB.
+
+    Raises:
+        UsageError: the key does not fit the format (a CryptoAPI blob needs a 512- to
+            16384-bit modulus and a 32-bit exponent; .NET's XML needs primes of at most half
+            the modulus length), or ``alg_id`` is given for a format other than MSBLOB or is
+            not an RSA ALG_ID.
+    """
+    if alg_id is not None and fmt is not KeyFormat.MSBLOB:
+        raise UsageError("an ALG_ID applies only to CryptoAPI blobs (msblob)")
+    private = key if isinstance(key, rsa.RSAPrivateKey) and not public_only else None
+    public = key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
+    if fmt is KeyFormat.PEM or fmt is KeyFormat.DER:
+        encoding = (
+            serialization.Encoding.PEM if fmt is KeyFormat.PEM else serialization.Encoding.DER
+        )
+        if private is not None:
+            return private.private_bytes(
+                encoding, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        return public.public_bytes(encoding, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if fmt is KeyFormat.MSBLOB:
+        alg = AlgId.RSA_KEYX if alg_id is None else alg_id
+        if private is not None:
+            return PrivateKeyBlob.from_private_key(private, alg).to_bytes()
+        return PublicKeyBlob.from_public_key(public, alg).to_bytes()
+    return _dump_xml(public.public_numbers(), private)
+
+
+def _dump_xml(public: rsa.RSAPublicNumbers, private: rsa.RSAPrivateKey | None) -> bytes:
+    k = (public.n.bit_length() + 7) // 8
+    half = (k + 1) // 2
+    fields = [("Modulus", public.n.to_bytes(k, "big")), ("Exponent", _minimal(public.e))]
+    if private is not None:
+        pn = private.private_numbers()
+        if max(pn.p, pn.q, pn.dmp1, pn.dmq1, pn.iqmp).bit_length() > 8 * half:
+            raise UsageError("the primes are too unbalanced for .NET's RSAKeyValue XML")
+        fields += [
+            ("P", pn.p.to_bytes(half, "big")),
+            ("Q", pn.q.to_bytes(half, "big")),
+            ("DP", pn.dmp1.to_bytes(half, "big")),
+            ("DQ", pn.dmq1.to_bytes(half, "big")),
+            ("InverseQ", pn.iqmp.to_bytes(half, "big")),
+            ("D", pn.d.to_bytes(k, "big")),
+        ]
+    body = "".join(f"<{n}>{base64.b64encode(v).decode('ascii')}</{n}>" for n, v in fields)
+    return f"<RSAKeyValue>{body}</RSAKeyValue>".encode("ascii")
+
+
+def _minimal(value: int) -> bytes:
+    return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")

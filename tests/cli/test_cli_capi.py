@@ -1,0 +1,280 @@
+"""`keyblob capi` without Wine: files made with keyblob.mscapi stand in for a Windows
+program, so the command-line behaviour (refusals, exit statuses, nothing written on failure)
+is tested everywhere; tests/interop checks the same against a real CryptoAPI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from keyblob import mscapi
+from keyblob.cli import main
+
+PASS = "capi passphrase"
+
+
+@pytest.fixture(scope="module")
+def windows_keys():
+    return rsa.generate_private_key(65537, 2048), rsa.generate_private_key(65537, 2048)
+
+
+@pytest.fixture
+def kb(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
+    monkeypatch.setenv("KEYBLOB_HOME", str(tmp_path / "home"))
+
+    def run(*argv: str | os.PathLike[str]) -> tuple[int, str, str]:
+        capsys.readouterr()
+        status = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return run
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _windows_files(tmp_path: Path, keys, plain: bytes, alg=mscapi.AlgId.AES_256):
+    """What a Windows program following the procedure leaves on disk."""
+    exchange, signer = keys
+    session = mscapi.CapiKey.new(alg, os.urandom(32 if alg == mscapi.AlgId.AES_256 else 16))
+    blob = mscapi.build_simpleblob(session, exchange.public_key(), legacy=True)
+    return {
+        "priv": _write(
+            tmp_path / "kx.priv", mscapi.PrivateKeyBlob.from_private_key(exchange).to_bytes()
+        ),
+        "signer": _write(
+            tmp_path / "sg.pub",
+            mscapi.PublicKeyBlob.from_public_key(
+                signer.public_key(), alg_id=mscapi.AlgId.RSA_SIGN
+            ).to_bytes(),
+        ),
+        "sb": _write(tmp_path / "key.sb", blob),
+        "sig": _write(tmp_path / "key.sig", mscapi.sign_hash(signer, blob)),
+        "ct": _write(tmp_path / "data.enc", mscapi.encrypt(session, plain, legacy=True)),
+    }
+
+
+def test_import_and_decrypt(kb, tmp_path, windows_keys):
+    f = _windows_files(tmp_path, windows_keys, b"salaries" * 100)
+    assert kb("init", "--suite", "rsa", "--bits", "2048")[0] == 0
+    status, out, _ = kb("capi", "import-keypair", f["priv"])
+    assert status == 0 and "as the exchange key" in out
+    status, out, err = kb(
+        "capi",
+        "import-simpleblob",
+        f["sb"],
+        "--name",
+        "payroll",
+        "--signature",
+        f["sig"],
+        "--signer",
+        f["signer"],
+    )
+    assert status == 0 and "capi-aes-256" in out and "CALG_AES_256" in out, err
+    status, out, _ = kb("capi", "decrypt", "payroll", "-i", f["ct"])
+    assert status == 0 and out == "salaries" * 100
+    status, out, _ = kb("show", "payroll", "--json")
+    assert '"algorithm": "capi-aes-256"' in out
+
+
+def test_keypair_rules(kb, tmp_path, windows_keys):
+    assert kb("init")[0] == 0  # x25519
+    priv = _write(
+        tmp_path / "k", mscapi.PrivateKeyBlob.from_private_key(windows_keys[0]).to_bytes()
+    )
+    status, _, err = kb("capi", "import-keypair", priv)
+    assert status == 2 and "rsa suite" in err
+    os.environ["KEYBLOB_HOME"] = str(tmp_path / "rsa")
+    kb("init", "--suite", "rsa", "--bits", "2048")
+    small = rsa.generate_private_key(65537, 1024)
+    weak = _write(tmp_path / "weak", mscapi.PrivateKeyBlob.from_private_key(small).to_bytes())
+    status, _, err = kb("capi", "import-keypair", weak)
+    assert status == 2 and "2048, 3072 or 4096" in err
+    kb("new", "k")
+    status, _, err = kb("capi", "import-keypair", priv)
+    assert status == 2 and "already holds keys" in err and "--force" in err
+    assert kb("capi", "import-keypair", priv, "--force")[0] == 0
+
+
+def test_unsigned_and_bad_signatures(kb, tmp_path, windows_keys):
+    f = _windows_files(tmp_path, windows_keys, b"x")
+    kb("init", "--suite", "rsa", "--bits", "2048")
+    kb("capi", "import-keypair", f["priv"])
+    status, _, err = kb("capi", "import-simpleblob", f["sb"], "--name", "p")
+    assert status == 3 and "no --signature" in err and "hint" in err
+    other = rsa.generate_private_key(65537, 2048)
+    wrong = _write(
+        tmp_path / "wrong.pub", mscapi.PublicKeyBlob.from_public_key(other.public_key()).to_bytes()
+    )
+    status, _, err = kb(
+        "capi",
+        "import-simpleblob",
+        f["sb"],
+        "--name",
+        "p",
+        "--signature",
+        f["sig"],
+        "--signer",
+        wrong,
+    )
+    assert status == 3 and "signature verification failed" in err
+    status, _, err = kb("capi", "import-simpleblob", f["sb"], "--name", "p", "--unsigned")
+    assert status == 0 and "warning" in err and "of their own" in err
+    assert kb("list")[0] == 0
+
+
+def test_stateless_decrypt_and_failures_write_nothing(kb, tmp_path, windows_keys):
+    plain = os.urandom(1000)
+    f = _windows_files(tmp_path, windows_keys, plain)
+    out = tmp_path / "out"
+    args = ["--signature", f["sig"], "--signer", f["signer"]]
+    status, _, err = kb(
+        "capi",
+        "decrypt",
+        "--private",
+        f["priv"],
+        "--simpleblob",
+        f["sb"],
+        *args,
+        "-i",
+        f["ct"],
+        "-o",
+        out,
+    )
+    assert status == 0, err
+    assert out.read_bytes() == plain
+    out.unlink()
+    truncated = _write(tmp_path / "trunc.enc", f["ct"].read_bytes()[:-1])
+    status, _, err = kb(
+        "capi",
+        "decrypt",
+        "--private",
+        f["priv"],
+        "--simpleblob",
+        f["sb"],
+        *args,
+        "-i",
+        truncated,
+        "-o",
+        out,
+    )
+    assert status == 3 and not out.exists()
+    wrong_priv = _write(
+        tmp_path / "wrong.priv",
+        mscapi.PrivateKeyBlob.from_private_key(rsa.generate_private_key(65537, 2048)).to_bytes(),
+    )
+    status, _, _ = kb(
+        "capi",
+        "decrypt",
+        "--private",
+        wrong_priv,
+        "--simpleblob",
+        f["sb"],
+        *args,
+        "-i",
+        f["ct"],
+        "-o",
+        out,
+    )
+    assert status == 3 and not out.exists()  # a random stand-in key: the padding check fails
+
+
+def test_many_files_into_a_folder(kb, tmp_path):
+    session = mscapi.CapiKey.new(mscapi.AlgId.AES_128, os.urandom(16))
+    key = _write(
+        tmp_path / "key.plain",
+        mscapi.PlaintextKeyBlob(mscapi.AlgId.AES_128, session.unsafe_raw_bytes()).to_bytes(),
+    )
+    inputs = []
+    for i in range(3):
+        inputs += ["-i", _write(tmp_path / f"f{i}.enc", mscapi.encrypt(session, b"file %d" % i))]
+    bad = _write(tmp_path / "bad.enc", b"\x00" * 31)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    status, _, err = kb("capi", "decrypt", "--key", key, *inputs, "-i", bad, "-o", outdir)
+    assert status == 3 and "1 of 4 files failed" in err
+    assert sorted(p.name for p in outdir.iterdir()) == ["f0", "f1", "f2"]
+    assert (outdir / "f2").read_bytes() == b"file 2"
+
+
+def test_export_simpleblob_round_trip(kb, tmp_path, windows_keys):
+    exchange, _ = windows_keys
+    kb("init", "--suite", "rsa", "--bits", "2048")
+    kb("new", "k", "--algorithm", "capi-aes-128")
+    to = _write(
+        tmp_path / "to.pub", mscapi.PublicKeyBlob.from_public_key(exchange.public_key()).to_bytes()
+    )
+    signer = tmp_path / "signer.pub"
+    assert kb("capi", "export-public", "--slot", "signature", "-o", signer)[0] == 0
+    sb, sig = tmp_path / "sb", tmp_path / "sig"
+    assert (
+        kb("capi", "export-simpleblob", "k", "--to", to, "-o", sb, "--signature-out", sig)[0] == 0
+    )
+    mscapi.verify_signature(
+        mscapi.PublicKeyBlob.from_bytes(signer.read_bytes()).to_public_key(),
+        sig.read_bytes(),
+        sb.read_bytes(),
+    )
+    key = mscapi.unwrap_simpleblob(sb.read_bytes(), exchange)
+    ct = tmp_path / "ct"
+    assert (
+        kb(
+            "capi",
+            "encrypt",
+            "k",
+            "-i",
+            _write(tmp_path / "p", b"hello"),
+            "-o",
+            ct,
+            "--iv",
+            "00" * 16,
+        )[0]
+        == 0
+    )
+    assert mscapi.decrypt(key, ct.read_bytes()) == b"hello"
+    # Native keys are not CryptoAPI keys, and legacy hashes need --legacy.
+    kb("new", "native")
+    status, _, err = kb(
+        "capi", "export-simpleblob", "native", "--to", to, "-o", sb, "--signature-out", sig
+    )
+    assert status == 2 and "not a CryptoAPI key" in err
+    status, _, err = kb(
+        "capi",
+        "export-simpleblob",
+        "k",
+        "--to",
+        to,
+        "-o",
+        sb,
+        "--signature-out",
+        sig,
+        "--hash",
+        "sha1",
+    )
+    assert status == 2 and "legacy" in err
+
+
+def test_inspect_cryptoapi_blobs(kb, tmp_path, windows_keys):
+    f = _windows_files(tmp_path, windows_keys, b"x")
+    for name, kind in (
+        ("priv", "PRIVATEKEYBLOB"),
+        ("signer", "PUBLICKEYBLOB"),
+        ("sb", "SIMPLEBLOB"),
+    ):
+        status, out, _ = kb("inspect", f[name])
+        assert status == 0 and kind in out and "aiKeyAlg" in out, out
+    status, out, _ = kb("inspect", f["priv"])
+    secret = windows_keys[0].private_numbers().d.to_bytes(256, "little").hex()
+    assert secret[:16] not in out  # private fields are described by size only
+    plain = _write(
+        tmp_path / "p", mscapi.PlaintextKeyBlob(mscapi.AlgId.AES_128, b"k" * 16).to_bytes()
+    )
+    status, out, _ = kb("inspect", plain, "--json")
+    assert status == 0 and "PLAINTEXTKEYBLOB" in out and "6b6b6b6b" not in out
