@@ -102,7 +102,7 @@ def test_stdout_partial_output_still_fails(kb, tmp_path):
     status, ct, _ = kb("encrypt", "payroll", stdin=plain)
     status, out, err = kb("decrypt", stdin=ct[:-3])
     assert status == 3 and "truncated or modified" in err
-    assert plain.startswith(out) and len(out) == 2 * CHUNK  # only verified chunks
+    assert plain.startswith(out) and len(out) <= 2 * CHUNK  # only verified chunks, if any
 
 
 def test_key_from_another_container_or_name(kb, tmp_path, monkeypatch):
