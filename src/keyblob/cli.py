@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, TextIO
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from keyblob import blobs, files, mscapi
 from keyblob.atomic import atomic_output, read_bounded, write_atomic
 from keyblob.errors import (
@@ -82,7 +84,9 @@ def _read_file(path: str, limit: int = MAX_INPUT_FILE) -> bytes:
     return data
 
 
-def _write_output(path: str, data: bytes, *, mode: int = 0o644) -> None:
+def _write_output(path: str, data: bytes, *, mode: int = 0o644, refuse_tty: bool = False) -> None:
+    if path == "-" and refuse_tty and sys.stdout.isatty():
+        raise UsageError("refusing to write a secret key to a terminal: use -o FILE")
     if path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -151,6 +155,18 @@ class Context:
 
     def open(self) -> SoftwareContainer:
         return self.home.open(self.container_name, self.passphrase())
+
+    def key_passphrase(self, what: str) -> bytes:
+        """The passphrase of an encrypted key file (not a container's): --passphrase-file,
+        KEYBLOB_PASSPHRASE, or a prompt."""
+        env = os.environ.get("KEYBLOB_PASSPHRASE")
+        if env is not None:
+            return env.encode("utf-8")
+        if self.args.passphrase_file:
+            return _read_file(self.args.passphrase_file, 4096).split(b"\n", 1)[0].rstrip(b"\r")
+        if not sys.stdin.isatty():
+            raise UsageError(f"{what} is encrypted: give --passphrase-file")
+        return getpass.getpass(f"Passphrase for {what}: ").encode("utf-8")
 
 
 # -- commands --------------------------------------------------------------------------
@@ -663,8 +679,10 @@ def _capi_public(path: str) -> Any:
         raise FormatError(f"{path}: not a PUBLICKEYBLOB ({e})") from None
 
 
-def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> None:
-    """The procedure's cure: the SIMPLEBLOB's signature is checked before any unwrap."""
+def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> bool:
+    """The procedure's cure: the SIMPLEBLOB's signature is checked before any unwrap.
+
+    Returns whether the blob is authenticated (False only with --unsigned)."""
     if args.signature is None:
         if not args.unsigned:
             raise _Refused(
@@ -672,7 +690,7 @@ def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> N
                 ["give --signature SIG --signer PUBLICKEYBLOB, or --unsigned to accept the risk"],
             )
         _print_warning(UNSIGNED_WARNING.format(file=what))
-        return
+        return False
     if args.signer is None:
         raise UsageError("--signature needs --signer PUBLICKEYBLOB (the signer's public key)")
     signer = _capi_public(args.signer)
@@ -681,6 +699,7 @@ def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> N
         what,
         lambda: mscapi.verify_signature(signer, signature, blob, hash_alg=_capi_hash(args.hash)),
     )
+    return True
 
 
 def _capi_key(session: SessionKey) -> mscapi.CapiKey:
@@ -726,13 +745,11 @@ def cmd_capi_export_public(ctx: Context) -> int:
         raise UsageError("a PUBLICKEYBLOB holds an RSA key: this container's suite is not rsa")
     signature = args.slot == "signature"
     der = container.signature_public if signature else container.exchange_public
-    public = (
-        suites.load_signature_public(Suite.RSA, der)
-        if signature
-        else (suites.load_exchange_public(Suite.RSA, der))
-    )
+    public = suites.load_signature_public(Suite.RSA, der)  # the same check for both roles
+    if not isinstance(public, rsa.RSAPublicKey):  # the rsa suite holds RSA keys only
+        raise UsageError("this container's key is not an RSA key")
     alg_id = mscapi.AlgId.RSA_SIGN if signature else mscapi.AlgId.RSA_KEYX
-    data = mscapi.PublicKeyBlob.from_public_key(public, alg_id=alg_id).to_bytes()  # type: ignore[arg-type]
+    data = mscapi.PublicKeyBlob.from_public_key(public, alg_id=alg_id).to_bytes()
     _write_output(args.output, data)
     return 0
 
@@ -742,10 +759,12 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
     blob = _capi_file(args.file)
     parsed = mscapi.SimpleBlob.from_bytes(blob)  # the public structure, before anything else
     algorithm = Algorithm.for_capi(int(parsed.alg_id))
-    _capi_check_signature(args, blob, args.file)
+    authenticated = _capi_check_signature(args, blob, args.file)
     container = ctx.open()
     store = ctx.store()
-    capi_key = container.capi_unwrap(blob)
+    capi_key = _refusing(
+        args.file, lambda: container.capi_unwrap(blob, authenticated=authenticated)
+    )
     session = blobs.store_key(
         container,
         store,
@@ -861,11 +880,71 @@ def _capi_decrypt_key(ctx: Context) -> mscapi.CapiKey:
         return mscapi.CapiKey.new(plain.alg_id, plain.key)
     if not args.private:
         raise UsageError("--simpleblob needs --private PRIVATEKEYBLOB (the exchange key pair)")
-    blob = _capi_file(args.simpleblob)
-    mscapi.SimpleBlob.from_bytes(blob)
-    _capi_check_signature(args, blob, args.simpleblob)
+    blob, private, authenticated = _capi_simpleblob_inputs(args, args.simpleblob)
+    key: mscapi.CapiKey = _refusing(
+        args.simpleblob,
+        lambda: mscapi.unwrap_simpleblob(blob, private, authenticated=authenticated),
+    )
+    return key
+
+
+def _capi_simpleblob_inputs(
+    args: argparse.Namespace, path: str
+) -> tuple[bytes, rsa.RSAPrivateKey, bool]:
+    """The SIMPLEBLOB (structure checked), its signature verified, the exchange key."""
+    blob = _capi_file(path)
+    _refusing(path, lambda: mscapi.SimpleBlob.from_bytes(blob))
+    authenticated = _capi_check_signature(args, blob, path)
     private = mscapi.PrivateKeyBlob.from_bytes(_capi_file(args.private)).to_private_key()
-    return mscapi.unwrap_simpleblob(blob, private)
+    return blob, private, authenticated
+
+
+def cmd_capi_unwrap(ctx: Context) -> int:
+    args = ctx.args
+    blob, private, authenticated = _capi_simpleblob_inputs(args, args.simpleblob)
+    key = _refusing(
+        args.simpleblob,
+        lambda: mscapi.unwrap_simpleblob(blob, private, authenticated=authenticated),
+    )
+    if args.info:
+        print(f"{key.alg_id.calg_name}, {key.key_size * 8}-bit key ({key.key_size} bytes)")
+        if not authenticated:
+            _print_warning("without a signature a damaged blob yields a random key of this size")
+        return 0
+    if args.output is None:
+        raise UsageError("give -o FILE for the PLAINTEXTKEYBLOB (or --info)")
+    plain = mscapi.PlaintextKeyBlob(key.alg_id, key.unsafe_raw_bytes()).to_bytes()
+    _write_output(args.output, plain, mode=0o600, refuse_tty=True)
+    print(f"wrote {args.output}: {key.alg_id.calg_name} key, {key.key_size} bytes", file=sys.stderr)
+    return 0
+
+
+def cmd_capi_convert(ctx: Context) -> int:
+    args = ctx.args
+    data = _read_file(args.input, mscapi.keyfiles.MAX_KEY_FILE_SIZE)
+    try:
+        loaded = mscapi.load_rsa_key(data)
+    except UsageError as e:
+        if "encrypted" not in str(e):
+            raise
+        loaded = mscapi.load_rsa_key(data, passphrase=ctx.key_passphrase(args.input))
+    public_only = args.public or not loaded.private
+    fmt = mscapi.KeyFormat(args.to)
+    alg_id = loaded.alg_id if fmt is mscapi.KeyFormat.MSBLOB else None
+    out = mscapi.dump_rsa_key(loaded.key, fmt, public_only=public_only, alg_id=alg_id)
+    binary = fmt in (mscapi.KeyFormat.DER, mscapi.KeyFormat.MSBLOB)
+    target = args.output or "-"
+    if target == "-" and sys.stdout.isatty() and not args.force and (binary or not public_only):
+        what = "a private key" if not public_only else "binary output"
+        raise UsageError(f"refusing to write {what} to a terminal: use -o FILE (or --force)")
+    _write_output(target, out, mode=0o644 if public_only else 0o600)
+    kind = "public" if public_only else "private"
+    size = loaded.key.key_size
+    print(
+        f"read {loaded.format.value} ({loaded.detail}), wrote {args.to} ({kind}, RSA-{size})",
+        file=sys.stderr,
+    )
+    return 0
 
 
 # -- argument parsing ------------------------------------------------------------------
@@ -1048,6 +1127,18 @@ def _capi_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     sp.add_argument("-o", "--output", metavar="OUT")
     sp.add_argument("--iv", metavar="HEX", help="default: zero (CryptoAPI's default)")
     sp.add_argument("--legacy", action="store_true", help="allow a legacy key (warns)")
+    sp = command("convert", cmd_capi_convert, "convert an RSA key: PEM, DER, MSBLOB, .NET XML")
+    sp.add_argument("input", metavar="IN")
+    sp.add_argument("-o", "--output", metavar="OUT", help="default: standard output")
+    sp.add_argument("--to", required=True, choices=["pem", "der", "msblob", "xml"])
+    sp.add_argument("--public", action="store_true", help="write only the public key")
+    sp.add_argument("--force", action="store_true", help="allow a private key on a terminal")
+    sp = command("unwrap", cmd_capi_unwrap, "open a SIMPLEBLOB into a PLAINTEXTKEYBLOB")
+    sp.add_argument("simpleblob", metavar="SIMPLEBLOB")
+    sp.add_argument("--private", required=True, metavar="PRIVATEKEYBLOB")
+    sp.add_argument("-o", "--output", metavar="OUT")
+    sp.add_argument("--info", action="store_true", help="print only the algorithm and length")
+    signed(sp)
     sp = command("decrypt", cmd_capi_decrypt, "CryptDecrypt-compatible decryption")
     sp.add_argument("name", nargs="?", help="a stored key (or use --simpleblob/--private, --key)")
     sp.add_argument("-i", "--input", action="append", default=[], metavar="IN")

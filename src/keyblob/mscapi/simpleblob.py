@@ -24,7 +24,7 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from keyblob.errors import FormatError, UsageError
+from keyblob.errors import FormatError, UsageError, VerificationError
 from keyblob.mscapi.algids import session_algorithm, warn_legacy
 from keyblob.mscapi.blobs import PlaintextKeyBlob, SimpleBlob
 from keyblob.mscapi.session import CapiKey
@@ -36,6 +36,9 @@ _OAEP = padding.OAEP(
     algorithm=hashes.SHA1(),  # noqa: S303
     label=None,
 )
+
+
+UNWRAP_FAILED = "the private key does not open this SIMPLEBLOB (a wrong exchange key?)"
 
 
 def _padding(oaep: bool) -> padding.AsymmetricPadding:
@@ -86,9 +89,15 @@ def unwrap_simpleblob(
     *,
     key_size: int | None = None,
     oaep: bool = False,
+    authenticated: bool = False,
     _random: Callable[[int], bytes] = os.urandom,
 ) -> CapiKey:
     """CryptImportKey(SIMPLEBLOB) without a padding oracle.
+
+    With ``authenticated`` the caller has verified a signature over ``blob`` from a signer
+    it trusts: nobody can then submit altered ciphertexts, so there is no oracle to protect,
+    and a blob that does not open (a wrong private key, most often) raises instead of
+    yielding a random key.
 
     Args:
         blob: the SIMPLEBLOB bytes.
@@ -97,6 +106,7 @@ def unwrap_simpleblob(
             None accepts any length the ALG_ID allows and uses its default length (16) for
             the random stand-in.
         oaep: the blob was written with CRYPT_OAEP.
+        authenticated: the blob's signature was verified (see above).
 
     Returns:
         The session key -- or, if the blob was damaged or forged, a random key of the right
@@ -107,6 +117,7 @@ def unwrap_simpleblob(
             modulus).  Never raised for anything that depends on the private key.
         UnsupportedError: the session ALG_ID is not one keyblob implements.
         UsageError: ``key_size`` does not fit the ALG_ID.
+        VerificationError: only with ``authenticated``: the private key does not open it.
     """
     # Step 1: public structure.
     parsed = SimpleBlob.from_bytes(blob)
@@ -136,6 +147,8 @@ def unwrap_simpleblob(
         plain = stand_in
         decrypted_ok = False
     fits = len(plain) == key_size if key_size is not None else len(plain) in allowed
+    if authenticated and not (decrypted_ok and fits):
+        raise VerificationError(UNWRAP_FAILED)
     chosen = plain if decrypted_ok and fits else stand_in
     if info.is_legacy_key(len(chosen)):
         warn_legacy(info.alg_id.calg_name)
@@ -143,7 +156,11 @@ def unwrap_simpleblob(
 
 
 def unwrap_to_plaintextkeyblob(
-    blob: bytes, private_key: rsa.RSAPrivateKey, *, key_size: int | None = None
+    blob: bytes,
+    private_key: rsa.RSAPrivateKey,
+    *,
+    key_size: int | None = None,
+    authenticated: bool = False,
 ) -> bytes:
     """Open ``blob`` and return the key as a PLAINTEXTKEYBLOB (``keyblob capi unwrap``).
 
@@ -152,7 +169,7 @@ def unwrap_to_plaintextkeyblob(
         UnsupportedError: as :func:`unwrap_simpleblob`.
         UsageError: an RC2 key longer than 16 bytes, which a PLAINTEXTKEYBLOB cannot carry.
     """
-    key = unwrap_simpleblob(blob, private_key, key_size=key_size)
+    key = unwrap_simpleblob(blob, private_key, key_size=key_size, authenticated=authenticated)
     if key.key_size not in key.info.key_sizes:
         raise UsageError(
             f"a {key.key_size}-byte {key.alg_id.calg_name} key does not fit a PLAINTEXTKEYBLOB"

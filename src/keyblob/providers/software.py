@@ -419,14 +419,19 @@ class SoftwareContainer:
             )
         return key
 
-    def capi_unwrap(self, simpleblob: bytes, *, key_size: int | None = None) -> mscapi.CapiKey:
+    def capi_unwrap(self, simpleblob: bytes, *, authenticated: bool) -> mscapi.CapiKey:
         """CryptImportKey(SIMPLEBLOB) with the exchange key, without a padding oracle.
+
+        ``authenticated``: the caller verified the blob's signature (a failure then raises).
 
         Raises:
             UsageError: not an rsa-suite container.
-            FormatError, UnsupportedError: as :func:`keyblob.mscapi.unwrap_simpleblob`.
+            FormatError, UnsupportedError, VerificationError: as
+                :func:`keyblob.mscapi.unwrap_simpleblob`.
         """
-        return mscapi.unwrap_simpleblob(simpleblob, self._rsa(self._exchange), key_size=key_size)
+        return mscapi.unwrap_simpleblob(
+            simpleblob, self._rsa(self._exchange), authenticated=authenticated
+        )
 
     def capi_sign(self, data: bytes, *, hash_alg: mscapi.AlgId, legacy: bool = False) -> bytes:
         """CryptSignHash over ``data`` with the signature key (AT_SIGNATURE).
