@@ -476,7 +476,18 @@ def _inspect_capi(raw: bytes, as_json: bool) -> int:
 def cmd_pubkey(ctx: Context) -> int:
     args = ctx.args
     container = ctx.open()
-    if args.format == "pem":
+    if args.format == "msblob":
+        if container.suite is not Suite.RSA:
+            raise UsageError(
+                "--format msblob needs an rsa-suite container (CryptoAPI keys are RSA)"
+            )
+        public = suites.load_exchange_public(Suite.RSA, container.exchange_public)
+        if not isinstance(public, rsa.RSAPublicKey):
+            raise UsageError("this container's exchange key is not an RSA key")
+        # One key per PUBLICKEYBLOB: the exchange key, which a Windows peer wraps keys for;
+        # keyblob capi export-public --slot signature gives the signature key.
+        data = mscapi.PublicKeyBlob.from_public_key(public).to_bytes()
+    elif args.format == "pem":
         data = suites.public_pem(container.suite, container.exchange_public) + suites.public_pem(
             container.suite, container.signature_public, signature=True
         )
@@ -818,10 +829,29 @@ def cmd_capi_encrypt(ctx: Context) -> int:
     return 0
 
 
+class _Counted:
+    """A file object that reports how much has been read (for the progress bar)."""
+
+    def __init__(self, f: BinaryIO, update: Callable[[int], None]) -> None:
+        self._f = f
+        self._update = update
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._update(len(data))
+        return data
+
+
 def _capi_decrypt_one(
-    key: mscapi.CapiKey, iv: bytes | None, path: str | None, output: str | None
+    key: mscapi.CapiKey,
+    iv: bytes | None,
+    path: str | None,
+    output: str | None,
+    update: Callable[[int], None] | None = None,
 ) -> None:
     src, _, close = _input_stream(path)
+    if update is not None:
+        src = _Counted(src, update)  # type: ignore[assignment]
     try:
         _refusing(
             path or "standard input",
@@ -841,26 +871,44 @@ def cmd_capi_decrypt(ctx: Context) -> int:
     iv = _iv(args.iv)
     key = _capi_decrypt_key(ctx)
     inputs: list[str | None] = list(args.input) or [None]
-    if len(inputs) == 1 and not (args.output and Path(args.output).is_dir()):
-        _capi_decrypt_one(key, iv, inputs[0], args.output)
-        return 0
-    if not args.output or not Path(args.output).is_dir():
+    sizes = [os.path.getsize(p) if p and p != "-" and os.path.isfile(p) else None for p in inputs]
+    total = None if None in sizes else sum(s or 0 for s in sizes)
+    update, done = _progress(total, args.quiet, "decrypt")
+    try:
+        if len(inputs) == 1 and not (args.output and Path(args.output).is_dir()):
+            _capi_decrypt_one(key, iv, inputs[0], args.output, update)
+            return 0
+        failed = _capi_decrypt_many(key, iv, inputs, args.output, update)
+    finally:
+        done()
+    if failed:
+        raise _Refused(f"{failed} of {len(inputs)} files failed; nothing was written for them")
+    return 0
+
+
+def _capi_decrypt_many(
+    key: mscapi.CapiKey,
+    iv: bytes | None,
+    inputs: list[str | None],
+    output: str | None,
+    update: Callable[[int], None] | None,
+) -> int:
+    """Each input into the folder ``output``; a file that fails writes nothing."""
+    if not output or not Path(output).is_dir():
         raise UsageError("several inputs need -o DIR, an existing folder")
     failed = 0
     for path in inputs:
         if path is None or path == "-":
             raise UsageError("with several inputs, each -i is a file")
-        target = Path(args.output) / (Path(path).name.removesuffix(".enc") or "out")
+        target = Path(output) / (Path(path).name.removesuffix(".enc") or "out")
         try:
-            _capi_decrypt_one(key, iv, path, str(target))
+            _capi_decrypt_one(key, iv, path, str(target), update)
         except KeyblobError as e:
             failed += 1
             _print_error(str(e))
             continue
         print(f"{path} -> {target}", file=sys.stderr)
-    if failed:
-        raise _Refused(f"{failed} of {len(inputs)} files failed; nothing was written for them")
-    return 0
+    return failed
 
 
 def _capi_decrypt_key(ctx: Context) -> mscapi.CapiKey:
@@ -1038,7 +1086,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", "--output", metavar="OUT", help="default: standard output")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp = command("pubkey", cmd_pubkey, "write the container's public keys, to hand to others")
-    sp.add_argument("--format", default="keyblob", choices=["keyblob", "pem"])
+    sp.add_argument(
+        "--format",
+        default="keyblob",
+        choices=["keyblob", "pem", "msblob"],
+        help="msblob: the exchange key as a CryptoAPI PUBLICKEYBLOB (rsa suite)",
+    )
     sp.add_argument("-o", "--output", default="-", metavar="FILE")
     _capi_parser(sub)
     trust = sub.add_parser(
@@ -1147,6 +1200,7 @@ def _capi_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     sp.add_argument("--simpleblob", metavar="FILE")
     sp.add_argument("--private", metavar="PRIVATEKEYBLOB")
     sp.add_argument("--key", metavar="PLAINTEXTKEYBLOB")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
     signed(sp)
 
 

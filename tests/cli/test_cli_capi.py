@@ -278,3 +278,36 @@ def test_inspect_cryptoapi_blobs(kb, tmp_path, windows_keys):
     )
     status, out, _ = kb("inspect", plain, "--json")
     assert status == 0 and "PLAINTEXTKEYBLOB" in out and "6b6b6b6b" not in out
+
+
+def test_pubkey_as_msblob(kb, tmp_path):
+    assert kb("init")[0] == 0
+    status, _, err = kb("pubkey", "--format", "msblob", "-o", tmp_path / "x")
+    assert status == 2 and "rsa-suite" in err
+    os.environ["KEYBLOB_HOME"] = str(tmp_path / "rsa")
+    kb("init", "--suite", "rsa", "--bits", "2048")
+    assert kb("pubkey", "--format", "msblob", "-o", tmp_path / "kx.pub")[0] == 0
+    exported = tmp_path / "kx2.pub"
+    assert kb("capi", "export-public", "--slot", "exchange", "-o", exported)[0] == 0
+    assert (tmp_path / "kx.pub").read_bytes() == exported.read_bytes()
+    blob = mscapi.PublicKeyBlob.from_bytes(exported.read_bytes())
+    assert blob.alg_id is mscapi.AlgId.RSA_KEYX and blob.to_public_key().key_size == 2048
+
+
+def test_capi_decrypt_progress_on_a_terminal(tmp_path):
+    from support import run_in_terminal
+
+    session = mscapi.CapiKey.new(mscapi.AlgId.AES_256, os.urandom(32))
+    key = _write(
+        tmp_path / "k",
+        mscapi.PlaintextKeyBlob(mscapi.AlgId.AES_256, session.unsafe_raw_bytes()).to_bytes(),
+    )
+    big = _write(tmp_path / "big.enc", mscapi.encrypt(session, b"\x00" * (20 * 1024 * 1024)))
+    env = {k: v for k, v in os.environ.items() if k != "KEYBLOB_PASSPHRASE"}
+    argv = ["capi", "decrypt", "--key", str(key), "-i", str(big), "-o", str(tmp_path / "out")]
+    status, out = run_in_terminal(argv, [], env)
+    assert (
+        status == 0 and "decrypt" in out and (tmp_path / "out").stat().st_size == 20 * 1024 * 1024
+    )
+    status, out = run_in_terminal([*argv, "--quiet"], [], env)
+    assert status == 0 and out == ""
