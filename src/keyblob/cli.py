@@ -565,10 +565,8 @@ def _progress(
     """A progress bar on stderr for large inputs, only when stderr is a terminal."""
     if quiet or not sys.stderr.isatty() or (total is not None and total < PROGRESS_MIN):
         return None, lambda: None
-    try:
-        from tqdm import tqdm  # noqa: PLC0415 - optional: pip install keyblob[progress]
-    except ImportError:
-        return None, lambda: None
+    from tqdm import tqdm  # noqa: PLC0415 - imported only when a bar is shown: start-up time
+
     bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=what, leave=False)
 
     def update(n: int) -> None:

@@ -334,3 +334,50 @@ def test_unwrap_matches_cryptoapi_byte_for_byte(
         assert status == 0 and never.read_bytes() == plain.read_bytes()[:-1]
     else:
         assert status == 3 and not never.exists()
+
+
+def test_stateless_commands_refuse_tampered_blob_and_wrong_signer(capi_peer, windows, kb, tmp_path):
+    plain, sb, sig, ct = (tmp_path / n for n in ("plain", "sb", "sig", "ct"))
+    plain.write_bytes(b"nothing to see" * 50)
+    capi_peer.check(
+        "make-session",
+        "aes256",
+        windows.exchange_public,
+        windows.signature_private,
+        "sha256",
+        sb,
+        sig,
+        plain,
+        ct,
+    )
+    tampered = tmp_path / "tampered.sb"
+    data = bytearray(sb.read_bytes())
+    data[100] ^= 0x20
+    tampered.write_bytes(bytes(data))
+    stranger = _windows_user(capi_peer, tmp_path / "stranger")
+    never = tmp_path / "never"
+    cases = {
+        "tampered blob": (tampered, windows.signature_public),
+        "wrong signer": (sb, stranger.signature_public),
+    }
+    for what, (blob, signer) in cases.items():
+        signed = ["--signature", sig, "--signer", signer]
+        status, err = kb(
+            "capi", "unwrap", "--private", windows.exchange_private, blob, *signed, "-o", never
+        )
+        assert status == 3 and not never.exists(), (what, err)
+        status, err = kb(
+            "capi",
+            "decrypt",
+            "--private",
+            windows.exchange_private,
+            "--simpleblob",
+            blob,
+            *signed,
+            "-i",
+            ct,
+            "-o",
+            never,
+        )
+        assert status == 3 and not never.exists(), (what, err)
+        assert "signature verification failed" in err
