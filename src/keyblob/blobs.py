@@ -25,7 +25,7 @@ from keyblob.errors import NotFoundError, UsageError, VerificationError
 from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient, key_id_for, signed_message
 from keyblob.format.armor import BLOB, dearmor, is_armored
 from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, _make_session_key, check_name
-from keyblob.mscapi.algids import warn_legacy
+from keyblob.mscapi.algids import alg_name, warn_legacy
 from keyblob.providers import suites
 from keyblob.providers.base import Provider
 from keyblob.storage import Store
@@ -295,10 +295,15 @@ def store_key(
     if len(key) not in algorithm.key_sizes:
         raise UsageError(f"a {algorithm.label} key cannot be {len(key)} bytes long")
     if algorithm.legacy:
-        warn_legacy(algorithm.label)
+        warn_legacy(_legacy_name(algorithm))
     if rotate_existing:
         return rotate(provider, store, name, algorithm=algorithm, to=to, legacy=True, _key=key)
     return generate(provider, store, name, algorithm=algorithm, to=to, legacy=True, _key=key)
+
+
+def _legacy_name(algorithm: Algorithm) -> str:
+    """The CryptoAPI name (CALG_RC4...), as mscapi's own warnings say it."""
+    return alg_name(algorithm.capi_alg_id) if algorithm.capi_alg_id else algorithm.label
 
 
 def _check_legacy(algorithm: Algorithm, allowed: bool) -> None:
@@ -307,9 +312,9 @@ def _check_legacy(algorithm: Algorithm, allowed: bool) -> None:
     if not allowed:
         raise UsageError(
             f"{algorithm.label} is a legacy algorithm, kept to read old data: "
-            "new keys need --legacy (legacy=True)"
+            "new keys need --legacy (legacy=True in the library)"
         )
-    warn_legacy(algorithm.label)
+    warn_legacy(_legacy_name(algorithm))
 
 
 def _verify(

@@ -253,6 +253,8 @@ def _describe(
         "signer_label": signer,
         "recipients": [r.hex for r in v.recipients],
         "size": len(v.encoded),
+        "origin": "keyblob" if h.algorithm.capi_alg_id is None else "cryptoapi",
+        "capi_alg_id": h.algorithm.capi_alg_id,
     }
 
 
@@ -311,6 +313,14 @@ def cmd_list(ctx: Context) -> int:
     return 3 if refused else 0
 
 
+def _origin(capi_alg_id: int | None) -> str:
+    if capi_alg_id is None:
+        return "keyblob session key"
+    return (
+        f"CryptoAPI session key ({mscapi.alg_name(capi_alg_id)}): use keyblob capi encrypt/decrypt"
+    )
+
+
 def cmd_show(ctx: Context) -> int:
     container = ctx.open()
     store = ctx.store()
@@ -326,6 +336,7 @@ def cmd_show(ctx: Context) -> int:
         ("name", doc["name"]),
         ("generation", str(doc["generation"])),
         ("algorithm", doc["algorithm"]),
+        ("origin", _origin(doc["capi_alg_id"])),
         ("key id", doc["key_id"]),
         ("created", doc["created"]),
         ("signer", f"sg-{doc['signer'][:8]} ({doc['signer_label']})"),
@@ -737,6 +748,12 @@ def cmd_capi_import_keypair(ctx: Context) -> int:
     slot = args.slot or ("signature" if blob.alg_id is mscapi.AlgId.RSA_SIGN else "exchange")
     role = KeyRole.SIGNATURE if slot == "signature" else KeyRole.EXCHANGE
     key = blob.to_private_key()  # full validation: the key enters the home here
+    if key.key_size not in suites.RSA_BITS:
+        raise UsageError(
+            f"{args.file} is an RSA-{key.key_size} key; container keys are 2048, 3072 or 4096 "
+            "bits. Its data can still be read without a home: keyblob capi decrypt --private "
+            f"{args.file} --simpleblob … (docs/MSCAPI.md 7.3)"
+        )
     container = ctx.open()
     container.replace_key_pair(role, key, force=args.force)
     new_id = container.signature_id if role is KeyRole.SIGNATURE else container.exchange_id
@@ -791,6 +808,11 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
 
 def cmd_capi_export_simpleblob(ctx: Context) -> int:
     args = ctx.args
+    if mscapi.PublicKeyBlob.from_bytes(_capi_file(args.to)).alg_id is mscapi.AlgId.RSA_SIGN:
+        raise UsageError(
+            f"{args.to} is a signature key (CALG_RSA_SIGN): a SIMPLEBLOB is wrapped for the "
+            "recipient's exchange key (CALG_RSA_KEYX)"
+        )
     recipient = _capi_public(args.to)
     hash_alg = _capi_hash(args.hash)
     container = ctx.open()
@@ -983,6 +1005,8 @@ def cmd_capi_convert(ctx: Context) -> int:
     if target == "-" and sys.stdout.isatty() and not args.force and (binary or not public_only):
         what = "a private key" if not public_only else "binary output"
         raise UsageError(f"refusing to write {what} to a terminal: use -o FILE (or --force)")
+    if target == "-" and fmt is mscapi.KeyFormat.XML:
+        out += b"\n"  # for the terminal's sake; a file keeps .NET's exact bytes
     _write_output(target, out, mode=0o644 if public_only else 0o600)
     kind = "public" if public_only else "private"
     size = loaded.key.key_size
@@ -1213,8 +1237,17 @@ def _print_error(message: str, hints: Sequence[str] = (), stream: TextIO | None 
         print(f"{PROG}: hint: {hint}", file=out)
 
 
-def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
-    _print_warning(str(message))
+def _warning_printer() -> Callable[..., None]:
+    """Print each distinct warning once per command, as one ``keyblob: warning:`` line."""
+    seen: set[str] = set()
+
+    def show(message: Warning | str, *_: Any, **__: Any) -> None:
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            _print_warning(text)
+
+    return show
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1226,7 +1259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         # A legacy algorithm always warns, as one line: "keyblob: warning: ...".
         warnings.simplefilter("always", mscapi.LegacyAlgorithmWarning)
-        warnings.showwarning = _show_warning
+        warnings.showwarning = _warning_printer()
         return _run(args)
 
 

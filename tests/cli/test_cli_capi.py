@@ -311,3 +311,22 @@ def test_capi_decrypt_progress_on_a_terminal(tmp_path):
     )
     status, out = run_in_terminal([*argv, "--quiet"], [], env)
     assert status == 0 and out == ""
+
+
+def test_simpleblob_is_wrapped_for_an_exchange_key_only(kb, tmp_path, windows_keys):
+    kb("init", "--suite", "rsa", "--bits", "2048")
+    kb("new", "k", "--algorithm", "capi-aes-256")
+    sign_key = _write(
+        tmp_path / "sign.pub",
+        mscapi.PublicKeyBlob.from_public_key(
+            windows_keys[1].public_key(), alg_id=mscapi.AlgId.RSA_SIGN
+        ).to_bytes(),
+    )
+    sb, sig = tmp_path / "sb", tmp_path / "sig"
+    status, _, err = kb(
+        "capi", "export-simpleblob", "k", "--to", sign_key, "-o", sb, "--signature-out", sig
+    )
+    assert status == 2 and "signature key (CALG_RSA_SIGN)" in err
+    assert not sb.exists() and not sig.exists()
+    status, out, _ = kb("show", "k", "--json")
+    assert '"origin": "cryptoapi"' in out and '"capi_alg_id": 26128' in out

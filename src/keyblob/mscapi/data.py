@@ -41,8 +41,8 @@ def _check(key: CapiKey, iv: bytes | None, mode: Mode, *, encrypt: bool, legacy:
     if info.is_legacy_key(key.key_size):
         if encrypt and not legacy:
             raise UsageError(
-                f"{info.alg_id.calg_name} is legacy: encrypt with it only with legacy=True "
-                "(--legacy)"
+                f"{info.alg_id.calg_name} is legacy: encrypting with it needs --legacy "
+                "(legacy=True in the library)"
             )
         warn_legacy(info.alg_id.calg_name, stacklevel=4)
     if encrypt and key.key_size not in info.key_sizes:

@@ -69,7 +69,10 @@ def sign_digest(
     alg = _hash_alg(hash_alg)
     if alg in LEGACY_HASHES:
         if not legacy:
-            raise UsageError(f"{alg.calg_name} is legacy: sign with it only with legacy=True")
+            raise UsageError(
+                f"{alg.calg_name} is legacy: signing with it needs --legacy "
+                "(legacy=True in the library)"
+            )
         warn_legacy(alg.calg_name)
     payload = _payload(alg, digest, no_hash_oid)
     try:

@@ -71,7 +71,8 @@ def build_simpleblob(
     if info.is_legacy_key(key.key_size):
         if not legacy:
             raise UsageError(
-                f"{info.alg_id.calg_name} is legacy: export it only with legacy=True (--legacy)"
+                f"{info.alg_id.calg_name} is legacy: exporting it needs --legacy "
+                "(legacy=True in the library)"
             )
         warn_legacy(info.alg_id.calg_name)
     if key.key_size not in info.key_sizes:
