@@ -25,7 +25,6 @@ from keyblob.errors import NotFoundError, UsageError, VerificationError
 from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient, key_id_for, signed_message
 from keyblob.format.armor import BLOB, dearmor, is_armored
 from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, _make_session_key, check_name
-from keyblob.mscapi.algids import alg_name, warn_legacy
 from keyblob.providers import suites
 from keyblob.providers.base import Provider
 from keyblob.storage import Store
@@ -295,15 +294,18 @@ def store_key(
     if len(key) not in algorithm.key_sizes:
         raise UsageError(f"a {algorithm.label} key cannot be {len(key)} bytes long")
     if algorithm.legacy:
-        warn_legacy(_legacy_name(algorithm))
+        _warn_legacy(algorithm)
     if rotate_existing:
         return rotate(provider, store, name, algorithm=algorithm, to=to, legacy=True, _key=key)
     return generate(provider, store, name, algorithm=algorithm, to=to, legacy=True, _key=key)
 
 
-def _legacy_name(algorithm: Algorithm) -> str:
-    """The CryptoAPI name (CALG_RC4...), as mscapi's own warnings say it."""
-    return alg_name(algorithm.capi_alg_id) if algorithm.capi_alg_id else algorithm.label
+def _warn_legacy(algorithm: Algorithm) -> None:
+    """The one LegacyAlgorithmWarning, under the CryptoAPI name (CALG_RC4...) mscapi uses."""
+    # Imported here: only legacy keys need it, and keyblob.mscapi costs start-up time.
+    from keyblob.mscapi.algids import alg_name, warn_legacy  # noqa: PLC0415
+
+    warn_legacy(alg_name(algorithm.capi_alg_id) if algorithm.capi_alg_id else algorithm.label)
 
 
 def _check_legacy(algorithm: Algorithm, allowed: bool) -> None:
@@ -314,7 +316,7 @@ def _check_legacy(algorithm: Algorithm, allowed: bool) -> None:
             f"{algorithm.label} is a legacy algorithm, kept to read old data: "
             "new keys need --legacy (legacy=True in the library)"
         )
-    warn_legacy(_legacy_name(algorithm))
+    _warn_legacy(algorithm)
 
 
 def _verify(

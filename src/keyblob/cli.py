@@ -10,21 +10,24 @@ from __future__ import annotations
 import argparse
 import datetime
 import getpass
+import importlib.util
 import json
 import os
 import sys
+import types
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from keyblob import blobs, files, mscapi
+from keyblob import blobs, files
 from keyblob.atomic import atomic_output, read_bounded, write_atomic
 from keyblob.errors import (
     FormatError,
     KeyblobError,
+    LegacyAlgorithmWarning,
     NotFoundError,
     UsageError,
     VerificationError,
@@ -38,6 +41,26 @@ from keyblob.providers import suites
 from keyblob.providers.software import DEFAULT_CONTAINER, Home, SoftwareContainer
 from keyblob.storage import Store, open_store
 from keyblob.trust import TrustedSigner, find_signer
+
+
+def _lazy_module(name: str) -> types.ModuleType:
+    """The module ``name``, executed on first attribute access (importlib's LazyLoader)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:  # pragma: no cover - our own package
+        raise ImportError(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    from keyblob import mscapi
+else:
+    # CryptoAPI support is loaded on first use: most commands never touch it, and every
+    # command pays for what the CLI imports at start (keyblob --help is measured).
+    mscapi = _lazy_module("keyblob.mscapi")
 
 PROG = "keyblob"
 MAX_INPUT_FILE = 65536
@@ -1258,7 +1281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.container = args.container_opt
     with warnings.catch_warnings():
         # A legacy algorithm always warns, as one line: "keyblob: warning: ...".
-        warnings.simplefilter("always", mscapi.LegacyAlgorithmWarning)
+        warnings.simplefilter("always", LegacyAlgorithmWarning)
         warnings.showwarning = _warning_printer()
         return _run(args)
 

@@ -55,3 +55,11 @@ class NotFoundError(StorageError, LookupError):
     """A blob, name, container or trusted signer that was asked for does not exist."""
 
     exit_status = 4
+
+
+class LegacyAlgorithmWarning(UserWarning):
+    """A legacy CryptoAPI algorithm (RC2, RC4, DES, 3DES, 40-bit keys, MD2/MD4/MD5, SHA-1)
+    was used.  Reading old data is allowed; making new data with it needs ``legacy=True``.
+
+    A warning, not an error: it lives here because this module holds every exception class.
+    """

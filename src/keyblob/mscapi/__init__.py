@@ -16,10 +16,10 @@ data freely but make new data only with ``legacy=True``, and always emit a
 :class:`LegacyAlgorithmWarning`.
 """
 
+from keyblob.errors import LegacyAlgorithmWarning
 from keyblob.mscapi._primitives import has_legacy_backend
 from keyblob.mscapi.algids import (
     AlgId,
-    LegacyAlgorithmWarning,
     SessionAlgorithm,
     alg_name,
     from_label,

@@ -10,7 +10,7 @@ import enum
 import warnings
 from dataclasses import dataclass
 
-from keyblob.errors import UnsupportedError
+from keyblob.errors import LegacyAlgorithmWarning, UnsupportedError
 
 #: ALG_ID class field (bits 13..15).
 ALG_CLASS_SIGNATURE = 1 << 13
@@ -18,11 +18,6 @@ ALG_CLASS_DATA_ENCRYPT = 3 << 13
 ALG_CLASS_HASH = 4 << 13
 ALG_CLASS_KEY_EXCHANGE = 5 << 13
 ALG_CLASS_MSG_ENCRYPT = 2 << 13
-
-
-class LegacyAlgorithmWarning(UserWarning):
-    """A legacy CryptoAPI algorithm (RC2, RC4, DES, 3DES, 40-bit keys, MD2/MD4/MD5, SHA-1)
-    was used.  Reading old data is allowed; making new data with it needs ``legacy=True``."""
 
 
 class AlgId(enum.IntEnum):

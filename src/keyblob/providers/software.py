@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -34,7 +34,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from keyblob import mscapi
 from keyblob.atomic import read_bounded, write_atomic
 from keyblob.errors import (
     FormatError,
@@ -48,6 +47,9 @@ from keyblob.format.pubkey import key_id_for
 from keyblob.keys import KeyId, KeyRole, Suite, check_name
 from keyblob.providers import suites
 from keyblob.trust import State, canonical
+
+if TYPE_CHECKING:
+    from keyblob import mscapi
 
 CONTAINER_FORMAT = "keyblob-container/v1"
 STATE_FORMAT = "keyblob-state/v1"
@@ -429,6 +431,8 @@ class SoftwareContainer:
             FormatError, UnsupportedError, VerificationError: as
                 :func:`keyblob.mscapi.unwrap_simpleblob`.
         """
+        from keyblob import mscapi  # noqa: PLC0415 - CryptoAPI is loaded on first use
+
         return mscapi.unwrap_simpleblob(
             simpleblob, self._rsa(self._exchange), authenticated=authenticated
         )
@@ -439,6 +443,8 @@ class SoftwareContainer:
         Raises:
             UsageError: not an rsa-suite container, or a legacy hash without ``legacy``.
         """
+        from keyblob import mscapi  # noqa: PLC0415 - CryptoAPI is loaded on first use
+
         return mscapi.sign_hash(self._rsa(self._signature), data, hash_alg=hash_alg, legacy=legacy)
 
     def replace_key_pair(self, role: KeyRole, key: rsa.RSAPrivateKey, *, force: bool) -> None:
