@@ -51,10 +51,11 @@ def test_oaep() -> None:
     oaep = padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)
     assert key.decrypt(blob[12:][::-1], oaep) == AES.unsafe_raw_bytes()
     assert unwrap_simpleblob(blob, key, oaep=True) == AES
-    # The same blob read as v1.5 gives a stand-in, not an error.
-    assert unwrap_simpleblob(blob, key, _random=lambda n: b"\x01" * n).unsafe_raw_bytes() == (
-        b"\x01" * 32
-    )
+    # The same blob read as v1.5 gives a wrong key of the right size, not an error: the
+    # stand-in, or (OpenSSL's implicit rejection returns pseudo-random bytes, which fit
+    # the ALG_ID's length about once in 245 blobs) a synthetic key. Never the real one.
+    wrong = unwrap_simpleblob(blob, key, _random=lambda n: b"\x01" * n)
+    assert wrong != AES and wrong.key_size == 32
 
 
 def test_rollback_marker_is_accepted() -> None:
@@ -178,3 +179,30 @@ def test_legacy_export_needs_the_flag() -> None:
         assert decrypt(got, ct) == b"hello"
     with pytest.raises(UsageError):
         unwrap_simpleblob(blob, key, key_size=40)
+
+
+def test_authenticated_unwrap_reports_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the signature verified there is no oracle to hide: a wrong private key, a
+    wrong length or a raising decrypt is reported instead of turned into a random key."""
+    key, wrong = rsa_key(), rsa_key()
+    blob = build_simpleblob(AES, key.public_key())
+    assert unwrap_simpleblob(blob, key, authenticated=True) == AES
+    c = key.public_key().encrypt(bytes(16), padding.PKCS1v15())  # 16 bytes under AES-256
+    short = SimpleBlob(AlgId.AES_256, c[::-1]).to_bytes()
+    with pytest.raises(VerificationError, match="does not open"):
+        unwrap_simpleblob(short, key, authenticated=True)
+
+    def raising(self: object, ciphertext: bytes, pad: object) -> bytes:
+        raise ValueError("Decryption failed")
+
+    monkeypatch.setattr(type(key), "decrypt", raising)
+    with pytest.raises(VerificationError, match="does not open"):
+        unwrap_simpleblob(blob, key, authenticated=True)
+    monkeypatch.undo()
+    # A wrong 2048-bit key: OpenSSL's implicit rejection gives pseudo-random bytes whose
+    # length fits 32 about once in 245 blobs; otherwise the failure is reported.
+    try:
+        got = unwrap_simpleblob(blob, wrong, authenticated=True)
+    except (VerificationError, FormatError):
+        return
+    assert got != AES
