@@ -184,7 +184,8 @@ def test_legacy_export_needs_the_flag() -> None:
 def test_authenticated_unwrap_reports_failure(monkeypatch: pytest.MonkeyPatch) -> None:
     """After the signature verified there is no oracle to hide: a wrong private key, a
     wrong length or a raising decrypt is reported instead of turned into a random key."""
-    key, wrong = rsa_key(), rsa_key()
+    key = rsa_key()
+    wrong = rsa.generate_private_key(65537, 2048)
     blob = build_simpleblob(AES, key.public_key())
     assert unwrap_simpleblob(blob, key, authenticated=True) == AES
     c = key.public_key().encrypt(bytes(16), padding.PKCS1v15())  # 16 bytes under AES-256
