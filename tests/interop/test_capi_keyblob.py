@@ -292,13 +292,21 @@ def test_unwrap_matches_cryptoapi_byte_for_byte(
     out = tmp_path / "out"
     assert kb("capi", "decrypt", "--key", ours, "-i", ct, "-o", out)[0] == 0
     assert out.read_bytes() == plain.read_bytes()
-    # A wrong private key: the signature is valid, so the failure is reported, not hidden.
+    # A wrong private key: the signature is valid, so a failed unwrap is reported, not
+    # hidden. OpenSSL's implicit rejection returns pseudo-random bytes instead of failing;
+    # when their length happens to fit the ALG_ID (about 1 in 245 blobs, 12 in 245 for
+    # RC4's 5-16 byte keys) the wrong key cannot be told from a right one: then the output
+    # must at least not be the real key, and CryptDecrypt's padding catches it for AES/3DES.
     stranger = _windows_user(capi_peer, tmp_path / "stranger")
     never = tmp_path / "never"
     status, err = kb(
         "capi", "unwrap", "--private", stranger.exchange_private, sb, *signed, "-o", never
     )
-    assert status == 3 and not never.exists(), err
+    if status == 0:
+        assert never.read_bytes() != theirs.read_bytes()
+        never.unlink()
+    else:
+        assert status == 3 and not never.exists(), err
     status, err = kb(
         "capi",
         "decrypt",
@@ -312,7 +320,11 @@ def test_unwrap_matches_cryptoapi_byte_for_byte(
         "-o",
         never,
     )
-    assert status == 3 and not never.exists(), err
+    if status == 0:  # the rare case above, for RC4 (no padding to check)
+        assert peer_alg == "rc4" and never.read_bytes() != plain.read_bytes()
+        never.unlink()
+    else:
+        assert status == 3 and not never.exists(), err
     truncated = tmp_path / "truncated.enc"
     truncated.write_bytes(ct.read_bytes()[:-1])
     status, _ = kb(
