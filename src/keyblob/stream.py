@@ -18,7 +18,7 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -113,11 +113,16 @@ class _Keys:
             raise VerificationError(message.format(index=index)) from None
 
 
+class _ReadInto(Protocol):
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
 def _read_full(src: BinaryIO, buf: memoryview) -> int:
     """Fill ``buf`` unless the input ends first; returns how many bytes were read."""
-    got = src.readinto(buf) or 0  # type: ignore[attr-defined]
+    reader = cast(_ReadInto, src)  # every binary file object has readinto; BinaryIO omits it
+    got = reader.readinto(buf) or 0
     while got and got < len(buf):  # a pipe or a short read: keep going until EOF
-        n = src.readinto(buf[got:])  # type: ignore[attr-defined]
+        n = reader.readinto(buf[got:])
         if not n:
             break
         got += n

@@ -167,7 +167,7 @@ class KeyBlob:
             FormatError: the bytes are not a well-formed, canonical version 1 blob.
             UnsupportedError: a later version or a suite this release does not implement.
         """
-        if not isinstance(data, bytes | bytearray | memoryview):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
             raise FormatError("key blob: expected bytes")
         data = bytes(data)
         if len(data) > MAX_BLOB_SIZE:

@@ -7,7 +7,7 @@ RC2's effective key length.  Its repr never shows key bytes.
 from __future__ import annotations
 
 import hmac
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from keyblob.errors import UsageError
 from keyblob.mscapi.algids import AlgId, SessionAlgorithm, session_algorithm
@@ -98,7 +98,7 @@ class CapiKey:
         """What the cipher's key schedule gets: key, then salt."""
         return self._key + self.salt
 
-    def __setattr__(self, name: str, value: Any) -> NoReturn:
+    def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("CapiKey is immutable")
 
     def __repr__(self) -> str:
