@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from keyblob.cli import main
+from keyblob.errors import KeyblobError
 from support import run_in_terminal
 
 PASS = "s3cret passphrase"
@@ -316,3 +317,43 @@ def test_no_passphrase_without_terminal(tmp_path):
         check=False,
     )
     assert run.returncode == 2 and "no passphrase: set KEYBLOB_PASSPHRASE" in run.stderr
+
+
+def test_inspect_public_key_file_and_plain_outputs(kb, tmp_path):
+    kb("init")
+    pub = tmp_path / "me.pub"
+    kb("pubkey", "-o", str(pub))
+    status, out, _ = kb("inspect", str(pub))
+    assert status == 0 and "keyblob public key file v1 (armored)" in out and "sg-" in out
+    doc = json.loads(kb("inspect", str(pub), "--json")[1])
+    assert doc["kind"] == "public key file" and len(doc["signature_key_id"]) == 32
+    kb("new", "k")
+    blob = tmp_path / "k.kb"
+    kb("export", "k", "-o", str(blob))
+    status, out, _ = kb("verify", str(blob))
+    assert status == 0 and out.startswith(f"{blob}: valid: k generation 1")
+    status, out, _ = kb("trust", "list")
+    assert status == 0 and "this container (always trusted)" in out
+
+
+def test_damaged_public_key_files_are_refused(kb, tmp_path):
+    kb("init")
+    pub = tmp_path / "me.pub"
+    kb("pubkey", "-o", str(pub))
+    from keyblob.format.armor import PUBLIC_KEY, armor, dearmor
+
+    raw = bytearray(dearmor(pub.read_bytes(), PUBLIC_KEY))
+    raw[7] = 1  # a reserved byte, in canonical armor
+    bad = tmp_path / "bad.pub"
+    bad.write_bytes(armor(bytes(raw), PUBLIC_KEY))
+    for argv in (("trust", "add", str(bad)), ("new", "k", "--to", str(bad))):
+        status, _, err = kb(*argv)
+        assert status == 3 and "not a keyblob public key file" in err, err
+    bad.write_bytes(b"garbage")
+    status, _, err = kb("trust", "add", str(bad))
+    assert status == 3 and err.count("\n") == 1
+
+
+def test_debug_shows_the_traceback(kb):
+    with pytest.raises(KeyblobError):
+        main(["--home", str(kb.home), "--debug", "show", "nothing"])
