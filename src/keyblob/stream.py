@@ -14,6 +14,7 @@ nothing of keyblob's own data header (files.py puts that in the context).  FORMA
 from __future__ import annotations
 
 import hmac
+import io
 import os
 import secrets
 from collections.abc import Callable
@@ -256,19 +257,10 @@ def decrypt_stream(
 def encrypt_bytes(
     instance: Instance, key: bytes, context: bytes, data: bytes, *, _salt: bytes | None = None
 ) -> bytes:
-    """One-shot encryption of ``data`` (same bytes as :func:`encrypt_stream`)."""
-    salt = _salt if _salt is not None else secrets.token_bytes(SALT_SIZE)
-    keys = _Keys(instance, key, salt, context)
-    view = memoryview(data)
-    parts = [salt, keys.commitment]
-    count = len(data) // CHUNK_SIZE + 1
-    for index in range(count):
-        parts.append(
-            keys.aead.encrypt(
-                keys.nonce(index), view[index * CHUNK_SIZE : (index + 1) * CHUNK_SIZE], None
-            )
-        )
-    return b"".join(parts)
+    """One-shot encryption: :func:`encrypt_stream` over memory, so one code path."""
+    out = io.BytesIO()
+    encrypt_stream(instance, key, context, io.BytesIO(data), out, _salt=_salt)
+    return out.getvalue()
 
 
 def _framing(size: int) -> tuple[int, int]:
@@ -281,23 +273,16 @@ def _framing(size: int) -> tuple[int, int]:
 
 
 def decrypt_bytes(instance: Instance, key: bytes, context: bytes, data: bytes) -> bytes:
-    """One-shot decryption: the whole plaintext, or an error and nothing.
+    """One-shot decryption: the whole plaintext, or an error and nothing (the verified
+    prefix :func:`decrypt_stream` may have produced is dropped with its buffer).
 
     Raises:
         UsageError: the key has the wrong length.
         VerificationError: as for :func:`decrypt_stream`.
     """
-    keys = _open_header(instance, key, data[:HEADER_SIZE], context)
-    final_index, _ = _framing(len(data))
-    view = memoryview(data)
-    return b"".join(
-        keys.open(
-            i,
-            view[HEADER_SIZE + i * SEALED_CHUNK_SIZE : HEADER_SIZE + (i + 1) * SEALED_CHUNK_SIZE],
-            final=i == final_index,
-        )
-        for i in range(final_index + 1)
-    )
+    out = io.BytesIO()
+    decrypt_stream(instance, key, context, io.BytesIO(data), out)
+    return out.getvalue()
 
 
 class RandomAccessReader:
