@@ -156,15 +156,22 @@ class Context:
     def store(self) -> Store:
         return open_store(self._store_url or str(self.home.default_store))
 
-    def passphrase(self, *, new: bool = False) -> bytes:
-        """From KEYBLOB_PASSPHRASE, --passphrase-file, or a no-echo prompt (asked once per
-        command: the Argon2id unlock it feeds dominates a command's time)."""
+    def _given_passphrase(self) -> bytes | None:
+        """KEYBLOB_PASSPHRASE, else the first line of --passphrase-file, else None."""
         env = os.environ.get("KEYBLOB_PASSPHRASE")
         if env is not None:
             return env.encode("utf-8")
         if self.args.passphrase_file:
             raw = _read_file(self.args.passphrase_file, 4096)
             return raw.split(b"\n", 1)[0].rstrip(b"\r")
+        return None
+
+    def passphrase(self, *, new: bool = False) -> bytes:
+        """From KEYBLOB_PASSPHRASE, --passphrase-file, or a no-echo prompt (asked once per
+        command: the Argon2id unlock it feeds dominates a command's time)."""
+        given = self._given_passphrase()
+        if given is not None:
+            return given
         if not sys.stdin.isatty():
             raise UsageError(
                 "no passphrase: set KEYBLOB_PASSPHRASE, use --passphrase-file, or run in a terminal"
@@ -180,13 +187,11 @@ class Context:
         return self.home.open(self.container_name, self.passphrase())
 
     def key_passphrase(self, what: str) -> bytes:
-        """The passphrase of an encrypted key file (not a container's): --passphrase-file,
-        KEYBLOB_PASSPHRASE, or a prompt."""
-        env = os.environ.get("KEYBLOB_PASSPHRASE")
-        if env is not None:
-            return env.encode("utf-8")
-        if self.args.passphrase_file:
-            return _read_file(self.args.passphrase_file, 4096).split(b"\n", 1)[0].rstrip(b"\r")
+        """The passphrase of an encrypted key file (not a container's), from the same
+        sources as :meth:`passphrase`."""
+        given = self._given_passphrase()
+        if given is not None:
+            return given
         if not sys.stdin.isatty():
             raise UsageError(f"{what} is encrypted: give --passphrase-file")
         return getpass.getpass(f"Passphrase for {what}: ").encode("utf-8")
@@ -715,11 +720,15 @@ def _capi_hash(label: str) -> mscapi.AlgId:
         raise UsageError(str(e)) from None
 
 
-def _capi_public(path: str) -> Any:
+def _capi_public_blob(path: str) -> mscapi.PublicKeyBlob:
     try:
-        return mscapi.PublicKeyBlob.from_bytes(_capi_file(path)).to_public_key()
+        return mscapi.PublicKeyBlob.from_bytes(_capi_file(path))
     except FormatError as e:
         raise FormatError(f"{path}: not a PUBLICKEYBLOB ({e})") from None
+
+
+def _capi_public(path: str) -> rsa.RSAPublicKey:
+    return _capi_public_blob(path).to_public_key()
 
 
 def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> bool:
@@ -831,12 +840,13 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
 
 def cmd_capi_export_simpleblob(ctx: Context) -> int:
     args = ctx.args
-    if mscapi.PublicKeyBlob.from_bytes(_capi_file(args.to)).alg_id is mscapi.AlgId.RSA_SIGN:
+    to_blob = _capi_public_blob(args.to)
+    if to_blob.alg_id is mscapi.AlgId.RSA_SIGN:
         raise UsageError(
             f"{args.to} is a signature key (CALG_RSA_SIGN): a SIMPLEBLOB is wrapped for the "
             "recipient's exchange key (CALG_RSA_KEYX)"
         )
-    recipient = _capi_public(args.to)
+    recipient = to_blob.to_public_key()
     hash_alg = _capi_hash(args.hash)
     container = ctx.open()
     store = ctx.store()

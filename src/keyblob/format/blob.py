@@ -22,7 +22,6 @@ SIGNATURE_LABEL = b"keyblob/v1/blob-signature\x00"
 MAX_BLOB_SIZE = 16384
 MAX_RECIPIENTS = 16
 MAX_GENERATION = 2**63 - 1
-FIXED_HEADER_SIZE = 57  # magic .. name_len
 RSA_SIZES = (256, 384, 512)  # RSA-2048, -3072, -4096: wrapped key and signature lengths
 X25519_ENC_SIZE = 32
 AEAD_TAG_SIZE = 16
