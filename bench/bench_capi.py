@@ -63,8 +63,10 @@ from bench_core import (
     interleaved,
     machine,
     med,
+    ms,
     quartiles,
     time_loop,
+    us,
 )
 from keyblob import blobs, mscapi
 from keyblob.keys import Algorithm, Suite
@@ -82,14 +84,6 @@ CHEAP_KDF = KdfParams(memory_kib=8192, iterations=1, lanes=1)
 def ps(ns: float) -> str:
     """Operations per second from a median in ns."""
     return f"{1e9 / ns:,.0f}"
-
-
-def us(ns: float) -> str:
-    return f"{ns / 1000:,.1f}"
-
-
-def ms(ns: float) -> str:
-    return f"{ns / 1e6:,.1f}"
 
 
 def summary(lib_s: list[int], raw_s: list[int]) -> dict[str, Any]:
