@@ -47,6 +47,10 @@ MISSING_LATEST = (
 NOT_A_RECIPIENT = "the blob is not wrapped for this container's exchange key {kx}"
 WRONG_SUITE = "the blob uses suite {blob}, but this container uses suite {own}"
 BAD_KEY_LENGTH = "the unwrapped key has the wrong length for its algorithm"
+RESTORE_HINT = (
+    "an older blob was put in place of a newer one, or the newest was deleted; "
+    "restore the newest from a backup",
+)
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,8 @@ def generate(
         raise UsageError(f"{name} exists already (generation {latest}): use keyblob rotate {name}")
     if state.generation_floor(name):
         raise VerificationError(
-            MISSING_LATEST.format(name=name, latest="missing", floor=state.generation_floor(name))
+            MISSING_LATEST.format(name=name, latest="missing", floor=state.generation_floor(name)),
+            hints=RESTORE_HINT,
         )
     return _store_new(
         provider,
@@ -350,7 +355,8 @@ def _check_floor(state: State, header: Header) -> None:
     floor = state.generation_floor(header.name)
     if header.generation < floor:
         raise VerificationError(
-            ROLLED_BACK.format(name=header.name, generation=header.generation, floor=floor)
+            ROLLED_BACK.format(name=header.name, generation=header.generation, floor=floor),
+            hints=RESTORE_HINT,
         )
 
 
@@ -360,7 +366,10 @@ def _unwrapped(provider: Provider, verified: Verified) -> Verified:
     h = blob.header
     mine = blob.recipient(provider.exchange_id)
     if mine is None:
-        raise VerificationError(NOT_A_RECIPIENT.format(kx=f"kx-{provider.exchange_id.short}"))
+        raise VerificationError(
+            NOT_A_RECIPIENT.format(kx=f"kx-{provider.exchange_id.short}"),
+            hints=("ask its owner to wrap it for you: keyblob rotate NAME --to YOUR.pub",),
+        )
     raw = provider.unwrap(mine.wrapped, h.wrap_context(mine.key_id))
     if len(raw) not in h.algorithm.key_sizes:
         raise VerificationError(BAD_KEY_LENGTH)
@@ -389,10 +398,15 @@ def open_latest(provider: Provider, store: Store, name: str, *, unwrap: bool = T
     floor = state.generation_floor(name)
     if latest is None:
         if floor:
-            raise VerificationError(MISSING_LATEST.format(name=name, latest="missing", floor=floor))
+            raise VerificationError(
+                MISSING_LATEST.format(name=name, latest="missing", floor=floor),
+                hints=RESTORE_HINT,
+            )
         raise NotFoundError(f"no key named {name} in {store.location}")
     if latest < floor:
-        raise VerificationError(MISSING_LATEST.format(name=name, latest=latest, floor=floor))
+        raise VerificationError(
+            MISSING_LATEST.format(name=name, latest=latest, floor=floor), hints=RESTORE_HINT
+        )
     return _open_stored(
         provider,
         store,

@@ -69,13 +69,9 @@ PROGRESS_MIN = 16 * 1024 * 1024  # a bar for inputs of 16 MiB and more (or of un
 
 
 class _Refused(KeyblobError):
-    """A VerificationError (or a FormatError) about one file, with hints for the user."""
+    """A VerificationError (or a FormatError) about one file: 'refused FILE: reason'."""
 
     exit_status = 3
-
-    def __init__(self, message: str, hints: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.hints = list(hints)
 
 
 # -- small helpers ---------------------------------------------------------------------
@@ -291,19 +287,9 @@ def _refusing(what: str, action: Callable[[], Any]) -> Any:
     try:
         return action()
     except VerificationError as e:
-        hints = []
-        if "not a trusted signer" in str(e):
-            hints = [
-                "the blob may have been substituted; if you expect keys from that container,",
-                "check its fingerprint with its owner, then run: keyblob trust add THEIR.pub",
-            ]
-        elif str(e).startswith("rolled back"):
-            hints = [
-                "an older blob was put in place of a newer one; restore the newest from a backup"
-            ]
-        raise _Refused(f"refused {what}: {e}", hints) from None
+        raise _Refused(f"refused {what}: {e}", hints=e.hints) from None
     except FormatError as e:
-        raise _Refused(f"refused {what}: {e}") from None
+        raise _Refused(f"refused {what}: {e}", hints=e.hints) from None
 
 
 def cmd_list(ctx: Context) -> int:
@@ -739,7 +725,9 @@ def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> b
         if not args.unsigned:
             raise _Refused(
                 UNSIGNED_REFUSED.format(file=what),
-                ["give --signature SIG --signer PUBLICKEYBLOB, or --unsigned to accept the risk"],
+                hints=(
+                    "give --signature SIG --signer PUBLICKEYBLOB, or --unsigned to accept the risk",
+                ),
             )
         _print_warning(UNSIGNED_WARNING.format(file=what))
         return False
@@ -1299,15 +1287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(Context(args)))
-    except _Refused as e:
-        if args.debug:
-            raise
-        _print_error(str(e), e.hints)
-        return e.exit_status
     except KeyblobError as e:
         if args.debug:
             raise
-        _print_error(str(e))
+        _print_error(str(e), e.hints)
         return e.exit_status
     except KeyboardInterrupt:
         _print_error("interrupted")

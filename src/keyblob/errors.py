@@ -8,10 +8,18 @@ from __future__ import annotations
 
 
 class KeyblobError(Exception):
-    """Base class of every error keyblob raises on purpose."""
+    """Base class of every error keyblob raises on purpose.
+
+    ``hints`` are lines that say what the user can do next; the command line prints them
+    after the error (``keyblob: hint: ...``).  Like the message, they never hold key bytes.
+    """
 
     #: Exit status the command line uses for this kind of error.
     exit_status = 1
+
+    def __init__(self, message: str = "", *, hints: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.hints = hints
 
 
 class UsageError(KeyblobError, ValueError):

@@ -140,5 +140,11 @@ def require_trusted(own_id: KeyId, own_public: bytes, state: State, signer_id: K
         return own_public
     signer = state.signer(signer_id)
     if signer is None:
-        raise VerificationError(UNTRUSTED.format(signer=f"sg-{signer_id.short}"))
+        raise VerificationError(
+            UNTRUSTED.format(signer=f"sg-{signer_id.short}"),
+            hints=(
+                "the blob may have been substituted; if you expect keys from that container,",
+                "check its fingerprint with its owner, then run: keyblob trust add THEIR.pub",
+            ),
+        )
     return signer.public

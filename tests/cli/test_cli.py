@@ -179,6 +179,7 @@ def test_rollback_transcript(kb, tmp_path):
     (folder / "2.kb").unlink()
     status, _, err = kb("show", "payroll")
     assert status == 3 and "rolled back" in err
+    assert "keyblob: hint: an older blob was put in place of a newer one" in err
     status, _, err = kb("verify", str(old))
     assert status == 3 and "rolled back" in err
 

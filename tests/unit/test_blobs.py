@@ -253,8 +253,9 @@ def test_blob_not_for_this_container(make_container, store, tmp_path):
     alice, bob = make_container("alice"), make_container("bob")
     trust(bob, alice)
     blobs.generate(alice, store, "payroll")
-    with pytest.raises(VerificationError, match="not wrapped for this container"):
+    with pytest.raises(VerificationError, match="not wrapped for this container") as info:
         blobs.verify(bob, store.get("payroll", 1))
+    assert "--to YOUR.pub" in info.value.hints[0]
 
 
 def test_sharing_with_another_container(make_container, store, tmp_path):
