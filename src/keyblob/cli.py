@@ -45,6 +45,8 @@ from keyblob.trust import TrustedSigner, find_signer
 
 def _lazy_module(name: str) -> types.ModuleType:
     """The module ``name``, executed on first attribute access (importlib's LazyLoader)."""
+    if name in sys.modules:  # already imported: a second copy would lose its submodules
+        return sys.modules[name]
     spec = importlib.util.find_spec(name)
     if spec is None or spec.loader is None:  # pragma: no cover - our own package
         raise ImportError(name)

@@ -330,3 +330,16 @@ def test_simpleblob_is_wrapped_for_an_exchange_key_only(kb, tmp_path, windows_ke
     assert not sb.exists() and not sig.exists()
     status, out, _ = kb("show", "k", "--json")
     assert '"origin": "cryptoapi"' in out and '"capi_alg_id": 26128' in out
+
+
+def test_cli_reuses_an_already_imported_mscapi():
+    """The CLI loads keyblob.mscapi lazily; when it was imported already, the same module
+    (with its submodules) must be used, not a second, half-initialised copy."""
+    import importlib
+    import sys
+
+    from keyblob import cli
+
+    assert sys.modules["keyblob.mscapi"] is mscapi
+    assert cli._lazy_module("keyblob.mscapi") is mscapi
+    assert importlib.import_module("keyblob.mscapi.keyfiles") is mscapi.keyfiles
