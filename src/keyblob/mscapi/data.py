@@ -75,7 +75,40 @@ def _transform(key: CapiKey, iv: bytes, mode: Mode, encrypt: bool) -> _primitive
     )
 
 
-class Encryptor:
+class _Message:
+    """What CryptEncrypt and CryptDecrypt share: the cipher context, the bytes held back
+    until they make whole blocks, and the one-shot ``finalize``."""
+
+    def __init__(
+        self, key: CapiKey, iv: bytes | None, mode: Mode, *, encrypt: bool, legacy: bool
+    ) -> None:
+        real_iv = _check(key, iv, mode, encrypt=encrypt, legacy=legacy)
+        self._block = key.info.block_size
+        self._ctx = _transform(key, real_iv, mode, encrypt)
+        self._buf = b""
+        self._done = False
+
+    def _feed(self, data: bytes, *, hold_last_block: bool) -> bytes:
+        if self._done:
+            raise UsageError("the message is finished")
+        if self._block == 0:  # a stream cipher: nothing to hold back
+            return self._ctx.update(bytes(data))
+        self._buf += data
+        size = len(self._buf) - 1 if hold_last_block else len(self._buf)
+        cut = max(0, size // self._block * self._block)
+        out, self._buf = self._buf[:cut], self._buf[cut:]
+        return self._ctx.update(out)
+
+    def _finish(self) -> bytes:
+        """Mark the message finished; returns the bytes still held back."""
+        if self._done:
+            raise UsageError("the message is finished")
+        self._done = True
+        held, self._buf = self._buf, b""
+        return held
+
+
+class Encryptor(_Message):
     """CryptEncrypt over a stream: :meth:`update` any number of times, then :meth:`finalize`."""
 
     def __init__(
@@ -88,37 +121,22 @@ class Encryptor:
                 bad IV or mode.
             UnsupportedError: a primitive the installed libraries lack.
         """
-        real_iv = _check(key, iv, mode, encrypt=True, legacy=legacy)
-        self._block = key.info.block_size
-        self._ctx = _transform(key, real_iv, mode, True)
-        self._buf = b""
-        self._done = False
+        super().__init__(key, iv, mode, encrypt=True, legacy=legacy)
 
     def update(self, data: bytes) -> bytes:
         """Encrypt more plaintext; returns the ciphertext ready so far."""
-        if self._done:
-            raise UsageError("the message is finished")
-        if self._block == 0:
-            return self._ctx.update(bytes(data))
-        self._buf += data
-        cut = len(self._buf) - len(self._buf) % self._block
-        out, self._buf = self._buf[:cut], self._buf[cut:]
-        return self._ctx.update(out)
+        return self._feed(data, hold_last_block=False)
 
     def finalize(self) -> bytes:
         """Pad (block ciphers) and return the last ciphertext bytes."""
-        if self._done:
-            raise UsageError("the message is finished")
-        self._done = True
+        held = self._finish()
         if self._block == 0:
             return b""
         padder = padding.PKCS7(self._block * 8).padder()
-        last = padder.update(self._buf) + padder.finalize()
-        self._buf = b""
-        return self._ctx.update(last)
+        return self._ctx.update(padder.update(held) + padder.finalize())
 
 
-class Decryptor:
+class Decryptor(_Message):
     """CryptDecrypt over a stream; the padding is checked in :meth:`finalize`.
 
     The last block is held back until :meth:`finalize`, so a caller that writes ``update``
@@ -132,23 +150,12 @@ class Decryptor:
             UsageError: a bad IV or mode for the key.
             UnsupportedError: a primitive the installed libraries lack.
         """
-        real_iv = _check(key, iv, mode, encrypt=False, legacy=True)
-        self._block = key.info.block_size
-        self._ctx = _transform(key, real_iv, mode, False)
-        self._buf = b""
-        self._done = False
+        super().__init__(key, iv, mode, encrypt=False, legacy=True)
 
     def update(self, data: bytes) -> bytes:
         """Decrypt more ciphertext; returns the plaintext that is certainly not padding."""
-        if self._done:
-            raise UsageError("the message is finished")
-        if self._block == 0:
-            return self._ctx.update(bytes(data))
-        self._buf += data
-        # Hold back at least one byte, so the final block stays here for unpadding.
-        cut = max(0, (len(self._buf) - 1) // self._block * self._block)
-        out, self._buf = self._buf[:cut], self._buf[cut:]
-        return self._ctx.update(out)
+        # At least one byte stays held back, so the final block is here for unpadding.
+        return self._feed(data, hold_last_block=True)
 
     def finalize(self) -> bytes:
         """Decrypt the last block and remove the padding.
@@ -157,18 +164,14 @@ class Decryptor:
             VerificationError: the length is not a whole, non-zero number of blocks, or the
                 padding is wrong (one fixed message for both).
         """
-        if self._done:
-            raise UsageError("the message is finished")
-        self._done = True
+        held = self._finish()
         if self._block == 0:
             return b""
-        if len(self._buf) != self._block:
+        if len(held) != self._block:
             raise VerificationError(DECRYPT_FAILED)
-        last = self._ctx.update(self._buf)
-        self._buf = b""
         unpadder = padding.PKCS7(self._block * 8).unpadder()
         try:
-            return unpadder.update(last) + unpadder.finalize()
+            return unpadder.update(self._ctx.update(held)) + unpadder.finalize()
         except ValueError:
             raise VerificationError(DECRYPT_FAILED) from None
 
