@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -70,25 +71,53 @@ def read_bounded(path: Path | str, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+_SYNC_BEHIND_SECONDS = 0.05
+
+
+def _sync_behind(fd: int, done: threading.Event) -> None:
+    """Flush what is written so far, again and again, until ``done``.
+
+    The writeback of a large output then runs while the rest is still being produced, and
+    the final fsync has only the tail left to wait for.  ``fdatasync`` releases the GIL.
+    """
+    sync = getattr(os, "fdatasync", os.fsync)
+    while not done.wait(_SYNC_BEHIND_SECONDS):
+        sync(fd)
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
     """A file object whose content appears at ``path`` only if the block succeeds.
 
     It writes to a temp file beside ``path``; on success it is fsynced and renamed over
     ``path`` (and the folder fsynced); on any exception it is removed and ``path`` is left
-    as it was.
+    as it was.  While the block runs, a helper thread keeps flushing what has been written
+    (outputs of more than a few MiB), so durability costs little more than the disk's own
+    write time.
     """
     folder = path.parent
     tmp = folder / f".{path.name}.{secrets.token_hex(8)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
     f = os.fdopen(fd, "wb")
+    done = threading.Event()
+    syncer = threading.Thread(
+        target=_sync_behind, args=(fd, done), name="keyblob-sync-behind", daemon=True
+    )
+    syncer.start()
+
+    def stop_syncer() -> None:
+        done.set()
+        syncer.join()
+
     try:
         yield f
         f.flush()
-        os.fsync(f.fileno())
+        stop_syncer()
+        os.fsync(fd)
         f.close()
         os.replace(tmp, path)
     except BaseException:
+        stop_syncer()
         f.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -1,0 +1,65 @@
+"""atomic_output: the file appears whole or not at all, and its sync-behind helper ends with it."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from keyblob import atomic
+
+
+def _helpers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "keyblob-sync-behind"]
+
+
+def test_output_appears_only_on_success_and_replaces_the_old_file(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.write_bytes(b"old")
+    with atomic.atomic_output(out, 0o640) as f:
+        f.write(b"new content")
+        assert out.read_bytes() == b"old"
+    assert out.read_bytes() == b"new content"
+    assert out.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert _helpers() == []
+
+
+def test_failure_leaves_the_old_file_and_no_temp_file(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic.atomic_output(out) as f:
+        f.write(b"half")
+        raise RuntimeError("stop")
+    assert out.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert _helpers() == []
+
+
+def test_written_data_is_flushed_while_the_block_still_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced = threading.Event()
+    calls: list[int] = []
+    real = getattr(os, "fdatasync", os.fsync)
+
+    def record(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+        synced.set()
+
+    monkeypatch.setattr(os, "fdatasync", record, raising=False)
+    monkeypatch.setattr(atomic, "_SYNC_BEHIND_SECONDS", 0.001)
+    with atomic.atomic_output(tmp_path / "out") as f:
+        f.write(b"x" * 65536)
+        f.flush()
+        assert synced.wait(10), "nothing was flushed while the output was being written"
+        assert calls[0] == f.fileno()
+    after_block = len(calls)
+    time.sleep(0.01)
+    assert len(calls) == after_block  # the helper stopped with the block
+    assert (tmp_path / "out").read_bytes() == b"x" * 65536
+    assert _helpers() == []
