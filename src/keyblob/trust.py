@@ -71,7 +71,7 @@ class State:
     # Canonical JSON: sorted keys, no white space, so that a MAC over it is well defined.
     def to_json(self) -> dict[str, Any]:
         return {
-            "high_water": dict(sorted(self.high_water.items())),
+            "high_water": self.high_water,  # canonical() sorts the keys
             "trusted": [
                 {
                     "key_id": s.key_id.hex,

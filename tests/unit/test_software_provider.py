@@ -227,3 +227,34 @@ def test_rsa_public_key_must_be_canonical_der():
         suites.load_signature_public(
             Suite.RSA, small.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         )
+
+
+def test_state_file_is_canonical_json_with_the_documented_mac(tmp_path):
+    """FORMAT.md 5.2, recomputed here with the standard library alone."""
+    import hashlib
+    import hmac
+
+    from keyblob.keys import KeyId
+    from keyblob.trust import TrustedSigner
+
+    home = Home(tmp_path / "h")
+    c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    signer = TrustedSigner(
+        key_id=KeyId(bytes(range(16))),
+        suite=Suite.X25519,
+        public=bytes(32),
+        exchange=bytes([1]) * 32,
+        label="trusted",
+        added=1_700_000_000,
+    )
+    c.update_state(lambda s: s.with_signer(signer))
+    for name in ("zeta", "mac", "trusted", "container", "a.b-c_d", "high_water"):
+        c.update_state(lambda s, n=name: s.seen(n, len(n)))
+    data = (tmp_path / "h" / "containers" / "c" / "state.json").read_bytes()
+    doc = json.loads(data)
+    assert data == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    mac = bytes.fromhex(doc.pop("mac"))
+    body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    assert hmac.compare_digest(mac, hmac.new(c._keys.state, body, hashlib.sha256).digest())
+    assert doc["high_water"]["trusted"] == 7 and doc["trusted"][0]["label"] == "trusted"
+    assert home.open("c", PASSPHRASE).state() == c.state()

@@ -500,9 +500,16 @@ class SoftwareContainer:
         return self._folder / "state.json"
 
     def _write_state(self, state: State) -> None:
-        body = {"format": STATE_FORMAT, "container": self._name, **state.to_json()}
-        mac = _mac(self._keys.state, canonical(body)).hex()
-        data = canonical({**body, "mac": mac}) + b"\n"
+        doc = state.to_json()
+        # canonical() sorts keys: container < format < high_water < mac < trusted.  Encoding
+        # the two halves once gives both the MACed text and the file, with "mac" between
+        # them, without encoding a large high_water twice.
+        head = canonical(
+            {"container": self._name, "format": STATE_FORMAT, "high_water": doc["high_water"]}
+        )[:-1]
+        tail = canonical({"trusted": doc["trusted"]})[1:]
+        mac = _mac(self._keys.state, head + b"," + tail).hex().encode()
+        data = head + b',"mac":"' + mac + b'",' + tail + b"\n"
         try:
             write_atomic(self._state_path, data)
         except OSError as e:
