@@ -7,12 +7,12 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 
-def fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path | str) -> None:
     if os.name == "nt":  # Windows cannot open a folder for fsync; NTFS journals the rename
         return
     fd = os.open(folder, os.O_RDONLY)
@@ -22,14 +22,17 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, exclusive: bool = False, mode: int = 0o600) -> None:
+def write_atomic(
+    path: Path | str, data: bytes, *, exclusive: bool = False, mode: int = 0o600
+) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one.
 
     With ``exclusive`` the write fails with FileExistsError if ``path`` exists, atomically
     (hard link of the finished temp file), so two writers never both win.
     """
-    folder = path.parent
-    tmp = folder / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    path = os.fspath(path)  # plain strings: pathlib costs microseconds per join here
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
     try:
         try:
@@ -41,31 +44,47 @@ def write_atomic(path: Path, data: bytes, *, exclusive: bool = False, mode: int 
             os.close(fd)
         if exclusive:
             os.link(tmp, path)
+            os.unlink(tmp)
         else:
             os.replace(tmp, path)
-    finally:
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    fsync_dir(folder)
+        raise
+    fsync_dir(folder or os.curdir)
 
 
-def read_bounded(path: Path | str, limit: int) -> bytes:
+def read_bounded(
+    path: Path | str,
+    limit: int,
+    *,
+    flags: int = 0,
+    check: Callable[[os.stat_result], None] | None = None,
+) -> bytes:
     """Read at most ``limit`` bytes; raises ValueError if the file is larger.
 
-    Reads what the file holds, not ``limit`` bytes up front: a 16 MiB bound must not cost a
-    16 MiB allocation per small read.  Pipes (size 0 to fstat) are read chunk by chunk.
+    ``flags`` are added to the open (``O_NOFOLLOW``, say); ``check`` sees the opened file's
+    stat before anything is read and may raise.  Reads what the file holds, not ``limit``
+    bytes up front: a 16 MiB bound must not cost a 16 MiB allocation per small read.
+    Pipes (size 0 to fstat) are read chunk by chunk.
     """
     chunks: list[bytes] = []
     size = 0
-    with open(path, "rb", buffering=0) as f:
-        want = os.fstat(f.fileno()).st_size + 1
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | flags)
+    try:
+        st = os.fstat(fd)
+        if check is not None:
+            check(st)
+        want = st.st_size + 1
         while size <= limit:
-            chunk = f.read(max(1, min(want - size, limit + 1 - size, 1 << 20)))
+            chunk = os.read(fd, max(1, min(want - size, limit + 1 - size, 1 << 20)))
             if not chunk:
                 break
             chunks.append(chunk)
             size += len(chunk)
             want = max(want, size + 65536)  # the file grew, or it is a pipe
+    finally:
+        os.close(fd)
     if size > limit:
         raise ValueError(f"{path} is larger than {limit} bytes")
     return b"".join(chunks)

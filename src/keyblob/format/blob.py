@@ -27,6 +27,9 @@ X25519_ENC_SIZE = 32
 AEAD_TAG_SIZE = 16
 ED25519_SIGNATURE_SIZE = 64
 SUPPORTED_SUITES = (Suite.X25519, Suite.RSA)
+_SUPPORTED_SUITE_CODES = frozenset(int(s) for s in SUPPORTED_SUITES)
+_SUITE_CODES = frozenset(int(s) for s in Suite)
+_ALGORITHM_CODES = frozenset(int(a) for a in Algorithm)
 
 
 def wrapped_size_ok(suite: Suite, algorithm: Algorithm, size: int) -> bool:
@@ -181,15 +184,15 @@ class KeyBlob:
         if version != VERSION:
             raise UnsupportedError(f"key blob: version {version} is not supported (expected 1)")
         suite_code = r.uint(1, "suite")
-        if suite_code not in {int(s) for s in SUPPORTED_SUITES}:
-            if suite_code in {int(s) for s in Suite}:
+        if suite_code not in _SUPPORTED_SUITE_CODES:
+            if suite_code in _SUITE_CODES:
                 raise UnsupportedError(
                     f"key blob: suite {Suite(suite_code).label} is not implemented"
                 )
             raise r.fail("suite", f"unknown suite {suite_code}", r.offset - 1)
         suite = Suite(suite_code)
         algorithm_code = r.uint(1, "algorithm")
-        if algorithm_code not in {int(a) for a in Algorithm}:
+        if algorithm_code not in _ALGORITHM_CODES:
             raise r.fail("algorithm", f"unknown algorithm {algorithm_code}", r.offset - 1)
         algorithm = Algorithm(algorithm_code)
         if r.uint(1, "flags") != 0:

@@ -358,6 +358,7 @@ class SoftwareContainer:
         self._exchange_id = key_id_for(self._suite, KeyRole.EXCHANGE, self._exchange_public)
         self._signature_id = key_id_for(self._suite, KeyRole.SIGNATURE, self._signature_public)
         self._folder = home.container_dir(self._name)
+        self._state_path = self._folder / "state.json"
         self._state_cache: tuple[bytes, State] | None = None
 
     def __repr__(self) -> str:
@@ -495,10 +496,6 @@ class SoftwareContainer:
 
     # -- authenticated state ------------------------------------------------------------
 
-    @property
-    def _state_path(self) -> Path:
-        return self._folder / "state.json"
-
     def _write_state(self, state: State) -> None:
         doc = state.to_json()
         # canonical() sorts keys: container < format < high_water < mac < trusted.  Encoding
@@ -517,29 +514,21 @@ class SoftwareContainer:
         self._state_cache = (data, state)
 
     def _read_state_file(self) -> bytes:
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+        def check(st: os.stat_result) -> None:
+            _check_private(st, self._state_path, "state file")
+
         try:
-            fd = os.open(self._state_path, flags)
+            return read_bounded(
+                self._state_path, MAX_STATE_SIZE, flags=getattr(os, "O_NOFOLLOW", 0), check=check
+            )
         except FileNotFoundError:
             raise VerificationError(
                 f"the home state of container {self._name!r} is missing"
             ) from None
+        except ValueError:  # over the limit
+            raise VerificationError(STATE_EDITED.format(name=self._name)) from None
         except OSError as e:  # a symlink (ELOOP) or unreadable file
             raise ProviderError(f"cannot read {self._state_path}: {e.strerror}") from e
-        try:
-            st = os.fstat(fd)
-            _check_private(st, self._state_path, "state file")
-            if st.st_size > MAX_STATE_SIZE:
-                raise VerificationError(STATE_EDITED.format(name=self._name))
-            chunks, size = [], 0
-            while chunk := os.read(fd, max(st.st_size + 1 - size, 1)):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_STATE_SIZE:  # grew while we read
-                    raise VerificationError(STATE_EDITED.format(name=self._name))
-        finally:
-            os.close(fd)
-        return b"".join(chunks)
 
     def state(self) -> State:
         """Raises VerificationError if the state file was edited or is missing."""

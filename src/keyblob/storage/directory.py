@@ -74,14 +74,13 @@ class DirectoryStore:
         check_name(name)
         check_generation(generation)
         check_item(data)
-        folder = self._name_folder_for_write(name)
-        path = folder / f"{generation}{_SUFFIX}"
+        path = os.path.join(self._name_folder_for_write(name), f"{generation}{_SUFFIX}")
         try:
             write_atomic(path, data, exclusive=True, mode=_FILE_MODE)
         except FileExistsError:
             # Someone (an earlier run, a retry, a concurrent writer) got there first.
             # Identical bytes make the put idempotent; anything else is a conflict.
-            if self._read(name, generation, os.fspath(path)) != data:
+            if self._read(name, generation, path) != data:
                 raise StorageError(
                     f"{name} generation {generation} already exists in {self.location}"
                 ) from None
@@ -161,10 +160,10 @@ class DirectoryStore:
         self._check_folder(folder, info)
         return folder
 
-    def _name_folder_for_write(self, name: str) -> Path:
+    def _name_folder_for_write(self, name: str) -> str:
         """``<root>/<name>``, created (with the root) if missing."""
         self._ensure_root()
-        folder = self._root / name
+        folder = os.path.join(self._root_str, name)
         try:
             os.mkdir(folder, _FOLDER_MODE)
         except FileExistsError:
@@ -188,7 +187,7 @@ class DirectoryStore:
         chose it, unlike anything below it.
         """
         try:
-            if stat.S_ISDIR(os.stat(self._root).st_mode):
+            if stat.S_ISDIR(os.stat(self._root_str).st_mode):
                 return
             raise StorageError(f"store folder {self._root} is not a folder")
         except FileNotFoundError:
@@ -212,11 +211,11 @@ class DirectoryStore:
                 self._created(folder)
 
     @staticmethod
-    def _created(folder: Path) -> None:
+    def _created(folder: Path | str) -> None:
         """Finish a folder just made: exactly 0700, and durable in its parent (P8)."""
         try:
             os.chmod(folder, _FOLDER_MODE)  # mkdir honoured the umask
-            fsync_dir(folder.parent)
+            fsync_dir(os.path.dirname(folder) or os.curdir)
         except OSError as e:
             raise StorageError(f"cannot create folder {folder}: {_reason(e)}") from e
 

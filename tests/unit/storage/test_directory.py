@@ -581,3 +581,14 @@ def test_storage_imports_no_parser_and_no_crypto() -> None:
                 continue
             for module in modules:
                 assert not module.startswith(forbidden), f"{source.name} imports {module}"
+
+
+def test_a_relative_root_one_level_deep_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its parent is the current folder: the folder fsyncs must not be given "".
+    monkeypatch.chdir(tmp_path)
+    store = open_store("blobs")
+    store.put("k", 1, b"x")
+    assert store.get("k", 1) == b"x"
+    assert (tmp_path / "blobs" / "k" / "1.kb").read_bytes() == b"x"
