@@ -451,7 +451,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 runs[tool]["decrypt"].append(bench.run_one(tool, "decrypt", sealed, opened))
                 if r == 0:
                     checks[tool] = sha256(opened) == digest
+                # Only the input and this tool's two outputs exist at any time: seven
+                # 1 GiB ciphertexts kept around made the kernel reclaim memory mid-run.
                 opened.unlink()
+                sealed.unlink()
                 e, d = runs[tool]["encrypt"][-1], runs[tool]["decrypt"][-1]
                 print(
                     f"round {r} {tool:12} enc {e['seconds']:6.2f} s {e['rss_kib'] / 1024:6.1f} MiB"
