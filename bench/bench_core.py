@@ -494,16 +494,28 @@ def io_floor(folder: Path, n: int) -> dict[str, float]:
     return out
 
 
-def state_size_effect(b: Bench, n: int) -> dict[str, float]:
-    """provider.state() cost with the 16 pool names, and with 1000 names."""
+def state_size_effect(b: Bench, n: int) -> dict[str, Any]:
+    """provider.state() and generate as the state grows: 16 names, 1,000 and 10,000.
+
+    Every new name rewrites the whole state, so generate grows with the number of names.
+    """
     c = b.container
-    small = med(time_loop(lambda _i: c.state(), n))
-    big = State(high_water={f"name{i:04d}": 1 for i in range(1000)}, trusted=())
-    c.update_state(lambda _s: big)
-    large = med(time_loop(lambda _i: c.state(), n))
-    size = (c._state_path).stat().st_size
-    b.reset_state()
-    return {"state_16_names_ns": small, "state_1000_names_ns": large, "state_1000_bytes": size}
+    out: dict[str, Any] = {}
+    for names in (16, 1000, 10000):
+        if names > POOL:
+            big = State(high_water={f"name{i:05d}": 1 for i in range(names)}, trusted=())
+            c.update_state(lambda _s, big=big: big)
+        tag = f"grow{names}_"
+        out[str(names)] = {
+            "state_ns": med(time_loop(lambda _i: c.state(), n)),
+            # Each generate adds a name; n of them change the size by at most n names.
+            "generate_ns": med(
+                time_loop(lambda i, tag=tag: blobs.generate(c, b.store, fresh(tag, i)), n)
+            ),
+            "state_bytes": c._state_path.stat().st_size,
+        }
+        b.reset_state()
+    return out
 
 
 def disk_variant(disk_root: Path, n: int) -> dict[str, Any]:
@@ -845,11 +857,12 @@ def print_report(res: dict[str, Any]) -> None:
                     f" I/O floor {us(need):>7} us: {verdict}"
                 )
 
-    s = res["state_size"]
-    print(
-        f"\n-- state size: provider.state() {us(s['state_16_names_ns'])} us with 16 names, "
-        f"{us(s['state_1000_names_ns'])} us with 1000 names ({s['state_1000_bytes']} bytes)"
-    )
+    print("\n-- as the state grows (x25519, medians, us)")
+    for names, v in res["state_size"].items():
+        print(
+            f"   {names:>6} names ({v['state_bytes']:>7} bytes): provider.state()"
+            f" {us(v['state_ns']):>7}, generate {us(v['generate_ns']):>9}"
+        )
     d = res.get("disk")
     if d:
         print(f"\n-- x25519 on disk ({d['fs']}, real fsync), n={d['n']}, medians, us")
@@ -956,7 +969,7 @@ def main() -> int:
             parts = breakdown(b, n_break if suite is Suite.X25519 else max(n // 2, 10))
             res["per_key"][label] = {"pair": pair, "breakdown": parts}
             if suite is Suite.X25519:
-                res["state_size"] = state_size_effect(b, n_break)
+                res["state_size"] = state_size_effect(b, min(n_break, 100))
                 res["state_costs"] = state_costs(b, n_break)
                 res["io_floor"] = io_floor(work, n_break)
             for op in ("generate", "load"):
