@@ -101,7 +101,10 @@ def _sync_behind(fd: int, done: threading.Event) -> None:
     """
     sync = getattr(os, "fdatasync", os.fsync)
     while not done.wait(_SYNC_BEHIND_SECONDS):
-        sync(fd)
+        try:
+            sync(fd)
+        except OSError:
+            return  # the final fsync, in the caller's thread, reports the error
 
 
 @contextlib.contextmanager
@@ -110,9 +113,8 @@ def atomic_output(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
 
     It writes to a temp file beside ``path``; on success it is fsynced and renamed over
     ``path`` (and the folder fsynced); on any exception it is removed and ``path`` is left
-    as it was.  While the block runs, a helper thread keeps flushing what has been written
-    (outputs of more than a few MiB), so durability costs little more than the disk's own
-    write time.
+    as it was.  While the block runs, a helper thread flushes what has been written every
+    50 ms, so durability costs little more than the disk's own write time.
     """
     folder = path.parent
     tmp = folder / f".{path.name}.{secrets.token_hex(8)}.tmp"
@@ -137,7 +139,8 @@ def atomic_output(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
         os.replace(tmp, path)
     except BaseException:
         stop_syncer()
-        f.close()
+        with contextlib.suppress(OSError):  # flushing the rest may fail as the write did
+            f.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise

@@ -63,3 +63,59 @@ def test_written_data_is_flushed_while_the_block_still_runs(
     assert len(calls) == after_block  # the helper stopped with the block
     assert (tmp_path / "out").read_bytes() == b"x" * 65536
     assert _helpers() == []
+
+
+def test_a_full_disk_leaves_no_temp_file_and_reports_the_write_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import io
+
+    class FullDisk(io.RawIOBase):
+        """What a file on a full disk does: every write fails with ENOSPC."""
+
+        def __init__(self, fd: int) -> None:
+            self._fd = fd
+
+        def writable(self) -> bool:
+            return True
+
+        def fileno(self) -> int:
+            return self._fd
+
+        def write(self, _b: object) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self) -> None:
+            if not self.closed:
+                os.close(self._fd)
+            super().close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, _mode: io.BufferedWriter(FullDisk(fd)))
+    out = tmp_path / "out"
+    with pytest.raises(OSError, match="No space left") as info, atomic.atomic_output(out) as f:
+        f.write(b"x" * 100)  # buffered: the error comes at the flush, and again at close
+    assert info.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+    assert _helpers() == []
+
+
+def test_a_failing_flush_in_the_helper_is_left_to_the_final_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed = threading.Event()
+    uncaught: list[object] = []
+
+    def broken(_fd: int) -> None:
+        failed.set()
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken, raising=False)
+    monkeypatch.setattr(atomic, "_SYNC_BEHIND_SECONDS", 0.001)
+    # An exception escaping the helper would print a traceback on the user's terminal.
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+    with atomic.atomic_output(tmp_path / "out") as f:
+        f.write(b"data")
+        assert failed.wait(10)
+    assert (tmp_path / "out").read_bytes() == b"data"  # the final fsync (os.fsync) succeeded
+    assert uncaught == []
