@@ -29,6 +29,7 @@ from keyblob.errors import (
     KeyblobError,
     LegacyAlgorithmWarning,
     NotFoundError,
+    StorageError,
     UsageError,
     VerificationError,
 )
@@ -99,7 +100,7 @@ def _read_file(path: str, limit: int = MAX_INPUT_FILE) -> bytes:
     except ValueError:
         raise FormatError(f"{path}: larger than {limit} bytes: not a key blob") from None
     except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror}") from e
+        raise StorageError(f"cannot read {path}: {e.strerror}") from e
     if len(data) > limit:
         raise FormatError(f"standard input: larger than {limit} bytes: not a key blob")
     return data
@@ -115,7 +116,7 @@ def _write_output(path: str, data: bytes, *, mode: int = 0o644, refuse_tty: bool
     try:
         write_atomic(Path(path), data, mode=mode)
     except OSError as e:
-        raise UsageError(f"cannot write {path}: {e.strerror}") from e
+        raise StorageError(f"cannot write {path}: {e.strerror}") from e
 
 
 def _read_public_key_file(path: str) -> PublicKeyFile:
@@ -610,7 +611,7 @@ def _input_stream(path: str | None) -> tuple[BinaryIO, int | None, Callable[[], 
     except FileNotFoundError:
         raise NotFoundError(f"no such file: {path}") from None
     except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror}") from e
+        raise StorageError(f"cannot read {path}: {e.strerror}") from e
     return f, os.fstat(f.fileno()).st_size, f.close
 
 
@@ -628,7 +629,7 @@ def _stream_to_output(
         with atomic_output(Path(output), mode) as f:
             work(f)
     except OSError as e:
-        raise UsageError(f"cannot write {output}: {e.strerror}") from e
+        raise StorageError(f"cannot write {output}: {e.strerror}") from e
 
 
 def cmd_encrypt(ctx: Context) -> int:

@@ -56,7 +56,7 @@ class ProviderError(KeyblobError):
 
 
 class StorageError(KeyblobError):
-    """The store failed to read or write."""
+    """Reading or writing failed: the store, or a file a command was given or writes."""
 
 
 class NotFoundError(StorageError, LookupError):

@@ -97,6 +97,16 @@ def test_existing_output_is_kept_on_failure(kb, tmp_path):
     assert status == 3 and (tmp_path / "out").read_bytes() == b"precious"
 
 
+def test_an_output_that_cannot_be_written_is_a_storage_failure(kb, tmp_path):
+    (tmp_path / "in").write_bytes(b"data")
+    (tmp_path / "file").write_bytes(b"")
+    out = tmp_path / "file" / "ct"  # below a file: ENOTDIR, whoever runs the test
+    status, stdout, err = kb("encrypt", "payroll", "-i", str(tmp_path / "in"), "-o", str(out))
+    assert status == 1 and stdout == b""
+    assert err.strip().splitlines() == [f"keyblob: error: cannot write {out}: Not a directory"]
+    assert (tmp_path / "file").read_bytes() == b""
+
+
 def test_stdout_partial_output_still_fails(kb, tmp_path):
     plain = os.urandom(2 * CHUNK + 10)
     status, ct, _ = kb("encrypt", "payroll", stdin=plain)
