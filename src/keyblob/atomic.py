@@ -124,13 +124,14 @@ def atomic_output(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
     syncer = threading.Thread(
         target=_sync_behind, args=(fd, done), name="keyblob-sync-behind", daemon=True
     )
-    syncer.start()
 
     def stop_syncer() -> None:
         done.set()
-        syncer.join()
+        if syncer.ident is not None:  # started
+            syncer.join()
 
     try:
+        syncer.start()
         yield f
         f.flush()
         stop_syncer()

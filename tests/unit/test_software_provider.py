@@ -258,3 +258,17 @@ def test_state_file_is_canonical_json_with_the_documented_mac(tmp_path):
     assert hmac.compare_digest(mac, hmac.new(c._keys.state, body, hashlib.sha256).digest())
     assert doc["high_water"]["trusted"] == 7 and doc["trusted"][0]["label"] == "trusted"
     assert home.open("c", PASSPHRASE).state() == c.state()
+
+
+def test_an_oversized_state_file_is_refused_as_edited(tmp_path):
+    from keyblob.providers.software import MAX_STATE_SIZE
+
+    home = Home(tmp_path / "h")
+    c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    path = tmp_path / "h" / "containers" / "c" / "state.json"
+    with path.open("r+b") as f:
+        f.truncate(MAX_STATE_SIZE + 1)  # sparse: costs no disk
+    with pytest.raises(VerificationError, match="modified outside keyblob"):
+        c.state()
+    with pytest.raises(VerificationError, match="modified outside keyblob"):
+        home.open("c", PASSPHRASE).state()

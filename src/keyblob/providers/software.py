@@ -516,6 +516,8 @@ class SoftwareContainer:
     def _read_state_file(self) -> bytes:
         def check(st: os.stat_result) -> None:
             _check_private(st, self._state_path, "state file")
+            if st.st_size > MAX_STATE_SIZE:  # refused before reading any of it
+                raise VerificationError(STATE_EDITED.format(name=self._name))
 
         try:
             return read_bounded(
@@ -525,7 +527,7 @@ class SoftwareContainer:
             raise VerificationError(
                 f"the home state of container {self._name!r} is missing"
             ) from None
-        except ValueError:  # over the limit
+        except ValueError:  # grew over the limit while it was read
             raise VerificationError(STATE_EDITED.format(name=self._name)) from None
         except OSError as e:  # a symlink (ELOOP) or unreadable file
             raise ProviderError(f"cannot read {self._state_path}: {e.strerror}") from e
