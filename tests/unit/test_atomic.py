@@ -53,6 +53,7 @@ def test_written_data_is_flushed_while_the_block_still_runs(
 
     monkeypatch.setattr(os, "fdatasync", record, raising=False)
     monkeypatch.setattr(atomic, "_SYNC_BEHIND_SECONDS", 0.001)
+    monkeypatch.setattr(atomic, "_SYNC_BEHIND_BYTES", 65536)
     with atomic.atomic_output(tmp_path / "out") as f:
         f.write(b"x" * 65536)
         f.flush()
@@ -112,10 +113,39 @@ def test_a_failing_flush_in_the_helper_is_left_to_the_final_fsync(
 
     monkeypatch.setattr(os, "fdatasync", broken, raising=False)
     monkeypatch.setattr(atomic, "_SYNC_BEHIND_SECONDS", 0.001)
+    monkeypatch.setattr(atomic, "_SYNC_BEHIND_BYTES", 1)
     # An exception escaping the helper would print a traceback on the user's terminal.
     monkeypatch.setattr(threading, "excepthook", uncaught.append)
     with atomic.atomic_output(tmp_path / "out") as f:
         f.write(b"data")
+        f.flush()
         assert failed.wait(10)
     assert (tmp_path / "out").read_bytes() == b"data"  # the final fsync (os.fsync) succeeded
     assert uncaught == []
+
+
+def test_a_slow_producer_is_not_flushed_until_enough_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = getattr(os, "fdatasync", os.fsync)
+
+    def record(fd: int) -> None:
+        calls.append(os.fstat(fd).st_size)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", record, raising=False)
+    monkeypatch.setattr(atomic, "_SYNC_BEHIND_SECONDS", 0.001)
+    monkeypatch.setattr(atomic, "_SYNC_BEHIND_BYTES", 1000)
+    with atomic.atomic_output(tmp_path / "out") as f:
+        for _ in range(9):  # 900 bytes, a little at a time: under the threshold
+            f.write(b"x" * 100)
+            f.flush()
+            time.sleep(0.005)
+        assert calls == []
+        f.write(b"x" * 200)
+        f.flush()
+        deadline = time.monotonic() + 10
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.001)
+    assert calls and calls[0] >= 1000
