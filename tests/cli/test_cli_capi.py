@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from keyblob import mscapi
 from keyblob.cli import main
@@ -184,6 +184,25 @@ def test_stateless_decrypt_and_failures_write_nothing(kb, tmp_path, windows_keys
         out,
     )
     assert status == 3 and not out.exists()  # a random stand-in key: the padding check fails
+
+
+def test_unwrap_refuses_a_key_a_plaintextkeyblob_cannot_carry(kb, tmp_path, windows_keys):
+    # A SIMPLEBLOB may carry an RC2 key of up to 64 bytes; Windows reads a PLAINTEXTKEYBLOB
+    # with more than 16 only as an IPsec HMAC key.  No unreadable file is written.
+    exchange, signer = windows_keys
+    # As a Windows provider writes it (keyblob's own build_simpleblob does not export one).
+    wrapped = exchange.public_key().encrypt(os.urandom(20), padding.PKCS1v15())
+    blob = mscapi.SimpleBlob(mscapi.AlgId.RC2, wrapped[::-1]).to_bytes()
+    f = _windows_files(tmp_path, windows_keys, b"")
+    sb = _write(tmp_path / "rc2.sb", blob)
+    sig = _write(tmp_path / "rc2.sig", mscapi.sign_hash(signer, blob))
+    out = tmp_path / "rc2.plain"
+    argv = ["capi", "unwrap", "--private", f["priv"], sb, "--signature", sig]
+    status, _, err = kb(*argv, "--signer", f["signer"], "-o", out)
+    assert status == 2 and not out.exists()
+    assert "a 20-byte CALG_RC2 key does not fit a PLAINTEXTKEYBLOB" in err
+    status, out_text, _ = kb(*argv, "--signer", f["signer"], "--info")
+    assert status == 0 and "CALG_RC2, 160-bit key (20 bytes)" in out_text
 
 
 def test_many_files_into_a_folder(kb, tmp_path):

@@ -419,13 +419,7 @@ class SimpleBlob:
     def _parse(cls, data: bytes, fields: list[Field] | None) -> SimpleBlob:
         r = Reader(data, "SIMPLEBLOB")
         alg = _read_header(r, BlobType.SIMPLEBLOB, fields)
-        try:
-            info = session_algorithm(alg)
-        except UnsupportedError:
-            raise UnsupportedError(
-                f"SIMPLEBLOB: aiKeyAlg at offset 4: {alg_name(alg)} is not a session-key "
-                "algorithm keyblob supports"
-            ) from None
+        info = session_algorithm(alg, field="SIMPLEBLOB: aiKeyAlg at offset 4")
         wrap = r.uint(4, "wrap ALG_ID")
         # Wine does not look at this field; keyblob is stricter (CRYPTOAPI-FORMATS.md 5).
         if wrap != AlgId.RSA_KEYX:
@@ -479,19 +473,9 @@ class PlaintextKeyBlob:
     ) -> PlaintextKeyBlob:
         r = Reader(data, "PLAINTEXTKEYBLOB")
         alg = _read_header(r, BlobType.PLAINTEXTKEYBLOB, fields)
-        try:
-            info = session_algorithm(alg)
-        except UnsupportedError:
-            raise UnsupportedError(
-                f"PLAINTEXTKEYBLOB: aiKeyAlg at offset 4: {alg_name(alg)} is not a "
-                "session-key algorithm keyblob supports"
-            ) from None
+        info = session_algorithm(alg, field="PLAINTEXTKEYBLOB: aiKeyAlg at offset 4")
         size = r.uint(4, "dwKeySize")
-        if hmac_key and info.alg_id is AlgId.RC2:
-            ok = 1 <= size <= MAX_HMAC_KEY
-        else:
-            ok = size in info.key_sizes
-        if not ok:
+        if not _plaintext_size_ok(info.alg_id, size, hmac_key):
             raise r.fail("dwKeySize", f"{size} bytes is not a {info.alg_id.calg_name} key", 8)
         key = r.take(size, "key")
         r.end()
@@ -502,8 +486,26 @@ class PlaintextKeyBlob:
             ]
         return cls(info.alg_id, key)
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, *, hmac_key: bool = False) -> bytes:
+        """Encode; ``hmac_key`` as for :meth:`from_bytes`.
+
+        Raises:
+            UsageError: a key length that :meth:`from_bytes` (and Windows) would refuse,
+                such as an RC2 key longer than 16 bytes, which a SIMPLEBLOB can carry.
+        """
+        if not _plaintext_size_ok(self.alg_id, len(self.key), hmac_key):
+            raise UsageError(
+                f"a {len(self.key)}-byte {self.alg_id.calg_name} key does not fit a "
+                "PLAINTEXTKEYBLOB (Windows refuses it): use it through keyblob capi "
+                "encrypt/decrypt, or --info to see it"
+            )
         return _header(BlobType.PLAINTEXTKEYBLOB, self.alg_id) + le(len(self.key), 4) + self.key
+
+
+def _plaintext_size_ok(alg_id: AlgId, size: int, hmac_key: bool) -> bool:
+    if hmac_key and alg_id is AlgId.RC2:
+        return 1 <= size <= MAX_HMAC_KEY
+    return size in session_algorithm(alg_id).key_sizes
 
 
 def describe(data: bytes) -> tuple[str, list[Field]]:

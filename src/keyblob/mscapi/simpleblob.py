@@ -171,8 +171,4 @@ def unwrap_to_plaintextkeyblob(
         UsageError: an RC2 key longer than 16 bytes, which a PLAINTEXTKEYBLOB cannot carry.
     """
     key = unwrap_simpleblob(blob, private_key, key_size=key_size, authenticated=authenticated)
-    if key.key_size not in key.info.key_sizes:
-        raise UsageError(
-            f"a {key.key_size}-byte {key.alg_id.calg_name} key does not fit a PLAINTEXTKEYBLOB"
-        )
     return PlaintextKeyBlob(key.alg_id, key.unsafe_raw_bytes()).to_bytes()

@@ -112,8 +112,16 @@ def test_plaintextkeyblob() -> None:
     data = blob.to_bytes()
     assert len(data) == 44 and data[:12] == bytes.fromhex("080200001066000020000000")
     assert PlaintextKeyBlob.from_bytes(data) == blob
-    with pytest.raises(FormatError, match="dwKeySize"):
-        PlaintextKeyBlob.from_bytes(PlaintextKeyBlob(AlgId.AES_256, bytes(16)).to_bytes())
+    with pytest.raises(FormatError, match="dwKeySize"):  # a 16-byte key under CALG_AES_256
+        PlaintextKeyBlob.from_bytes(data[:8] + (16).to_bytes(4, "little") + bytes(16))
+    with pytest.raises(UsageError, match="does not fit a PLAINTEXTKEYBLOB"):
+        PlaintextKeyBlob(AlgId.AES_256, bytes(16)).to_bytes()
+    # An RC2 key longer than 16 bytes (a SIMPLEBLOB may carry one) is written only as the
+    # IPsec HMAC key that from_bytes(hmac_key=True) reads back.
+    long_rc2 = PlaintextKeyBlob(AlgId.RC2, bytes(20))
+    with pytest.raises(UsageError, match="20-byte CALG_RC2 key"):
+        long_rc2.to_bytes()
+    assert PlaintextKeyBlob.from_bytes(long_rc2.to_bytes(hmac_key=True), hmac_key=True) == long_rc2
     with pytest.raises(FormatError, match="trailing"):
         PlaintextKeyBlob.from_bytes(data + b"\x00")
     with pytest.raises(UnsupportedError, match="aiKeyAlg"):
