@@ -702,13 +702,6 @@ def _capi_file(path: str) -> bytes:
     return _read_file(path, MAX_INPUT_FILE)
 
 
-def _capi_hash(label: str) -> mscapi.AlgId:
-    try:
-        return mscapi.from_label(label)
-    except KeyblobError as e:
-        raise UsageError(str(e)) from None
-
-
 def _capi_public_blob(path: str) -> mscapi.PublicKeyBlob:
     try:
         return mscapi.PublicKeyBlob.from_bytes(_capi_file(path))
@@ -736,12 +729,10 @@ def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> b
         return False
     if args.signer is None:
         raise UsageError("--signature needs --signer PUBLICKEYBLOB (the signer's public key)")
+    hash_alg = mscapi.from_label(args.hash)
     signer = _capi_public(args.signer)
     signature = _capi_file(args.signature)
-    _refusing(
-        what,
-        lambda: mscapi.verify_signature(signer, signature, blob, hash_alg=_capi_hash(args.hash)),
-    )
+    _refusing(what, lambda: mscapi.verify_signature(signer, signature, blob, hash_alg=hash_alg))
     return True
 
 
@@ -838,7 +829,7 @@ def cmd_capi_export_simpleblob(ctx: Context) -> int:
             "recipient's exchange key (CALG_RSA_KEYX)"
         )
     recipient = to_blob.to_public_key()
-    hash_alg = _capi_hash(args.hash)
+    hash_alg = mscapi.from_label(args.hash)
     container = ctx.open()
     store = ctx.store()
     session = _refusing(args.name, lambda: blobs.load(container, store, args.name))

@@ -203,6 +203,8 @@ def test_unwrap_refuses_a_key_a_plaintextkeyblob_cannot_carry(kb, tmp_path, wind
     assert "a 20-byte CALG_RC2 key does not fit a PLAINTEXTKEYBLOB" in err
     status, out_text, _ = kb(*argv, "--signer", f["signer"], "--info")
     assert status == 0 and "CALG_RC2, 160-bit key (20 bytes)" in out_text
+    status, _, err = kb(*argv, "--signer", f["signer"], "--hash", "sha-7", "--info")
+    assert status == 2 and "unknown algorithm 'sha-7' (expected one of" in err
 
 
 def test_many_files_into_a_folder(kb, tmp_path):

@@ -10,7 +10,7 @@ import enum
 import warnings
 from dataclasses import dataclass
 
-from keyblob.errors import LegacyAlgorithmWarning, UnsupportedError
+from keyblob.errors import LegacyAlgorithmWarning, UnsupportedError, UsageError
 
 #: ALG_ID class field (bits 13..15).
 ALG_CLASS_SIGNATURE = 1 << 13
@@ -161,13 +161,13 @@ def from_label(label: str) -> AlgId:
     """``"aes-256"``, ``"3des"``, ``"rc4"``, ``"sha256"``... -> AlgId (for the CLI).
 
     Raises:
-        UnsupportedError: the label is unknown.
+        UsageError: the label is unknown (the caller asked for it, as for Algorithm.from_label).
     """
     try:
         return _LABELS[label.lower()]
     except KeyError:
         choices = ", ".join(sorted(_LABELS))
-        raise UnsupportedError(f"unknown algorithm {label!r} (expected one of {choices})") from None
+        raise UsageError(f"unknown algorithm {label!r} (expected one of {choices})") from None
 
 
 def warn_legacy(what: str, *, stacklevel: int = 3) -> None:
