@@ -448,6 +448,8 @@ class PlaintextKeyBlob:
 
     alg_id: AlgId
     key: bytes = field(repr=False)
+    #: A CALG_RC2 blob carrying an IPsec HMAC key (CRYPT_IPSEC_HMAC_KEY): 1 to 1024 bytes.
+    hmac_key: bool = field(default=False, repr=False)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, hmac_key: bool = False) -> PlaintextKeyBlob:
@@ -484,16 +486,17 @@ class PlaintextKeyBlob:
                 Field(8, 4, "dwKeySize", str(size)),
                 Field(12, size, "key", f"secret, {size} bytes"),
             ]
-        return cls(info.alg_id, key)
+        return cls(info.alg_id, key, hmac_key=hmac_key and info.alg_id is AlgId.RC2)
 
-    def to_bytes(self, *, hmac_key: bool = False) -> bytes:
-        """Encode; ``hmac_key`` as for :meth:`from_bytes`.
+    def to_bytes(self) -> bytes:
+        """Encode.
 
         Raises:
             UsageError: a key length that :meth:`from_bytes` (and Windows) would refuse,
-                such as an RC2 key longer than 16 bytes, which a SIMPLEBLOB can carry.
+                such as an RC2 key longer than 16 bytes, which a SIMPLEBLOB can carry,
+                unless it is an ``hmac_key``.
         """
-        if not _plaintext_size_ok(self.alg_id, len(self.key), hmac_key):
+        if not _plaintext_size_ok(self.alg_id, len(self.key), self.hmac_key):
             raise UsageError(
                 f"a {len(self.key)}-byte {self.alg_id.calg_name} key does not fit a "
                 "PLAINTEXTKEYBLOB (Windows refuses it): use it through keyblob capi "

@@ -256,15 +256,18 @@ def decrypt_file(
 def cbc_mac(key: CapiKey, data: bytes) -> bytes:
     """CALG_MAC (Windows 8 and later): the last block of CBC encryption with padding.
 
+    A MAC checks old data, so a legacy key is allowed (with its warning), as for decryption.
+
     Raises:
-        UsageError: not a block cipher key.
+        UsageError: not a block cipher key, or as :class:`Encryptor`.
         UnsupportedError: as :class:`Encryptor`.
     """
-    if key.info.block_size == 0:
-        raise UsageError("CALG_MAC needs a block cipher key")
     block = key.info.block_size
-    real_iv = bytes(block)
-    ctx = _transform(key, real_iv, Mode.CBC, True)
+    if block == 0:
+        raise UsageError("CALG_MAC needs a block cipher key")
+    # The decrypt-side checks: the legacy warning, and an over-long RC2 key from a SIMPLEBLOB
+    # is allowed (Windows MACs with it: vector rc2_oversize_key_from_simpleblob).
+    iv = _check(key, None, Mode.CBC, encrypt=False, legacy=True)
     padder = padding.PKCS7(block * 8).padder()
-    out = ctx.update(padder.update(data) + padder.finalize())
-    return out[-block:]
+    sealed = _transform(key, iv, Mode.CBC, True).update(padder.update(data) + padder.finalize())
+    return sealed[-block:]
