@@ -52,6 +52,28 @@ def _payload(hash_alg: AlgId, digest: bytes, no_hash_oid: bool) -> bytes:
     return DIGEST_INFO[hash_alg] + digest
 
 
+def _signing_hash(hash_alg: AlgId | int, legacy: bool) -> AlgId:
+    """The hash to sign with: known, and legacy only when allowed (then warned once)."""
+    alg = _hash_alg(hash_alg)
+    if alg in LEGACY_HASHES:
+        if not legacy:
+            raise UsageError(
+                f"{alg.calg_name} is legacy: signing with it needs --legacy "
+                "(legacy=True in the library)"
+            )
+        warn_legacy(alg.calg_name, stacklevel=4)  # the caller of sign_digest / sign_hash
+    return alg
+
+
+def _sign(private_key: rsa.RSAPrivateKey, alg: AlgId, digest: bytes, no_hash_oid: bool) -> bytes:
+    payload = _payload(alg, digest, no_hash_oid)
+    try:
+        signature = private_key.sign(payload, padding.PKCS1v15(), utils.NoDigestInfo())
+    except ValueError:
+        raise UsageError("the key is too small for this hash") from None
+    return signature[::-1]
+
+
 def sign_digest(
     private_key: rsa.RSAPrivateKey,
     digest: bytes,
@@ -66,20 +88,7 @@ def sign_digest(
         UsageError: an unknown hash, a digest of the wrong length, or a legacy hash (MD2,
             MD4, MD5, SHA-1, SSL3_SHAMD5) without ``legacy=True``.
     """
-    alg = _hash_alg(hash_alg)
-    if alg in LEGACY_HASHES:
-        if not legacy:
-            raise UsageError(
-                f"{alg.calg_name} is legacy: signing with it needs --legacy "
-                "(legacy=True in the library)"
-            )
-        warn_legacy(alg.calg_name)
-    payload = _payload(alg, digest, no_hash_oid)
-    try:
-        signature = private_key.sign(payload, padding.PKCS1v15(), utils.NoDigestInfo())
-    except ValueError:
-        raise UsageError("the key is too small for this hash") from None
-    return signature[::-1]
+    return _sign(private_key, _signing_hash(hash_alg, legacy), digest, no_hash_oid)
 
 
 def sign_hash(
@@ -92,6 +101,8 @@ def sign_hash(
 ) -> bytes:
     """CryptCreateHash + CryptHashData(``data``) + CryptSignHash.
 
+    The hash is checked (and a legacy one refused) before ``data`` is hashed.
+
     Returns:
         The signature, least-significant byte first, exactly the modulus length.
 
@@ -99,14 +110,8 @@ def sign_hash(
         UsageError: as :func:`sign_digest`.
         UnsupportedError: MD2/MD4 without the legacy backend.
     """
-    alg = _hash_alg(hash_alg)
-    return sign_digest(
-        private_key,
-        _primitives.digest(alg, data),
-        hash_alg=alg,
-        no_hash_oid=no_hash_oid,
-        legacy=legacy,
-    )
+    alg = _signing_hash(hash_alg, legacy)
+    return _sign(private_key, alg, _primitives.digest(alg, data), no_hash_oid)
 
 
 def verify_digest(

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from keyblob.errors import UsageError, VerificationError
-from keyblob.mscapi import AlgId, LegacyAlgorithmWarning, sign_hash, verify_signature
+from keyblob.mscapi import AlgId, LegacyAlgorithmWarning, sign_digest, sign_hash, verify_signature
 
 HASHES = {
     AlgId.MD5: hashes.MD5(),
@@ -70,3 +70,23 @@ def test_legacy_hash_needs_flag() -> None:
         sign_hash(rsa_key(), b"x", hash_alg=AlgId.SHA1)
     with pytest.raises(UsageError):
         sign_hash(rsa_key(), b"x", hash_alg=AlgId.AES_256)
+
+
+def test_a_legacy_hash_is_refused_before_the_data_is_hashed(monkeypatch) -> None:
+    from keyblob.mscapi import signatures
+
+    def no_hashing(*_a: object) -> bytes:
+        raise AssertionError("hashed before the hash was checked")
+
+    monkeypatch.setattr(signatures._primitives, "digest", no_hashing)
+    for alg in (AlgId.MD2, AlgId.MD5):
+        with pytest.raises(UsageError, match="needs --legacy"):
+            sign_hash(rsa_key(), b"x" * 1000, hash_alg=alg)
+
+
+def test_the_legacy_warning_names_the_callers_line() -> None:
+    for sign in (sign_hash, sign_digest):
+        data = b"x" if sign is sign_hash else bytes(20)
+        with pytest.warns(LegacyAlgorithmWarning) as caught:
+            sign(rsa_key(), data, hash_alg=AlgId.SHA1, legacy=True)
+        assert caught[0].filename == __file__
