@@ -272,3 +272,11 @@ def test_an_oversized_state_file_is_refused_as_edited(tmp_path):
         c.state()
     with pytest.raises(VerificationError, match="modified outside keyblob"):
         home.open("c", PASSPHRASE).state()
+
+
+def test_the_derived_keys_never_show_in_a_repr(tmp_path):
+    c = Home(tmp_path / "h").create("c", PASSPHRASE, kdf=FAST_KDF)
+    keys = c._keys
+    shown = repr(keys) + repr(c)
+    for secret in (keys.seal, keys.state, keys.check):
+        assert repr(secret) not in shown and secret.hex() not in shown

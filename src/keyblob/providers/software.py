@@ -96,7 +96,7 @@ class KdfParams:
         return self
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # secret: a repr must not print them
 class _Keys:
     seal: bytes
     state: bytes
@@ -345,11 +345,9 @@ class SoftwareContainer:
         exchange: suites.ExchangePrivate,
         signature: suites.SignaturePrivate,
     ) -> None:
-        self._home = home
         self._doc = doc
         self._name: str = doc["name"]
         self._suite = Suite.from_label(doc["suite"])
-        self._created = int(doc["created"])
         self._keys = keys
         self._exchange = exchange
         self._signature = signature
@@ -376,14 +374,6 @@ class SoftwareContainer:
         return self._suite
 
     @property
-    def created(self) -> int:
-        return self._created
-
-    @property
-    def home(self) -> Home:
-        return self._home
-
-    @property
     def exchange_public(self) -> bytes:
         return self._exchange_public
 
@@ -398,12 +388,6 @@ class SoftwareContainer:
     @property
     def signature_id(self) -> KeyId:
         return self._signature_id
-
-    @property
-    def key_size(self) -> int:
-        """Bits of the RSA keys, or 256 for x25519."""
-        key = self._exchange
-        return key.key_size if hasattr(key, "key_size") else 256
 
     def sign(self, message: bytes) -> bytes:
         return suites.sign(self._signature, message)
