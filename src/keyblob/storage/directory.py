@@ -9,6 +9,7 @@ ignored when listing, symlinks and special files are refused, and every read is 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -231,27 +232,25 @@ class DirectoryStore:
         return f"no blob {name} generation {generation} in {self.location}"
 
     def _read(self, name: str, generation: int, path: str) -> bytes:
-        missing = self._missing(name, generation)
+        def check(info: os.stat_result) -> None:
+            # On the opened file, so nothing can be swapped in between check and read.
+            if not stat.S_ISREG(info.st_mode):
+                raise StorageError(f"refusing {path}: it is not a regular file")
+            if info.st_size > MAX_ITEM_SIZE:
+                raise StorageError(f"refusing {path}: larger than {MAX_ITEM_SIZE} bytes")
+
+        # A symlink could point outside the store (O_NOFOLLOW refuses it), and a FIFO planted
+        # in the store would block the open (O_NONBLOCK) or never end (the check).
+        flags = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
-            info = os.lstat(path)
+            return read_bounded(path, MAX_ITEM_SIZE, flags=flags, check=check)
         except (FileNotFoundError, NotADirectoryError):
-            raise NotFoundError(missing) from None
+            raise NotFoundError(self._missing(name, generation)) from None
         except OSError as e:
+            if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+                raise StorageError(f"refusing {path}: it is not a regular file") from None
             raise StorageError(f"cannot read {path}: {_reason(e)}") from e
-        # Checked before opening: a symlink could point outside the store, and a FIFO or
-        # device planted in the store would block or never end.
-        if not stat.S_ISREG(info.st_mode):
-            raise StorageError(f"refusing {path}: it is not a regular file")
-        if info.st_size > MAX_ITEM_SIZE:
-            raise StorageError(f"refusing {path}: larger than {MAX_ITEM_SIZE} bytes")
-        try:
-            return read_bounded(path, MAX_ITEM_SIZE)
-        except FileNotFoundError:
-            raise NotFoundError(missing) from None
-        except OSError as e:
-            raise StorageError(f"cannot read {path}: {_reason(e)}") from e
-        except ValueError:
-            # The file grew between lstat and read.
+        except ValueError:  # grew between the check and the read
             raise StorageError(f"refusing {path}: larger than {MAX_ITEM_SIZE} bytes") from None
 
     def _generations(self, folder: Path | str | None) -> list[int]:

@@ -256,15 +256,17 @@ def test_file_growing_after_the_size_check_is_still_bounded(
     store: DirectoryStore, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.put("k", 1, b"small")
-    real_lstat = os.lstat
+    blob = root / "k" / "1.kb"
+    inode = blob.stat().st_ino
+    real_fstat = os.fstat
 
-    def lstat_then_grow(path: os.PathLike[str] | str) -> os.stat_result:
-        result = real_lstat(path)
-        if Path(path).name == "1.kb":
-            Path(path).write_bytes(b"x" * (MAX_ITEM_SIZE + 10))
+    def fstat_then_grow(fd: int) -> os.stat_result:
+        result = real_fstat(fd)
+        if result.st_ino == inode:  # the size check has seen "small": now it grows
+            blob.write_bytes(b"x" * (MAX_ITEM_SIZE + 10))
         return result
 
-    monkeypatch.setattr(os, "lstat", lstat_then_grow)
+    monkeypatch.setattr(os, "fstat", fstat_then_grow)
     with pytest.raises(StorageError, match="larger than"):
         store.get("k", 1)
 
