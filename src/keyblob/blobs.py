@@ -298,8 +298,7 @@ def store_key(
     """
     if len(key) not in algorithm.key_sizes:
         raise UsageError(f"a {algorithm.label} key cannot be {len(key)} bytes long")
-    if algorithm.legacy:
-        _warn_legacy(algorithm)
+    # legacy=True: importing a legacy key is allowed; generate/rotate give its one warning.
     if rotate_existing:
         return rotate(provider, store, name, algorithm=algorithm, to=to, legacy=True, _key=key)
     return generate(provider, store, name, algorithm=algorithm, to=to, legacy=True, _key=key)
