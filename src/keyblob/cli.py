@@ -89,20 +89,26 @@ def _tilde(path: Path | str) -> str:
     return "~" + text[len(home) :] if text.startswith(home + os.sep) else text
 
 
-def _read_file(path: str, limit: int = MAX_INPUT_FILE) -> bytes:
+def _read_file(
+    path: str,
+    limit: int = MAX_INPUT_FILE,
+    *,
+    what: str = "a key blob",
+    too_large: type[KeyblobError] = FormatError,
+) -> bytes:
+    """The file's bytes (``-``: standard input); over ``limit`` it cannot be ``what``."""
+    where = "standard input" if path == "-" else path
+    too_big = f"{where}: larger than {limit} bytes: too large for {what}"
     try:
-        if path == "-":
-            data = sys.stdin.buffer.read(limit + 1)
-        else:
-            return read_bounded(Path(path), limit)
+        data = sys.stdin.buffer.read(limit + 1) if path == "-" else read_bounded(Path(path), limit)
     except FileNotFoundError:
         raise NotFoundError(f"no such file: {path}") from None
-    except ValueError:
-        raise FormatError(f"{path}: larger than {limit} bytes: not a key blob") from None
+    except ValueError:  # read_bounded: over the limit
+        raise too_large(too_big) from None
     except OSError as e:
         raise StorageError(f"cannot read {path}: {e.strerror}") from e
-    if len(data) > limit:
-        raise FormatError(f"standard input: larger than {limit} bytes: not a key blob")
+    if len(data) > limit:  # standard input
+        raise too_large(too_big)
     return data
 
 
@@ -161,7 +167,9 @@ class Context:
         if env is not None:
             return env.encode("utf-8")
         if self.args.passphrase_file:
-            raw = _read_file(self.args.passphrase_file, 4096)
+            raw = _read_file(
+                self.args.passphrase_file, 4096, what="a passphrase file", too_large=UsageError
+            )
             return raw.split(b"\n", 1)[0].rstrip(b"\r")
         return None
 
@@ -699,7 +707,7 @@ UNSIGNED_REFUSED = (
 
 
 def _capi_file(path: str) -> bytes:
-    return _read_file(path, MAX_INPUT_FILE)
+    return _read_file(path, what="a CryptoAPI file")
 
 
 def _capi_public_blob(path: str) -> mscapi.PublicKeyBlob:
@@ -1004,7 +1012,7 @@ def cmd_capi_unwrap(ctx: Context) -> int:
 
 def cmd_capi_convert(ctx: Context) -> int:
     args = ctx.args
-    data = _read_file(args.input, mscapi.keyfiles.MAX_KEY_FILE_SIZE)
+    data = _read_file(args.input, mscapi.keyfiles.MAX_KEY_FILE_SIZE, what="a key file")
     try:
         loaded = mscapi.load_rsa_key(data)
     except UsageError as e:

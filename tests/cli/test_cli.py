@@ -102,6 +102,10 @@ def test_passphrase_file(kb, tmp_path, monkeypatch):
     assert kb("--passphrase-file", str(pf), "new", "k")[0] == 0
     pf.write_text("nope\n")
     assert kb("--passphrase-file", str(pf), "new", "k2")[0] == 5
+    pf.write_text("x" * 5000)  # the wrong file given: a usage error, not a refused blob
+    status, _, err = kb("--passphrase-file", str(pf), "new", "k3")
+    assert status == 2
+    assert f"{pf}: larger than 4096 bytes: too large for a passphrase file" in err
 
 
 def test_edited_state_is_refused(kb):
@@ -202,7 +206,7 @@ def test_errors_and_statuses(kb, tmp_path):
     big = tmp_path / "big.kb"
     big.write_bytes(b"\x00" * 200_000)
     status, _, err = kb("import", str(big))
-    assert status == 3 and "larger than" in err
+    assert status == 3 and "larger than" in err and "too large for a key blob" in err
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])
     assert exc.value.code == 2
