@@ -29,6 +29,7 @@ from keyblob.errors import (
     KeyblobError,
     LegacyAlgorithmWarning,
     NotFoundError,
+    PassphraseRequired,
     StorageError,
     UsageError,
     VerificationError,
@@ -1015,9 +1016,7 @@ def cmd_capi_convert(ctx: Context) -> int:
     data = _read_file(args.input, mscapi.keyfiles.MAX_KEY_FILE_SIZE, what="a key file")
     try:
         loaded = mscapi.load_rsa_key(data)
-    except UsageError as e:
-        if "encrypted" not in str(e):
-            raise
+    except PassphraseRequired:
         loaded = mscapi.load_rsa_key(data, passphrase=ctx.key_passphrase(args.input))
     public_only = args.public or not loaded.private
     fmt = mscapi.KeyFormat(args.to)

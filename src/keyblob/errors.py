@@ -28,6 +28,10 @@ class UsageError(KeyblobError, ValueError):
     exit_status = 2
 
 
+class PassphraseRequired(UsageError):
+    """An encrypted input (a key file) was given without the passphrase that opens it."""
+
+
 class FormatError(KeyblobError, ValueError):
     """Bytes do not parse; the message names the field and, where known, the offset."""
 

@@ -50,7 +50,13 @@ from cryptography.hazmat.primitives.asymmetric import (
 )
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from keyblob.errors import FormatError, PassphraseError, UnsupportedError, UsageError
+from keyblob.errors import (
+    FormatError,
+    PassphraseError,
+    PassphraseRequired,
+    UnsupportedError,
+    UsageError,
+)
 from keyblob.mscapi.algids import AlgId
 from keyblob.mscapi.blobs import BlobType, PrivateKeyBlob, PublicKeyBlob, looks_like_capi_blob
 
@@ -123,7 +129,7 @@ def load_rsa_key(data: bytes, *, passphrase: bytes | None = None) -> LoadedKey:
             message names the format and where it broke, never the input's bytes.
         UnsupportedError: a well-formed key that is not RSA (EC, Ed25519, DSA...), a
             certificate, or an encryption scheme ``cryptography`` does not implement.
-        UsageError: the key is encrypted and no passphrase was given.
+        PassphraseRequired: the key is encrypted and no passphrase was given (a UsageError).
         PassphraseError: the passphrase does not decrypt the key.
     """
     data = bytes(data)
@@ -205,13 +211,8 @@ def _load_pem(data: bytes, passphrase: bytes | None) -> LoadedKey:
     name = label.decode("ascii")
     detail = _PEM_DETAIL.get(label)
     if label.endswith(b"PUBLIC KEY"):
-        try:
-            loaded = serialization.load_pem_public_key(block)
-        except UnsupportedAlgorithm:
-            raise UnsupportedError(f"PEM {name}: an algorithm keyblob does not read") from None
-        except ValueError:
-            raise FormatError(f"PEM {name}: the key inside does not parse") from None
-        return LoadedKey(_only_rsa(loaded, f"PEM {name}"), KeyFormat.PEM, detail or name)
+        key = _load_public(lambda: serialization.load_pem_public_key(block), f"PEM {name}")
+        return LoadedKey(key, KeyFormat.PEM, detail or name)
     legacy_encrypted = b"Proc-Type: 4,ENCRYPTED" in block
     encrypted = label == b"ENCRYPTED PRIVATE KEY" or legacy_encrypted
     if legacy_encrypted:
@@ -225,6 +226,17 @@ def _load_pem(data: bytes, passphrase: bytes | None) -> LoadedKey:
     return LoadedKey(key, KeyFormat.PEM, detail or name)
 
 
+def _load_public(loader: Callable[[], object], what: str) -> RSAKey:
+    """Run a cryptography public key loader and translate its exceptions, once."""
+    try:
+        loaded = loader()
+    except UnsupportedAlgorithm:
+        raise UnsupportedError(f"{what}: an algorithm keyblob does not read") from None
+    except ValueError:
+        raise FormatError(f"{what}: the key inside does not parse") from None
+    return _only_rsa(loaded, what)
+
+
 def _load_private(
     loader: _PrivateLoader,
     what: str,
@@ -234,7 +246,7 @@ def _load_private(
 ) -> RSAKey:
     """Run a cryptography private key loader and translate its exceptions, once."""
     if encrypted and passphrase is None:
-        raise UsageError(f"the key ({what}) is encrypted: give --passphrase-file")
+        raise PassphraseRequired(f"the key ({what}) is encrypted: give --passphrase-file")
     try:
         loaded = loader(passphrase if encrypted else None)
     except UnsupportedAlgorithm:
@@ -356,14 +368,8 @@ def _der_kind(data: bytes) -> str:
 def _load_der(data: bytes, passphrase: bytes | None) -> LoadedKey:
     kind = _der_kind(data)
     if kind in ("PKCS#1 public", "SubjectPublicKeyInfo"):
-        try:
-            loaded = serialization.load_der_public_key(data)
-        except UnsupportedAlgorithm:
-            raise UnsupportedError(f"DER {kind}: an algorithm keyblob does not read") from None
-        except ValueError:
-            raise FormatError(f"DER {kind}: the key inside does not parse") from None
-        detail = "PKCS#1" if kind == "PKCS#1 public" else kind
-        return LoadedKey(_only_rsa(loaded, f"DER {kind}"), KeyFormat.DER, detail)
+        key = _load_public(lambda: serialization.load_der_public_key(data), f"DER {kind}")
+        return LoadedKey(key, KeyFormat.DER, "PKCS#1" if kind == "PKCS#1 public" else kind)
     key = _load_private(
         lambda pw: serialization.load_der_private_key(data, pw),
         f"DER {kind}",

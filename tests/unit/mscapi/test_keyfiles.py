@@ -18,7 +18,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 import support
-from keyblob.errors import FormatError, PassphraseError, UnsupportedError, UsageError
+from keyblob.errors import (
+    FormatError,
+    PassphraseError,
+    PassphraseRequired,
+    UnsupportedError,
+    UsageError,
+)
 from keyblob.mscapi import (
     AlgId,
     KeyFormat,
@@ -415,6 +421,7 @@ def _check_encrypted(data: bytes) -> None:
         load_rsa_key(data)
     assert "encrypted" in str(missing.value) and "--passphrase-file" in str(missing.value)
     assert not isinstance(missing.value, FormatError)
+    assert isinstance(missing.value, PassphraseRequired)  # the CLI asks for it by this type
 
 
 def test_passphrase_ignored_for_unencrypted_input() -> None:
