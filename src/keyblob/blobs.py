@@ -155,8 +155,6 @@ def generate(
     to: Sequence[PublicKeyFile] = (),
     legacy: bool = False,
     _key: bytes | None = None,
-    _random: Callable[[int], bytes] = secrets.token_bytes,
-    _now: Callable[[], int] = _now,
 ) -> SessionKey:
     """Make a new session key ``name`` (generation 1), export it signed, and store it.
 
@@ -189,8 +187,6 @@ def generate(
         algorithm=algorithm,
         recipients=recipients,
         key=_key,
-        random=_random,
-        now=_now,
     )
 
 
@@ -203,8 +199,6 @@ def _store_new(
     algorithm: Algorithm,
     recipients: list[tuple[KeyId, suites.ExchangePublic]],
     key: bytes | None,
-    random: Callable[[int], bytes],
-    now: Callable[[], int],
 ) -> SessionKey:
     encoded, session = _export(
         provider,
@@ -213,8 +207,8 @@ def _store_new(
         algorithm=algorithm,
         recipients=recipients,
         key=key,
-        random=random,
-        now=now,
+        random=secrets.token_bytes,
+        now=_now,
     )
     store.put(name, generation, encoded)  # create-only: a concurrent writer cannot be overwritten
     provider.update_state(lambda s: s.seen(name, generation))
@@ -230,8 +224,6 @@ def rotate(
     to: Sequence[PublicKeyFile] = (),
     legacy: bool = False,
     _key: bytes | None = None,
-    _random: Callable[[int], bytes] = secrets.token_bytes,
-    _now: Callable[[], int] = _now,
 ) -> SessionKey:
     """Make the next generation of ``name``: a new key, verified predecessor, same recipients.
 
@@ -271,8 +263,6 @@ def rotate(
         algorithm=algorithm,
         recipients=recipients,
         key=_key,
-        random=_random,
-        now=_now,
     )
 
 
