@@ -643,20 +643,21 @@ def _stream_to_output(
 
 def cmd_encrypt(ctx: Context) -> int:
     args = ctx.args
-    container = ctx.open()
-    store = ctx.store()
-    key = _refusing(args.name, lambda: blobs.load(container, store, args.name))
-    src, size, close = _input_stream(args.input)
-    update, done = _progress(size, args.quiet, "encrypt")
+    src, size, close = _input_stream(args.input)  # a missing input fails before the unlock
     try:
-        _stream_to_output(
-            args.output,
-            0o644,
-            lambda dst: files.encrypt_stream(key, src, dst, progress=update),
-            refuse_tty=True,
-        )
+        container = ctx.open()
+        key = _refusing(args.name, lambda: blobs.load(container, ctx.store(), args.name))
+        update, done = _progress(size, args.quiet, "encrypt")
+        try:
+            _stream_to_output(
+                args.output,
+                0o644,
+                lambda dst: files.encrypt_stream(key, src, dst, progress=update),
+                refuse_tty=True,
+            )
+        finally:
+            done()
     finally:
-        done()
         close()
     return 0
 

@@ -107,6 +107,14 @@ def test_an_output_that_cannot_be_written_is_a_storage_failure(kb, tmp_path):
     assert (tmp_path / "file").read_bytes() == b""
 
 
+def test_a_missing_input_fails_before_the_passphrase_is_needed(kb, tmp_path, monkeypatch):
+    monkeypatch.delenv("KEYBLOB_PASSPHRASE")  # and stdin is no terminal: asking would fail
+    for command in (["encrypt", "payroll"], ["decrypt"]):
+        status, _, err = kb(*command, "-i", str(tmp_path / "absent"), "-o", str(tmp_path / "o"))
+        assert status == 4 and f"no such file: {tmp_path / 'absent'}" in err
+        assert not (tmp_path / "o").exists()
+
+
 def test_stdout_partial_output_still_fails(kb, tmp_path):
     plain = os.urandom(2 * CHUNK + 10)
     status, ct, _ = kb("encrypt", "payroll", stdin=plain)
