@@ -258,6 +258,9 @@ def _make_session_key(
 
 
 NAME_MAX = 128
+#: Largest generation, in every format and store: generations are signed 64-bit integers in
+#: SQL stores, so all of keyblob uses the same range, 1 to 2**63 - 1.
+MAX_GENERATION = 2**63 - 1
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 
 

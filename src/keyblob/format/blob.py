@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 
 from keyblob.errors import FormatError, UnsupportedError, UsageError
 from keyblob.format._wire import Reader, u8, u16, u64
-from keyblob.keys import KEY_ID_SIZE, NAME_MAX, Algorithm, KeyId, Suite, check_name
+from keyblob.keys import (
+    KEY_ID_SIZE,
+    MAX_GENERATION,
+    NAME_MAX,
+    Algorithm,
+    KeyId,
+    Suite,
+    check_name,
+)
 
 MAGIC = b"KBLB"
 VERSION = 1
@@ -21,7 +29,6 @@ SIGNATURE_LABEL = b"keyblob/v1/blob-signature\x00"
 
 MAX_BLOB_SIZE = 16384
 MAX_RECIPIENTS = 16
-MAX_GENERATION = 2**63 - 1
 RSA_SIZES = (256, 384, 512)  # RSA-2048, -3072, -4096: wrapped key and signature lengths
 X25519_ENC_SIZE = 32
 AEAD_TAG_SIZE = 16

@@ -11,14 +11,20 @@ from dataclasses import dataclass
 
 from keyblob.errors import FormatError, UnsupportedError, UsageError
 from keyblob.format._wire import Reader, u8, u64
-from keyblob.keys import KEY_ID_SIZE, NAME_MAX, Algorithm, KeyId, check_name
+from keyblob.keys import (
+    KEY_ID_SIZE,
+    MAX_GENERATION,
+    NAME_MAX,
+    Algorithm,
+    KeyId,
+    check_name,
+)
 
 MAGIC = b"KBDT"
 VERSION = 1
 #: Bytes before the name: magic, version, algorithm, flags, generation, key_id, name_len.
 FIXED_SIZE = 32
 CONTEXT_LABEL = b"keyblob/v1/data\x00"
-MAX_GENERATION = 2**63 - 1
 DATA_ALGORITHMS = frozenset(
     {Algorithm.AES_256_GCM, Algorithm.AES_128_GCM, Algorithm.CHACHA20_POLY1305}
 )

@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from keyblob.errors import UsageError
+from keyblob.keys import MAX_GENERATION
 
 __all__ = [
     "MAX_GENERATION",
@@ -36,10 +37,6 @@ __all__ = [
 #: Largest item a store accepts or returns, in bytes.  Key blobs are a few KiB even with
 #: post-quantum recipients; the bound keeps a hostile store from exhausting memory.
 MAX_ITEM_SIZE = 65536
-
-#: Largest generation: generations are signed 64-bit integers in SQL stores, so every store
-#: uses the same range, 1 to 2**63 - 1.
-MAX_GENERATION = 2**63 - 1
 
 
 @runtime_checkable
