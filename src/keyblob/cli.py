@@ -42,7 +42,7 @@ from keyblob.keys import Algorithm, KeyRole, SessionKey, Suite
 from keyblob.providers import suites
 from keyblob.providers.software import DEFAULT_CONTAINER, Home, SoftwareContainer
 from keyblob.storage import Store, open_store
-from keyblob.trust import TrustedSigner, find_signer
+from keyblob.trust import State, TrustedSigner, find_signer
 
 
 def _lazy_module(name: str) -> types.ModuleType:
@@ -268,14 +268,13 @@ def cmd_rotate(ctx: Context) -> int:
     return 0
 
 
-def _describe(
-    v: blobs.Verified, container: SoftwareContainer, state_signers: Sequence[TrustedSigner]
-) -> dict[str, Any]:
+def _describe(v: blobs.Verified, container: SoftwareContainer, state: State) -> dict[str, Any]:
     h = v.header
+    trusted = state.signer(h.signer_id)
     signer = (
         "this container"
         if h.signer_id == container.signature_id
-        else next((s.label for s in state_signers if s.key_id == h.signer_id), "?")
+        else (trusted.label if trusted else "?")
     )
     return {
         "name": h.name,
@@ -307,7 +306,7 @@ def _refusing(what: str, action: Callable[[], Any]) -> Any:
 def cmd_list(ctx: Context) -> int:
     container = ctx.open()
     store = ctx.store()
-    signers = container.state().trusted
+    state = container.state()
     rows, refused = [], []
     for name in store.names():
         try:
@@ -315,7 +314,7 @@ def cmd_list(ctx: Context) -> int:
         except (VerificationError, FormatError) as e:
             refused.append((name, str(e)))
             continue
-        rows.append(_describe(v, container, signers))
+        rows.append(_describe(v, container, state))
     if ctx.args.json:
         _emit_json(
             {
@@ -353,7 +352,7 @@ def cmd_show(ctx: Context) -> int:
     v = _refusing(
         ctx.args.name, lambda: blobs.open_latest(container, store, ctx.args.name, unwrap=False)
     )
-    doc = _describe(v, container, container.state().trusted)
+    doc = _describe(v, container, container.state())
     doc["store"] = store.location
     if ctx.args.json:
         _emit_json(doc)
@@ -413,7 +412,7 @@ def cmd_verify(ctx: Context) -> int:
         if args.json:
             _emit_json({"file": args.file, "valid": False, "reason": str(e)})
         raise
-    doc = _describe(v, container, container.state().trusted)
+    doc = _describe(v, container, container.state())
     if args.json:
         _emit_json({"file": args.file, "valid": True, **doc})
     else:
@@ -591,7 +590,7 @@ def cmd_trust_list(ctx: Context) -> int:
 def cmd_trust_remove(ctx: Context) -> int:
     container = ctx.open()
     target = find_signer(container.state().trusted, ctx.args.id)
-    container.update_state(lambda s: s.without_signer(target.key_id.hex)[0])
+    container.update_state(lambda s: s.without_signer(target.key_id))
     print(f"no longer trusted: sg-{target.key_id.short} ({target.label})")
     return 0
 
@@ -667,13 +666,11 @@ def cmd_decrypt(ctx: Context) -> int:
     src, size, close = _input_stream(args.input)
     what = args.input or "standard input"
     update, done = _progress(size, args.quiet, "decrypt")
-    opened: list[SoftwareContainer] = []
 
     def find_key(header: DataHeader) -> SessionKey:
         # Unlocked only once the header parsed: a non-keyblob input fails before the KDF.
-        opened.append(ctx.open())
         return blobs.load(
-            opened[0],
+            ctx.open(),
             ctx.store(),
             header.name,
             generation=header.generation,

@@ -58,15 +58,9 @@ class State:
             return self
         return replace(self, trusted=(*self.trusted, signer))
 
-    def without_signer(self, prefix: str) -> tuple[State, TrustedSigner]:
-        """Remove the one trusted signer whose id starts with ``prefix`` (hex, >= 8 digits).
-
-        Raises:
-            UsageError: the prefix is too short or matches several signers.
-            NotFoundError: no trusted signer has that id.
-        """
-        match = find_signer(self.trusted, prefix)
-        return replace(self, trusted=tuple(s for s in self.trusted if s is not match)), match
+    def without_signer(self, key_id: KeyId) -> State:
+        """This state without the trusted signer ``key_id`` (unchanged if it is not there)."""
+        return replace(self, trusted=tuple(s for s in self.trusted if s.key_id != key_id))
 
     # Canonical JSON: sorted keys, no white space, so that a MAC over it is well defined.
     def to_json(self) -> dict[str, Any]:
