@@ -35,18 +35,14 @@ Nothing is asserted; everything is reported.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import gc
 import json
 import os
-import pstats
 import secrets
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +60,9 @@ from bench_core import (
     machine,
     med,
     ms,
+    profile,
     quartiles,
+    summary,
     time_loop,
     us,
 )
@@ -84,53 +82,6 @@ CHEAP_KDF = KdfParams(memory_kib=8192, iterations=1, lanes=1)
 def ps(ns: float) -> str:
     """Operations per second from a median in ns."""
     return f"{1e9 / ns:,.0f}"
-
-
-def summary(lib_s: list[int], raw_s: list[int]) -> dict[str, Any]:
-    paired = sorted(a / r for a, r in zip(lib_s, raw_s, strict=True))
-    return {
-        "n": len(lib_s),
-        "lib_median_ns": med(lib_s),
-        "raw_median_ns": med(raw_s),
-        "lib_iqr_ns": quartiles(lib_s),
-        "raw_iqr_ns": quartiles(raw_s),
-        "lib_per_s": 1e9 / med(lib_s),
-        "raw_per_s": 1e9 / med(raw_s),
-        "ratio_at_median": med(lib_s) / med(raw_s),
-        "median_paired_ratio": statistics.median(paired),
-        "lib_ns": lib_s,
-        "raw_ns": raw_s,
-    }
-
-
-def profile(fn: Callable[[int], Any], n: int, after: Callable[[int], Any] | None = None) -> Any:
-    """cProfile ``fn`` over n calls: the top functions by own time, per op (us)."""
-    prof = cProfile.Profile()
-    for i in range(n):
-        prof.enable()
-        fn(i)
-        prof.disable()
-        if after:
-            after(i)
-    st = pstats.Stats(prof)
-    total = st.total_tt  # type: ignore[attr-defined]
-    rows = []
-    for (file, line, func), (_cc, nc, tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
-        where = f"{Path(file).name}:{line}({func})" if file != "~" else func
-        rows.append((tt, ct, nc, where))
-    rows.sort(reverse=True)
-    return {
-        "total_us_per_op": total * 1e6 / n,
-        "top": [
-            {
-                "own_us_per_op": tt * 1e6 / n,
-                "cum_us_per_op": ct * 1e6 / n,
-                "calls_per_op": nc / n,
-                "function": where,
-            }
-            for tt, ct, nc, where in rows[:12]
-        ],
-    }
 
 
 # -- part (a) ------------------------------------------------------------------------------

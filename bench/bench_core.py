@@ -252,21 +252,25 @@ def bench_pair(b: Bench, n: int, warmup: int, tag: str) -> dict[str, Any]:
     gen_lib, gen_raw = interleaved(lib_gen, raw_generate(b), n, warmup, after_lib=b.reset_state)
     gc.collect()
     load_lib, load_raw = interleaved(lib_load, raw_load(b), n, warmup)
-    out = {}
-    for op, lib_s, raw_s in (("generate", gen_lib, gen_raw), ("load", load_lib, load_raw)):
-        paired = sorted(a / r for a, r in zip(lib_s, raw_s, strict=True))
-        out[op] = {
-            "n": n,
-            "lib_ns": lib_s,
-            "raw_ns": raw_s,
-            "lib_median_ns": med(lib_s),
-            "raw_median_ns": med(raw_s),
-            "lib_iqr_ns": quartiles(lib_s),
-            "raw_iqr_ns": quartiles(raw_s),
-            "ratio_at_median": med(lib_s) / med(raw_s),
-            "median_paired_ratio": statistics.median(paired),
-        }
-    return out
+    return {"generate": summary(gen_lib, gen_raw), "load": summary(load_lib, load_raw)}
+
+
+def summary(lib_s: list[int], raw_s: list[int]) -> dict[str, Any]:
+    """Medians, IQRs, rates and ratios of interleaved library and raw samples (ns)."""
+    paired = sorted(a / r for a, r in zip(lib_s, raw_s, strict=True))
+    return {
+        "n": len(lib_s),
+        "lib_ns": lib_s,
+        "raw_ns": raw_s,
+        "lib_median_ns": med(lib_s),
+        "raw_median_ns": med(raw_s),
+        "lib_iqr_ns": quartiles(lib_s),
+        "raw_iqr_ns": quartiles(raw_s),
+        "lib_per_s": 1e9 / med(lib_s),
+        "raw_per_s": 1e9 / med(raw_s),
+        "ratio_at_median": med(lib_s) / med(raw_s),
+        "median_paired_ratio": statistics.median(paired),
+    }
 
 
 def _staged(
