@@ -214,6 +214,37 @@ class PublicKeyBlob:
         return cls(AlgId(alg_id), bitlen, numbers.e, numbers.n)
 
 
+def crt_mismatch(
+    *, n: int, e: int, p: int, q: int, d: int, dp: int, dq: int, iqmp: int
+) -> str | None:
+    """The first RSA private value that disagrees with the others, or None if all agree.
+
+    Checked, not recomputed: a file whose values disagree was damaged or edited, and
+    "repairing" it would hide that.  Returns ``"pq"``, ``"d"``, ``"dp"``, ``"dq"`` or
+    ``"iqmp"``; each reader turns the name into its own field and message.
+    """
+    if p < 3 or q < 3 or p * q != n:
+        return "pq"
+    if not 0 < d < n or (e * d) % math.lcm(p - 1, q - 1) != 1:
+        return "d"
+    if dp != d % (p - 1):
+        return "dp"
+    if dq != d % (q - 1):
+        return "dq"
+    if iqmp != pow(q, -1, p):
+        return "iqmp"
+    return None
+
+
+_BLOB_CRT_PROBLEMS = {
+    "pq": ("prime1", "prime1 * prime2 is not the modulus"),
+    "d": ("privateExponent", "not the inverse of pubexp"),
+    "dp": ("exponent1", "is not privateExponent mod (prime1 - 1)"),
+    "dq": ("exponent2", "is not privateExponent mod (prime2 - 1)"),
+    "iqmp": ("coefficient", "is not prime2^-1 mod prime1"),
+}
+
+
 @dataclass(frozen=True)
 class PrivateKeyBlob:
     """PRIVATEKEYBLOB: BLOBHEADER, RSAPUBKEY("RSA2"), n, p, q, dp, dq, iqmp, d (section 4).
@@ -294,14 +325,9 @@ class PrivateKeyBlob:
             if completed is None:
                 raise bad("privateExponent", "the bytes present do not match the primes")
             d = completed
-        if not 0 < d < n or (e * d) % lam != 1:
-            raise bad("privateExponent", "not the inverse of pubexp")
-        if dp != d % (p - 1):
-            raise bad("exponent1", "is not privateExponent mod (prime1 - 1)")
-        if dq != d % (q - 1):
-            raise bad("exponent2", "is not privateExponent mod (prime2 - 1)")
-        if iqmp != pow(q, -1, p):
-            raise bad("coefficient", "is not prime2^-1 mod prime1")
+        wrong = crt_mismatch(n=n, e=e, p=p, q=q, d=d, dp=dp, dq=dq, iqmp=iqmp)
+        if wrong is not None:
+            raise bad(*_BLOB_CRT_PROBLEMS[wrong])
         return cls(AlgId(alg), bitlen, e, n, p, q, dp, dq, iqmp, d, truncated=present < k)
 
     def to_bytes(self) -> bytes:

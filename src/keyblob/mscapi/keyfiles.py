@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -58,7 +57,13 @@ from keyblob.errors import (
     UsageError,
 )
 from keyblob.mscapi.algids import AlgId
-from keyblob.mscapi.blobs import BlobType, PrivateKeyBlob, PublicKeyBlob, looks_like_capi_blob
+from keyblob.mscapi.blobs import (
+    BlobType,
+    PrivateKeyBlob,
+    PublicKeyBlob,
+    crt_mismatch,
+    looks_like_capi_blob,
+)
 
 #: The largest key file read at all: a 16384-bit private key in PEM is about 13 KiB.
 MAX_KEY_FILE_SIZE = 1 << 20
@@ -482,22 +487,20 @@ def _b64_field(name: str, text: str) -> bytes:
         raise _xml_fail(f"<{name}>: not valid base64") from None
 
 
+_XML_CRT_PROBLEMS = {
+    "pq": "<P> * <Q> is not <Modulus>",
+    "d": "<D> is not the inverse of <Exponent>",
+    "dp": "<DP> is not <D> mod (<P> - 1)",
+    "dq": "<DQ> is not <D> mod (<Q> - 1)",
+    "iqmp": "<InverseQ> is not <Q>^-1 mod <P>",
+}
+
+
 def _xml_private_key(public: rsa.RSAPublicNumbers, v: dict[str, int]) -> rsa.RSAPrivateKey:
-    # Check the CRT values against D, P and Q rather than recompute them: a file whose
-    # values disagree was damaged or edited, and silently "repairing" it would hide that.
-    n, e = public.n, public.e
     p, q, dp, dq, iqmp, d = v["P"], v["Q"], v["DP"], v["DQ"], v["InverseQ"], v["D"]
-    if p < 3 or q < 3 or p * q != n:
-        raise _xml_fail("<P> * <Q> is not <Modulus>")
-    lam = math.lcm(p - 1, q - 1)
-    if not 0 < d < n or (e * d) % lam != 1:
-        raise _xml_fail("<D> is not the inverse of <Exponent>")
-    if dp != d % (p - 1):
-        raise _xml_fail("<DP> is not <D> mod (<P> - 1)")
-    if dq != d % (q - 1):
-        raise _xml_fail("<DQ> is not <D> mod (<Q> - 1)")
-    if iqmp != pow(q, -1, p):
-        raise _xml_fail("<InverseQ> is not <Q>^-1 mod <P>")
+    wrong = crt_mismatch(n=public.n, e=public.e, p=p, q=q, d=d, dp=dp, dq=dq, iqmp=iqmp)
+    if wrong is not None:
+        raise _xml_fail(_XML_CRT_PROBLEMS[wrong])
     numbers = rsa.RSAPrivateNumbers(
         p=p, q=q, d=d, dmp1=dp, dmq1=dq, iqmp=iqmp, public_numbers=public
     )
