@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 from keyblob import KdfParams
 
@@ -17,20 +23,44 @@ def require_interop() -> bool:
     return os.environ.get("KEYBLOB_REQUIRE_INTEROP") == "1"
 
 
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the test because ``reason`` (a peer or data is missing); in CI, fail instead."""
+    import pytest
+
+    if require_interop():
+        pytest.fail(f"{reason} (KEYBLOB_REQUIRE_INTEROP=1)", pytrace=False)
+    pytest.skip(reason)
+
+
 #: The read-only third-party vectors beside the repository (``../shared/vectors``).
 SHARED_VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 
 
 def shared_vectors(subfolder: str) -> Path:
     """``../shared/vectors/<subfolder>``; skips the test where it is missing, but fails in CI."""
-    import pytest
-
     path = SHARED_VECTORS / subfolder
     if not path.is_dir():
-        if require_interop():
-            pytest.fail(f"the shared vectors are missing: {path}")
-        pytest.skip(f"the shared vectors are not beside the repository ({path})")
+        skip_or_fail(f"the shared vectors are not beside the repository ({path})")
     return path
+
+
+def openssl(*args: str) -> bytes:
+    """Run the openssl command line (skips where it is not installed, fails in CI)."""
+    if shutil.which("openssl") is None:
+        skip_or_fail("openssl is not installed")
+    return subprocess.run(["openssl", *args], check=True, capture_output=True).stdout
+
+
+def load_script(name: str, path: Path) -> ModuleType:
+    """Import a file by path (tools/ and tests/ are not packages), once per session."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_in_terminal(argv: list[str], answers: list[str], env: dict[str, str]) -> tuple[int, str]:

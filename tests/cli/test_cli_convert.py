@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
-import subprocess
 import sys
 
 import pytest
@@ -38,14 +36,6 @@ def kb(capsysbinary, monkeypatch):
     return run
 
 
-def openssl(*args: str) -> bytes:
-    if shutil.which("openssl") is None:
-        if support.require_interop():
-            pytest.fail("openssl is missing (KEYBLOB_REQUIRE_INTEROP=1)")
-        pytest.skip("openssl is not installed")
-    return subprocess.run(["openssl", *args], check=True, capture_output=True).stdout
-
-
 def _pem(key) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -74,17 +64,21 @@ def test_byte_exact_with_openssl(kb, keys, tmp_path, bits):
     pem.write_bytes(_pem(keys[bits]))
     blob = tmp_path / "k.msblob"
     kb("capi", "convert", pem, "--to", "msblob", "-o", blob)
-    assert blob.read_bytes() == openssl("rsa", "-in", str(pem), "-outform", "MSBLOB")
+    assert blob.read_bytes() == support.openssl("rsa", "-in", str(pem), "-outform", "MSBLOB")
     pub = tmp_path / "k.pubblob"
     kb("capi", "convert", pem, "--to", "msblob", "--public", "-o", pub)
-    assert pub.read_bytes() == openssl("rsa", "-in", str(pem), "-pubout", "-outform", "MSBLOB")
+    assert pub.read_bytes() == support.openssl(
+        "rsa", "-in", str(pem), "-pubout", "-outform", "MSBLOB"
+    )
     # openssl's MSBLOB back to PEM gives what openssl pkey writes.
     back = tmp_path / "back.pem"
     kb("capi", "convert", blob, "--to", "pem", "-o", back)
-    assert back.read_bytes() == openssl("pkey", "-inform", "MSBLOB", "-in", str(blob))
+    assert back.read_bytes() == support.openssl("pkey", "-inform", "MSBLOB", "-in", str(blob))
     pub_pem = tmp_path / "pub.pem"
     kb("capi", "convert", pub, "--to", "pem", "-o", pub_pem)
-    assert pub_pem.read_bytes() == openssl("pkey", "-pubin", "-inform", "MSBLOB", "-in", str(pub))
+    assert pub_pem.read_bytes() == support.openssl(
+        "pkey", "-pubin", "-inform", "MSBLOB", "-in", str(pub)
+    )
 
 
 def test_dotnet_xml(kb, keys, tmp_path):

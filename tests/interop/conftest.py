@@ -6,16 +6,12 @@ A missing peer skips its tests with the reason, except when ``KEYBLOB_REQUIRE_IN
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
+import support
 from interop.capi.peer import CapiPeer, PeerUnavailableError, start
-
-
-def _require_interop() -> bool:
-    return os.environ.get("KEYBLOB_REQUIRE_INTEROP") == "1"
 
 
 @pytest.fixture(scope="session")
@@ -24,10 +20,7 @@ def capi_peer() -> Iterator[CapiPeer]:
     try:
         peer = start()
     except PeerUnavailableError as e:
-        reason = f"CryptoAPI peer unavailable: {e}"
-        if _require_interop():
-            pytest.fail(f"{reason} (KEYBLOB_REQUIRE_INTEROP=1)", pytrace=False)
-        pytest.skip(reason)
+        support.skip_or_fail(f"CryptoAPI peer unavailable: {e}")
     try:
         yield peer
     finally:

@@ -60,9 +60,7 @@ CASES = _cases()
 def _require_vectors() -> None:
     if CAPI.is_dir():
         return
-    if support.require_interop():
-        pytest.fail(f"the shared CryptoAPI vectors are missing: {CAPI}")
-    pytest.skip(f"the shared CryptoAPI vectors are not beside the repository ({CAPI})")
+    support.skip_or_fail(f"the shared CryptoAPI vectors are not beside the repository ({CAPI})")
 
 
 def _legacy_backend() -> None:
@@ -457,9 +455,7 @@ def test_every_blob_describes() -> None:
 def _wycheproof(name: str) -> list[tuple[rsa.RSAPrivateKey, dict[str, Any], dict[str, Any]]]:
     path = WYCHEPROOF / name
     if not path.is_file():
-        if support.require_interop():
-            pytest.fail(f"missing {path}")
-        pytest.skip(f"Wycheproof vectors not beside the repository ({path})")
+        support.skip_or_fail(f"Wycheproof vectors not beside the repository ({path})")
     doc = json.loads(path.read_text())
     out = []
     for group in doc["testGroups"]:

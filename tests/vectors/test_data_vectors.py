@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import io
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+import support
 from keyblob import files, stream
 from keyblob.errors import FormatError, UnsupportedError, VerificationError
 from keyblob.format.data import DataHeader
@@ -30,17 +28,8 @@ VALID = [c for c in CASES if c["result"] == "valid"]
 INVALID = [c for c in CASES if c["result"] != "valid"]
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-gv = _load("gen_vectors", ROOT / "tools" / "gen_vectors.py")
-ir = _load("keyblob_independent_reader", HERE / "independent_reader.py")
+gv = support.load_script("gen_vectors", ROOT / "tools" / "gen_vectors.py")
+ir = support.load_script("keyblob_independent_reader", HERE / "independent_reader.py")
 
 
 def _data(case: dict[str, Any]) -> bytes:

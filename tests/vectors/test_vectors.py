@@ -3,17 +3,16 @@ independent reader, plus canonical round trips and the generator's own --check."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+import support
 from keyblob import blobs
 from keyblob.errors import NotFoundError, UsageError, VerificationError
 from keyblob.format import KeyBlob, PublicKeyFile, armor, dearmor
@@ -28,18 +27,8 @@ CASES = MANIFEST["cases"]
 IDS = [c["name"] for c in CASES]
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    """Import a file by path (tools/ and tests/ are not packages)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-gv = _load("gen_vectors", GENERATOR)
-ir = _load("keyblob_independent_reader", HERE / "independent_reader.py")
+gv = support.load_script("gen_vectors", GENERATOR)
+ir = support.load_script("keyblob_independent_reader", HERE / "independent_reader.py")
 KEYS = gv.load_keys()
 
 

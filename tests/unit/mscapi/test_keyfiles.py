@@ -9,8 +9,6 @@ import base64
 import functools
 import itertools
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -564,24 +562,9 @@ def test_every_truncation_of_a_blob_and_der_fails_cleanly() -> None:
 
 # --- OpenSSL interop ---------------------------------------------------------------------------
 
-OPENSSL = shutil.which("openssl")
-
-
-@pytest.fixture(scope="module")
-def openssl() -> str:
-    if OPENSSL is None:
-        if support.require_interop():
-            pytest.fail("openssl is required (KEYBLOB_REQUIRE_INTEROP=1)")
-        pytest.skip("openssl is not installed")
-    return OPENSSL
-
-
-def run(*args: str) -> bytes:
-    return subprocess.run(args, check=True, capture_output=True).stdout
-
 
 @pytest.mark.parametrize("bits", BITS)
-def test_openssl_byte_exact(openssl: str, bits: int, tmp_path: Path) -> None:
+def test_openssl_byte_exact(bits: int, tmp_path: Path) -> None:
     key = rsa_key(bits)
     src = tmp_path / "pkcs1.pem"
     src.write_bytes(
@@ -593,16 +576,16 @@ def test_openssl_byte_exact(openssl: str, bits: int, tmp_path: Path) -> None:
     )
     s = str(src)
     theirs = {
-        (KeyFormat.PEM, False): run(openssl, "pkey", "-in", s, "-outform", "PEM"),
+        (KeyFormat.PEM, False): support.openssl("pkey", "-in", s, "-outform", "PEM"),
         # "openssl pkey -outform DER" writes PKCS#1 for an RSA key (checked below); keyblob's
         # DER is PKCS#8 like its PEM, which is what "openssl pkcs8 -topk8 -nocrypt" writes.
-        (KeyFormat.DER, False): run(
-            openssl, "pkcs8", "-topk8", "-nocrypt", "-in", s, "-outform", "DER"
+        (KeyFormat.DER, False): support.openssl(
+            "pkcs8", "-topk8", "-nocrypt", "-in", s, "-outform", "DER"
         ),
-        (KeyFormat.PEM, True): run(openssl, "pkey", "-in", s, "-pubout", "-outform", "PEM"),
-        (KeyFormat.DER, True): run(openssl, "pkey", "-in", s, "-pubout", "-outform", "DER"),
-        (KeyFormat.MSBLOB, False): run(openssl, "rsa", "-in", s, "-outform", "MSBLOB"),
-        (KeyFormat.MSBLOB, True): run(openssl, "rsa", "-in", s, "-pubout", "-outform", "MSBLOB"),
+        (KeyFormat.PEM, True): support.openssl("pkey", "-in", s, "-pubout", "-outform", "PEM"),
+        (KeyFormat.DER, True): support.openssl("pkey", "-in", s, "-pubout", "-outform", "DER"),
+        (KeyFormat.MSBLOB, False): support.openssl("rsa", "-in", s, "-outform", "MSBLOB"),
+        (KeyFormat.MSBLOB, True): support.openssl("rsa", "-in", s, "-pubout", "-outform", "MSBLOB"),
     }
     # OpenSSL 3 writes both blobs with aiKeyAlg CALG_RSA_KEYX, as keyblob does by default.
     assert theirs[KeyFormat.MSBLOB, False][:8] == bytes.fromhex("07020000 00a40000")
@@ -623,24 +606,23 @@ def test_openssl_byte_exact(openssl: str, bits: int, tmp_path: Path) -> None:
         ("rsa", "-in", s, "-RSAPublicKey_out"),
         ("rsa", "-in", s, "-RSAPublicKey_out", "-outform", "DER"),
     ):
-        loaded = load_rsa_key(run(openssl, *args))
+        loaded = load_rsa_key(support.openssl(*args))
         assert loaded.detail == "PKCS#1"
         assert same_key(loaded.key, key.public_key() if "-RSAPublicKey_out" in args else key)
 
 
 @pytest.mark.parametrize("bits", BITS)
-def test_openssl_reads_ours(openssl: str, bits: int, tmp_path: Path) -> None:
+def test_openssl_reads_ours(bits: int, tmp_path: Path) -> None:
     key = rsa_key(bits)
     priv_blob = tmp_path / "ours.privblob"
     pub_blob = tmp_path / "ours.pubblob"
     priv_blob.write_bytes(dump_rsa_key(key, KeyFormat.MSBLOB, public_only=False))
     pub_blob.write_bytes(dump_rsa_key(key, KeyFormat.MSBLOB, public_only=True))
     # OpenSSL converts our blobs to exactly what we write for PEM / DER.
-    assert run(openssl, "pkey", "-inform", "MSBLOB", "-in", str(priv_blob)) == dump_rsa_key(
+    assert support.openssl("pkey", "-inform", "MSBLOB", "-in", str(priv_blob)) == dump_rsa_key(
         key, KeyFormat.PEM, public_only=False
     )
-    assert run(
-        openssl,
+    assert support.openssl(
         "rsa",
         "-pubin",
         "-inform",
@@ -654,18 +636,17 @@ def test_openssl_reads_ours(openssl: str, bits: int, tmp_path: Path) -> None:
     # And our PEM to exactly our blob.
     pem = tmp_path / "ours.pem"
     pem.write_bytes(dump_rsa_key(key, KeyFormat.PEM, public_only=False))
-    assert run(openssl, "rsa", "-in", str(pem), "-outform", "MSBLOB") == priv_blob.read_bytes()
-    check = run(openssl, "rsa", "-inform", "MSBLOB", "-in", str(priv_blob), "-noout", "-check")
+    assert support.openssl("rsa", "-in", str(pem), "-outform", "MSBLOB") == priv_blob.read_bytes()
+    check = support.openssl("rsa", "-inform", "MSBLOB", "-in", str(priv_blob), "-noout", "-check")
     assert b"RSA key ok" in check
 
 
-def test_openssl_encrypted_pkcs8(openssl: str, tmp_path: Path) -> None:
+def test_openssl_encrypted_pkcs8(tmp_path: Path) -> None:
     key = rsa_key(2048)
     src = tmp_path / "key.pem"
     src.write_bytes(dump_rsa_key(key, KeyFormat.PEM, public_only=False))
     for outform in ("PEM", "DER"):
-        data = run(
-            openssl,
+        data = support.openssl(
             "pkcs8",
             "-topk8",
             "-v2",

@@ -3,8 +3,6 @@ writes, byte-exact both ways, for 1024 to 4096 bits (``openssl rsa -inform/-outf
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,24 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 import support
 from keyblob.mscapi import PrivateKeyBlob, PublicKeyBlob
 
-OPENSSL = shutil.which("openssl")
-
-
-@pytest.fixture(scope="module")
-def openssl() -> str:
-    if OPENSSL is None:
-        if support.require_interop():
-            pytest.fail("openssl is required (KEYBLOB_REQUIRE_INTEROP=1)")
-        pytest.skip("openssl is not installed")
-    return OPENSSL
-
-
-def run(*args: str) -> bytes:
-    return subprocess.run(args, check=True, capture_output=True).stdout
-
 
 @pytest.mark.parametrize("bits", [1024, 2048, 3072, 4096])
-def test_both_directions(openssl: str, bits: int, tmp_path: Path) -> None:
+def test_both_directions(bits: int, tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     pem = tmp_path / "key.pem"
     pem.write_bytes(
@@ -44,8 +27,8 @@ def test_both_directions(openssl: str, bits: int, tmp_path: Path) -> None:
     ours_priv = PrivateKeyBlob.from_private_key(key).to_bytes()
     ours_pub = PublicKeyBlob.from_public_key(key.public_key()).to_bytes()
     # OpenSSL writes: we read, and re-encode byte for byte.
-    theirs_priv = run(openssl, "rsa", "-in", str(pem), "-outform", "MSBLOB")
-    theirs_pub = run(openssl, "rsa", "-in", str(pem), "-pubout", "-outform", "MSBLOB")
+    theirs_priv = support.openssl("rsa", "-in", str(pem), "-outform", "MSBLOB")
+    theirs_pub = support.openssl("rsa", "-in", str(pem), "-pubout", "-outform", "MSBLOB")
     assert theirs_priv == ours_priv
     assert theirs_pub == ours_pub
     parsed = PrivateKeyBlob.from_bytes(theirs_priv)
@@ -54,20 +37,19 @@ def test_both_directions(openssl: str, bits: int, tmp_path: Path) -> None:
     # We write: OpenSSL reads, checks, and converts back to the same DER (3.0 writes PKCS#8).
     (tmp_path / "ours.priv").write_bytes(ours_priv)
     (tmp_path / "ours.pub").write_bytes(ours_pub)
-    check = run(
-        openssl, "rsa", "-inform", "MSBLOB", "-in", str(tmp_path / "ours.priv"), "-noout", "-check"
+    check = support.openssl(
+        "rsa", "-inform", "MSBLOB", "-in", str(tmp_path / "ours.priv"), "-noout", "-check"
     )
     assert b"RSA key ok" in check
-    der = run(
-        openssl, "rsa", "-inform", "MSBLOB", "-in", str(tmp_path / "ours.priv"), "-outform", "DER"
+    der = support.openssl(
+        "rsa", "-inform", "MSBLOB", "-in", str(tmp_path / "ours.priv"), "-outform", "DER"
     )
     assert der == key.private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    pub_der = run(
-        openssl,
+    pub_der = support.openssl(
         "rsa",
         "-pubin",
         "-inform",
