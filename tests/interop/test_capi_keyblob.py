@@ -46,6 +46,31 @@ def _windows_user(peer: CapiPeer, folder: Path) -> Windows:
     return w
 
 
+def _make_session(
+    peer: CapiPeer,
+    alg: str,
+    to: Windows,
+    signer: Windows,
+    plain: Path,
+    sb: Path,
+    sig: Path,
+    ct: Path,
+) -> None:
+    """What a Windows program following the procedure writes: a SIMPLEBLOB under ``to``'s
+    exchange key, ``signer``'s CryptSignHash (SHA-256) of it, and ``plain`` encrypted."""
+    peer.check(
+        "make-session",
+        alg,
+        to.exchange_public,
+        signer.signature_private,
+        "sha256",
+        sb,
+        sig,
+        plain,
+        ct,
+    )
+
+
 @pytest.fixture(scope="module")
 def windows(capi_peer: CapiPeer, tmp_path_factory: pytest.TempPathFactory) -> Windows:
     return _windows_user(capi_peer, tmp_path_factory.mktemp("windows") / "user")
@@ -71,17 +96,7 @@ def test_windows_to_keyblob(capi_peer, windows, kb, tmp_path, peer_alg, label, l
     plain = tmp_path / "salaries.csv"
     plain.write_bytes(os.urandom(5000) + b"end")
     sb, sig, ct = tmp_path / "key.simpleblob", tmp_path / "key.sig", tmp_path / "data.enc"
-    capi_peer.check(
-        "make-session",
-        peer_alg,
-        windows.exchange_public,
-        windows.signature_private,
-        "sha256",
-        sb,
-        sig,
-        plain,
-        ct,
-    )
+    _make_session(capi_peer, peer_alg, windows, windows, plain, sb, sig, ct)
     # The migration: the exchange key pair moves into the home, then the signed SIMPLEBLOB.
     assert kb("capi", "import-keypair", windows.exchange_private, "--slot", "exchange")[0] == 0
     status, err = kb(
@@ -158,17 +173,7 @@ def test_keyblob_to_windows(capi_peer, kb, tmp_path, peer_alg, label, legacy):
 def test_both_sides_refuse_tampered_and_substituted_blobs(capi_peer, windows, kb, tmp_path):
     plain, sb, sig, ct = (tmp_path / n for n in ("plain", "sb", "sig", "ct"))
     plain.write_bytes(b"payroll data")
-    capi_peer.check(
-        "make-session",
-        "aes256",
-        windows.exchange_public,
-        windows.signature_private,
-        "sha256",
-        sb,
-        sig,
-        plain,
-        ct,
-    )
+    _make_session(capi_peer, "aes256", windows, windows, plain, sb, sig, ct)
     kb("capi", "import-keypair", windows.exchange_private)
     # Tampered: one bit of the SIMPLEBLOB flipped.
     tampered = tmp_path / "tampered"
@@ -179,17 +184,7 @@ def test_both_sides_refuse_tampered_and_substituted_blobs(capi_peer, windows, kb
     # by the attacker (whose PUBLICKEYBLOB the victim does not use as signer).
     attacker = _windows_user(capi_peer, tmp_path / "attacker")
     evil_sb, evil_sig, evil_ct = tmp_path / "evil.sb", tmp_path / "evil.sig", tmp_path / "evil.ct"
-    capi_peer.check(
-        "make-session",
-        "aes256",
-        windows.exchange_public,
-        attacker.signature_private,
-        "sha256",
-        evil_sb,
-        evil_sig,
-        plain,
-        evil_ct,
-    )
+    _make_session(capi_peer, "aes256", windows, attacker, plain, evil_sb, evil_sig, evil_ct)
     for blob, signature in ((tampered, sig), (evil_sb, evil_sig)):
         status, err = kb(
             "capi",
@@ -268,17 +263,7 @@ def test_unwrap_matches_cryptoapi_byte_for_byte(
     """keyblob capi unwrap writes the same PLAINTEXTKEYBLOB CryptoAPI itself exports."""
     plain, sb, sig, ct = (tmp_path / n for n in ("plain", "sb", "sig", "ct"))
     plain.write_bytes(b"x" * 100)
-    capi_peer.check(
-        "make-session",
-        peer_alg,
-        windows.exchange_public,
-        windows.signature_private,
-        "sha256",
-        sb,
-        sig,
-        plain,
-        ct,
-    )
+    _make_session(capi_peer, peer_alg, windows, windows, plain, sb, sig, ct)
     theirs, ours = tmp_path / "theirs.plain", tmp_path / "ours.plain"
     capi_peer.check("unwrap", windows.exchange_private, sb, theirs)
     signed = ["--signature", sig, "--signer", windows.signature_public]
@@ -351,17 +336,7 @@ def test_unwrap_matches_cryptoapi_byte_for_byte(
 def test_stateless_commands_refuse_tampered_blob_and_wrong_signer(capi_peer, windows, kb, tmp_path):
     plain, sb, sig, ct = (tmp_path / n for n in ("plain", "sb", "sig", "ct"))
     plain.write_bytes(b"nothing to see" * 50)
-    capi_peer.check(
-        "make-session",
-        "aes256",
-        windows.exchange_public,
-        windows.signature_private,
-        "sha256",
-        sb,
-        sig,
-        plain,
-        ct,
-    )
+    _make_session(capi_peer, "aes256", windows, windows, plain, sb, sig, ct)
     tampered = tmp_path / "tampered.sb"
     data = bytearray(sb.read_bytes())
     data[100] ^= 0x20
