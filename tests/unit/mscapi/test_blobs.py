@@ -235,3 +235,20 @@ def test_random_bytes_never_traceback(raw: bytes) -> None:
     for parse in (*PARSERS.values(), SimpleBlob.from_bytes, describe):
         with contextlib.suppress(KeyblobError):
             parse(raw)  # type: ignore[operator]
+
+
+def test_keys_and_algids_tell_the_same_cryptoapi_facts() -> None:
+    """keys.Algorithm keeps its own copy of the CryptoAPI table (keys.py cannot import
+    keyblob.mscapi); the two must agree on every ALG_ID they share."""
+    from keyblob.keys import Algorithm
+    from keyblob.mscapi.algids import SESSION_ALGORITHMS
+
+    capi = [a for a in Algorithm if a.capi_alg_id is not None]
+    assert capi
+    for algorithm in capi:
+        info = SESSION_ALGORITHMS[AlgId(algorithm.capi_alg_id)]
+        assert algorithm.key_sizes == info.sizes_for_simpleblob(), algorithm
+        assert algorithm.key_size == info.default_size, algorithm
+        assert algorithm.legacy == info.legacy, algorithm
+    stored = {AlgId(a.capi_alg_id) for a in capi}
+    assert stored == set(SESSION_ALGORITHMS) - {AlgId.TLS1_MASTER}
