@@ -90,7 +90,7 @@ class _Message:
 
     def _feed(self, data: bytes, *, hold_last_block: bool) -> bytes:
         if self._done:
-            raise UsageError("the message is finished")
+            raise UsageError("this message is finished: start a new Encryptor or Decryptor")
         if self._block == 0:  # a stream cipher: nothing to hold back
             return self._ctx.update(bytes(data))
         self._buf += data
@@ -102,7 +102,7 @@ class _Message:
     def _finish(self) -> bytes:
         """Mark the message finished; returns the bytes still held back."""
         if self._done:
-            raise UsageError("the message is finished")
+            raise UsageError("this message is finished: start a new Encryptor or Decryptor")
         self._done = True
         held, self._buf = self._buf, b""
         return held

@@ -44,7 +44,10 @@ def derive_key_bytes(hash_alg: AlgId, hash_value: bytes, alg_id: AlgId, size: in
     )
     if not expand:
         if size > len(hash_value):
-            raise UsageError(f"a {hash_alg.calg_name} value is too short for this key")
+            raise UsageError(
+                f"a {len(hash_value)}-byte {hash_alg.calg_name} value is too short for a "
+                f"{size}-byte key"
+            )
         return hash_value[:size]
     ipad = bytearray(b"\x36" * 64)
     opad = bytearray(b"\x5c" * 64)
@@ -53,7 +56,9 @@ def derive_key_bytes(hash_alg: AlgId, hash_value: bytes, alg_id: AlgId, size: in
         opad[i] ^= b
     out = _primitives.digest(hash_alg, bytes(ipad)) + _primitives.digest(hash_alg, bytes(opad))
     if size > len(out):
-        raise UsageError(f"a {hash_alg.calg_name} value is too short for this key")
+        raise UsageError(
+            f"{len(out)} bytes derived from {hash_alg.calg_name} are too few for a {size}-byte key"
+        )
     return out[:size]
 
 

@@ -71,7 +71,9 @@ class CapiKey:
         if salt and info.alg_id not in _SALTED:
             raise UsageError(f"{info.alg_id.calg_name} keys take no salt")
         if len(salt) > 128 - len(key):
-            raise UsageError("salt too long")
+            raise UsageError(
+                f"a {len(salt)}-byte salt is too long: key and salt are at most 128 bytes"
+            )
         if info.alg_id is AlgId.RC2:
             if effective_bits is None:
                 effective_bits = min(len(key) * 8, 512)
