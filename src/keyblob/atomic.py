@@ -22,6 +22,30 @@ def fsync_dir(folder: Path | str) -> None:
         os.close(fd)
 
 
+def make_private_folder(path: Path) -> None:
+    """Create ``path`` and its missing parents, each 0700 and durable in its parent (P8).
+
+    ``Path.mkdir(parents=True)`` would give the parents the default mode and fsync nothing.
+    An existing folder is left as it is; one made meanwhile by a concurrent writer is fine.
+
+    Raises:
+        OSError: a folder could not be made, or something that is not a folder is in the way
+            (FileExistsError).
+    """
+    missing = [path]
+    while missing[-1].parent != missing[-1] and not missing[-1].parent.exists():
+        missing.append(missing[-1].parent)
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+            continue
+        os.chmod(folder, 0o700)  # mkdir honoured the umask
+        fsync_dir(folder.parent)
+
+
 def write_atomic(
     path: Path | str, data: bytes, *, exclusive: bool = False, mode: int = 0o600
 ) -> None:

@@ -149,3 +149,22 @@ def test_a_slow_producer_is_not_flushed_until_enough_was_written(
         while not calls and time.monotonic() < deadline:
             time.sleep(0.001)
     assert calls and calls[0] >= 1000
+
+
+def test_private_folders_are_0700_and_each_is_made_durable_in_its_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[Path] = []
+    monkeypatch.setattr(atomic, "fsync_dir", lambda folder: synced.append(Path(folder)))
+    old = os.umask(0o022)
+    try:
+        atomic.make_private_folder(tmp_path / "a" / "b" / "c")
+        atomic.make_private_folder(tmp_path / "a" / "b" / "c")  # exists: nothing to do
+    finally:
+        os.umask(old)
+    made = [tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "c"]
+    assert [p.stat().st_mode & 0o777 for p in made] == [0o700] * 3
+    assert synced == [tmp_path, tmp_path / "a", tmp_path / "a" / "b"]
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(FileExistsError):
+        atomic.make_private_folder(tmp_path / "file")

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from keyblob.atomic import read_bounded, write_atomic
+from keyblob.atomic import make_private_folder, read_bounded, write_atomic
 from keyblob.errors import (
     FormatError,
     NotFoundError,
@@ -184,11 +184,6 @@ def _check_private(st: os.stat_result, path: Path, what: str) -> None:
         )
 
 
-def _mkdir_private(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-
-
 class Home:
     """A home folder that holds containers (``--home``, ``KEYBLOB_HOME``)."""
 
@@ -262,8 +257,10 @@ class Home:
         }
         for role, key in ((KeyRole.EXCHANGE, exchange), (KeyRole.SIGNATURE, signature)):
             doc[role.name.lower()] = _sealed_entry(aead, name, role, suite, key)
-        for folder_path in (self.path, self.containers_dir, folder):
-            _mkdir_private(folder_path)
+        try:
+            make_private_folder(folder)  # the home and its containers folder too
+        except OSError as e:
+            raise ProviderError(f"cannot create {e.filename or folder}: {e.strerror}") from e
         try:
             write_atomic(
                 folder / "container.json",

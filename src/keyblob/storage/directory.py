@@ -15,7 +15,7 @@ import re
 import stat
 from pathlib import Path
 
-from keyblob.atomic import fsync_dir, read_bounded, write_atomic
+from keyblob.atomic import fsync_dir, make_private_folder, read_bounded, write_atomic
 from keyblob.errors import NotFoundError, StorageError, UsageError
 from keyblob.keys import check_name
 from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, check_generation, check_item
@@ -183,9 +183,8 @@ class DirectoryStore:
     def _ensure_root(self) -> None:
         """Create the root and its missing parents, each 0700, unless it exists.
 
-        Path.mkdir(parents=True) would give the parents the default mode, so each one is
-        made here.  The root may be a symlink to a folder (a home moved elsewhere): the user
-        chose it, unlike anything below it.
+        The root may be a symlink to a folder (a home moved elsewhere): the user chose it,
+        unlike anything below it.
         """
         try:
             if stat.S_ISDIR(os.stat(self._root_str).st_mode):
@@ -197,19 +196,13 @@ class DirectoryStore:
             raise StorageError(f"cannot use store folder {self._root}: {_reason(e)}") from e
         if not self._create:
             raise StorageError(f"store folder {self._root} does not exist")
-        missing = [self._root]
-        while missing[-1].parent != missing[-1] and not missing[-1].parent.exists():
-            missing.append(missing[-1].parent)
-        for folder in reversed(missing):
-            try:
-                os.mkdir(folder, _FOLDER_MODE)
-            except FileExistsError:
-                if not folder.is_dir():  # lost a race to a concurrent writer: fine if a folder
-                    raise StorageError(f"cannot create folder {folder}: not a folder") from None
-            except OSError as e:
-                raise StorageError(f"cannot create folder {folder}: {_reason(e)}") from e
-            else:
-                self._created(folder)
+        try:
+            make_private_folder(self._root)
+        except FileExistsError:
+            raise StorageError(f"cannot create folder {self._root}: not a folder") from None
+        except OSError as e:
+            where = e.filename or self._root
+            raise StorageError(f"cannot create folder {where}: {_reason(e)}") from e
 
     @staticmethod
     def _created(folder: Path | str) -> None:
