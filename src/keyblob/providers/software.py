@@ -287,14 +287,21 @@ class Home:
         """
         folder = self.container_dir(name)
         path = folder / "container.json"
-        if not path.is_file():
+        try:
+            data = read_bounded(
+                path, MAX_FILE_SIZE, check=lambda st: _check_private(st, path, "container file")
+            )
+        except FileNotFoundError:
             where = f"{self.path}" if self.path.exists() else f"{self.path} (no such folder)"
-            raise NotFoundError(f"no container {name!r} in {where}: run keyblob init")
+            raise NotFoundError(f"no container {name!r} in {where}: run keyblob init") from None
+        except ValueError:
+            raise FormatError(f"container {name!r}: damaged file {path}") from None
+        except OSError as e:
+            raise ProviderError(f"cannot read container file {path}: {e.strerror}") from e
         self.check_permissions()
         check_private_folder(folder, "container folder")
-        check_private_folder(path, "container file")
         try:
-            doc = json.loads(read_bounded(path, MAX_FILE_SIZE))
+            doc = json.loads(data)
             suite = Suite.from_label(doc["suite"])
             if doc["format"] != CONTAINER_FORMAT or doc["name"] != name:
                 raise FormatError(f"container {name!r}: not a {CONTAINER_FORMAT} file")
