@@ -263,26 +263,16 @@ def bench_cli(runs: int, work: Path, bits: int) -> dict[str, Any]:
     send = {**env, "KEYBLOB_HOME": str(work / "send")}
     names = ("exch.pub", "sig.pub", "s.blob", "s.sig", "out.blob", "out.sig")
     f = {k: str(work / k) for k in names}
+    export = ["capi", "export-simpleblob", "s", "--to", f["exch.pub"]]
+    import_ = ["capi", "import-simpleblob", f["s.blob"], "--signature", f["s.sig"]]
+    import_ += ["--signer", f["sig.pub"]]
     setup = [
         (recv, ["init", "--suite", "rsa", "--bits", str(bits)]),
         (recv, ["capi", "export-public", "-o", f["exch.pub"]]),
         (send, ["init", "--suite", "rsa", "--bits", str(bits)]),
         (send, ["new", "s", "--algorithm", "capi-aes-256"]),
         (send, ["capi", "export-public", "--slot", "signature", "-o", f["sig.pub"]]),
-        (
-            send,
-            [
-                "capi",
-                "export-simpleblob",
-                "s",
-                "--to",
-                f["exch.pub"],
-                "-o",
-                f["s.blob"],
-                "--signature-out",
-                f["s.sig"],
-            ],
-        ),
+        (send, [*export, "-o", f["s.blob"], "--signature-out", f["s.sig"]]),
     ]
     for e, a in setup:
         _t, rc, err = _run(kb + a, e, work)
@@ -299,53 +289,16 @@ def bench_cli(runs: int, work: Path, bits: int) -> dict[str, Any]:
             ("import keyblob.cli, cached", [sys.executable, "-c", "import keyblob.cli"], recv_pyc),
             (
                 "capi import-simpleblob, bytecode cached",
-                [
-                    *kb,
-                    "capi",
-                    "import-simpleblob",
-                    f["s.blob"],
-                    "--name",
-                    f"c{r + 1}",
-                    "--signature",
-                    f["s.sig"],
-                    "--signer",
-                    f["sig.pub"],
-                ],
+                [*kb, *import_, "--name", f"c{r + 1}"],
                 recv_pyc,
             ),
             ("python -c pass", [sys.executable, "-c", "pass"], env),
             ("import keyblob.cli", [sys.executable, "-c", "import keyblob.cli"], env),
             ("import keyblob.cli + Argon2id", [sys.executable, "-c", KDF_SNIPPET], env),
-            (
-                "capi import-simpleblob",
-                [
-                    *kb,
-                    "capi",
-                    "import-simpleblob",
-                    f["s.blob"],
-                    "--name",
-                    f"i{r + 1}",
-                    "--signature",
-                    f["s.sig"],
-                    "--signer",
-                    f["sig.pub"],
-                ],
-                recv,
-            ),
+            ("capi import-simpleblob", [*kb, *import_, "--name", f"i{r + 1}"], recv),
             (
                 "capi export-simpleblob",
-                [
-                    *kb,
-                    "capi",
-                    "export-simpleblob",
-                    "s",
-                    "--to",
-                    f["exch.pub"],
-                    "-o",
-                    f["out.blob"],
-                    "--signature-out",
-                    f["out.sig"],
-                ],
+                [*kb, *export, "-o", f["out.blob"], "--signature-out", f["out.sig"]],
                 send,
             ),
             ("show (baseline)", [*kb, "show", "s"], send),

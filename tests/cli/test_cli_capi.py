@@ -134,55 +134,20 @@ def test_stateless_decrypt_and_failures_write_nothing(kb, tmp_path, windows_keys
     plain = os.urandom(1000)
     f = _windows_files(tmp_path, windows_keys, plain)
     out = tmp_path / "out"
-    args = ["--signature", f["sig"], "--signer", f["signer"]]
-    status, _, err = kb(
-        "capi",
-        "decrypt",
-        "--private",
-        f["priv"],
-        "--simpleblob",
-        f["sb"],
-        *args,
-        "-i",
-        f["ct"],
-        "-o",
-        out,
-    )
+    decrypt = ["capi", "decrypt", "--simpleblob", f["sb"], "--signature", f["sig"]]
+    decrypt += ["--signer", f["signer"], "-o", out]
+    status, _, err = kb(*decrypt, "--private", f["priv"], "-i", f["ct"])
     assert status == 0, err
     assert out.read_bytes() == plain
     out.unlink()
     truncated = _write(tmp_path / "trunc.enc", f["ct"].read_bytes()[:-1])
-    status, _, err = kb(
-        "capi",
-        "decrypt",
-        "--private",
-        f["priv"],
-        "--simpleblob",
-        f["sb"],
-        *args,
-        "-i",
-        truncated,
-        "-o",
-        out,
-    )
+    status, _, err = kb(*decrypt, "--private", f["priv"], "-i", truncated)
     assert status == 3 and not out.exists()
     wrong_priv = _write(
         tmp_path / "wrong.priv",
         mscapi.PrivateKeyBlob.from_private_key(rsa.generate_private_key(65537, 2048)).to_bytes(),
     )
-    status, _, _ = kb(
-        "capi",
-        "decrypt",
-        "--private",
-        wrong_priv,
-        "--simpleblob",
-        f["sb"],
-        *args,
-        "-i",
-        f["ct"],
-        "-o",
-        out,
-    )
+    status, _, _ = kb(*decrypt, "--private", wrong_priv, "-i", f["ct"])
     assert status == 3 and not out.exists()  # a random stand-in key: the padding check fails
 
 
