@@ -280,3 +280,16 @@ def test_the_derived_keys_never_show_in_a_repr(tmp_path):
     shown = repr(keys) + repr(c)
     for secret in (keys.seal, keys.state, keys.check):
         assert repr(secret) not in shown and secret.hex() not in shown
+
+
+def test_a_state_file_replaced_by_a_symlink_is_refused(tmp_path):
+    home = Home(tmp_path / "h")
+    c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    path = tmp_path / "h" / "containers" / "c" / "state.json"
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_bytes(path.read_bytes())
+    elsewhere.chmod(0o600)
+    path.unlink()
+    path.symlink_to(elsewhere)  # the same valid bytes, but not the container's own file
+    with pytest.raises(ProviderError, match=r"state\.json: it is a symlink"):
+        c.state()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hmac
 import json
 import os
@@ -517,7 +518,12 @@ class SoftwareContainer:
             ) from None
         except ValueError:  # grew over the limit while it was read
             raise VerificationError(STATE_EDITED.format(name=self._name)) from None
-        except OSError as e:  # a symlink (ELOOP) or unreadable file
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+                raise ProviderError(
+                    f"refusing {self._state_path}: it is a symlink; the state must be a file "
+                    "of the container's own folder (restore it from a backup of the home)"
+                ) from None
             raise ProviderError(f"cannot read {self._state_path}: {e.strerror}") from e
 
     def state(self) -> State:
