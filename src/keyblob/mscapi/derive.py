@@ -17,7 +17,7 @@ import enum
 from keyblob.errors import UsageError
 from keyblob.mscapi import _primitives
 from keyblob.mscapi.algids import HASH_SIZES, AlgId, session_algorithm, warn_legacy
-from keyblob.mscapi.session import DEFAULT_SALT_40, CapiKey
+from keyblob.mscapi.session import CapiKey
 
 _SHA2 = (AlgId.SHA_256, AlgId.SHA_384, AlgId.SHA_512)
 _EXPANDED = (AlgId.AES_128, AlgId.AES_192, AlgId.AES_256)
@@ -102,13 +102,13 @@ def derive_key(
         warn_legacy(info.alg_id.calg_name)
     hash_value = _primitives.digest(hash_id, data)
     key = derive_key_bytes(hash_id, hash_value, info.alg_id, size)
-    salt = b""
-    if info.alg_id in (AlgId.RC2, AlgId.RC4) and size == 5 and not no_salt:
-        if not create_salt:
-            salt = DEFAULT_SALT_40
-        elif csp in (Csp.BASE, Csp.STRONG):
-            salt = hash_value[size : size + 11]
-    effective = None
-    if info.alg_id is AlgId.RC2:
-        effective = 40 if csp is Csp.BASE else min(size * 8, 512)
+    # None leaves CryptImportKey's defaults to CapiKey.new: 11 zero bytes of salt for a
+    # 40-bit RC2/RC4 key, and an RC2 effective length of the key's bits (up to 512).
+    salt: bytes | None = None
+    if no_salt:
+        salt = b""
+    elif create_salt:  # CRYPT_CREATE_SALT: the hash bytes after the key, base/strong CSPs
+        salted = info.alg_id in (AlgId.RC2, AlgId.RC4) and size == 5
+        salt = hash_value[size : size + 11] if salted and csp in (Csp.BASE, Csp.STRONG) else b""
+    effective = 40 if info.alg_id is AlgId.RC2 and csp is Csp.BASE else None
     return CapiKey.new(info.alg_id, key, salt=salt, effective_bits=effective)
