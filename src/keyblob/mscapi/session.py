@@ -18,6 +18,9 @@ DEFAULT_SALT_40 = bytes(11)
 _SALTED = (AlgId.RC2, AlgId.RC4)
 
 
+_NEW_TOKEN = object()
+
+
 class CapiKey:
     """A CryptoAPI session key.  Built with :meth:`new`, never mutated.
 
@@ -32,7 +35,11 @@ class CapiKey:
     effective_bits: int | None
     _key: bytes
 
-    def __init__(self, alg_id: AlgId, key: bytes, salt: bytes, effective_bits: int | None) -> None:
+    def __init__(
+        self, token: object, alg_id: AlgId, key: bytes, salt: bytes, effective_bits: int | None
+    ) -> None:
+        if token is not _NEW_TOKEN:  # only new() builds one, after its checks
+            raise TypeError("use CapiKey.new(...): it checks the key against its ALG_ID")
         object.__setattr__(self, "alg_id", alg_id)
         object.__setattr__(self, "_key", bytes(key))
         object.__setattr__(self, "salt", bytes(salt))
@@ -81,7 +88,7 @@ class CapiKey:
                 raise UsageError("RC2 effective key length must be 40 to 1024 bits")
         elif effective_bits is not None:
             raise UsageError("only RC2 keys have an effective key length")
-        return cls(info.alg_id, key, salt, effective_bits)
+        return cls(_NEW_TOKEN, info.alg_id, key, salt, effective_bits)
 
     @property
     def info(self) -> SessionAlgorithm:

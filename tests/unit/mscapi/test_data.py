@@ -140,3 +140,8 @@ def test_cfb_and_ecb_modes() -> None:
     for mode in (Mode.ECB, Mode.CFB):
         ct = encrypt(AES, b"x" * 23, mode=mode)
         assert len(ct) == 32 and decrypt(AES, ct, mode=mode) == b"x" * 23
+
+
+def test_a_capikey_is_only_made_by_new() -> None:
+    with pytest.raises(TypeError, match=r"CapiKey\.new"):
+        CapiKey(object(), AlgId.AES_256, bytes(3), b"", None)  # would skip the length check
