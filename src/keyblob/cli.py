@@ -194,6 +194,12 @@ class Context:
     def open(self) -> SoftwareContainer:
         return self.home.open(self.container_name, self.passphrase())
 
+    def load(self, name: str, container: SoftwareContainer | None = None) -> SessionKey:
+        """The newest generation of ``name``, every import check made (refusals exit 3)."""
+        opened = container or self.open()
+        key: SessionKey = _refusing(name, lambda: blobs.load(opened, self.store(), name))
+        return key
+
     def key_passphrase(self, what: str) -> bytes:
         """The passphrase of an encrypted key file (not a container's), from the same
         sources as :meth:`passphrase`."""
@@ -644,8 +650,7 @@ def cmd_encrypt(ctx: Context) -> int:
     args = ctx.args
     src, size, close = _input_stream(args.input)  # a missing input fails before the unlock
     try:
-        container = ctx.open()
-        key = _refusing(args.name, lambda: blobs.load(container, ctx.store(), args.name))
+        key = ctx.load(args.name)
         update, done = _progress(size, args.quiet, "encrypt")
         try:
             _stream_to_output(
@@ -838,8 +843,7 @@ def cmd_capi_export_simpleblob(ctx: Context) -> int:
     recipient = to_blob.to_public_key()
     hash_alg = mscapi.from_label(args.hash)
     container = ctx.open()
-    store = ctx.store()
-    session = _refusing(args.name, lambda: blobs.load(container, store, args.name))
+    session = ctx.load(args.name, container)
     blob = mscapi.build_simpleblob(_capi_key(session), recipient, legacy=args.legacy)
     signature = container.capi_sign(blob, hash_alg=hash_alg, legacy=args.legacy)
     _write_output(args.output, blob)
@@ -854,9 +858,7 @@ def cmd_capi_export_simpleblob(ctx: Context) -> int:
 
 def cmd_capi_encrypt(ctx: Context) -> int:
     args = ctx.args
-    container = ctx.open()
-    store = ctx.store()
-    key = _capi_key(_refusing(args.name, lambda: blobs.load(container, store, args.name)))
+    key = _capi_key(ctx.load(args.name))
     iv = _iv(args.iv)
     src, _, close = _input_stream(args.input)
     try:
@@ -962,40 +964,31 @@ def _capi_decrypt_key(ctx: Context) -> mscapi.CapiKey:
             "give one of: NAME (a stored key), --simpleblob FILE --private FILE, --key FILE"
         )
     if args.name:
-        container = ctx.open()
-        store = ctx.store()
-        return _capi_key(_refusing(args.name, lambda: blobs.load(container, store, args.name)))
+        return _capi_key(ctx.load(args.name))
     if args.key:
         plain = mscapi.PlaintextKeyBlob.from_bytes(_capi_file(args.key))
         return mscapi.CapiKey.new(plain.alg_id, plain.key)
     if not args.private:
         raise UsageError("--simpleblob needs --private PRIVATEKEYBLOB (the exchange key pair)")
-    blob, private, authenticated = _capi_simpleblob_inputs(args, args.simpleblob)
-    key: mscapi.CapiKey = _refusing(
-        args.simpleblob,
-        lambda: mscapi.unwrap_simpleblob(blob, private, authenticated=authenticated),
-    )
-    return key
+    return _capi_unwrap(args, args.simpleblob)[0]
 
 
-def _capi_simpleblob_inputs(
-    args: argparse.Namespace, path: str
-) -> tuple[bytes, rsa.RSAPrivateKey, bool]:
-    """The SIMPLEBLOB (structure checked), its signature verified, the exchange key."""
+def _capi_unwrap(args: argparse.Namespace, path: str) -> tuple[mscapi.CapiKey, bool]:
+    """The SIMPLEBLOB's key, and whether it was authenticated: structure checked, then
+    the signature verified (unless --unsigned), then unwrapped with --private's key."""
     blob = _capi_file(path)
     _refusing(path, lambda: mscapi.SimpleBlob.from_bytes(blob))
     authenticated = _capi_check_signature(args, blob, path)
     private = mscapi.PrivateKeyBlob.from_bytes(_capi_file(args.private)).to_private_key()
-    return blob, private, authenticated
+    key: mscapi.CapiKey = _refusing(
+        path, lambda: mscapi.unwrap_simpleblob(blob, private, authenticated=authenticated)
+    )
+    return key, authenticated
 
 
 def cmd_capi_unwrap(ctx: Context) -> int:
     args = ctx.args
-    blob, private, authenticated = _capi_simpleblob_inputs(args, args.simpleblob)
-    key = _refusing(
-        args.simpleblob,
-        lambda: mscapi.unwrap_simpleblob(blob, private, authenticated=authenticated),
-    )
+    key, authenticated = _capi_unwrap(args, args.simpleblob)
     if args.info:
         print(f"{key.alg_id.calg_name}, {key.key_size * 8}-bit key ({key.key_size} bytes)")
         if not authenticated:
