@@ -519,16 +519,9 @@ def cmd_pubkey(ctx: Context) -> int:
     args = ctx.args
     container = ctx.open()
     if args.format == "msblob":
-        if container.suite is not Suite.RSA:
-            raise UsageError(
-                "--format msblob needs an rsa-suite container (CryptoAPI keys are RSA)"
-            )
-        public = suites.load_exchange_public(Suite.RSA, container.exchange_public)
-        if not isinstance(public, rsa.RSAPublicKey):
-            raise UsageError("this container's exchange key is not an RSA key")
         # One key per PUBLICKEYBLOB: the exchange key, which a Windows peer wraps keys for;
         # keyblob capi export-public --slot signature gives the signature key.
-        data = mscapi.PublicKeyBlob.from_public_key(public).to_bytes()
+        data = _public_key_blob(container, KeyRole.EXCHANGE)
     elif args.format == "pem":
         data = suites.public_pem(container.suite, container.exchange_public) + suites.public_pem(
             container.suite, container.signature_public, signature=True
@@ -792,18 +785,25 @@ def cmd_capi_import_keypair(ctx: Context) -> int:
 
 def cmd_capi_export_public(ctx: Context) -> int:
     args = ctx.args
-    container = ctx.open()
+    role = KeyRole.SIGNATURE if args.slot == "signature" else KeyRole.EXCHANGE
+    _write_output(args.output, _public_key_blob(ctx.open(), role))
+    return 0
+
+
+def _public_key_blob(container: SoftwareContainer, role: KeyRole) -> bytes:
+    """The container's ``role`` public key as a PUBLICKEYBLOB (CALG_RSA_KEYX or _SIGN)."""
     if container.suite is not Suite.RSA:
-        raise UsageError("a PUBLICKEYBLOB holds an RSA key: this container's suite is not rsa")
-    signature = args.slot == "signature"
+        raise UsageError(
+            "a PUBLICKEYBLOB holds an RSA key: it needs an rsa-suite container "
+            "(keyblob init --suite rsa)"
+        )
+    signature = role is KeyRole.SIGNATURE
     der = container.signature_public if signature else container.exchange_public
     public = suites.load_signature_public(Suite.RSA, der)  # the same check for both roles
     if not isinstance(public, rsa.RSAPublicKey):  # the rsa suite holds RSA keys only
         raise UsageError("this container's key is not an RSA key")
     alg_id = mscapi.AlgId.RSA_SIGN if signature else mscapi.AlgId.RSA_KEYX
-    data = mscapi.PublicKeyBlob.from_public_key(public, alg_id=alg_id).to_bytes()
-    _write_output(args.output, data)
-    return 0
+    return mscapi.PublicKeyBlob.from_public_key(public, alg_id=alg_id).to_bytes()
 
 
 def cmd_capi_import_simpleblob(ctx: Context) -> int:

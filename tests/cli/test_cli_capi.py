@@ -270,6 +270,8 @@ def test_pubkey_as_msblob(kb, tmp_path):
     assert kb("init")[0] == 0
     status, _, err = kb("pubkey", "--format", "msblob", "-o", tmp_path / "x")
     assert status == 2 and "rsa-suite" in err
+    status, _, err = kb("capi", "export-public", "-o", tmp_path / "x")
+    assert status == 2 and "rsa-suite" in err and not (tmp_path / "x").exists()
     os.environ["KEYBLOB_HOME"] = str(tmp_path / "rsa")
     kb("init", "--suite", "rsa", "--bits", "2048")
     assert kb("pubkey", "--format", "msblob", "-o", tmp_path / "kx.pub")[0] == 0
