@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
 from keyblob import blobs, stream
 from keyblob import files as kbfiles
 from keyblob.errors import FormatError, KeyblobError, UnsupportedError, VerificationError
-from keyblob.format import KeyBlob, PublicKeyFile, armor, dearmor, key_id_for, signed_message
+from keyblob.format import KeyBlob, PublicKeyFile, armor, dearmor, key_id_for
 from keyblob.format.armor import BLOB, PUBLIC_KEY
 from keyblob.format.blob import SIGNATURE_LABEL, Header, Recipient
 from keyblob.format.data import CONTEXT_LABEL, DataHeader
@@ -344,8 +344,7 @@ def build_root(spec: RootSpec, keys: dict[str, TestKey]) -> bytes:
     wrapped = tuple(
         Recipient(rid, suites.wrap(pub, raw, header.wrap_context(rid))) for rid, pub in recipients
     )
-    body = signed_message(header, wrapped)
-    return KeyBlob(header, wrapped, suites.sign(signer.signature, body)).to_bytes()
+    return KeyBlob.signed(header, wrapped, lambda m: suites.sign(signer.signature, m)).to_bytes()
 
 
 # -- derived vectors: byte edits of the roots ------------------------------------------------

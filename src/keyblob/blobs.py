@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from keyblob.errors import NotFoundError, UsageError, VerificationError
-from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient, key_id_for, signed_message
+from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient, key_id_for
 from keyblob.format.armor import BLOB, dearmor, is_armored
 from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, _make_session_key, check_name
 from keyblob.providers import suites
@@ -129,8 +129,7 @@ def _export(
         Recipient(rid, suites.wrap(public, key_bytes, header.wrap_context(rid)))
         for rid, public in recipients
     )
-    signature = provider.sign(signed_message(header, wrapped))  # 4. sign every byte before
-    blob = KeyBlob(header, wrapped, signature)  # 5. encode
+    blob = KeyBlob.signed(header, wrapped, provider.sign)  # 4-5. sign every byte before; encode
     session = _make_session_key(
         name=name,
         key_id=key_id,

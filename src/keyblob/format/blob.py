@@ -7,6 +7,7 @@ signed and bound into the wraps; it never verifies or unwraps anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from keyblob.errors import FormatError, UnsupportedError, UsageError
@@ -141,7 +142,8 @@ class KeyBlob:
     header: Header
     recipients: tuple[Recipient, ...]
     signature: bytes
-    #: The exact bytes this blob was parsed from (canonical, so equal to the encoding).
+    #: The exact bytes this blob was parsed from or made by :meth:`signed` (canonical, so
+    #: equal to the encoding).
     _encoded: bytes = field(default=b"", compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -150,6 +152,22 @@ class KeyBlob:
         if not signature_size_ok(self.header.suite, len(self.signature)):
             raise UsageError("signature length does not fit the suite")
         _body(self.header, self.recipients)  # checks recipients
+
+    @classmethod
+    def signed(
+        cls, header: Header, recipients: tuple[Recipient, ...], sign: Callable[[bytes], bytes]
+    ) -> KeyBlob:
+        """Export steps 4-5: sign every byte before ``signature_len``, then encode, with the
+        body built once.
+
+        Raises:
+            UsageError: as the constructor (recipients, or a signature the suite cannot hold).
+        """
+        body = _body(header, recipients)
+        signature = sign(SIGNATURE_LABEL + body)
+        if not signature_size_ok(header.suite, len(signature)):
+            raise UsageError("signature length does not fit the suite")
+        return cls(header, recipients, signature, body + u16(len(signature)) + signature)
 
     def signed_message(self) -> bytes:
         if self._encoded:
