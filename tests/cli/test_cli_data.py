@@ -150,33 +150,37 @@ def test_encrypt_refuses_a_terminal(kb, monkeypatch):
     assert status == 2 and "terminal" in err
 
 
-def test_progress_bar_only_on_a_terminal(tmp_path):
+KEYBLOB = [sys.executable, "-m", "keyblob"]
+
+
+@pytest.fixture
+def home_env(tmp_path):
+    """The environment of a keyblob process with a home holding key ``k``."""
     env = {**os.environ, "KEYBLOB_HOME": str(tmp_path / "h"), "KEYBLOB_PASSPHRASE": PASS}
-    keyblob = [sys.executable, "-m", "keyblob"]
-    subprocess.run([*keyblob, "init"], env=env, check=True, capture_output=True)
-    subprocess.run([*keyblob, "new", "k"], env=env, check=True, capture_output=True)
+    subprocess.run([*KEYBLOB, "init"], env=env, check=True, capture_output=True)
+    subprocess.run([*KEYBLOB, "new", "k"], env=env, check=True, capture_output=True)
+    return env
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path, home_env):
     big = tmp_path / "big"
     big.write_bytes(b"\x00" * (17 * 1024 * 1024))
     run = subprocess.run(
-        [*keyblob, "encrypt", "k", "-i", str(big), "-o", str(tmp_path / "ct")],
-        env=env,
+        [*KEYBLOB, "encrypt", "k", "-i", str(big), "-o", str(tmp_path / "ct")],
+        env=home_env,
         capture_output=True,
         check=False,
     )
     assert run.returncode == 0 and run.stderr == b""  # stderr is a pipe: no bar
 
 
-def test_progress_bar_on_a_terminal(tmp_path):
+def test_progress_bar_on_a_terminal(tmp_path, home_env):
     from support import run_in_terminal
 
-    env = {**os.environ, "KEYBLOB_HOME": str(tmp_path / "h"), "KEYBLOB_PASSPHRASE": PASS}
-    keyblob = [sys.executable, "-m", "keyblob"]
-    subprocess.run([*keyblob, "init"], env=env, check=True, capture_output=True)
-    subprocess.run([*keyblob, "new", "k"], env=env, check=True, capture_output=True)
     big = tmp_path / "big"
     big.write_bytes(b"\x00" * (64 * 1024 * 1024))
     argv = ["encrypt", "k", "-i", str(big), "-o", str(tmp_path / "ct")]
-    status, out = run_in_terminal(argv, [], env)
+    status, out = run_in_terminal(argv, [], home_env)
     assert status == 0 and "encrypt" in out and "B" in out
-    status, out = run_in_terminal([*argv, "--quiet"], [], env)
+    status, out = run_in_terminal([*argv, "--quiet"], [], home_env)
     assert status == 0 and out == ""
