@@ -18,7 +18,9 @@ import io
 import os
 import secrets
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from types import TracebackType
 from typing import BinaryIO, Protocol, cast
 
 from cryptography.exceptions import InvalidTag
@@ -130,6 +132,65 @@ def _read_full(src: BinaryIO, buf: memoryview) -> int:
     return got
 
 
+class _Writer:
+    """Writes batches to ``dst`` in order on one helper thread while the caller fills the next.
+
+    Two buffers alternate: the caller fills one (:meth:`buffer`) while the thread writes the
+    other, so the write system call (a page-cache copy, most of a file's cost) overlaps
+    the AEAD, and memory stays at two batches.  A write error reaches the caller at the
+    next hand-off or at exit.  The thread starts only at the second batch, so an input of
+    one batch never starts it, and it has finished before the ``with`` block is left, even
+    on an error: the caller may close ``dst`` at once.
+    """
+
+    def __init__(self, dst: BinaryIO, size: int) -> None:
+        self._dst = dst
+        self._buffers = (memoryview(bytearray(size)), memoryview(bytearray(size)))
+        self._pending: list[Future[int] | None] = [None, None]
+        self._turn = 0
+        self._pool: ThreadPoolExecutor | None = None
+
+    def buffer(self) -> memoryview:
+        """The buffer to fill next, once its previous write is done."""
+        previous = self._pending[self._turn]
+        if previous is not None:
+            self._pending[self._turn] = None
+            previous.result()  # re-raises the write's error here
+        return self._buffers[self._turn]
+
+    def write(self, data: memoryview, *, last: bool) -> None:
+        """Queue ``data`` (a slice of :meth:`buffer`); the last batch is written here."""
+        if last:
+            self._drain()
+            self._dst.write(data)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="keyblob-write")
+        self._pending[self._turn] = self._pool.submit(self._dst.write, data)
+        self._turn ^= 1
+
+    def _drain(self) -> None:
+        for turn in (self._turn ^ 1, self._turn):  # oldest first
+            previous = self._pending[turn]
+            if previous is not None:
+                self._pending[turn] = None
+                previous.result()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # no write outlives the call, whatever happened
+        if kind is None:
+            self._drain()
+
+
 def _open_header(instance: Instance, key: bytes, header: bytes, context: bytes) -> _Keys:
     """Decryption steps 2-3: key size, header length, commitment (constant time)."""
     if len(key) != instance.key_size:
@@ -162,39 +223,41 @@ def encrypt_stream(
     keys = _Keys(instance, key, salt, context)  # FORMAT.md 7.3, steps 1-2
     dst.write(salt + keys.commitment)  # step 3
     # Chunks go through in batches: one read and one write per BATCH chunks, into buffers
-    # allocated once (the per-chunk system calls, not AES, dominated otherwise).
+    # allocated once (the per-chunk system calls, not AES, dominated otherwise); each
+    # batch is written while the next one is sealed.
     plain = memoryview(bytearray(CHUNK_SIZE * BATCH))
-    sealed = memoryview(bytearray(SEALED_CHUNK_SIZE * BATCH))
     seal = keys.aead.encrypt_into
     index = total = 0
-    while True:  # steps 4-5: full chunks, then the short final one (maybe empty)
-        n = _read_full(src, plain)
-        full, rest = divmod(n, CHUNK_SIZE)
-        at_end = n < len(plain)
-        out = 0
-        for j in range(full):
-            seal(
-                keys.nonce(index),
-                plain[j * CHUNK_SIZE : (j + 1) * CHUNK_SIZE],
-                None,
-                sealed[out : out + SEALED_CHUNK_SIZE],
-            )
-            out += SEALED_CHUNK_SIZE
-            index += 1
-        if at_end:
-            seal(
-                keys.nonce(index),
-                plain[full * CHUNK_SIZE : n],
-                None,
-                sealed[out : out + rest + TAG_SIZE],
-            )
-            out += rest + TAG_SIZE
-        dst.write(sealed[:out])
-        total += n
-        if progress is not None:
-            progress(n)
-        if at_end:
-            return total
+    with _Writer(dst, SEALED_CHUNK_SIZE * BATCH) as writer:
+        while True:  # steps 4-5: full chunks, then the short final one (maybe empty)
+            n = _read_full(src, plain)
+            full, rest = divmod(n, CHUNK_SIZE)
+            at_end = n < len(plain)
+            sealed = writer.buffer()
+            out = 0
+            for j in range(full):
+                seal(
+                    keys.nonce(index),
+                    plain[j * CHUNK_SIZE : (j + 1) * CHUNK_SIZE],
+                    None,
+                    sealed[out : out + SEALED_CHUNK_SIZE],
+                )
+                out += SEALED_CHUNK_SIZE
+                index += 1
+            if at_end:
+                seal(
+                    keys.nonce(index),
+                    plain[full * CHUNK_SIZE : n],
+                    None,
+                    sealed[out : out + rest + TAG_SIZE],
+                )
+                out += rest + TAG_SIZE
+            writer.write(sealed[:out], last=at_end)
+            total += n
+            if progress is not None:
+                progress(n)
+            if at_end:
+                return total
 
 
 def decrypt_stream(
@@ -220,38 +283,39 @@ def decrypt_stream(
     header = src.read(HEADER_SIZE)
     keys = _open_header(instance, key, header, context)
     sealed = memoryview(bytearray(SEALED_CHUNK_SIZE * BATCH))
-    plain = memoryview(bytearray(CHUNK_SIZE * BATCH))
     index = total = 0
-    while True:
-        n = _read_full(src, sealed)
-        full, rest = divmod(n, SEALED_CHUNK_SIZE)
-        at_end = n < len(sealed)
-        out = 0
-        for j in range(full):  # step 4: every full sealed chunk is a non-final one
-            keys.open_into(
-                index,
-                sealed[j * SEALED_CHUNK_SIZE : (j + 1) * SEALED_CHUNK_SIZE],
-                plain[out : out + CHUNK_SIZE],
-                final=False,
-            )
-            out += CHUNK_SIZE
-            index += 1
-        if at_end and rest >= TAG_SIZE:  # step 5: what is left at the end is the final chunk
-            keys.open_into(
-                index,
-                sealed[full * SEALED_CHUNK_SIZE : n],
-                plain[out : out + rest - TAG_SIZE],
-                final=True,
-            )
-            out += rest - TAG_SIZE
-        dst.write(plain[:out])  # only chunks whose tags verified
-        total += out
-        if progress is not None:
-            progress(n)
-        if at_end:
-            if rest < TAG_SIZE:  # 0: the short final chunk is missing; 1-15: not a chunk
-                raise VerificationError(TRUNCATED)
-            return total  # step 6: the final chunk verified; nothing may follow
+    with _Writer(dst, CHUNK_SIZE * BATCH) as writer:
+        while True:
+            n = _read_full(src, sealed)
+            full, rest = divmod(n, SEALED_CHUNK_SIZE)
+            at_end = n < len(sealed)
+            plain = writer.buffer()
+            out = 0
+            for j in range(full):  # step 4: every full sealed chunk is a non-final one
+                keys.open_into(
+                    index,
+                    sealed[j * SEALED_CHUNK_SIZE : (j + 1) * SEALED_CHUNK_SIZE],
+                    plain[out : out + CHUNK_SIZE],
+                    final=False,
+                )
+                out += CHUNK_SIZE
+                index += 1
+            if at_end and rest >= TAG_SIZE:  # step 5: what is left at the end is the final chunk
+                keys.open_into(
+                    index,
+                    sealed[full * SEALED_CHUNK_SIZE : n],
+                    plain[out : out + rest - TAG_SIZE],
+                    final=True,
+                )
+                out += rest - TAG_SIZE
+            writer.write(plain[:out], last=at_end)  # only chunks whose tags verified
+            total += out
+            if progress is not None:
+                progress(n)
+            if at_end:
+                if rest < TAG_SIZE:  # 0: the short final chunk is missing; 1-15: not a chunk
+                    raise VerificationError(TRUNCATED)
+                return total  # step 6: the final chunk verified; nothing may follow
 
 
 def encrypt_bytes(

@@ -4,6 +4,9 @@ ciphertext refused with a keyblob error (FORMAT.md 7)."""
 from __future__ import annotations
 
 import io
+import os
+import threading
+import time
 
 import pytest
 
@@ -139,6 +142,65 @@ def test_reordered_duplicated_dropped_chunks_and_trailing_data(keys):
         with pytest.raises(VerificationError):
             files.decrypt_stream(key, io.BytesIO(bad), sink)
         assert len(sink.getvalue()) < 3 * CHUNK + 100, what
+
+
+BATCH = stream.CHUNK_SIZE * stream.BATCH  # plaintext bytes per read/write of the streams
+
+
+class _SlowSink(io.BytesIO):
+    """An output whose writes take a while and can fail: the streams write each batch on a
+    helper thread while they seal or open the next one."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        super().__init__()
+        self.fail_at = fail_at
+        self.writes = 0
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.writes += 1
+        if self.writes == self.fail_at:
+            raise OSError(28, "No space left on device")
+        time.sleep(0.01)
+        return super().write(data)
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("keyblob-write")]
+
+
+def test_batches_arrive_in_order_through_the_write_thread(keys):
+    first, _, _ = keys
+    plain = os.urandom(5 * BATCH + 3)
+    sink = _SlowSink()
+    assert files.encrypt_stream(first, io.BytesIO(plain), sink) == len(plain)
+    out = _SlowSink()
+    assert files.decrypt_stream(first, io.BytesIO(sink.getvalue()), out) == len(plain)
+    assert out.getvalue() == plain
+    assert not _writer_threads()
+
+
+def test_a_write_error_reaches_the_caller(keys):
+    first, _, _ = keys
+    plain = data_of(4 * BATCH)
+    with pytest.raises(OSError, match="No space"):
+        files.encrypt_stream(first, io.BytesIO(plain), _SlowSink(fail_at=3))
+    ct = files.encrypt(first, plain)
+    with pytest.raises(OSError, match="No space"):
+        files.decrypt_stream(first, io.BytesIO(ct), _SlowSink(fail_at=2))
+    assert not _writer_threads()
+
+
+def test_a_bad_chunk_in_a_later_batch_stops_after_the_verified_batches(keys):
+    key, _, _, _ = _chunked(keys)
+    plain = data_of(4 * BATCH)
+    ct = bytearray(files.encrypt(key, plain))
+    ct[-BATCH // 2] ^= 1  # inside the fourth batch
+    sink = _SlowSink()
+    with pytest.raises(VerificationError, match=r"chunk 224 failed"):
+        files.decrypt_stream(key, io.BytesIO(bytes(ct)), sink)
+    # every batch before the bad one was written in full, in order, before the call returned
+    assert sink.getvalue() == plain[: 3 * BATCH]
+    assert not _writer_threads()
 
 
 def test_every_bit_flip_of_a_small_ciphertext(keys):
