@@ -16,9 +16,10 @@ from __future__ import annotations
 import hmac
 import io
 import os
+import queue
 import secrets
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO, Protocol, cast
@@ -138,43 +139,56 @@ class _Writer:
     Two buffers alternate: the caller fills one (:meth:`buffer`) while the thread writes the
     other, so the write system call (a page-cache copy, most of a file's cost) overlaps
     the AEAD, and memory stays at two batches.  A write error reaches the caller at the
-    next hand-off or at exit.  The thread starts only at the second batch, so an input of
-    one batch never starts it, and it has finished before the ``with`` block is left, even
-    on an error: the caller may close ``dst`` at once.
+    next hand-off or at exit, and nothing queued after it is written.  The thread starts
+    only at the second batch, so an input of one batch never starts it; it has finished
+    before the ``with`` block is left, so the caller may close ``dst`` at once.  It is a
+    daemon: an interrupted process does not wait at exit for a write that is stuck.
     """
 
     def __init__(self, dst: BinaryIO, size: int) -> None:
         self._dst = dst
         self._buffers = (memoryview(bytearray(size)), memoryview(bytearray(size)))
-        self._pending: list[Future[int] | None] = [None, None]
+        self._busy = [False, False]  # handed to the thread and not reported back yet
         self._turn = 0
-        self._pool: ThreadPoolExecutor | None = None
+        self._jobs: queue.SimpleQueue[tuple[int, memoryview] | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[int, BaseException | None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        error: BaseException | None = None
+        while (job := self._jobs.get()) is not None:
+            turn, data = job
+            if error is None:  # after a failed write, nothing more is written
+                try:
+                    self._dst.write(data)
+                except BaseException as e:  # reported to the caller, who raises it
+                    error = e
+            self._done.put((turn, error))
+
+    def _wait(self, turn: int) -> None:
+        while self._busy[turn]:  # reports come in order: older writes first
+            done, error = self._done.get()
+            self._busy[done] = False
+            if error is not None:
+                raise error
 
     def buffer(self) -> memoryview:
         """The buffer to fill next, once its previous write is done."""
-        previous = self._pending[self._turn]
-        if previous is not None:
-            self._pending[self._turn] = None
-            previous.result()  # re-raises the write's error here
+        self._wait(self._turn)
         return self._buffers[self._turn]
 
     def write(self, data: memoryview, *, last: bool) -> None:
         """Queue ``data`` (a slice of :meth:`buffer`); the last batch is written here."""
         if last:
-            self._drain()
+            self._wait(self._turn ^ 1)
             self._dst.write(data)
             return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="keyblob-write")
-        self._pending[self._turn] = self._pool.submit(self._dst.write, data)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="keyblob-write", daemon=True)
+            self._thread.start()
+        self._busy[self._turn] = True
+        self._jobs.put((self._turn, data))
         self._turn ^= 1
-
-    def _drain(self) -> None:
-        for turn in (self._turn ^ 1, self._turn):  # oldest first
-            previous = self._pending[turn]
-            if previous is not None:
-                self._pending[turn] = None
-                previous.result()
 
     def __enter__(self) -> _Writer:
         return self
@@ -185,10 +199,13 @@ class _Writer:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)  # no write outlives the call, whatever happened
+        if self._thread is None:
+            return
+        self._jobs.put(None)
+        self._thread.join()  # no write outlives the call, whatever happened
         if kind is None:
-            self._drain()
+            self._wait(self._turn ^ 1)
+            self._wait(self._turn)
 
 
 def _open_header(instance: Instance, key: bytes, header: bytes, context: bytes) -> _Keys:

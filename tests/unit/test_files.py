@@ -182,11 +182,12 @@ def test_batches_arrive_in_order_through_the_write_thread(keys):
 def test_a_write_error_reaches_the_caller(keys):
     first, _, _ = keys
     plain = data_of(4 * BATCH)
-    with pytest.raises(OSError, match="No space"):
-        files.encrypt_stream(first, io.BytesIO(plain), _SlowSink(fail_at=3))
     ct = files.encrypt(first, plain)
-    with pytest.raises(OSError, match="No space"):
-        files.decrypt_stream(first, io.BytesIO(ct), _SlowSink(fail_at=2))
+    for run, fail_at in ((files.encrypt_stream, 3), (files.decrypt_stream, 2)):
+        sink = _SlowSink(fail_at=fail_at)
+        with pytest.raises(OSError, match="No space"):
+            run(first, io.BytesIO(plain if run is files.encrypt_stream else ct), sink)
+        assert sink.writes == fail_at  # nothing queued after the failed write was written
     assert not _writer_threads()
 
 
