@@ -21,11 +21,14 @@ Every run is its own process, started by GNU ``/usr/bin/time -f %M`` for its own
   ``AESGCM.decrypt``.  Same child process setup and timing as the library.
 - ``raw loop, 1 MiB I/O`` (extra, not a target): the same AES-GCM over 16 KiB chunks with
   ``encrypt_into`` / ``decrypt_into``, but one read and one write per 64 chunks (1 MiB),
-  the I/O pattern stream.py uses: the tighter ceiling for the current design.
+  the batches stream.py uses, without its write thread (stream.py writes one batch while
+  it seals the next).
 - ``keyblob CLI``: ``keyblob encrypt k -i IN -o OUT`` / ``keyblob decrypt -i IN -o OUT``
   with a home made by ``keyblob init`` (default Argon2id, 64 MiB).  Wall time, reported
   as the total and as the total minus a ``keyblob show k`` baseline (interpreter start,
-  imports, unlock, key load).  The CLI fsyncs its output before the rename.
+  imports, unlock, key load).  The CLI fsyncs its output before the rename.  The peak RSS
+  of ``show`` is printed too: it is the CLI's floor (the unlock), so the CLI's peak minus
+  it is what the data path adds.
 - ``age`` (X25519 recipient), ``gpg --symmetric --cipher-algo AES256 --compress-algo none``
   and ``openssl enc -aes-256-ctr -pbkdf2``: wall time of the command.
 
@@ -430,10 +433,17 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 dst = work / f"empty.{tool}" if direction == "encrypt" else work / "empty.out"
                 times = [bench.run_one(tool, direction, src, dst)["wall"] for _ in range(5)]
                 fixed[tool][direction] = statistics.median(times)
-        show = [spawn([bench.keyblob, "show", "k"], bench.env)[0] for _ in range(5)]
-        result["cli_show_baseline_s"] = statistics.median(show)
+        # `show` unlocks and loads the key but moves no data: its peak RSS is the CLI's
+        # floor, so the CLI's peak minus this one is what the data path adds.
+        show = [spawn([bench.keyblob, "show", "k"], bench.env) for _ in range(5)]
+        result["cli_show_baseline_s"] = statistics.median(s[0] for s in show)
+        result["cli_show_rss_kib"] = statistics.median(s[1] for s in show)
         result["fixed_cost_s"] = fixed
-        print(f"# keyblob show: {result['cli_show_baseline_s'] * 1000:.0f} ms", flush=True)
+        print(
+            f"# keyblob show: {result['cli_show_baseline_s'] * 1000:.0f} ms, "
+            f"peak RSS {result['cli_show_rss_kib'] / 1024:.1f} MiB",
+            flush=True,
+        )
 
         runs: dict[str, dict[str, list[dict[str, float]]]] = {
             t: {d: [] for d in DIRECTIONS} for t in tools
@@ -576,7 +586,10 @@ def print_report(result: dict[str, Any]) -> None:
         f"# {result['size_mib']} MiB, {result['rounds']} rounds; round trip OK: "
         f"{result['roundtrip_ok']}"
     )
-    print(f"# keyblob show baseline: {result['cli_show_baseline_s'] * 1000:.0f} ms")
+    print(f"# keyblob show baseline: {result['cli_show_baseline_s'] * 1000:.0f} ms", end="")
+    if "cli_show_rss_kib" in result:  # absent from JSON files of earlier runs
+        print(f", peak RSS {result['cli_show_rss_kib'] / 1024:.1f} MiB", end="")
+    print()
     head = f"{'tool':26} {'dir':8} {'median s':>9} {'MiB/s':>7} {'IQR MiB/s':>15} "
     print(head + f"{'peak RSS':>9} {'fixed ms':>9} {'fsync s':>8} {'on disk s':>9}")
     for tool, by_dir in result["summary"].items():
