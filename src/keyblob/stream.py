@@ -13,11 +13,13 @@ nothing of keyblob's own data header (files.py puts that in the context).  FORMA
 
 from __future__ import annotations
 
+import errno
 import hmac
 import io
 import os
 import queue
 import secrets
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,20 +135,40 @@ def _read_full(src: BinaryIO, buf: memoryview) -> int:
     return got
 
 
+def _write_all(dst: BinaryIO, data: memoryview) -> None:
+    """Write all of ``data``: a raw file object may take less than it was given."""
+    while data:
+        written = dst.write(data)
+        if written is None:  # a non-blocking raw file that could take nothing
+            raise BlockingIOError(errno.EAGAIN, "the output is not ready for writing")
+        data = data[written:]
+
+
+def _is_regular_file(f: BinaryIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):  # BytesIO: io.UnsupportedOperation
+        return False
+
+
 class _Writer:
-    """Writes batches to ``dst`` in order on one helper thread while the caller fills the next.
+    """Writes batches to ``dst`` in order, on a helper thread when ``dst`` is a regular file.
 
     Two buffers alternate: the caller fills one (:meth:`buffer`) while the thread writes the
     other, so the write system call (a page-cache copy, most of a file's cost) overlaps
     the AEAD, and memory stays at two batches.  A write error reaches the caller at the
     next hand-off or at exit, and nothing queued after it is written.  The thread starts
     only at the second batch, so an input of one batch never starts it; it has finished
-    before the ``with`` block is left, so the caller may close ``dst`` at once.  It is a
-    daemon: an interrupted process does not wait at exit for a write that is stuck.
+    before the ``with`` block is left, so the caller may close ``dst`` at once.
+
+    Pipes, terminals and in-memory files are written by the caller itself, as a plain loop
+    would: a write to a pipe can block for as long as its reader stalls, and only the main
+    thread's write is interrupted by Ctrl-C.
     """
 
     def __init__(self, dst: BinaryIO, size: int) -> None:
         self._dst = dst
+        self._threaded = _is_regular_file(dst)
         self._buffers = (memoryview(bytearray(size)), memoryview(bytearray(size)))
         self._busy = [False, False]  # handed to the thread and not reported back yet
         self._turn = 0
@@ -160,7 +182,7 @@ class _Writer:
             turn, data = job
             if error is None:  # after a failed write, nothing more is written
                 try:
-                    self._dst.write(data)
+                    _write_all(self._dst, data)
                 except BaseException as e:  # reported to the caller, who raises it
                     error = e
             self._done.put((turn, error))
@@ -179,15 +201,16 @@ class _Writer:
 
     def write(self, data: memoryview, *, last: bool) -> None:
         """Queue ``data`` (a slice of :meth:`buffer`); the last batch is written here."""
-        if last:
+        if last or not self._threaded:
             self._wait(self._turn ^ 1)
-            self._dst.write(data)
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="keyblob-write", daemon=True)
-            self._thread.start()
-        self._busy[self._turn] = True
-        self._jobs.put((self._turn, data))
+            _write_all(self._dst, data)
+        else:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="keyblob-write", daemon=True)
+                thread.start()
+                self._thread = thread
+            self._busy[self._turn] = True
+            self._jobs.put((self._turn, data))
         self._turn ^= 1
 
     def __enter__(self) -> _Writer:
@@ -203,9 +226,15 @@ class _Writer:
             return
         self._jobs.put(None)
         self._thread.join()  # no write outlives the call, whatever happened
-        if kind is None:
-            self._wait(self._turn ^ 1)
-            self._wait(self._turn)
+        if kind is None or issubclass(kind, Exception):
+            # A write that failed first is the error to report: the caller may have met
+            # another one (a bad chunk) only because it went on sealing or opening.
+            try:
+                self._wait(self._turn ^ 1)
+                self._wait(self._turn)
+            except Exception as failed:
+                if failed is not error:  # not the one already on its way up
+                    raise
 
 
 def _open_header(instance: Instance, key: bytes, header: bytes, context: bytes) -> _Keys:
@@ -238,7 +267,7 @@ def encrypt_stream(
     """
     salt = _salt if _salt is not None else secrets.token_bytes(SALT_SIZE)
     keys = _Keys(instance, key, salt, context)  # FORMAT.md 7.3, steps 1-2
-    dst.write(salt + keys.commitment)  # step 3
+    _write_all(dst, memoryview(salt + keys.commitment))  # step 3
     # Chunks go through in batches: one read and one write per BATCH chunks, into buffers
     # allocated once (the per-chunk system calls, not AES, dominated otherwise); each
     # batch is written while the next one is sealed.

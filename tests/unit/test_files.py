@@ -3,8 +3,12 @@ ciphertext refused with a keyblob error (FORMAT.md 7)."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -147,20 +151,37 @@ def test_reordered_duplicated_dropped_chunks_and_trailing_data(keys):
 BATCH = stream.CHUNK_SIZE * stream.BATCH  # plaintext bytes per read/write of the streams
 
 
-class _SlowSink(io.BytesIO):
-    """An output whose writes take a while and can fail: the streams write each batch on a
-    helper thread while they seal or open the next one."""
+class _SlowFile(io.FileIO):
+    """A regular file whose writes take a while and can fail, and that records the thread
+    each write ran on: into a regular file the streams write each batch on a helper
+    thread while they seal or open the next one."""
 
-    def __init__(self, fail_at: int | None = None) -> None:
-        super().__init__()
+    def __init__(self, path, fail_at: int | None = None) -> None:
+        super().__init__(path, "w+")
         self.fail_at = fail_at
         self.writes = 0
+        self.threads: set[str] = set()
 
     def write(self, data) -> int:  # type: ignore[override]
         self.writes += 1
+        self.threads.add(threading.current_thread().name)
         if self.writes == self.fail_at:
-            raise OSError(28, "No space left on device")
+            raise OSError(errno.ENOSPC, "No space left on device")
         time.sleep(0.01)
+        return super().write(data)
+
+    def content(self) -> bytes:
+        self.seek(0)
+        return self.readall()
+
+
+class _RecordingBytes(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[str] = set()
+
+    def write(self, data) -> int:  # type: ignore[override]
+        self.threads.add(threading.current_thread().name)
         return super().write(data)
 
 
@@ -168,40 +189,106 @@ def _writer_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("keyblob-write")]
 
 
-def test_batches_arrive_in_order_through_the_write_thread(keys):
+def test_batches_arrive_in_order_through_the_write_thread(keys, tmp_path):
     first, _, _ = keys
     plain = os.urandom(5 * BATCH + 3)
-    sink = _SlowSink()
-    assert files.encrypt_stream(first, io.BytesIO(plain), sink) == len(plain)
-    out = _SlowSink()
-    assert files.decrypt_stream(first, io.BytesIO(sink.getvalue()), out) == len(plain)
-    assert out.getvalue() == plain
+    with _SlowFile(tmp_path / "ct") as sealed:
+        assert files.encrypt_stream(first, io.BytesIO(plain), sealed) == len(plain)
+        ct = sealed.content()
+    with _SlowFile(tmp_path / "pt") as opened:
+        assert files.decrypt_stream(first, io.BytesIO(ct), opened) == len(plain)
+        assert opened.content() == plain
+    assert "keyblob-write" in sealed.threads and "keyblob-write" in opened.threads
     assert not _writer_threads()
 
 
-def test_a_write_error_reaches_the_caller(keys):
+def test_pipes_and_memory_are_written_by_the_caller(keys):
+    # Only the caller's own write is interrupted by Ctrl-C when a pipe's reader stalls.
+    first, _, _ = keys
+    sink = _RecordingBytes()
+    files.encrypt_stream(first, io.BytesIO(bytes(3 * BATCH)), sink)
+    assert sink.threads == {threading.current_thread().name}
+
+
+def _enospc(excinfo: pytest.ExceptionInfo[OSError]) -> bool:
+    return type(excinfo.value) is OSError and excinfo.value.errno == errno.ENOSPC
+
+
+def test_a_write_error_reaches_the_caller(keys, tmp_path):
     first, _, _ = keys
     plain = data_of(4 * BATCH)
     ct = files.encrypt(first, plain)
-    for run, fail_at in ((files.encrypt_stream, 3), (files.decrypt_stream, 2)):
-        sink = _SlowSink(fail_at=fail_at)
-        with pytest.raises(OSError, match="No space"):
-            run(first, io.BytesIO(plain if run is files.encrypt_stream else ct), sink)
-        assert sink.writes == fail_at  # nothing queued after the failed write was written
+    # encrypt: write 1 is the header, 2-5 the full batches (helper), 6 the final chunk
+    # (caller); decrypt: 1-4 the full batches, 5 the empty final chunk
+    cases = [(files.encrypt_stream, plain, 3), (files.encrypt_stream, plain, 6)]
+    cases += [(files.decrypt_stream, ct, 2)]
+    for run, data, fail_at in cases:
+        with _SlowFile(tmp_path / "out", fail_at=fail_at) as out:
+            with pytest.raises(OSError) as excinfo:
+                run(first, io.BytesIO(data), out)
+            assert _enospc(excinfo)
+            assert out.writes == fail_at  # nothing queued after the failed write was written
     assert not _writer_threads()
 
 
-def test_a_bad_chunk_in_a_later_batch_stops_after_the_verified_batches(keys):
+def test_a_write_error_comes_before_a_bad_chunk_met_later(keys, tmp_path):
+    key, _, _, _ = _chunked(keys)
+    ct = bytearray(files.encrypt(key, data_of(4 * BATCH)))
+    ct[-BATCH - BATCH // 2] ^= 1  # inside the third batch; the second one's write fails
+    with _SlowFile(tmp_path / "out", fail_at=2) as out, pytest.raises(OSError) as excinfo:
+        files.decrypt_stream(key, io.BytesIO(bytes(ct)), out)
+    assert _enospc(excinfo)
+
+
+def test_a_bad_chunk_in_a_later_batch_stops_after_the_verified_batches(keys, tmp_path):
     key, _, _, _ = _chunked(keys)
     plain = data_of(4 * BATCH)
     ct = bytearray(files.encrypt(key, plain))
     ct[-BATCH // 2] ^= 1  # inside the fourth batch
-    sink = _SlowSink()
-    with pytest.raises(VerificationError, match=r"chunk 224 failed"):
-        files.decrypt_stream(key, io.BytesIO(bytes(ct)), sink)
-    # every batch before the bad one was written in full, in order, before the call returned
-    assert sink.getvalue() == plain[: 3 * BATCH]
+    with _SlowFile(tmp_path / "out") as out:
+        with pytest.raises(VerificationError, match=r"chunk 224 failed"):
+            files.decrypt_stream(key, io.BytesIO(bytes(ct)), out)
+        # every batch before the bad one was written in full, in order, before the return
+        assert out.content() == plain[: 3 * BATCH]
     assert not _writer_threads()
+
+
+def test_truncation_at_a_batch_boundary(keys, tmp_path):
+    key, _, _, _ = _chunked(keys)
+    plain = data_of(4 * BATCH)
+    ct = files.encrypt(key, plain)
+    body = len(ct) - 4 * BATCH // CHUNK * SEALED - 16  # both headers
+    with _SlowFile(tmp_path / "out") as out:
+        with pytest.raises(VerificationError, match="truncated"):
+            files.decrypt_stream(key, io.BytesIO(ct[: body + 2 * BATCH // CHUNK * SEALED]), out)
+        assert out.content() == plain[: 2 * BATCH]
+
+
+_STALLED_PIPE = """
+import io, sys
+from keyblob import stream
+print("ready", file=sys.stderr, flush=True)
+data = io.BytesIO(bytes(8 * stream.CHUNK_SIZE * stream.BATCH))
+stream.encrypt_stream(stream.COBBLESTONE_256, bytes(32), b"", data, sys.stdout.buffer)
+"""
+
+
+def test_ctrl_c_stops_a_write_to_a_stalled_pipe():
+    # Nobody reads the pipe, so a write blocks once its buffer is full; Ctrl-C must end it.
+    child = subprocess.Popen(
+        [sys.executable, "-c", _STALLED_PIPE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert child.stderr is not None and child.stderr.readline() == b"ready\n"
+        time.sleep(0.5)  # into the blocked write
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=10)  # a write left to a helper thread would block this for ever
+    finally:
+        child.kill()
+        _, err = child.communicate()
+    assert child.returncode != 0 and b"KeyboardInterrupt" in err
 
 
 def test_every_bit_flip_of_a_small_ciphertext(keys):
