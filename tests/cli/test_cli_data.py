@@ -90,6 +90,27 @@ def test_failures_exit_3_and_write_nothing(kb, tmp_path):
         assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
 
 
+def test_a_failure_after_several_batches_leaves_no_output(kb, tmp_path):
+    # Batches before the bad one were already written (on the write helper) to the temp
+    # file; it must still vanish.
+    batch = CHUNK * stream.BATCH
+    plain = os.urandom(3 * batch + 10)
+    (tmp_path / "in").write_bytes(plain)
+    kb("encrypt", "payroll", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "ct"))
+    ct = (tmp_path / "ct").read_bytes()
+    sealed_batch = batch // CHUNK * (CHUNK + 16)
+    body = len(ct) - 3 * sealed_batch - (10 + 16)
+    bad = {
+        "flipped in the last batch": ct[:-5] + bytes([ct[-5] ^ 1]) + ct[-4:],
+        "cut at a batch boundary": ct[: body + 2 * sealed_batch],
+    }
+    for what, data in bad.items():
+        (tmp_path / "bad").write_bytes(data)
+        status, _, err = kb("decrypt", "-i", str(tmp_path / "bad"), "-o", str(tmp_path / "out"))
+        assert status == 3 and err.startswith("keyblob: error: refused "), what
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "ct", "home", "in"], what
+
+
 def test_existing_output_is_kept_on_failure(kb, tmp_path):
     (tmp_path / "out").write_bytes(b"precious")
     (tmp_path / "bad").write_bytes(b"KBDT" + b"\x01" * 40)
