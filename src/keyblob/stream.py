@@ -169,7 +169,9 @@ class _Writer:
     def __init__(self, dst: BinaryIO, size: int) -> None:
         self._dst = dst
         self._threaded = _is_regular_file(dst)
-        self._buffers = (memoryview(bytearray(size)), memoryview(bytearray(size)))
+        first = memoryview(bytearray(size))
+        # Written by the caller, a buffer is free again as soon as the write returns.
+        self._buffers = (first, memoryview(bytearray(size)) if self._threaded else first)
         self._busy = [False, False]  # handed to the thread and not reported back yet
         self._turn = 0
         self._jobs: queue.SimpleQueue[tuple[int, memoryview] | None] = queue.SimpleQueue()
