@@ -201,9 +201,11 @@ def test_authenticated_unwrap_reports_failure(monkeypatch: pytest.MonkeyPatch) -
         unwrap_simpleblob(blob, key, authenticated=True)
     monkeypatch.undo()
     # A wrong 2048-bit key: OpenSSL's implicit rejection gives pseudo-random bytes whose
-    # length fits 32 about once in 245 blobs; otherwise the failure is reported.
+    # length fits 32 about once in 245 blobs; otherwise the failure is reported.  Never the
+    # random stand-in an unauthenticated unwrap would return.
+    stand_in = b"\x01" * 32
     try:
-        got = unwrap_simpleblob(blob, wrong, authenticated=True)
+        got = unwrap_simpleblob(blob, wrong, authenticated=True, _random=lambda n: stand_in[:n])
     except (VerificationError, FormatError):
         return
-    assert got != AES
+    assert got != AES and got.unsafe_raw_bytes() != stand_in
