@@ -12,6 +12,13 @@ from keyblob.storage.directory import DirectoryStore
 from support import FAST_KDF, PASSPHRASE
 
 
+@pytest.fixture(autouse=True)
+def _no_keyblob_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's own home, store, container or passphrase."""
+    for name in ("KEYBLOB_HOME", "KEYBLOB_STORE", "KEYBLOB_CONTAINER", "KEYBLOB_PASSPHRASE"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def make_container(tmp_path: Path) -> Callable[..., SoftwareContainer]:
     """Make a container in its own home: make_container("alice", suite=Suite.RSA)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from keyblob.cli import main
-from keyblob.errors import KeyblobError
+from keyblob.errors import NotFoundError
 from support import run_in_terminal
 
 PASS = "s3cret passphrase"
@@ -28,8 +28,6 @@ class Shell:
         self.capsys = capsys
         self.monkeypatch = monkeypatch
         monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
-        monkeypatch.delenv("KEYBLOB_STORE", raising=False)
-        monkeypatch.delenv("KEYBLOB_CONTAINER", raising=False)
 
     def __call__(self, *argv: str, home: Path | None = None) -> tuple[int, str, str]:
         self.capsys.readouterr()
@@ -360,5 +358,6 @@ def test_damaged_public_key_files_are_refused(kb, tmp_path):
 
 
 def test_debug_shows_the_traceback(kb):
-    with pytest.raises(KeyblobError):
+    assert kb("init")[0] == 0
+    with pytest.raises(NotFoundError, match="nothing"):
         main(["--home", str(kb.home), "--debug", "show", "nothing"])

@@ -4,6 +4,7 @@ is tested everywhere; tests/interop checks the same against a real CryptoAPI."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -84,15 +85,15 @@ def test_import_and_decrypt(kb, tmp_path, windows_keys):
     assert '"algorithm": "capi-aes-256"' in out
 
 
-def test_keypair_rules(kb, tmp_path, windows_keys):
+def test_keypair_rules(kb, tmp_path, windows_keys, monkeypatch):
     assert kb("init")[0] == 0  # x25519
     priv = _write(
         tmp_path / "k", mscapi.PrivateKeyBlob.from_private_key(windows_keys[0]).to_bytes()
     )
     status, _, err = kb("capi", "import-keypair", priv)
     assert status == 2 and "rsa suite" in err
-    os.environ["KEYBLOB_HOME"] = str(tmp_path / "rsa")
-    kb("init", "--suite", "rsa", "--bits", "2048")
+    monkeypatch.setenv("KEYBLOB_HOME", str(tmp_path / "rsa"))
+    assert kb("init", "--suite", "rsa", "--bits", "2048")[0] == 0
     small = rsa.generate_private_key(65537, 1024)
     weak = _write(tmp_path / "weak", mscapi.PrivateKeyBlob.from_private_key(small).to_bytes())
     status, _, err = kb("capi", "import-keypair", weak)
@@ -127,7 +128,8 @@ def test_unsigned_and_bad_signatures(kb, tmp_path, windows_keys):
     assert status == 3 and "signature verification failed" in err
     status, _, err = kb("capi", "import-simpleblob", f["sb"], "--name", "p", "--unsigned")
     assert status == 0 and "warning" in err and "of their own" in err
-    assert kb("list")[0] == 0
+    status, out, _ = kb("list", "--json")
+    assert status == 0 and [k["name"] for k in json.loads(out)["keys"]] == ["p"]
 
 
 def test_stateless_decrypt_and_failures_write_nothing(kb, tmp_path, windows_keys):
@@ -266,14 +268,14 @@ def test_inspect_cryptoapi_blobs(kb, tmp_path, windows_keys):
     assert status == 0 and "PLAINTEXTKEYBLOB" in out and "6b6b6b6b" not in out
 
 
-def test_pubkey_as_msblob(kb, tmp_path):
+def test_pubkey_as_msblob(kb, tmp_path, monkeypatch):
     assert kb("init")[0] == 0
     status, _, err = kb("pubkey", "--format", "msblob", "-o", tmp_path / "x")
     assert status == 2 and "rsa-suite" in err
     status, _, err = kb("capi", "export-public", "-o", tmp_path / "x")
     assert status == 2 and "rsa-suite" in err and not (tmp_path / "x").exists()
-    os.environ["KEYBLOB_HOME"] = str(tmp_path / "rsa")
-    kb("init", "--suite", "rsa", "--bits", "2048")
+    monkeypatch.setenv("KEYBLOB_HOME", str(tmp_path / "rsa"))
+    assert kb("init", "--suite", "rsa", "--bits", "2048")[0] == 0
     assert kb("pubkey", "--format", "msblob", "-o", tmp_path / "kx.pub")[0] == 0
     exported = tmp_path / "kx2.pub"
     assert kb("capi", "export-public", "--slot", "exchange", "-o", exported)[0] == 0

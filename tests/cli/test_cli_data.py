@@ -21,7 +21,6 @@ def kb(tmp_path, capsysbinary, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
     monkeypatch.setenv("KEYBLOB_HOME", str(home))
-    monkeypatch.delenv("KEYBLOB_STORE", raising=False)
 
     def run(*argv: str, stdin: bytes | None = None) -> tuple[int, bytes, str]:
         capsysbinary.readouterr()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import support
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = [
@@ -38,7 +41,8 @@ def _corpus(folder: Path) -> int:
 
 @pytest.mark.slow
 def test_parsers_survive_fuzzing(tmp_path):
-    pytest.importorskip("atheris", reason="atheris is a dev dependency (pip install -e .[dev])")
+    if importlib.util.find_spec("atheris") is None:  # a dev dependency on Linux x86_64 only
+        support.skip_or_fail("atheris is missing (pip install -e .[dev])")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     assert _corpus(corpus) > 100
@@ -60,5 +64,5 @@ def test_parsers_survive_fuzzing(tmp_path):
     )
     crashes = [p.name for p in tmp_path.glob("crash-*")]
     assert run.returncode == 0 and not crashes, run.stderr[-3000:]
-    assert "Done" in run.stderr or "DONE" in run.stderr or "#" in run.stderr
+    assert "Done" in run.stderr  # libFuzzer's last line: "Done N runs in S second(s)"
     shutil.rmtree(corpus)

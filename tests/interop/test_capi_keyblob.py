@@ -80,7 +80,6 @@ def windows(capi_peer: CapiPeer, tmp_path_factory: pytest.TempPathFactory) -> Wi
 def kb(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
     monkeypatch.setenv("KEYBLOB_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("KEYBLOB_STORE", raising=False)
 
     def run(*argv: str | os.PathLike[str]) -> tuple[int, str]:
         capsys.readouterr()
@@ -174,7 +173,7 @@ def test_both_sides_refuse_tampered_and_substituted_blobs(capi_peer, windows, kb
     plain, sb, sig, ct = (tmp_path / n for n in ("plain", "sb", "sig", "ct"))
     plain.write_bytes(b"payroll data")
     _make_session(capi_peer, "aes256", windows, windows, plain, sb, sig, ct)
-    kb("capi", "import-keypair", windows.exchange_private)
+    assert kb("capi", "import-keypair", windows.exchange_private)[0] == 0
     # Tampered: one bit of the SIMPLEBLOB flipped.
     tampered = tmp_path / "tampered"
     data = bytearray(sb.read_bytes())
@@ -217,43 +216,41 @@ def test_both_sides_refuse_tampered_and_substituted_blobs(capi_peer, windows, kb
     assert status == 0 and "could have put a session key of their own" in err
 
 
-def test_keyblob_substituted_blob_refused_by_windows(capi_peer, kb, tmp_path):
+def test_keyblob_substituted_blob_refused_by_windows(capi_peer, kb, tmp_path, monkeypatch):
     """keyblob's own signature check has a CryptoAPI counterpart: a SIMPLEBLOB for the
     recipient made and signed by another keyblob container is refused by the recipient."""
     recipient = _windows_user(capi_peer, tmp_path / "recipient")
-    kb("new", "payroll", "--algorithm", "capi-aes-256")
+    assert kb("new", "payroll", "--algorithm", "capi-aes-256")[0] == 0
     genuine_signer = tmp_path / "genuine.pub"
-    kb("capi", "export-public", "--slot", "signature", "-o", genuine_signer)
-    os.environ["KEYBLOB_HOME"] = str(tmp_path / "attacker-home")
-    try:
-        kb("init", "--suite", "rsa", "--bits", "2048")
-        kb("new", "payroll", "--algorithm", "capi-aes-256")
-        sb, sig = tmp_path / "evil.sb", tmp_path / "evil.sig"
-        kb(
-            "capi",
-            "export-simpleblob",
-            "payroll",
-            "--to",
-            recipient.exchange_public,
-            "-o",
-            sb,
-            "--signature-out",
-            sig,
-        )
-        (tmp_path / "ct").write_bytes(b"")
-        result = capi_peer.run(
-            "open-session",
-            recipient.exchange_private,
-            genuine_signer,
-            "sha256",
-            sb,
-            sig,
-            tmp_path / "ct",
-            tmp_path / "out",
-        )
-        assert result.returncode == EXIT_BAD_SIGNATURE
-    finally:
-        os.environ["KEYBLOB_HOME"] = str(tmp_path / "home")
+    assert kb("capi", "export-public", "--slot", "signature", "-o", genuine_signer)[0] == 0
+    monkeypatch.setenv("KEYBLOB_HOME", str(tmp_path / "attacker-home"))
+    assert kb("init", "--suite", "rsa", "--bits", "2048")[0] == 0
+    assert kb("new", "payroll", "--algorithm", "capi-aes-256")[0] == 0
+    sb, sig = tmp_path / "evil.sb", tmp_path / "evil.sig"
+    status, err = kb(
+        "capi",
+        "export-simpleblob",
+        "payroll",
+        "--to",
+        recipient.exchange_public,
+        "-o",
+        sb,
+        "--signature-out",
+        sig,
+    )
+    assert status == 0, err
+    (tmp_path / "ct").write_bytes(b"")
+    result = capi_peer.run(
+        "open-session",
+        recipient.exchange_private,
+        genuine_signer,
+        "sha256",
+        sb,
+        sig,
+        tmp_path / "ct",
+        tmp_path / "out",
+    )
+    assert result.returncode == EXIT_BAD_SIGNATURE
 
 
 @pytest.mark.parametrize(("peer_alg", "label", "legacy"), ALGORITHMS)

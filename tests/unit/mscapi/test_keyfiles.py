@@ -210,9 +210,9 @@ def test_blob_alg_id_is_kept_and_reported() -> None:
 
 
 def test_alg_id_only_for_msblob() -> None:
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="msblob"):
         dump_rsa_key(rsa_key(1024), KeyFormat.PEM, public_only=False, alg_id=AlgId.RSA_SIGN)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="CALG_RSA_KEYX or CALG_RSA_SIGN"):
         dump_rsa_key(rsa_key(1024), KeyFormat.MSBLOB, public_only=False, alg_id=AlgId.AES_256)
 
 
