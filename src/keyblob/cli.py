@@ -858,10 +858,10 @@ def cmd_capi_export_simpleblob(ctx: Context) -> int:
 
 def cmd_capi_encrypt(ctx: Context) -> int:
     args = ctx.args
-    key = _capi_key(ctx.load(args.name))
     iv = _iv(args.iv)
-    src, _, close = _input_stream(args.input)
+    src, _, close = _input_stream(args.input)  # a missing input fails before the unlock
     try:
+        key = _capi_key(ctx.load(args.name))
         _stream_to_output(
             args.output,
             0o644,
@@ -913,16 +913,19 @@ def _capi_decrypt_one(
 def cmd_capi_decrypt(ctx: Context) -> int:
     args = ctx.args
     iv = _iv(args.iv)
-    key = _capi_decrypt_key(ctx)
     inputs: list[str | None] = list(args.input) or [None]
+    into_folder = len(inputs) > 1 or bool(args.output and Path(args.output).is_dir())
+    # Checked before the unlock, and before anything is written.
+    targets = _decrypt_targets(inputs, args.output) if into_folder else None
+    key = _capi_decrypt_key(ctx)
     sizes = [os.path.getsize(p) if p and p != "-" and os.path.isfile(p) else None for p in inputs]
     total = None if None in sizes else sum(s or 0 for s in sizes)
     update, done = _progress(total, args.quiet, "decrypt")
     try:
-        if len(inputs) == 1 and not (args.output and Path(args.output).is_dir()):
+        if targets is None:
             _capi_decrypt_one(key, iv, inputs[0], args.output, update)
             return 0
-        failed = _capi_decrypt_many(key, iv, inputs, args.output, update)
+        failed = _capi_decrypt_many(key, iv, targets, update)
     finally:
         done()
     if failed:
@@ -930,21 +933,47 @@ def cmd_capi_decrypt(ctx: Context) -> int:
     return 0
 
 
+def _decrypt_targets(inputs: list[str | None], output: str | None) -> list[tuple[str, Path]]:
+    """Each input file and the file it decrypts to in the folder ``output``.
+
+    Raises:
+        UsageError: no folder, standard input among them, a target that is one of the
+            inputs (its ciphertext would be replaced), or two inputs with one target.
+    """
+    if not output or not Path(output).is_dir():
+        raise UsageError("several inputs need -o DIR, an existing folder")
+    pairs: list[tuple[str, Path]] = []
+    for path in inputs:
+        if path is None or path == "-":
+            raise UsageError("decrypting into a folder needs each -i to be a file, not '-'")
+        pairs.append((path, Path(output) / (Path(path).name.removesuffix(".enc") or "out")))
+    sources = {os.path.realpath(path) for path, _ in pairs}
+    seen: dict[str, str] = {}
+    for path, target in pairs:
+        real = os.path.realpath(target)
+        if real in sources:
+            raise UsageError(
+                f"{path} would be decrypted over an input ({target}): "
+                "name the ciphertexts *.enc or choose another -o folder"
+            )
+        if real in seen:
+            raise UsageError(
+                f"{seen[real]} and {path} would both be decrypted to {target}: "
+                "decrypt them into different folders"
+            )
+        seen[real] = path
+    return pairs
+
+
 def _capi_decrypt_many(
     key: mscapi.CapiKey,
     iv: bytes | None,
-    inputs: list[str | None],
-    output: str | None,
+    targets: list[tuple[str, Path]],
     update: Callable[[int], None] | None,
 ) -> int:
-    """Each input into the folder ``output``; a file that fails writes nothing."""
-    if not output or not Path(output).is_dir():
-        raise UsageError("several inputs need -o DIR, an existing folder")
+    """Each input into its target; a file that fails writes nothing."""
     failed = 0
-    for path in inputs:
-        if path is None or path == "-":
-            raise UsageError("with several inputs, each -i is a file")
-        target = Path(output) / (Path(path).name.removesuffix(".enc") or "out")
+    for path, target in targets:
         try:
             _capi_decrypt_one(key, iv, path, str(target), update)
         except KeyblobError as e:

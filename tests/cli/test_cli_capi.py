@@ -192,6 +192,35 @@ def test_many_files_into_a_folder(kb, tmp_path):
     assert (outdir / "f2").read_bytes() == b"file 2"
 
 
+def test_a_folder_of_outputs_never_replaces_an_input(kb, tmp_path, monkeypatch):
+    monkeypatch.delenv("KEYBLOB_PASSPHRASE", raising=False)  # refused before any unlock
+    a = _write(tmp_path / "a.bin", b"ciphertext a")
+    b = _write(tmp_path / "b.bin", b"ciphertext b")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    same_name = [_write(tmp_path / d / "c.enc", b"ciphertext " + d.encode()) for d in "xy"]
+    key = tmp_path / "absent.key"  # never read: the arguments are refused first
+    cases = {
+        "over an input": (["-i", a, "-i", b, "-o", tmp_path], "would be decrypted over an input"),
+        "one target": (["-i", same_name[0], "-i", same_name[1], "-o", tmp_path], "would both"),
+        "stdin": (["-i", "-", "-o", tmp_path], "not '-'"),
+        "no folder": (["-i", a, "-i", b], "several inputs need -o DIR"),
+    }
+    for what, (argv, message) in cases.items():
+        status, _, err = kb("capi", "decrypt", "--key", key, *argv)
+        assert status == 2 and message in err, what
+    assert a.read_bytes() == b"ciphertext a" and b.read_bytes() == b"ciphertext b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin", "x", "y"]
+
+
+def test_capi_encrypt_missing_input_fails_before_the_unlock(kb, tmp_path, monkeypatch):
+    assert kb("init", "--suite", "rsa", "--bits", "2048")[0] == 0
+    assert kb("new", "k", "--algorithm", "capi-aes-128")[0] == 0
+    monkeypatch.delenv("KEYBLOB_PASSPHRASE")  # and stdin is no terminal: asking would fail
+    status, _, err = kb("capi", "encrypt", "k", "-i", tmp_path / "absent", "-o", tmp_path / "o")
+    assert status == 4 and "no such file" in err and not (tmp_path / "o").exists()
+
+
 def test_export_simpleblob_round_trip(kb, tmp_path, windows_keys):
     exchange, _ = windows_keys
     kb("init", "--suite", "rsa", "--bits", "2048")
