@@ -260,6 +260,7 @@ def encrypt_stream(
     *,
     progress: Callable[[int], None] | None = None,
     _salt: bytes | None = None,
+    _batch: int = BATCH,
 ) -> int:
     """Encrypt ``src`` to ``dst`` in constant memory; returns the plaintext length.
 
@@ -273,10 +274,10 @@ def encrypt_stream(
     # Chunks go through in batches: one read and one write per BATCH chunks, into buffers
     # allocated once (the per-chunk system calls, not AES, dominated otherwise); each
     # batch is written while the next one is sealed.
-    plain = memoryview(bytearray(CHUNK_SIZE * BATCH))
+    plain = memoryview(bytearray(CHUNK_SIZE * _batch))
     seal = keys.aead.encrypt_into
     index = total = 0
-    with _Writer(dst, SEALED_CHUNK_SIZE * BATCH) as writer:
+    with _Writer(dst, SEALED_CHUNK_SIZE * _batch) as writer:
         while True:  # steps 4-5: full chunks, then the short final one (maybe empty)
             n = _read_full(src, plain)
             full, rest = divmod(n, CHUNK_SIZE)
@@ -316,6 +317,7 @@ def decrypt_stream(
     dst: BinaryIO,
     *,
     progress: Callable[[int], None] | None = None,
+    _batch: int = BATCH,
 ) -> int:
     """Decrypt ``src`` to ``dst`` in constant memory; returns the plaintext length.
 
@@ -330,9 +332,9 @@ def decrypt_stream(
     """
     header = src.read(HEADER_SIZE)
     keys = _open_header(instance, key, header, context)
-    sealed = memoryview(bytearray(SEALED_CHUNK_SIZE * BATCH))
+    sealed = memoryview(bytearray(SEALED_CHUNK_SIZE * _batch))
     index = total = 0
-    with _Writer(dst, CHUNK_SIZE * BATCH) as writer:
+    with _Writer(dst, CHUNK_SIZE * _batch) as writer:
         while True:
             n = _read_full(src, sealed)
             full, rest = divmod(n, SEALED_CHUNK_SIZE)
@@ -371,7 +373,8 @@ def encrypt_bytes(
 ) -> bytes:
     """One-shot encryption: :func:`encrypt_stream` over memory, so one code path."""
     out = io.BytesIO()
-    encrypt_stream(instance, key, context, io.BytesIO(data), out, _salt=_salt)
+    batch = min(BATCH, len(data) // CHUNK_SIZE + 1)  # buffers no larger than the data
+    encrypt_stream(instance, key, context, io.BytesIO(data), out, _salt=_salt, _batch=batch)
     return out.getvalue()
 
 
@@ -393,7 +396,8 @@ def decrypt_bytes(instance: Instance, key: bytes, context: bytes, data: bytes) -
         VerificationError: as for :func:`decrypt_stream`.
     """
     out = io.BytesIO()
-    decrypt_stream(instance, key, context, io.BytesIO(data), out)
+    batch = min(BATCH, max(len(data) - HEADER_SIZE, 0) // SEALED_CHUNK_SIZE + 1)
+    decrypt_stream(instance, key, context, io.BytesIO(data), out, _batch=batch)
     return out.getvalue()
 
 
