@@ -356,7 +356,7 @@ def _unwrapped(provider: Provider, verified: Verified) -> Verified:
     if mine is None:
         raise VerificationError(
             NOT_A_RECIPIENT.format(kx=f"kx-{provider.exchange_id.short}"),
-            hints=("ask its owner to wrap it for you: keyblob rotate NAME --to YOUR.pub",),
+            hints=(f"ask its owner to wrap it for you: keyblob rotate {h.name} --to YOUR.pub",),
         )
     raw = provider.unwrap(mine.wrapped, h.wrap_context(mine.key_id))
     if len(raw) not in h.algorithm.key_sizes:

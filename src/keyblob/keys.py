@@ -99,7 +99,10 @@ class Algorithm(enum.IntEnum):
         for algorithm, row in _ALGORITHMS.items():
             if row[3] == alg_id:
                 return algorithm
-        raise UsageError(f"keyblob cannot store a CryptoAPI key of ALG_ID 0x{alg_id:08x}")
+        supported = ", ".join(row[0] for row in _ALGORITHMS.values() if row[3] is not None)
+        raise UsageError(
+            f"keyblob cannot store a CryptoAPI key of ALG_ID 0x{alg_id:08x} (it stores {supported})"
+        )
 
 
 _RC_SIZES = tuple(range(5, 17))  # 40 to 128 bits

@@ -335,6 +335,25 @@ def test_recipient_suite_must_match(make_container, store):
         blobs.generate(x, store, "k", to=[public_file(r)])
 
 
+def test_a_blob_not_wrapped_for_me_says_whom_to_ask_and_what_to_run(make_container, store):
+    alice, bob = make_container("alice"), make_container("bob")
+    blobs.generate(alice, store, "payroll")  # for alice only
+    trust(bob, alice)
+    with pytest.raises(VerificationError, match="not wrapped for this container") as e:
+        blobs.load(bob, store, "payroll")
+    hint = "ask its owner to wrap it for you: keyblob rotate payroll --to YOUR.pub"
+    assert e.value.hints == (hint,)
+
+
+def test_only_supported_cryptoapi_algorithms_are_stored():
+    from keyblob.keys import Algorithm
+
+    assert Algorithm.for_capi(0x6610) is Algorithm.CAPI_AES_256
+    expected = r"ALG_ID 0x0000660d \(it stores capi-aes-128, .*capi-rc4\)"
+    with pytest.raises(UsageError, match=expected):
+        Algorithm.for_capi(0x660D)  # CALG_AES, the size-less ALG_ID
+
+
 def test_store_bytes_are_canonical(make_container, store):
     c = make_container()
     blobs.generate(c, store, "k")

@@ -351,3 +351,6 @@ def test_cryptoapi_keys_do_not_encrypt_native_data(make_container, store):
         files.encrypt(key, b"x")
     with pytest.raises(UsageError, match="keyblob capi encrypt"):
         files.encrypt_stream(key, io.BytesIO(b"x"), io.BytesIO())
+    native = files.encrypt(blobs.generate(make_container(), store, "n"), b"x")
+    with pytest.raises(UsageError, match="keyblob capi decrypt"):
+        files.decrypt(key, native)

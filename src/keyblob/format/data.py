@@ -42,7 +42,8 @@ class DataHeader:
     def __post_init__(self) -> None:
         if self.algorithm not in DATA_ALGORITHMS:
             raise UsageError(
-                f"a {self.algorithm.label} key is a CryptoAPI key: use keyblob capi encrypt"
+                f"a {self.algorithm.label} key is a CryptoAPI key: its data is made and read "
+                "with keyblob capi encrypt and keyblob capi decrypt"
             )
         if not 1 <= self.generation <= MAX_GENERATION:
             raise UsageError("generation must be between 1 and 2**63-1")
