@@ -18,7 +18,7 @@ import types
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO, cast
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -797,13 +797,15 @@ def _public_key_blob(container: SoftwareContainer, role: KeyRole) -> bytes:
             "a PUBLICKEYBLOB holds an RSA key: it needs an rsa-suite container "
             "(keyblob init --suite rsa)"
         )
-    signature = role is KeyRole.SIGNATURE
-    der = container.signature_public if signature else container.exchange_public
-    public = suites.load_signature_public(Suite.RSA, der)  # the same check for both roles
-    if not isinstance(public, rsa.RSAPublicKey):  # the rsa suite holds RSA keys only
-        raise UsageError("this container's key is not an RSA key")
-    alg_id = mscapi.AlgId.RSA_SIGN if signature else mscapi.AlgId.RSA_KEYX
-    return mscapi.PublicKeyBlob.from_public_key(public, alg_id=alg_id).to_bytes()
+    public: object
+    if role is KeyRole.SIGNATURE:
+        public = suites.load_signature_public(Suite.RSA, container.signature_public)
+        alg_id = mscapi.AlgId.RSA_SIGN
+    else:
+        public = suites.load_exchange_public(Suite.RSA, container.exchange_public)
+        alg_id = mscapi.AlgId.RSA_KEYX
+    # The rsa suite's loaders return RSA keys only.
+    return mscapi.PublicKeyBlob.from_public_key(cast(rsa.RSAPublicKey, public), alg_id).to_bytes()
 
 
 def cmd_capi_import_simpleblob(ctx: Context) -> int:

@@ -450,8 +450,9 @@ class SoftwareContainer:
             ProviderError: the container file could not be written.
         """
         self._rsa(self._exchange)
+        public = suites.public_bytes(key)
         try:
-            suites.load_exchange_public(self._suite, suites.public_bytes(key))
+            suites.load_exchange_public(self._suite, public)
         except FormatError as e:
             raise UsageError(f"this key cannot be a container key: {e}") from None
         seen = self.state().high_water
@@ -476,12 +477,12 @@ class SoftwareContainer:
         self._doc = doc
         if role is KeyRole.EXCHANGE:
             self._exchange = key
-            self._exchange_public = suites.public_bytes(key)
-            self._exchange_id = key_id_for(self._suite, role, self._exchange_public)
+            self._exchange_public = public
+            self._exchange_id = key_id_for(self._suite, role, public)
         else:
             self._signature = key
-            self._signature_public = suites.public_bytes(key)
-            self._signature_id = key_id_for(self._suite, role, self._signature_public)
+            self._signature_public = public
+            self._signature_id = key_id_for(self._suite, role, public)
 
     # -- authenticated state ------------------------------------------------------------
 
