@@ -113,9 +113,15 @@ def _read_file(
     return data
 
 
+def _refuse_terminal(output: str | None, what: str, hint: str = "use -o FILE") -> None:
+    """Secret or binary bytes never go to a terminal (standard output is ``None`` or "-")."""
+    if (output is None or output == "-") and sys.stdout.isatty():
+        raise UsageError(f"refusing to write {what} to a terminal: {hint}")
+
+
 def _write_output(path: str, data: bytes, *, mode: int = 0o644, refuse_tty: bool = False) -> None:
-    if path == "-" and refuse_tty and sys.stdout.isatty():
-        raise UsageError("refusing to write a secret key to a terminal: use -o FILE")
+    if refuse_tty:
+        _refuse_terminal(path, "a secret key")
     if path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -626,9 +632,9 @@ def _stream_to_output(
     output: str | None, mode: int, work: Callable[[BinaryIO], object], *, refuse_tty: bool
 ) -> None:
     """Run ``work`` writing to stdout, or to a file that appears only if it succeeds."""
+    if refuse_tty:
+        _refuse_terminal(output, "binary ciphertext")
     if output is None or output == "-":
-        if refuse_tty and sys.stdout.isatty():
-            raise UsageError("refusing to write binary ciphertext to a terminal: use -o FILE")
         work(sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
@@ -1046,9 +1052,9 @@ def cmd_capi_convert(ctx: Context) -> int:
     out = mscapi.dump_rsa_key(loaded.key, fmt, public_only=public_only, alg_id=alg_id)
     binary = fmt in (mscapi.KeyFormat.DER, mscapi.KeyFormat.MSBLOB)
     target = args.output or "-"
-    if target == "-" and sys.stdout.isatty() and not args.force and (binary or not public_only):
+    if not args.force and (binary or not public_only):
         what = "a private key" if not public_only else "binary output"
-        raise UsageError(f"refusing to write {what} to a terminal: use -o FILE (or --force)")
+        _refuse_terminal(target, what, "use -o FILE (or --force)")
     if target == "-" and fmt is mscapi.KeyFormat.XML:
         out += b"\n"  # for the terminal's sake; a file keeps .NET's exact bytes
     _write_output(target, out, mode=0o644 if public_only else 0o600)

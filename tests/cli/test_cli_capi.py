@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,7 +154,9 @@ def test_stateless_decrypt_and_failures_write_nothing(kb, tmp_path, windows_keys
     assert status == 3 and not out.exists()  # a random stand-in key: the padding check fails
 
 
-def test_unwrap_refuses_a_key_a_plaintextkeyblob_cannot_carry(kb, tmp_path, windows_keys):
+def test_unwrap_refuses_a_key_a_plaintextkeyblob_cannot_carry(
+    kb, tmp_path, windows_keys, monkeypatch
+):
     # A SIMPLEBLOB may carry an RC2 key of up to 64 bytes; Windows reads a PLAINTEXTKEYBLOB
     # with more than 16 only as an IPsec HMAC key.  No unreadable file is written.
     exchange, signer = windows_keys
@@ -168,6 +171,12 @@ def test_unwrap_refuses_a_key_a_plaintextkeyblob_cannot_carry(kb, tmp_path, wind
     status, _, err = kb(*argv, "--signer", f["signer"], "-o", out)
     assert status == 2 and not out.exists()
     assert "a 20-byte CALG_RC2 key does not fit a PLAINTEXTKEYBLOB" in err
+    with monkeypatch.context() as m:  # a key that fits goes to a file, never to a terminal
+        m.setattr(sys.stdout, "isatty", lambda: True)
+        good = ["capi", "unwrap", "--private", f["priv"], f["sb"], "--signature", f["sig"]]
+        status, stdout, err = kb(*good, "--signer", f["signer"], "-o", "-")
+    assert status == 2 and stdout == ""
+    assert "refusing to write a secret key to a terminal: use -o FILE" in err
     status, out_text, _ = kb(*argv, "--signer", f["signer"], "--info")
     assert status == 0 and "CALG_RC2, 160-bit key (20 bytes)" in out_text
     status, _, err = kb(*argv, "--signer", f["signer"], "--hash", "sha-7", "--info")
