@@ -1025,14 +1025,14 @@ def _capi_unwrap(args: argparse.Namespace, path: str) -> tuple[mscapi.CapiKey, b
 
 def cmd_capi_unwrap(ctx: Context) -> int:
     args = ctx.args
+    if args.output is None and not args.info:  # before any file is read
+        raise UsageError("give -o FILE for the PLAINTEXTKEYBLOB (or --info)")
     key, authenticated = _capi_unwrap(args, args.simpleblob)
     if args.info:
         print(f"{key.alg_id.calg_name}, {key.key_size * 8}-bit key ({key.key_size} bytes)")
         if not authenticated:
             _print_warning("without a signature a damaged blob yields a random key of this size")
         return 0
-    if args.output is None:
-        raise UsageError("give -o FILE for the PLAINTEXTKEYBLOB (or --info)")
     plain = mscapi.PlaintextKeyBlob(key.alg_id, key.unsafe_raw_bytes()).to_bytes()
     _write_output(args.output, plain, mode=0o600, refuse_tty=True)
     print(f"wrote {args.output}: {key.alg_id.calg_name} key, {key.key_size} bytes", file=sys.stderr)

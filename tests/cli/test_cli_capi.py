@@ -183,6 +183,21 @@ def test_unwrap_refuses_a_key_a_plaintextkeyblob_cannot_carry(
     assert status == 2 and "unknown algorithm 'sha-7' (expected one of" in err
 
 
+def test_capi_arguments_that_do_not_fit_together(kb, tmp_path, windows_keys):
+    f = _windows_files(tmp_path, windows_keys, b"data")
+    unwrap = ["capi", "unwrap", "--private", f["priv"], f["sb"]]
+    cases = [
+        ([*unwrap, "--signature", f["sig"], "-o", tmp_path / "k"], "--signature needs --signer"),
+        ([*unwrap, "--unsigned"], "give -o FILE for the PLAINTEXTKEYBLOB (or --info)"),
+        (["capi", "decrypt", "-i", f["ct"]], "give one of: NAME (a stored key), --simpleblob"),
+        (["capi", "decrypt", "--simpleblob", f["sb"], "-i", f["ct"]], "needs --private"),
+    ]
+    for argv, message in cases:
+        status, out, err = kb(*argv)
+        assert status == 2 and message in err and out == "", argv
+    assert not (tmp_path / "k").exists()
+
+
 def test_many_files_into_a_folder(kb, tmp_path):
     session = mscapi.CapiKey.new(mscapi.AlgId.AES_128, os.urandom(16))
     key = _write(
