@@ -29,6 +29,7 @@ from keyblob.errors import (
     KeyblobError,
     LegacyAlgorithmWarning,
     NotFoundError,
+    PassphraseError,
     PassphraseRequired,
     StorageError,
     UsageError,
@@ -169,16 +170,15 @@ class Context:
         return open_store(self._store_url or str(self.home.default_store))
 
     def _given_passphrase(self) -> bytes | None:
-        """KEYBLOB_PASSPHRASE, else the first line of --passphrase-file, else None."""
-        env = os.environ.get("KEYBLOB_PASSPHRASE")
-        if env is not None:
-            return env.encode("utf-8")
+        """The first line of --passphrase-file, else KEYBLOB_PASSPHRASE, else None (the
+        option given on the command line wins over the environment)."""
         if self.args.passphrase_file:
             raw = _read_file(
                 self.args.passphrase_file, 4096, what="a passphrase file", too_large=UsageError
             )
             return raw.split(b"\n", 1)[0].rstrip(b"\r")
-        return None
+        env = os.environ.get("KEYBLOB_PASSPHRASE")
+        return None if env is None else env.encode("utf-8")
 
     def passphrase(self, *, new: bool = False) -> bytes:
         """From KEYBLOB_PASSPHRASE, --passphrase-file, or a no-echo prompt (asked once per
@@ -1045,7 +1045,19 @@ def cmd_capi_convert(ctx: Context) -> int:
     try:
         loaded = mscapi.load_rsa_key(data)
     except PassphraseRequired:
-        loaded = mscapi.load_rsa_key(data, passphrase=ctx.key_passphrase(args.input))
+        passphrase = ctx.key_passphrase(args.input)
+        try:
+            loaded = mscapi.load_rsa_key(data, passphrase=passphrase)
+        except PassphraseError as e:
+            if args.passphrase_file or "KEYBLOB_PASSPHRASE" not in os.environ:
+                raise
+            raise PassphraseError(
+                str(e),
+                hints=(
+                    "the passphrase tried was KEYBLOB_PASSPHRASE; give the key file's own "
+                    "with --passphrase-file (it takes precedence), or unset it and type it",
+                ),
+            ) from None
     public_only = args.public or not loaded.private
     fmt = mscapi.KeyFormat(args.to)
     alg_id = loaded.alg_id if fmt is mscapi.KeyFormat.MSBLOB else None

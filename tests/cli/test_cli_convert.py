@@ -131,6 +131,13 @@ def test_encrypted_input_and_errors(kb, keys, tmp_path, monkeypatch):
         ]
         == 0
     )
+    # KEYBLOB_PASSPHRASE (a container's) is tried on a key file only without
+    # --passphrase-file, and a failure says so.
+    monkeypatch.setenv("KEYBLOB_PASSPHRASE", "the container's")
+    status, _, err = kb("capi", "convert", enc, "--to", "msblob", "-o", tmp_path / "o2")
+    assert status == 5 and "the passphrase tried was KEYBLOB_PASSPHRASE" in err
+    out = tmp_path / "o2"
+    assert kb("--passphrase-file", pf, "capi", "convert", enc, "--to", "msblob", "-o", out)[0] == 0
     (tmp_path / "junk").write_bytes(os.urandom(64))
     status, _, err = kb("capi", "convert", tmp_path / "junk", "--to", "pem")
     assert status == 3 and err.count("\n") == 1 and "no format matches" in err
