@@ -773,12 +773,14 @@ def cmd_capi_import_keypair(ctx: Context) -> int:
     slot = args.slot or ("signature" if blob.alg_id is mscapi.AlgId.RSA_SIGN else "exchange")
     role = KeyRole.SIGNATURE if slot == "signature" else KeyRole.EXCHANGE
     key = blob.to_private_key()  # full validation: the key enters the home here
-    if key.key_size not in suites.RSA_BITS:
+    try:  # the suite's own rules (size, exponent), before the unlock
+        suites.load_exchange_public(Suite.RSA, suites.public_bytes(key))
+    except FormatError as e:
         raise UsageError(
-            f"{args.file} is an RSA-{key.key_size} key; container keys are 2048, 3072 or 4096 "
-            "bits. Its data can still be read without a home: keyblob capi decrypt --private "
-            f"{args.file} --simpleblob … (docs/MSCAPI.md 7.3)"
-        )
+            f"{args.file} (RSA-{key.key_size}) cannot be a container key: {e}. Its data can "
+            f"still be read without a home: keyblob capi decrypt --private {args.file} "
+            "--simpleblob … (docs/MSCAPI.md 7.3)"
+        ) from None
     container = ctx.open()
     container.replace_key_pair(role, key, force=args.force)
     new_id = container.signature_id if role is KeyRole.SIGNATURE else container.exchange_id

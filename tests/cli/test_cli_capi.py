@@ -97,8 +97,14 @@ def test_keypair_rules(kb, tmp_path, windows_keys, monkeypatch):
     assert kb("init", "--suite", "rsa", "--bits", "2048")[0] == 0
     small = rsa.generate_private_key(65537, 1024)
     weak = _write(tmp_path / "weak", mscapi.PrivateKeyBlob.from_private_key(small).to_bytes())
+    monkeypatch.delenv("KEYBLOB_PASSPHRASE")  # both refused before the unlock
+    e3 = rsa.generate_private_key(3, 2048)
+    odd = _write(tmp_path / "e3", mscapi.PrivateKeyBlob.from_private_key(e3).to_bytes())
+    status, _, err = kb("capi", "import-keypair", odd)
+    assert status == 2 and "does not use the exponent 65537" in err
     status, _, err = kb("capi", "import-keypair", weak)
     assert status == 2 and "2048, 3072 or 4096" in err
+    monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
     kb("new", "k")
     status, _, err = kb("capi", "import-keypair", priv)
     assert status == 2 and "already holds keys" in err and "--force" in err
