@@ -869,31 +869,24 @@ def cmd_capi_export_simpleblob(ctx: Context) -> int:
 def cmd_capi_encrypt(ctx: Context) -> int:
     args = ctx.args
     iv = _iv(args.iv)
-    src, _, close = _input_stream(args.input)  # a missing input fails before the unlock
+    src, size, close = _input_stream(args.input)  # a missing input fails before the unlock
     try:
         key = _capi_key(ctx.load(args.name))
-        _stream_to_output(
-            args.output,
-            0o644,
-            lambda dst: mscapi.encrypt_file(key, src, dst, iv=iv, legacy=args.legacy),
-            refuse_tty=True,
-        )
+        update, done = _progress(size, args.quiet, "encrypt")
+        try:
+            _stream_to_output(
+                args.output,
+                0o644,
+                lambda dst: mscapi.encrypt_file(
+                    key, src, dst, iv=iv, legacy=args.legacy, progress=update
+                ),
+                refuse_tty=True,
+            )
+        finally:
+            done()
     finally:
         close()
     return 0
-
-
-class _Counted:
-    """A file object that reports how much has been read (for the progress bar)."""
-
-    def __init__(self, f: BinaryIO, update: Callable[[int], None]) -> None:
-        self._f = f
-        self._update = update
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        self._update(len(data))
-        return data
 
 
 def _capi_decrypt_one(
@@ -904,15 +897,13 @@ def _capi_decrypt_one(
     update: Callable[[int], None] | None = None,
 ) -> None:
     src, _, close = _input_stream(path)
-    if update is not None:
-        src = _Counted(src, update)  # type: ignore[assignment]
     try:
         _refusing(
             path or "standard input",
             lambda: _stream_to_output(
                 output,
                 0o600,
-                lambda dst: mscapi.decrypt_file(key, src, dst, iv=iv),
+                lambda dst: mscapi.decrypt_file(key, src, dst, iv=iv, progress=update),
                 refuse_tty=False,
             ),
         )
@@ -929,7 +920,7 @@ def cmd_capi_decrypt(ctx: Context) -> int:
     targets = _decrypt_targets(inputs, args.output) if into_folder else None
     key = _capi_decrypt_key(ctx)
     sizes = [os.path.getsize(p) if p and p != "-" and os.path.isfile(p) else None for p in inputs]
-    total = None if None in sizes else sum(s or 0 for s in sizes)
+    total = None if None in sizes else sum(s for s in sizes if s is not None)
     update, done = _progress(total, args.quiet, "decrypt")
     try:
         if targets is None:
@@ -1266,6 +1257,7 @@ def _capi_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     sp.add_argument("-o", "--output", metavar="OUT")
     sp.add_argument("--iv", metavar="HEX", help="default: zero (CryptoAPI's default)")
     sp.add_argument("--legacy", action="store_true", help="allow a legacy key (warns)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp = command("convert", cmd_capi_convert, "convert an RSA key: PEM, DER, MSBLOB, .NET XML")
     sp.add_argument("input", metavar="IN")
     sp.add_argument("-o", "--output", metavar="OUT", help="default: standard output")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -358,6 +359,23 @@ def test_capi_decrypt_progress_on_a_terminal(tmp_path):
     assert (
         status == 0 and "decrypt" in out and (tmp_path / "out").stat().st_size == 20 * 1024 * 1024
     )
+    status, out = run_in_terminal([*argv, "--quiet"], [], env)
+    assert status == 0 and out == ""
+
+
+def test_capi_encrypt_progress_on_a_terminal(tmp_path):
+    from support import run_in_terminal
+
+    env = {**os.environ, "KEYBLOB_HOME": str(tmp_path / "home"), "KEYBLOB_PASSPHRASE": PASS}
+    for argv in (
+        ["init", "--suite", "rsa", "--bits", "2048"],
+        ["new", "k", "--algorithm", "capi-aes-256"],
+    ):
+        subprocess.run([sys.executable, "-m", "keyblob", *argv], env=env, check=True)
+    big = _write(tmp_path / "big", b"\x00" * (20 * 1024 * 1024))
+    argv = ["capi", "encrypt", "k", "-i", str(big), "-o", str(tmp_path / "big.enc")]
+    status, out = run_in_terminal(argv, [], env)
+    assert status == 0 and "encrypt" in out and (tmp_path / "big.enc").stat().st_size > 20 << 20
     status, out = run_in_terminal([*argv, "--quiet"], [], env)
     assert status == 0 and out == ""
 

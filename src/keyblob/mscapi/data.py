@@ -13,6 +13,7 @@ raises VerificationError with one fixed message: the caller learns nothing else.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives import padding
@@ -214,8 +215,10 @@ def encrypt_file(
     iv: bytes | None = None,
     mode: Mode = Mode.CBC,
     legacy: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """Encrypt ``src`` into ``dst`` in constant memory; returns the bytes written.
+    ``progress`` is called with the size of each piece read.
 
     Raises:
         UsageError: as :class:`Encryptor`.
@@ -225,6 +228,8 @@ def encrypt_file(
     written = 0
     while chunk := src.read(CHUNK_SIZE):
         written += dst.write(enc.update(chunk))
+        if progress is not None:
+            progress(len(chunk))
     return written + dst.write(enc.finalize())
 
 
@@ -235,8 +240,10 @@ def decrypt_file(
     *,
     iv: bytes | None = None,
     mode: Mode = Mode.CBC,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """Decrypt ``src`` into ``dst`` in constant memory; returns the bytes written.
+    ``progress`` is called with the size of each piece read.
 
     ``dst`` has received all but the last block when the padding check fails: write to a
     temporary file and rename it only on success (the CLI does).
@@ -250,6 +257,8 @@ def decrypt_file(
     written = 0
     while chunk := src.read(CHUNK_SIZE):
         written += dst.write(dec.update(chunk))
+        if progress is not None:
+            progress(len(chunk))
     return written + dst.write(dec.finalize())
 
 
