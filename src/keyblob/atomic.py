@@ -42,8 +42,13 @@ def make_private_folder(path: Path) -> None:
             if not folder.is_dir():
                 raise
             continue
-        os.chmod(folder, 0o700)  # mkdir honoured the umask
-        fsync_dir(folder.parent)
+        finish_private_folder(folder)
+
+
+def finish_private_folder(folder: Path | str) -> None:
+    """A folder just made: exactly 0700 (mkdir honoured the umask), durable in its parent."""
+    os.chmod(folder, 0o700)
+    fsync_dir(os.path.dirname(os.fspath(folder)) or os.curdir)
 
 
 def write_atomic(

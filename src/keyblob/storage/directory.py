@@ -15,7 +15,7 @@ import re
 import stat
 from pathlib import Path
 
-from keyblob.atomic import fsync_dir, make_private_folder, read_bounded, write_atomic
+from keyblob.atomic import finish_private_folder, make_private_folder, read_bounded, write_atomic
 from keyblob.errors import NotFoundError, StorageError, UsageError
 from keyblob.keys import check_name
 from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, check_generation, check_item
@@ -208,8 +208,7 @@ class DirectoryStore:
     def _created(folder: Path | str) -> None:
         """Finish a folder just made: exactly 0700, and durable in its parent (P8)."""
         try:
-            os.chmod(folder, _FOLDER_MODE)  # mkdir honoured the umask
-            fsync_dir(os.path.dirname(folder) or os.curdir)
+            finish_private_folder(folder)
         except OSError as e:
             raise StorageError(f"cannot create folder {folder}: {_reason(e)}") from e
 
