@@ -235,6 +235,8 @@ class DirectoryStore:
         # in the store would block the open (O_NONBLOCK) or never end (the check).
         flags = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
+            if not hasattr(os, "O_NOFOLLOW") and os.path.islink(path):  # Windows: the best
+                raise StorageError(f"refusing {path}: it is not a regular file")  # it has
             return read_bounded(path, MAX_ITEM_SIZE, flags=flags, check=check)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(self._missing(name, generation)) from None

@@ -210,6 +210,18 @@ def test_listing_ignores_junk_and_temp_files(store: DirectoryStore, root: Path) 
         store.get("k", 5)
 
 
+def test_symlinked_blob_refused_without_o_nofollow(
+    store: DirectoryStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows has no O_NOFOLLOW: the link itself is checked before the open.
+    store.put("k", 2, b"two")
+    os.symlink(root / "k" / "2.kb", root / "k" / "5.kb")
+    monkeypatch.delattr(os, "O_NOFOLLOW")
+    with pytest.raises(StorageError, match="not a regular file"):
+        store.get("k", 5)
+    assert store.get("k", 2) == b"two"
+
+
 def test_names_ignores_junk_at_the_root(store: DirectoryStore, root: Path) -> None:
     store.put("good", 1, b"x")
     store.put("also-good", 7, b"y")
