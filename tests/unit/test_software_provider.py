@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyblob import (
     FormatError,
@@ -17,6 +19,9 @@ from keyblob import (
     UsageError,
     VerificationError,
 )
+from keyblob.keys import KeyRole
+from keyblob.providers import software
+from keyblob.providers.software import MAX_FILE_SIZE
 from keyblob.trust import State
 from support import FAST_KDF, PASSPHRASE
 
@@ -114,6 +119,38 @@ def test_damaged_container_file(tmp_path):
     path.write_text("{not json")
     with pytest.raises(FormatError, match="damaged"):
         home.open("c", PASSPHRASE)
+
+
+def test_oversized_container_file_refused_unread(tmp_path):
+    home = Home(tmp_path / "h")
+    home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    path = tmp_path / "h" / "containers" / "c" / "container.json"
+    path.write_bytes(path.read_bytes() + b" " * (MAX_FILE_SIZE + 1))
+    with pytest.raises(FormatError, match="damaged file"):
+        home.open("c", PASSPHRASE)
+
+
+def test_container_files_that_cannot_be_written(tmp_path, monkeypatch):
+    (tmp_path / "h").mkdir(mode=0o700)
+    (tmp_path / "h" / "containers").write_bytes(b"a file where a folder should be")
+    (tmp_path / "h" / "containers").chmod(0o600)
+    with pytest.raises(ProviderError, match=r"cannot create .*containers/c: Not a directory"):
+        Home(tmp_path / "h").create("c", PASSPHRASE, kdf=FAST_KDF)
+    home = Home(tmp_path / "ok")
+    container = home.create("c", PASSPHRASE, Suite.RSA, bits=2048, kdf=FAST_KDF)
+    path = tmp_path / "ok" / "containers" / "c" / "container.json"
+    before, public = path.read_bytes(), container.exchange_public
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(software, "write_atomic", disk_full)
+    new = rsa.generate_private_key(65537, 2048)
+    with pytest.raises(ProviderError, match="cannot write container 'c': No space left"):
+        container.replace_key_pair(KeyRole.EXCHANGE, new, force=False)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and container.exchange_public == public
+    assert home.open("c", PASSPHRASE).exchange_public == public
 
 
 @pytest.mark.parametrize("target", ["home", "containers", "container", "file"])
