@@ -487,16 +487,17 @@ class SoftwareContainer:
     # -- authenticated state ------------------------------------------------------------
 
     def _write_state(self, state: State) -> None:
-        doc = state.to_json()
-        # canonical() sorts keys: container < format < high_water < mac < trusted.  Encoding
-        # the two halves once gives both the MACed text and the file, with "mac" between
-        # them, without encoding a large high_water twice.
-        head = canonical(
-            {"container": self._name, "format": STATE_FORMAT, "high_water": doc["high_water"]}
-        )[:-1]
-        tail = canonical({"trusted": doc["trusted"]})[1:]
-        mac = _mac(self._keys.state, head + b"," + tail).hex().encode()
-        data = head + b',"mac":"' + mac + b'",' + tail + b"\n"
+        doc = {"container": self._name, "format": STATE_FORMAT, **state.to_json()}
+        # canonical() sorts the keys, so "mac" sits between the keys before it and those
+        # after it.  Encoding the two sides once gives both the MACed text and the file,
+        # without encoding a large high_water twice.
+        sides = [
+            canonical({k: v for k, v in doc.items() if (k < "mac") is before})[1:-1]
+            for before in (True, False)
+        ]
+        mac = _mac(self._keys.state, b"{" + b",".join(x for x in sides if x) + b"}")
+        entry = b'"mac":"' + mac.hex().encode() + b'"'
+        data = b"{" + b",".join(x for x in (sides[0], entry, sides[1]) if x) + b"}\n"
         try:
             write_atomic(self._state_path, data)
         except OSError as e:
