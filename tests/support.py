@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import os
 import shutil
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from keyblob import KdfParams
 
@@ -96,3 +99,35 @@ def run_in_terminal(argv: list[str], answers: list[str], env: dict[str, str]) ->
             output += b"<typed>"
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def dotnet_xml(key: RSAPrivateKey | RSAPublicKey, *, pad: bool = True) -> bytes:
+    """What .NET's RSA.ToXmlString writes, built without the library: base64 big-endian
+    fields in this order, P..InverseQ padded to half the modulus length (rounded up) and D
+    to the modulus length."""
+    pub = (
+        key.public_numbers()
+        if isinstance(key, RSAPublicKey)
+        else key.private_numbers().public_numbers
+    )
+    k = (pub.n.bit_length() + 7) // 8
+    half = (k + 1) // 2
+
+    def b64(value: int, width: int) -> str:
+        size = width if pad else max(1, (value.bit_length() + 7) // 8)
+        return base64.b64encode(value.to_bytes(size, "big")).decode()
+
+    parts = [("Modulus", b64(pub.n, k)), ("Exponent", base64.b64encode(b"\x01\x00\x01").decode())]
+    if isinstance(key, RSAPrivateKey):
+        pn = key.private_numbers()
+        parts += [
+            ("P", b64(pn.p, half)),
+            ("Q", b64(pn.q, half)),
+            ("DP", b64(pn.dmp1, half)),
+            ("DQ", b64(pn.dmq1, half)),
+            ("InverseQ", b64(pn.iqmp, half)),
+            ("D", b64(pn.d, k)),
+        ]
+    return (
+        "<RSAKeyValue>" + "".join(f"<{n}>{v}</{n}>" for n, v in parts) + "</RSAKeyValue>"
+    ).encode()

@@ -3,7 +3,6 @@ openssl where openssl writes the same format."""
 
 from __future__ import annotations
 
-import base64
 import os
 import sys
 
@@ -83,19 +82,7 @@ def test_byte_exact_with_openssl(kb, keys, tmp_path, bits):
 
 def test_dotnet_xml(kb, keys, tmp_path):
     key = keys[2048]
-    n = key.private_numbers()
-
-    def b64(value: int, size: int | None = None) -> str:
-        raw = value.to_bytes(size or (value.bit_length() + 7) // 8, "big")
-        return base64.b64encode(raw).decode()
-
-    half = 128
-    xml = (
-        f"<RSAKeyValue><Modulus>{b64(n.public_numbers.n)}</Modulus>"
-        f"<Exponent>{b64(n.public_numbers.e)}</Exponent><P>{b64(n.p, half)}</P>"
-        f"<Q>{b64(n.q, half)}</Q><DP>{b64(n.dmp1, half)}</DP><DQ>{b64(n.dmq1, half)}</DQ>"
-        f"<InverseQ>{b64(n.iqmp, half)}</InverseQ><D>{b64(n.d, 256)}</D></RSAKeyValue>"
-    )
+    xml = support.dotnet_xml(key).decode()
     (tmp_path / "k.xml").write_text(xml)
     status, _, err = kb(
         "capi", "convert", tmp_path / "k.xml", "--to", "pem", "-o", tmp_path / "k.pem"

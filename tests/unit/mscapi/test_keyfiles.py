@@ -33,6 +33,7 @@ from keyblob.mscapi import (
     load_rsa_key,
 )
 from keyblob.mscapi.keyfiles import MAX_KEY_FILE_SIZE, MAX_XML_SIZE
+from support import dotnet_xml
 
 BITS = [1024, 2048, 3072, 4096]
 FORMATS = list(KeyFormat)
@@ -68,38 +69,7 @@ def assert_clean(message: str, data: bytes) -> None:
             assert window not in message
 
 
-# --- .NET's XML, written and read here without the library --------------------------------
-
-
-def dotnet_xml(key: rsa.RSAPrivateKey | rsa.RSAPublicKey, *, pad: bool = True) -> bytes:
-    """What .NET's RSA.ToXmlString writes: base64 big-endian fields in this order, P..InverseQ
-    padded to half the modulus length (rounded up) and D to the modulus length."""
-    pub = (
-        key.public_numbers()
-        if isinstance(key, rsa.RSAPublicKey)
-        else key.private_numbers().public_numbers
-    )
-    k = (pub.n.bit_length() + 7) // 8
-    half = (k + 1) // 2
-
-    def b64(value: int, width: int) -> str:
-        size = width if pad else max(1, (value.bit_length() + 7) // 8)
-        return base64.b64encode(value.to_bytes(size, "big")).decode()
-
-    parts = [("Modulus", b64(pub.n, k)), ("Exponent", base64.b64encode(b"\x01\x00\x01").decode())]
-    if isinstance(key, rsa.RSAPrivateKey):
-        pn = key.private_numbers()
-        parts += [
-            ("P", b64(pn.p, half)),
-            ("Q", b64(pn.q, half)),
-            ("DP", b64(pn.dmp1, half)),
-            ("DQ", b64(pn.dmq1, half)),
-            ("InverseQ", b64(pn.iqmp, half)),
-            ("D", b64(pn.d, k)),
-        ]
-    return (
-        "<RSAKeyValue>" + "".join(f"<{n}>{v}</{n}>" for n, v in parts) + "</RSAKeyValue>"
-    ).encode()
+# --- .NET's XML, read here without the library (support.dotnet_xml writes it) ---------------
 
 
 def xml_fields(xml: bytes) -> dict[str, bytes]:
@@ -346,7 +316,9 @@ def _hostile_xml() -> dict[str, bytes]:
         ),
         "not_utf8": good.replace(b"<P>", b"<P>\xff"),
         "huge_modulus": _tamper(
-            dotnet_xml(key.public_key()), "Modulus", base64.b64encode(b"\xff" * 2049 + b"\x01")
+            dotnet_xml(key.public_key()),
+            "Modulus",
+            base64.b64encode(b"\xff" * 2049 + b"\x01"),
         ),
     }
 
