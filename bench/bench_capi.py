@@ -52,10 +52,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_core import (
+    CHEAP_KDF,
     KDF_SNIPPET,
     PASSPHRASE,
     _keyblob_cmd,
     _run,
+    fresh,
     interleaved,
     machine,
     med,
@@ -76,7 +78,6 @@ from keyblob.storage import open_store
 
 PKCS1 = padding.PKCS1v15()
 SHA256 = hashes.SHA256()
-CHEAP_KDF = KdfParams(memory_kib=8192, iterations=1, lanes=1)
 
 
 def ps(ns: float) -> str:
@@ -149,7 +150,7 @@ def bench_size(bits: int, n: int, warmup: int, root: Path, quick: bool) -> dict[
         blob, sig = made[i % pool]
         mscapi.verify_signature(signer_public, sig, blob)
         key = container.capi_unwrap(blob, authenticated=True)
-        name = f"{tag}w{-i}" if i < 0 else f"{tag}{i}"
+        name = fresh(tag, i)
         blobs.store_key(
             container, store, name, key.unsafe_raw_bytes(), algorithm=Algorithm.CAPI_AES_256
         )
@@ -234,7 +235,7 @@ def bench_size(bits: int, n: int, warmup: int, root: Path, quick: bool) -> dict[
                     blobs.store_key(
                         container,
                         store,
-                        f"p{tag}{'w' if i < 0 else ''}{abs(i)}",
+                        fresh(f"p{tag}", i),
                         keys[0],
                         algorithm=Algorithm.CAPI_AES_256,
                     ),
