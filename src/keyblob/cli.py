@@ -720,10 +720,6 @@ def _capi_public_blob(path: str) -> mscapi.PublicKeyBlob:
         raise FormatError(f"{path}: not a PUBLICKEYBLOB ({e})") from None
 
 
-def _capi_public(path: str) -> rsa.RSAPublicKey:
-    return _capi_public_blob(path).to_public_key()
-
-
 def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> bool:
     """The procedure's cure: the SIMPLEBLOB's signature is checked before any unwrap.
 
@@ -741,7 +737,7 @@ def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> b
     if args.signer is None:
         raise UsageError("--signature needs --signer PUBLICKEYBLOB (the signer's public key)")
     hash_alg = mscapi.from_label(args.hash)
-    signer = _capi_public(args.signer)
+    signer = _capi_public_blob(args.signer).to_public_key()
     signature = _capi_file(args.signature)
     _refusing(what, lambda: mscapi.verify_signature(signer, signature, blob, hash_alg=hash_alg))
     return True

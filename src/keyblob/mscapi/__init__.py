@@ -47,7 +47,7 @@ from keyblob.mscapi.data import (
     encrypt_file,
 )
 from keyblob.mscapi.derive import Csp, derive_key
-from keyblob.mscapi.keyfiles import KeyFormat, LoadedKey, dump_rsa_key, is_private, load_rsa_key
+from keyblob.mscapi.keyfiles import KeyFormat, LoadedKey, dump_rsa_key, load_rsa_key
 from keyblob.mscapi.session import CapiKey
 from keyblob.mscapi.signatures import sign_digest, sign_hash, verify_digest, verify_signature
 from keyblob.mscapi.simpleblob import (
@@ -86,7 +86,6 @@ __all__ = [
     "encrypt_file",
     "from_label",
     "has_legacy_backend",
-    "is_private",
     "load_rsa_key",
     "looks_like_capi_blob",
     "session_algorithm",

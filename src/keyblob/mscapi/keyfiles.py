@@ -109,13 +109,8 @@ class LoadedKey:
 
     @property
     def private(self) -> bool:
-        """Whether the key has its private part."""
-        return is_private(self.key)
-
-
-def is_private(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> bool:
-    """Whether ``key`` is a private key (and so must be written 0600, never to a terminal)."""
-    return isinstance(key, rsa.RSAPrivateKey)
+        """Whether the key has its private part (so it is written 0600, never to a terminal)."""
+        return isinstance(self.key, rsa.RSAPrivateKey)
 
 
 # --- reading --------------------------------------------------------------------------------
