@@ -56,7 +56,8 @@ from bench_core import (
     KDF_SNIPPET,
     PASSPHRASE,
     _keyblob_cmd,
-    _run,
+    cached_bytecode_env,
+    cli_env,
     fresh,
     interleaved,
     machine,
@@ -64,6 +65,8 @@ from bench_core import (
     ms,
     profile,
     quartiles,
+    run_setup,
+    sample_rounds,
     summary,
     time_loop,
     us,
@@ -258,8 +261,7 @@ def bench_size(bits: int, n: int, warmup: int, root: Path, quick: bool) -> dict[
 
 def bench_cli(runs: int, work: Path, bits: int) -> dict[str, Any]:
     kb = _keyblob_cmd()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYBLOB_")}
-    env["KEYBLOB_PASSPHRASE"] = PASSPHRASE.decode()
+    env = cli_env()
     recv = {**env, "KEYBLOB_HOME": str(work / "recv")}
     send = {**env, "KEYBLOB_HOME": str(work / "send")}
     names = ("exch.pub", "sig.pub", "s.blob", "s.sig", "out.blob", "out.sig")
@@ -275,15 +277,8 @@ def bench_cli(runs: int, work: Path, bits: int) -> dict[str, Any]:
         (send, ["capi", "export-public", "--slot", "signature", "-o", f["sig.pub"]]),
         (send, [*export, "-o", f["s.blob"], "--signature-out", f["s.sig"]]),
     ]
-    for e, a in setup:
-        _t, rc, err = _run(kb + a, e, work)
-        if rc != 0:
-            raise SystemExit(f"CLI setup failed: keyblob {' '.join(a)}: {err}")
-
-    # Also with cached bytecode, as an installed package has it (this environment may set
-    # PYTHONDONTWRITEBYTECODE=1); the .pyc files go to a temp prefix, never into src/.
-    recv_pyc = {k: v for k, v in recv.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    recv_pyc["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    run_setup(setup, work)
+    recv_pyc = cached_bytecode_env(recv, work)  # also as installed
 
     def commands(r: int) -> list[tuple[str, list[str], dict[str, str]]]:
         return [
@@ -305,15 +300,7 @@ def bench_cli(runs: int, work: Path, bits: int) -> dict[str, Any]:
             ("show (baseline)", [*kb, "show", "s"], send),
         ]
 
-    samples: dict[str, list[int]] = {}
-    failures: dict[str, str] = {}
-    for r in range(-1, runs):  # round -1 warms the caches and is dropped
-        for label, argv, e in commands(r):
-            t, rc, err = _run(argv, e, work)
-            if rc != 0:
-                failures[label] = f"exit {rc}: {err}"
-            if r >= 0:
-                samples.setdefault(label, []).append(t)
+    samples, failures = sample_rounds(commands, runs, work)
     start = med(samples["python -c pass"])
     imp = med(samples["import keyblob.cli"]) - start
     kdf = med(samples["import keyblob.cli + Argon2id"]) - med(samples["import keyblob.cli"])

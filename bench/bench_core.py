@@ -657,10 +657,53 @@ def import_profile() -> list[tuple[int, str]]:
     return sorted(rows, reverse=True)[:14]
 
 
-def bench_cli(runs: int, work: Path) -> dict[str, Any]:
-    kb = _keyblob_cmd()
+Commands = Callable[[int], list[tuple[str, list[str], dict[str, str]]]]
+
+
+def cli_env() -> dict[str, str]:
+    """This environment without the user's KEYBLOB_* variables, with the bench passphrase."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYBLOB_")}
     env["KEYBLOB_PASSPHRASE"] = PASSPHRASE.decode()
+    return env
+
+
+def cached_bytecode_env(env: dict[str, str], work: Path) -> dict[str, str]:
+    """``env`` with bytecode cached, as an installed package has it: this environment may
+    set PYTHONDONTWRITEBYTECODE=1, which makes every run compile every keyblob module
+    from source.  The .pyc files go to a temp prefix, never into src/."""
+    cached = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    cached["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    return cached
+
+
+def run_setup(steps: list[tuple[dict[str, str], list[str]]], work: Path) -> None:
+    """Run ``keyblob ARGS`` for each (env, args); stop the bench if one fails."""
+    for env, args in steps:
+        _t, rc, err = _run(_keyblob_cmd() + args, env, work)
+        if rc != 0:
+            raise SystemExit(f"CLI setup failed: keyblob {' '.join(args)}: {err}")
+
+
+def sample_rounds(
+    commands: Commands, runs: int, work: Path
+) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """Each round's commands, in order; round -1 warms the caches and is dropped.
+    Returns the wall times per label and the failures (label: exit status and stderr)."""
+    samples: dict[str, list[int]] = {}
+    failures: dict[str, str] = {}
+    for r in range(-1, runs):
+        for label, argv, env in commands(r):
+            t, rc, err = _run(argv, env, work)
+            if rc != 0:
+                failures[label] = f"exit {rc}: {err}"
+            if r >= 0:
+                samples.setdefault(label, []).append(t)
+    return samples, failures
+
+
+def bench_cli(runs: int, work: Path) -> dict[str, Any]:
+    kb = _keyblob_cmd()
+    env = cli_env()
     home_a = work / "home-a"  # show/list/export/verify/rotate: a fixed set of 6 names
     home_b = work / "home-b"  # new: a fresh name each run
     env_a = {**env, "KEYBLOB_HOME": str(home_a)}
@@ -672,16 +715,8 @@ def bench_cli(runs: int, work: Path) -> dict[str, Any]:
         (env_a, ["new", "r0"]),
         (env_a, ["export", "k0", "-o", str(work / "k0.blob")]),
     ]
-    for e, args in setup:
-        _t, rc, err = _run(kb + args, e, work)
-        if rc != 0:
-            raise SystemExit(f"CLI setup failed: keyblob {' '.join(args)}: {err}")
-
-    # The same two runs with cached bytecode, as an installed package has it: this
-    # environment may set PYTHONDONTWRITEBYTECODE=1, which makes every run compile every
-    # keyblob module from source.  The .pyc files go to a temp prefix, never into src/.
-    env_pyc = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env_pyc["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    run_setup(setup, work)
+    env_pyc = cached_bytecode_env(env, work)  # the same two runs as installed
 
     def commands(r: int) -> list[tuple[str, list[str], dict[str, str]]]:
         env_init = {**env, "KEYBLOB_HOME": str(work / f"home-init-{r}")}
@@ -705,15 +740,7 @@ def bench_cli(runs: int, work: Path) -> dict[str, Any]:
             ("keyblob rotate", [*kb, "rotate", "r0"], env_a),
         ]
 
-    samples: dict[str, list[int]] = {}
-    failures: dict[str, str] = {}
-    for r in range(-1, runs):  # round -1 warms the page cache and is dropped
-        for label, argv, e in commands(r):
-            t, rc, err = _run(argv, e, work)
-            if rc != 0:
-                failures[label] = f"exit {rc}: {err}"
-            if r >= 0:
-                samples.setdefault(label, []).append(t)
+    samples, failures = sample_rounds(commands, runs, work)
 
     kdf_samples = []
     salt = secrets.token_bytes(16)
