@@ -316,6 +316,10 @@ def breakdown(b: Bench, n: int) -> dict[str, Any]:
         check_name(x["name"])
         x["recipients"] = blobs._recipient_keys(c, ())
 
+    def lock(x: dict[str, Any]) -> None:
+        x["lock"] = c._locked()
+        x["lock"].__enter__()
+
     def state(x: dict[str, Any]) -> None:
         x["state"] = c.state()
 
@@ -338,18 +342,22 @@ def breakdown(b: Bench, n: int) -> dict[str, Any]:
     def put(x: dict[str, Any]) -> None:
         store.put(x["name"], 1, x["encoded"])
 
-    def update(x: dict[str, Any]) -> None:
-        name = x["name"]
-        c.update_state(lambda s: s.seen(name, 1))
+    def record(x: dict[str, Any]) -> None:
+        new = x["state"].seen(x["name"], 1)
+        if new != x["state"]:
+            c._write_state(new)
+        x["lock"].__exit__(None, None, None)
 
+    # blobs._store_new: everything after the public keys runs inside update_state()
     gen = _staged(
         [
             ("check_name + public-key reload (_recipient_keys)", recipients),
+            ("update_state: open lock + flock", lock),
             ("provider.state(): read + JSON + HMAC", state),
             ("store.latest (scandir) + floor", latest),
             ("_export: random + wrap + sign + encode", export),
             ("store.put: mkdir, write, link, 3 fsync", put),
-            ("update_state: flock + state() + atomic write", update),
+            ("update_state: seen + MAC + atomic write + unlock", record),
         ],
         n,
         lambda i: fresh(tag, i),

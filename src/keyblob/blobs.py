@@ -169,15 +169,19 @@ def generate(
     check_name(name)
     _check_legacy(algorithm, legacy)
     recipients = _recipient_keys(provider, to)
-    state = provider.state()
-    latest = store.latest(name)
-    if latest is not None:
-        raise UsageError(f"{name} exists already (generation {latest}): use keyblob rotate {name}")
-    if state.generation_floor(name):
-        raise VerificationError(
-            MISSING_LATEST.format(name=name, latest="missing", floor=state.generation_floor(name)),
-            hints=RESTORE_HINT,
-        )
+
+    def is_new(state: State) -> None:
+        latest = store.latest(name)
+        if latest is not None:
+            raise UsageError(
+                f"{name} exists already (generation {latest}): use keyblob rotate {name}"
+            )
+        if floor := state.generation_floor(name):
+            raise VerificationError(
+                MISSING_LATEST.format(name=name, latest="missing", floor=floor),
+                hints=RESTORE_HINT,
+            )
+
     return _store_new(
         provider,
         store,
@@ -186,6 +190,7 @@ def generate(
         algorithm=algorithm,
         recipients=recipients,
         key=_key,
+        check=is_new,
     )
 
 
@@ -198,20 +203,34 @@ def _store_new(
     algorithm: Algorithm,
     recipients: list[tuple[KeyId, suites.ExchangePublic]],
     key: bytes | None,
+    check: Callable[[State], None] = lambda state: None,
 ) -> SessionKey:
-    encoded, session = _export(
-        provider,
-        name=name,
-        generation=generation,
-        algorithm=algorithm,
-        recipients=recipients,
-        key=key,
-        random=secrets.token_bytes,
-        now=_now,
-    )
-    store.put(name, generation, encoded)  # create-only: a concurrent writer cannot be overwritten
-    provider.update_state(lambda s: s.seen(name, generation))
-    return session
+    """Export, store and record ``generation`` of ``name`` as one step under the state lock.
+
+    The state is read once, ``check`` sees it, and the high-water mark is written only
+    after the blob is durable in the store.  No other keyblob process can change the
+    state between the check and the record.
+    """
+    made: list[SessionKey] = []
+
+    def record(state: State) -> State:
+        check(state)
+        encoded, session = _export(
+            provider,
+            name=name,
+            generation=generation,
+            algorithm=algorithm,
+            recipients=recipients,
+            key=key,
+            random=secrets.token_bytes,
+            now=_now,
+        )
+        store.put(name, generation, encoded)  # create-only: never overwrites a concurrent writer
+        made.append(session)
+        return state.seen(name, generation)
+
+    provider.update_state(record)
+    return made[0]
 
 
 def rotate(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import sys
+import threading
 
 import pytest
 
@@ -366,3 +369,36 @@ def test_duplicate_recipient_not_written(make_container, store):
     key = blobs.generate(c, store, "k", to=[public_file(c)])  # own key given again
     assert len(KeyBlob.from_bytes(store.get("k", 1)).recipients) == 1
     assert blobs.load(c, store, "k") == key
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the state lock is POSIX flock")
+def test_generate_checks_and_stores_under_the_state_lock(make_container, store):
+    """Another process holding the container's lock keeps a generate from even checking
+    the store: the check, the store write and the state record are one step."""
+    import fcntl
+
+    c = make_container()
+    lock = os.open(c._folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    seen_by_check: list[int | None] = []
+    real_latest = store.latest
+
+    def latest(name):  # records when generate looks at the store
+        seen_by_check.append(real_latest(name))
+        return seen_by_check[-1]
+
+    store.latest = latest
+    worker = threading.Thread(target=blobs.generate, args=(c, store, "k"))
+    worker.start()
+    try:
+        worker.join(0.3)
+        assert worker.is_alive()  # waiting for the lock ...
+        assert seen_by_check == []  # ... before its check,
+        assert real_latest("k") is None  # and before its write
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+    worker.join(10)
+    assert seen_by_check == [None]
+    assert real_latest("k") == 1
+    assert c.state().generation_floor("k") == 1

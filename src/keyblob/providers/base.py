@@ -44,5 +44,10 @@ class Provider(Protocol):
         ...
 
     def update_state(self, change: Callable[[State], State]) -> State:
-        """Apply ``change`` to the state under a lock and store it atomically."""
+        """Apply ``change`` to the state under a lock and store it atomically.
+
+        ``change`` runs while the lock is held, so it may check the state and act on it
+        (write the store) with no other process in between.  If it raises, the state is
+        not written and the exception propagates.
+        """
         ...
