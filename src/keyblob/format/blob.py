@@ -7,11 +7,12 @@ signed and bound into the wraps; it never verifies or unwraps anything.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from keyblob.errors import FormatError, UnsupportedError, UsageError
-from keyblob.format._wire import Reader, u8, u16, u64
+from keyblob.format._wire import Reader, u8, u16
 from keyblob.keys import (
     KEY_ID_SIZE,
     MAX_GENERATION,
@@ -38,6 +39,9 @@ SUPPORTED_SUITES = (Suite.X25519, Suite.RSA)
 _SUPPORTED_SUITE_CODES = frozenset(int(s) for s in SUPPORTED_SUITES)
 _SUITE_CODES = frozenset(int(s) for s in Suite)
 _ALGORITHM_CODES = frozenset(int(a) for a in Algorithm)
+#: The header from magic through name_len (FORMAT.md 2.2); the name follows at offset 57.
+_CORE = struct.Struct(f">4sBBBBQQ{KEY_ID_SIZE}s{KEY_ID_SIZE}sB")
+_FIXED_SIZE = _CORE.size - len(MAGIC) - 1  # the fixed fields after magic and version
 
 
 def wrapped_size_ok(suite: Suite, algorithm: Algorithm, size: int) -> bool:
@@ -77,20 +81,20 @@ class Header:
     def core_bytes(self) -> bytes:
         """The header bytes from ``magic`` through ``name`` (FORMAT.md 2.2)."""
         name = self.name.encode("ascii")
-        return b"".join(
-            [
+        return (
+            _CORE.pack(
                 MAGIC,
-                u8(VERSION),
-                u8(self.suite),
-                u8(self.algorithm),
-                u8(0),  # flags: reserved
-                u64(self.generation),
-                u64(self.created),
+                VERSION,
+                self.suite,
+                self.algorithm,
+                0,  # flags: reserved
+                self.generation,
+                self.created,
                 self.key_id.value,
                 self.signer_id.value,
-                u8(len(name)),
-                name,
-            ]
+                len(name),
+            )
+            + name
         )
 
     def wrap_context(self, recipient_id: KeyId) -> bytes:
@@ -205,40 +209,41 @@ class KeyBlob:
     def _parse(cls, r: Reader) -> KeyBlob:
         if r.take(4, "magic") != MAGIC:
             raise r.fail("magic", "not a keyblob key blob (expected 'KBLB')", 0)
-        version = r.uint(1, "version")
+        version = r.uint(1, "version")  # first: a later version may lay out the rest anew
         if version != VERSION:
             raise UnsupportedError(f"key blob: version {version} is not supported (expected 1)")
-        suite_code = r.uint(1, "suite")
+        # The fixed fields from suite to name_len (offsets 5-56) in one read; each is then
+        # checked, and named with its offset, in the order of FORMAT.md 2.2.
+        fixed = r.take(_FIXED_SIZE, "header")
+        suite_code, algorithm_code, flags = fixed[0], fixed[1], fixed[2]
+        generation = int.from_bytes(fixed[3:11], "big")
+        created = int.from_bytes(fixed[11:19], "big")
+        key_id = KeyId(fixed[19 : 19 + KEY_ID_SIZE])
+        signer_id = KeyId(fixed[35 : 35 + KEY_ID_SIZE])
+        name_len = fixed[51]
         if suite_code not in _SUPPORTED_SUITE_CODES:
             if suite_code in _SUITE_CODES:
                 raise UnsupportedError(
                     f"key blob: suite {Suite(suite_code).label} is not implemented"
                 )
-            raise r.fail("suite", f"unknown suite {suite_code}", r.offset - 1)
+            raise r.fail("suite", f"unknown suite {suite_code}", 5)
         suite = Suite(suite_code)
-        algorithm_code = r.uint(1, "algorithm")
         if algorithm_code not in _ALGORITHM_CODES:
-            raise r.fail("algorithm", f"unknown algorithm {algorithm_code}", r.offset - 1)
+            raise r.fail("algorithm", f"unknown algorithm {algorithm_code}", 6)
         algorithm = Algorithm(algorithm_code)
-        if r.uint(1, "flags") != 0:
-            raise r.fail("flags", "reserved bits are set", r.offset - 1)
-        generation = r.uint(8, "generation")
+        if flags != 0:
+            raise r.fail("flags", "reserved bits are set", 7)
         if not 1 <= generation <= MAX_GENERATION:
-            raise r.fail("generation", "must be between 1 and 2**63-1", r.offset - 8)
-        created = r.uint(8, "created")
+            raise r.fail("generation", "must be between 1 and 2**63-1", 8)
         if created > MAX_GENERATION:
-            raise r.fail("created", "must be at most 2**63-1", r.offset - 8)
-        key_id = KeyId(r.take(KEY_ID_SIZE, "key_id"))
-        signer_id = KeyId(r.take(KEY_ID_SIZE, "signer_id"))
-        name_len = r.uint(1, "name_len")
+            raise r.fail("created", "must be at most 2**63-1", 16)
         if not 1 <= name_len <= NAME_MAX:
-            raise r.fail("name_len", f"must be 1 to {NAME_MAX}", r.offset - 1)
-        name_at = r.offset
+            raise r.fail("name_len", f"must be 1 to {NAME_MAX}", 56)
         raw_name = r.take(name_len, "name")
         try:
             name = check_name(raw_name.decode("ascii"))
         except (UnicodeDecodeError, UsageError):
-            raise r.fail("name", "not a valid key name", name_at) from None
+            raise r.fail("name", "not a valid key name", 57) from None
         header = Header(suite, algorithm, generation, created, key_id, signer_id, name)
 
         count = r.uint(1, "recipient_count")
