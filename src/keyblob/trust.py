@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from keyblob.errors import FormatError, NotFoundError, UsageError, VerificationError
-from keyblob.keys import KeyId, Suite, check_name
+from keyblob.keys import KEY_ID_SIZE, MAX_GENERATION, KeyId, Suite, check_name
 
 UNTRUSTED = "signed by {signer}, which is not a trusted signer"
 
@@ -81,27 +82,77 @@ class State:
 
     @classmethod
     def from_json(cls, data: Any) -> State:
-        """Raises FormatError when ``data`` is not a state document."""
+        """Raises FormatError when ``data`` is not a state document (FORMAT.md 5.2)."""
         try:
-            high_water = {check_name(k): int(v) for k, v in data["high_water"].items()}
+            high_water = {
+                check_name(k): json_int(v, 1, MAX_GENERATION) for k, v in data["high_water"].items()
+            }
             trusted = tuple(
                 TrustedSigner(
-                    key_id=KeyId.from_hex(s["key_id"]),
+                    key_id=KeyId(lower_hex(s["key_id"], KEY_ID_SIZE)),
                     suite=Suite.from_label(s["suite"]),
-                    public=base64.b64decode(s["public"], validate=True),
-                    exchange=base64.b64decode(s["exchange"], validate=True),
+                    public=canonical_b64(s["public"]),
+                    exchange=canonical_b64(s["exchange"]),
                     label=check_name(s["label"]),
-                    added=int(s["added"]),
+                    added=json_int(s["added"], 0, MAX_GENERATION),
                 )
                 for s in data["trusted"]
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             raise FormatError("home state: not a valid state document") from None
+        if len({s.key_id for s in trusted}) != len(trusted):
+            raise FormatError("home state: a trusted signer appears twice")
         return cls(high_water, trusted)
 
 
 def canonical(document: dict[str, Any]) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+# -- strict reading of the home's JSON files (FORMAT.md 5) -----------------------------------
+# A MAC over a re-encoding is only as good as the parse under it: one document must have
+# one meaning, so duplicate keys, non-integers posing as integers and alternative encodings
+# of the same bytes are refused (ValueError / TypeError, which callers turn into their error).
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate key")
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(data: bytes) -> Any:
+    """Parse JSON, refusing a duplicate object key at any depth, and NaN / Infinity."""
+    return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
+def json_int(value: Any, low: int | None = None, high: int | None = None) -> int:
+    """A JSON integer (not a float, a string or a boolean), within [low, high] if given."""
+    if type(value) is not int:
+        raise TypeError("not a JSON integer")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError("out of range")
+    return value
+
+
+def lower_hex(text: Any, size: int) -> bytes:
+    """``size`` bytes written as exactly 2 * size lower-case hex digits."""
+    if not isinstance(text, str) or not re.fullmatch(f"[0-9a-f]{{{2 * size}}}", text):
+        raise ValueError("not lower-case hex of the expected length")
+    return bytes.fromhex(text)
+
+
+def canonical_b64(text: Any) -> bytes:
+    """Padded RFC 4648 base64 with zero unused bits: the one encoding of its bytes."""
+    out = base64.b64decode(text, validate=True)
+    if base64.b64encode(out).decode("ascii") != text:
+        raise ValueError("not canonical base64")
+    return out
 
 
 def find_signer(signers: tuple[TrustedSigner, ...], prefix: str) -> TrustedSigner:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import errno
 import json
 import threading
@@ -330,3 +331,110 @@ def test_a_state_file_replaced_by_a_symlink_is_refused(tmp_path):
     path.symlink_to(elsewhere)  # the same valid bytes, but not the container's own file
     with pytest.raises(ProviderError, match=r"state\.json: it is a symlink"):
         c.state()
+
+
+def _remac(c, doc: dict) -> bytes:
+    """``doc`` with a valid MAC under ``c``'s state key, as FORMAT.md 5.2 computes it."""
+    import hashlib
+    import hmac
+
+    body = {k: v for k, v in doc.items() if k != "mac"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    mac = hmac.new(c._keys.state, canonical, hashlib.sha256).hexdigest()
+    return json.dumps({**body, "mac": mac}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_state_with_one_meaning_only(tmp_path):
+    """A state whose MAC verifies is still refused when another reader could read it
+    differently: a duplicate key (a first-wins reader would see a rolled-back mark),
+    a generation that is not a JSON integer, a MAC or key id not in lower-case hex."""
+    home = Home(tmp_path / "h")
+    c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    c.update_state(lambda s: s.seen("payroll", 5))
+    path = tmp_path / "h" / "containers" / "c" / "state.json"
+    good = path.read_bytes()
+    doc = json.loads(good)
+    # The control: a re-encoded, re-MACed copy of the same document is accepted.
+    path.write_bytes(_remac(c, doc))
+    assert home.open("c", PASSPHRASE).state().generation_floor("payroll") == 5
+
+    duplicate = good.replace(b'{"container"', b'{"high_water":{"payroll":1},"container"', 1)
+    upper_mac = good.replace(doc["mac"].encode(), doc["mac"].upper().encode())
+    as_string = _remac(c, {**doc, "high_water": {"payroll": "5"}})
+    as_float = _remac(c, {**doc, "high_water": {"payroll": 5.0}})
+    as_bool = _remac(c, {**doc, "high_water": {"payroll": True}})
+    zero = _remac(c, {**doc, "high_water": {"payroll": 0}})
+    for data in (duplicate, upper_mac):  # refused before the MAC is even checked
+        assert data != good
+        path.write_bytes(data)
+        with pytest.raises(VerificationError, match="modified outside keyblob"):
+            home.open("c", PASSPHRASE).state()
+    for data in (as_string, as_float, as_bool, zero):  # a valid MAC over an invalid state
+        path.write_bytes(data)
+        with pytest.raises(FormatError, match="not a valid state document"):
+            home.open("c", PASSPHRASE).state()
+
+
+def test_state_trusted_entries_are_strict(tmp_path):
+    from keyblob.keys import KeyId
+    from keyblob.trust import TrustedSigner
+
+    home = Home(tmp_path / "h")
+    c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    signer = TrustedSigner(KeyId(bytes(range(16))), Suite.X25519, bytes(32), bytes(32), "t", 1)
+    c.update_state(lambda s: s.with_signer(signer))
+    path = tmp_path / "h" / "containers" / "c" / "state.json"
+    doc = json.loads(path.read_bytes())
+    entry = doc["trusted"][0]
+    unused_bits = entry["public"][:-2] + "B="  # same bytes, non-zero unused bits
+    path.write_bytes(_remac(c, doc))
+    assert home.open("c", PASSPHRASE).state().trusted == (signer,)  # the control
+    for edit in (
+        {"key_id": entry["key_id"].upper()},
+        {"public": unused_bits},
+        {"added": "1"},
+    ):
+        path.write_bytes(_remac(c, {**doc, "trusted": [{**entry, **edit}]}))
+        with pytest.raises(FormatError, match="not a valid state document"):
+            home.open("c", PASSPHRASE).state()
+    path.write_bytes(_remac(c, {**doc, "trusted": [entry, entry]}))
+    with pytest.raises(FormatError, match="appears twice"):
+        home.open("c", PASSPHRASE).state()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda text: text.replace('"iterations": 1', '"iterations": 1.0'),
+        lambda text: text.replace('"iterations": 1', '"iterations": true'),
+        lambda text: text.replace('"lanes": 1', '"lanes": "1"'),
+        lambda text: text.replace("{", '{\n  "suite": "rsa",', 1),
+    ],
+    ids=["float", "boolean", "string", "duplicate key"],
+)
+def test_container_file_with_one_meaning_only(tmp_path, edit):
+    home = Home(tmp_path / "h")
+    home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    path = tmp_path / "h" / "containers" / "c" / "container.json"
+    text = path.read_text()
+    assert home.open("c", PASSPHRASE)
+    edited = edit(text)
+    assert edited != text
+    path.write_text(edited)
+    with pytest.raises(FormatError, match="damaged"):
+        home.open("c", PASSPHRASE)
+
+
+def test_container_salt_in_non_canonical_base64_is_refused(tmp_path):
+    home = Home(tmp_path / "h")
+    home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    path = tmp_path / "h" / "containers" / "c" / "container.json"
+    doc = json.loads(path.read_text())
+    salt = doc["kdf"]["salt"]  # 16 bytes: 22 characters and "==", the last one's 4 low bits unused
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    same_bytes = salt[:21] + alphabet[alphabet.index(salt[21]) | 1] + "=="
+    assert base64.b64decode(same_bytes) == base64.b64decode(salt) and same_bytes != salt
+    doc["kdf"]["salt"] = same_bytes
+    path.write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match="not base64"):
+        home.open("c", PASSPHRASE)

@@ -47,7 +47,7 @@ from keyblob.errors import (
 from keyblob.format.pubkey import key_id_for
 from keyblob.keys import KeyId, KeyRole, Suite, check_name
 from keyblob.providers import suites
-from keyblob.trust import State, canonical
+from keyblob.trust import State, canonical, canonical_b64, json_int, lower_hex, strict_json
 
 if TYPE_CHECKING:
     from keyblob import mscapi
@@ -61,6 +61,7 @@ SEAL_AAD = b"keyblob/v1/container/private-key\x00"
 MAX_FILE_SIZE = 65536
 MAX_STATE_SIZE = 16 * 1024 * 1024
 SALT_SIZE = 16
+KDF_FIELDS = ("memory_kib", "iterations", "lanes")  # container.json "kdf", as KdfParams
 DEFAULT_CONTAINER = "default"
 
 STATE_EDITED = "the home state of container {name!r} was modified outside keyblob"
@@ -131,7 +132,7 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: Any, field: str) -> bytes:
     try:
-        return base64.b64decode(text, validate=True)
+        return canonical_b64(text)
     except (TypeError, ValueError):
         raise FormatError(f"container: {field} is not base64") from None
 
@@ -302,14 +303,14 @@ class Home:
         self.check_permissions()
         check_private_folder(folder, "container folder")
         try:
-            doc = json.loads(data)
+            doc = strict_json(data)
             suite = Suite.from_label(doc["suite"])
             if doc["format"] != CONTAINER_FORMAT or doc["name"] != name:
                 raise FormatError(f"container {name!r}: not a {CONTAINER_FORMAT} file")
             k = doc["kdf"]
             if k["algorithm"] != "argon2id":
                 raise FormatError(f"container {name!r}: unknown KDF {k['algorithm']!r}")
-            kdf = KdfParams(int(k["memory_kib"]), int(k["iterations"]), int(k["lanes"])).check()
+            kdf = KdfParams(*(json_int(k[p]) for p in KDF_FIELDS)).check()  # check(): ranges
             salt = _unb64(k["salt"], "kdf.salt")
             check = _unb64(doc["check"], "check")
             if len(salt) != SALT_SIZE:
@@ -538,8 +539,8 @@ class SoftwareContainer:
             return cached[1]
         edited = VerificationError(STATE_EDITED.format(name=self._name))
         try:
-            doc = json.loads(data)
-            mac = bytes.fromhex(doc.pop("mac"))
+            doc = strict_json(data)
+            mac = lower_hex(doc.pop("mac"), 32)
         except (ValueError, KeyError, TypeError, AttributeError):
             raise edited from None
         if not hmac.compare_digest(_mac(self._keys.state, canonical(doc)), mac):
