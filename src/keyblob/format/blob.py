@@ -41,7 +41,6 @@ _SUITE_CODES = frozenset(int(s) for s in Suite)
 _ALGORITHM_CODES = frozenset(int(a) for a in Algorithm)
 #: The header from magic through name_len (FORMAT.md 2.2); the name follows at offset 57.
 _CORE = struct.Struct(f">4sBBBBQQ{KEY_ID_SIZE}s{KEY_ID_SIZE}sB")
-_FIXED_SIZE = _CORE.size - len(MAGIC) - 1  # the fixed fields after magic and version
 
 
 def wrapped_size_ok(suite: Suite, algorithm: Algorithm, size: int) -> bool:
@@ -209,41 +208,40 @@ class KeyBlob:
     def _parse(cls, r: Reader) -> KeyBlob:
         if r.take(4, "magic") != MAGIC:
             raise r.fail("magic", "not a keyblob key blob (expected 'KBLB')", 0)
-        version = r.uint(1, "version")  # first: a later version may lay out the rest anew
+        version = r.uint(1, "version")
         if version != VERSION:
             raise UnsupportedError(f"key blob: version {version} is not supported (expected 1)")
-        # The fixed fields from suite to name_len (offsets 5-56) in one read; each is then
-        # checked, and named with its offset, in the order of FORMAT.md 2.2.
-        fixed = r.take(_FIXED_SIZE, "header")
-        suite_code, algorithm_code, flags = fixed[0], fixed[1], fixed[2]
-        generation = int.from_bytes(fixed[3:11], "big")
-        created = int.from_bytes(fixed[11:19], "big")
-        key_id = KeyId(fixed[19 : 19 + KEY_ID_SIZE])
-        signer_id = KeyId(fixed[35 : 35 + KEY_ID_SIZE])
-        name_len = fixed[51]
+        suite_code = r.uint(1, "suite")
         if suite_code not in _SUPPORTED_SUITE_CODES:
             if suite_code in _SUITE_CODES:
                 raise UnsupportedError(
                     f"key blob: suite {Suite(suite_code).label} is not implemented"
                 )
-            raise r.fail("suite", f"unknown suite {suite_code}", 5)
+            raise r.fail("suite", f"unknown suite {suite_code}", r.offset - 1)
         suite = Suite(suite_code)
+        algorithm_code = r.uint(1, "algorithm")
         if algorithm_code not in _ALGORITHM_CODES:
-            raise r.fail("algorithm", f"unknown algorithm {algorithm_code}", 6)
+            raise r.fail("algorithm", f"unknown algorithm {algorithm_code}", r.offset - 1)
         algorithm = Algorithm(algorithm_code)
-        if flags != 0:
-            raise r.fail("flags", "reserved bits are set", 7)
+        if r.uint(1, "flags") != 0:
+            raise r.fail("flags", "reserved bits are set", r.offset - 1)
+        generation = r.uint(8, "generation")
         if not 1 <= generation <= MAX_GENERATION:
-            raise r.fail("generation", "must be between 1 and 2**63-1", 8)
+            raise r.fail("generation", "must be between 1 and 2**63-1", r.offset - 8)
+        created = r.uint(8, "created")
         if created > MAX_GENERATION:
-            raise r.fail("created", "must be at most 2**63-1", 16)
+            raise r.fail("created", "must be at most 2**63-1", r.offset - 8)
+        key_id = KeyId(r.take(KEY_ID_SIZE, "key_id"))
+        signer_id = KeyId(r.take(KEY_ID_SIZE, "signer_id"))
+        name_len = r.uint(1, "name_len")
         if not 1 <= name_len <= NAME_MAX:
-            raise r.fail("name_len", f"must be 1 to {NAME_MAX}", 56)
+            raise r.fail("name_len", f"must be 1 to {NAME_MAX}", r.offset - 1)
+        name_at = r.offset
         raw_name = r.take(name_len, "name")
         try:
             name = check_name(raw_name.decode("ascii"))
         except (UnicodeDecodeError, UsageError):
-            raise r.fail("name", "not a valid key name", 57) from None
+            raise r.fail("name", "not a valid key name", name_at) from None
         header = Header(suite, algorithm, generation, created, key_id, signer_id, name)
 
         count = r.uint(1, "recipient_count")
