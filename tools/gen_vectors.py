@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
 from keyblob import blobs, stream
 from keyblob import files as kbfiles
 from keyblob.errors import FormatError, KeyblobError, UnsupportedError, VerificationError
-from keyblob.format import KeyBlob, PublicKeyFile, armor, dearmor, key_id_for
+from keyblob.format import KeyBlob, PublicKeyFile, armor, dearmor, fingerprint, key_id_for
 from keyblob.format.armor import BLOB, PUBLIC_KEY
 from keyblob.format.blob import SIGNATURE_LABEL, Header, Recipient
 from keyblob.format.data import CONTEXT_LABEL, DataHeader
@@ -760,6 +760,9 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
                         "signature": key.signature_public.hex(),
                         "exchange_id": key.exchange_id.hex,
                         "signature_id": key.signature_id.hex,
+                        "fingerprint": fingerprint(
+                            key.suite, key.exchange_public, key.signature_public
+                        ),
                     },
                 )
             )
@@ -821,7 +824,10 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
         },
         "stages": {
             "parse": "import step 1 (dearmor, parse; for public keys: the KBPK layout)",
-            "key": "public key file: a key that is not a valid key of its suite (FORMAT.md 1.3)",
+            "key": (
+                "public key file: a key that is not a valid key of its suite "
+                "(FORMAT.md 1.2, 1.3, 3)"
+            ),
             "trust": "import step 2",
             "signature": "import step 3",
             "request": "import step 4",
@@ -947,6 +953,7 @@ def _run_public_key(data: bytes) -> Outcome:
             "signature": pub.signature.hex(),
             "exchange_id": pub.exchange_id.hex,
             "signature_id": pub.signature_id.hex,
+            "fingerprint": pub.fingerprint,
         },
     )
 

@@ -46,6 +46,10 @@ MISSING_LATEST = (
 )
 NOT_A_RECIPIENT = "the blob is not wrapped for this container's exchange key {kx}"
 WRONG_SUITE = "the blob uses suite {blob}, but this container uses suite {own}"
+SWAPPED_EXCHANGE = (
+    "recipient {label!r}: its signature key {signer} is known here with another exchange "
+    "key; the file was changed after that key was trusted"
+)
 BAD_KEY_LENGTH = "the unwrapped key has the wrong length for its algorithm"
 RESTORE_HINT = (
     "an older blob was put in place of a newer one, or the newest was deleted; "
@@ -90,15 +94,33 @@ def _recipient_keys(
             suites.load_exchange_public(provider.suite, provider.exchange_public),
         )
     ]
+    state = provider.state() if to else None
     for pub in to:
         if pub.suite is not provider.suite:
             raise UsageError(
                 f"recipient {pub.label!r} uses suite {pub.suite.label}; this container uses "
                 f"{provider.suite.label}"
             )
+        _check_known_exchange(provider, state, pub)
         if all(pub.exchange_id != kid for kid, _ in out):
             out.append((pub.exchange_id, suites.load_exchange_public(pub.suite, pub.exchange)))
     return out
+
+
+def _check_known_exchange(provider: Provider, state: State | None, pub: PublicKeyFile) -> None:
+    """A public key file whose signature key this container knows (its own, or trusted)
+    must carry the exchange key known with it: a swapped exchange key is how a file
+    tampered with in transit would get session keys wrapped for someone else."""
+    if pub.signature_id == provider.signature_id:
+        known: bytes | None = provider.exchange_public
+    else:
+        signer = state.signer(pub.signature_id) if state is not None else None
+        known = signer.exchange if signer is not None else None
+    if known is not None and known != pub.exchange:
+        raise VerificationError(
+            SWAPPED_EXCHANGE.format(label=pub.label, signer=f"sg-{pub.signature_id.short}"),
+            hints=("compare the file's fingerprint with its owner: keyblob inspect FILE",),
+        )
 
 
 def _export(

@@ -35,7 +35,7 @@ from keyblob.errors import (
     UsageError,
     VerificationError,
 )
-from keyblob.format import KeyBlob, PublicKeyFile
+from keyblob.format import KeyBlob, PublicKeyFile, fingerprint
 from keyblob.format.armor import BLOB, PUBLIC_KEY, armor, dearmor, is_armored
 from keyblob.format.blob import MAX_BLOB_SIZE
 from keyblob.format.data import DataHeader
@@ -243,11 +243,24 @@ def _key_line(key_name: str, generation: int, algorithm: Algorithm, key_id: str,
     )
 
 
+def _note_untrusted(container: SoftwareContainer, to: Sequence[PublicKeyFile]) -> None:
+    """--to a container not trusted here: the moment to compare its fingerprint."""
+    state = container.state()
+    for pub in to:
+        if pub.signature_id != container.signature_id and state.signer(pub.signature_id) is None:
+            print(
+                f"{PROG}: note: wrapping for {pub.label!r}, which is not a trusted container: "
+                f"its owner should see the fingerprint {pub.fingerprint}",
+                file=sys.stderr,
+            )
+
+
 def cmd_new(ctx: Context) -> int:
     args = ctx.args
     to = [_read_public_key_file(p) for p in args.to]
     container = ctx.open()
     store = ctx.store()
+    _note_untrusted(container, to)
     key = blobs.generate(
         container,
         store,
@@ -267,6 +280,7 @@ def cmd_rotate(ctx: Context) -> int:
     to = [_read_public_key_file(p) for p in args.to]
     container = ctx.open()
     store = ctx.store()
+    _note_untrusted(container, to)
     algorithm = Algorithm.from_label(args.algorithm) if args.algorithm else None
     key = _refusing(
         args.name,
@@ -449,6 +463,7 @@ def cmd_inspect(ctx: Context) -> int:
             "label": pub.label,
             "exchange_key_id": pub.exchange_id.hex,
             "signature_key_id": pub.signature_id.hex,
+            "fingerprint": pub.fingerprint,
         }
         if args.json:
             _emit_json(doc)
@@ -457,6 +472,7 @@ def cmd_inspect(ctx: Context) -> int:
             print(f"  container      {pub.label}  (suite {pub.suite.label})")
             print(f"  exchange key   kx-{pub.exchange_id.short}  id {pub.exchange_id.hex}")
             print(f"  signature key  sg-{pub.signature_id.short}  id {pub.signature_id.hex}")
+            print(f"  fingerprint    {pub.fingerprint}  (of both keys)")
         return 0
     if not armored and raw[:4] != b"KBLB" and mscapi.looks_like_capi_blob(raw):
         return _inspect_capi(raw, args.json)
@@ -544,7 +560,17 @@ def cmd_pubkey(ctx: Context) -> int:
             f"kx-{container.exchange_id.short}, sg-{container.signature_id.short}",
             file=sys.stderr,
         )
+    if args.format == "keyblob":
+        print(
+            f"fingerprint {_own_fingerprint(container)}: whoever trusts this file "
+            "must see the same one",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _own_fingerprint(container: SoftwareContainer) -> str:
+    return fingerprint(container.suite, container.exchange_public, container.signature_public)
 
 
 def cmd_trust_add(ctx: Context) -> int:
@@ -567,7 +593,10 @@ def cmd_trust_add(ctx: Context) -> int:
     )
     container.update_state(lambda s: s.with_signer(signer))
     print(f"trusted sg-{signer.key_id.short} ({pub.label})")
-    print(f"  fingerprint {signer.key_id.hex}: check it with the key's owner")
+    print(
+        f"  fingerprint {pub.fingerprint}: check it with the key's owner "
+        "(keyblob pubkey shows theirs)"
+    )
     return 0
 
 
@@ -576,11 +605,18 @@ def cmd_trust_list(ctx: Context) -> int:
     signers = container.state().trusted
     own: dict[str, Any] = {
         "key_id": container.signature_id.hex,
+        "fingerprint": _own_fingerprint(container),
         "label": container.name,
         "own": True,
     }
     rows: list[dict[str, Any]] = [own] + [
-        {"key_id": s.key_id.hex, "label": s.label, "own": False, "added": _iso(s.added)}
+        {
+            "key_id": s.key_id.hex,
+            "fingerprint": fingerprint(s.suite, s.exchange, s.public),
+            "label": s.label,
+            "own": False,
+            "added": _iso(s.added),
+        }
         for s in signers
     ]
     if ctx.args.json:
@@ -588,7 +624,7 @@ def cmd_trust_list(ctx: Context) -> int:
         return 0
     for r in rows:
         note = "this container (always trusted)" if r["own"] else f"added {r['added']}"
-        print(f"sg-{r['key_id'][:8]}  {r['key_id']}  {r['label']}  {note}")
+        print(f"sg-{r['key_id'][:8]}  fingerprint {r['fingerprint']}  {r['label']}  {note}")
     return 0
 
 

@@ -13,6 +13,8 @@ import pytest
 
 from keyblob.cli import main
 from keyblob.errors import NotFoundError
+from keyblob.format import PublicKeyFile, armor, dearmor
+from keyblob.format.armor import PUBLIC_KEY
 from support import run_in_terminal
 
 PASS = "s3cret passphrase"
@@ -361,3 +363,48 @@ def test_debug_shows_the_traceback(kb):
     assert kb("init")[0] == 0
     with pytest.raises(NotFoundError, match="nothing"):
         main(["--home", str(kb.home), "--debug", "show", "nothing"])
+
+
+def test_a_public_key_file_swapped_in_transit(kb, tmp_path):
+    """Alice sends alice.pub; on the way, Mallory puts her own exchange key in it and keeps
+    Alice's signature key.  The fingerprint Bob is shown covers both keys, so it is not the
+    one Alice sees; and once Bob trusts the real file, the swapped one is refused."""
+    alice, bob, mallory = tmp_path / "alice", tmp_path / "bob", tmp_path / "mallory"
+    for home in (alice, bob, mallory):
+        kb("init", home=home)
+    alice_pub, mallory_pub = tmp_path / "alice.pub", tmp_path / "mallory.pub"
+    status, _, err = kb("pubkey", "-o", str(alice_pub), home=alice)
+    alice_fp = err.split("fingerprint ")[1].split(":")[0]
+    assert status == 0 and len(alice_fp) == 32
+    kb("pubkey", "-o", str(mallory_pub), home=mallory)
+    real = PublicKeyFile.from_bytes(dearmor(alice_pub.read_bytes(), PUBLIC_KEY))
+    evil = PublicKeyFile.from_bytes(dearmor(mallory_pub.read_bytes(), PUBLIC_KEY))
+    swapped = PublicKeyFile(real.suite, real.label, evil.exchange, real.signature)
+    swapped_pub = tmp_path / "swapped.pub"
+    swapped_pub.write_bytes(armor(swapped.to_bytes(), PUBLIC_KEY))
+    assert swapped.signature_id == real.signature_id  # the same sg- id ...
+
+    status, out, _ = kb("inspect", str(swapped_pub))
+    assert status == 0 and f"sg-{real.signature_id.short}" in out
+    assert alice_fp not in out  # ... but not the same fingerprint
+    status, out, _ = kb("inspect", str(alice_pub), "--json")
+    assert json.loads(out)["fingerprint"] == alice_fp
+
+    # Before Bob trusts anyone, --to says whose fingerprint to compare.
+    status, _, err = kb("new", "k0", "--to", str(swapped_pub), home=bob)
+    assert status == 0 and "not a trusted container" in err and alice_fp not in err
+    # Bob trusts the real file, having compared fingerprints with Alice.
+    status, out, _ = kb("trust", "add", str(alice_pub), home=bob)
+    assert status == 0 and f"fingerprint {alice_fp}" in out
+    status, out, _ = kb("trust", "list", "--json", home=bob)
+    assert json.loads(out)[1]["fingerprint"] == alice_fp
+    # Now the swapped file is refused, and nothing is stored.
+    status, _, err = kb("new", "payroll", "--to", str(swapped_pub), home=bob)
+    assert status == 3 and "known here with another exchange key" in err
+    assert not (bob / "blobs" / "payroll").exists()
+    status, _, err = kb("new", "payroll", "--to", str(alice_pub), home=bob)
+    assert status == 0 and "not a trusted container" not in err
+    # Alice's own file, swapped, is refused by Alice too.
+    status, _, err = kb("new", "mine", "--to", str(swapped_pub), home=alice)
+    assert status == 3 and "known here with another exchange key" in err
+

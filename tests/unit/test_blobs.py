@@ -402,3 +402,21 @@ def test_generate_checks_and_stores_under_the_state_lock(make_container, store):
     assert seen_by_check == [None]
     assert real_latest("k") == 1
     assert c.state().generation_floor("k") == 1
+
+
+def test_a_known_signer_with_another_exchange_key_is_refused(make_container, store):
+    """generate(to=...) with a public key file whose signature key is this container's own,
+    or a trusted one, but whose exchange key is not the one known with it: refused before
+    anything is wrapped or stored."""
+    alice, bob, mallory = make_container("alice"), make_container("bob"), make_container("mal")
+    trust(bob, alice)
+    real = public_file(alice)
+    swapped = PublicKeyFile(real.suite, real.label, mallory.exchange_public, real.signature)
+    for who in (alice, bob):
+        with pytest.raises(VerificationError, match="known here with another exchange key"):
+            blobs.generate(who, store, "k", to=[swapped])
+        assert store.latest("k") is None
+        assert who.state().generation_floor("k") == 0
+    made = blobs.generate(bob, store, "k", to=[real])  # the real file is fine
+    trust(alice, bob)
+    assert blobs.load(alice, store, "k").unsafe_raw_bytes() == made.unsafe_raw_bytes()

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 KEY_ID_LABEL = b"keyblob/v1/key-id\x00"  # 1.3
+FINGERPRINT_LABEL = b"keyblob/v1/fingerprint\x00"  # 3.1
 WRAP_LABEL = b"keyblob/v1/wrap\x00"  # 2.4
 SIGNATURE_LABEL = b"keyblob/v1/blob-signature\x00"  # 2.5
 X25519, RSA, PQ = 1, 2, 3  # 1.2
@@ -51,6 +52,12 @@ def malformed(why: str) -> Refused:
 
 def key_id(suite: int, role: int, public: bytes) -> bytes:
     return hashlib.sha256(KEY_ID_LABEL + bytes([suite, role]) + public).digest()[:16]
+
+
+def fingerprint(suite: int, exchange: bytes, signature: bytes) -> bytes:
+    """3.1: over both keys, each with its u16 length."""
+    body = len(exchange).to_bytes(2, "big") + exchange + len(signature).to_bytes(2, "big")
+    return hashlib.sha256(FINGERPRINT_LABEL + bytes([suite]) + body + signature).digest()[:16]
 
 
 def public_bytes(key: object) -> bytes:

@@ -98,6 +98,7 @@ def _independent(case: dict[str, Any]) -> tuple[str, str | None, dict[str, Any] 
                     "signature": pub.signature.hex(),
                     "exchange_id": ir.key_id(pub.suite, ir.EXCHANGE, pub.exchange).hex(),
                     "signature_id": ir.key_id(pub.suite, ir.SIGNATURE, pub.signature).hex(),
+                    "fingerprint": ir.fingerprint(pub.suite, pub.exchange, pub.signature).hex(),
                 },
                 None,
             )

@@ -1,5 +1,5 @@
 """The public key file: a container's two public keys, as handed to others (FORMAT.md 3),
-and the key id every public key is known by (FORMAT.md 1.3)."""
+its fingerprint, and the key id every public key is known by (FORMAT.md 1.3)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from keyblob.keys import KEY_ID_SIZE, NAME_MAX, KeyId, KeyRole, Suite, check_nam
 MAGIC = b"KBPK"
 VERSION = 1
 KEY_ID_LABEL = b"keyblob/v1/key-id\x00"
+FINGERPRINT_LABEL = b"keyblob/v1/fingerprint\x00"
 MAX_PUBLIC_KEY_SIZE = 1024  # DER of an RSA-4096 SubjectPublicKeyInfo is 550 bytes
 MAX_FILE_SIZE = 4096
 X25519_KEY_SIZE = 32
@@ -22,6 +23,17 @@ def key_id_for(suite: Suite, role: KeyRole, public_bytes: bytes) -> KeyId:
     """The id of a public key: SHA-256(label || suite || role || key bytes), first 16 bytes."""
     digest = hashlib.sha256(KEY_ID_LABEL + u8(suite) + u8(role) + public_bytes).digest()
     return KeyId(digest[:KEY_ID_SIZE])
+
+
+def fingerprint(suite: Suite, exchange: bytes, signature: bytes) -> str:
+    """What people compare before trusting a container's public keys (FORMAT.md 3.1).
+
+    It covers both keys: a signature key id alone would let a swapped exchange key, the
+    one session keys get wrapped for, pass the comparison.
+    """
+    encoded = u16(len(exchange)) + exchange + u16(len(signature)) + signature
+    digest = hashlib.sha256(FINGERPRINT_LABEL + u8(suite) + encoded).digest()
+    return digest[:16].hex()
 
 
 def public_size_ok(suite: Suite, size: int) -> bool:
@@ -54,6 +66,10 @@ class PublicKeyFile:
     @property
     def signature_id(self) -> KeyId:
         return key_id_for(self.suite, KeyRole.SIGNATURE, self.signature)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.suite, self.exchange, self.signature)
 
     def to_bytes(self) -> bytes:
         label = self.label.encode("ascii")
