@@ -177,8 +177,10 @@ class Context:
                 self.args.passphrase_file, 4096, what="a passphrase file", too_large=UsageError
             )
             return raw.split(b"\n", 1)[0].rstrip(b"\r")
-        env = os.environ.get("KEYBLOB_PASSPHRASE")
-        return None if env is None else env.encode("utf-8")
+        if os.supports_bytes_environ:  # the bytes as given, UTF-8 or not
+            return os.environb.get(b"KEYBLOB_PASSPHRASE")
+        text = os.environ.get("KEYBLOB_PASSPHRASE")  # Windows: the environment is text
+        return None if text is None else text.encode("utf-8")
 
     def passphrase(self, *, new: bool = False) -> bytes:
         """From KEYBLOB_PASSPHRASE, --passphrase-file, or a no-echo prompt (asked once per

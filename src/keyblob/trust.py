@@ -127,8 +127,10 @@ def _no_constant(name: str) -> Any:
 
 
 def strict_json(data: bytes) -> Any:
-    """Parse JSON, refusing a duplicate object key at any depth, and NaN / Infinity."""
-    return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    """Parse UTF-8 JSON (no BOM, no UTF-16/32), refusing a duplicate object key at any
+    depth, and NaN / Infinity."""
+    text = data.decode("utf-8")  # json.loads(bytes) would also take UTF-16 and UTF-32
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
 
 
 def json_int(value: Any, low: int | None = None, high: int | None = None) -> int:

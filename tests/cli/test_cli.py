@@ -408,3 +408,26 @@ def test_a_public_key_file_swapped_in_transit(kb, tmp_path):
     status, _, err = kb("new", "mine", "--to", str(swapped_pub), home=alice)
     assert status == 3 and "known here with another exchange key" in err
 
+
+def test_a_low_order_exchange_key_is_refused_not_a_traceback(kb, tmp_path):
+    kb("init")
+    pub = tmp_path / "me.pub"
+    kb("pubkey", "-o", str(pub))
+    real = PublicKeyFile.from_bytes(dearmor(pub.read_bytes(), PUBLIC_KEY))
+    bad = tmp_path / "bad.pub"
+    bad.write_bytes(
+        armor(PublicKeyFile(real.suite, "bad", bytes(32), bytes(32)).to_bytes(), PUBLIC_KEY)
+    )
+    for argv in (("trust", "add", str(bad)), ("new", "k", "--to", str(bad))):
+        status, _, err = kb(*argv)
+        assert status == 3 and "low-order X25519 point" in err and "Traceback" not in err
+    assert not (kb.home / "blobs" / "k").exists()
+
+
+def test_a_passphrase_in_the_environment_is_taken_as_bytes(kb, monkeypatch):
+    """A KEYBLOB_PASSPHRASE that is not UTF-8 (a Latin-1 terminal, say) is its bytes."""
+    monkeypatch.setenv("KEYBLOB_PASSPHRASE", "caf\udce9")  # the bytes b"caf\xe9"
+    assert kb("init")[0] == 0
+    assert kb("new", "k")[0] == 0
+    monkeypatch.setenv("KEYBLOB_PASSPHRASE", "café")  # b"caf\xc3\xa9": another passphrase
+    assert kb("new", "k2")[0] == 5

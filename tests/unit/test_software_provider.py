@@ -409,8 +409,9 @@ def test_state_trusted_entries_are_strict(tmp_path):
         lambda text: text.replace('"iterations": 1', '"iterations": true'),
         lambda text: text.replace('"lanes": 1', '"lanes": "1"'),
         lambda text: text.replace("{", '{\n  "suite": "rsa",', 1),
+        lambda text: "\ufeff" + text,
     ],
-    ids=["float", "boolean", "string", "duplicate key"],
+    ids=["float", "boolean", "string", "duplicate key", "byte order mark"],
 )
 def test_container_file_with_one_meaning_only(tmp_path, edit):
     home = Home(tmp_path / "h")
@@ -438,3 +439,18 @@ def test_container_salt_in_non_canonical_base64_is_refused(tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(FormatError, match="not base64"):
         home.open("c", PASSPHRASE)
+
+
+def test_low_order_x25519_exchange_keys_are_refused_when_loaded():
+    """Any 32 bytes decode as an X25519 key; the low-order ones would make every wrap fail
+    (an all-zero shared secret), so they are refused as keys, with a FormatError."""
+    from keyblob.providers import suites
+
+    low_order = [bytes(32), b"\x01" + bytes(31)]  # 0 and 1 (RFC 7748 section 6.1)
+    for data in low_order:
+        with pytest.raises(FormatError, match="low-order"):
+            suites.load_exchange_public(Suite.X25519, data)
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    real = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
+    assert suites.load_exchange_public(Suite.X25519, real).public_bytes_raw() == real

@@ -127,8 +127,19 @@ def load_exchange_public(suite: Suite, data: bytes) -> ExchangePublic:
     if suite is Suite.X25519:
         if len(data) != 32:
             raise FormatError("exchange public key is not 32 bytes")
-        return x25519.X25519PublicKey.from_public_bytes(data)
+        key = x25519.X25519PublicKey.from_public_bytes(data)
+        try:  # X25519 refuses an all-zero shared secret: refuse the key now, not at a wrap
+            _low_order_probe().exchange(key)
+        except ValueError:
+            raise FormatError("exchange public key is a low-order X25519 point") from None
+        return key
     return _rsa_public(data, "exchange")
+
+
+@functools.cache
+def _low_order_probe() -> x25519.X25519PrivateKey:
+    # Any private key: a shared secret of zero means a low-order point (RFC 7748 section 6.1).
+    return x25519.X25519PrivateKey.generate()
 
 
 @functools.lru_cache(maxsize=256)  # public keys: loading RSA DER costs tens of µs
