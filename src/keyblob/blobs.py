@@ -101,16 +101,20 @@ def _recipient_keys(
                 f"recipient {pub.label!r} uses suite {pub.suite.label}; this container uses "
                 f"{provider.suite.label}"
             )
-        _check_known_exchange(provider, state, pub)
+        check_known_exchange(provider, state, pub)
         if all(pub.exchange_id != kid for kid, _ in out):
             out.append((pub.exchange_id, suites.load_exchange_public(pub.suite, pub.exchange)))
     return out
 
 
-def _check_known_exchange(provider: Provider, state: State | None, pub: PublicKeyFile) -> None:
+def check_known_exchange(provider: Provider, state: State | None, pub: PublicKeyFile) -> None:
     """A public key file whose signature key this container knows (its own, or trusted)
     must carry the exchange key known with it: a swapped exchange key is how a file
-    tampered with in transit would get session keys wrapped for someone else."""
+    tampered with in transit would get session keys wrapped for someone else (FORMAT.md 3.1).
+
+    Raises:
+        VerificationError: the file pairs a known signature key with another exchange key.
+    """
     if pub.signature_id == provider.signature_id:
         known: bytes | None = provider.exchange_public
     else:

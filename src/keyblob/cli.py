@@ -593,8 +593,13 @@ def cmd_trust_add(ctx: Context) -> int:
         label=pub.label,
         added=int(time.time()),
     )
-    container.update_state(lambda s: s.with_signer(signer))
-    print(f"trusted sg-{signer.key_id.short} ({pub.label})")
+    state = container.state()
+    blobs.check_known_exchange(container, state, pub)
+    if state.signer(signer.key_id) is not None:
+        print(f"already trusted: sg-{signer.key_id.short} ({pub.label})")
+    else:
+        container.update_state(lambda s: s.with_signer(signer))
+        print(f"trusted sg-{signer.key_id.short} ({pub.label})")
     print(
         f"  fingerprint {pub.fingerprint}: check it with the key's owner "
         "(keyblob pubkey shows theirs)"

@@ -404,6 +404,13 @@ def test_a_public_key_file_swapped_in_transit(kb, tmp_path):
     assert not (bob / "blobs" / "payroll").exists()
     status, _, err = kb("new", "payroll", "--to", str(alice_pub), home=bob)
     assert status == 0 and "not a trusted container" not in err
+    # Trusting the swapped file now is refused too; the real one again is a no-op.
+    status, _, err = kb("trust", "add", str(swapped_pub), home=bob)
+    assert status == 3 and "known here with another exchange key" in err
+    status, out, _ = kb("trust", "add", str(alice_pub), home=bob)
+    assert status == 0 and out.startswith("already trusted: sg-")
+    status, out, _ = kb("trust", "list", "--json", home=bob)
+    assert [s["fingerprint"] for s in json.loads(out)][1:] == [alice_fp]
     # Alice's own file, swapped, is refused by Alice too.
     status, _, err = kb("new", "mine", "--to", str(swapped_pub), home=alice)
     assert status == 3 and "known here with another exchange key" in err
