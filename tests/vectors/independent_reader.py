@@ -242,7 +242,7 @@ def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[
     """2.7 steps 1-6 for a blob given directly; returns the blob and the session key."""
     blob = parse_blob(data)  # 1
     if blob.suite != box.suite:  # 2
-        raise Refused("verification_error", "suite", "suite")
+        raise Refused("verification_error", "trust", "another suite")
     signers = {
         key_id(box.suite, SIGNATURE, public_bytes(k)): k
         for k in [box.signature_public, *box.trusted]
