@@ -94,20 +94,18 @@ def _recipient_keys(
             suites.load_exchange_public(provider.suite, provider.exchange_public),
         )
     ]
-    state = provider.state() if to else None
     for pub in to:
         if pub.suite is not provider.suite:
             raise UsageError(
                 f"recipient {pub.label!r} uses suite {pub.suite.label}; this container uses "
                 f"{provider.suite.label}"
             )
-        check_known_exchange(provider, state, pub)
         if all(pub.exchange_id != kid for kid, _ in out):
             out.append((pub.exchange_id, suites.load_exchange_public(pub.suite, pub.exchange)))
     return out
 
 
-def check_known_exchange(provider: Provider, state: State | None, pub: PublicKeyFile) -> None:
+def check_known_exchange(provider: Provider, state: State, pub: PublicKeyFile) -> None:
     """A public key file whose signature key this container knows (its own, or trusted)
     must carry the exchange key known with it: a swapped exchange key is how a file
     tampered with in transit would get session keys wrapped for someone else (FORMAT.md 3.1).
@@ -118,7 +116,7 @@ def check_known_exchange(provider: Provider, state: State | None, pub: PublicKey
     if pub.signature_id == provider.signature_id:
         known: bytes | None = provider.exchange_public
     else:
-        signer = state.signer(pub.signature_id) if state is not None else None
+        signer = state.signer(pub.signature_id)
         known = signer.exchange if signer is not None else None
     if known is not None and known != pub.exchange:
         raise VerificationError(
@@ -216,6 +214,7 @@ def generate(
         algorithm=algorithm,
         recipients=recipients,
         key=_key,
+        to=to,
         check=is_new,
     )
 
@@ -229,17 +228,21 @@ def _store_new(
     algorithm: Algorithm,
     recipients: list[tuple[KeyId, suites.ExchangePublic]],
     key: bytes | None,
+    to: Sequence[PublicKeyFile],
     check: Callable[[State], None] = lambda state: None,
 ) -> SessionKey:
     """Export, store and record ``generation`` of ``name`` as one step under the state lock.
 
-    The state is read once, ``check`` sees it, and the high-water mark is written only
-    after the blob is durable in the store.  No other keyblob process can change the
-    state between the check and the record.
+    The state is read once; the ``to`` files are checked against it (FORMAT.md 3.1), then
+    ``check`` sees it, and the high-water mark is written only after the blob is durable in
+    the store.  No other keyblob process can change the state between the checks and the
+    record.
     """
     made: list[SessionKey] = []
 
     def record(state: State) -> State:
+        for pub in to:
+            check_known_exchange(provider, state, pub)
         check(state)
         encoded, session = _export(
             provider,
@@ -307,6 +310,7 @@ def rotate(
         algorithm=algorithm,
         recipients=recipients,
         key=_key,
+        to=to,
     )
 
 

@@ -177,10 +177,13 @@ class Context:
                 self.args.passphrase_file, 4096, what="a passphrase file", too_large=UsageError
             )
             return raw.split(b"\n", 1)[0].rstrip(b"\r")
-        if os.supports_bytes_environ:  # the bytes as given, UTF-8 or not
-            return os.environb.get(b"KEYBLOB_PASSPHRASE")
-        text = os.environ.get("KEYBLOB_PASSPHRASE")  # Windows: the environment is text
-        return None if text is None else text.encode("utf-8")
+        text = os.environ.get("KEYBLOB_PASSPHRASE")
+        if text is None:
+            return None
+        try:
+            return text.encode("utf-8")  # as the prompt gives it: the same text, same bytes
+        except UnicodeEncodeError:  # bytes the locale could not decode: taken as given
+            return os.fsencode(text)
 
     def passphrase(self, *, new: bool = False) -> bytes:
         """From KEYBLOB_PASSPHRASE, --passphrase-file, or a no-echo prompt (asked once per
@@ -251,7 +254,7 @@ def _note_untrusted(container: SoftwareContainer, to: Sequence[PublicKeyFile]) -
     for pub in to:
         if pub.signature_id != container.signature_id and state.signer(pub.signature_id) is None:
             print(
-                f"{PROG}: note: wrapping for {pub.label!r}, which is not a trusted container: "
+                f"{PROG}: note: wrapped for {pub.label!r}, which is not a trusted container: "
                 f"its owner should see the fingerprint {pub.fingerprint}",
                 file=sys.stderr,
             )
@@ -262,7 +265,6 @@ def cmd_new(ctx: Context) -> int:
     to = [_read_public_key_file(p) for p in args.to]
     container = ctx.open()
     store = ctx.store()
-    _note_untrusted(container, to)
     key = blobs.generate(
         container,
         store,
@@ -274,6 +276,7 @@ def cmd_new(ctx: Context) -> int:
     print(
         _key_line(key.name, key.generation, key.algorithm, key.key_id.short, _tilde(store.location))
     )
+    _note_untrusted(container, to)
     return 0
 
 
@@ -282,7 +285,6 @@ def cmd_rotate(ctx: Context) -> int:
     to = [_read_public_key_file(p) for p in args.to]
     container = ctx.open()
     store = ctx.store()
-    _note_untrusted(container, to)
     algorithm = Algorithm.from_label(args.algorithm) if args.algorithm else None
     key = _refusing(
         args.name,
@@ -293,6 +295,7 @@ def cmd_rotate(ctx: Context) -> int:
     print(
         _key_line(key.name, key.generation, key.algorithm, key.key_id.short, _tilde(store.location))
     )
+    _note_untrusted(container, to)
     return 0
 
 
@@ -593,13 +596,18 @@ def cmd_trust_add(ctx: Context) -> int:
         label=pub.label,
         added=int(time.time()),
     )
-    state = container.state()
-    blobs.check_known_exchange(container, state, pub)
-    if state.signer(signer.key_id) is not None:
-        print(f"already trusted: sg-{signer.key_id.short} ({pub.label})")
-    else:
-        container.update_state(lambda s: s.with_signer(signer))
+    added: list[bool] = []
+
+    def add(state: State) -> State:  # under the lock: no other trust add in between
+        blobs.check_known_exchange(container, state, pub)
+        added.append(state.signer(signer.key_id) is None)
+        return state.with_signer(signer)
+
+    container.update_state(add)
+    if added[0]:
         print(f"trusted sg-{signer.key_id.short} ({pub.label})")
+    else:
+        print(f"already trusted: sg-{signer.key_id.short} ({pub.label})")
     print(
         f"  fingerprint {pub.fingerprint}: check it with the key's owner "
         "(keyblob pubkey shows theirs)"
@@ -1222,7 +1230,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = tsub.add_parser("list", help="list trusted signers")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_trust_list)
-    sp = tsub.add_parser("remove", help="stop trusting a signer (id or its first 8+ hex digits)")
+    sp = tsub.add_parser(
+        "remove",
+        help="stop trusting a signer (its id or fingerprint, or their first 8+ hex digits)",
+    )
     sp.add_argument("id")
     sp.set_defaults(func=cmd_trust_remove)
     return p

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from keyblob.errors import FormatError, NotFoundError, UsageError, VerificationError
-from keyblob.keys import KEY_ID_SIZE, MAX_GENERATION, KeyId, Suite, check_name
+from keyblob.format.pubkey import fingerprint, key_id_for
+from keyblob.keys import KEY_ID_SIZE, MAX_GENERATION, KeyId, KeyRole, Suite, check_name
 
 UNTRUSTED = "signed by {signer}, which is not a trusted signer"
 
@@ -102,6 +103,8 @@ class State:
             raise FormatError("home state: not a valid state document") from None
         if len({s.key_id for s in trusted}) != len(trusted):
             raise FormatError("home state: a trusted signer appears twice")
+        if any(s.key_id != key_id_for(s.suite, KeyRole.SIGNATURE, s.public) for s in trusted):
+            raise FormatError("home state: a trusted signer's key id is not its key's")
         return cls(high_water, trusted)
 
 
@@ -130,7 +133,10 @@ def strict_json(data: bytes) -> Any:
     """Parse UTF-8 JSON (no BOM, no UTF-16/32), refusing a duplicate object key at any
     depth, and NaN / Infinity."""
     text = data.decode("utf-8")  # json.loads(bytes) would also take UTF-16 and UTF-32
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def json_int(value: Any, low: int | None = None, high: int | None = None) -> int:
@@ -158,7 +164,7 @@ def canonical_b64(text: Any) -> bytes:
 
 
 def find_signer(signers: tuple[TrustedSigner, ...], prefix: str) -> TrustedSigner:
-    """The one signer whose hex id starts with ``prefix``.
+    """The one signer whose hex id, or fingerprint (FORMAT.md 3.1), starts with ``prefix``.
 
     Raises:
         UsageError: the prefix is not hex, shorter than 8 digits, or ambiguous.
@@ -167,9 +173,14 @@ def find_signer(signers: tuple[TrustedSigner, ...], prefix: str) -> TrustedSigne
     prefix = prefix.lower().removeprefix("sg-")
     if len(prefix) < 8 or any(c not in "0123456789abcdef" for c in prefix):
         raise UsageError("give at least the first 8 hex digits of the signer id")
-    matches = [s for s in signers if s.key_id.hex.startswith(prefix)]
+    matches = [
+        s
+        for s in signers
+        if s.key_id.hex.startswith(prefix)
+        or fingerprint(s.suite, s.exchange, s.public).startswith(prefix)
+    ]
     if not matches:
-        raise NotFoundError(f"no trusted signer has an id starting with {prefix}")
+        raise NotFoundError(f"no trusted signer has an id or fingerprint starting with {prefix}")
     if len(matches) > 1:
         raise UsageError(f"{prefix} matches {len(matches)} trusted signers: give more digits")
     return matches[0]

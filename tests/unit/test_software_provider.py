@@ -20,6 +20,7 @@ from keyblob import (
     UsageError,
     VerificationError,
 )
+from keyblob.format import key_id_for
 from keyblob.keys import KeyRole
 from keyblob.providers import software
 from keyblob.providers.software import MAX_FILE_SIZE
@@ -272,13 +273,12 @@ def test_state_file_is_canonical_json_with_the_documented_mac(tmp_path):
     import hashlib
     import hmac
 
-    from keyblob.keys import KeyId
     from keyblob.trust import TrustedSigner
 
     home = Home(tmp_path / "h")
     c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
     signer = TrustedSigner(
-        key_id=KeyId(bytes(range(16))),
+        key_id=key_id_for(Suite.X25519, KeyRole.SIGNATURE, bytes(32)),
         suite=Suite.X25519,
         public=bytes(32),
         exchange=bytes([1]) * 32,
@@ -376,12 +376,14 @@ def test_state_with_one_meaning_only(tmp_path):
 
 
 def test_state_trusted_entries_are_strict(tmp_path):
-    from keyblob.keys import KeyId
     from keyblob.trust import TrustedSigner
 
     home = Home(tmp_path / "h")
     c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
-    signer = TrustedSigner(KeyId(bytes(range(16))), Suite.X25519, bytes(32), bytes(32), "t", 1)
+    public = bytes(range(32))
+    signer = TrustedSigner(
+        key_id_for(Suite.X25519, KeyRole.SIGNATURE, public), Suite.X25519, public, public, "t", 1
+    )
     c.update_state(lambda s: s.with_signer(signer))
     path = tmp_path / "h" / "containers" / "c" / "state.json"
     doc = json.loads(path.read_bytes())
@@ -399,6 +401,13 @@ def test_state_trusted_entries_are_strict(tmp_path):
             home.open("c", PASSPHRASE).state()
     path.write_bytes(_remac(c, {**doc, "trusted": [entry, entry]}))
     with pytest.raises(FormatError, match="appears twice"):
+        home.open("c", PASSPHRASE).state()
+    path.write_bytes(_remac(c, {**doc, "trusted": [{**entry, "key_id": "00" * 16}]}))
+    with pytest.raises(FormatError, match="key id is not its key's"):
+        home.open("c", PASSPHRASE).state()
+    # Nested too deeply for the parser: refused like any other edit, not a RecursionError.
+    path.write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(VerificationError, match="modified outside keyblob"):
         home.open("c", PASSPHRASE).state()
 
 
