@@ -4,8 +4,10 @@ and fsync of the folder (threat model P8).  A reader sees the old file or the ne
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -152,7 +154,23 @@ def atomic_output(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
     as it was.  While the block runs, a helper thread flushes what has been written (every
     8 MiB, checked every 50 ms), so durability costs little more than the disk's own write
     time.
+
+    A symlink at ``path`` is written through (its target is replaced, not the link).  A
+    device, FIFO or socket there (``/dev/null``, a named pipe) is written directly, as
+    standard output is: there is no file to keep whole, and renaming over it would replace
+    it.  A folder raises IsADirectoryError.
     """
+    path = Path(os.path.realpath(path))
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        info = None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        with open(path, "wb") as special:
+            yield special
+        return
     folder = path.parent
     tmp = folder / f".{path.name}.{secrets.token_hex(8)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO, cast
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyblob import blobs, files
-from keyblob.atomic import atomic_output, read_bounded, write_atomic
+from keyblob.atomic import atomic_output, read_bounded
 from keyblob.errors import (
     FormatError,
     KeyblobError,
@@ -128,7 +128,8 @@ def _write_output(path: str, data: bytes, *, mode: int = 0o644, refuse_tty: bool
         sys.stdout.buffer.flush()
         return
     try:
-        write_atomic(Path(path), data, mode=mode)
+        with atomic_output(Path(path), mode) as f:
+            f.write(data)
     except OSError as e:
         raise StorageError(f"cannot write {path}: {e.strerror}") from e
 

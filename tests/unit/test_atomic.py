@@ -168,3 +168,34 @@ def test_private_folders_are_0700_and_each_is_made_durable_in_its_parent(
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(FileExistsError):
         atomic.make_private_folder(tmp_path / "file")
+
+
+def test_a_fifo_or_device_is_written_into_not_replaced(tmp_path):
+    """-o /dev/null once replaced /dev/null with a regular file (as root): the temp file
+    was renamed over the device.  Devices and FIFOs are now written directly (tested on a
+    FIFO, the same path as a device, so a regression cannot break the machine's /dev/null)."""
+    import stat
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    with atomic.atomic_output(fifo) as f:
+        f.write(b"through the pipe")
+    reader.join(10)
+    assert got == [b"through the pipe"] and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]  # no temp file left
+
+
+def test_a_symlink_is_written_through_and_a_folder_refused(tmp_path):
+    target = tmp_path / "real.txt"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    with atomic.atomic_output(link) as f:
+        f.write(b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    with pytest.raises(IsADirectoryError), atomic.atomic_output(tmp_path) as f:
+        f.write(b"never")
