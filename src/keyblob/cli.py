@@ -8,15 +8,17 @@ statuses in one place, :func:`main`.  No key byte is ever printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import getpass
 import importlib.util
 import json
 import os
 import sys
+import threading
 import types
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO, cast
 
@@ -1370,9 +1372,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
 
 
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised where the command is, so its cleanup runs (as Ctrl-C's)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum: int, _frame: types.FrameType | None) -> None:
+    raise _Terminated(signum)
+
+
+@contextlib.contextmanager
+def _termination_raises() -> Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP end it through its cleanup: no temp file
+    (nor the partial plaintext in one) is left behind.  A signal already ignored
+    (nohup) stays ignored."""
+    import signal  # noqa: PLC0415
+
+    saved: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGTERM", "SIGHUP"):
+            signum = getattr(signal, name, None)
+            if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+                saved[signum] = signal.signal(signum, _terminate)
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
-        return int(args.func(Context(args)))
+        with _termination_raises():
+            return int(args.func(Context(args)))
     except KeyblobError as e:
         if args.debug:
             raise
@@ -1381,6 +1416,9 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _print_error("interrupted")
         return EXIT_INTERRUPTED
+    except _Terminated as e:
+        _print_error("terminated by a signal")
+        return 128 + e.signum
     except BrokenPipeError:
         # The reader went away (keyblob list | head): not an error worth a message.
         sys.stderr.close()

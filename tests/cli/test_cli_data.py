@@ -205,3 +205,37 @@ def test_progress_bar_on_a_terminal(tmp_path, home_env):
     assert status == 0 and "encrypt" in out and "B" in out
     status, out = run_in_terminal([*argv, "--quiet"], [], home_env)
     assert status == 0 and out == ""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and FIFOs")
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_signal_mid_write_leaves_no_temp_file(tmp_path, home_env, signame):
+    """kill (SIGTERM), a closed terminal (SIGHUP) and Ctrl-C all end the command through
+    its cleanup: the temp file beside -o, and whatever it held, is removed."""
+    import signal
+    import time
+
+    fifo = tmp_path / "in"
+    os.mkfifo(fifo)
+    out = tmp_path / "ct"
+    child = subprocess.Popen(
+        [*KEYBLOB, "encrypt", "k", "-i", str(fifo), "-o", str(out), "--quiet"],
+        env=home_env,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with open(fifo, "wb") as feed:
+            feed.write(bytes(4 * 1024 * 1024))  # some of it written; the rest never comes
+            feed.flush()
+            deadline = time.monotonic() + 20
+            while not list(tmp_path.glob(".ct.*.tmp")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert list(tmp_path.glob(".ct.*.tmp")), "the temp file never appeared"
+            child.send_signal(getattr(signal, signame))
+            child.wait(timeout=20)
+    finally:
+        child.kill()
+        _, err = child.communicate()
+    assert child.returncode == 128 + getattr(signal, signame)
+    assert b"Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h", "in"]  # no ct, no temp file
