@@ -44,6 +44,10 @@ MISSING_LATEST = (
     "rolled back: the store's newest {name} is generation {latest}, but this container "
     "has already seen generation {floor}"
 )
+MISSING_NAME = (
+    "rolled back: the store has no {name}, but this container has already seen its "
+    "generation {floor}"
+)
 NOT_A_RECIPIENT = "the blob is not wrapped for this container's exchange key {kx}"
 WRONG_SUITE = "the blob uses suite {blob}, but this container uses suite {own}"
 SWAPPED_EXCHANGE = (
@@ -55,6 +59,11 @@ RESTORE_HINT = (
     "an older blob was put in place of a newer one, or the newest was deleted; "
     "restore the newest from a backup",
 )
+
+
+def _missing_hints(store: Store) -> tuple[str, ...]:
+    where = f"or {store.location} is not the store this container's keys are in (--store)"
+    return (*RESTORE_HINT, where)
 
 
 @dataclass(frozen=True)
@@ -202,8 +211,8 @@ def generate(
             )
         if floor := state.generation_floor(name):
             raise VerificationError(
-                MISSING_LATEST.format(name=name, latest="missing", floor=floor),
-                hints=RESTORE_HINT,
+                MISSING_NAME.format(name=name, floor=floor),
+                hints=_missing_hints(store),
             )
 
     return _store_new(
@@ -436,8 +445,8 @@ def open_latest(provider: Provider, store: Store, name: str, *, unwrap: bool = T
     if latest is None:
         if floor:
             raise VerificationError(
-                MISSING_LATEST.format(name=name, latest="missing", floor=floor),
-                hints=RESTORE_HINT,
+                MISSING_NAME.format(name=name, floor=floor),
+                hints=_missing_hints(store),
             )
         raise NotFoundError(f"no key named {name} in {store.location}")
     if latest < floor:

@@ -727,13 +727,21 @@ def cmd_decrypt(ctx: Context) -> int:
 
     def find_key(header: DataHeader) -> SessionKey:
         # Unlocked only once the header parsed: a non-keyblob input fails before the KDF.
-        return blobs.load(
-            ctx.open(),
-            ctx.store(),
-            header.name,
-            generation=header.generation,
-            key_id=header.key_id,
-        )
+        store = ctx.store()
+        try:
+            return blobs.load(
+                ctx.open(),
+                store,
+                header.name,
+                generation=header.generation,
+                key_id=header.key_id,
+            )
+        except (VerificationError, FormatError) as e:  # say it is the key, not the data
+            raise type(e)(
+                f"the key it names, {header.name} generation {header.generation} in "
+                f"{_tilde(store.location)}: {e}",
+                hints=e.hints,
+            ) from None
 
     try:
         _refusing(

@@ -239,3 +239,17 @@ def test_a_signal_mid_write_leaves_no_temp_file(tmp_path, home_env, signame):
     assert child.returncode == 128 + getattr(signal, signame)
     assert b"Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h", "in"]  # no ct, no temp file
+
+
+def test_a_refused_key_is_named_as_the_key_not_the_data(kb, tmp_path, monkeypatch):
+    """When the stored blob is what fails, the message says so: the data file is fine."""
+    (tmp_path / "in").write_bytes(b"payroll data")
+    assert kb("encrypt", "payroll", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "ct"))[0] == 0
+    blob = tmp_path / "home" / "blobs" / "payroll" / "1.kb"
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1  # the signature
+    blob.write_bytes(bytes(data))
+    status, _, err = kb("decrypt", "-i", str(tmp_path / "ct"), "-o", str(tmp_path / "out"))
+    assert status == 3
+    assert f"refused {tmp_path / 'ct'}: the key it names, payroll generation 1 in " in err
+    assert "signature" in err and not (tmp_path / "out").exists()

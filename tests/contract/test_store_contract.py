@@ -73,7 +73,9 @@ def test_conflicting_put_is_refused(store: Store) -> None:
     store.put("k", 1, b"blob")
     with pytest.raises(StorageError) as info:
         store.put("k", 1, b"other blob")
-    assert str(info.value) == f"k generation 1 already exists in {store.location}"
+    assert str(info.value) == (
+        f"k generation 1 already exists in {store.location}: another writer stored it first"
+    )
     assert not isinstance(info.value, NotFoundError)
     assert store.get("k", 1) == b"blob"
 

@@ -83,7 +83,9 @@ class DirectoryStore:
             # Identical bytes make the put idempotent; anything else is a conflict.
             if self._read(name, generation, path) != data:
                 raise StorageError(
-                    f"{name} generation {generation} already exists in {self.location}"
+                    f"{name} generation {generation} already exists in {self.location}: "
+                    "another writer stored it first",
+                    hints=("nothing was changed: run the command again",),
                 ) from None
         except OSError as e:
             raise StorageError(f"cannot write {path}: {_reason(e)}") from e

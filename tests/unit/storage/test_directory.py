@@ -100,7 +100,11 @@ def test_conflicting_put_is_refused_and_keeps_old_bytes(store: DirectoryStore, r
     store.put("k", 3, b"original")
     with pytest.raises(StorageError) as info:
         store.put("k", 3, b"replacement")
-    assert str(info.value) == f"k generation 3 already exists in {root}"
+    assert (
+        str(info.value)
+        == f"k generation 3 already exists in {root}: another writer stored it first"
+    )
+    assert info.value.hints == ("nothing was changed: run the command again",)
     assert not isinstance(info.value, NotFoundError)
     assert store.get("k", 3) == b"original"
     assert os.listdir(root / "k") == ["3.kb"]
@@ -532,7 +536,9 @@ def test_concurrent_processes_exactly_one_wins(tmp_path: Path) -> None:
     winner = verdicts.index("won")
     for out, _ in results:
         if out.startswith("lost"):
-            assert out.strip() == f"lost race generation 1 already exists in {root}"
+            assert out.strip() == (
+                f"lost race generation 1 already exists in {root}: another writer stored it first"
+            )
     assert DirectoryStore(root).get("race", 1) == bytes([winner]) * 65536
     assert os.listdir(root / "race") == ["1.kb"]
 
