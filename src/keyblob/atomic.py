@@ -47,19 +47,26 @@ def make_private_folder(path: Path) -> None:
         finish_private_folder(folder)
 
 
-def finish_private_folder(folder: Path | str) -> None:
-    """A folder just made: exactly 0700 (mkdir honoured the umask), durable in its parent."""
-    os.chmod(folder, 0o700)
+def finish_private_folder(folder: Path | str, mode: int = 0o700) -> None:
+    """A folder just made: exactly ``mode`` (mkdir honoured the umask), durable in its
+    parent."""
+    os.chmod(folder, mode)
     fsync_dir(os.path.dirname(os.fspath(folder)) or os.curdir)
 
 
 def write_atomic(
-    path: Path | str, data: bytes, *, exclusive: bool = False, mode: int = 0o600
+    path: Path | str,
+    data: bytes,
+    *,
+    exclusive: bool = False,
+    mode: int = 0o600,
+    exact_mode: bool = False,
 ) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one.
 
     With ``exclusive`` the write fails with FileExistsError if ``path`` exists, atomically
-    (hard link of the finished temp file), so two writers never both win.
+    (hard link of the finished temp file), so two writers never both win.  With
+    ``exact_mode`` the file gets ``mode`` whatever the umask.
     """
     path = os.fspath(path)  # plain strings: pathlib costs microseconds per join here
     folder, name = os.path.split(path)
@@ -67,6 +74,8 @@ def write_atomic(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
     try:
         try:
+            if exact_mode:
+                os.fchmod(fd, mode)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]

@@ -24,6 +24,11 @@ __all__ = ["DirectoryStore"]
 
 _FOLDER_MODE = 0o700
 _FILE_MODE = 0o600
+# Under a root with the setgid bit (a store a group shares, see FORMAT.md 5.3): the group
+# may add generations and read blobs.  Whoever can write the store is the attacker the
+# checks are for, so this opens nothing the threat model relies on.
+_SHARED_FOLDER_MODE = 0o2770
+_SHARED_FILE_MODE = 0o640
 _SUFFIX = ".kb"
 # Decimal without leading zeros: one file name per generation, so "007.kb" can never alias
 # "7.kb".  At most 19 digits (MAX_GENERATION); the value is range-checked after parsing.
@@ -75,9 +80,11 @@ class DirectoryStore:
         check_name(name)
         check_generation(generation)
         check_item(data)
-        path = os.path.join(self._name_folder_for_write(name), f"{generation}{_SUFFIX}")
+        folder, shared = self._name_folder_for_write(name)
+        path = os.path.join(folder, f"{generation}{_SUFFIX}")
         try:
-            write_atomic(path, data, exclusive=True, mode=_FILE_MODE)
+            mode = _SHARED_FILE_MODE if shared else _FILE_MODE
+            write_atomic(path, data, exclusive=True, mode=mode, exact_mode=shared)
         except FileExistsError:
             # Someone (an earlier run, a retry, a concurrent writer) got there first.
             # Identical bytes make the put idempotent; anything else is a conflict.
@@ -163,12 +170,13 @@ class DirectoryStore:
         self._check_folder(folder, info)
         return folder
 
-    def _name_folder_for_write(self, name: str) -> str:
-        """``<root>/<name>``, created (with the root) if missing."""
-        self._ensure_root()
+    def _name_folder_for_write(self, name: str) -> tuple[str, bool]:
+        """``<root>/<name>``, created (with the root) if missing, and whether the root is
+        shared by a group (setgid)."""
+        shared = self._ensure_root()
         folder = os.path.join(self._root_str, name)
         try:
-            os.mkdir(folder, _FOLDER_MODE)
+            os.mkdir(folder, _SHARED_FOLDER_MODE if shared else _FOLDER_MODE)
         except FileExistsError:
             # Made earlier or by a concurrent writer: it must be a real folder.
             try:
@@ -179,18 +187,20 @@ class DirectoryStore:
         except OSError as e:
             raise StorageError(f"cannot create folder {folder}: {_reason(e)}") from e
         else:
-            self._created(folder)
-        return folder
+            self._created(folder, _SHARED_FOLDER_MODE if shared else _FOLDER_MODE)
+        return folder, shared
 
-    def _ensure_root(self) -> None:
-        """Create the root and its missing parents, each 0700, unless it exists.
+    def _ensure_root(self) -> bool:
+        """Create the root and its missing parents, each 0700, unless it exists; return
+        whether it is shared by a group (an existing root with the setgid bit).
 
         The root may be a symlink to a folder (a home moved elsewhere): the user chose it,
         unlike anything below it.
         """
         try:
-            if stat.S_ISDIR(os.stat(self._root_str).st_mode):
-                return
+            mode = os.stat(self._root_str).st_mode
+            if stat.S_ISDIR(mode):
+                return bool(mode & stat.S_ISGID)
             raise StorageError(f"store folder {self._root} is not a folder")
         except FileNotFoundError:
             pass
@@ -205,12 +215,13 @@ class DirectoryStore:
         except OSError as e:
             where = e.filename or self._root
             raise StorageError(f"cannot create folder {where}: {_reason(e)}") from e
+        return False
 
     @staticmethod
-    def _created(folder: Path | str) -> None:
-        """Finish a folder just made: exactly 0700, and durable in its parent (P8)."""
+    def _created(folder: Path | str, mode: int) -> None:
+        """Finish a folder just made: exactly ``mode``, and durable in its parent (P8)."""
         try:
-            finish_private_folder(folder)
+            finish_private_folder(folder, mode)
         except OSError as e:
             raise StorageError(f"cannot create folder {folder}: {_reason(e)}") from e
 

@@ -612,3 +612,31 @@ def test_a_relative_root_one_level_deep_works(
     store.put("k", 1, b"x")
     assert store.get("k", 1) == b"x"
     assert (tmp_path / "blobs" / "k" / "1.kb").read_bytes() == b"x"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes")
+@pytest.mark.parametrize("umask", [0o077, 0o022])
+def test_a_root_with_the_setgid_bit_is_a_store_a_group_shares(tmp_path: Path, umask: int) -> None:
+    """Private by default (0700 / 0600).  Under a root an administrator made 2770 for a
+    group, other members must read blobs and add generations: 2770 / 0640, whatever the
+    writer's umask."""
+    private, shared = tmp_path / "private", tmp_path / "shared"
+    private.mkdir(mode=0o700)
+    shared.mkdir()
+    os.chmod(shared, 0o2770)
+    old = os.umask(umask)
+    try:
+        for root in (private, shared):
+            DirectoryStore(root).put("k", 1, b"blob")
+    finally:
+        os.umask(old)
+
+    def modes(root: Path) -> tuple[int, int]:
+        return (
+            stat.S_IMODE(os.stat(root / "k").st_mode),
+            stat.S_IMODE(os.stat(root / "k" / "1.kb").st_mode),
+        )
+
+    assert modes(private) == (0o700, 0o600)
+    assert modes(shared) == (0o2770, 0o640)
+    assert DirectoryStore(shared).get("k", 1) == b"blob"
