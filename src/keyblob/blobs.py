@@ -51,8 +51,8 @@ MISSING_NAME = (
 NOT_A_RECIPIENT = "the blob is not wrapped for this container's exchange key {kx}"
 WRONG_SUITE = "the blob uses suite {blob}, but this container uses suite {own}"
 SWAPPED_EXCHANGE = (
-    "recipient {label!r}: its signature key {signer} is known here with another exchange "
-    "key; the file was changed after that key was trusted"
+    "public key file {label!r}: its signature key {signer} is known here with another "
+    "exchange key; the file was changed after that key was trusted"
 )
 BAD_KEY_LENGTH = "the unwrapped key has the wrong length for its algorithm"
 RESTORE_HINT = (

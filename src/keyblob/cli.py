@@ -342,7 +342,9 @@ def cmd_list(ctx: Context) -> int:
     store = ctx.store()
     state = container.state()
     rows, refused = [], []
-    for name in store.names():
+    # The names this container has seen are listed too: a name whose every blob was
+    # deleted from the store is refused (rolled back), not silently absent.
+    for name in sorted({*store.names(), *state.high_water}):
         try:
             v = blobs.open_latest(container, store, name, unwrap=False)
         except (VerificationError, FormatError) as e:
@@ -634,6 +636,7 @@ def cmd_trust_list(ctx: Context) -> int:
             "label": s.label,
             "own": False,
             "added": _iso(s.added),
+            "added_unix": s.added,
         }
         for s in signers
     ]
@@ -648,6 +651,15 @@ def cmd_trust_list(ctx: Context) -> int:
 
 def cmd_trust_remove(ctx: Context) -> int:
     container = ctx.open()
+    given = ctx.args.id.lower().removeprefix("sg-")
+    if len(given) >= 8 and (
+        container.signature_id.hex.startswith(given)
+        or _own_fingerprint(container).startswith(given)
+    ):
+        raise UsageError(
+            f"sg-{container.signature_id.short} is this container's own signature key: "
+            "it is always trusted"
+        )
     target = find_signer(container.state().trusted, ctx.args.id)
     container.update_state(lambda s: s.without_signer(target.key_id))
     print(f"no longer trusted: sg-{target.key_id.short} ({target.label})")

@@ -414,7 +414,10 @@ def test_a_public_key_file_swapped_in_transit(kb, tmp_path):
     # Alice's own file, swapped, is refused by Alice too.
     status, _, err = kb("new", "mine", "--to", str(swapped_pub), home=alice)
     assert status == 3 and "known here with another exchange key" in err
-    # The fingerprint trust list shows is enough to remove the signer.
+    # Its own key cannot be removed; the fingerprint trust list shows removes a signer.
+    own_fp = json.loads(kb("trust", "list", "--json", home=bob)[1])[0]["fingerprint"]
+    status, _, err = kb("trust", "remove", own_fp, home=bob)
+    assert status == 2 and "own signature key: it is always trusted" in err
     assert kb("trust", "remove", alice_fp[:12], home=bob)[0] == 0
     status, out, _ = kb("trust", "list", "--json", home=bob)
     assert [s["own"] for s in json.loads(out)] == [True]
@@ -444,3 +447,17 @@ def test_a_passphrase_in_the_environment_is_taken_as_bytes(kb, monkeypatch):
     assert kb("new", "k")[0] == 0
     monkeypatch.setenv("KEYBLOB_PASSPHRASE", "café")  # b"caf\xc3\xa9": another passphrase
     assert kb("new", "k2")[0] == 5
+
+
+def test_list_reports_a_name_whose_blobs_were_all_deleted(kb):
+    kb("init")
+    kb("new", "payroll")
+    kb("new", "backups")
+    for blob in (kb.home / "blobs" / "payroll").iterdir():
+        blob.unlink()
+    (kb.home / "blobs" / "payroll").rmdir()
+    status, out, _ = kb("list", "--json")
+    doc = json.loads(out)
+    assert status == 3 and [k["name"] for k in doc["keys"]] == ["backups"]
+    assert [r["name"] for r in doc["refused"]] == ["payroll"]
+    assert "the store has no payroll" in doc["refused"][0]["reason"]
