@@ -169,17 +169,17 @@ def atomic_output(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
     standard output is: there is no file to keep whole, and renaming over it would replace
     it.  A folder raises IsADirectoryError.
     """
-    path = Path(os.path.realpath(path))
     try:
-        info = os.stat(path)
+        info = os.stat(path)  # through symlinks, /dev/stdout and /dev/fd/N included
     except FileNotFoundError:
         info = None
     if info is not None and not stat.S_ISREG(info.st_mode):
         if stat.S_ISDIR(info.st_mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        with open(path, "wb") as special:
+        with open(path, "wb") as special:  # by its own name: /dev/fd/N has no other
             yield special
         return
+    path = Path(os.path.realpath(path))  # a regular file, or none yet: replace the target
     folder = path.parent
     tmp = folder / f".{path.name}.{secrets.token_hex(8)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)

@@ -14,6 +14,7 @@ import getpass
 import importlib.util
 import json
 import os
+import stat
 import sys
 import threading
 import types
@@ -117,9 +118,24 @@ def _read_file(
 
 
 def _refuse_terminal(output: str | None, what: str, hint: str = "use -o FILE") -> None:
-    """Secret or binary bytes never go to a terminal (standard output is ``None`` or "-")."""
-    if (output is None or output == "-") and sys.stdout.isatty():
+    """Secret or binary bytes never go to a terminal: standard output (``None`` or "-") or
+    a path that is one (``-o /dev/tty``, ``-o /dev/stdout``)."""
+    to_stdout = output is None or output == "-"
+    if sys.stdout.isatty() if to_stdout else _is_terminal(cast(str, output)):
         raise UsageError(f"refusing to write {what} to a terminal: {hint}")
+
+
+def _is_terminal(path: str) -> bool:
+    try:
+        if not stat.S_ISCHR(os.stat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_output(path: str, data: bytes, *, mode: int = 0o644, refuse_tty: bool = False) -> None:

@@ -253,3 +253,35 @@ def test_a_refused_key_is_named_as_the_key_not_the_data(kb, tmp_path, monkeypatc
     assert status == 3
     assert f"refused {tmp_path / 'ct'}: the key it names, payroll generation 1 in " in err
     assert "signature" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal")
+def test_ciphertext_to_a_terminal_by_its_path_is_refused(tmp_path, home_env):
+    """-o /dev/tty (or /dev/stdout on a terminal) is a terminal too."""
+    from support import run_in_terminal
+
+    (tmp_path / "in").write_bytes(b"secret")
+    for target in ("/dev/tty", "/dev/stdout"):
+        status, out = run_in_terminal(
+            ["encrypt", "k", "-i", str(tmp_path / "in"), "-o", target], [], home_env
+        )
+        assert status == 2 and "to a terminal" in out and "KBDT" not in out
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")
+def test_output_to_a_process_substitution(tmp_path, home_env):
+    """-o /dev/fd/N (bash's >(...)) is written into, not resolved to a path that is none."""
+    (tmp_path / "in").write_bytes(b"through a pipe")
+    read_end, write_end = os.pipe()
+    run = subprocess.run(
+        [*KEYBLOB, "encrypt", "k", "-i", str(tmp_path / "in"), "-o", f"/dev/fd/{write_end}"],
+        env=home_env,
+        capture_output=True,
+        pass_fds=(write_end,),
+        check=False,
+    )
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    assert run.returncode == 0, run.stderr
+    assert data.startswith(b"KBDT")
