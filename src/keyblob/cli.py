@@ -1440,8 +1440,45 @@ def _termination_raises() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+_INPUT_OPTIONS = ("input", "file", "simpleblob", "private", "key", "signature", "signer")
+
+
+def _refuse_outputs_over_inputs(args: argparse.Namespace) -> None:
+    """An output that is one of the command's own inputs (or its other output) would be
+    destroyed: refused before anything is read (exit 2)."""
+    inputs: list[tuple[str, str]] = []
+    for option in _INPUT_OPTIONS:
+        value = getattr(args, option, None)
+        for path in value if isinstance(value, list) else [value]:
+            if isinstance(path, str) and path != "-":
+                inputs.append((option, path))
+    if args.func is cmd_capi_export_simpleblob:  # there --to is a file; elsewhere a format
+        inputs.append(("to", args.to))
+    outputs = [
+        (option, path)
+        for option in ("output", "signature_out")
+        if isinstance(path := getattr(args, option, None), str) and path != "-"
+    ]
+    for i, (option, path) in enumerate(outputs):
+        for other, used in inputs + outputs[:i]:
+            if _same_file(path, used):
+                role = "an input" if (other, used) in inputs else "the other output"
+                raise UsageError(
+                    f"refusing to write {path}: it is also {role} of this command "
+                    f"({other.replace('_', '-')}); choose another output"
+                )
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet): the same path is the same file
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
+        _refuse_outputs_over_inputs(args)
         with _termination_raises():
             return int(args.func(Context(args)))
     except KeyblobError as e:

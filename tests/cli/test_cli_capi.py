@@ -410,3 +410,38 @@ def test_cli_reuses_an_already_imported_mscapi():
     assert sys.modules["keyblob.mscapi"] is mscapi
     assert cli._lazy_module("keyblob.mscapi") is mscapi
     assert importlib.import_module("keyblob.mscapi.keyfiles") is mscapi.keyfiles
+
+
+def test_an_output_that_is_an_input_is_refused_before_anything_is_read(
+    tmp_path, monkeypatch, capsys
+):
+    """-o naming one of the command's own inputs would destroy it (a Windows ciphertext,
+    the only PRIVATEKEYBLOB): refused with exit 2, every file left as it was."""
+    from keyblob.cli import main
+
+    files = {n: tmp_path / n for n in ("x.enc", "priv.blob", "sb.blob", "sig", "pub.blob")}
+    for n, p in files.items():
+        p.write_bytes(n.encode() * 10)
+    monkeypatch.chdir(tmp_path)
+    cases = [
+        ["encrypt", "k", "-i", "x.enc", "-o", "x.enc"],
+        ["decrypt", "-i", "x.enc", "-o", str(files["x.enc"])],
+        ["capi", "decrypt", "k", "-i", "x.enc", "-o", "./x.enc"],
+        ["capi", "encrypt", "k", "-i", "x.enc", "-o", "x.enc"],
+        ["capi", "convert", "priv.blob", "--to", "pem", "-o", "priv.blob"],
+        ["capi", "unwrap", "sb.blob", "--private", "priv.blob", "-o", "sb.blob"],
+        ["capi", "unwrap", "sb.blob", "--private", "priv.blob", "--signature", "sig",
+         "--signer", "pub.blob", "-o", "sig"],
+        ["capi", "export-simpleblob", "k", "--to", "pub.blob", "-o", "pub.blob",
+         "--signature-out", "s2"],
+        ["capi", "export-simpleblob", "k", "--to", "pub.blob", "-o", "same",
+         "--signature-out", "same"],
+    ]  # fmt: skip
+    for argv in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "refusing to write" in err and "choose another output" in err, argv
+    for n, p in files.items():
+        assert p.read_bytes() == n.encode() * 10
+    assert not (tmp_path / "same").exists() and not (tmp_path / "s2").exists()
