@@ -145,11 +145,19 @@ def _write_output(path: str, data: bytes, *, mode: int = 0o644, refuse_tty: bool
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
+    _refuse_missing_folder(path)
     try:
         with atomic_output(Path(path), mode) as f:
             f.write(data)
     except OSError as e:
         raise StorageError(f"cannot write {path}: {e.strerror}") from e
+
+
+def _refuse_missing_folder(path: str) -> None:
+    """``-o newdir/`` names a folder: without one, Path() would drop the slash and write a
+    file called newdir."""
+    if path.endswith(("/", os.sep)) and not os.path.isdir(path):
+        raise UsageError(f"{path}: no such folder")
 
 
 def _read_public_key_file(path: str) -> PublicKeyFile:
@@ -209,17 +217,17 @@ class Context:
         command: the Argon2id unlock it feeds dominates a command's time)."""
         given = self._given_passphrase()
         if given is not None:
-            return given
+            return _not_empty(given)
         if not sys.stdin.isatty():
             raise UsageError(
                 "no passphrase: set KEYBLOB_PASSPHRASE, use --passphrase-file, or run in a terminal"
             )
         if new:
-            first = getpass.getpass(f"Passphrase for the new container {self.container_name!r}: ")
-            if getpass.getpass("Again: ") != first:
+            first = _prompt(f"Passphrase for the new container {self.container_name!r}: ")
+            if _prompt("Again: ") != first:
                 raise UsageError("the two passphrases differ; nothing was created")
-            return first.encode("utf-8")
-        return getpass.getpass(f"Passphrase for container {self.container_name!r}: ").encode()
+            return first
+        return _prompt(f"Passphrase for container {self.container_name!r}: ")
 
     def open(self) -> SoftwareContainer:
         return self.home.open(self.container_name, self.passphrase())
@@ -235,10 +243,29 @@ class Context:
         sources as :meth:`passphrase`."""
         given = self._given_passphrase()
         if given is not None:
-            return given
+            return _not_empty(given)
         if not sys.stdin.isatty():
             raise UsageError(f"{what} is encrypted: give --passphrase-file")
-        return getpass.getpass(f"Passphrase for {what}: ").encode("utf-8")
+        return _prompt(f"Passphrase for {what}: ")
+
+
+def _prompt(text: str) -> bytes:
+    """A passphrase typed at a no-echo prompt: its UTF-8 bytes; none (Ctrl-D) is a usage
+    error, not a traceback."""
+    try:
+        typed = getpass.getpass(text)
+    except EOFError:
+        raise UsageError("no passphrase given (end of input)") from None
+    return _not_empty(typed.encode("utf-8"))
+
+
+def _not_empty(passphrase: bytes) -> bytes:
+    if not passphrase:
+        raise UsageError(
+            "the passphrase is empty (an empty KEYBLOB_PASSPHRASE, an empty first line of "
+            "--passphrase-file, or nothing typed)"
+        )
+    return passphrase
 
 
 # -- commands --------------------------------------------------------------------------
@@ -720,6 +747,7 @@ def _stream_to_output(
         work(sys.stdout.buffer)
         sys.stdout.buffer.flush()
         return
+    _refuse_missing_folder(output)
     try:
         with atomic_output(Path(output), mode) as f:
             work(f)
@@ -1459,7 +1487,7 @@ def _refuse_outputs_over_inputs(args: argparse.Namespace) -> None:
         for option in ("output", "signature_out")
         if isinstance(path := getattr(args, option, None), str) and path != "-"
     ]
-    for i, (option, path) in enumerate(outputs):
+    for i, (_option, path) in enumerate(outputs):
         for other, used in inputs + outputs[:i]:
             if _same_file(path, used):
                 role = "an input" if (other, used) in inputs else "the other output"

@@ -285,3 +285,27 @@ def test_output_to_a_process_substitution(tmp_path, home_env):
         data = pipe.read()
     assert run.returncode == 0, run.stderr
     assert data.startswith(b"KBDT")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal")
+def test_no_passphrase_at_the_prompt_or_an_empty_one_is_a_usage_error(tmp_path, home_env):
+    from support import run_in_terminal
+
+    env = {k: v for k, v in home_env.items() if k != "KEYBLOB_PASSPHRASE"}
+    status, out = run_in_terminal(["show", "k"], ["\x04"], env)  # Ctrl-D at the prompt
+    assert status == 2 and "no passphrase given" in out and "Traceback" not in out
+    empty = tmp_path / "empty.pw"
+    empty.write_bytes(b"\n")
+    run = subprocess.run(
+        [*KEYBLOB, "--passphrase-file", str(empty), "show", "k"],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    assert run.returncode == 2 and b"the passphrase is empty" in run.stderr
+
+
+def test_output_to_a_folder_that_does_not_exist(kb, tmp_path):
+    (tmp_path / "in").write_bytes(b"x")
+    status, _, err = kb("encrypt", "payroll", "-i", str(tmp_path / "in"), "-o", f"{tmp_path}/new/")
+    assert status == 2 and "no such folder" in err and not (tmp_path / "new").exists()
