@@ -345,6 +345,11 @@ def store_key(
     """
     if len(key) not in algorithm.key_sizes:
         raise UsageError(f"a {algorithm.label} key cannot be {len(key)} bytes long")
+    if not rotate_existing and (latest := store.latest(name)) is not None:
+        raise UsageError(
+            f"{name} exists already (generation {latest}): store the key as its next "
+            "generation with --rotate (rotate_existing=True), or choose another name"
+        )
     # legacy=True: importing a legacy key is allowed; generate/rotate give its one warning.
     if rotate_existing:
         return rotate(provider, store, name, algorithm=algorithm, to=to, legacy=True, _key=key)

@@ -529,7 +529,16 @@ def cmd_inspect(ctx: Context) -> int:
         return 0
     if not armored and raw[:4] != b"KBLB" and mscapi.looks_like_capi_blob(raw):
         return _inspect_capi(raw, args.json)
-    blob = KeyBlob.from_bytes(dearmor(raw, BLOB) if armored else raw)
+    try:
+        blob = KeyBlob.from_bytes(dearmor(raw, BLOB) if armored else raw)
+    except FormatError as e:
+        raise FormatError(
+            f"{args.file}: {e}",
+            hints=(
+                "inspect reads keyblob key blobs and public key files (binary or armored) and "
+                "CryptoAPI SIMPLEBLOB, PUBLICKEYBLOB, PRIVATEKEYBLOB and PLAINTEXTKEYBLOB files",
+            ),
+        ) from None
     fields = blob.fields()
     signed_end = next(f.offset for f in fields if not f.signed)
     if args.json:
@@ -835,13 +844,21 @@ def _capi_public_blob(path: str) -> mscapi.PublicKeyBlob:
     try:
         return mscapi.PublicKeyBlob.from_bytes(_capi_file(path))
     except FormatError as e:
-        raise FormatError(f"{path}: not a PUBLICKEYBLOB ({e})") from None
+        raise FormatError(
+            f"{path}: not a PUBLICKEYBLOB ({e})",
+            hints=(
+                "a key in PEM, DER or .NET XML converts with: "
+                f"keyblob capi convert {path} --to msblob --public -o KEY.pubblob",
+            ),
+        ) from None
 
 
 def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> bool:
     """The procedure's cure: the SIMPLEBLOB's signature is checked before any unwrap.
 
     Returns whether the blob is authenticated (False only with --unsigned)."""
+    if args.unsigned and args.signature is not None:
+        raise UsageError("--unsigned and --signature contradict each other: give one")
     if args.signature is None:
         if not args.unsigned:
             raise _Refused(
@@ -854,7 +871,7 @@ def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> b
         return False
     if args.signer is None:
         raise UsageError("--signature needs --signer PUBLICKEYBLOB (the signer's public key)")
-    hash_alg = mscapi.from_label(args.hash)
+    hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
     signer = _capi_public_blob(args.signer).to_public_key()
     signature = _capi_file(args.signature)
     _refusing(what, lambda: mscapi.verify_signature(signer, signature, blob, hash_alg=hash_alg))
@@ -938,9 +955,24 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
     authenticated = _capi_check_signature(args, blob, args.file)
     container = ctx.open()
     store = ctx.store()
-    capi_key = _refusing(
-        args.file, lambda: container.capi_unwrap(blob, authenticated=authenticated)
-    )
+    try:
+        capi_key = _refusing(
+            args.file, lambda: container.capi_unwrap(blob, authenticated=authenticated)
+        )
+    except _Refused as e:
+        raise _Refused(
+            str(e),
+            hints=(
+                *e.hints,
+                "a SIMPLEBLOB opens with the Windows exchange key it was wrapped for: import "
+                "that key pair first (keyblob capi import-keypair PRIVATEKEYBLOB)",
+            ),
+        ) from None
+    if not authenticated:
+        _print_warning(
+            "without a signature a damaged blob yields a random key: decrypt some data "
+            "before relying on it"
+        )
     session = blobs.store_key(
         container,
         store,
@@ -965,7 +997,7 @@ def cmd_capi_export_simpleblob(ctx: Context) -> int:
             "recipient's exchange key (CALG_RSA_KEYX)"
         )
     recipient = to_blob.to_public_key()
-    hash_alg = mscapi.from_label(args.hash)
+    hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
     container = ctx.open()
     session = ctx.load(args.name, container)
     blob = mscapi.build_simpleblob(_capi_key(session), recipient, legacy=args.legacy)
@@ -1107,10 +1139,15 @@ def _capi_decrypt_key(ctx: Context) -> mscapi.CapiKey:
         raise UsageError(
             "give one of: NAME (a stored key), --simpleblob FILE --private FILE, --key FILE"
         )
+    if not args.simpleblob and any(
+        x for x in (args.private, args.signature, args.signer, args.unsigned)
+    ):
+        raise UsageError("--private, --signature, --signer and --unsigned go with --simpleblob")
     if args.name:
         return _capi_key(ctx.load(args.name))
     if args.key:
-        plain = mscapi.PlaintextKeyBlob.from_bytes(_capi_file(args.key))
+        data = _capi_file(args.key)
+        plain = _refusing(args.key, lambda: mscapi.PlaintextKeyBlob.from_bytes(data))
         return mscapi.CapiKey.new(plain.alg_id, plain.key)
     if not args.private:
         raise UsageError("--simpleblob needs --private PRIVATEKEYBLOB (the exchange key pair)")
@@ -1123,7 +1160,10 @@ def _capi_unwrap(args: argparse.Namespace, path: str) -> tuple[mscapi.CapiKey, b
     blob = _capi_file(path)
     _refusing(path, lambda: mscapi.SimpleBlob.from_bytes(blob))
     authenticated = _capi_check_signature(args, blob, path)
-    private = mscapi.PrivateKeyBlob.from_bytes(_capi_file(args.private)).to_private_key()
+    private_blob = _capi_file(args.private)
+    private = _refusing(
+        args.private, lambda: mscapi.PrivateKeyBlob.from_bytes(private_blob)
+    ).to_private_key()
     key: mscapi.CapiKey = _refusing(
         path, lambda: mscapi.unwrap_simpleblob(blob, private, authenticated=authenticated)
     )
@@ -1132,8 +1172,8 @@ def _capi_unwrap(args: argparse.Namespace, path: str) -> tuple[mscapi.CapiKey, b
 
 def cmd_capi_unwrap(ctx: Context) -> int:
     args = ctx.args
-    if args.output is None and not args.info:  # before any file is read
-        raise UsageError("give -o FILE for the PLAINTEXTKEYBLOB (or --info)")
+    if (args.output is None) == (not args.info):  # before any file is read
+        raise UsageError("give -o FILE for the PLAINTEXTKEYBLOB, or --info (not both)")
     key, authenticated = _capi_unwrap(args, args.simpleblob)
     if args.info:
         print(f"{key.alg_id.calg_name}, {key.key_size * 8}-bit key ({key.key_size} bytes)")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from keyblob import mscapi
 from keyblob.cli import main
@@ -187,7 +188,7 @@ def test_unwrap_refuses_a_key_a_plaintextkeyblob_cannot_carry(
     status, out_text, _ = kb(*argv, "--signer", f["signer"], "--info")
     assert status == 0 and "CALG_RC2, 160-bit key (20 bytes)" in out_text
     status, _, err = kb(*argv, "--signer", f["signer"], "--hash", "sha-7", "--info")
-    assert status == 2 and "unknown algorithm 'sha-7' (expected one of" in err
+    assert status == 2 and "unknown hash 'sha-7' (expected one of md2" in err
 
 
 def test_capi_arguments_that_do_not_fit_together(kb, tmp_path, windows_keys):
@@ -195,7 +196,7 @@ def test_capi_arguments_that_do_not_fit_together(kb, tmp_path, windows_keys):
     unwrap = ["capi", "unwrap", "--private", f["priv"], f["sb"]]
     cases = [
         ([*unwrap, "--signature", f["sig"], "-o", tmp_path / "k"], "--signature needs --signer"),
-        ([*unwrap, "--unsigned"], "give -o FILE for the PLAINTEXTKEYBLOB (or --info)"),
+        ([*unwrap, "--unsigned"], "give -o FILE for the PLAINTEXTKEYBLOB, or --info (not both)"),
         (["capi", "decrypt", "-i", f["ct"]], "give one of: NAME (a stored key), --simpleblob"),
         (["capi", "decrypt", "--simpleblob", f["sb"], "-i", f["ct"]], "needs --private"),
     ]
@@ -445,3 +446,64 @@ def test_an_output_that_is_an_input_is_refused_before_anything_is_read(
     for n, p in files.items():
         assert p.read_bytes() == n.encode() * 10
     assert not (tmp_path / "same").exists() and not (tmp_path / "s2").exists()
+
+
+def test_mistakes_an_administrator_makes_get_a_way_forward(kb, tmp_path, windows_keys):
+    """Each mistake from a user walkthrough: refused, with the message or hint that says
+    what to do instead."""
+    f = _windows_files(tmp_path, windows_keys, b"salaries" * 100)
+    signed = ["--signature", f["sig"], "--signer", f["signer"]]
+    assert kb("init", "--suite", "rsa", "--bits", "2048")[0] == 0
+    # The Windows key pair not imported yet: the hint says to import it.
+    status, _, err = kb("capi", "import-simpleblob", f["sb"], "--name", "payroll", *signed)
+    assert status == 3 and "keyblob capi import-keypair PRIVATEKEYBLOB" in err
+    assert kb("capi", "import-keypair", f["priv"])[0] == 0
+    assert kb("capi", "import-simpleblob", f["sb"], "--name", "payroll", *signed)[0] == 0
+    # The name taken: the way is --rotate, not 'keyblob rotate' (a new random key).
+    status, _, err = kb("capi", "import-simpleblob", f["sb"], "--name", "payroll", *signed)
+    assert status == 2 and "with --rotate" in err and "keyblob rotate" not in err
+    # Contradicting options are refused, not silently ignored.
+    status, _, err = kb("capi", "import-simpleblob", f["sb"], "--name", "p2", *signed, "--unsigned")
+    assert status == 2 and "contradict" in err
+    status, _, err = kb("capi", "decrypt", "payroll", "--private", f["priv"], "-i", f["ct"])
+    assert status == 2 and "go with --simpleblob" in err
+    # A signer given as PEM: the hint shows the conversion.
+    pem = _write(
+        tmp_path / "signer.pem",
+        windows_keys[1].public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
+    )
+    status, _, err = kb(
+        "capi",
+        "import-simpleblob",
+        f["sb"],
+        "--name",
+        "p3",
+        "--signature",
+        f["sig"],
+        "--signer",
+        pem,
+    )
+    assert status == 3 and f"keyblob capi convert {pem} --to msblob --public" in err
+    # CryptoAPI data given to the native decrypt: the hint names capi decrypt.
+    status, _, err = kb("decrypt", "-i", f["ct"], "-o", tmp_path / "out")
+    assert status == 3 and "use keyblob capi decrypt" in err
+    # A signature file of the wrong size says so.
+    short = _write(tmp_path / "short.sig", b"\x00" * 10)
+    status, _, err = kb(
+        "capi",
+        "import-simpleblob",
+        f["sb"],
+        "--name",
+        "p4",
+        "--signature",
+        short,
+        "--signer",
+        f["signer"],
+    )
+    assert status == 3 and "10 bytes, but a 2048-bit signer's signatures are 256 bytes" in err
+
+
+def test_inspect_of_something_else_says_what_it_reads(kb, tmp_path):
+    other = _write(tmp_path / "data.sig", b"\x01" * 256)
+    status, _, err = kb("inspect", other)
+    assert status == 3 and f"{other}: " in err and "inspect reads keyblob key blobs" in err

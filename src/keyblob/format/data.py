@@ -76,7 +76,13 @@ class DataHeader:
             FormatError: those bytes are not the start of a data header.
         """
         if fixed[:4] != MAGIC[: len(fixed)] or not fixed:
-            raise FormatError("not keyblob encrypted data (it does not start with 'KBDT')")
+            raise FormatError(
+                "not keyblob encrypted data (it does not start with 'KBDT')",
+                hints=(
+                    "data encrypted by Windows CryptoAPI (CryptEncrypt) has no header: "
+                    "use keyblob capi decrypt",
+                ),
+            )
         if len(fixed) < FIXED_SIZE:
             raise FormatError(f"encrypted data: header truncated ({len(fixed)} bytes)")
         return FIXED_SIZE + fixed[FIXED_SIZE - 1]

@@ -22,7 +22,7 @@ from keyblob.mscapi.algids import (
     AlgId,
     SessionAlgorithm,
     alg_name,
-    from_label,
+    hash_from_label,
     session_algorithm,
 )
 from keyblob.mscapi.blobs import (
@@ -49,7 +49,13 @@ from keyblob.mscapi.data import (
 from keyblob.mscapi.derive import Csp, derive_key
 from keyblob.mscapi.keyfiles import KeyFormat, LoadedKey, dump_rsa_key, load_rsa_key
 from keyblob.mscapi.session import CapiKey
-from keyblob.mscapi.signatures import sign_digest, sign_hash, verify_digest, verify_signature
+from keyblob.mscapi.signatures import (
+    SIGN_HASHES,
+    sign_digest,
+    sign_hash,
+    verify_digest,
+    verify_signature,
+)
 from keyblob.mscapi.simpleblob import (
     build_simpleblob,
     unwrap_simpleblob,
@@ -58,6 +64,7 @@ from keyblob.mscapi.simpleblob import (
 
 __all__ = [
     "DECRYPT_FAILED",
+    "SIGN_HASHES",
     "AlgId",
     "BlobType",
     "CapiKey",
@@ -84,8 +91,8 @@ __all__ = [
     "dump_rsa_key",
     "encrypt",
     "encrypt_file",
-    "from_label",
     "has_legacy_backend",
+    "hash_from_label",
     "load_rsa_key",
     "looks_like_capi_blob",
     "session_algorithm",

@@ -132,7 +132,7 @@ HASH_SIZES: dict[AlgId, int] = {
 #: unless the caller passes ``legacy=True``.
 LEGACY_HASHES = frozenset({AlgId.MD2, AlgId.MD4, AlgId.MD5, AlgId.SHA1, AlgId.SSL3_SHAMD5})
 
-_LABELS = {a.label: a.alg_id for a in SESSION_ALGORITHMS.values()} | {
+_HASH_LABELS = {
     "md2": AlgId.MD2,
     "md4": AlgId.MD4,
     "md5": AlgId.MD5,
@@ -157,17 +157,17 @@ def session_algorithm(alg_id: int, *, field: str = "aiKeyAlg") -> SessionAlgorit
         ) from None
 
 
-def from_label(label: str) -> AlgId:
-    """``"aes-256"``, ``"3des"``, ``"rc4"``, ``"sha256"``... -> AlgId (for the CLI).
+def hash_from_label(label: str, allowed: frozenset[AlgId]) -> AlgId:
+    """``"sha256"``... -> the hash AlgId, one of ``allowed`` (for the CLI's ``--hash``).
 
     Raises:
-        UsageError: the label is unknown (the caller asked for it, as for Algorithm.from_label).
+        UsageError: not the label of an allowed hash; the message lists those only.
     """
-    try:
-        return _LABELS[label.lower()]
-    except KeyError:
-        choices = ", ".join(sorted(_LABELS))
-        raise UsageError(f"unknown algorithm {label!r} (expected one of {choices})") from None
+    alg = _HASH_LABELS.get(label.lower())
+    if alg is None or alg not in allowed:
+        choices = ", ".join(sorted(k for k, v in _HASH_LABELS.items() if v in allowed))
+        raise UsageError(f"unknown hash {label!r} (expected one of {choices})")
+    return alg
 
 
 def warn_legacy(what: str, *, stacklevel: int = 3) -> None:

@@ -29,7 +29,7 @@ DIGEST_INFO: dict[AlgId, bytes] = {
     AlgId.SHA_384: bytes.fromhex("3041300d060960864801650304020205000430"),
     AlgId.SHA_512: bytes.fromhex("3051300d060960864801650304020305000440"),
 }
-_SIGN_HASHES = frozenset(DIGEST_INFO) | {AlgId.SSL3_SHAMD5}
+SIGN_HASHES = frozenset(DIGEST_INFO) | {AlgId.SSL3_SHAMD5}
 _BAD_SIGNATURE = "signature verification failed"
 
 
@@ -38,7 +38,7 @@ def _hash_alg(hash_alg: AlgId | int) -> AlgId:
         alg = AlgId(hash_alg)
     except ValueError:
         raise UsageError(f"0x{int(hash_alg):08x} is not a hash ALG_ID") from None
-    if alg not in _SIGN_HASHES:
+    if alg not in SIGN_HASHES:
         raise UsageError(f"{alg.calg_name} is not a signature hash")
     return alg
 
@@ -144,8 +144,12 @@ def verify_digest(
         warn_legacy(alg.calg_name)
     with_oid = _payload(alg, digest, False)
     bare = _payload(alg, digest, True)
-    if len(signature) != (public_key.key_size + 7) // 8:
-        raise VerificationError(_BAD_SIGNATURE)
+    size = (public_key.key_size + 7) // 8
+    if len(signature) != size:  # the sizes are public: saying them reveals nothing
+        raise VerificationError(
+            f"{_BAD_SIGNATURE}: {len(signature)} bytes, but a {public_key.key_size}-bit "
+            f"signer's signatures are {size} bytes"
+        )
     try:
         recovered = public_key.recover_data_from_signature(
             signature[::-1], padding.PKCS1v15(), None
