@@ -3,7 +3,16 @@
 The public surface, re-exported here; nothing is defined in this module.
 """
 
-from keyblob.blobs import Verified, generate, import_blob, load, open_latest, rotate, verify
+from keyblob.blobs import (
+    Verified,
+    generate,
+    import_blob,
+    load,
+    open_latest,
+    open_stored,
+    rotate,
+    verify,
+)
 from keyblob.errors import (
     FormatError,
     KeyblobError,
@@ -48,6 +57,7 @@ __all__ = [
     "load",
     "open_latest",
     "open_store",
+    "open_stored",
     "rotate",
     "verify",
 ]

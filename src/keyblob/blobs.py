@@ -470,6 +470,37 @@ def open_latest(provider: Provider, store: Store, name: str, *, unwrap: bool = T
     )
 
 
+def open_stored(
+    provider: Provider,
+    store: Store,
+    name: str,
+    generation: int,
+    *,
+    key_id: KeyId | None = None,
+    unwrap: bool = True,
+) -> Verified:
+    """Load, verify and (by default) unwrap generation ``generation`` of ``name``, which
+    need not be the newest: data encrypted under it stays readable after a rotation.  The
+    signature still binds name, generation (and ``key_id``, if given).
+
+    Raises:
+        NotFoundError: that generation is not stored.
+        VerificationError: any check failed.
+        FormatError: the stored bytes are not a key blob.
+    """
+    check_name(name)
+    return _open_stored(
+        provider,
+        store,
+        provider.state(),
+        name=name,
+        generation=generation,
+        key_id=key_id,
+        unwrap=unwrap,
+        newest=False,
+    )
+
+
 def _open_stored(
     provider: Provider,
     store: Store,
@@ -516,17 +547,7 @@ def load(
     if generation is None:
         verified = open_latest(provider, store, name)
     else:
-        check_name(name)
-        verified = _open_stored(
-            provider,
-            store,
-            provider.state(),
-            name=name,
-            generation=generation,
-            key_id=key_id,
-            unwrap=True,
-            newest=False,
-        )
+        verified = open_stored(provider, store, name, generation, key_id=key_id)
     if verified.key is None:  # unreachable: unwrap=True always sets it
         raise VerificationError(BAD_KEY_LENGTH)
     return verified.key

@@ -233,9 +233,13 @@ class Context:
         return self.home.open(self.container_name, self.passphrase())
 
     def load(self, name: str, container: SoftwareContainer | None = None) -> SessionKey:
-        """The newest generation of ``name``, every import check made (refusals exit 3)."""
+        """The newest generation of ``name`` (or --generation's), every import check made
+        (refusals exit 3)."""
         opened = container or self.open()
-        key: SessionKey = _refusing(name, lambda: blobs.load(opened, self.store(), name))
+        generation = getattr(self.args, "generation", None)
+        key: SessionKey = _refusing(
+            name, lambda: blobs.load(opened, self.store(), name, generation=generation)
+        )
         return key
 
     def key_passphrase(self, what: str) -> bytes:
@@ -457,7 +461,15 @@ def cmd_export(ctx: Context) -> int:
     args = ctx.args
     container = ctx.open()
     store = ctx.store()
-    v = _refusing(args.name, lambda: blobs.open_latest(container, store, args.name, unwrap=False))
+    if args.generation is None:
+        v = _refusing(
+            args.name, lambda: blobs.open_latest(container, store, args.name, unwrap=False)
+        )
+    else:
+        v = _refusing(
+            args.name,
+            lambda: blobs.open_stored(container, store, args.name, args.generation, unwrap=False),
+        )
     data = armor(v.encoded, BLOB) if args.armor else v.encoded
     _write_output(args.output, data)
     if args.output != "-":
@@ -1143,6 +1155,8 @@ def _capi_decrypt_key(ctx: Context) -> mscapi.CapiKey:
         x for x in (args.private, args.signature, args.signer, args.unsigned)
     ):
         raise UsageError("--private, --signature, --signer and --unsigned go with --simpleblob")
+    if args.generation is not None and not args.name:
+        raise UsageError("--generation goes with NAME, a stored key")
     if args.name:
         return _capi_key(ctx.load(args.name))
     if args.key:
@@ -1235,6 +1249,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{PROG}: error: {message}\n")
 
 
+def _generation_option(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--generation",
+        type=int,
+        metavar="N",
+        help="an older generation of the key (default: the newest); every check still runs",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
@@ -1293,6 +1316,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("-o", "--output", required=True, metavar="FILE", help="'-' for standard output")
     sp.add_argument("--armor", action="store_true", help="text armor instead of binary")
+    _generation_option(sp)
     sp = command("import", cmd_import, "verify a blob, then add it to the store")
     sp.add_argument("file")
     sp.add_argument("--name", help="refuse unless the blob is signed for this name")
@@ -1406,6 +1430,7 @@ def _capi_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     sp.add_argument("--signature-out", required=True, metavar="SIG")
     sp.add_argument("--hash", default="sha256")
     sp.add_argument("--legacy", action="store_true", help="allow a legacy key or hash (warns)")
+    _generation_option(sp)
     sp = command(
         "encrypt", cmd_capi_encrypt, "CryptEncrypt-compatible encryption with a stored key"
     )
@@ -1429,6 +1454,7 @@ def _capi_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     signed(sp)
     sp = command("decrypt", cmd_capi_decrypt, "CryptDecrypt-compatible decryption")
     sp.add_argument("name", nargs="?", help="a stored key (or use --simpleblob/--private, --key)")
+    _generation_option(sp)
     sp.add_argument("-i", "--input", action="append", default=[], metavar="IN")
     sp.add_argument("-o", "--output", metavar="OUT|DIR")
     sp.add_argument("--iv", metavar="HEX")

@@ -507,3 +507,28 @@ def test_inspect_of_something_else_says_what_it_reads(kb, tmp_path):
     other = _write(tmp_path / "data.sig", b"\x01" * 256)
     status, _, err = kb("inspect", other)
     assert status == 3 and f"{other}: " in err and "inspect reads keyblob key blobs" in err
+
+
+def test_an_older_generation_by_name(kb, tmp_path, windows_keys):
+    """CryptoAPI data names no key: after a rotation, --generation still opens it; and
+    export --generation writes that generation's blob."""
+    plain = b"old windows data" * 50
+    f = _windows_files(tmp_path, windows_keys, plain)
+    signed = ["--signature", f["sig"], "--signer", f["signer"]]
+    assert kb("init", "--suite", "rsa", "--bits", "2048")[0] == 0
+    assert kb("capi", "import-keypair", f["priv"])[0] == 0
+    assert kb("capi", "import-simpleblob", f["sb"], "--name", "payroll", *signed)[0] == 0
+    assert kb("rotate", "payroll")[0] == 0  # generation 2: a new key
+    assert kb("capi", "decrypt", "payroll", "-i", f["ct"], "-o", tmp_path / "new")[0] == 3
+    status, _, _ = kb(
+        "capi", "decrypt", "payroll", "--generation", "1", "-i", f["ct"], "-o", tmp_path / "old"
+    )
+    assert status == 0 and (tmp_path / "old").read_bytes() == plain
+    status, _, err = kb("capi", "decrypt", "--key", f["sb"], "--generation", "1", "-i", f["ct"])
+    assert status == 2 and "--generation goes with NAME" in err
+    status, _, err = kb("export", "payroll", "--generation", "1", "-o", tmp_path / "g1.kb")
+    assert status == 0 and "payroll generation 1" in err
+    status, out, _ = kb("inspect", tmp_path / "g1.kb", "--json")
+    fields = {x["name"]: x["value"] for x in json.loads(out)["fields"]}
+    assert fields["generation"] == "1"
+    assert kb("export", "payroll", "--generation", "7", "-o", tmp_path / "g7.kb")[0] == 4
