@@ -880,10 +880,11 @@ def print_report(res: dict[str, Any]) -> None:
         for name, v in floor.items():
             print(f"   {name:<68} {us(v):>9}")
         values = list(floor.values())
-        gen_floor = values[0] + values[1] + values[2] + 2 * values[3]
+        # generate reads the state once, under the lock (blobs._store_new)
+        gen_floor = values[0] + values[1] + values[2] + values[3]
         load_floor = 2 * values[3]
         print(
-            f"   generate needs at least one of each write, a new folder and two small reads:"
+            f"   generate needs at least one of each write, a new folder and one small read:"
             f" {us(gen_floor)} us; load two small reads: {us(load_floor)} us"
         )
         print(f"   budget left by the {TARGET_RATIO} target = ({TARGET_RATIO} - 1) x raw median:")
