@@ -495,7 +495,12 @@ def cmd_import(ctx: Context) -> int:
 
 def cmd_verify(ctx: Context) -> int:
     args = ctx.args
-    data = _read_file(args.file, MAX_BLOB_SIZE * 2)
+    try:
+        data = _read_file(args.file, MAX_BLOB_SIZE * 2)
+    except KeyblobError as e:  # a script reading --json gets JSON, whatever failed
+        if args.json:
+            _emit_json({"file": args.file, "valid": False, "reason": str(e)})
+        raise
     container = ctx.open()
     try:
         v = _refusing(args.file, lambda: blobs.verify(container, data, name=args.name))

@@ -461,3 +461,9 @@ def test_list_reports_a_name_whose_blobs_were_all_deleted(kb):
     assert status == 3 and [k["name"] for k in doc["keys"]] == ["backups"]
     assert [r["name"] for r in doc["refused"]] == ["payroll"]
     assert "the store has no payroll" in doc["refused"][0]["reason"]
+
+
+def test_verify_json_of_a_missing_file_is_json(kb, tmp_path):
+    kb("init")
+    status, out, _ = kb("verify", str(tmp_path / "nope.kb"), "--json")
+    assert status == 4 and json.loads(out)["valid"] is False
