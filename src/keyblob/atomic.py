@@ -164,22 +164,22 @@ def atomic_output(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
     8 MiB, checked every 50 ms), so durability costs little more than the disk's own write
     time.
 
-    A symlink at ``path`` is written through (its target is replaced, not the link).  A
-    device, FIFO or socket there (``/dev/null``, a named pipe) is written directly, as
-    standard output is: there is no file to keep whole, and renaming over it would replace
-    it.  A folder raises IsADirectoryError.
+    What is already at ``path`` is never trusted when others could have put it there (a
+    shared or group folder):
+
+    - a symlink owned by this user or root (``/dev/stdout``, ``/dev/fd/N``, one's own) is
+      followed; anyone else's is replaced like a file, never followed;
+    - a character device (only root makes those: ``/dev/null``), or a FIFO or socket owned
+      by this user (a shell's ``>(...)``), is written directly, as standard output is: there
+      is no file to keep whole.  A FIFO or socket of another user is refused (EPERM): it
+      would hand them the output;
+    - a folder raises IsADirectoryError.
     """
-    try:
-        info = os.stat(path)  # through symlinks, /dev/stdout and /dev/fd/N included
-    except FileNotFoundError:
-        info = None
-    if info is not None and not stat.S_ISREG(info.st_mode):
-        if stat.S_ISDIR(info.st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        with open(path, "wb") as special:  # by its own name: /dev/fd/N has no other
-            yield special
+    path, special = _output_target(Path(path))
+    if special is not None:
+        with os.fdopen(special, "wb") as f:
+            yield f
         return
-    path = Path(os.path.realpath(path))  # a regular file, or none yet: replace the target
     folder = path.parent
     tmp = folder / f".{path.name}.{secrets.token_hex(8)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
@@ -203,10 +203,52 @@ def atomic_output(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
         f.close()
         os.replace(tmp, path)
     except BaseException:
+        # The temp file goes first: a second signal during the rest of the cleanup must not
+        # leave it (with the partial plaintext in it) behind.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         stop_syncer()
         with contextlib.suppress(OSError):  # flushing the rest may fail as the write did
             f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
         raise
     fsync_dir(folder)
+
+
+def _euid() -> int:
+    return os.geteuid() if hasattr(os, "geteuid") else 0  # Windows: no owners to tell apart
+
+
+def _output_target(path: Path) -> tuple[Path, int | None]:
+    """Where :func:`atomic_output` writes: the path to replace, or an fd opened on a
+    special file (see its docstring for the rules)."""
+    try:
+        link = os.lstat(path)
+    except FileNotFoundError:
+        return path, None
+    followed = stat.S_ISLNK(link.st_mode)
+    if followed and link.st_uid not in (_euid(), 0):
+        return path, None  # someone else's symlink: replaced, never followed
+    try:
+        info = os.stat(path) if followed else link
+    except FileNotFoundError:
+        return path, None  # a dangling link: replaced
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if stat.S_ISREG(info.st_mode):
+        return (Path(os.path.realpath(path)) if followed else path), None
+    # No O_CREAT or O_TRUNC; O_NOFOLLOW unless a trusted link is being followed; then the
+    # opened file must be the one looked at, and of a kind that is safe to write into.
+    flags = os.O_WRONLY | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags if followed else flags | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        opened = os.fstat(fd)
+        same = (opened.st_dev, opened.st_ino) == (info.st_dev, info.st_ino)
+        mine = opened.st_uid == _euid()
+        if not same or not (stat.S_ISCHR(opened.st_mode) or mine):
+            raise PermissionError(
+                errno.EPERM, "a FIFO or socket of another user: refusing to write into it"
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return path, fd

@@ -149,6 +149,8 @@ def _write_output(path: str, data: bytes, *, mode: int = 0o644, refuse_tty: bool
     try:
         with atomic_output(Path(path), mode) as f:
             f.write(data)
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a folder: give a file name") from None
     except OSError as e:
         raise StorageError(f"cannot write {path}: {e.strerror}") from e
 
@@ -389,9 +391,11 @@ def cmd_list(ctx: Context) -> int:
     store = ctx.store()
     state = container.state()
     rows, refused = [], []
-    # The names this container has seen are listed too: a name whose every blob was
-    # deleted from the store is refused (rolled back), not silently absent.
-    for name in sorted({*store.names(), *state.high_water}):
+    names = store.names()
+    # Names this container has seen that the store lacks: deleted, or kept in another store
+    # (high-water marks are per name, not per store), so a warning, not a refusal.
+    missing = sorted(set(state.high_water) - set(names))
+    for name in names:
         try:
             v = blobs.open_latest(container, store, name, unwrap=False)
         except (VerificationError, FormatError) as e:
@@ -404,6 +408,7 @@ def cmd_list(ctx: Context) -> int:
                 "store": store.location,
                 "keys": rows,
                 "refused": [{"name": n, "reason": r} for n, r in refused],
+                "missing": [{"name": n, "seen": state.generation_floor(n)} for n in missing],
             }
         )
     elif rows:
@@ -418,6 +423,11 @@ def cmd_list(ctx: Context) -> int:
         print(f"no keys in {_tilde(store.location)}", file=sys.stderr)
     for name, reason in refused:
         print(f"{PROG}: error: refused {name}: {reason}", file=sys.stderr)
+    for name in missing:
+        _print_warning(
+            f"{name}: this container has seen generation {state.generation_floor(name)}, but "
+            f"{_tilde(store.location)} has none (deleted, or the key is in another store)"
+        )
     return 3 if refused else 0
 
 
@@ -777,6 +787,8 @@ def _stream_to_output(
     try:
         with atomic_output(Path(output), mode) as f:
             work(f)
+    except IsADirectoryError:
+        raise UsageError(f"{output} is a folder: give a file name") from None
     except OSError as e:
         raise StorageError(f"cannot write {output}: {e.strerror}") from e
 
@@ -1080,7 +1092,12 @@ def cmd_capi_decrypt(ctx: Context) -> int:
     inputs: list[str | None] = list(args.input) or [None]
     into_folder = len(inputs) > 1 or bool(args.output and Path(args.output).is_dir())
     # Checked before the unlock, and before anything is written.
-    targets = _decrypt_targets(inputs, args.output) if into_folder else None
+    others = [
+        p for p in (args.key, args.private, args.simpleblob, args.signature, args.signer) if p
+    ]
+    if args.passphrase_file:
+        others.append(args.passphrase_file)
+    targets = _decrypt_targets(inputs, args.output, others) if into_folder else None
     key = _capi_decrypt_key(ctx)
     sizes = [os.path.getsize(p) if p and p != "-" and os.path.isfile(p) else None for p in inputs]
     total = None if None in sizes else sum(s for s in sizes if s is not None)
@@ -1097,12 +1114,15 @@ def cmd_capi_decrypt(ctx: Context) -> int:
     return 0
 
 
-def _decrypt_targets(inputs: list[str | None], output: str | None) -> list[tuple[str, Path]]:
+def _decrypt_targets(
+    inputs: list[str | None], output: str | None, others: Sequence[str] = ()
+) -> list[tuple[str, Path]]:
     """Each input file and the file it decrypts to in the folder ``output``.
 
     Raises:
         UsageError: no folder, standard input among them, a target that is one of the
-            inputs (its ciphertext would be replaced), or two inputs with one target.
+            inputs or ``others`` (the key files: they would be replaced), or two inputs
+            with one target.
     """
     if not output or not Path(output).is_dir():
         raise UsageError("several inputs need -o DIR, an existing folder")
@@ -1111,7 +1131,7 @@ def _decrypt_targets(inputs: list[str | None], output: str | None) -> list[tuple
         if path is None or path == "-":
             raise UsageError("decrypting into a folder needs each -i to be a file, not '-'")
         pairs.append((path, Path(output) / (Path(path).name.removesuffix(".enc") or "out")))
-    sources = {os.path.realpath(path) for path, _ in pairs}
+    sources = {os.path.realpath(path) for path, _ in pairs} | {os.path.realpath(p) for p in others}
     seen: dict[str, str] = {}
     for path, target in pairs:
         real = os.path.realpath(target)
@@ -1259,7 +1279,8 @@ def _generation_option(sp: argparse.ArgumentParser) -> None:
         "--generation",
         type=int,
         metavar="N",
-        help="an older generation of the key (default: the newest); every check still runs",
+        help="an older generation (default: the newest), to read what it encrypted; its "
+        "signature, name and generation are checked",
     )
 
 
@@ -1435,7 +1456,6 @@ def _capi_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     sp.add_argument("--signature-out", required=True, metavar="SIG")
     sp.add_argument("--hash", default="sha256")
     sp.add_argument("--legacy", action="store_true", help="allow a legacy key or hash (warns)")
-    _generation_option(sp)
     sp = command(
         "encrypt", cmd_capi_encrypt, "CryptEncrypt-compatible encryption with a stored key"
     )
@@ -1516,6 +1536,14 @@ class _Terminated(BaseException):
 
 
 def _terminate(signum: int, _frame: types.FrameType | None) -> None:
+    import signal  # noqa: PLC0415
+
+    # A second signal (a closing terminal sends SIGHUP twice) must not interrupt the
+    # cleanup this one starts: both are ignored until _termination_raises restores them.
+    for name in ("SIGTERM", "SIGHUP"):
+        other = getattr(signal, name, None)
+        if other is not None and signal.getsignal(other) is _terminate:
+            signal.signal(other, signal.SIG_IGN)
     raise _Terminated(signum)
 
 
@@ -1539,7 +1567,16 @@ def _termination_raises() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-_INPUT_OPTIONS = ("input", "file", "simpleblob", "private", "key", "signature", "signer")
+_INPUT_OPTIONS = (
+    "input",
+    "file",
+    "simpleblob",
+    "private",
+    "key",
+    "signature",
+    "signer",
+    "passphrase_file",
+)
 
 
 def _refuse_outputs_over_inputs(args: argparse.Namespace) -> None:
@@ -1553,11 +1590,10 @@ def _refuse_outputs_over_inputs(args: argparse.Namespace) -> None:
                 inputs.append((option, path))
     if args.func is cmd_capi_export_simpleblob:  # there --to is a file; elsewhere a format
         inputs.append(("to", args.to))
-    outputs = [
-        (option, path)
-        for option in ("output", "signature_out")
-        if isinstance(path := getattr(args, option, None), str) and path != "-"
-    ]
+    named = [(o, getattr(args, o, None)) for o in ("output", "signature_out")]
+    if all(path == "-" for _, path in named):  # both on standard output: one stream
+        raise UsageError("-o - and --signature-out - would mix two files on standard output")
+    outputs = [(option, path) for option, path in named if isinstance(path, str) and path != "-"]
     for i, (_option, path) in enumerate(outputs):
         for other, used in inputs + outputs[:i]:
             if _same_file(path, used):
@@ -1569,7 +1605,11 @@ def _refuse_outputs_over_inputs(args: argparse.Namespace) -> None:
 
 
 def _same_file(a: str, b: str) -> bool:
+    """Whether writing ``a`` would destroy the regular file ``b`` (a device or FIFO, such
+    as /dev/null given twice, is not destroyed by being written)."""
     try:
+        if not stat.S_ISREG(os.stat(b).st_mode):
+            return False
         return os.path.samefile(a, b)
     except OSError:  # one does not exist (yet): the same path is the same file
         return os.path.realpath(a) == os.path.realpath(b)

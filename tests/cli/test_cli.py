@@ -456,11 +456,12 @@ def test_list_reports_a_name_whose_blobs_were_all_deleted(kb):
     for blob in (kb.home / "blobs" / "payroll").iterdir():
         blob.unlink()
     (kb.home / "blobs" / "payroll").rmdir()
-    status, out, _ = kb("list", "--json")
+    status, out, err = kb("list", "--json")
     doc = json.loads(out)
-    assert status == 3 and [k["name"] for k in doc["keys"]] == ["backups"]
-    assert [r["name"] for r in doc["refused"]] == ["payroll"]
-    assert "the store has no payroll" in doc["refused"][0]["reason"]
+    assert status == 0 and [k["name"] for k in doc["keys"]] == ["backups"]
+    assert doc["refused"] == [] and doc["missing"] == [{"name": "payroll", "seen": 1}]
+    assert "payroll: this container has seen generation 1, but" in err
+    assert kb("show", "payroll")[0] == 3
 
 
 def test_verify_json_of_a_missing_file_is_json(kb, tmp_path):

@@ -532,3 +532,27 @@ def test_an_older_generation_by_name(kb, tmp_path, windows_keys):
     fields = {x["name"]: x["value"] for x in json.loads(out)["fields"]}
     assert fields["generation"] == "1"
     assert kb("export", "payroll", "--generation", "7", "-o", tmp_path / "g7.kb")[0] == 4
+
+
+def test_outputs_never_replace_key_or_passphrase_files(kb, tmp_path, monkeypatch, capsys):
+    """From a review: the passphrase file, and the key files of a capi decrypt into a
+    folder, were outputs like any other; and '-o - --signature-out -' mixed two files."""
+    from keyblob.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pw.txt").write_text(PASS + "\n")
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "k").write_bytes(b"a PLAINTEXTKEYBLOB")
+    for n in ("k.enc", "b.enc"):
+        (tmp_path / n).write_bytes(b"data")
+    cases = [
+        ["--passphrase-file", "pw.txt", "export", "payroll", "-o", "pw.txt"],
+        ["capi", "decrypt", "--key", "keys/k", "-i", "k.enc", "-i", "b.enc", "-o", "keys"],
+        ["capi", "export-simpleblob", "k", "--to", "x", "-o", "-", "--signature-out", "-"],
+    ]
+    for argv in cases:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+    assert (tmp_path / "pw.txt").read_text() == PASS + "\n"
+    assert (keys / "k").read_bytes() == b"a PLAINTEXTKEYBLOB"

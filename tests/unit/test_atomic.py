@@ -199,3 +199,29 @@ def test_a_symlink_is_written_through_and_a_folder_refused(tmp_path):
     assert link.is_symlink() and target.read_bytes() == b"new"
     with pytest.raises(IsADirectoryError), atomic.atomic_output(tmp_path) as f:
         f.write(b"never")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to chown")
+def test_what_another_user_planted_is_never_written_into(tmp_path):
+    """In a folder others can write to, a symlink or FIFO they planted at the output path
+    would send the output where they want it (a reader of their own, a file of the
+    victim's): the link is replaced, not followed; the FIFO is refused."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"victim's own file")
+    link = tmp_path / "out.txt"
+    link.symlink_to(victim)
+    os.lchown(link, 65534, 65534)
+    with atomic.atomic_output(link) as f:
+        f.write(b"output")
+    assert not link.is_symlink() and link.read_bytes() == b"output"
+    assert victim.read_bytes() == b"victim's own file"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    os.chown(fifo, 65534, 65534)
+    import threading
+
+    opened = threading.Thread(target=lambda: open(fifo, "rb").close(), daemon=True)
+    opened.start()  # a reader, so that opening the FIFO for writing does not block
+    with pytest.raises(PermissionError, match="another user"), atomic.atomic_output(fifo) as f:
+        f.write(b"never")
+    opened.join(5)
