@@ -976,6 +976,27 @@ def _public_key_blob(container: SoftwareContainer, role: KeyRole) -> bytes:
     return mscapi.PublicKeyBlob.from_public_key(cast(rsa.RSAPublicKey, public), alg_id).to_bytes()
 
 
+def cmd_capi_verify_signature(ctx: Context) -> int:
+    """CryptVerifySignature over a whole file, as CryptSignHash signed it (docs/MSCAPI.md)."""
+    args = ctx.args
+    hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
+    signer = _capi_public_blob(args.signer).to_public_key()
+    signature = _capi_file(args.signature)
+    src, _, close = _input_stream(args.file)
+    try:
+        _refusing(
+            args.file,
+            lambda: mscapi.verify_stream_signature(signer, signature, src, hash_alg=hash_alg),
+        )
+    finally:
+        close()
+    print(
+        f"{args.file}: valid {hash_alg.calg_name} signature by the "
+        f"{signer.key_size}-bit key in {args.signer}"
+    )
+    return 0
+
+
 def cmd_capi_import_simpleblob(ctx: Context) -> int:
     args = ctx.args
     blob = _capi_file(args.file)
@@ -1433,6 +1454,15 @@ def _capi_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
         "--slot", choices=["exchange", "signature"], help="default: from the blob's ALG_ID"
     )
     sp.add_argument("--force", action="store_true", help="replace even if the container holds keys")
+    sp = command(
+        "verify-signature",
+        cmd_capi_verify_signature,
+        "check a CryptSignHash signature over a file (no home needed)",
+    )
+    sp.add_argument("file")
+    sp.add_argument("--signature", required=True, metavar="SIG")
+    sp.add_argument("--signer", required=True, metavar="PUBLICKEYBLOB")
+    sp.add_argument("--hash", default="sha256", help="default sha256")
     sp = command("export-public", cmd_capi_export_public, "write a PUBLICKEYBLOB of the container")
     sp.add_argument("--slot", choices=["exchange", "signature"], default="exchange")
     sp.add_argument("-o", "--output", required=True, metavar="FILE")

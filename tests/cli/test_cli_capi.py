@@ -556,3 +556,27 @@ def test_outputs_never_replace_key_or_passphrase_files(kb, tmp_path, monkeypatch
         assert main(argv) == 2, argv
     assert (tmp_path / "pw.txt").read_text() == PASS + "\n"
     assert (keys / "k").read_bytes() == b"a PLAINTEXTKEYBLOB"
+
+
+def test_verify_signature_of_a_file(kb, tmp_path, windows_keys):
+    """CryptSignHash over a whole file, checked without a home: valid, tampered, wrong signer."""
+    _, signer = windows_keys
+    data = os.urandom(3 * 1024 * 1024 + 5)  # read in pieces
+    doc = _write(tmp_path / "report.pdf", data)
+    sig = _write(tmp_path / "report.sig", mscapi.sign_hash(signer, data))
+    pub = _write(
+        tmp_path / "sg.pub",
+        mscapi.PublicKeyBlob.from_public_key(
+            signer.public_key(), alg_id=mscapi.AlgId.RSA_SIGN
+        ).to_bytes(),
+    )
+    status, out, _ = kb("capi", "verify-signature", doc, "--signature", sig, "--signer", pub)
+    assert status == 0 and "valid CALG_SHA_256 signature by the 2048-bit key" in out
+    assert not (tmp_path / "home").exists()  # no home needed
+    tampered = _write(tmp_path / "t.pdf", data[:-1] + bytes([data[-1] ^ 1]))
+    status, _, err = kb("capi", "verify-signature", tampered, "--signature", sig, "--signer", pub)
+    assert status == 3 and f"refused {tampered}: signature verification failed" in err
+    status, _, err = kb(
+        "capi", "verify-signature", doc, "--signature", sig, "--signer", pub, "--hash", "sha1"
+    )
+    assert status == 3

@@ -55,6 +55,7 @@ from keyblob.mscapi.signatures import (
     sign_hash,
     verify_digest,
     verify_signature,
+    verify_stream_signature,
 )
 from keyblob.mscapi.simpleblob import (
     build_simpleblob,
@@ -102,4 +103,5 @@ __all__ = [
     "unwrap_to_plaintextkeyblob",
     "verify_digest",
     "verify_signature",
+    "verify_stream_signature",
 ]

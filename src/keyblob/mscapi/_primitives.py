@@ -77,18 +77,41 @@ def digest(alg_id: AlgId, data: bytes) -> bytes:
     Raises:
         UnsupportedError: not a hash ALG_ID, or MD2/MD4 without the legacy backend.
     """
-    if alg_id is AlgId.SSL3_SHAMD5:
-        return digest(AlgId.MD5, data) + digest(AlgId.SHA1, data)
-    algorithm = hash_algorithm(alg_id)
-    if algorithm is not None:
-        h = hashes.Hash(algorithm)
-        h.update(data)
-        return h.finalize()
-    name = _CRYPTODOME_HASHES.get(alg_id)
-    if name is None:
-        raise UnsupportedError(f"{alg_id.calg_name} is not a hash algorithm")
-    module = _cryptodome(f"Hash.{name}", name)
-    return bytes(module.new(data).digest())
+    h = Hasher(alg_id)
+    h.update(data)
+    return h.value()
+
+
+class Hasher:
+    """CryptCreateHash, then CryptHashData piece by piece, then HP_HASHVAL: for data too
+    large to hold at once.
+
+    Raises (on creation):
+        UnsupportedError: not a hash ALG_ID, or MD2/MD4 without the legacy backend.
+    """
+
+    def __init__(self, alg_id: AlgId) -> None:
+        # CALG_SSL3_SHAMD5 is MD5 || SHA-1 of the same data.
+        algs = [AlgId.MD5, AlgId.SHA1] if alg_id is AlgId.SSL3_SHAMD5 else [alg_id]
+        self._parts: list[Any] = []
+        for alg in algs:
+            algorithm = hash_algorithm(alg)
+            if algorithm is not None:
+                self._parts.append(hashes.Hash(algorithm))
+                continue
+            name = _CRYPTODOME_HASHES.get(alg)
+            if name is None:
+                raise UnsupportedError(f"{alg.calg_name} is not a hash algorithm")
+            self._parts.append(_cryptodome(f"Hash.{name}", name).new())
+
+    def update(self, data: bytes) -> None:
+        for part in self._parts:
+            part.update(data)
+
+    def value(self) -> bytes:
+        return b"".join(
+            bytes(p.finalize() if isinstance(p, hashes.Hash) else p.digest()) for p in self._parts
+        )
 
 
 class _CryptodomeTransform:

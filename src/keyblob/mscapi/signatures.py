@@ -11,6 +11,7 @@ the payloads Windows accepts.
 from __future__ import annotations
 
 import hmac
+from typing import BinaryIO
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
@@ -160,6 +161,25 @@ def verify_digest(
     ok_bare = hmac.compare_digest(recovered, bare) and no_hash_oid is not False
     if not (ok_oid or ok_bare):
         raise VerificationError(_BAD_SIGNATURE)
+
+
+def verify_stream_signature(
+    public_key: rsa.RSAPublicKey,
+    signature: bytes,
+    src: BinaryIO,
+    *,
+    hash_alg: AlgId | int = AlgId.SHA_256,
+) -> None:
+    """:func:`verify_signature` over everything ``src`` yields, read 1 MiB at a time.
+
+    Raises:
+        as :func:`verify_signature`.
+    """
+    alg = _hash_alg(hash_alg)
+    h = _primitives.Hasher(alg)
+    while chunk := src.read(1 << 20):
+        h.update(chunk)
+    verify_digest(public_key, signature, h.value(), hash_alg=alg)
 
 
 def verify_signature(

@@ -99,3 +99,16 @@ def test_the_legacy_warning_names_the_callers_line() -> None:
         with pytest.warns(LegacyAlgorithmWarning) as caught:
             sign(rsa_key(), data, hash_alg=AlgId.SHA1, legacy=True)
         assert caught[0].filename == __file__
+
+
+def test_a_stream_verifies_as_its_bytes_do() -> None:
+    import io
+
+    from keyblob.mscapi import verify_stream_signature
+
+    key = rsa_key()
+    data = bytes(range(256)) * 9000  # over two 1 MiB pieces
+    sig = sign_hash(key, data)
+    verify_stream_signature(key.public_key(), sig, io.BytesIO(data))
+    with pytest.raises(VerificationError, match="signature verification failed"):
+        verify_stream_signature(key.public_key(), sig, io.BytesIO(data + b"!"))
