@@ -1558,37 +1558,47 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 class _Terminated(BaseException):
-    """SIGTERM or SIGHUP, raised where the command is, so its cleanup runs (as Ctrl-C's)."""
+    """SIGTERM or SIGHUP, raised where the command is, so its cleanup runs (Ctrl-C raises
+    KeyboardInterrupt there)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
 
 
+_ENDING_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
 def _terminate(signum: int, _frame: types.FrameType | None) -> None:
     import signal  # noqa: PLC0415
 
-    # A second signal (a closing terminal sends SIGHUP twice) must not interrupt the
-    # cleanup this one starts: both are ignored until _termination_raises restores them.
-    for name in ("SIGTERM", "SIGHUP"):
+    # A second signal (a closing terminal sends SIGHUP twice; Ctrl-C pressed again) must
+    # not interrupt the cleanup this one starts: all are ignored until _termination_raises
+    # restores them.
+    for name in _ENDING_SIGNALS:
         other = getattr(signal, name, None)
         if other is not None and signal.getsignal(other) is _terminate:
             signal.signal(other, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise _Terminated(signum)
 
 
 @contextlib.contextmanager
 def _termination_raises() -> Iterator[None]:
-    """While a command runs, SIGTERM and SIGHUP end it through its cleanup: no temp file
-    (nor the partial plaintext in one) is left behind.  A signal already ignored
-    (nohup) stays ignored."""
+    """While a command runs, Ctrl-C, SIGTERM and SIGHUP end it through its cleanup: no
+    temp file (nor the partial plaintext in one) is left behind, however many arrive.  A
+    signal already ignored (nohup) or handled by the caller stays so."""
     import signal  # noqa: PLC0415
 
+    defaults = {"SIGINT": signal.default_int_handler}
     saved: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        for name in ("SIGTERM", "SIGHUP"):
+        for name in _ENDING_SIGNALS:
             signum = getattr(signal, name, None)
-            if signum is not None and signal.getsignal(signum) is signal.SIG_DFL:
+            if signum is not None and signal.getsignal(signum) is defaults.get(
+                name, signal.SIG_DFL
+            ):
                 saved[signum] = signal.signal(signum, _terminate)
     try:
         yield

@@ -237,7 +237,9 @@ def test_a_signal_mid_write_leaves_no_temp_file(tmp_path, home_env, signame):
     finally:
         child.kill()
         _, err = child.communicate()
-    assert child.returncode == 128 + getattr(signal, signame)
+    # 128 + N from keyblob; or killed by a repeated signal that came after the cleanup had
+    # restored the default action (a shell shows both as 128 + N)
+    assert child.returncode in (128 + getattr(signal, signame), -getattr(signal, signame))
     assert b"Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["h", "in"]  # no ct, no temp file
 
