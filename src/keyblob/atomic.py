@@ -246,7 +246,9 @@ def _output_target(path: Path) -> tuple[Path, int | None]:
         mine = opened.st_uid == _euid()
         if not same or not (stat.S_ISCHR(opened.st_mode) or mine):
             raise PermissionError(
-                errno.EPERM, "a FIFO or socket of another user: refusing to write into it"
+                errno.EPERM,
+                "a FIFO or socket of another user: refusing to write into it; choose another "
+                "output",
             )
     except BaseException:
         os.close(fd)

@@ -21,7 +21,7 @@ import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -139,20 +139,11 @@ def _is_terminal(path: str) -> bool:
 
 
 def _write_output(path: str, data: bytes, *, mode: int = 0o644, refuse_tty: bool = False) -> None:
+    """``data`` to ``path`` as :func:`_stream_to_output` writes (a secret never to a
+    terminal)."""
     if refuse_tty:
         _refuse_terminal(path, "a secret key")
-    if path == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    _refuse_missing_folder(path)
-    try:
-        with atomic_output(Path(path), mode) as f:
-            f.write(data)
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a folder: give a file name") from None
-    except OSError as e:
-        raise StorageError(f"cannot write {path}: {e.strerror}") from e
+    _stream_to_output(path, mode, lambda f: f.write(data), refuse_tty=False)
 
 
 def _refuse_missing_folder(path: str) -> None:
@@ -302,6 +293,8 @@ def _key_line(key_name: str, generation: int, algorithm: Algorithm, key_id: str,
 
 def _note_untrusted(container: SoftwareContainer, to: Sequence[PublicKeyFile]) -> None:
     """--to a container not trusted here: the moment to compare its fingerprint."""
+    if not to:
+        return  # no recipient to note: no state to read
     state = container.state()
     for pub in to:
         if pub.signature_id != container.signature_id and state.signer(pub.signature_id) is None:
@@ -793,24 +786,39 @@ def _stream_to_output(
         raise StorageError(f"cannot write {output}: {e.strerror}") from e
 
 
-def cmd_encrypt(ctx: Context) -> int:
+_Key = TypeVar("_Key")
+
+
+def _encrypt_command(
+    ctx: Context,
+    prepare: Callable[[SessionKey], _Key],
+    seal: Callable[[_Key, BinaryIO, BinaryIO, Callable[[int], None] | None], object],
+) -> int:
+    """encrypt and capi encrypt: the input opened first (a missing one fails before the
+    unlock), NAME loaded and ``prepare``d, then ``seal`` writes -o or standard output
+    (never a terminal), with a progress bar."""
     args = ctx.args
-    src, size, close = _input_stream(args.input)  # a missing input fails before the unlock
+    src, size, close = _input_stream(args.input)
     try:
-        key = ctx.load(args.name)
+        key = prepare(ctx.load(args.name))
         update, done = _progress(size, args.quiet, "encrypt")
         try:
             _stream_to_output(
-                args.output,
-                0o644,
-                lambda dst: files.encrypt_stream(key, src, dst, progress=update),
-                refuse_tty=True,
+                args.output, 0o644, lambda dst: seal(key, src, dst, update), refuse_tty=True
             )
         finally:
             done()
     finally:
         close()
     return 0
+
+
+def cmd_encrypt(ctx: Context) -> int:
+    return _encrypt_command(
+        ctx,
+        lambda key: key,
+        lambda key, src, dst, progress: files.encrypt_stream(key, src, dst, progress=progress),
+    )
 
 
 def cmd_decrypt(ctx: Context) -> int:
@@ -1065,24 +1073,13 @@ def cmd_capi_export_simpleblob(ctx: Context) -> int:
 def cmd_capi_encrypt(ctx: Context) -> int:
     args = ctx.args
     iv = _iv(args.iv)
-    src, size, close = _input_stream(args.input)  # a missing input fails before the unlock
-    try:
-        key = _capi_key(ctx.load(args.name))
-        update, done = _progress(size, args.quiet, "encrypt")
-        try:
-            _stream_to_output(
-                args.output,
-                0o644,
-                lambda dst: mscapi.encrypt_file(
-                    key, src, dst, iv=iv, legacy=args.legacy, progress=update
-                ),
-                refuse_tty=True,
-            )
-        finally:
-            done()
-    finally:
-        close()
-    return 0
+    return _encrypt_command(
+        ctx,
+        _capi_key,
+        lambda key, src, dst, progress: mscapi.encrypt_file(
+            key, src, dst, iv=iv, legacy=args.legacy, progress=progress
+        ),
+    )
 
 
 def _capi_decrypt_one(
