@@ -197,6 +197,10 @@ def test_capi_arguments_that_do_not_fit_together(kb, tmp_path, windows_keys):
     cases = [
         ([*unwrap, "--signature", f["sig"], "-o", tmp_path / "k"], "--signature needs --signer"),
         ([*unwrap, "--unsigned"], "give -o FILE for the PLAINTEXTKEYBLOB, or --info (not both)"),
+        (
+            [*unwrap, "--unsigned", "--info", "-o", tmp_path / "k"],
+            "give -o FILE for the PLAINTEXTKEYBLOB, or --info (not both)",
+        ),
         (["capi", "decrypt", "-i", f["ct"]], "give one of: NAME (a stored key), --simpleblob"),
         (["capi", "decrypt", "--simpleblob", f["sb"], "-i", f["ct"]], "needs --private"),
     ]

@@ -312,3 +312,33 @@ def test_output_to_a_folder_that_does_not_exist(kb, tmp_path):
     (tmp_path / "in").write_bytes(b"x")
     status, _, err = kb("encrypt", "payroll", "-i", str(tmp_path / "in"), "-o", f"{tmp_path}/new/")
     assert status == 2 and "no such folder" in err and not (tmp_path / "new").exists()
+    (tmp_path / "dir").mkdir()
+    status, _, err = kb(
+        "encrypt", "payroll", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "dir")
+    )
+    assert status == 2 and "is a folder: give a file name" in err
+    assert list((tmp_path / "dir").iterdir()) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_signals_the_caller_set_are_left_as_they_were(kb, tmp_path):
+    """Under nohup SIGHUP is ignored, and a caller's own handler is the caller's: a command
+    run in-process changes neither, and restores what it installed."""
+    import signal
+
+    def mine(*_a: object) -> None: ...
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, mine)
+    try:
+        (tmp_path / "in").write_bytes(b"x")
+        assert (
+            kb("encrypt", "payroll", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "o"))[0] == 0
+        )
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is before[signal.SIGINT]
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)

@@ -71,6 +71,17 @@ def _make_session(
     )
 
 
+def _export_simpleblob(kb, recipient: Windows, stem: Path, *extra: str) -> tuple[Path, Path]:
+    """keyblob wraps 'payroll' for the Windows user: the SIMPLEBLOB and its signature."""
+    sb, sig = stem.with_suffix(".simpleblob"), stem.with_suffix(".sig")
+    status, err = kb(
+        "capi", "export-simpleblob", "payroll", "--to", recipient.exchange_public,
+        "-o", sb, "--signature-out", sig, *extra,
+    )  # fmt: skip
+    assert status == 0, err
+    return sb, sig
+
+
 @pytest.fixture(scope="module")
 def windows(capi_peer: CapiPeer, tmp_path_factory: pytest.TempPathFactory) -> Windows:
     return _windows_user(capi_peer, tmp_path_factory.mktemp("windows") / "user")
@@ -145,20 +156,7 @@ def test_keyblob_to_windows(capi_peer, kb, tmp_path, peer_alg, label, legacy):
     assert kb("new", "payroll", "--algorithm", label, *extra)[0] == 0
     kb_sign = tmp_path / "keyblob-signer.pub"
     assert kb("capi", "export-public", "--slot", "signature", "-o", kb_sign)[0] == 0
-    sb, sig = tmp_path / "key.simpleblob", tmp_path / "key.sig"
-    status, err = kb(
-        "capi",
-        "export-simpleblob",
-        "payroll",
-        "--to",
-        recipient.exchange_public,
-        "-o",
-        sb,
-        "--signature-out",
-        sig,
-        *extra,
-    )
-    assert status == 0, err
+    sb, sig = _export_simpleblob(kb, recipient, tmp_path / "key", *extra)
     plain, ct, out = tmp_path / "plain", tmp_path / "ct", tmp_path / "out"
     plain.write_bytes(b"from keyblob to CryptoAPI " * 300)
     assert kb("capi", "encrypt", "payroll", "-i", plain, "-o", ct, *extra)[0] == 0
@@ -226,19 +224,7 @@ def test_keyblob_substituted_blob_refused_by_windows(capi_peer, kb, tmp_path, mo
     monkeypatch.setenv("KEYBLOB_HOME", str(tmp_path / "attacker-home"))
     assert kb("init", "--suite", "rsa", "--bits", "2048")[0] == 0
     assert kb("new", "payroll", "--algorithm", "capi-aes-256")[0] == 0
-    sb, sig = tmp_path / "evil.sb", tmp_path / "evil.sig"
-    status, err = kb(
-        "capi",
-        "export-simpleblob",
-        "payroll",
-        "--to",
-        recipient.exchange_public,
-        "-o",
-        sb,
-        "--signature-out",
-        sig,
-    )
-    assert status == 0, err
+    sb, sig = _export_simpleblob(kb, recipient, tmp_path / "evil")
     (tmp_path / "ct").write_bytes(b"")
     result = capi_peer.run(
         "open-session",

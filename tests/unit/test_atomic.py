@@ -215,6 +215,11 @@ def test_what_another_user_planted_is_never_written_into(tmp_path):
         f.write(b"output")
     assert not link.is_symlink() and link.read_bytes() == b"output"
     assert victim.read_bytes() == b"victim's own file"
+    dangling = tmp_path / "dangling.txt"  # even one's own: a link to nothing is replaced
+    dangling.symlink_to(tmp_path / "nowhere" / "file")
+    with atomic.atomic_output(dangling) as f:
+        f.write(b"here")
+    assert not dangling.is_symlink() and dangling.read_bytes() == b"here"
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     os.chown(fifo, 65534, 65534)
