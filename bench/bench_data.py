@@ -6,6 +6,7 @@ chart: ``pip install matplotlib``)::
     python bench/bench_data.py --json /tmp/data.json --chart bench/data_throughput.png
     python bench/bench_data.py --size-mib 64 --rounds 2      # smoke run, ~1 minute
     python bench/bench_data.py --chart-from a.json b.json --chart bench/data_throughput.png
+    python bench/bench_data.py --rss-sweep --json /tmp/rss.json   # memory target, ~2 min
 
 One run encrypts and decrypts the same random file (1 GiB by default, written once to a
 temp folder on disk and deleted at the end) with every tool, round after round.  The tool
@@ -66,6 +67,10 @@ PASSPHRASE = "bench passphrase"
 MIB = 1 << 20
 RAW_TARGET = 0.85
 RSS_TARGET_MIB = 64
+# Issue 3's memory target as issue 11 decided it: the data path adds at most this much to a
+# command's peak RSS (the Argon2id unlock counted apart), flat from 1 MiB to 2 GiB.
+DATA_PATH_RSS_TARGET_MIB = 8
+SWEEP_MIB = (1, 64, 1024, 2048)
 TOOLS = ["keyblob-lib", "raw-loop", "raw-batch", "keyblob-cli", "age", "gpg", "openssl"]
 LABELS = {
     "keyblob-lib": "keyblob library",
@@ -688,6 +693,68 @@ def chart(results: list[dict[str, Any]], out: Path) -> None:
     print(f"# chart written to {out}")
 
 
+def rss_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    """Peak RSS of the CLI's encrypt and decrypt over inputs of 1 MiB to 2 GiB, each against
+    ``keyblob show`` on the same home (the unlock and key load, no data), in one run."""
+    parent = Path(args.dir) if args.dir else Path(tempfile.gettempdir())
+    work = Path(tempfile.mkdtemp(prefix="kb-bench-rss-", dir=parent))
+    bench = Bench(work, ["keyblob-cli"])
+    result: dict[str, Any] = {
+        "command": " ".join(["python", "bench/bench_data.py", *sys.argv[1:]]),
+        "machine": versions(),
+        "disk": disk_of(work),
+        "sizes": {},
+    }
+    try:
+        bench.setup()
+        for size in args.sweep_mib:
+            plain, sealed, out = work / "plain", work / "sealed", work / "out"
+            with open(plain, "wb") as f:
+                for _ in range(size // 16):
+                    f.write(os.urandom(16 * MIB))
+                f.write(os.urandom(size % 16 * MIB))
+            rows: dict[str, list[int]] = {"show": [], "encrypt": [], "decrypt": []}
+            for _ in range(args.rounds):  # interleaved, so drift hits all three alike
+                rows["show"].append(spawn([bench.keyblob, "show", "k"], bench.env)[1])
+                for direction, src, dst in (("encrypt", plain, sealed), ("decrypt", sealed, out)):
+                    row = bench.run_one("keyblob-cli", direction, src, dst)
+                    rows[direction].append(int(row["rss_kib"]))
+            for f in (plain, sealed, out):
+                f.unlink(missing_ok=True)
+            result["sizes"][str(size)] = rows
+            show = statistics.median(rows["show"]) / 1024
+            print(
+                f"# {size:5} MiB  show {show:.1f}  encrypt {max(rows['encrypt']) / 1024:.1f}"
+                f"  decrypt {max(rows['decrypt']) / 1024:.1f} MiB (peaks)",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def print_rss_sweep(result: dict[str, Any]) -> None:
+    m = result["machine"]
+    print(f"\n# {result['command']}")
+    print(f"# {m['date']}  nproc={m['nproc']}  python {m['python']}; disk {result['disk']}")
+    print(
+        f"{'input MiB':>9} {'show':>7} {'encrypt':>8} {'+data':>6} {'decrypt':>8} {'+data':>6}"
+        "   (peak RSS, MiB; +data = max(command) - median(show))"
+    )
+    adds = []
+    for size, rows in result["sizes"].items():
+        show = statistics.median(rows["show"]) / 1024
+        enc, dec = max(rows["encrypt"]) / 1024, max(rows["decrypt"]) / 1024
+        adds += [enc - show, dec - show]
+        print(f"{size:>9} {show:7.1f} {enc:8.1f} {enc - show:6.1f} {dec:8.1f} {dec - show:6.1f}")
+    worst, spread = max(adds), max(adds) - min(adds)
+    verdict = "met" if worst <= DATA_PATH_RSS_TARGET_MIB else "NOT met"
+    print(
+        f"data path adds at most {worst:.1f} MiB (target <= {DATA_PATH_RSS_TARGET_MIB}): "
+        f"{verdict}; spread over the sizes {spread:.1f} MiB"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size-mib", type=int, default=1024)
@@ -700,7 +767,17 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="cProfile even if the target is met")
     p.add_argument("--profile-mib", type=int, default=256)
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--rss-sweep", action="store_true", help="peak RSS of the CLI over input sizes only"
+    )
+    p.add_argument("--sweep-mib", type=int, nargs="+", default=list(SWEEP_MIB))
     args = p.parse_args()
+    if args.rss_sweep:
+        result = rss_sweep(args)
+        print_rss_sweep(result)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+        return
     if args.child:
         kind, direction, work, src, dst = args.child
         child(kind, direction, Path(work), src, dst)
