@@ -27,8 +27,8 @@ _LOW_255_BITS = 2**255 - 1
 # The eight points of order dividing 8 on edwards25519, canonically encoded (RFC 8032
 # 5.1.2: y little-endian, bit 255 = sign of x): the identity (y = 1), the point of order 2
 # (y = p - 1), the two of order 4 (y = 0) and the four of order 8.  Same points as
-# libsodium's blocklist in ge25519_has_small_order() (crypto_core/ed25519/ref10/
-# ed25519_ref10.c, 1.0.16-1.0.18), which compares with bit 255 cleared, as this module does;
+# libsodium's blocklist in ge25519_has_small_order() (src/libsodium/crypto_core/ed25519/
+# ref10/ed25519_ref10.c as of 1.0.18), which compares with bit 255 cleared, as done here;
 # the y = p and y = p + 1 rows of that list are non-canonical and refused by the y < p rule.
 # tests/unit/test_ed25519_small_order.py re-derives each from the curve.
 ED25519_SMALL_ORDER = tuple(
