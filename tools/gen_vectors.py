@@ -50,6 +50,7 @@ from keyblob.format import KeyBlob, PublicKeyFile, armor, dearmor, fingerprint, 
 from keyblob.format.armor import BLOB, PUBLIC_KEY
 from keyblob.format.blob import SIGNATURE_LABEL, Header, Recipient
 from keyblob.format.data import CONTEXT_LABEL, DataHeader
+from keyblob.format.pubkey import ED25519_SMALL_ORDER, FIELD_PRIME
 from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, Suite, _make_session_key
 from keyblob.providers import suites
 from keyblob.trust import UNTRUSTED, State, TrustedSigner
@@ -65,6 +66,41 @@ KEY_ID_LABEL = b"keyblob/v1/test-vector-key-id\x00"
 CREATED = 1_700_000_000  # 2023-11-14T22:13:20Z
 MAX_GENERATION = 2**63 - 1
 CHUNK = stream.CHUNK_SIZE
+R_IDENTITY = bytes([1]) + bytes(31)  # the identity of edwards25519
+SMALL_ORDER_ID = key_id_for(Suite.X25519, KeyRole.SIGNATURE, R_IDENTITY)
+# (file, signature key, description): public key files whose Ed25519 key is refused (1.3)
+ED25519_BAD_KEYS = [
+    (f"invalid/pubkey_ed25519_{tag}.kbpk", encoded, f"signature key {what}")
+    for tag, encoded, what in [
+        *(
+            (tag, ED25519_SMALL_ORDER[i], f"{encoding} (small order)")
+            for i, (tag, encoding) in enumerate(
+                [
+                    ("identity", "the identity 01 00..00"),
+                    ("order_2", "the point of order 2 ec ff..7f"),
+                    ("order_4", "a point of order 4, 00..00"),
+                    ("order_4_sign_set", "a point of order 4, 00..80"),
+                    ("order_8_a", "a point of order 8, 26e8..05"),
+                    ("order_8_a_sign_set", "a point of order 8, 26e8..85"),
+                    ("order_8_b", "a point of order 8, c717..7a"),
+                    ("order_8_b_sign_set", "a point of order 8, c717..fa"),
+                ]
+            )
+        ),
+        (
+            "identity_sign_set",
+            R_IDENTITY[:31] + b"\x80",
+            "01 00..80: the identity with the sign bit set (x = -0)",
+        ),
+        (
+            "order_2_sign_set",
+            bytes.fromhex("ec" + "ff" * 31),
+            "ec ff..ff: the point of order 2 with the sign bit set (x = -0)",
+        ),
+        ("y_is_p", bytes.fromhex("ed" + "ff" * 30 + "7f"), "y = p: y = 0 not reduced"),
+        ("y_is_p_plus_1", bytes.fromhex("ee" + "ff" * 30 + "7f"), "y = p + 1: the identity"),
+    ]
+]
 LONG_NAME = ("k" + "0123456789._-abcdefghijklmnopqrstuvwxyz" * 4)[:128]
 
 KEY_SUITES = {
@@ -504,6 +540,9 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
     def pubfile(exchange: bytes) -> bytes:
         return PublicKeyFile(Suite.RSA, "carol", exchange, carol.signature_public).to_bytes()
 
+    def x25519_pubfile(exchange: bytes) -> bytes:
+        return PublicKeyFile(Suite.X25519, "alice", exchange, alice.signature_public).to_bytes()
+
     out |= {
         "invalid/pubkey_bad_magic.kbpk": b"KBPX" + apub[4:],
         "invalid/pubkey_unknown_version.kbpk": apub[:4] + b"\x02" + apub[5:],
@@ -517,8 +556,44 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
         "invalid/pubkey_rsa_not_der.kbpk": pubfile(b"\x30" * 300),
         "invalid/pubkey_rsa_exponent_3.kbpk": pubfile(rsa_der(3, n)),
         "invalid/pubkey_rsa_1024_bits.kbpk": pubfile(rsa_der(65537, (n >> 1024) | 1)),
+        "invalid/pubkey_x25519_bit_255_set.kbpk": x25519_pubfile(
+            alice.exchange_public[:31] + bytes([alice.exchange_public[31] | 0x80])
+        ),
+        "invalid/pubkey_x25519_u_is_p_plus_9.kbpk": x25519_pubfile(
+            (FIELD_PRIME + 9).to_bytes(32, "little")
+        ),
+        "invalid/pubkey_x25519_low_order_u_0.kbpk": x25519_pubfile(bytes(32)),
+        "invalid/pubkey_over_4096_bytes.kbpk": apub + bytes(4097 - len(apub)),
+        "invalid/pubkey_armor_over_4096_bytes_decoded.txt": armor(
+            apub + bytes(4097 - len(apub)), PUBLIC_KEY
+        ),
+        "valid/alice_armor_over_4096_bytes.pub.txt": armor(apub, PUBLIC_KEY) + b"\n" * 4096,
+        "invalid/forged_by_small_order_signer.kb": replace(
+            base, signer_id=SMALL_ORDER_ID.value, signature=R_IDENTITY + bytes(32)
+        ).encode(),
+        "invalid/signature_r_identity.kb": r_identity_signed(base, alice).encode(),
     }
+    for file, encoded, _ in ED25519_BAD_KEYS:
+        out[file] = PublicKeyFile(
+            Suite.X25519, "mallory", alice.exchange_public, encoded
+        ).to_bytes()
     return out
+
+
+def r_identity_signed(raw: Raw, key: TestKey) -> Raw:
+    """``raw`` signed by ``key`` with R = identity: S = H(R || A || M) * a mod L, which
+    cofactorless verification (OpenSSL) accepts under an ordinary key (FORMAT.md 2.5)."""
+    assert isinstance(key.signature, ed25519.Ed25519PrivateKey)
+    h = bytearray(hashlib.sha512(seed(key.name, KeyRole.SIGNATURE)).digest()[:32])
+    h[0] &= 248
+    h[31] = (h[31] & 127) | 64
+    a = int.from_bytes(h, "little")
+    message = SIGNATURE_LABEL + raw.body()
+    k = hashlib.sha512(R_IDENTITY + key.signature_public + message).digest()
+    s = int.from_bytes(k, "little") * a % suites.ED25519_ORDER
+    signature = R_IDENTITY + s.to_bytes(32, "little")
+    key.signature.public_key().verify(signature, message)  # OpenSSL alone accepts it
+    return replace(raw, signature=signature)
 
 
 # -- the manifest ----------------------------------------------------------------------------
@@ -555,6 +630,7 @@ def _case(
     session_key_hex: str | None = None,
     public_key: dict[str, Any] | None = None,
     keys: tuple[str, ...] | None = None,
+    trusted_public: tuple[bytes, ...] = (),
 ) -> dict[str, Any]:
     needed = (
         keys
@@ -577,7 +653,10 @@ def _case(
         "header": header,
         "session_key": session_key_hex,
         "public_key": public_key,
-    }
+    } | (
+        # x25519 signature keys trusted without a private key (no entry in "keys")
+        {"trusted_public": [k.hex() for k in trusted_public]} if trusted_public else {}
+    )
 
 
 # (file, result, stage, description) for the blob vectors that alice opens with no extra trust.
@@ -625,6 +704,18 @@ BROKEN = [
         "verification_error",
         "signature",
         "last signature bit flipped",
+    ),
+    (
+        "invalid/signature_r_identity.kb",
+        "verification_error",
+        "signature",
+        "signed by alice with R = identity (OpenSSL's cofactorless check alone accepts it)",
+    ),
+    (
+        "invalid/forged_by_small_order_signer.kb",
+        "verification_error",
+        "trust",
+        "signer_id of the identity key, R = identity, S = 0 (not trusted by alice)",
     ),
     (
         "invalid/header_name_changed.kb",
@@ -702,6 +793,32 @@ PUBLIC_BROKEN = [
         "key",
         "exchange key has a 1024-bit modulus",
     ),
+    (
+        "invalid/pubkey_x25519_bit_255_set.kbpk",
+        "format_error",
+        "key",
+        "alice's exchange key with bit 255 set (non-canonical X25519)",
+    ),
+    (
+        "invalid/pubkey_x25519_u_is_p_plus_9.kbpk",
+        "format_error",
+        "key",
+        "exchange key u = p + 9 (non-canonical X25519)",
+    ),
+    ("invalid/pubkey_x25519_low_order_u_0.kbpk", "format_error", "key", "exchange key u = 0"),
+    (
+        "invalid/pubkey_over_4096_bytes.kbpk",
+        "format_error",
+        "parse",
+        "alice's file padded with zero bytes to 4097 bytes",
+    ),
+    (
+        "invalid/pubkey_armor_over_4096_bytes_decoded.txt",
+        "format_error",
+        "parse",
+        "canonical armor of 4097 bytes (the limit counts the decoded bytes)",
+    ),
+    *((file, "format_error", "key", what) for file, _, what in ED25519_BAD_KEYS),
 ]
 
 
@@ -766,6 +883,42 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
                     },
                 )
             )
+    cases.append(
+        _case(
+            "alice_armor_over_4096_bytes_pub_txt",
+            "valid/alice_armor_over_4096_bytes.pub.txt",
+            "valid",
+            None,
+            "alice's armored public key file followed by 4096 LFs: over 4096 bytes of input, "
+            "but the 4096-byte limit counts the decoded bytes",
+            opener=None,
+            kind="public_key",
+            canonical=False,
+            keys=("alice",),
+            public_key={
+                "suite": "x25519",
+                "label": "alice",
+                "exchange": keys["alice"].exchange_public.hex(),
+                "signature": keys["alice"].signature_public.hex(),
+                "exchange_id": keys["alice"].exchange_id.hex,
+                "signature_id": keys["alice"].signature_id.hex,
+                "fingerprint": fingerprint(
+                    Suite.X25519, keys["alice"].exchange_public, keys["alice"].signature_public
+                ),
+            },
+        )
+    )
+    cases.append(
+        _case(
+            "forged_by_small_order_signer_trusted",
+            "invalid/forged_by_small_order_signer.kb",
+            "verification_error",
+            "signature",
+            "R = identity, S = 0 by the identity key, which alice's state trusts (an entry "
+            "made before keys were checked): the key verifies nothing (FORMAT.md 2.5)",
+            trusted_public=(R_IDENTITY,),
+        )
+    )
     cases.append(
         _case(
             "cross_name_request",
@@ -875,7 +1028,9 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
 def _stage_of(message: str) -> str:
     if message.startswith(("the blob uses suite", UNTRUSTED.split("{", 1)[0])):
         return "trust"
-    if message == suites.BAD_SIGNATURE:
+    if message == suites.BAD_SIGNATURE or re.fullmatch(
+        blobs.UNUSABLE_SIGNER.format(signer="sg-[0-9a-f]{8}", why=".*"), message
+    ):
         return "signature"
     if message.startswith(("the blob is for key", "the blob holds key id")):
         return "request"
@@ -905,7 +1060,18 @@ def run_case(case: dict[str, Any], keys: dict[str, TestKey], data: bytes) -> Out
     opener = keys[case["opener"]]
     state = State(
         high_water=dict(case["high_water"]),
-        trusted=tuple(keys[t].trusted() for t in case["trusted"]),
+        trusted=tuple(keys[t].trusted() for t in case["trusted"])
+        + tuple(
+            TrustedSigner(
+                key_id=key_id_for(Suite.X25519, KeyRole.SIGNATURE, bytes.fromhex(k)),
+                suite=Suite.X25519,
+                public=bytes.fromhex(k),
+                exchange=opener.exchange_public,
+                label="trusted-public",
+                added=CREATED,
+            )
+            for k in case.get("trusted_public", [])
+        ),
     )
     provider = VectorProvider(opener, state)
     try:

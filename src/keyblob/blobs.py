@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from keyblob.errors import NotFoundError, UsageError, VerificationError
+from keyblob.errors import FormatError, NotFoundError, UsageError, VerificationError
 from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient, key_id_for
 from keyblob.format.armor import BLOB, dearmor, is_armored
 from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, _make_session_key, check_name
@@ -54,6 +54,7 @@ SWAPPED_EXCHANGE = (
     "public key file {label!r}: its signature key {signer} is known here with another "
     "exchange key; the file was changed after that key was trusted"
 )
+UNUSABLE_SIGNER = "{signer} is trusted, but its key cannot be used: {why}"
 BAD_KEY_LENGTH = "the unwrapped key has the wrong length for its algorithm"
 RESTORE_HINT = (
     "an older blob was put in place of a newer one, or the newest was deleted; "
@@ -392,7 +393,13 @@ def _verify(
     signer_public = require_trusted(  # 2. the signer is trusted
         provider.signature_id, provider.signature_public, state, h.signer_id
     )
-    public = suites.load_signature_public(h.suite, signer_public)
+    try:  # a key trusted before keys were checked (FORMAT.md 1.3) verifies nothing
+        public = suites.load_signature_public(h.suite, signer_public)
+    except FormatError as e:
+        raise VerificationError(
+            UNUSABLE_SIGNER.format(signer=f"sg-{h.signer_id.short}", why=e),
+            hints=(f"remove it: keyblob trust remove {h.signer_id.hex}",),
+        ) from None
     suites.verify(public, blob.signature, blob.signed_message())  # 3. signature
     if name is not None and h.name != name:  # 4. what was asked for
         raise VerificationError(WRONG_NAME.format(actual=h.name, expected=name))

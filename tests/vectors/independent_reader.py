@@ -32,6 +32,21 @@ KEY_LENGTHS = {1: {32}, 2: {16}, 3: {32}, 16: {16}, 17: {24}, 18: {32}, 19: {24}
 KEY_LENGTHS |= {21: {8}, 22: set(range(5, 65)), 23: set(range(5, 17))}
 EXCHANGE, SIGNATURE = 1, 2
 RSA_LENGTHS = (256, 384, 512)
+# 1.3: edwards25519 points refused as a signature key or as a signature's R: the eight of
+# order dividing 8, compared with bit 255 cleared; and any y >= p.  2.5: S < L.
+P25519 = 2**255 - 19
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+TORSION_HEX = """
+0100000000000000000000000000000000000000000000000000000000000000
+ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f
+0000000000000000000000000000000000000000000000000000000000000000
+0000000000000000000000000000000000000000000000000000000000000080
+26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05
+26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85
+c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a
+c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa
+"""
+TORSION = {bytes.fromhex(line) for line in TORSION_HEX.split()}
 NAME_FIRST = set("abcdefghijklmnopqrstuvwxyz0123456789")
 NAME_REST = NAME_FIRST | set("._-")
 
@@ -75,6 +90,24 @@ def name_ok(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return 1 <= len(text) <= 128 and text[0] in NAME_FIRST and set(text) <= NAME_REST
+
+
+def ed25519_point_ok(b: bytes) -> bool:
+    """1.3: canonical (y < p) and not of small order (bit 255 cleared, not in TORSION)."""
+    y = int.from_bytes(b, "little") % 2**255
+    cleared = y.to_bytes(32, "little")
+    return len(b) == 32 and y < P25519 and cleared not in TORSION
+
+
+def x25519_key_ok(b: bytes) -> bool:
+    """1.3: bit 255 clear, u < p, and not low order (X25519 with any key is not all zero)."""
+    if len(b) != 32 or int.from_bytes(b, "little") >= P25519:  # covers bit 255 too
+        return False
+    try:
+        x25519.X25519PrivateKey.generate().exchange(x25519.X25519PublicKey.from_public_bytes(b))
+    except ValueError:
+        return False
+    return True
 
 
 # -- 4 armor -----------------------------------------------------------------------------------
@@ -255,6 +288,11 @@ def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[
             pss = padding.PSS(mgf=padding.MGF1(_SHA256), salt_length=32)
             signer.verify(blob.signature, signed_message(blob), pss, _SHA256)
         else:
+            r, s = blob.signature[:32], int.from_bytes(blob.signature[32:], "little")
+            if not (ed25519_point_ok(public_bytes(signer)) and ed25519_point_ok(r)):
+                raise InvalidSignature
+            if s >= ED25519_L:
+                raise InvalidSignature
             signer.verify(blob.signature, signed_message(blob))
     except InvalidSignature:
         raise Refused("verification_error", "signature", "bad signature") from None
@@ -330,12 +368,10 @@ def parse_public_key_file(data: bytes) -> PublicKeys:
                 raise Refused(
                     "format_error", "key", "not an RSA key of the allowed sizes, e = 65537"
                 )
-    else:
-        try:
-            x25519.X25519PublicKey.from_public_bytes(keys[0])
-            ed25519.Ed25519PublicKey.from_public_bytes(keys[1])
-        except ValueError:
-            raise Refused("format_error", "key", "not a key") from None
+    elif not x25519_key_ok(keys[0]):
+        raise Refused("format_error", "key", "not a canonical, full-order X25519 key")
+    elif not ed25519_point_ok(keys[1]):
+        raise Refused("format_error", "key", "a small-order or non-canonical Ed25519 key")
     return PublicKeys(suite, label.decode("ascii"), keys[0], keys[1])
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import support
 from keyblob import blobs
@@ -73,6 +74,9 @@ def _container(case: dict[str, Any]) -> ir.Container:
     suite = {"x25519": ir.X25519, "rsa": ir.RSA}[own["suite"]]
     trusted = [
         _private(MANIFEST["keys"][t]["signature"]["file"]).public_key() for t in case["trusted"]
+    ] + [
+        ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(k))
+        for k in case.get("trusted_public", [])
     ]
     return ir.Container(
         suite=suite,

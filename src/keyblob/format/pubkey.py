@@ -1,5 +1,8 @@
 """The public key file: a container's two public keys, as handed to others (FORMAT.md 3),
-its fingerprint, and the key id every public key is known by (FORMAT.md 1.3)."""
+its fingerprint, the key id every public key is known by, and which raw X25519 / Ed25519
+encodings are acceptable keys at all (FORMAT.md 1.3).
+
+The encoding rules are byte and integer comparisons only: no curve arithmetic here."""
 
 from __future__ import annotations
 
@@ -18,6 +21,30 @@ MAX_PUBLIC_KEY_SIZE = 1024  # DER of an RSA-4096 SubjectPublicKeyInfo is 550 byt
 MAX_FILE_SIZE = 4096
 X25519_KEY_SIZE = 32
 
+FIELD_PRIME = 2**255 - 19  # p of Curve25519 / edwards25519
+_LOW_255_BITS = 2**255 - 1
+
+# The eight points of order dividing 8 on edwards25519, canonically encoded (RFC 8032
+# 5.1.2: y little-endian, bit 255 = sign of x): the identity (y = 1), the point of order 2
+# (y = p - 1), the two of order 4 (y = 0) and the four of order 8.  Same points as
+# libsodium's blocklist in ge25519_has_small_order() (src/libsodium/crypto_core/ed25519/
+# ref10/ed25519_ref10.c as of 1.0.18), which compares with bit 255 cleared, as done here;
+# the y = p and y = p + 1 rows of that list are non-canonical and refused by the y < p rule.
+# tests/unit/test_ed25519_small_order.py re-derives each from the curve.
+ED25519_SMALL_ORDER = tuple(
+    bytes.fromhex(h)
+    for h in (
+        "0100000000000000000000000000000000000000000000000000000000000000",  # order 1
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # order 2
+        "0000000000000000000000000000000000000000000000000000000000000000",  # order 4
+        "0000000000000000000000000000000000000000000000000000000000000080",  # order 4
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",  # order 8
+    )
+)
+
 
 def key_id_for(suite: Suite, role: KeyRole, public_bytes: bytes) -> KeyId:
     """The id of a public key: SHA-256(label || suite || role || key bytes), first 16 bytes."""
@@ -34,6 +61,39 @@ def fingerprint(suite: Suite, exchange: bytes, signature: bytes) -> str:
     encoded = u16(len(exchange)) + exchange + u16(len(signature)) + signature
     digest = hashlib.sha256(FINGERPRINT_LABEL + u8(suite) + encoded).digest()
     return digest[:16].hex()
+
+
+def ed25519_point_problem(encoded: bytes) -> str | None:
+    """Why ``encoded`` is not acceptable as an Ed25519 public key or signature R, or None.
+
+    Refused (FORMAT.md 1.3): a y of p or more (non-canonical), and a small-order point in
+    any encoding, i.e. one of the eight above once bit 255 is cleared (which also catches
+    the identity and the order-2 point written with the sign bit set, x = -0).  A small-order
+    key verifies R = identity, S = 0 for every message under cofactorless verification.
+    """
+    if len(encoded) != 32:
+        return "not 32 bytes"
+    if int.from_bytes(encoded, "little") & _LOW_255_BITS >= FIELD_PRIME:
+        return "a non-canonical Ed25519 encoding (y >= 2^255-19)"
+    if encoded[:31] + bytes([encoded[31] & 0x7F]) in ED25519_SMALL_ORDER:
+        return "a small-order Ed25519 point"
+    return None
+
+
+def x25519_public_problem(encoded: bytes) -> str | None:
+    """Why ``encoded`` is not a canonical X25519 public key encoding, or None.
+
+    RFC 7748 has receivers mask bit 255 and reduce u mod p, but HPKE's kem_context hashes
+    pkR as given: a key with bit 255 set (or u >= p) would wrap for a kem_context its owner,
+    who serializes the canonical u, never computes.  One key, one encoding (FORMAT.md 1.3).
+    """
+    if len(encoded) != X25519_KEY_SIZE:
+        return "not 32 bytes"
+    if encoded[31] & 0x80:
+        return "a non-canonical X25519 encoding (bit 255 set)"
+    if int.from_bytes(encoded, "little") >= FIELD_PRIME:
+        return "a non-canonical X25519 encoding (u >= 2^255-19)"
+    return None
 
 
 def public_size_ok(suite: Suite, size: int) -> bool:

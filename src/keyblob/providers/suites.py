@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, x25519
 
 from keyblob.errors import FormatError, UsageError, VerificationError
+from keyblob.format.pubkey import ed25519_point_problem, x25519_public_problem
 from keyblob.keys import Suite
 
 ExchangePrivate: TypeAlias = x25519.X25519PrivateKey | rsa.RSAPrivateKey
@@ -27,6 +28,7 @@ RSA_BITS = (2048, 3072, 4096)
 DEFAULT_RSA_BITS = 3072
 RSA_PUBLIC_EXPONENT = 65537
 PSS_SALT_SIZE = 32
+ED25519_ORDER = 2**252 + 27742317777372353535851937790883648493  # L, RFC 8032 5.1
 
 _HPKE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 _SHA256 = hashes.SHA256()
@@ -125,8 +127,9 @@ def _rsa_public(data: bytes, what: str) -> rsa.RSAPublicKey:
 def load_exchange_public(suite: Suite, data: bytes) -> ExchangePublic:
     """Raises FormatError when ``data`` is not an exchange public key of the suite."""
     if suite is Suite.X25519:
-        if len(data) != 32:
-            raise FormatError("exchange public key is not 32 bytes")
+        problem = x25519_public_problem(data)
+        if problem is not None:
+            raise FormatError(f"exchange public key is {problem}")
         key = x25519.X25519PublicKey.from_public_bytes(data)
         try:  # X25519 refuses an all-zero shared secret: refuse the key now, not at a wrap
             _low_order_probe().exchange(key)
@@ -146,8 +149,9 @@ def _low_order_probe() -> x25519.X25519PrivateKey:
 def load_signature_public(suite: Suite, data: bytes) -> SignaturePublic:
     """Raises FormatError when ``data`` is not a signature public key of the suite."""
     if suite is Suite.X25519:
-        if len(data) != 32:
-            raise FormatError("signature public key is not 32 bytes")
+        problem = ed25519_point_problem(data)
+        if problem is not None:  # a small-order key would verify forgeries (FORMAT.md 1.3)
+            raise FormatError(f"signature public key is {problem}")
         try:
             return ed25519.Ed25519PublicKey.from_public_bytes(data)
         except ValueError:
@@ -185,14 +189,27 @@ def sign(private: SignaturePrivate, message: bytes) -> bytes:
 
 
 def verify(public: SignaturePublic, signature: bytes, message: bytes) -> None:
-    """Raises VerificationError unless ``signature`` is valid for ``message``."""
+    """Raises VerificationError unless ``signature`` is valid for ``message``.
+
+    Ed25519 (FORMAT.md 2.5): besides OpenSSL's cofactorless check, R must not be a
+    small-order point (nor non-canonical) and S must be below L, whatever OpenSSL does.
+    """
     try:
         if isinstance(public, rsa.RSAPublicKey):
             public.verify(signature, message, _PSS, _SHA256)
         else:
+            if len(signature) != 64 or not _ed25519_r_and_s_ok(signature):
+                raise InvalidSignature
             public.verify(signature, message)
     except InvalidSignature:
         raise VerificationError(BAD_SIGNATURE) from None
+
+
+def _ed25519_r_and_s_ok(signature: bytes) -> bool:
+    return (
+        ed25519_point_problem(signature[:32]) is None
+        and int.from_bytes(signature[32:], "little") < ED25519_ORDER
+    )
 
 
 def public_pem(suite: Suite, data: bytes, *, signature: bool = False) -> bytes:
