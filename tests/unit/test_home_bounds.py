@@ -132,6 +132,24 @@ def test_a_lock_others_can_write_is_refused(tmp_path: Path) -> None:
         container.update_state(lambda s: s.seen("x", 2))
 
 
+@pytest.mark.parametrize("file", ["container.json", "state.json"])
+def test_a_fifo_or_symlink_at_a_home_file_is_refused_without_blocking(
+    tmp_path: Path, file: str
+) -> None:
+    """A FIFO would block the open until someone writes to it; a symlink could lead
+    anywhere.  Both are refused at once, the symlink's target never read."""
+    home, container, folder = _home(tmp_path)
+    real = tmp_path / "real"
+    os.replace(folder / file, real)
+    os.mkfifo(folder / file, 0o600)
+    with pytest.raises(ProviderError, match="not a regular file"):
+        home.open("c", PASSPHRASE).state() if file == "state.json" else home.open("c", PASSPHRASE)
+    (folder / file).unlink()
+    (folder / file).symlink_to(real)
+    with pytest.raises(ProviderError, match="symlink"):
+        container.state() if file == "state.json" else home.open("c", PASSPHRASE)
+
+
 # -- item 10, FORMAT.md 5.1: container.json's exact shape ---------------------------------
 
 

@@ -180,6 +180,18 @@ def check_private_folder(path: Path, what: str) -> None:
     _check_private(st, path, what)
 
 
+# The home's files are opened without following a symlink (a planted one could lead
+# anywhere) and without blocking (a FIFO planted there would wait for a writer forever).
+_HOME_FILE_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _check_home_file(st: os.stat_result, path: Path, what: str) -> None:
+    """The opened ``path`` is a regular file, this user's and private (FORMAT.md 5)."""
+    if not stat.S_ISREG(st.st_mode):
+        raise ProviderError(f"refusing {what} {path}: it is not a regular file")
+    _check_private(st, path, what)
+
+
 def _check_private(st: os.stat_result, path: Path, what: str) -> None:
     if os.name == "nt":
         return
@@ -344,7 +356,10 @@ class Home:
         path = folder / "container.json"
         try:
             data = read_bounded(
-                path, MAX_FILE_SIZE, check=lambda st: _check_private(st, path, "container file")
+                path,
+                MAX_FILE_SIZE,
+                flags=_HOME_FILE_FLAGS,
+                check=lambda st: _check_home_file(st, path, "container file"),
             )
         except FileNotFoundError:
             where = f"{self.path}" if self.path.exists() else f"{self.path} (no such folder)"
@@ -352,6 +367,11 @@ class Home:
         except ValueError:
             raise FormatError(f"container {name!r}: damaged file {path}") from None
         except OSError as e:
+            if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+                raise ProviderError(
+                    f"refusing {path}: it is a symlink; the container file must be a file of "
+                    "the container's own folder"
+                ) from None
             raise ProviderError(f"cannot read container file {path}: {e.strerror}") from e
         self.check_permissions()
         check_private_folder(folder, "container folder")
@@ -550,13 +570,13 @@ class SoftwareContainer:
 
     def _read_state_file(self) -> bytes:
         def check(st: os.stat_result) -> None:
-            _check_private(st, self._state_path, "state file")
+            _check_home_file(st, self._state_path, "state file")
             if st.st_size > MAX_STATE_SIZE:  # refused before reading any of it
                 raise VerificationError(STATE_EDITED.format(name=self._name))
 
         try:
             return read_bounded(
-                self._state_path, MAX_STATE_SIZE, flags=getattr(os, "O_NOFOLLOW", 0), check=check
+                self._state_path, MAX_STATE_SIZE, flags=_HOME_FILE_FLAGS, check=check
             )
         except FileNotFoundError:
             raise VerificationError(
@@ -616,9 +636,7 @@ class SoftwareContainer:
             raise ProviderError(f"cannot open {path}: {e.strerror}") from e
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise ProviderError(f"refusing {path}: it is not a regular file; remove it")
-            _check_private(info, path, "lock file")
+            _check_home_file(info, path, "lock file")
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
