@@ -61,7 +61,8 @@ def _parse(log: str) -> list[Call]:
     pending: dict[str, str] = {}
     calls = []
     for line in log.splitlines():
-        pid, _, rest = line.partition(" ")
+        # strace -f prefixes the pid once a second task exists (a thread, say)
+        pid, _, rest = line.partition(" ") if line[:1].isdigit() else ("", "", line)
         rest = rest.strip()
         if rest.endswith("<unfinished ...>"):
             pending[pid] = rest.removesuffix("<unfinished ...>")
