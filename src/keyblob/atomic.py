@@ -107,7 +107,7 @@ def write_atomic(
 # writer holds an flock on its temp file from creation until it has its final name, so a
 # later writer can tell a dead writer's leftover (unlocked) from a live one's (locked).
 
-#: The temp files of :func:`write_atomic` and :func:`atomic_output` (FORMAT.md 5).
+#: The temp files of :func:`write_atomic` and :func:`atomic_output` (FORMAT.md 5.3).
 TEMP_FILE = re.compile(r"\.(.+)\.[0-9a-f]{16}\.tmp")
 #: An unlocked temp file is a leftover only once its content is this old: a live writer
 #: locks its temp file right after creating it, and this covers the instant in between.
