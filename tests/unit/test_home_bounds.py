@@ -89,6 +89,24 @@ def test_a_hostile_state_over_the_bound_is_refused_before_it_is_parsed(
             reader.state()
 
 
+def test_a_hostile_state_at_the_bound_costs_what_format_md_says(tmp_path: Path) -> None:
+    """The worst shape found (empty objects, ~25 bytes of memory per byte) just under the
+    bound: refused as edited, having cost no more than the ~100 MiB FORMAT.md 5.2 states."""
+    import tracemalloc
+
+    _, container, folder = _home(tmp_path)
+    count = (MAX_STATE_SIZE - 2) // 3
+    (folder / "state.json").write_bytes(b"[" + b"{}," * (count - 1) + b"{}]")
+    tracemalloc.start()
+    try:
+        with pytest.raises(software.VerificationError, match="modified outside keyblob"):
+            container.state()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 128 << 20, f"{peak >> 20} MiB"
+
+
 def test_a_large_honest_state_fits_the_bound(tmp_path: Path) -> None:
     """15,000 names of 128 characters, each at the highest generation: 2.2 MiB."""
     home, container, folder = _home(tmp_path)
