@@ -1,17 +1,25 @@
 """Durable, atomic file writes: the one place that knows temp file, fsync, rename (or link)
-and fsync of the folder (threat model P8).  A reader sees the old file or the new one."""
+and fsync of the folder (threat model P8).  A reader sees the old file or the new one, and a
+killed writer leaves no temp file behind (unnamed temp files) or one the next write removes."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import re
 import secrets
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock, no cleanup of temp files
+    fcntl = None  # type: ignore[assignment]
 
 
 def fsync_dir(folder: Path | str) -> None:
@@ -66,12 +74,14 @@ def write_atomic(
 
     With ``exclusive`` the write fails with FileExistsError if ``path`` exists, atomically
     (hard link of the finished temp file), so two writers never both win.  With
-    ``exact_mode`` the file gets ``mode`` whatever the umask.
+    ``exact_mode`` the file gets ``mode`` whatever the umask.  For folders keyblob owns (the
+    home, the store): stale temp files of any name in ``path``'s folder are removed first
+    (:func:`remove_stale_temp_files`).
     """
     path = os.fspath(path)  # plain strings: pathlib costs microseconds per join here
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
+    folder = os.path.dirname(path) or os.curdir
+    remove_stale_temp_files(folder)
+    fd, tmp = _open_temp(path, mode)
     try:
         try:
             if exact_mode:
@@ -80,18 +90,151 @@ def write_atomic(
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+            _publish(fd, tmp, path, exclusive=exclusive)
         finally:
-            os.close(fd)
+            os.close(fd)  # only now: the temp file stays locked until it has its name
+    except BaseException:
+        _discard(tmp)
+        raise
+    fsync_dir(folder)
+
+
+# -- temp files ---------------------------------------------------------------------------
+# Where the OS has one, the temp file is unnamed (Linux O_TMPFILE): a process killed while
+# writing leaves nothing behind, not even partial plaintext.  It gets a name only when
+# complete and fsynced, by linkat() through /proc/self/fd.  A file system without it falls
+# back to a named temp file ``.<name>.<16 hex>.tmp`` beside the destination.  Either way a
+# writer holds an flock on its temp file from creation until it has its final name, so a
+# later writer can tell a dead writer's leftover (unlocked) from a live one's (locked).
+
+#: The temp files of :func:`write_atomic` and :func:`atomic_output` (FORMAT.md 5.3).
+TEMP_FILE = re.compile(r"\.(.+)\.[0-9a-f]{16}\.tmp")
+#: An unlocked temp file is a leftover only once its content is this old: a live writer
+#: locks its temp file right after creating it, and this covers the instant in between.
+STALE_SECONDS = 60.0
+# O_TMPFILE unsupported: by the file system (EOPNOTSUPP), by an old kernel (EISDIR, as the
+# flag includes O_DIRECTORY), or refused for this kind of folder (EINVAL).
+_NO_UNNAMED = frozenset((errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL))
+_unnamed = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
+
+
+def _temp_name(path: str) -> str:
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp")
+
+
+def _open_temp(path: str, mode: int) -> tuple[int, str | None]:
+    """A new temp file in ``path``'s folder, locked: ``(fd, None)`` if it is unnamed, else
+    ``(fd, its path)``."""
+    if _unnamed:
+        try:
+            flags = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
+            fd = os.open(os.path.dirname(path) or os.curdir, flags, mode)
+        except OSError as e:
+            if e.errno not in _NO_UNNAMED:
+                raise
+        else:
+            _hold(fd)
+            return fd, None
+    tmp = _temp_name(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags | getattr(os, "O_CLOEXEC", 0), mode)
+    _hold(fd)
+    return fd, tmp
+
+
+def _hold(fd: int) -> None:
+    """Lock a temp file of ours, so that no other writer takes it for a leftover."""
+    if fcntl is not None:
+        with contextlib.suppress(OSError):  # no flock on this file system: the age bound
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _publish(fd: int, tmp: str | None, path: str, *, exclusive: bool) -> None:
+    """Give the complete, fsynced temp file the name ``path``: created only if absent
+    (FileExistsError otherwise) with ``exclusive``, else replacing what is there."""
+    if tmp is None:
+        # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N names the unnamed file.  src_dir_fd
+        # only makes Python call linkat with that flag (plain link() would try to link the
+        # /proc symlink itself); an absolute path ignores the folder it names.
+        source = f"/proc/self/fd/{fd}"
+        if exclusive:
+            os.link(source, path, src_dir_fd=fd)
+            return
+        # linkat cannot replace a name: the file is linked under a temp name and renamed
+        # over ``path``, so it is named (complete, still locked) only for that instant.
+        tmp = _temp_name(path)
+        os.link(source, tmp, src_dir_fd=fd)
+    try:
         if exclusive:
             os.link(tmp, path)
-            os.unlink(tmp)
         else:
             os.replace(tmp, path)
+            return
     except BaseException:
+        _discard(tmp)
+        raise
+    _discard(tmp)  # the blob keeps its final name
+
+
+def _discard(tmp: str | None) -> None:
+    if tmp is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
-    fsync_dir(folder or os.curdir)
+
+
+def remove_stale_temp_files(folder: Path | str, name: str | None = None) -> None:
+    """Remove the temp files that killed writers left in ``folder`` (FORMAT.md 5).
+
+    Only files that are certainly a dead writer's go: a regular file (not a symlink) of this
+    user, named exactly ``.<name>.<16 hex>.tmp`` (for ``name`` only, if it is given),
+    unchanged for :data:`STALE_SECONDS`, and that nobody holds locked: a live writer of
+    this code holds its temp file locked until the file has its final name.  Best effort:
+    any error leaves the file where it is.  Without flock (Windows) nothing is removed.
+    """
+    if fcntl is None:
+        return
+    try:
+        with os.scandir(folder) as entries:
+            candidates = [
+                e.path
+                for e in entries
+                if (m := TEMP_FILE.fullmatch(e.name)) and (name is None or m.group(1) == name)
+            ]
+    except OSError:
+        return
+    for candidate in candidates:
+        with contextlib.suppress(OSError):
+            _remove_if_stale(candidate)
+
+
+def _remove_if_stale(path: str) -> None:
+    if fcntl is None:  # pragma: no cover - checked by the caller
+        return
+    before = os.lstat(path)
+    if (
+        not stat.S_ISREG(before.st_mode)
+        or before.st_uid != _euid()
+        or time.time() - before.st_mtime < STALE_SECONDS
+    ):
+        return
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a live writer's
+        opened = os.fstat(fd)
+        now = os.lstat(path)
+        if (
+            (opened.st_dev, opened.st_ino)
+            == (now.st_dev, now.st_ino)
+            == (
+                before.st_dev,
+                before.st_ino,
+            )
+        ):
+            os.unlink(path)
+    finally:
+        os.close(fd)
 
 
 def read_bounded(
@@ -158,11 +301,12 @@ def _sync_behind(fd: int, done: threading.Event) -> None:
 def atomic_output(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
     """A file object whose content appears at ``path`` only if the block succeeds.
 
-    It writes to a temp file beside ``path``; on success it is fsynced and renamed over
-    ``path`` (and the folder fsynced); on any exception it is removed and ``path`` is left
-    as it was.  While the block runs, a helper thread flushes what has been written (every
-    8 MiB, checked every 50 ms), so durability costs little more than the disk's own write
-    time.
+    It writes to a temp file beside ``path`` (unnamed where the OS allows, so a killed
+    process leaves nothing); on success it is fsynced and named ``path`` (and the folder
+    fsynced); on any exception it is removed and ``path`` is left as it was.  Stale temp
+    files of this same output (``.<name>.<16 hex>.tmp``) are removed first.  While the block
+    runs, a helper thread flushes what has been written (every 8 MiB, checked every 50 ms),
+    so durability costs little more than the disk's own write time.
 
     What is already at ``path`` is never trusted when others could have put it there (a
     shared or group folder):
@@ -181,8 +325,9 @@ def atomic_output(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
             yield f
         return
     folder = path.parent
-    tmp = folder / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
+    # A user's folder, not keyblob's: only leftovers of this very output are removed.
+    remove_stale_temp_files(folder, path.name)
+    fd, tmp = _open_temp(os.fspath(path), mode)
     f = os.fdopen(fd, "wb")
     done = threading.Event()
     syncer = threading.Thread(
@@ -200,13 +345,12 @@ def atomic_output(path: Path, mode: int = 0o600) -> Iterator[BinaryIO]:
         f.flush()
         stop_syncer()
         os.fsync(fd)
-        f.close()
-        os.replace(tmp, path)
+        _publish(fd, tmp, os.fspath(path), exclusive=False)
+        f.close()  # only now: the temp file stays locked until it has its name
     except BaseException:
-        # The temp file goes first: a second signal during the rest of the cleanup must not
-        # leave it (with the partial plaintext in it) behind.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        # A named temp file goes first: a second signal during the rest of the cleanup must
+        # not leave it (with the partial plaintext in it) behind.
+        _discard(tmp)
         stop_syncer()
         with contextlib.suppress(OSError):  # flushing the rest may fail as the write did
             f.close()

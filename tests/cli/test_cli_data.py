@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -207,6 +209,19 @@ def test_progress_bar_on_a_terminal(tmp_path, home_env):
     assert status == 0 and out == ""
 
 
+def _writing_into(pid: int, folder: Path) -> bool:
+    """Whether ``pid`` has a temp file open in ``folder``: a named one, or (Linux) an
+    unnamed O_TMPFILE one, seen through /proc."""
+    if list(folder.glob(".ct.*.tmp")):
+        return True
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(f"{folder}/#"):
+                    return True
+    return False
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and FIFOs")
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP", "SIGINT"])
 def test_a_signal_mid_write_leaves_no_temp_file(tmp_path, home_env, signame):
@@ -228,9 +243,9 @@ def test_a_signal_mid_write_leaves_no_temp_file(tmp_path, home_env, signame):
             feed.write(bytes(4 * 1024 * 1024))  # some of it written; the rest never comes
             feed.flush()
             deadline = time.monotonic() + 20
-            while not list(tmp_path.glob(".ct.*.tmp")) and time.monotonic() < deadline:
+            while not _writing_into(child.pid, tmp_path) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert list(tmp_path.glob(".ct.*.tmp")), "the temp file never appeared"
+            assert _writing_into(child.pid, tmp_path), "the temp file never appeared"
             for _ in range(3):  # a closing terminal sends SIGHUP more than once
                 child.send_signal(getattr(signal, signame))
             child.wait(timeout=20)

@@ -45,7 +45,7 @@ from keyblob.errors import (
     VerificationError,
 )
 from keyblob.format.pubkey import key_id_for
-from keyblob.keys import KeyId, KeyRole, Suite, check_name
+from keyblob.keys import MAX_GENERATION, KeyId, KeyRole, Suite, check_name
 from keyblob.providers import suites
 from keyblob.trust import State, canonical, canonical_b64, json_int, lower_hex, strict_json
 
@@ -59,8 +59,12 @@ STATE_INFO = b"keyblob/v1/container/state"
 CHECK_INFO = b"keyblob/v1/container/passphrase-check"
 SEAL_AAD = b"keyblob/v1/container/private-key\x00"
 MAX_FILE_SIZE = 65536
-MAX_STATE_SIZE = 16 * 1024 * 1024
+# state.json: a hostile file costs up to ~25 times its size to parse before its MAC can be
+# checked (FORMAT.md 5.2: the MAC is over the parsed document); 4 MiB holds ~27,000 names of
+# 128 characters at the highest generation (151 bytes each) and costs at most ~100 MiB.
+MAX_STATE_SIZE = 4 * 1024 * 1024
 SALT_SIZE = 16
+CHECK_SIZE = 32
 KDF_FIELDS = ("memory_kib", "iterations", "lanes")  # container.json "kdf", as KdfParams
 DEFAULT_CONTAINER = "default"
 
@@ -78,11 +82,15 @@ class KdfParams:
     iterations: int = 3
     lanes: int = 4
 
-    # Bounds on what a container file may ask for: a hostile file must not make us
-    # allocate gigabytes or spin for minutes, nor weaken the derivation below a floor.
+    # Bounds on what a container file may ask for (FORMAT.md 5.1): a hostile file must not
+    # make us allocate gigabytes or spin for minutes, nor weaken the derivation below a
+    # floor.  The worst case, 256 MiB x 8 passes, took 1.8-2.0 s and 275 MiB of RSS on the
+    # 2-core build machine (the default, 64 MiB x 3, 0.18 s): 4x the default's memory and
+    # 2.7x its passes remain for those who want more.  Lanes do not change the cost (the
+    # derivation runs on one thread).
     MIN_MEMORY_KIB = 8192
-    MAX_MEMORY_KIB = 4 * 1024 * 1024
-    MAX_ITERATIONS = 64
+    MAX_MEMORY_KIB = 256 * 1024
+    MAX_ITERATIONS = 8
     MAX_LANES = 64
 
     def check(self) -> KdfParams:
@@ -172,6 +180,18 @@ def check_private_folder(path: Path, what: str) -> None:
     _check_private(st, path, what)
 
 
+# The home's files are opened without following a symlink (a planted one could lead
+# anywhere) and without blocking (a FIFO planted there would wait for a writer forever).
+_HOME_FILE_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def _check_home_file(st: os.stat_result, path: Path, what: str) -> None:
+    """The opened ``path`` is a regular file, this user's and private (FORMAT.md 5)."""
+    if not stat.S_ISREG(st.st_mode):
+        raise ProviderError(f"refusing {what} {path}: it is not a regular file")
+    _check_private(st, path, what)
+
+
 def _check_private(st: os.stat_result, path: Path, what: str) -> None:
     if os.name == "nt":
         return
@@ -184,6 +204,51 @@ def _check_private(st: os.stat_result, path: Path, what: str) -> None:
             f"{what} {path} can be read or written by others (mode {mode:o}): "
             f"run chmod {wanted} {path}"
         )
+
+
+def _members(value: Any, members: frozenset[str], where: str) -> dict[str, Any]:
+    """``value`` if it is an object with exactly ``members`` (FORMAT.md 5.1: no member
+    missing, none added: a file has one meaning, and a writer's extension is not ignored)."""
+    if not isinstance(value, dict) or value.keys() != members:
+        raise FormatError(f"container: {where} must have exactly the members {sorted(members)}")
+    return value
+
+
+_CONTAINER_MEMBERS = frozenset(
+    ("format", "name", "suite", "created", "kdf", "check", "exchange", "signature")
+)
+_KDF_MEMBERS = frozenset(("algorithm", "salt", *KDF_FIELDS))
+_ENTRY_MEMBERS = frozenset(("public", "sealed"))
+
+
+def _parse_container(doc: Any, name: str) -> tuple[Suite, KdfParams, bytes, bytes]:
+    """The parts of container.json needed before the derivation, all checked (FORMAT.md 5.1):
+    the structure, every type and every range, so a malformed file costs no derivation.
+
+    Raises:
+        FormatError, KeyError, TypeError, ValueError, UsageError: malformed (the caller
+            reports the last four as a damaged file).
+    """
+    _members(doc, _CONTAINER_MEMBERS, "the file")
+    suite = Suite.from_label(doc["suite"])
+    if doc["format"] != CONTAINER_FORMAT or doc["name"] != name:
+        raise FormatError(f"container {name!r}: not a {CONTAINER_FORMAT} file")
+    json_int(doc["created"], 0, MAX_GENERATION)  # informational, but one type
+    k = _members(doc["kdf"], _KDF_MEMBERS, "kdf")
+    if k["algorithm"] != "argon2id":
+        raise FormatError(f"container {name!r}: unknown KDF {k['algorithm']!r}")
+    kdf = KdfParams(*(json_int(k[p]) for p in KDF_FIELDS)).check()  # check(): ranges
+    salt = _unb64(k["salt"], "kdf.salt")
+    if len(salt) != SALT_SIZE:
+        raise FormatError(f"container {name!r}: the KDF salt is not {SALT_SIZE} bytes")
+    check = _unb64(doc["check"], "check")
+    if len(check) != CHECK_SIZE:  # no passphrase could match it: the file is damaged
+        raise FormatError(f"container {name!r}: the passphrase check is not {CHECK_SIZE} bytes")
+    for role in (KeyRole.EXCHANGE, KeyRole.SIGNATURE):
+        entry = _members(doc[role.name.lower()], _ENTRY_MEMBERS, role.name.lower())
+        if not all(isinstance(entry[m], str) for m in _ENTRY_MEMBERS):
+            raise FormatError(f"container: {role.name.lower()} members must be strings")
+    return suite, kdf, salt, check
 
 
 class Home:
@@ -291,7 +356,10 @@ class Home:
         path = folder / "container.json"
         try:
             data = read_bounded(
-                path, MAX_FILE_SIZE, check=lambda st: _check_private(st, path, "container file")
+                path,
+                MAX_FILE_SIZE,
+                flags=_HOME_FILE_FLAGS,
+                check=lambda st: _check_home_file(st, path, "container file"),
             )
         except FileNotFoundError:
             where = f"{self.path}" if self.path.exists() else f"{self.path} (no such folder)"
@@ -299,22 +367,17 @@ class Home:
         except ValueError:
             raise FormatError(f"container {name!r}: damaged file {path}") from None
         except OSError as e:
+            if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+                raise ProviderError(
+                    f"refusing {path}: it is a symlink; the container file must be a file of "
+                    "the container's own folder"
+                ) from None
             raise ProviderError(f"cannot read container file {path}: {e.strerror}") from e
         self.check_permissions()
         check_private_folder(folder, "container folder")
         try:
             doc = strict_json(data)
-            suite = Suite.from_label(doc["suite"])
-            if doc["format"] != CONTAINER_FORMAT or doc["name"] != name:
-                raise FormatError(f"container {name!r}: not a {CONTAINER_FORMAT} file")
-            k = doc["kdf"]
-            if k["algorithm"] != "argon2id":
-                raise FormatError(f"container {name!r}: unknown KDF {k['algorithm']!r}")
-            kdf = KdfParams(*(json_int(k[p]) for p in KDF_FIELDS)).check()  # check(): ranges
-            salt = _unb64(k["salt"], "kdf.salt")
-            check = _unb64(doc["check"], "check")
-            if len(salt) != SALT_SIZE:
-                raise FormatError(f"container {name!r}: the KDF salt is not {SALT_SIZE} bytes")
+            suite, kdf, salt, check = _parse_container(doc, name)
         except (KeyError, TypeError, ValueError, UsageError) as e:
             if isinstance(e, FormatError):
                 raise
@@ -507,13 +570,13 @@ class SoftwareContainer:
 
     def _read_state_file(self) -> bytes:
         def check(st: os.stat_result) -> None:
-            _check_private(st, self._state_path, "state file")
+            _check_home_file(st, self._state_path, "state file")
             if st.st_size > MAX_STATE_SIZE:  # refused before reading any of it
                 raise VerificationError(STATE_EDITED.format(name=self._name))
 
         try:
             return read_bounded(
-                self._state_path, MAX_STATE_SIZE, flags=getattr(os, "O_NOFOLLOW", 0), check=check
+                self._state_path, MAX_STATE_SIZE, flags=_HOME_FILE_FLAGS, check=check
             )
         except FileNotFoundError:
             raise VerificationError(
@@ -558,8 +621,22 @@ class SoftwareContainer:
         except ImportError:  # pragma: no cover - Windows: single-writer assumption
             yield
             return
-        fd = os.open(self._folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        path = self._folder / "lock"
+        # Like the other home files: a symlink planted there must not make every update
+        # create (or lock) its target, nor a FIFO block the open; then the file opened must
+        # be this user's, private, and a regular file (FORMAT.md 5).
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
+            fd = os.open(path, flags, 0o600)
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+                raise ProviderError(
+                    f"refusing {path}: it is a symlink; remove it (keyblob makes a new lock file)"
+                ) from None
+            raise ProviderError(f"cannot open {path}: {e.strerror}") from e
+        try:
+            info = os.fstat(fd)
+            _check_home_file(info, path, "lock file")
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:

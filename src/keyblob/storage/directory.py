@@ -1,8 +1,9 @@
 """The directory store: one file per blob, ``<root>/<name>/<generation>.kb``.
 
 The embedded default store.  Writes go through :func:`keyblob.atomic.write_atomic`
-(temp file, fsync, hard link, fsync of the folder), so a crash leaves a blob absent or
-complete, and two writers of one (name, generation) cannot both win.  Everything found on
+(temp file, unnamed where the OS allows; fsync, hard link, fsync of the folder), so a crash
+leaves a blob absent or complete and no temp file (or one the next put removes), and two
+writers of one (name, generation) cannot both win.  Everything found on
 disk is treated as hostile: entries that are not exactly ``<name>/<generation>.kb`` are
 ignored when listing, symlinks and special files are refused, and every read is bounded.
 """
