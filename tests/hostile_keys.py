@@ -87,3 +87,16 @@ def pem(der: bytes) -> bytes:
         + lines
         + b"\n-----END ENCRYPTED PRIVATE KEY-----\n"
     )
+
+
+@functools.cache
+def rsa_of(bits: int) -> rsa.RSAPrivateKey:
+    """A real RSA key of exactly ``bits`` bits.  cryptography makes none under 1024 bits, so
+    those come from ``openssl genrsa`` (skipped where openssl is missing, failed in CI)."""
+    if bits >= 1024:
+        return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    import support
+
+    key = serialization.load_pem_private_key(support.openssl("genrsa", str(bits)), None)
+    assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == bits
+    return key

@@ -64,6 +64,7 @@ from keyblob.mscapi.blobs import (
     crt_mismatch,
     looks_like_capi_blob,
 )
+from keyblob.mscapi.keysize import RsaUse, check_rsa_size
 
 #: The largest key file read at all: a 16384-bit private key in PEM is about 13 KiB.
 MAX_KEY_FILE_SIZE = 1 << 20
@@ -639,6 +640,7 @@ def dump_rsa_key(
     *,
     public_only: bool,
     alg_id: AlgId | None = None,
+    legacy: bool = False,
 ) -> bytes:
     """``key`` in ``fmt``; a public key (or ``public_only``) gives the public form.
 
@@ -656,13 +658,17 @@ def dump_rsa_key(
         public_only: write only the public part of a private key.
         alg_id: ``aiKeyAlg`` of a blob: CALG_RSA_KEYX (default) or CALG_RSA_SIGN; only
             for MSBLOB.
+        legacy: convert a key under 1024 bits (docs/MSCAPI.md 5).  Converting moves an
+            existing key, so it follows the rule for reading: 1024 to 2047 bits warns.
 
     Raises:
         UsageError: the key does not fit the format (a CryptoAPI blob needs a 512- to
             16384-bit modulus and a 32-bit exponent; .NET's XML needs primes of at most half
             the modulus length), or ``alg_id`` is given for a format other than MSBLOB or is
             not an RSA ALG_ID.
+        WeakKeyError: a key under 1024 bits without ``legacy=True`` (a UsageError).
     """
+    check_rsa_size(key, RsaUse.READ, legacy=legacy, role="key", action="converting")
     if alg_id is not None and fmt is not KeyFormat.MSBLOB:
         raise UsageError("an ALG_ID applies only to CryptoAPI blobs (msblob)")
     private = key if isinstance(key, rsa.RSAPrivateKey) and not public_only else None
