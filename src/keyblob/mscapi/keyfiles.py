@@ -227,7 +227,9 @@ def _load_pem(data: bytes, passphrase: bytes | None) -> LoadedKey:
     if legacy_encrypted:
         # OpenSSL's legacy encryption (DEK-Info) derives its key with one MD5: no bound needed.
         detail = f"{detail or name}, encrypted (OpenSSL legacy PEM)"
-    elif encrypted:
+    if label == b"ENCRYPTED PRIVATE KEY":
+        # Even under legacy headers (cryptography then tries the legacy scheme, today): the
+        # contents are an EncryptedPrivateKeyInfo, bounded whatever reads them.
         check_pkcs8_encryption_cost(_pem_body(block, name))
     key = _load_private(
         lambda pw: serialization.load_pem_private_key(block, pw),
@@ -239,10 +241,11 @@ def _load_pem(data: bytes, passphrase: bytes | None) -> LoadedKey:
 
 
 def _pem_body(block: bytes, name: str) -> bytes:
-    """The DER inside one PEM block without headers (an ENCRYPTED PRIVATE KEY has none)."""
-    lines = block.splitlines()[1:-1]
+    """The DER inside one PEM block, without its BEGIN/END lines and any RFC 1421 headers
+    (lines with a colon; base64 has none)."""
+    lines = [line.strip() for line in block.splitlines()[1:-1] if b":" not in line]
     try:
-        return base64.b64decode(b"".join(line.strip() for line in lines), validate=True)
+        return base64.b64decode(b"".join(lines), validate=True)
     except (binascii.Error, ValueError):
         raise FormatError(f"PEM {name}: the base64 inside does not decode") from None
 

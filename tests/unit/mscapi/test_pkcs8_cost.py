@@ -53,6 +53,15 @@ def test_over_the_bound_is_refused_before_the_passphrase(wrap) -> None:  # type:
     assert "\n" not in str(e.value) and e.value.hints
 
 
+def test_legacy_pem_headers_do_not_skip_the_bound() -> None:
+    """Proc-Type/DEK-Info headers on an ENCRYPTED PRIVATE KEY block: the contents are still
+    an EncryptedPrivateKeyInfo, and still bounded, whichever scheme a reader then tries."""
+    headers = b"Proc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\n"
+    data = pem(pbes2_pbkdf2(MAX_KDF_ITERATIONS + 1)).replace(b"-----\n", b"-----\n" + headers, 1)
+    with pytest.raises(UnsupportedError, match="PBKDF2 iterations"):
+        load_rsa_key(data)
+
+
 def test_an_iteration_bomb_is_refused_at_once() -> None:
     """2^31 - 1 iterations would hold OpenSSL for minutes, deaf to Ctrl-C."""
     data = pbes2_pbkdf2(2**31 - 1, real=False)
