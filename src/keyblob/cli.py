@@ -37,6 +37,7 @@ from keyblob.errors import (
     StorageError,
     UsageError,
     VerificationError,
+    WeakKeyError,
 )
 from keyblob.format import KeyBlob, PublicKeyFile, fingerprint
 from keyblob.format.armor import BLOB, PUBLIC_KEY, armor, dearmor, is_armored
@@ -890,6 +891,22 @@ def _capi_public_blob(path: str) -> mscapi.PublicKeyBlob:
         ) from None
 
 
+_T = TypeVar("_T")
+
+
+def _sized(path: str, action: Callable[[], _T]) -> _T:
+    """Run ``action``; an RSA key under the size it allows is refused in the command line's
+    words (docs/MSCAPI.md 5), naming the file it came from."""
+    try:
+        return action()
+    except WeakKeyError as e:
+        if e.reading:
+            rule = f"below {e.floor} bits is refused (use --legacy to read old data anyway)"
+        else:
+            rule = f"below {e.floor} bits, {e.action} needs --legacy"
+        raise UsageError(f"{path}: the {e.role} is RSA-{e.bits}; {rule}") from None
+
+
 def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> bool:
     """The procedure's cure: the SIMPLEBLOB's signature is checked before any unwrap.
 
@@ -911,7 +928,15 @@ def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> b
     hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
     signer = _capi_public_blob(args.signer).to_public_key()
     signature = _capi_file(args.signature)
-    _refusing(what, lambda: mscapi.verify_signature(signer, signature, blob, hash_alg=hash_alg))
+    _sized(
+        args.signer,
+        lambda: _refusing(
+            what,
+            lambda: mscapi.verify_signature(
+                signer, signature, blob, hash_alg=hash_alg, legacy=args.legacy
+            ),
+        ),
+    )
     return True
 
 
@@ -992,9 +1017,14 @@ def cmd_capi_verify_signature(ctx: Context) -> int:
     signature = _capi_file(args.signature)
     src, _, close = _input_stream(args.file)
     try:
-        _refusing(
-            args.file,
-            lambda: mscapi.verify_stream_signature(signer, signature, src, hash_alg=hash_alg),
+        _sized(
+            args.signer,
+            lambda: _refusing(
+                args.file,
+                lambda: mscapi.verify_stream_signature(
+                    signer, signature, src, hash_alg=hash_alg, legacy=args.legacy
+                ),
+            ),
         )
     finally:
         close()
@@ -1056,9 +1086,13 @@ def cmd_capi_export_simpleblob(ctx: Context) -> int:
         )
     recipient = to_blob.to_public_key()
     hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
+    # Before the unlock; build_simpleblob checks it again (its warning prints once).
+    _sized(args.to, lambda: mscapi.check_recipient_key(recipient, legacy=args.legacy))
     container = ctx.open()
     session = ctx.load(args.name, container)
-    blob = mscapi.build_simpleblob(_capi_key(session), recipient, legacy=args.legacy)
+    blob = _sized(
+        args.to, lambda: mscapi.build_simpleblob(_capi_key(session), recipient, legacy=args.legacy)
+    )
     signature = container.capi_sign(blob, hash_alg=hash_alg, legacy=args.legacy)
     _write_output(args.output, blob)
     _write_output(args.signature_out, signature)
@@ -1221,8 +1255,14 @@ def _capi_unwrap(args: argparse.Namespace, path: str) -> tuple[mscapi.CapiKey, b
     private = _refusing(
         args.private, lambda: mscapi.PrivateKeyBlob.from_bytes(private_blob)
     ).to_private_key()
-    key: mscapi.CapiKey = _refusing(
-        path, lambda: mscapi.unwrap_simpleblob(blob, private, authenticated=authenticated)
+    key: mscapi.CapiKey = _sized(
+        args.private,
+        lambda: _refusing(
+            path,
+            lambda: mscapi.unwrap_simpleblob(
+                blob, private, authenticated=authenticated, legacy=args.legacy
+            ),
+        ),
     )
     return key, authenticated
 
@@ -1265,7 +1305,12 @@ def cmd_capi_convert(ctx: Context) -> int:
     public_only = args.public or not loaded.private
     fmt = mscapi.KeyFormat(args.to)
     alg_id = loaded.alg_id if fmt is mscapi.KeyFormat.MSBLOB else None
-    out = mscapi.dump_rsa_key(loaded.key, fmt, public_only=public_only, alg_id=alg_id)
+    out = _sized(
+        args.input,
+        lambda: mscapi.dump_rsa_key(
+            loaded.key, fmt, public_only=public_only, alg_id=alg_id, legacy=args.legacy
+        ),
+    )
     binary = fmt in (mscapi.KeyFormat.DER, mscapi.KeyFormat.MSBLOB)
     target = args.output or "-"
     if not args.force and (binary or not public_only):
@@ -1440,6 +1485,14 @@ def _capi_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
         sp.add_argument(
             "--unsigned", action="store_true", help="accept a SIMPLEBLOB without signature (warns)"
         )
+        legacy_rsa(sp)
+
+    def legacy_rsa(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--legacy",
+            action="store_true",
+            help="read with an RSA key under 1024 bits (warns; docs/MSCAPI.md 5)",
+        )
 
     sp = command(
         "import-keypair",
@@ -1460,6 +1513,7 @@ def _capi_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     sp.add_argument("--signature", required=True, metavar="SIG")
     sp.add_argument("--signer", required=True, metavar="PUBLICKEYBLOB")
     sp.add_argument("--hash", default="sha256", help="default sha256")
+    legacy_rsa(sp)
     sp = command("export-public", cmd_capi_export_public, "write a PUBLICKEYBLOB of the container")
     sp.add_argument("--slot", choices=["exchange", "signature"], default="exchange")
     sp.add_argument("-o", "--output", required=True, metavar="FILE")
@@ -1482,7 +1536,11 @@ def _capi_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     sp.add_argument("-o", "--output", required=True, metavar="FILE")
     sp.add_argument("--signature-out", required=True, metavar="SIG")
     sp.add_argument("--hash", default="sha256")
-    sp.add_argument("--legacy", action="store_true", help="allow a legacy key or hash (warns)")
+    sp.add_argument(
+        "--legacy",
+        action="store_true",
+        help="allow a legacy key or hash, or a recipient under 2048 bits (warns)",
+    )
     sp = command(
         "encrypt", cmd_capi_encrypt, "CryptEncrypt-compatible encryption with a stored key"
     )
@@ -1498,6 +1556,7 @@ def _capi_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     sp.add_argument("--to", required=True, choices=["pem", "der", "msblob", "xml"])
     sp.add_argument("--public", action="store_true", help="write only the public key")
     sp.add_argument("--force", action="store_true", help="allow a private key on a terminal")
+    legacy_rsa(sp)
     sp = command("unwrap", cmd_capi_unwrap, "open a SIMPLEBLOB into a PLAINTEXTKEYBLOB")
     sp.add_argument("simpleblob", metavar="SIMPLEBLOB")
     sp.add_argument("--private", required=True, metavar="PRIVATEKEYBLOB")

@@ -28,6 +28,25 @@ class UsageError(KeyblobError, ValueError):
     exit_status = 2
 
 
+class WeakKeyError(UsageError):
+    """An RSA key under the size the operation allows without ``legacy=True``
+    (docs/MSCAPI.md 5).  The fields let a caller word its own message."""
+
+    def __init__(self, *, bits: int, floor: int, reading: bool, role: str, action: str) -> None:
+        self.bits, self.floor, self.reading, self.role, self.action = (
+            bits,
+            floor,
+            reading,
+            role,
+            action,
+        )
+        if reading:
+            rule = f"below {floor} bits is refused (legacy=True reads old data anyway)"
+        else:
+            rule = f"below {floor} bits, {action} needs legacy=True"
+        super().__init__(f"the {role} is RSA-{bits}; {rule}")
+
+
 class PassphraseRequired(UsageError):
     """An encrypted input (a key file) was given without the passphrase that opens it."""
 
@@ -71,7 +90,8 @@ class NotFoundError(StorageError, LookupError):
 
 class LegacyAlgorithmWarning(UserWarning):
     """A legacy CryptoAPI algorithm (RC2, RC4, DES, 3DES, 40-bit keys, MD2/MD4/MD5, SHA-1)
-    was used.  Reading old data is allowed; making new data with it needs ``legacy=True``.
+    or an RSA key under 2048 bits was used.  Reading old data is allowed; making new data
+    with it needs ``legacy=True``.
 
     A warning, not an error: it lives here because this module holds every exception class.
     """

@@ -10,13 +10,15 @@ The only home of PKCS#1 v1.5 and little-endian integers in keyblob (docs/MSCAPI.
 - ``derive``: CryptDeriveKey.
 - ``keyfiles``: RSA keys between PEM, DER, PUBLICKEYBLOB/PRIVATEKEYBLOB and .NET XML
   (``keyblob capi convert``).
+- ``keysize``: which RSA key sizes each of them accepts, for reading and for writing.
 
 Legacy algorithms (RC2, RC4, DES, 3DES, 40-bit keys; MD2 to SHA-1 for signing) read old
 data freely but make new data only with ``legacy=True``, and always emit a
-:class:`LegacyAlgorithmWarning`.
+:class:`LegacyAlgorithmWarning`.  So do RSA keys under 2048 bits; under 1024 bits they are
+refused even for reading unless ``legacy=True`` (:class:`WeakKeyError`).
 """
 
-from keyblob.errors import LegacyAlgorithmWarning
+from keyblob.errors import LegacyAlgorithmWarning, WeakKeyError
 from keyblob.mscapi._primitives import has_legacy_backend
 from keyblob.mscapi.algids import (
     AlgId,
@@ -48,6 +50,14 @@ from keyblob.mscapi.data import (
 )
 from keyblob.mscapi.derive import Csp, derive_key
 from keyblob.mscapi.keyfiles import KeyFormat, LoadedKey, dump_rsa_key, load_rsa_key
+from keyblob.mscapi.keysize import (
+    LEGACY_RSA_BELOW,
+    REFUSED_RSA_BELOW,
+    RsaUse,
+    Verdict,
+    check_rsa_size,
+    rsa_size_verdict,
+)
 from keyblob.mscapi.session import CapiKey
 from keyblob.mscapi.signatures import (
     SIGN_HASHES,
@@ -59,12 +69,15 @@ from keyblob.mscapi.signatures import (
 )
 from keyblob.mscapi.simpleblob import (
     build_simpleblob,
+    check_recipient_key,
     unwrap_simpleblob,
     unwrap_to_plaintextkeyblob,
 )
 
 __all__ = [
     "DECRYPT_FAILED",
+    "LEGACY_RSA_BELOW",
+    "REFUSED_RSA_BELOW",
     "SIGN_HASHES",
     "AlgId",
     "BlobType",
@@ -80,11 +93,16 @@ __all__ = [
     "PlaintextKeyBlob",
     "PrivateKeyBlob",
     "PublicKeyBlob",
+    "RsaUse",
     "SessionAlgorithm",
     "SimpleBlob",
+    "Verdict",
+    "WeakKeyError",
     "alg_name",
     "build_simpleblob",
     "cbc_mac",
+    "check_recipient_key",
+    "check_rsa_size",
     "decrypt",
     "decrypt_file",
     "derive_key",
@@ -96,6 +114,7 @@ __all__ = [
     "hash_from_label",
     "load_rsa_key",
     "looks_like_capi_blob",
+    "rsa_size_verdict",
     "session_algorithm",
     "sign_digest",
     "sign_hash",

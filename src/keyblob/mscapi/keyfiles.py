@@ -64,6 +64,7 @@ from keyblob.mscapi.blobs import (
     crt_mismatch,
     looks_like_capi_blob,
 )
+from keyblob.mscapi.keysize import RsaUse, check_rsa_size
 
 #: The largest key file read at all: a 16384-bit private key in PEM is about 13 KiB.
 MAX_KEY_FILE_SIZE = 1 << 20
@@ -71,6 +72,14 @@ MAX_KEY_FILE_SIZE = 1 << 20
 MAX_XML_SIZE = 64 * 1024
 #: The largest modulus read from XML (OpenSSL's own limit for RSA operations).
 MAX_XML_BITS = 16384
+#: The most PBKDF2 (or PKCS#12 KDF) iterations an encrypted PKCS#8 key may ask for: about
+#: 1 to 5 seconds, which OpenSSL runs without a way to interrupt it.  Real files use 2048
+#: (OpenSSL's default), 2000 to 100000 (Windows, .NET, Java), 600000 at most (OWASP 2023).
+MAX_KDF_ITERATIONS = 5_000_000
+#: scrypt's memory, 128 * N * r bytes: 16 MiB is OpenSSL's default (N 16384, r 8).
+MAX_SCRYPT_MEMORY = 256 << 20
+#: scrypt's work, N * r * p: 32 times OpenSSL's default, a few seconds.
+MAX_SCRYPT_WORK = 1 << 22
 
 _XMLDSIG_NS = "http://www.w3.org/2000/09/xmldsig#"
 _PUBLIC_ELEMENTS = ("Modulus", "Exponent")
@@ -216,7 +225,12 @@ def _load_pem(data: bytes, passphrase: bytes | None) -> LoadedKey:
     legacy_encrypted = b"Proc-Type: 4,ENCRYPTED" in block
     encrypted = label == b"ENCRYPTED PRIVATE KEY" or legacy_encrypted
     if legacy_encrypted:
+        # OpenSSL's legacy encryption (DEK-Info) derives its key with one MD5: no bound needed.
         detail = f"{detail or name}, encrypted (OpenSSL legacy PEM)"
+    if label == b"ENCRYPTED PRIVATE KEY":
+        # Even under legacy headers (cryptography then tries the legacy scheme, today): the
+        # contents are an EncryptedPrivateKeyInfo, bounded whatever reads them.
+        check_pkcs8_encryption_cost(_pem_body(block, name))
     key = _load_private(
         lambda pw: serialization.load_pem_private_key(block, pw),
         f"PEM {name}",
@@ -224,6 +238,16 @@ def _load_pem(data: bytes, passphrase: bytes | None) -> LoadedKey:
         passphrase=passphrase,
     )
     return LoadedKey(key, KeyFormat.PEM, detail or name)
+
+
+def _pem_body(block: bytes, name: str) -> bytes:
+    """The DER inside one PEM block, without its BEGIN/END lines and any RFC 1421 headers
+    (lines with a colon; base64 has none)."""
+    lines = [line.strip() for line in block.splitlines()[1:-1] if b":" not in line]
+    try:
+        return base64.b64decode(b"".join(lines), validate=True)
+    except (binascii.Error, ValueError):
+        raise FormatError(f"PEM {name}: the base64 inside does not decode") from None
 
 
 def _load_public(loader: Callable[[], object], what: str) -> RSAKey:
@@ -367,6 +391,8 @@ def _der_kind(data: bytes) -> str:
 
 def _load_der(data: bytes, passphrase: bytes | None) -> LoadedKey:
     kind = _der_kind(data)
+    if kind == "encrypted PKCS#8":
+        check_pkcs8_encryption_cost(data)
     if kind in ("PKCS#1 public", "SubjectPublicKeyInfo"):
         key = _load_public(lambda: serialization.load_der_public_key(data), f"DER {kind}")
         return LoadedKey(key, KeyFormat.DER, "PKCS#1" if kind == "PKCS#1 public" else kind)
@@ -377,6 +403,109 @@ def _load_der(data: bytes, passphrase: bytes | None) -> LoadedKey:
         passphrase=passphrase,
     )
     return LoadedKey(key, KeyFormat.DER, "PKCS#1" if kind == "PKCS#1 private" else kind)
+
+
+# --- the cost of an encrypted PKCS#8 key, read before any passphrase is tried -------------
+
+# DER contents of the OIDs of the schemes cryptography decrypts (RFC 8018, RFC 7914, RFC 7292).
+_OID_PBES2 = bytes.fromhex("2a864886f70d01050d")  # 1.2.840.113549.1.5.13
+_OID_PBKDF2 = bytes.fromhex("2a864886f70d01050c")  # 1.2.840.113549.1.5.12
+_OID_SCRYPT = bytes.fromhex("2b06010401da47040b")  # 1.3.6.1.4.1.11591.4.11
+_OID_PKCS12_PBE = {
+    bytes.fromhex("2a864886f70d010c0103"),  # pbeWithSHAAnd3-KeyTripleDES-CBC
+    bytes.fromhex("2a864886f70d010c0106"),  # pbeWithSHAAnd40BitRC2-CBC
+}
+_COST_HINT = (
+    "if the file is yours, re-encrypt it with fewer iterations (openssl pkcs8 -topk8 -iter "
+    "600000), or decrypt it with openssl and convert the result",
+)
+
+
+#: One DER element: (tag, offset of the element, offset of its contents, contents length).
+_Element = tuple[int, int, int, int]
+
+
+def _der_children(data: bytes, at: int, what: str, tags: bytes) -> list[_Element]:
+    """The elements of the SEQUENCE at ``at``, whose first tags must be ``tags``."""
+    tag, pos, length = _der_header(data, at, what)
+    if tag != 0x30:
+        raise FormatError(f"DER {what} at offset {at}: not a SEQUENCE")
+    end = pos + length
+    children: list[_Element] = []
+    while pos < end:
+        child, cpos, clen = _der_header(data, pos, what)
+        if cpos + clen > end:
+            raise FormatError(f"DER {what} at offset {pos}: overruns its SEQUENCE")
+        children.append((child, pos, cpos, clen))
+        pos = cpos + clen
+    if bytes(c[0] for c in children[: len(tags)]) != tags:
+        raise FormatError(f"DER {what} at offset {at}: not the structure it must have")
+    return children
+
+
+def _der_contents(data: bytes, element: _Element) -> bytes:
+    return data[element[2] : element[2] + element[3]]
+
+
+def _der_uint(data: bytes, element: _Element, what: str) -> int:
+    """A non-negative DER INTEGER, minimally encoded (the tag is checked by the caller)."""
+    raw = _der_contents(data, element)
+    # Negative, or a leading zero byte that is not needed: not the one DER encoding.
+    if not raw or raw[0] & 0x80 or (len(raw) > 1 and raw[:2] < b"\x00\x80"):
+        raise FormatError(f"DER {what} at offset {element[1]}: not a non-negative DER INTEGER")
+    return int.from_bytes(raw, "big")
+
+
+def check_pkcs8_encryption_cost(der: bytes) -> None:
+    """Refuse an EncryptedPrivateKeyInfo whose key derivation would cost more than the
+    bounds (``MAX_KDF_ITERATIONS``, ``MAX_SCRYPT_MEMORY``, ``MAX_SCRYPT_WORK``).
+
+    OpenSSL derives the key without any way to interrupt it (Ctrl-C waits), so a file asking
+    for 2^31 iterations would hold a command for many minutes.  The parameters are therefore
+    read first, by a strict walk of just the AlgorithmIdentifier (RFC 5958, RFC 8018, RFC
+    7914, RFC 7292), before any passphrase is asked for or tried.  Only the schemes
+    ``cryptography`` decrypts pass: an unknown one is refused here, so none goes unbounded.
+
+    Raises:
+        FormatError: the AlgorithmIdentifier does not parse.
+        UnsupportedError: an encryption scheme this does not know, or a cost over the
+            bounds (the message names the number and the bound).
+    """
+    outer = _der_children(der, 0, "EncryptedPrivateKeyInfo", b"\x30\x04")
+    algorithm = _der_children(der, outer[0][1], "encryptionAlgorithm", b"\x06\x30")
+    oid = _der_contents(der, algorithm[0])
+    if oid in _OID_PKCS12_PBE:
+        params = _der_children(der, algorithm[1][1], "pkcs-12PbeParams", b"\x04\x02")
+        _check_iterations(_der_uint(der, params[1], "iterations"), "PKCS#12 KDF")
+        return
+    if oid != _OID_PBES2:
+        raise UnsupportedError("encrypted PKCS#8: an encryption scheme keyblob does not read")
+    pbes2 = _der_children(der, algorithm[1][1], "PBES2-params", b"\x30\x30")
+    kdf = _der_children(der, pbes2[0][1], "keyDerivationFunc", b"\x06\x30")
+    kdf_oid = _der_contents(der, kdf[0])
+    if kdf_oid == _OID_PBKDF2:
+        params = _der_children(der, kdf[1][1], "PBKDF2-params", b"\x04\x02")
+        _check_iterations(_der_uint(der, params[1], "iterationCount"), "PBKDF2")
+    elif kdf_oid == _OID_SCRYPT:
+        params = _der_children(der, kdf[1][1], "scrypt-params", b"\x04\x02\x02\x02")
+        n, r, p = (_der_uint(der, params[i], "scrypt-params") for i in (1, 2, 3))
+        if 128 * n * r > MAX_SCRYPT_MEMORY or n * r * p > MAX_SCRYPT_WORK:
+            raise UnsupportedError(
+                f"encrypted PKCS#8: scrypt with N={n}, r={r}, p={p} is over keyblob's bounds "
+                f"(128*N*r at most {MAX_SCRYPT_MEMORY} bytes, N*r*p at most {MAX_SCRYPT_WORK})",
+                hints=_COST_HINT,
+            )
+    else:
+        raise UnsupportedError("encrypted PKCS#8: a key derivation keyblob does not read")
+
+
+def _check_iterations(count: int, kdf: str) -> None:
+    if count > MAX_KDF_ITERATIONS:
+        raise UnsupportedError(
+            f"encrypted PKCS#8: {count} {kdf} iterations is over keyblob's bound of "
+            f"{MAX_KDF_ITERATIONS}",
+            hints=_COST_HINT,
+        )
 
 
 # --- XML --------------------------------------------------------------------------------------
@@ -514,6 +643,7 @@ def dump_rsa_key(
     *,
     public_only: bool,
     alg_id: AlgId | None = None,
+    legacy: bool = False,
 ) -> bytes:
     """``key`` in ``fmt``; a public key (or ``public_only``) gives the public form.
 
@@ -531,13 +661,17 @@ def dump_rsa_key(
         public_only: write only the public part of a private key.
         alg_id: ``aiKeyAlg`` of a blob: CALG_RSA_KEYX (default) or CALG_RSA_SIGN; only
             for MSBLOB.
+        legacy: convert a key under 1024 bits (docs/MSCAPI.md 5).  Converting moves an
+            existing key, so it follows the rule for reading: 1024 to 2047 bits warns.
 
     Raises:
         UsageError: the key does not fit the format (a CryptoAPI blob needs a 512- to
             16384-bit modulus and a 32-bit exponent; .NET's XML needs primes of at most half
             the modulus length), or ``alg_id`` is given for a format other than MSBLOB or is
             not an RSA ALG_ID.
+        WeakKeyError: a key under 1024 bits without ``legacy=True`` (a UsageError).
     """
+    check_rsa_size(key, RsaUse.READ, legacy=legacy, role="key", action="converting")
     if alg_id is not None and fmt is not KeyFormat.MSBLOB:
         raise UsageError("an ALG_ID applies only to CryptoAPI blobs (msblob)")
     private = key if isinstance(key, rsa.RSAPrivateKey) and not public_only else None

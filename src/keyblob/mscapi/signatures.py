@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from keyblob.errors import UsageError, VerificationError
 from keyblob.mscapi import _primitives
 from keyblob.mscapi.algids import HASH_SIZES, LEGACY_HASHES, AlgId, warn_legacy
+from keyblob.mscapi.keysize import RsaUse, check_rsa_size
 
 #: DigestInfo prefixes (section 9, plus the standard MD2/MD4 ones for verifying old data).
 DIGEST_INFO: dict[AlgId, bytes] = {
@@ -32,6 +33,15 @@ DIGEST_INFO: dict[AlgId, bytes] = {
 }
 SIGN_HASHES = frozenset(DIGEST_INFO) | {AlgId.SSL3_SHAMD5}
 _BAD_SIGNATURE = "signature verification failed"
+#: The key's role in messages about its size (docs/MSCAPI.md 5).
+SIGNER_ROLE = "signer's key"
+SIGNING_ROLE = "signature key"
+
+
+def _check_signer(public_key: rsa.RSAPublicKey, legacy: bool) -> None:
+    check_rsa_size(
+        public_key, RsaUse.READ, legacy=legacy, role=SIGNER_ROLE, action="verifying", stacklevel=4
+    )
 
 
 def _hash_alg(hash_alg: AlgId | int) -> AlgId:
@@ -66,6 +76,12 @@ def _signing_hash(hash_alg: AlgId | int, legacy: bool) -> AlgId:
     return alg
 
 
+def _check_signing_key(private_key: rsa.RSAPrivateKey, legacy: bool) -> None:
+    check_rsa_size(
+        private_key, RsaUse.WRITE, legacy=legacy, role=SIGNING_ROLE, action="signing", stacklevel=4
+    )
+
+
 def _sign(private_key: rsa.RSAPrivateKey, alg: AlgId, digest: bytes, no_hash_oid: bool) -> bytes:
     payload = _payload(alg, digest, no_hash_oid)
     try:
@@ -88,7 +104,9 @@ def sign_digest(
     Raises:
         UsageError: an unknown hash, a digest of the wrong length, or a legacy hash (MD2,
             MD4, MD5, SHA-1, SSL3_SHAMD5) without ``legacy=True``.
+        WeakKeyError: a key under 2048 bits without ``legacy=True`` (a UsageError).
     """
+    _check_signing_key(private_key, legacy)
     return _sign(private_key, _signing_hash(hash_alg, legacy), digest, no_hash_oid)
 
 
@@ -102,15 +120,17 @@ def sign_hash(
 ) -> bytes:
     """CryptCreateHash + CryptHashData(``data``) + CryptSignHash.
 
-    The hash is checked (and a legacy one refused) before ``data`` is hashed.
+    The key and the hash are checked (and a legacy one refused) before ``data`` is hashed.
 
     Returns:
         The signature, least-significant byte first, exactly the modulus length.
 
     Raises:
         UsageError: as :func:`sign_digest`.
+        WeakKeyError: as :func:`sign_digest`.
         UnsupportedError: MD2/MD4 without the legacy backend.
     """
+    _check_signing_key(private_key, legacy)
     alg = _signing_hash(hash_alg, legacy)
     return _sign(private_key, alg, _primitives.digest(alg, data), no_hash_oid)
 
@@ -122,6 +142,7 @@ def verify_digest(
     *,
     hash_alg: AlgId | int,
     no_hash_oid: bool | None = None,
+    legacy: bool = False,
 ) -> None:
     """CryptVerifySignature over a hash value.
 
@@ -133,16 +154,30 @@ def verify_digest(
         no_hash_oid: None accepts the signature with or without DigestInfo, as Windows
             does with flags 0 (vectors ``verify_signature_*_nohashoid``); True requires the
             bare form (CRYPT_NOHASHOID); False requires the DigestInfo.
+        legacy: accept a signer under 1024 bits (docs/MSCAPI.md 5); one of 1024 to 2047
+            bits is accepted with a warning either way.
 
     Raises:
         VerificationError: the signature does not verify (one fixed message); also for a
             signature that is not exactly the modulus length, which Windows refuses first
             (vector ``verify_signature_truncated``).
         UsageError: an unknown hash or a digest of the wrong length.
+        WeakKeyError: a signer under 1024 bits without ``legacy=True`` (a UsageError).
     """
-    alg = _hash_alg(hash_alg)
+    _check_signer(public_key, legacy)
+    _verify(public_key, signature, digest, _hash_alg(hash_alg), no_hash_oid)
+
+
+def _verify(
+    public_key: rsa.RSAPublicKey,
+    signature: bytes,
+    digest: bytes,
+    alg: AlgId,
+    no_hash_oid: bool | None,
+) -> None:
+    """:func:`verify_digest` once the signer's size was checked."""
     if alg in LEGACY_HASHES:
-        warn_legacy(alg.calg_name)
+        warn_legacy(alg.calg_name, stacklevel=4)
     with_oid = _payload(alg, digest, False)
     bare = _payload(alg, digest, True)
     size = (public_key.key_size + 7) // 8
@@ -169,17 +204,21 @@ def verify_stream_signature(
     src: BinaryIO,
     *,
     hash_alg: AlgId | int = AlgId.SHA_256,
+    legacy: bool = False,
 ) -> None:
     """:func:`verify_signature` over everything ``src`` yields, read 1 MiB at a time.
+
+    The signer's size is checked before anything is read.
 
     Raises:
         as :func:`verify_signature`.
     """
+    _check_signer(public_key, legacy)
     alg = _hash_alg(hash_alg)
     h = _primitives.Hasher(alg)
     while chunk := src.read(1 << 20):
         h.update(chunk)
-    verify_digest(public_key, signature, h.value(), hash_alg=alg)
+    _verify(public_key, signature, h.value(), alg, None)
 
 
 def verify_signature(
@@ -189,19 +228,18 @@ def verify_signature(
     *,
     hash_alg: AlgId | int = AlgId.SHA_256,
     no_hash_oid: bool | None = None,
+    legacy: bool = False,
 ) -> None:
     """CryptCreateHash + CryptHashData(``data``) + CryptVerifySignature.
+
+    ``legacy`` as for :func:`verify_digest`.
 
     Raises:
         VerificationError: the signature does not verify (one fixed message).
         UsageError: an unknown hash.
+        WeakKeyError: a signer under 1024 bits without ``legacy=True`` (a UsageError).
         UnsupportedError: MD2/MD4 without the legacy backend.
     """
+    _check_signer(public_key, legacy)
     alg = _hash_alg(hash_alg)
-    verify_digest(
-        public_key,
-        signature,
-        _primitives.digest(alg, data),
-        hash_alg=alg,
-        no_hash_oid=no_hash_oid,
-    )
+    _verify(public_key, signature, _primitives.digest(alg, data), alg, no_hash_oid)

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from keyblob.errors import FormatError, UsageError, VerificationError
 from keyblob.mscapi.algids import session_algorithm, warn_legacy
 from keyblob.mscapi.blobs import PlaintextKeyBlob, SimpleBlob
+from keyblob.mscapi.keysize import RsaUse, check_rsa_size
 from keyblob.mscapi.session import CapiKey
 
 #: CRYPT_OAEP SIMPLEBLOBs use OAEP with SHA-1, MGF1-SHA-1 and an empty label (section 5b).
@@ -39,10 +40,32 @@ _OAEP = padding.OAEP(
 
 
 UNWRAP_FAILED = "the private key does not open this SIMPLEBLOB (a wrong exchange key?)"
+#: The keys' roles in messages about their size (docs/MSCAPI.md 5).
+RECIPIENT_ROLE = "recipient's key"
+EXCHANGE_ROLE = "exchange key"
 
 
 def _padding(oaep: bool) -> padding.AsymmetricPadding:
     return _OAEP if oaep else padding.PKCS1v15()
+
+
+def check_recipient_key(
+    exchange_key: rsa.RSAPublicKey, *, legacy: bool = False, stacklevel: int = 3
+) -> None:
+    """The size rule for a key that :func:`build_simpleblob` would wrap for (docs/MSCAPI.md
+    5), on its own: a caller can refuse before any other work.
+
+    Raises:
+        WeakKeyError: an exchange key under 2048 bits without ``legacy=True``.
+    """
+    check_rsa_size(
+        exchange_key,
+        RsaUse.WRITE,
+        legacy=legacy,
+        role=RECIPIENT_ROLE,
+        action="wrapping a key for it",
+        stacklevel=stacklevel + 1,
+    )
 
 
 def build_simpleblob(
@@ -61,12 +84,15 @@ def build_simpleblob(
         key: the session key; its salt is not carried (Windows does not carry it either).
         exchange_key: the recipient's RSA exchange public key.
         oaep: write a CRYPT_OAEP blob (Wine 8 cannot import these; Windows can).
-        legacy: required to export a legacy key (RC2, RC4, DES, 3DES, 40-bit).
+        legacy: required to export a legacy key (RC2, RC4, DES, 3DES, 40-bit), or for an
+            exchange key under 2048 bits (docs/MSCAPI.md 5).
 
     Raises:
         UsageError: a legacy key without ``legacy=True``, a key the ALG_ID cannot carry, or
             an exchange key too small for it.
+        WeakKeyError: an exchange key under 2048 bits without ``legacy=True``.
     """
+    check_recipient_key(exchange_key, legacy=legacy, stacklevel=4)
     info = key.info
     if info.is_legacy_key(key.key_size):
         if not legacy:
@@ -91,6 +117,7 @@ def unwrap_simpleblob(
     key_size: int | None = None,
     oaep: bool = False,
     authenticated: bool = False,
+    legacy: bool = False,
     _random: Callable[[int], bytes] = os.urandom,
 ) -> CapiKey:
     """CryptImportKey(SIMPLEBLOB) without a padding oracle.
@@ -108,6 +135,8 @@ def unwrap_simpleblob(
             the random stand-in.
         oaep: the blob was written with CRYPT_OAEP.
         authenticated: the blob's signature was verified (see above).
+        legacy: accept a private key under 1024 bits (docs/MSCAPI.md 5); one of 1024 to
+            2047 bits is accepted with a warning either way.
 
     Returns:
         The session key -- or, if the blob was damaged or forged, a random key of the right
@@ -119,7 +148,10 @@ def unwrap_simpleblob(
         UnsupportedError: the session ALG_ID is not one keyblob implements.
         UsageError: ``key_size`` does not fit the ALG_ID.
         VerificationError: only with ``authenticated``: the private key does not open it.
+        WeakKeyError: a private key under 1024 bits without ``legacy=True`` (a UsageError).
     """
+    # Step 0: the caller's key is big enough to mean something (nothing to do with the blob).
+    check_rsa_size(private_key, RsaUse.READ, legacy=legacy, role=EXCHANGE_ROLE, action="unwrapping")
     # Step 1: public structure.
     parsed = SimpleBlob.from_bytes(blob)
     info = session_algorithm(parsed.alg_id)
@@ -162,6 +194,7 @@ def unwrap_to_plaintextkeyblob(
     *,
     key_size: int | None = None,
     authenticated: bool = False,
+    legacy: bool = False,
 ) -> bytes:
     """Open ``blob`` and return the key as a PLAINTEXTKEYBLOB (``keyblob capi unwrap``).
 
@@ -169,6 +202,9 @@ def unwrap_to_plaintextkeyblob(
         FormatError: as :func:`unwrap_simpleblob`.
         UnsupportedError: as :func:`unwrap_simpleblob`.
         UsageError: an RC2 key longer than 16 bytes, which a PLAINTEXTKEYBLOB cannot carry.
+        WeakKeyError: as :func:`unwrap_simpleblob`.
     """
-    key = unwrap_simpleblob(blob, private_key, key_size=key_size, authenticated=authenticated)
+    key = unwrap_simpleblob(
+        blob, private_key, key_size=key_size, authenticated=authenticated, legacy=legacy
+    )
     return PlaintextKeyBlob(key.alg_id, key.unsafe_raw_bytes()).to_bytes()

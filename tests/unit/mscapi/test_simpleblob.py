@@ -74,8 +74,8 @@ def test_rollback_marker_is_accepted() -> None:
 def test_writer_never_uses_the_marker() -> None:
     key = rsa_key(1024)
     numbers = key.private_numbers()
-    for _ in range(20):
-        blob = build_simpleblob(AES, key.public_key())
+    for _ in range(20):  # a 1024-bit key for speed: a legacy size, hence legacy=True
+        blob = build_simpleblob(AES, key.public_key(), legacy=True)
         c = int.from_bytes(blob[12:][::-1], "big")
         em = pow(c, numbers.d, numbers.public_numbers.n).to_bytes(128, "big")
         assert em[:2] == b"\x00\x02"
@@ -131,7 +131,7 @@ def test_substitution_is_caught_by_the_signature() -> None:
     succeeds (public keys are public); the CryptSignHash signature is what refuses it."""
     exchange, signer = rsa_key(), rsa_key(1024)
     original = build_simpleblob(AES, exchange.public_key())
-    signature = sign_hash(signer, original)
+    signature = sign_hash(signer, original, legacy=True)  # 1024 bits: only for speed
     evil = build_simpleblob(CapiKey.new(AlgId.AES_256, b"\x66" * 32), exchange.public_key())
     verify_signature(signer.public_key(), signature, original)
     with pytest.raises(VerificationError):
@@ -144,8 +144,8 @@ def test_substitution_is_caught_by_the_signature() -> None:
 
 
 def test_every_flip_and_truncation_never_tracebacks() -> None:
-    key = rsa_key(1024)
-    blob = build_simpleblob(CapiKey.new(AlgId.AES_128, bytes(16)), key.public_key())
+    key = rsa_key(1024)  # for speed: a legacy size, hence legacy=True
+    blob = build_simpleblob(CapiKey.new(AlgId.AES_128, bytes(16)), key.public_key(), legacy=True)
     for i in range(len(blob) * 8):
         flipped = bytearray(blob)
         flipped[i // 8] ^= 1 << (i % 8)
@@ -164,7 +164,7 @@ def test_every_flip_and_truncation_never_tracebacks() -> None:
 
 
 def test_legacy_export_needs_the_flag() -> None:
-    key = rsa_key(1024)
+    key = rsa_key()  # 2048 bits: the RC4 key, not the RSA size, is what is refused
     rc4 = CapiKey.new(AlgId.RC4, bytes(16))
     with pytest.raises(UsageError, match="legacy"):
         build_simpleblob(rc4, key.public_key())
