@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyblob import mscapi
 from keyblob.cli import main
+from keyblob.errors import FormatError
 from keyblob.providers.software import Home
 
 PASS = "scope passphrase"
@@ -180,7 +181,8 @@ def test_state_strictness_through_the_cli(kb, alice_and_bob, tmp_path):
     home = tmp_path / "bob"
     _remac(home, lambda d: d["trusted"][0].update(scope_v2="x"))
     status, _, err = kb("trust", "list")
-    assert status == 3 and "home state: not a valid state document" in err
+    # malformed: the CLI's status for a FormatError (docs/CLI.md)
+    assert status == FormatError.exit_status and "home state: not a valid state document" in err
     _remac(home, lambda d: d["trusted"][0].pop("scope_v2"))
     assert kb("trust", "list")[0] == 0
     _remac(home, lambda d: d["trusted"][0].update(added=1.0))
@@ -317,7 +319,8 @@ def test_a_private_key_or_garbage_is_not_pinned(kb, windows, windows_keys, tmp_p
     junk = tmp_path / "junk"
     junk.write_bytes(b"not a key")
     status, _, err = kb("trust", "add", junk)
-    assert status == 3 and "neither a keyblob public key file nor an RSA public key" in err
+    assert status == FormatError.exit_status
+    assert "neither a keyblob public key file nor an RSA public key" in err
     assert len(_trust_rows(kb)) == 1
 
 
