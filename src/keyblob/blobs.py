@@ -4,7 +4,7 @@ This is the one place where the check order of an import lives (FORMAT.md 2.7):
 
 1. parse (strict, canonical, bounded);
 2. the blob's suite is the container's, and the signer is trusted: the container's own
-   signature key, or one the user added;
+   signature key, or one the user added whose scope allows the blob's name;
 3. the signature is valid;
 4. the name (and key id, generation) are the ones that were asked for;
 5. the generation is not below the container's high-water mark for that name and, when the
@@ -390,8 +390,8 @@ def _verify(
     h = blob.header
     if h.suite is not provider.suite:
         raise VerificationError(WRONG_SUITE.format(blob=h.suite.label, own=provider.suite.label))
-    signer_public = require_trusted(  # 2. the signer is trusted
-        provider.signature_id, provider.signature_public, state, h.signer_id
+    signer_public = require_trusted(  # 2. the signer is trusted, for this name
+        provider.signature_id, provider.signature_public, state, h.signer_id, h.name
     )
     try:  # a key trusted before keys were checked (FORMAT.md 1.3) verifies nothing
         public = suites.load_signature_public(h.suite, signer_public)

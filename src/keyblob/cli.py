@@ -20,9 +20,11 @@ import threading
 import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO, TypeVar, cast
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyblob import blobs, files
@@ -43,11 +45,20 @@ from keyblob.format import KeyBlob, PublicKeyFile, fingerprint
 from keyblob.format.armor import BLOB, PUBLIC_KEY, armor, dearmor, is_armored
 from keyblob.format.blob import MAX_BLOB_SIZE
 from keyblob.format.data import DataHeader
-from keyblob.keys import Algorithm, KeyRole, SessionKey, Suite
+from keyblob.keys import Algorithm, KeyRole, SessionKey, Suite, check_name
 from keyblob.providers import suites
 from keyblob.providers.software import DEFAULT_CONTAINER, Home, SoftwareContainer
 from keyblob.storage import Store, open_store
-from keyblob.trust import State, TrustedSigner, find_signer
+from keyblob.trust import (
+    OUT_OF_SCOPE,
+    CapiSigner,
+    State,
+    TrustedSigner,
+    capi_fingerprint,
+    describe_scope,
+    find_signer,
+    parse_scope,
+)
 
 
 def _lazy_module(name: str) -> types.ModuleType:
@@ -154,8 +165,8 @@ def _refuse_missing_folder(path: str) -> None:
         raise UsageError(f"{path}: no such folder")
 
 
-def _read_public_key_file(path: str) -> PublicKeyFile:
-    data = _read_file(path)
+def _read_public_key_file(path: str, data: bytes | None = None) -> PublicKeyFile:
+    data = _read_file(path) if data is None else data
     try:
         if is_armored(data):
             data = dearmor(data, PUBLIC_KEY)
@@ -656,15 +667,36 @@ def _own_fingerprint(container: SoftwareContainer) -> str:
     return fingerprint(container.suite, container.exchange_public, container.signature_public)
 
 
+def _is_keyblob_public_key(data: bytes) -> bool:
+    """A keyblob public key file (FORMAT.md 3), binary or armored, rather than a CryptoAPI
+    or PEM/DER RSA key."""
+    return data.startswith(b"KBPK") or data.lstrip(b" \t\r\n").startswith(b"-----BEGIN KEYBLOB")
+
+
+def _scope_note(names: tuple[str, ...] | None) -> str:
+    return "" if names is None else f", for {describe_scope(names)}"
+
+
 def cmd_trust_add(ctx: Context) -> int:
     import time  # noqa: PLC0415
 
-    pub = _read_public_key_file(ctx.args.file)
+    path = ctx.args.file
+    data = _read_file(path, what="a public key file")
+    # Without --names, a new signer may sign every name and a known one keeps its scope:
+    # running the same trust add again never widens what was narrowed.
+    scope = parse_scope(ctx.args.names) if ctx.args.names else None
+    if not _is_keyblob_public_key(data):
+        return _trust_add_capi(ctx, path, data, scope)
+    pub = _read_public_key_file(path, data)
     container = ctx.open()
     if pub.suite is not container.suite:
         raise UsageError(
-            f"{ctx.args.file} is a {pub.suite.label} key; container {container.name!r} uses "
-            f"{container.suite.label}"
+            f"{path} is a {pub.suite.label} key; container {container.name!r} uses "
+            f"{container.suite.label}: a signer of another suite could never sign a blob it accepts"
+        )
+    if pub.signature_id == container.signature_id:
+        raise UsageError(
+            f"{path} holds this container's own signature key: it is always trusted, for every name"
         )
     signer = TrustedSigner(
         key_id=pub.signature_id,
@@ -673,19 +705,20 @@ def cmd_trust_add(ctx: Context) -> int:
         exchange=pub.exchange,
         label=pub.label,
         added=int(time.time()),
+        names=scope,
     )
-    added: list[bool] = []
+    before: list[TrustedSigner | None] = []
 
     def add(state: State) -> State:  # under the lock: no other trust add in between
         blobs.check_known_exchange(container, state, pub)
-        added.append(state.signer(signer.key_id) is None)
-        return state.with_signer(signer)
+        old = state.signer(signer.key_id)
+        before.append(old)
+        names = scope if ctx.args.names or old is None else old.names
+        return state.with_signer(replace(signer, names=names))
 
     container.update_state(add)
-    if added[0]:
-        print(f"trusted sg-{signer.key_id.short} ({pub.label})")
-    else:
-        print(f"already trusted: sg-{signer.key_id.short} ({pub.label})")
+    handle = f"sg-{signer.key_id.short} ({pub.label})"
+    print(_trust_outcome(handle, before[0], scope if ctx.args.names else None, ctx.args.names))
     print(
         f"  fingerprint {pub.fingerprint}: check it with the key's owner "
         "(keyblob pubkey shows theirs)"
@@ -693,32 +726,131 @@ def cmd_trust_add(ctx: Context) -> int:
     return 0
 
 
+def _trust_outcome(
+    handle: str,
+    old: TrustedSigner | CapiSigner | None,
+    scope: tuple[str, ...] | None,
+    names_given: list[str] | None,
+) -> str:
+    """What trust add did, in one line: added, scope changed, or nothing to do."""
+    if old is None:
+        return f"trusted {handle}{_scope_note(scope)}"
+    if names_given and old.names != scope:
+        return (
+            f"updated {handle}: now for {describe_scope(scope)} (was {describe_scope(old.names)})"
+        )
+    return f"already trusted: {handle}{_scope_note(old.names)}"
+
+
+def _trust_add_capi(ctx: Context, path: str, data: bytes, scope: tuple[str, ...] | None) -> int:
+    """Pin a CryptoAPI signer: an RSA public key (PUBLICKEYBLOB, PEM, DER, .NET XML) that
+    capi import-simpleblob then checks SIMPLEBLOB signatures against (docs/MSCAPI.md)."""
+    import time  # noqa: PLC0415
+
+    try:
+        loaded = mscapi.load_rsa_key(data)
+    except FormatError as e:
+        raise FormatError(
+            f"{path}: neither a keyblob public key file nor an RSA public key "
+            f"(PUBLICKEYBLOB, PEM, DER): {e}"
+        ) from None
+    public = loaded.key
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise UsageError(
+            f"{path} holds a private key: pin the signer's public key, written by: "
+            f"keyblob capi convert {path} --to msblob --public -o SIGNER.pubblob"
+        )
+    # A pinned signer is read with, never written with: the reading rule of docs/MSCAPI.md 5
+    # (warns under 2048 bits), with no --legacy way round it: under 1024 bits anyone could
+    # forge its signatures.
+    try:
+        mscapi.check_rsa_size(
+            public, mscapi.RsaUse.READ, legacy=False, role="signer's key", action="pinning it"
+        )
+    except WeakKeyError as e:
+        raise UsageError(
+            f"{path} is an RSA-{e.bits} key: below {e.floor} bits anyone could forge its "
+            "signatures, so it is not pinned as a signer"
+        ) from None
+    spki = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    stem = Path(path).stem.lower()
+    try:
+        label = check_name(stem)
+    except ValueError:
+        label = "capi-signer"
+    signer = CapiSigner(public=spki, label=label, added=int(time.time()), names=scope)
+    container = ctx.open()
+    before: list[CapiSigner | None] = []
+
+    def add(state: State) -> State:
+        old = state.capi_signer(spki)
+        before.append(old)
+        names = scope if ctx.args.names or old is None else old.names
+        return state.with_capi_signer(replace(signer, names=names))
+
+    container.update_state(add)
+    handle = f"CryptoAPI signer {label!r} (RSA-{public.key_size}, {loaded.detail})"
+    if before[0] is not None:
+        handle = f"CryptoAPI signer {before[0].label!r} (RSA-{public.key_size})"
+    print(_trust_outcome(handle, before[0], scope if ctx.args.names else None, ctx.args.names))
+    print(
+        f"  fingerprint {signer.fingerprint}: check it with the key's owner "
+        "(docs/MSCAPI.md 7.2 shows how)"
+    )
+    return 0
+
+
 def cmd_trust_list(ctx: Context) -> int:
     container = ctx.open()
-    signers = container.state().trusted
+    state = container.state()
     own: dict[str, Any] = {
+        "kind": "keyblob",
         "key_id": container.signature_id.hex,
         "fingerprint": _own_fingerprint(container),
         "label": container.name,
         "own": True,
+        "names": None,
     }
     rows: list[dict[str, Any]] = [own] + [
         {
+            "kind": "keyblob",
             "key_id": s.key_id.hex,
             "fingerprint": fingerprint(s.suite, s.exchange, s.public),
             "label": s.label,
             "own": False,
             "added": _iso(s.added),
             "added_unix": s.added,
+            "names": None if s.names is None else list(s.names),
         }
-        for s in signers
+        for s in state.trusted
+    ]
+    rows += [
+        {
+            "kind": "capi",
+            "key_id": None,
+            "fingerprint": s.fingerprint,
+            "label": s.label,
+            "own": False,
+            "added": _iso(s.added),
+            "added_unix": s.added,
+            "names": None if s.names is None else list(s.names),
+        }
+        for s in state.capi_signers
     ]
     if ctx.args.json:
         _emit_json(rows)
         return 0
     for r in rows:
-        note = "this container (always trusted)" if r["own"] else f"added {r['added']}"
-        print(f"sg-{r['key_id'][:8]}  fingerprint {r['fingerprint']}  {r['label']}  {note}")
+        handle = f"sg-{r['key_id'][:8]}" if r["kind"] == "keyblob" else "capi-rsa   "
+        if r["own"]:
+            note = "this container (always trusted)"
+        else:
+            names = None if r["names"] is None else tuple(r["names"])
+            kind = "CryptoAPI signer, " if r["kind"] == "capi" else ""
+            note = f"{kind}added {r['added']}, for {describe_scope(names)}"
+        print(f"{handle}  fingerprint {r['fingerprint']}  {r['label']}  {note}")
     return 0
 
 
@@ -733,7 +865,11 @@ def cmd_trust_remove(ctx: Context) -> int:
             f"sg-{container.signature_id.short} is this container's own signature key: "
             "it is always trusted"
         )
-    target = find_signer(container.state().trusted, ctx.args.id)
+    target = find_signer(container.state(), ctx.args.id)
+    if isinstance(target, CapiSigner):
+        container.update_state(lambda s: s.without_capi_signer(target.public))
+        print(f"no longer trusted: CryptoAPI signer {target.label!r} ({target.fingerprint})")
+        return 0
     container.update_state(lambda s: s.without_signer(target.key_id))
     print(f"no longer trusted: sg-{target.key_id.short} ({target.label})")
     return 0
@@ -907,8 +1043,19 @@ def _sized(path: str, action: Callable[[], _T]) -> _T:
         raise UsageError(f"{path}: the {e.role} is RSA-{e.bits}; {rule}") from None
 
 
-def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> bool:
+def _capi_check_signature(
+    args: argparse.Namespace,
+    blob: bytes,
+    what: str,
+    pins: Callable[[], tuple[CapiSigner, ...]] | None = None,
+    name: str | None = None,
+) -> bool:
     """The procedure's cure: the SIMPLEBLOB's signature is checked before any unwrap.
+
+    ``pins`` gives the container's pinned CryptoAPI signers (capi import-simpleblob; None
+    where no home is used).  Once any is pinned, only they are accepted, each for the names
+    its scope allows (``name``), and --signer may be left out (docs/MSCAPI.md 7.2).  The
+    signer's fingerprint is shown on every use.
 
     Returns whether the blob is authenticated (False only with --unsigned)."""
     if args.unsigned and args.signature is not None:
@@ -921,23 +1068,106 @@ def _capi_check_signature(args: argparse.Namespace, blob: bytes, what: str) -> b
                     "give --signature SIG --signer PUBLICKEYBLOB, or --unsigned to accept the risk",
                 ),
             )
+        if pins is not None and (pinned := pins()):
+            raise _Refused(
+                f"refused {what}: it is not signed, and this container takes SIMPLEBLOBs only "
+                f"from its {len(pinned)} pinned CryptoAPI signer(s)",
+                hints=("keyblob trust list shows them; give --signature SIG",),
+            )
         _print_warning(UNSIGNED_WARNING.format(file=what))
         return False
-    if args.signer is None:
+    if args.signer is None and pins is None:
         raise UsageError("--signature needs --signer PUBLICKEYBLOB (the signer's public key)")
     hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
-    signer = _capi_public_blob(args.signer).to_public_key()
     signature = _capi_file(args.signature)
-    _sized(
-        args.signer,
-        lambda: _refusing(
-            what,
-            lambda: mscapi.verify_signature(
-                signer, signature, blob, hash_alg=hash_alg, legacy=args.legacy
+    pinned = pins() if pins is not None else ()
+    by: CapiSigner | None
+    if args.signer is None:
+        if not pinned:
+            raise UsageError(
+                "--signature needs --signer PUBLICKEYBLOB (the signer's public key), or a "
+                "pinned CryptoAPI signer: keyblob trust add SIGNER.pubblob"
+            )
+        by = _capi_pinned_signer(pinned, signature, blob, hash_alg, what)
+        if name is not None:
+            _capi_check_scope(by, name, what)
+    else:
+        key = _capi_public_blob(args.signer).to_public_key()
+        spki = key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        found = next((p for p in pinned if p.public == spki), None)
+        if pinned and found is None:  # fail closed: once pinned, no other signer
+            raise _Refused(
+                f"refused {what}: its signer {args.signer} (fingerprint "
+                f"{capi_fingerprint(spki)}) is not a pinned CryptoAPI signer",
+                hints=(
+                    "the signer file may have been replaced along with the blob; if you expect",
+                    "this signer, compare its fingerprint with its owner, then run: "
+                    f"keyblob trust add {args.signer}",
+                ),
+            )
+        if found is not None and name is not None:
+            _capi_check_scope(found, name, what)  # step 2 before step 3, as for blobs
+        _sized(
+            args.signer,
+            lambda: _refusing(
+                what,
+                lambda: mscapi.verify_signature(
+                    key, signature, blob, hash_alg=hash_alg, legacy=args.legacy
+                ),
             ),
-        ),
-    )
+        )
+        by = found
+        if found is None:
+            pin = f"; pin it once: keyblob trust add {args.signer}" if pins is not None else ""
+            _print_note(
+                f"signer {args.signer} has fingerprint {capi_fingerprint(spki)}: compare it "
+                f"with the signer's owner{pin}"
+            )
+    if by is not None:
+        _print_note(
+            f"signed by pinned CryptoAPI signer {by.label!r} (fingerprint {by.fingerprint})"
+        )
     return True
+
+
+def _capi_pinned_signer(
+    pinned: tuple[CapiSigner, ...],
+    signature: bytes,
+    blob: bytes,
+    hash_alg: mscapi.AlgId,
+    what: str,
+) -> CapiSigner:
+    """The pinned signer whose key the signature verifies under."""
+    for signer in pinned:
+        key = serialization.load_der_public_key(signer.public)
+        try:
+            mscapi.verify_signature(cast(rsa.RSAPublicKey, key), signature, blob, hash_alg=hash_alg)
+        except VerificationError:
+            continue
+        return signer
+    raise _Refused(
+        f"refused {what}: the signature verifies under none of the {len(pinned)} pinned "
+        "CryptoAPI signer(s)",
+        hints=("the blob may have been substituted; keyblob trust list shows the pinned signers",),
+    )
+
+
+def _capi_check_scope(signer: CapiSigner, name: str, what: str) -> None:
+    if not signer.allows(name):
+        raise _Refused(
+            f"refused {what}: "
+            + OUT_OF_SCOPE.format(
+                signer=f"CryptoAPI signer {signer.label!r} ({signer.fingerprint})",
+                scope=describe_scope(signer.names),
+                name=name,
+            ),
+            hints=(
+                "if that signer should sign this name too, widen its scope: "
+                "keyblob trust add SIGNER.pubblob --names PATTERN,...",
+            ),
+        )
 
 
 def _capi_key(session: SessionKey) -> mscapi.CapiKey:
@@ -1040,8 +1270,15 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
     blob = _capi_file(args.file)
     parsed = mscapi.SimpleBlob.from_bytes(blob)  # the public structure, before anything else
     algorithm = Algorithm.for_capi(int(parsed.alg_id))
-    authenticated = _capi_check_signature(args, blob, args.file)
-    container = ctx.open()
+    check_name(args.name)  # before its scope is looked at
+    opened: list[SoftwareContainer] = []
+
+    def pins() -> tuple[CapiSigner, ...]:  # the unlock, only once the arguments are right
+        opened.append(ctx.open())
+        return opened[0].state().capi_signers
+
+    authenticated = _capi_check_signature(args, blob, args.file, pins, args.name)
+    container = opened[0] if opened else ctx.open()
     store = ctx.store()
     try:
         capi_key = _refusing(
@@ -1444,8 +1681,19 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = trust.add_subparsers(
         dest="trust_command", required=True, parser_class=_Parser, metavar="COMMAND"
     )
-    sp = tsub.add_parser("add", help="trust the signature key in a public key file")
+    sp = tsub.add_parser(
+        "add",
+        help="trust the signature key in a public key file, or pin a CryptoAPI signer "
+        "(a PUBLICKEYBLOB or PEM/DER RSA public key)",
+    )
     sp.add_argument("file")
+    sp.add_argument(
+        "--names",
+        action="append",
+        metavar="PATTERN,...",
+        help="only for these key names (repeatable; * any characters, ? one); on a signer "
+        "already trusted, replaces its names ('*': every name)",
+    )
     sp.set_defaults(func=cmd_trust_add)
     sp = tsub.add_parser("list", help="list trusted signers")
     sp.add_argument("--json", action="store_true")
@@ -1578,6 +1826,10 @@ def _capi_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 def _print_warning(message: str) -> None:
     print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def _print_note(message: str) -> None:
+    print(f"{PROG}: note: {message}", file=sys.stderr)
 
 
 def _print_error(message: str, hints: Sequence[str] = (), stream: TextIO | None = None) -> None:

@@ -1,15 +1,18 @@
-"""What a container has decided to accept: its trusted signers and, per key name, the
-highest generation it has seen (the rollback high-water mark).
+"""What a container has decided to accept: its trusted signers (keyblob containers, and
+CryptoAPI RSA signers pinned for ``capi import-simpleblob``), the names each may sign (its
+scope), and, per key name, the highest generation it has seen (the rollback high-water mark).
 
 This is pure policy and its canonical encoding; the provider keeps it authenticated with a
-key that only the passphrase unlocks (FORMAT.md 5).
+key that only the passphrase unlocks (FORMAT.md 5.2).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,6 +21,111 @@ from keyblob.format.pubkey import fingerprint, key_id_for
 from keyblob.keys import KEY_ID_SIZE, MAX_GENERATION, KeyId, KeyRole, Suite, check_name
 
 UNTRUSTED = "signed by {signer}, which is not a trusted signer"
+OUT_OF_SCOPE = "signed by {signer}, which is trusted only for {scope}, not for {name!r}"
+
+#: FORMAT.md 5.2: a scope holds 1 to 64 patterns of 1 to 128 characters.
+MAX_PATTERNS = 64
+_PATTERN = re.compile(r"[a-z0-9._*?-]{1,128}")
+#: The largest DER SubjectPublicKeyInfo pinned (an RSA-16384 key is about 2100 bytes).
+MAX_CAPI_PUBLIC = 4096
+
+#: Every member a state document (FORMAT.md 5.2) may have, once ``mac`` is taken out, and
+#: those it must have.  Anything else is refused: a member this reader does not know could
+#: be a restriction (like ``names``) that it would otherwise silently ignore.
+_STATE_MEMBERS = {"format", "container", "high_water", "trusted", "capi_signers"}
+_STATE_REQUIRED = {"format", "container", "high_water", "trusted"}
+_SIGNER_MEMBERS = {"key_id", "suite", "public", "exchange", "label", "added"}
+_CAPI_MEMBERS = {"public", "label", "added"}
+
+
+def check_pattern(text: str) -> str:
+    """A name pattern (FORMAT.md 5.2): 1 to 128 characters of ``a-z 0-9 . _ -`` and the
+    wildcards ``*`` (any run of name characters, also none) and ``?`` (one name character).
+
+    Raises:
+        ValueError: anything else (upper case, ``[``, ``/``, a space, an empty pattern).
+    """
+    if not isinstance(text, str) or not _PATTERN.fullmatch(text):
+        raise ValueError(
+            f"{text!r} is not a name pattern: use 1 to 128 of a-z 0-9 . _ - and the "
+            "wildcards * (any characters) and ? (one character)"
+        )
+    return text
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """Whether ``name`` matches ``pattern`` as a whole (FORMAT.md 5.2).
+
+    The classic wildcard walk, not a regular expression: at most len(pattern) * len(name)
+    steps, whatever the pattern (no backtracking blow-up).
+    """
+    p = n = 0
+    star, mark = -1, 0
+    while n < len(name):
+        if p < len(pattern) and pattern[p] in ("?", name[n]):
+            p, n = p + 1, n + 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, mark, p = p, n, p + 1
+        elif star >= 0:
+            p, mark = star + 1, mark + 1
+            n = mark
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
+
+
+def parse_scope(values: Iterable[str]) -> tuple[str, ...] | None:
+    """The scope given as ``--names`` values, each a comma-separated list of patterns:
+    sorted, each once; None (every name) when one of them is ``*``.
+
+    Raises:
+        UsageError: an empty item, an invalid pattern, or more than 64 patterns.
+    """
+    patterns: set[str] = set()
+    for value in values:
+        for item in value.split(","):
+            try:
+                patterns.add(check_pattern(item.strip()))
+            except ValueError as e:
+                raise UsageError(f"--names: {e}") from None
+    if not patterns:
+        raise UsageError("--names needs at least one pattern")
+    if len(patterns) > MAX_PATTERNS:
+        raise UsageError(f"--names: at most {MAX_PATTERNS} patterns")
+    return None if "*" in patterns else tuple(sorted(patterns))
+
+
+def describe_scope(names: tuple[str, ...] | None) -> str:
+    """A scope for people: ``all names`` or ``names ops, team-*``."""
+    return "all names" if names is None else "names " + ", ".join(names)
+
+
+def _scope_from_json(entry: dict[str, Any]) -> tuple[str, ...] | None:
+    if "names" not in entry:  # written before scopes existed, or unrestricted
+        return None
+    names = entry["names"]
+    if not isinstance(names, list) or not 1 <= len(names) <= MAX_PATTERNS:
+        raise ValueError("names: not a list of 1 to 64 patterns")
+    patterns = tuple(check_pattern(x) for x in names)
+    if list(patterns) != sorted(set(patterns)):
+        raise ValueError("names: not sorted, or a pattern twice")
+    return patterns
+
+
+def _members(entry: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise TypeError("not an object")
+    if not set(entry) <= allowed | {"names"}:
+        raise ValueError("unknown member")
+    return entry
+
+
+def capi_fingerprint(spki: bytes) -> str:
+    """A CryptoAPI signer's fingerprint (docs/MSCAPI.md): the first 16 bytes of SHA-256
+    over the DER SubjectPublicKeyInfo of its RSA key, as 32 lowercase hex digits."""
+    return hashlib.sha256(spki).digest()[:16].hex()
 
 
 @dataclass(frozen=True)
@@ -30,6 +138,34 @@ class TrustedSigner:
     exchange: bytes
     label: str
     added: int
+    #: The name patterns it may sign (FORMAT.md 5.2); None: every name.
+    names: tuple[str, ...] | None = None
+
+    def allows(self, name: str) -> bool:
+        return allows(self.names, name)
+
+
+@dataclass(frozen=True)
+class CapiSigner:
+    """A CryptoAPI RSA signature key (CryptSignHash) pinned by the user: what
+    ``capi import-simpleblob`` checks a SIMPLEBLOB's signature against."""
+
+    public: bytes  # DER SubjectPublicKeyInfo, canonical
+    label: str
+    added: int
+    names: tuple[str, ...] | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return capi_fingerprint(self.public)
+
+    def allows(self, name: str) -> bool:
+        return allows(self.names, name)
+
+
+def allows(names: tuple[str, ...] | None, name: str) -> bool:
+    """Whether a scope lets its signer sign ``name``."""
+    return names is None or any(name_matches(p, name) for p in names)
 
 
 @dataclass(frozen=True)
@@ -38,6 +174,7 @@ class State:
 
     high_water: dict[str, int] = field(default_factory=dict)
     trusted: tuple[TrustedSigner, ...] = ()
+    capi_signers: tuple[CapiSigner, ...] = ()
 
     def generation_floor(self, name: str) -> int:
         """The highest generation of ``name`` seen so far (0 if never seen)."""
@@ -56,38 +193,82 @@ class State:
         return None
 
     def with_signer(self, signer: TrustedSigner) -> State:
-        if self.signer(signer.key_id) is not None:
-            return self
-        return replace(self, trusted=(*self.trusted, signer))
+        """This state trusting ``signer``; one already trusted keeps its place, its label
+        and its date, and takes ``signer``'s scope."""
+        old = self.signer(signer.key_id)
+        if old is None:
+            return replace(self, trusted=(*self.trusted, signer))
+        new = replace(old, names=signer.names)
+        return replace(self, trusted=tuple(new if s is old else s for s in self.trusted))
 
     def without_signer(self, key_id: KeyId) -> State:
         """This state without the trusted signer ``key_id`` (unchanged if it is not there)."""
         return replace(self, trusted=tuple(s for s in self.trusted if s.key_id != key_id))
 
+    def capi_signer(self, public: bytes) -> CapiSigner | None:
+        for signer in self.capi_signers:
+            if signer.public == public:
+                return signer
+        return None
+
+    def with_capi_signer(self, signer: CapiSigner) -> State:
+        """As :meth:`with_signer`, for a CryptoAPI signer (identified by its key)."""
+        old = self.capi_signer(signer.public)
+        if old is None:
+            return replace(self, capi_signers=(*self.capi_signers, signer))
+        new = replace(old, names=signer.names)
+        return replace(self, capi_signers=tuple(new if s is old else s for s in self.capi_signers))
+
+    def without_capi_signer(self, public: bytes) -> State:
+        return replace(self, capi_signers=tuple(s for s in self.capi_signers if s.public != public))
+
     # Canonical JSON: sorted keys, no white space, so that a MAC over it is well defined.
+    # Optional members are written only when they say something (a scope, a CryptoAPI
+    # signer), so a state that uses neither is byte for byte what earlier versions wrote.
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "high_water": self.high_water,  # canonical() sorts the keys
             "trusted": [
                 {
                     "key_id": s.key_id.hex,
                     "suite": s.suite.label,
-                    "public": base64.b64encode(s.public).decode("ascii"),
-                    "exchange": base64.b64encode(s.exchange).decode("ascii"),
+                    "public": _b64(s.public),
+                    "exchange": _b64(s.exchange),
                     "label": s.label,
                     "added": s.added,
+                    **_scope_json(s.names),
                 }
                 for s in self.trusted
             ],
         }
+        if self.capi_signers:
+            doc["capi_signers"] = [
+                {
+                    "public": _b64(s.public),
+                    "label": s.label,
+                    "added": s.added,
+                    **_scope_json(s.names),
+                }
+                for s in self.capi_signers
+            ]
+        return doc
 
     @classmethod
-    def from_json(cls, data: Any) -> State:
-        """Raises FormatError when ``data`` is not a state document (FORMAT.md 5.2)."""
+    def from_json(cls, data: Any, *, suite: Suite | None = None) -> State:
+        """The state in a parsed, MAC-checked document (FORMAT.md 5.2); with ``suite``,
+        every trusted signer must be of that suite (the container's).
+
+        Raises:
+            FormatError: ``data`` is not a state document.
+        """
         try:
+            if not isinstance(data, dict) or not _STATE_REQUIRED <= set(data) <= _STATE_MEMBERS:
+                raise ValueError("members")
             high_water = {
                 check_name(k): json_int(v, 1, MAX_GENERATION) for k, v in data["high_water"].items()
             }
+            if not isinstance(data["trusted"], list):
+                raise TypeError("trusted")
             trusted = tuple(
                 TrustedSigner(
                     key_id=KeyId(lower_hex(s["key_id"], KEY_ID_SIZE)),
@@ -96,8 +277,21 @@ class State:
                     exchange=canonical_b64(s["exchange"]),
                     label=check_name(s["label"]),
                     added=json_int(s["added"], 0, MAX_GENERATION),
+                    names=_scope_from_json(s),
                 )
-                for s in data["trusted"]
+                for s in (_members(x, _SIGNER_MEMBERS) for x in data["trusted"])
+            )
+            capi = data.get("capi_signers", [])
+            if not isinstance(capi, list) or ("capi_signers" in data and not capi):
+                raise ValueError("capi_signers: not a non-empty list")
+            capi_signers = tuple(
+                CapiSigner(
+                    public=_capi_public(s["public"]),
+                    label=check_name(s["label"]),
+                    added=json_int(s["added"], 0, MAX_GENERATION),
+                    names=_scope_from_json(s),
+                )
+                for s in (_members(x, _CAPI_MEMBERS) for x in capi)
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             raise FormatError("home state: not a valid state document") from None
@@ -105,7 +299,43 @@ class State:
             raise FormatError("home state: a trusted signer appears twice")
         if any(s.key_id != key_id_for(s.suite, KeyRole.SIGNATURE, s.public) for s in trusted):
             raise FormatError("home state: a trusted signer's key id is not its key's")
-        return cls(high_water, trusted)
+        if suite is not None and any(s.suite is not suite for s in trusted):
+            raise FormatError(
+                f"home state: a trusted signer is not of the container's suite {suite.label}"
+            )
+        if len({s.public for s in capi_signers}) != len(capi_signers):
+            raise FormatError("home state: a CryptoAPI signer appears twice")
+        return cls(high_water, trusted, capi_signers)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _scope_json(names: tuple[str, ...] | None) -> dict[str, Any]:
+    return {} if names is None else {"names": list(names)}
+
+
+def _capi_public(text: Any) -> bytes:
+    """A pinned CryptoAPI signer's key: canonical DER SubjectPublicKeyInfo of an RSA key."""
+    # Imported here: only states that pin a CryptoAPI signer need an RSA parser.
+    from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+
+    der = canonical_b64(text)
+    if not 0 < len(der) <= MAX_CAPI_PUBLIC:
+        raise ValueError("CryptoAPI signer: key size")
+    try:
+        key = serialization.load_der_public_key(der)
+    except UnsupportedAlgorithm:
+        raise ValueError("CryptoAPI signer: not an RSA key") from None
+    spki = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if not isinstance(key, rsa.RSAPublicKey) or spki != der:
+        raise ValueError("CryptoAPI signer: not the canonical DER of an RSA public key")
+    return der
 
 
 def canonical(document: dict[str, Any]) -> bytes:
@@ -139,6 +369,30 @@ def strict_json(data: bytes) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
+def canonical_json_value(data: bytes) -> Any:
+    """:func:`strict_json`, refusing as well any value canonical_json (FORMAT.md 5.1) has no
+    encoding for: ``true``, ``false``, ``null``, and numbers with a fraction or an exponent.
+
+    The state's MAC is over the canonical re-encoding of what was parsed; with no canonical
+    encoding there is nothing a MAC could be over, so such a document is refused before the
+    MAC is computed, and every reader refuses it the same way (FORMAT.md 5.2).
+
+    Raises:
+        ValueError: as :func:`strict_json`, or such a value anywhere in the document.
+    """
+    doc = strict_json(data)
+    todo = [doc]
+    while todo:  # a loop, not recursion: strict_json already bounded the depth
+        value = todo.pop()
+        if isinstance(value, dict):
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+        elif type(value) not in (str, int):  # bool is a subclass of int: compared exactly
+            raise ValueError("a value canonical JSON has no encoding for")
+    return doc
+
+
 def json_int(value: Any, low: int | None = None, high: int | None = None) -> int:
     """A JSON integer (not a float, a string or a boolean), within [low, high] if given."""
     if type(value) is not int:
@@ -163,8 +417,9 @@ def canonical_b64(text: Any) -> bytes:
     return out
 
 
-def find_signer(signers: tuple[TrustedSigner, ...], prefix: str) -> TrustedSigner:
-    """The one signer whose hex id, or fingerprint (FORMAT.md 3.1), starts with ``prefix``.
+def find_signer(state: State, prefix: str) -> TrustedSigner | CapiSigner:
+    """The one signer whose hex id or fingerprint (FORMAT.md 3.1), or CryptoAPI signer whose
+    fingerprint (docs/MSCAPI.md), starts with ``prefix``.
 
     Raises:
         UsageError: the prefix is not hex, shorter than 8 digits, or ambiguous.
@@ -173,12 +428,13 @@ def find_signer(signers: tuple[TrustedSigner, ...], prefix: str) -> TrustedSigne
     prefix = prefix.lower().removeprefix("sg-")
     if len(prefix) < 8 or any(c not in "0123456789abcdef" for c in prefix):
         raise UsageError("give at least the first 8 hex digits of the signer id")
-    matches = [
+    matches: list[TrustedSigner | CapiSigner] = [
         s
-        for s in signers
+        for s in state.trusted
         if s.key_id.hex.startswith(prefix)
         or fingerprint(s.suite, s.exchange, s.public).startswith(prefix)
     ]
+    matches += [s for s in state.capi_signers if s.fingerprint.startswith(prefix)]
     if not matches:
         raise NotFoundError(f"no trusted signer has an id or fingerprint starting with {prefix}")
     if len(matches) > 1:
@@ -186,13 +442,17 @@ def find_signer(signers: tuple[TrustedSigner, ...], prefix: str) -> TrustedSigne
     return matches[0]
 
 
-def require_trusted(own_id: KeyId, own_public: bytes, state: State, signer_id: KeyId) -> bytes:
-    """The signature public key for ``signer_id`` if the container accepts it.
+def require_trusted(
+    own_id: KeyId, own_public: bytes, state: State, signer_id: KeyId, name: str
+) -> bytes:
+    """The signature public key for ``signer_id`` if the container accepts it for ``name``
+    (FORMAT.md 2.7 step 2).
 
-    Trusted means: the container's own signature key, or a key the user added explicitly.
+    Trusted means: the container's own signature key (for every name), or a key the user
+    added explicitly, for the names its scope allows.
 
     Raises:
-        VerificationError: nobody trusted has that id.
+        VerificationError: nobody trusted has that id, or its scope does not allow ``name``.
     """
     if signer_id == own_id:
         return own_public
@@ -203,6 +463,18 @@ def require_trusted(own_id: KeyId, own_public: bytes, state: State, signer_id: K
             hints=(
                 "the blob may have been substituted; if you expect keys from that container,",
                 "check its fingerprint with its owner, then run: keyblob trust add THEIR.pub",
+            ),
+        )
+    if not signer.allows(name):
+        raise VerificationError(
+            OUT_OF_SCOPE.format(
+                signer=f"sg-{signer_id.short} ({signer.label})",
+                scope=describe_scope(signer.names),
+                name=name,
+            ),
+            hints=(
+                "the blob may have been substituted; if that signer should sign this name too,",
+                "widen its scope: keyblob trust add THEIR.pub --names PATTERN,...",
             ),
         )
     return signer.public

@@ -47,7 +47,15 @@ from keyblob.errors import (
 from keyblob.format.pubkey import key_id_for
 from keyblob.keys import MAX_GENERATION, KeyId, KeyRole, Suite, check_name
 from keyblob.providers import suites
-from keyblob.trust import State, canonical, canonical_b64, json_int, lower_hex, strict_json
+from keyblob.trust import (
+    State,
+    canonical,
+    canonical_b64,
+    canonical_json_value,
+    json_int,
+    lower_hex,
+    strict_json,
+)
 
 if TYPE_CHECKING:
     from keyblob import mscapi
@@ -602,7 +610,7 @@ class SoftwareContainer:
             return cached[1]
         edited = VerificationError(STATE_EDITED.format(name=self._name))
         try:
-            doc = strict_json(data)
+            doc = canonical_json_value(data)  # true, null, 1.0: refused before the MAC
             mac = lower_hex(doc.pop("mac"), 32)
         except (ValueError, KeyError, TypeError, AttributeError):
             raise edited from None
@@ -610,7 +618,7 @@ class SoftwareContainer:
             raise edited
         if doc.get("format") != STATE_FORMAT or doc.get("container") != self._name:
             raise edited
-        state = State.from_json(doc)
+        state = State.from_json(doc, suite=self._suite)
         self._state_cache = (data, state)
         return state
 
