@@ -1,7 +1,8 @@
 """The command line: argv -> public API -> short output, or one error line and an exit status.
 
-Exit statuses (docs/CLI.md): 0 done; 2 usage; 3 refused (a blob or ciphertext failed
-verification); 4 not found; 5 wrong passphrase; 1 anything else.  Errors are mapped to
+Exit statuses (docs/CLI.md): 0 done; 2 usage; 3 refused (a blob, key file or ciphertext
+was malformed, unsupported, or failed verification); 4 not found; 5 wrong passphrase; 1
+anything else.  Errors are mapped to
 statuses in one place, :func:`main`.  No key byte is ever printed.
 """
 
@@ -1326,8 +1327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="Signed session-key blobs on storage nobody trusts.",
-        epilog="exit status: 0 done, 2 usage, 3 refused (verification failed), "
-        "4 not found, 5 wrong passphrase, 1 other error",
+        epilog="exit status: 0 done, 2 usage, 3 refused (malformed, unsupported, or failed "
+        "verification), 4 not found, 5 wrong passphrase, 1 other error",
     )
     p.add_argument("--version", action="version", version="keyblob 0.1.0")
     p.add_argument("--home", help="home folder (env KEYBLOB_HOME, default ~/.keyblob)")
