@@ -1731,6 +1731,8 @@ def _discard_standard_output() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if sys.stdout is None or sys.stderr is None:  # started with it closed: print() skips it
+        return _run_guarded(args)
     stdout = _StandardOutput(sys.stdout, "standard output")
     stderr = _StandardOutput(sys.stderr, None)
     sys.stdout, sys.stderr = cast(TextIO, stdout), cast(TextIO, stderr)
@@ -1747,7 +1749,8 @@ def _run_guarded(args: argparse.Namespace) -> int:
         _refuse_outputs_over_inputs(args)
         with _termination_raises():
             status = int(args.func(Context(args)))
-        sys.stdout.flush()  # a write error is reported here, not lost at exit
+        if sys.stdout is not None:  # a write error is reported here, not lost at exit
+            sys.stdout.flush()
         return status
     except KeyblobError as e:
         if args.debug:

@@ -245,3 +245,13 @@ def test_created_after_year_9999(kb, tmp_path, monkeypatch):
 )
 def test_iso_dates_any_year(seconds, text):
     assert _iso(seconds) == text
+
+
+def test_a_closed_standard_output_or_error(cli_home):
+    """Started with descriptor 1 or 2 closed, Python has no sys.stdout or sys.stderr:
+    print() skips them, and so does keyblob."""
+    env, _ = cli_home
+    for fd in (1, 2):
+        run = _keyblob("list", env=env, preexec_fn=lambda fd=fd: os.close(fd))
+        assert run.returncode == 0, (fd, run.stderr)
+        assert b"Traceback" not in run.stderr + run.stdout
