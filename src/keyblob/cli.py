@@ -2,8 +2,8 @@
 
 Exit statuses (docs/CLI.md): 0 done; 2 usage; 3 refused (a blob, key file or ciphertext
 was malformed, unsupported, or failed verification); 4 not found; 5 wrong passphrase; 1
-anything else.  Errors are mapped to
-statuses in one place, :func:`main`.  No key byte is ever printed.
+anything else.  Errors are mapped to statuses in one place, :func:`main`.  No key byte is
+ever printed.
 """
 
 from __future__ import annotations
@@ -1731,16 +1731,18 @@ def _discard_standard_output() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if sys.stdout is None or sys.stderr is None:  # started with it closed: print() skips it
-        return _run_guarded(args)
-    stdout = _StandardOutput(sys.stdout, "standard output")
-    stderr = _StandardOutput(sys.stderr, None)
-    sys.stdout, sys.stderr = cast(TextIO, stdout), cast(TextIO, stderr)
+    # None: started with the descriptor closed, and print() skips it; so do we.
+    given = sys.stdout, sys.stderr
+    stdout = None if given[0] is None else _StandardOutput(given[0], "standard output")
+    if stdout is not None:
+        sys.stdout = cast(TextIO, stdout)
+    if given[1] is not None:
+        sys.stderr = cast(TextIO, _StandardOutput(given[1], None))
     try:
         return _run_guarded(args)
     finally:
-        sys.stdout, sys.stderr = stdout.stream, stderr.stream
-        if stdout.failed:
+        sys.stdout, sys.stderr = given
+        if stdout is not None and stdout.failed:
             _discard_standard_output()
 
 
