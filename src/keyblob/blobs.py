@@ -21,7 +21,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from keyblob.errors import FormatError, NotFoundError, UsageError, VerificationError
+from keyblob.errors import (
+    FormatError,
+    KeyblobError,
+    NotFoundError,
+    StorageError,
+    UsageError,
+    VerificationError,
+)
 from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient, key_id_for
 from keyblob.format.armor import BLOB, dearmor, is_armored
 from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, _make_session_key, check_name
@@ -56,6 +63,10 @@ SWAPPED_EXCHANGE = (
 )
 UNUSABLE_SIGNER = "{signer} is trusted, but its key cannot be used: {why}"
 BAD_KEY_LENGTH = "the unwrapped key has the wrong length for its algorithm"
+OCCUPIED = (
+    "the store already holds a different blob of {name} generation {generation} ({stored}); "
+    "this one has key id {key_id}, signed by {signer}: nothing was changed"
+)
 RESTORE_HINT = (
     "an older blob was put in place of a newer one, or the newest was deleted; "
     "restore the newest from a backup",
@@ -582,11 +593,53 @@ def import_blob(
 
     Raises:
         FormatError: not a key blob.
-        VerificationError: any check failed; nothing was stored or changed.
-        StorageError: the store holds a different blob under that name and generation.
+        VerificationError: any check failed, or the store already holds a different blob
+            at that name and generation (FORMAT.md 2.7); nothing was stored or changed.
+        StorageError: the store could not be written.
     """
     verified = verify(provider, data, name=name)
     h = verified.header
-    store.put(h.name, h.generation, verified.encoded)
+    try:
+        store.put(h.name, h.generation, verified.encoded)
+    except StorageError as e:
+        try:
+            stored = store.get(h.name, h.generation)
+        except KeyblobError:
+            raise e from None  # nothing there (or unreadable): the put failed for itself
+        if stored == verified.encoded:
+            raise
+        raise _occupied(provider, h, stored) from None
     provider.update_state(lambda s: s.seen(h.name, h.generation))
     return verified
+
+
+def _occupied(provider: Provider, header: Header, stored: bytes) -> VerificationError:
+    """FORMAT.md 2.7: the store holds another blob at the imported (name, generation).
+    Who signed each is said (the stored one only if it verifies); a retry cannot help."""
+    state = provider.state()
+
+    def signer(key_id: KeyId) -> str:
+        trusted = state.signer(key_id)
+        if key_id == provider.signature_id:
+            return f"sg-{key_id.short} (this container)"
+        return f"sg-{key_id.short} ({trusted.label})" if trusted else f"sg-{key_id.short}"
+
+    try:
+        theirs = _verify(provider, state, stored, name=header.name, key_id=None).header
+        stored_by = f"key id {theirs.key_id.short}, signed by {signer(theirs.signer_id)}"
+    except (FormatError, VerificationError):
+        stored_by = "one that does not verify here"
+    return VerificationError(
+        OCCUPIED.format(
+            name=header.name,
+            generation=header.generation,
+            stored=stored_by,
+            key_id=header.key_id.short,
+            signer=signer(header.signer_id),
+        ),
+        hints=(
+            "a stored blob is never replaced; to use this key, import it into another "
+            "store (keyblob --store DIR import FILE), or ask its signer to rotate "
+            f"{header.name} past generation {header.generation} and import the new one",
+        ),
+    )

@@ -1,8 +1,9 @@
 """The command line: argv -> public API -> short output, or one error line and an exit status.
 
-Exit statuses (docs/CLI.md): 0 done; 2 usage; 3 refused (a blob or ciphertext failed
-verification); 4 not found; 5 wrong passphrase; 1 anything else.  Errors are mapped to
-statuses in one place, :func:`main`.  No key byte is ever printed.
+Exit statuses (docs/CLI.md): 0 done; 2 usage; 3 refused (a blob, key file or ciphertext
+was malformed, unsupported, or failed verification); 4 not found; 5 wrong passphrase; 1
+anything else.  Errors are mapped to statuses in one place, :func:`main`.  No key byte is
+ever printed.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ else:
 PROG = "keyblob"
 MAX_INPUT_FILE = 65536
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 PROGRESS_MIN = 16 * 1024 * 1024  # a bar for inputs of 16 MiB and more (or of unknown size)
 
 
@@ -97,8 +99,27 @@ class _Refused(KeyblobError):
 # -- small helpers ---------------------------------------------------------------------
 
 
+_400_YEARS = 146097 * 86400  # the Gregorian calendar repeats every 400 years, to the second
+
+
 def _iso(ts: int) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC ``YYYY-MM-DDTHH:MM:SSZ`` for any ``created`` a blob may sign (FORMAT.md 2.2.7
+    allows up to 2^63-1, far past datetime's year 9999): a later year is written in full
+    after a ``+``, as ISO 8601's expanded form does."""
+    cycles, rest = divmod(ts, _400_YEARS)
+    t = datetime.datetime.fromtimestamp(rest, datetime.UTC)
+    year = t.year + 400 * cycles
+    return f"{'+' if year > 9999 else ''}{year:04d}-{t:%m-%dT%H:%M:%SZ}"
+
+
+def _printable(text: str) -> str:
+    """``text`` as any UTF-8 output takes it: bytes of a path that are not UTF-8 (Python
+    holds them as surrogates) become ``\\xNN`` escapes instead of an encoding error."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _tilde(path: Path | str) -> str:
@@ -1588,8 +1609,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="Signed session-key blobs on storage nobody trusts.",
-        epilog="exit status: 0 done, 2 usage, 3 refused (verification failed), "
-        "4 not found, 5 wrong passphrase, 1 other error",
+        epilog="exit status: 0 done, 2 usage, 3 refused (malformed, unsupported, or failed "
+        "verification), 4 not found, 5 wrong passphrase, 1 other error",
     )
     p.add_argument("--version", action="version", version="keyblob 0.1.0")
     p.add_argument("--home", help="home folder (env KEYBLOB_HOME, default ~/.keyblob)")
@@ -1963,11 +1984,87 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+class _StandardOutput:
+    """Standard output or error (text, or its ``buffer``) while a command runs.
+
+    Text holding a path whose bytes are not UTF-8 is written with ``\\xNN`` escapes
+    (:func:`_printable`) whatever the locale: a strict UTF-8 one used to fail once the
+    command's work was done.  On standard output (``name`` given), a write that fails (a
+    full disk, EIO) raises StorageError, so the command ends with one line and exit status
+    1, not a traceback; BrokenPipeError passes as it is.  ``failed`` records that output
+    was lost: what is left in Python's buffer must not be written again at exit.
+    """
+
+    def __init__(self, stream: Any, name: str | None, failed: list[bool] | None = None) -> None:
+        self.stream = stream
+        self.name = name
+        self.failed = failed if failed is not None else []
+
+    @property
+    def buffer(self) -> _StandardOutput:
+        return _StandardOutput(self.stream.buffer, self.name, self.failed)
+
+    def write(self, data: Any) -> Any:
+        with self._errors():
+            return self.stream.write(_printable(data) if isinstance(data, str) else data)
+
+    def flush(self) -> None:
+        with self._errors():
+            self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding...
+        return getattr(self.stream, name)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokenPipeError:
+            self.failed.append(True)
+            raise
+        except OSError as e:
+            if self.name is None:
+                raise
+            self.failed.append(True)
+            reason = e.strerror or type(e).__name__
+            raise StorageError(f"cannot write to {self.name}: {reason}") from None
+
+
+def _discard_standard_output() -> None:
+    """After a failed write, what Python still holds for standard output goes to
+    /dev/null at exit (as the Python docs advise for SIGPIPE), not into a second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (in-process callers): nothing to do
+        pass
+
+
 def _run(args: argparse.Namespace) -> int:
+    # None: started with the descriptor closed, and print() skips it; so do we.
+    given = sys.stdout, sys.stderr
+    stdout = None if given[0] is None else _StandardOutput(given[0], "standard output")
+    if stdout is not None:
+        sys.stdout = cast(TextIO, stdout)
+    if given[1] is not None:
+        sys.stderr = cast(TextIO, _StandardOutput(given[1], None))
+    try:
+        return _run_guarded(args)
+    finally:
+        sys.stdout, sys.stderr = given
+        if stdout is not None and stdout.failed:
+            _discard_standard_output()
+
+
+def _run_guarded(args: argparse.Namespace) -> int:
     try:
         _refuse_outputs_over_inputs(args)
         with _termination_raises():
-            return int(args.func(Context(args)))
+            status = int(args.func(Context(args)))
+        if sys.stdout is not None:  # a write error is reported here, not lost at exit
+            sys.stdout.flush()
+        return status
     except KeyblobError as e:
         if args.debug:
             raise
@@ -1980,6 +2077,7 @@ def _run(args: argparse.Namespace) -> int:
         _print_error("terminated by a signal")
         return 128 + e.signum
     except BrokenPipeError:
-        # The reader went away (keyblob list | head): not an error worth a message.
-        sys.stderr.close()
-        return 1
+        # The reader went away (keyblob list | head): not an error worth a message.  The
+        # status is the one a shell reports for age, cat or any command SIGPIPE ends
+        # (128 + 13), which `set -o pipefail` scripts already expect from `| head`.
+        return EXIT_BROKEN_PIPE

@@ -109,12 +109,17 @@ def test_passphrase_file(kb, tmp_path, monkeypatch):
 
 
 def test_edited_state_is_refused(kb):
+    """Only the MAC stands in the way: the edited state is a valid document (canonical, a
+    legal high-water mark) that would let a rollback through, and nothing else is wrong."""
     kb("init")
     kb("new", "payroll")
+    kb("rotate", "payroll")
     state = kb.home / "containers" / "default" / "state.json"
     doc = json.loads(state.read_text())
-    doc["high_water"]["payroll"] = 0
-    state.write_text(json.dumps(doc))
+    assert doc["high_water"] == {"payroll": 2}
+    doc["high_water"]["payroll"] = 1  # as if generation 2 had never been seen
+    state.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n")
+    (kb.home / "blobs" / "payroll" / "2.kb").unlink()  # the rollback it would allow
     status, _, err = kb("show", "payroll")
     assert status == 3 and "modified outside keyblob" in err
 

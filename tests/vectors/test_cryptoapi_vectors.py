@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 import support
@@ -42,6 +42,7 @@ from keyblob.mscapi import (
     verify_signature,
 )
 from keyblob.mscapi.derive import derive_key_bytes
+from keyblob.providers import suites
 
 VECTORS = Path(__file__).resolve().parents[3] / "shared" / "vectors"
 CAPI = VECTORS / "cryptoapi"
@@ -63,9 +64,14 @@ def _require_vectors() -> None:
     support.skip_or_fail(f"the shared CryptoAPI vectors are not beside the repository ({CAPI})")
 
 
+LEGACY_MISSING = "pycryptodomex (the 'legacy' extra) is not installed"
+
+
 def _legacy_backend() -> None:
+    """MD2, MD4 and RC2 at odd key lengths come from pycryptodomex: without it the check is
+    skipped where allowed, and fails in CI (KEYBLOB_REQUIRE_INTEROP=1), as a missing peer."""
     if not has_legacy_backend():
-        pytest.skip("MD2/MD4/RC2 at this key length need pycryptodomex (the 'legacy' extra)")
+        support.skip_or_fail(f"MD2/MD4/RC2 at this key length: {LEGACY_MISSING}")
 
 
 @pytest.fixture(autouse=True)
@@ -208,7 +214,7 @@ def check_derive_key_table(case: Path, m: dict[str, Any]) -> None:
         plaintext = bytes.fromhex(entry["plaintext_hex"])
         assert encrypt(key, plaintext, legacy=True).hex() == entry["ciphertext_hex"]
     if not has_legacy_backend():
-        pytest.skip("the MD2/MD4 rows need pycryptodomex (the 'legacy' extra)")
+        support.skip_or_fail(f"the MD2/MD4 rows were not checked: {LEGACY_MISSING}")
 
 
 def check_hashes(case: Path, m: dict[str, Any]) -> None:
@@ -220,7 +226,7 @@ def check_hashes(case: Path, m: dict[str, Any]) -> None:
             continue
         assert _primitives.digest(alg_id, counter(entry["input"])).hex() == entry["digest_hex"]
     if skipped:
-        pytest.skip("MD2/MD4 need pycryptodomex (the 'legacy' extra)")
+        support.skip_or_fail(f"the MD2/MD4 rows were not checked: {LEGACY_MISSING}")
 
 
 def check_bad_padding(case: Path, m: dict[str, Any]) -> None:
@@ -245,9 +251,9 @@ def check_hmac(case: Path, m: dict[str, Any]) -> None:
     key = (case / "key.bin").read_bytes()
     digest = hmac.new(key, (case / "data.bin").read_bytes(), "md5").digest()
     assert digest == (case / "hmac.bin").read_bytes()
-    if has_legacy_backend():
-        derived = derive_key(AlgId.MD2, counter({"length": 2000}), AlgId.RC2, key_bits=56)
-        assert derived.unsafe_raw_bytes() == key
+    _legacy_backend()  # the key itself is an MD2-derived RC2 key
+    derived = derive_key(AlgId.MD2, counter({"length": 2000}), AlgId.RC2, key_bits=56)
+    assert derived.unsafe_raw_bytes() == key
 
 
 def check_simpleblob_decrypt(case: Path, m: dict[str, Any]) -> None:
@@ -533,21 +539,42 @@ def test_wycheproof_pkcs1_when_decrypt_raises(name: str, monkeypatch: pytest.Mon
     ["rsa_oaep_2048_sha256_mgf1sha256_test.json", "rsa_oaep_3072_sha256_mgf1sha256_test.json"],
 )
 def test_wycheproof_oaep_decrypt(name: str) -> None:
-    """Primitive check: OAEP-SHA256 decryption as cryptography does it (keyblob-native wraps
-    use it); every invalid vector raises the same ValueError."""
-    messages = set()
+    """keyblob's own RSA unwrap (the rsa suite's, providers.suites: OAEP-SHA256, MGF1-SHA256,
+    the wrap context as label) against Wycheproof: every valid vector opens to its message,
+    every invalid one is the same VerificationError, one message (Manger: no padding oracle),
+    never a ValueError from below."""
+    opened = refused = 0
     for key, _group, t in _wycheproof(name):
-        pad = padding.OAEP(
-            mgf=padding.MGF1(hashes.SHA256()),
-            algorithm=hashes.SHA256(),
-            label=bytes.fromhex(t["label"]) or None,
-        )
-        ct = bytes.fromhex(t["ct"])
+        ct, label = bytes.fromhex(t["ct"]), bytes.fromhex(t["label"])
         if t["result"] == "valid":
-            assert key.decrypt(ct, pad) == bytes.fromhex(t["msg"])
+            assert suites.unwrap(key, ct, label) == bytes.fromhex(t["msg"]), t["tcId"]
+            opened += 1
         else:
-            with pytest.raises(ValueError) as caught:
-                key.decrypt(ct, pad)
-            if "InvalidOaepPadding" in t["flags"]:
-                messages.add(str(caught.value))
-    assert len(messages) == 1  # Manger: one indistinguishable failure for every bad padding
+            with pytest.raises(VerificationError) as caught:
+                suites.unwrap(key, ct, label)
+            assert str(caught.value) == suites.UNWRAP_FAILED
+            refused += 1
+    assert opened and refused
+
+
+@pytest.mark.parametrize("required", [False, True], ids=["developer", "ci"])
+def test_without_pycryptodomex_the_legacy_checks_skip_or_fail(monkeypatch, required):
+    """Without the legacy backend the MD2/MD4/RC2 checks are not silently passed or skipped:
+    a skip for a developer, a failure in CI (KEYBLOB_REQUIRE_INTEROP=1), as a missing peer."""
+    monkeypatch.setitem(globals(), "has_legacy_backend", lambda: False)
+    monkeypatch.setenv("KEYBLOB_REQUIRE_INTEROP", "1" if required else "0")
+    outcome = pytest.fail.Exception if required else pytest.skip.Exception
+    md2 = {"alg": {"value": hex(AlgId.MD2)}, "input": {"length": 1}, "digest_hex": ""}
+    hashes = {"expected": {"entries": [md2]}}
+    table = {"expected": {"entries": [{"hash_alg": md2["alg"]}]}}
+    for check in (
+        _legacy_backend,
+        lambda: check_hashes(Path(), hashes),
+        lambda: check_derive_key_table(Path(), table),
+    ):
+        try:
+            check()
+        except (pytest.skip.Exception, pytest.fail.Exception) as e:  # a skip must not hide here
+            assert type(e) is outcome and "pycryptodomex" in str(e)
+        else:
+            pytest.fail("passed without the legacy backend")

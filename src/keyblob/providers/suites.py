@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from typing import TypeAlias
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, x25519
 
@@ -110,6 +110,8 @@ def _rsa_public(data: bytes, what: str) -> rsa.RSAPublicKey:
         key = serialization.load_der_public_key(data)
     except ValueError:
         raise FormatError(f"{what} public key is not a DER SubjectPublicKeyInfo") from None
+    except UnsupportedAlgorithm:  # an algorithm OID that cryptography does not know
+        raise FormatError(f"{what} public key is not an RSA key (unknown algorithm)") from None
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size not in RSA_BITS:
         raise FormatError(f"{what} public key is not an RSA key of 2048, 3072 or 4096 bits")
     if key.public_numbers().e != RSA_PUBLIC_EXPONENT:
