@@ -334,14 +334,18 @@ def rotate(
 ) -> SessionKey:
     """Make the next generation of ``name``: a new key, verified predecessor, same recipients.
 
-    The latest generation is loaded and fully verified first.  Its other recipients are
+    The latest generation is loaded and fully verified first (:func:`open_latest`: entries
+    above it that fail verification are reported, not used); the new generation is above
+    every stored one.  Its other recipients are
     wrapped for again when their public keys are known (given in ``to`` or trusted).
 
     Raises:
         NotFoundError: no generation of ``name`` is stored.
-        VerificationError: the latest generation fails verification (or rollback).
-        UsageError: a previous recipient's public key is unknown: pass it in ``to``; or a
-            legacy algorithm without ``legacy=True``.
+        VerificationError: no generation at or above the high-water mark verifies (or
+            rollback).
+        UsageError: a previous recipient's public key is unknown: pass it in ``to``; a
+            legacy algorithm without ``legacy=True``; or no generation is left above every
+            stored one (an entry at the last generation: :func:`set_aside_untrusted`).
     """
     current = open_latest(provider, store, name)
     algorithm = algorithm or current.header.algorithm
@@ -660,6 +664,8 @@ def check_store(
         UsageError: an invalid name.
         StorageError: the store cannot be listed.
     """
+    if isinstance(names, str):  # a str is a Sequence of one-letter names
+        raise UsageError("names is a list of names, not one name")
     state = provider.state()
     out: list[Entry] = []
     for name in sorted(set(names)) if names is not None else store.names():

@@ -131,6 +131,11 @@ def test_planted_blob_is_never_accepted(owner, attacker, store):
     assert any("keyblob store check" in h for h in info.value.hints)
     with pytest.raises(VerificationError, match="not a trusted signer"):
         blobs.rotate(owner, store, "payroll")
+    with pytest.raises(UsageError, match="exists already"):
+        blobs.generate(owner, store, "payroll")
+    assert blobs.set_aside_untrusted(owner, store) == []  # not named: maybe someone else's
+    assert [m.generation for m in blobs.set_aside_untrusted(owner, store, "payroll")] == [1]
+    assert blobs.generate(owner, store, "payroll").generation == 1
 
 
 def test_rollback_still_refused_when_the_mark_is_above_every_valid_generation(
