@@ -5,16 +5,19 @@ The public surface, re-exported here; nothing is defined in this module.
 
 from keyblob.blobs import (
     Verified,
+    check_store,
     generate,
     import_blob,
     load,
     open_latest,
     open_stored,
     rotate,
+    set_aside_untrusted,
     verify,
 )
 from keyblob.errors import (
     FormatError,
+    IgnoredEntryWarning,
     KeyblobError,
     NotFoundError,
     PassphraseError,
@@ -34,6 +37,7 @@ __all__ = [
     "Algorithm",
     "FormatError",
     "Home",
+    "IgnoredEntryWarning",
     "KdfParams",
     "KeyBlob",
     "KeyId",
@@ -52,6 +56,7 @@ __all__ = [
     "UsageError",
     "VerificationError",
     "Verified",
+    "check_store",
     "generate",
     "import_blob",
     "load",
@@ -59,5 +64,6 @@ __all__ = [
     "open_store",
     "open_stored",
     "rotate",
+    "set_aside_untrusted",
     "verify",
 ]

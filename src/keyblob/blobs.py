@@ -12,17 +12,24 @@ This is the one place where the check order of an import lives (FORMAT.md 2.7):
 6. only then unwrap, and check the key has the algorithm's length.
 
 Every failure of steps 2-6 raises ``VerificationError`` with one fixed message per check.
+
+It also decides what a store entry that fails verification means (FORMAT.md 2.9): the newest
+generation is the newest that passes steps 1-4 at or above the high-water mark, the entries
+above it are reported (:class:`IgnoredEntryWarning`), listed (:func:`check_store`) and can be
+moved aside (:func:`set_aside_untrusted`); a valid blob is never moved.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from keyblob.errors import (
     FormatError,
+    IgnoredEntryWarning,
     KeyblobError,
     NotFoundError,
     StorageError,
@@ -31,7 +38,15 @@ from keyblob.errors import (
 )
 from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient, key_id_for
 from keyblob.format.armor import BLOB, dearmor, is_armored
-from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, _make_session_key, check_name
+from keyblob.keys import (
+    MAX_GENERATION,
+    Algorithm,
+    KeyId,
+    KeyRole,
+    SessionKey,
+    _make_session_key,
+    check_name,
+)
 from keyblob.providers import suites
 from keyblob.providers.base import Provider
 from keyblob.storage import Store
@@ -67,6 +82,19 @@ OCCUPIED = (
     "the store already holds a different blob of {name} generation {generation} ({stored}); "
     "this one has key id {key_id}, signed by {signer}: nothing was changed"
 )
+IGNORED = "ignored {name} generation {generation}: {reason}; run keyblob store check"
+CHECK_HINT = (
+    "list the entries that fail verification with: keyblob store check; move those no "
+    "trusted signer made aside with: keyblob store set-aside {name}"
+)
+LAST_GENERATION = (
+    "{name} generation {generation} is taken by an entry that fails verification here, and "
+    "no generation comes after it"
+)
+VALID_ENTRY = (
+    "{name} generation {generation} verifies here: only entries that fail verification "
+    "are moved aside"
+)
 RESTORE_HINT = (
     "an older blob was put in place of a newer one, or the newest was deleted; "
     "restore the newest from a backup",
@@ -79,12 +107,23 @@ def _missing_hints(store: Store) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A store entry above the generation used that failed verification: not used."""
+
+    name: str
+    generation: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Verified:
-    """A blob that passed every check, with the session key it holds (if it was unwrapped)."""
+    """A blob that passed every check, with the session key it holds (if it was unwrapped),
+    and the newer entries passed over to find it (FORMAT.md 2.9)."""
 
     blob: KeyBlob
     encoded: bytes
     key: SessionKey | None
+    skipped: tuple[Skipped, ...] = ()
 
     @property
     def header(self) -> Header:
@@ -295,14 +334,18 @@ def rotate(
 ) -> SessionKey:
     """Make the next generation of ``name``: a new key, verified predecessor, same recipients.
 
-    The latest generation is loaded and fully verified first.  Its other recipients are
+    The latest generation is loaded and fully verified first (:func:`open_latest`: entries
+    above it that fail verification are reported, not used); the new generation is above
+    every stored one.  Its other recipients are
     wrapped for again when their public keys are known (given in ``to`` or trusted).
 
     Raises:
         NotFoundError: no generation of ``name`` is stored.
-        VerificationError: the latest generation fails verification (or rollback).
-        UsageError: a previous recipient's public key is unknown: pass it in ``to``; or a
-            legacy algorithm without ``legacy=True``.
+        VerificationError: no generation at or above the high-water mark verifies (or
+            rollback).
+        UsageError: a previous recipient's public key is unknown: pass it in ``to``; a
+            legacy algorithm without ``legacy=True``; or no generation is left above every
+            stored one (an entry at the last generation: :func:`set_aside_untrusted`).
     """
     current = open_latest(provider, store, name)
     algorithm = algorithm or current.header.algorithm
@@ -323,11 +366,20 @@ def rotate(
             )
         recipients.append((rid, suites.load_exchange_public(signer.suite, signer.exchange)))
         known.add(rid)
+    # Above every occupied slot (a planted entry too: the put is create-only) and the mark.
+    occupied = max(store.latest(name) or 0, state.generation_floor(name))
+    if occupied >= MAX_GENERATION:
+        hint = f"move it aside: keyblob store set-aside {name}, then rotate again"
+        if current.header.generation >= MAX_GENERATION:
+            raise UsageError(f"{name} is at its last generation: store the key under a new name")
+        raise UsageError(
+            LAST_GENERATION.format(name=name, generation=MAX_GENERATION), hints=(hint,)
+        )
     return _store_new(
         provider,
         store,
         name=name,
-        generation=current.header.generation + 1,
+        generation=max(occupied, current.header.generation) + 1,
         algorithm=algorithm,
         recipients=recipients,
         key=_key,
@@ -450,42 +502,65 @@ def _unwrapped(provider: Provider, verified: Verified) -> Verified:
         created=h.created,
         key=raw,
     )
-    return Verified(blob, verified.encoded, key)
+    return replace(verified, key=key)
 
 
 def open_latest(provider: Provider, store: Store, name: str, *, unwrap: bool = True) -> Verified:
     """Load, verify and (by default) unwrap the newest generation of ``name``.
 
+    The newest is the highest stored generation that passes import steps 1-4 and is at or
+    above the high-water mark (FORMAT.md 2.7 step 5, 2.9).  Entries above it that fail
+    verification (planted, damaged, copied from another slot) are never used: each is
+    reported with an :class:`IgnoredEntryWarning` and in ``skipped``.
+
     Raises:
         NotFoundError: the store has no generation of ``name``.
-        VerificationError: any check failed, including a rollback or a lost newest generation.
-        FormatError: the stored bytes are not a key blob.
+        VerificationError: any check failed, including a rollback or a lost newest generation;
+            when no entry at or above the mark verifies, the newest entry's refusal.
+        FormatError: the newest entry is not a key blob and none at or above the mark
+            verifies.
     """
     check_name(name)
     state = provider.state()
-    latest = store.latest(name)
+    stored = store.generations(name)
     floor = state.generation_floor(name)
-    if latest is None:
+    if not stored:
         if floor:
             raise VerificationError(
                 MISSING_NAME.format(name=name, floor=floor),
                 hints=_missing_hints(store),
             )
         raise NotFoundError(f"no key named {name} in {store.location}")
-    if latest < floor:
+    if stored[-1] < floor:
         raise VerificationError(
-            MISSING_LATEST.format(name=name, latest=latest, floor=floor), hints=RESTORE_HINT
+            MISSING_LATEST.format(name=name, latest=stored[-1], floor=floor), hints=RESTORE_HINT
         )
-    return _open_stored(
-        provider,
-        store,
-        state,
-        name=name,
-        generation=latest,
-        key_id=None,
-        unwrap=unwrap,
-        newest=True,
-    )
+    skipped: list[Skipped] = []
+    first: KeyblobError | None = None
+    # Never below the mark: what an attacker deletes or plants cannot make an older
+    # generation acceptable (2.7 step 5).
+    for generation in (g for g in reversed(stored) if g >= floor):
+        try:
+            verified = _verified_at(provider, store, state, name, generation, key_id=None)
+        except (FormatError, VerificationError, NotFoundError) as e:
+            first = first or e
+            skipped.append(Skipped(name, generation, str(e)))
+            continue
+        break
+    else:
+        if first is None:  # unreachable: stored[-1] >= floor gives one candidate
+            raise NotFoundError(f"no key named {name} in {store.location}")
+        # Nothing at or above the mark verifies: the newest entry's refusal, as ever.
+        raise type(first)(str(first), hints=(*first.hints, CHECK_HINT.format(name=name)))
+    for entry in skipped:
+        warnings.warn(
+            IgnoredEntryWarning(
+                IGNORED.format(name=name, generation=entry.generation, reason=entry.reason)
+            ),
+            stacklevel=2,
+        )
+    verified = replace(verified, skipped=tuple(skipped))
+    return _finish(provider, state, verified, unwrap=unwrap)
 
 
 def open_stored(
@@ -507,40 +582,155 @@ def open_stored(
         FormatError: the stored bytes are not a key blob.
     """
     check_name(name)
-    return _open_stored(
-        provider,
-        store,
-        provider.state(),
-        name=name,
-        generation=generation,
-        key_id=key_id,
-        unwrap=unwrap,
-        newest=False,
-    )
+    state = provider.state()
+    verified = _verified_at(provider, store, state, name, generation, key_id=key_id)
+    return _finish(provider, state, verified, unwrap=unwrap)
 
 
-def _open_stored(
+def _verified_at(
     provider: Provider,
     store: Store,
     state: State,
-    *,
     name: str,
     generation: int,
+    *,
     key_id: KeyId | None,
-    unwrap: bool,
-    newest: bool,
 ) -> Verified:
+    """Steps 1-4 for the entry stored at (name, generation), signed as that generation."""
     verified = _verify(provider, state, store.get(name, generation), name=name, key_id=key_id)
     h = verified.header
     if h.generation != generation:
         raise VerificationError(WRONG_GENERATION.format(stored=generation, signed=h.generation))
-    if newest:  # the latest was asked for: it must not be older than what we saw
-        _check_floor(state, h)
+    return verified
+
+
+def _finish(provider: Provider, state: State, verified: Verified, *, unwrap: bool) -> Verified:
+    """Step 6 (if asked), then raise the high-water mark."""
+    h = verified.header
     if unwrap:
         verified = _unwrapped(provider, verified)
-    if h.generation > state.generation_floor(name):
-        provider.update_state(lambda s: s.seen(name, h.generation))
+    if h.generation > state.generation_floor(h.name):
+        provider.update_state(lambda s: s.seen(h.name, h.generation))
     return verified
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One store entry as this container sees it (:func:`check_store`).
+
+    ``ok``: it passes import steps 1-4 here (``reason`` is empty); else ``reason`` says why
+    not.  ``below_mark``: its generation is below the high-water mark (an older generation,
+    kept to read old data).  ``current``: it is the generation :func:`open_latest` uses.
+    """
+
+    name: str
+    generation: int
+    ok: bool
+    reason: str
+    signer: KeyId | None
+    below_mark: bool
+    current: bool
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """An entry :func:`set_aside_untrusted` moved, why, and where the store keeps it."""
+
+    name: str
+    generation: int
+    reason: str
+    location: str
+
+
+def _entry(
+    provider: Provider, store: Store, state: State, name: str, generation: int
+) -> tuple[KeyId | None, str]:
+    """The signer of a valid entry and ``""``, or None and why it fails steps 1-4."""
+    try:
+        return _verified_at(
+            provider, store, state, name, generation, key_id=None
+        ).header.signer_id, ""
+    except (FormatError, VerificationError, StorageError) as e:
+        return None, str(e)
+
+
+def check_store(
+    provider: Provider, store: Store, names: Sequence[str] | None = None
+) -> list[Entry]:
+    """Every entry of ``names`` (default: every name in the store), checked as an import
+    would (steps 1-4), sorted by name and generation.  Nothing is unwrapped or changed.
+
+    Raises:
+        UsageError: an invalid name.
+        StorageError: the store cannot be listed.
+    """
+    if isinstance(names, str):  # a str is a Sequence of one-letter names
+        raise UsageError("names is a list of names, not one name")
+    state = provider.state()
+    out: list[Entry] = []
+    for name in sorted(set(names)) if names is not None else store.names():
+        check_name(name)
+        floor = state.generation_floor(name)
+        rows = []
+        for generation in store.generations(name):
+            signer, reason = _entry(provider, store, state, name, generation)
+            rows.append((generation, signer, reason))
+        current = max((g for g, _, why in rows if not why and g >= floor), default=None)
+        out.extend(
+            Entry(name, g, not why, why, signer, g < floor, g == current) for g, signer, why in rows
+        )
+    return out
+
+
+def set_aside_untrusted(
+    provider: Provider,
+    store: Store,
+    name: str | None = None,
+    *,
+    generation: int | None = None,
+) -> list[SetAside]:
+    """Move aside the entries that fail verification here and are in this container's
+    way, keeping their bytes in the store's set-aside area (FORMAT.md 2.9, 5.3).
+
+    In the way: above the generation :func:`open_latest` uses (they are reported at each
+    use, and take the generations a rotation needs); for a name with no such generation,
+    given as ``name``, every entry that fails.  Without ``name`` only names with a
+    generation in use here are looked at: in a shared store, a name nothing verifies for
+    here may be another container's, so it is moved only when named.  An entry that
+    verifies is never moved; asked for by ``generation``, it is refused.  Each entry is
+    checked again just before it is moved.
+
+    Raises:
+        UsageError: an invalid name or generation, ``generation`` without ``name``, or the
+            entry at ``generation`` verifies.
+        NotFoundError: nothing is stored at ``generation``.
+        StorageError: the store failed (entries moved before stay moved).
+    """
+    state = provider.state()
+    if generation is not None:
+        if name is None:
+            raise UsageError("a generation to set aside needs the key name")
+        store.get(name, generation)  # NotFoundError when there is nothing
+        targets = [(name, generation)]
+    else:
+        entries = check_store(provider, store, [name] if name is not None else None)
+        current = {e.name: e.generation for e in entries if e.current}
+        targets = [
+            (e.name, e.generation)
+            for e in entries
+            if not e.ok
+            and (e.generation > current[e.name] if e.name in current else e.name == name)
+        ]
+    moved = []
+    for entry_name, entry_generation in targets:
+        signer, reason = _entry(provider, store, state, entry_name, entry_generation)
+        if signer is not None:
+            if generation is not None:
+                raise UsageError(VALID_ENTRY.format(name=entry_name, generation=entry_generation))
+            continue  # replaced by a valid one since the check: it stays
+        location = store.set_aside(entry_name, entry_generation)
+        moved.append(SetAside(entry_name, entry_generation, reason, location))
+    return moved
 
 
 def load(

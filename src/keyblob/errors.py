@@ -95,3 +95,10 @@ class LegacyAlgorithmWarning(UserWarning):
 
     A warning, not an error: it lives here because this module holds every exception class.
     """
+
+
+class IgnoredEntryWarning(UserWarning):
+    """A store entry that fails verification was passed over for an older generation
+    that verifies, at or above the high-water mark (FORMAT.md 2.9).  Nothing it holds was
+    used; ``keyblob store check`` lists such entries.
+    """

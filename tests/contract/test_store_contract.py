@@ -131,3 +131,42 @@ def test_invalid_generations(store: Store, generation: object) -> None:
     with pytest.raises(UsageError):
         store.get("k", generation)  # type: ignore[arg-type]
     assert store.names() == []
+
+
+def test_set_aside_hides_the_entry_and_keeps_the_rest(store: Store) -> None:
+    store.put("k", 1, b"one")
+    store.put("k", 2, b"planted")
+    store.put("solo", 7, b"junk")
+    where = store.set_aside("k", 2)
+    assert isinstance(where, str) and where
+    assert store.generations("k") == [1]
+    assert store.latest("k") == 1
+    assert store.get("k", 1) == b"one"
+    with pytest.raises(NotFoundError):
+        store.get("k", 2)
+    store.set_aside("solo", 7)
+    assert store.names() == ["k"]  # the set-aside area is never listed as a name
+
+
+def test_set_aside_twice_keeps_both(store: Store) -> None:
+    store.put("k", 2, b"first")
+    first = store.set_aside("k", 2)
+    store.put("k", 2, b"second")  # the slot is free again
+    second = store.set_aside("k", 2)
+    assert first != second
+    assert store.generations("k") == []
+    store.put("k", 2, b"mine")
+    assert store.get("k", 2) == b"mine"
+
+
+def test_set_aside_of_nothing(store: Store) -> None:
+    with pytest.raises(NotFoundError):
+        store.set_aside("k", 1)
+    store.put("k", 1, b"one")
+    with pytest.raises(NotFoundError):
+        store.set_aside("k", 2)
+    with pytest.raises(UsageError):
+        store.set_aside("../x", 1)
+    with pytest.raises(UsageError):
+        store.set_aside("k", 0)
+    assert store.generations("k") == [1]

@@ -249,3 +249,20 @@ def test_gen_vectors_check_passes() -> None:
         check=False,
     )
     assert run.returncode == 0, run.stderr
+
+
+def test_load_latest_passes_over_an_entry_that_fails_above_the_mark() -> None:
+    """FORMAT.md 2.9: junk above the newest valid generation is ignored and reported; at or
+    below the mark nothing else is a candidate, so the junk's refusal stands."""
+    import pytest
+
+    from keyblob.errors import FormatError, IgnoredEntryWarning
+
+    store = MemoryStore({("payroll", 1): ONE, ("payroll", 2): b"junk"})
+    provider = _alice({})
+    with pytest.warns(IgnoredEntryWarning, match="ignored payroll generation 2"):
+        key = blobs.load(provider, store, "payroll")
+    assert key.unsafe_raw_bytes().hex() == ONE_CASE["session_key"]
+    assert provider.state().generation_floor("payroll") == 1
+    with pytest.raises(FormatError):
+        blobs.load(_alice({"payroll": 2}), store, "payroll")

@@ -102,6 +102,21 @@ class Store(Protocol):
         """
         ...
 
+    def set_aside(self, name: str, generation: int) -> str:
+        """Move the entry ``name`` at ``generation`` aside, where no other method sees it,
+        and return where it now is, for people (a path, a table and row).
+
+        The bytes are kept unchanged, as evidence; setting the same (name, generation) aside
+        again (something new was put there meanwhile) keeps both.  The store does not judge
+        the entry: which entries to move is the recipes' decision (FORMAT.md 2.9).
+
+        Raises:
+            UsageError: invalid name or generation.
+            NotFoundError: nothing is stored there.
+            StorageError: the store failed; the entry is then still in place.
+        """
+        ...
+
 
 def check_generation(generation: int) -> int:
     """Return ``generation`` if it is a valid generation, else raise UsageError.

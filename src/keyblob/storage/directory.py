@@ -1,4 +1,5 @@
-"""The directory store: one file per blob, ``<root>/<name>/<generation>.kb``.
+"""The directory store: one file per blob, ``<root>/<name>/<generation>.kb``; entries set
+aside in ``<root>/.set-aside/<name>/<generation>.<16 hex>.kb`` (FORMAT.md 5.3).
 
 The embedded default store.  Writes go through :func:`keyblob.atomic.write_atomic`
 (temp file, unnamed where the OS allows; fsync, hard link, fsync of the folder), so a crash
@@ -13,10 +14,17 @@ from __future__ import annotations
 import errno
 import os
 import re
+import secrets
 import stat
 from pathlib import Path
 
-from keyblob.atomic import finish_private_folder, make_private_folder, read_bounded, write_atomic
+from keyblob.atomic import (
+    finish_private_folder,
+    fsync_dir,
+    make_private_folder,
+    read_bounded,
+    write_atomic,
+)
 from keyblob.errors import NotFoundError, StorageError, UsageError
 from keyblob.keys import check_name
 from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, check_generation, check_item
@@ -31,6 +39,8 @@ _FILE_MODE = 0o600
 _SHARED_FOLDER_MODE = 0o2770
 _SHARED_FILE_MODE = 0o640
 _SUFFIX = ".kb"
+# Not a valid name (1.4: no leading dot), so listing never counts it as one.
+_SET_ASIDE = ".set-aside"
 # Decimal without leading zeros: one file name per generation, so "007.kb" can never alias
 # "7.kb".  At most 19 digits (MAX_GENERATION); the value is range-checked after parsing.
 _ENTRY = re.compile(r"([1-9][0-9]{0,18})\.kb")
@@ -157,6 +167,43 @@ class DirectoryStore:
                 found.append(entry.name)
         return sorted(found)
 
+    def set_aside(self, name: str, generation: int) -> str:
+        """Move ``<name>/<generation>.kb`` to ``.set-aside/<name>/<generation>.<16 hex>.kb``
+        (one rename, then both folders fsynced) and return that path.
+
+        Raises:
+            UsageError: invalid name or generation.
+            NotFoundError: nothing is stored there.
+            StorageError: the entry is a symlink or not a regular file, a folder on the way
+                is a symlink or not a folder, or the file system failed.
+        """
+        check_name(name)
+        check_generation(generation)
+        folder = self._name_folder_for_read(name)
+        if folder is None:
+            raise NotFoundError(self._missing(name, generation))
+        path = os.path.join(folder, f"{generation}{_SUFFIX}")
+        try:
+            info = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(self._missing(name, generation)) from None
+        except OSError as e:
+            raise StorageError(f"cannot read {path}: {_reason(e)}") from e
+        if not stat.S_ISREG(info.st_mode):  # never counted, so never set aside either
+            raise StorageError(f"refusing {path}: it is not a regular file")
+        shared = self._ensure_root()
+        aside = self._private_folder(os.path.join(self._root_str, _SET_ASIDE), shared)
+        aside = self._private_folder(os.path.join(aside, name), shared)
+        # A random part: an entry set aside earlier under the same generation is kept.
+        target = os.path.join(aside, f"{generation}.{secrets.token_hex(8)}{_SUFFIX}")
+        try:
+            os.rename(path, target)
+            fsync_dir(aside)
+            fsync_dir(folder)
+        except OSError as e:
+            raise StorageError(f"cannot move {path} to {target}: {_reason(e)}") from e
+        return target
+
     # -- internals ---------------------------------------------------------------------
 
     def _name_folder_for_read(self, name: str) -> str | None:
@@ -175,11 +222,15 @@ class DirectoryStore:
         """``<root>/<name>``, created (with the root) if missing, and whether the root is
         shared by a group (setgid)."""
         shared = self._ensure_root()
-        folder = os.path.join(self._root_str, name)
+        # Made earlier or by a concurrent writer, it must be a real folder.
+        return self._private_folder(os.path.join(self._root_str, name), shared), shared
+
+    def _private_folder(self, folder: str, shared: bool) -> str:
+        """``folder``, created (mode as for a name folder) unless it is a real folder."""
+        mode = _SHARED_FOLDER_MODE if shared else _FOLDER_MODE
         try:
-            os.mkdir(folder, _SHARED_FOLDER_MODE if shared else _FOLDER_MODE)
+            os.mkdir(folder, mode)
         except FileExistsError:
-            # Made earlier or by a concurrent writer: it must be a real folder.
             try:
                 info = os.lstat(folder)
             except OSError as e:
@@ -188,8 +239,8 @@ class DirectoryStore:
         except OSError as e:
             raise StorageError(f"cannot create folder {folder}: {_reason(e)}") from e
         else:
-            self._created(folder, _SHARED_FOLDER_MODE if shared else _FOLDER_MODE)
-        return folder, shared
+            self._created(folder, mode)
+        return folder
 
     def _ensure_root(self) -> bool:
         """Create the root and its missing parents, each 0700, unless it exists; return

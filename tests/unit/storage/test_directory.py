@@ -640,3 +640,31 @@ def test_a_root_with_the_setgid_bit_is_a_store_a_group_shares(tmp_path: Path, um
     assert modes(private) == (0o700, 0o600)
     assert modes(shared) == (0o2770, 0o640)
     assert DirectoryStore(shared).get("k", 1) == b"blob"
+
+
+def test_set_aside_layout_keeps_the_bytes(tmp_path):
+    """FORMAT.md 5.3: ``<root>/.set-aside/<name>/<generation>.<16 hex>.kb``, 0700/0600."""
+    import re
+
+    store = DirectoryStore(tmp_path / "store")
+    store.put("k", 3, b"planted")
+    where = store.set_aside("k", 3)
+    assert re.fullmatch(
+        re.escape(str(tmp_path / "store" / ".set-aside" / "k")) + r"/3\.[0-9a-f]{16}\.kb", where
+    )
+    with open(where, "rb") as f:
+        assert f.read() == b"planted"
+    assert stat.S_IMODE((tmp_path / "store" / ".set-aside").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "store" / ".set-aside" / "k").stat().st_mode) == 0o700
+    assert not (tmp_path / "store" / "k" / "3.kb").exists()
+
+
+def test_set_aside_refuses_a_symlinked_area(tmp_path):
+    store = DirectoryStore(tmp_path / "store")
+    store.put("k", 3, b"planted")
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "store" / ".set-aside")
+    with pytest.raises(StorageError, match="symlink"):
+        store.set_aside("k", 3)
+    assert store.get("k", 3) == b"planted"
+    assert list((tmp_path / "elsewhere").iterdir()) == []
