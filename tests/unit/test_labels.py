@@ -282,3 +282,11 @@ def test_find_signer_accepts_grouped_fingerprints() -> None:
     fp = fingerprint(signer.suite, signer.exchange, signer.public)
     assert find_signer(state, group_fingerprint(fp)) is signer
     assert find_signer(state, " " + group_fingerprint(fp)[:9].upper()) is signer
+
+
+def test_the_largest_file_fits_the_limit_as_format_md_says() -> None:
+    label = "é" * 100  # 200 bytes
+    pub = PublicKeyFile(Suite.RSA, label, b"\x30" * 1024, b"\x30" * 1024, b"\x00" * 512)
+    data = pub.to_bytes()
+    assert len(data) == 2775
+    assert PublicKeyFile.from_bytes(data) == pub
