@@ -290,3 +290,14 @@ def test_the_largest_file_fits_the_limit_as_format_md_says() -> None:
     data = pub.to_bytes()
     assert len(data) == 2775
     assert PublicKeyFile.from_bytes(data) == pub
+
+
+def test_every_bit_flip_of_a_version_2_file_is_refused(alice: SoftwareContainer) -> None:
+    """Whatever bit changes (label, keys, lengths, signature), the file never reads as
+    another valid file."""
+    data = publickeys.make(alice).to_bytes()
+    for i in range(len(data) * 8):
+        flipped = bytearray(data)
+        flipped[i // 8] ^= 1 << (i % 8)
+        with pytest.raises((FormatError, VerificationError)):
+            publickeys.read(bytes(flipped))
