@@ -43,14 +43,14 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
 
-from keyblob import blobs, stream
+from keyblob import blobs, publickeys, stream
 from keyblob import files as kbfiles
 from keyblob.errors import FormatError, KeyblobError, UnsupportedError, VerificationError
 from keyblob.format import KeyBlob, PublicKeyFile, armor, dearmor, fingerprint, key_id_for
 from keyblob.format.armor import BLOB, PUBLIC_KEY
 from keyblob.format.blob import SIGNATURE_LABEL, Header, Recipient
 from keyblob.format.data import CONTEXT_LABEL, DataHeader
-from keyblob.format.pubkey import ED25519_SMALL_ORDER, FIELD_PRIME
+from keyblob.format.pubkey import ED25519_SMALL_ORDER, FIELD_PRIME, LABEL_SIGNATURE_LABEL
 from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, Suite, _make_session_key
 from keyblob.providers import suites
 from keyblob.trust import UNTRUSTED, State, TrustedSigner
@@ -102,6 +102,39 @@ ED25519_BAD_KEYS = [
     ]
 ]
 LONG_NAME = ("k" + "0123456789._-abcdefghijklmnopqrstuvwxyz" * 4)[:128]
+ALICE_LABEL = "Alice Martin <alice@example.com>"
+#: A version 2 label of exactly 200 bytes of UTF-8, with 2-, 3- and 4-byte characters.
+LONG_LABEL = ("Zoë Ünal 名前 \U0001f511 " * 20).encode()[:197].decode("utf-8", "ignore")
+LONG_LABEL += "x" * (200 - len(LONG_LABEL.encode()))
+
+
+def v2_file(
+    key: TestKey,
+    label: bytes,
+    *,
+    exchange: bytes | None = None,
+    signer: TestKey | None = None,
+    signature_len: int | None = None,
+) -> bytes:
+    """A version 2 public key file (FORMAT.md 3.2) built byte by byte, so that a label the
+    package refuses can still be signed: ``key``'s keys, ``label`` as given, signed by
+    ``signer`` (default ``key``; Ed25519 signatures are deterministic)."""
+    exchange = key.exchange_public if exchange is None else exchange
+    body = (
+        b"KBPK\x02"
+        + bytes([key.suite])
+        + b"\x00\x00"
+        + bytes([len(label)])
+        + label
+        + len(exchange).to_bytes(2, "big")
+        + exchange
+        + len(key.signature_public).to_bytes(2, "big")
+        + key.signature_public
+    )
+    signature = suites.sign((signer or key).signature, LABEL_SIGNATURE_LABEL + body)
+    size = len(signature) if signature_len is None else signature_len
+    return body + size.to_bytes(2, "big") + signature[:size]
+
 
 KEY_SUITES = {
     "alice": Suite.X25519,
@@ -545,7 +578,7 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
 
     out |= {
         "invalid/pubkey_bad_magic.kbpk": b"KBPX" + apub[4:],
-        "invalid/pubkey_unknown_version.kbpk": apub[:4] + b"\x02" + apub[5:],
+        "invalid/pubkey_unknown_version.kbpk": apub[:4] + b"\x03" + apub[5:],
         "invalid/pubkey_unknown_suite.kbpk": apub[:5] + b"\x09" + apub[6:],
         "invalid/pubkey_reserved_set.kbpk": apub[:6] + b"\x00\x01" + apub[8:],
         "invalid/pubkey_x25519_len_wrong.kbpk": apub[:-34]
@@ -577,6 +610,36 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
         out[file] = PublicKeyFile(
             Suite.X25519, "mallory", alice.exchange_public, encoded
         ).to_bytes()
+    v2 = v2_file(alice, ALICE_LABEL.encode())
+    n = len(ALICE_LABEL.encode())
+    out |= {
+        "valid/alice_v2.kbpk": v2,
+        "valid/alice_v2.pub.txt": armor(v2, PUBLIC_KEY),
+        "valid/alice_v2_label_200_bytes.kbpk": v2_file(alice, LONG_LABEL.encode()),
+        "invalid/pubkey_v2_label_edited.kbpk": v2[:9]
+        + b"Mallory Evil <alice@example.com>"[:n]
+        + v2[9 + n :],
+        "invalid/pubkey_v2_label_signed_by_mallory.kbpk": v2_file(
+            alice, ALICE_LABEL.encode(), signer=keys["mallory"]
+        ),
+        "invalid/pubkey_v2_exchange_key_swapped.kbpk": v2[: 9 + n + 2]
+        + keys["bob"].exchange_public
+        + v2[9 + n + 2 + 32 :],
+        "invalid/pubkey_v2_label_not_utf8.kbpk": v2_file(alice, b"Alice \xff\xfe"),
+        "invalid/pubkey_v2_label_control_character.kbpk": v2_file(alice, b"Alice\x1b[31m"),
+        "invalid/pubkey_v2_label_bidi_override.kbpk": v2_file(
+            alice, "Alice \u202emoc.elpmaxe".encode()
+        ),
+        "invalid/pubkey_v2_label_not_nfc.kbpk": v2_file(alice, "Zoe\u0301".encode()),
+        "invalid/pubkey_v2_label_leading_space.kbpk": v2_file(alice, b" Alice"),
+        "invalid/pubkey_v2_label_201_bytes.kbpk": v2_file(alice, LONG_LABEL.encode() + b"x"),
+        "invalid/pubkey_v2_label_empty.kbpk": v2_file(alice, b""),
+        "invalid/pubkey_v2_trailing_byte.kbpk": v2 + b"\x00",
+        "invalid/pubkey_v2_no_label_signature.kbpk": v2[:-66],
+        "invalid/pubkey_v2_label_signature_len_63.kbpk": v2_file(
+            alice, ALICE_LABEL.encode(), signature_len=63
+        ),
+    }
     return out
 
 
@@ -769,7 +832,7 @@ BROKEN = [
 
 PUBLIC_BROKEN = [
     ("invalid/pubkey_bad_magic.kbpk", "format_error", "parse", "magic 'KBPX'"),
-    ("invalid/pubkey_unknown_version.kbpk", "unsupported", "parse", "version 2"),
+    ("invalid/pubkey_unknown_version.kbpk", "unsupported", "parse", "version 3"),
     ("invalid/pubkey_unknown_suite.kbpk", "format_error", "parse", "suite code 9"),
     ("invalid/pubkey_reserved_set.kbpk", "format_error", "parse", "reserved = 1"),
     (
@@ -819,7 +882,90 @@ PUBLIC_BROKEN = [
         "canonical armor of 4097 bytes (the limit counts the decoded bytes)",
     ),
     *((file, "format_error", "key", what) for file, _, what in ED25519_BAD_KEYS),
+    (
+        "invalid/pubkey_v2_label_edited.kbpk",
+        "verification_error",
+        "label",
+        "alice's version 2 file with its label changed to another of the same length",
+    ),
+    (
+        "invalid/pubkey_v2_label_signed_by_mallory.kbpk",
+        "verification_error",
+        "label",
+        "alice's keys and label, the label signature made by mallory's key",
+    ),
+    (
+        "invalid/pubkey_v2_exchange_key_swapped.kbpk",
+        "verification_error",
+        "label",
+        "alice's version 2 file with bob's exchange key in place of hers",
+    ),
+    ("invalid/pubkey_v2_label_not_utf8.kbpk", "format_error", "parse", "label ends ff fe"),
+    (
+        "invalid/pubkey_v2_label_control_character.kbpk",
+        "format_error",
+        "parse",
+        "label holds ESC (U+001B), signed by alice",
+    ),
+    (
+        "invalid/pubkey_v2_label_bidi_override.kbpk",
+        "format_error",
+        "parse",
+        "label holds U+202E RIGHT-TO-LEFT OVERRIDE, signed by alice",
+    ),
+    (
+        "invalid/pubkey_v2_label_not_nfc.kbpk",
+        "format_error",
+        "parse",
+        "label 'Zoe' + U+0301 (NFD), signed by alice",
+    ),
+    (
+        "invalid/pubkey_v2_label_leading_space.kbpk",
+        "format_error",
+        "parse",
+        "label ' Alice', signed by alice",
+    ),
+    (
+        "invalid/pubkey_v2_label_201_bytes.kbpk",
+        "format_error",
+        "parse",
+        "label of 201 bytes, signed by alice",
+    ),
+    ("invalid/pubkey_v2_label_empty.kbpk", "format_error", "parse", "label_len 0"),
+    (
+        "invalid/pubkey_v2_trailing_byte.kbpk",
+        "format_error",
+        "parse",
+        "one byte after the label signature",
+    ),
+    (
+        "invalid/pubkey_v2_no_label_signature.kbpk",
+        "format_error",
+        "parse",
+        "version 2 without label_signature_len and label_signature",
+    ),
+    (
+        "invalid/pubkey_v2_label_signature_len_63.kbpk",
+        "format_error",
+        "parse",
+        "label_signature_len 63 for x25519",
+    ),
 ]
+
+
+def public_json(key: TestKey, version: int, label: str) -> dict[str, Any]:
+    """The manifest's fields of a valid public key file (``label_signed``: version 2)."""
+    return {
+        "version": version,
+        "suite": key.suite.label,
+        "label": label,
+        "label_signed": version == 2,
+        "exchange": key.exchange_public.hex(),
+        "signature": key.signature_public.hex(),
+        "exchange_id": key.exchange_id.hex,
+        "signature_id": key.signature_id.hex,
+        "fingerprint": fingerprint(key.suite, key.exchange_public, key.signature_public),
+    }
 
 
 def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
@@ -870,19 +1016,28 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
                     kind="public_key",
                     canonical=True,
                     keys=(name,),
-                    public_key={
-                        "suite": key.suite.label,
-                        "label": name,
-                        "exchange": key.exchange_public.hex(),
-                        "signature": key.signature_public.hex(),
-                        "exchange_id": key.exchange_id.hex,
-                        "signature_id": key.signature_id.hex,
-                        "fingerprint": fingerprint(
-                            key.suite, key.exchange_public, key.signature_public
-                        ),
-                    },
+                    public_key=public_json(key, 1, name),
                 )
             )
+    for file, label, what in [
+        ("valid/alice_v2.kbpk", ALICE_LABEL, ""),
+        ("valid/alice_v2.pub.txt", ALICE_LABEL, ", armored"),
+        ("valid/alice_v2_label_200_bytes.kbpk", LONG_LABEL, ", a 200-byte non-ASCII label"),
+    ]:
+        cases.append(
+            _case(
+                Path(file).name.replace(".", "_"),
+                file,
+                "valid",
+                None,
+                f"alice's version 2 public key file, its label signed (x25519{what})",
+                opener=None,
+                kind="public_key",
+                canonical=True,
+                keys=("alice",),
+                public_key=public_json(keys["alice"], 2, label),
+            )
+        )
     cases.append(
         _case(
             "alice_armor_over_4096_bytes_pub_txt",
@@ -895,17 +1050,7 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
             kind="public_key",
             canonical=False,
             keys=("alice",),
-            public_key={
-                "suite": "x25519",
-                "label": "alice",
-                "exchange": keys["alice"].exchange_public.hex(),
-                "signature": keys["alice"].signature_public.hex(),
-                "exchange_id": keys["alice"].exchange_id.hex,
-                "signature_id": keys["alice"].signature_id.hex,
-                "fingerprint": fingerprint(
-                    Suite.X25519, keys["alice"].exchange_public, keys["alice"].signature_public
-                ),
-            },
+            public_key=public_json(keys["alice"], 1, "alice"),
         )
     )
     cases.append(
@@ -989,6 +1134,10 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
             "key": (
                 "public key file: a key that is not a valid key of its suite "
                 "(FORMAT.md 1.2, 1.3, 3)"
+            ),
+            "label": (
+                "public key file version 2: the label signature does not verify under the "
+                "file's signature key (FORMAT.md 3.2)"
             ),
             "trust": "import step 2 (the suite, then the signer)",
             "signature": "import step 3",
@@ -1103,6 +1252,7 @@ def run_case(case: dict[str, Any], keys: dict[str, TestKey], data: bytes) -> Out
 
 
 def _run_public_key(data: bytes) -> Outcome:
+    original = data
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             data = dearmor(data, PUBLIC_KEY)
@@ -1116,12 +1266,21 @@ def _run_public_key(data: bytes) -> Outcome:
         suites.load_signature_public(pub.suite, pub.signature)
     except FormatError:
         return Outcome("format_error", "key")
+    try:  # the whole reading order, as the CLI runs it (FORMAT.md 3)
+        if publickeys.read(original) != pub:
+            return Outcome("unknown (publickeys.read read another file)", None)
+    except VerificationError as e:
+        if publickeys.LABEL_NOT_SIGNED.split("}", 1)[1].split(";")[0] not in str(e):
+            return Outcome("verification_error", f"unknown ({e})")
+        return Outcome("verification_error", "label")
     return Outcome(
         "valid",
         None,
         public_key={
+            "version": pub.version,
             "suite": pub.suite.label,
             "label": pub.label,
+            "label_signed": pub.label_signed,
             "exchange": pub.exchange.hex(),
             "signature": pub.signature.hex(),
             "exchange_id": pub.exchange_id.hex,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import hmac
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -141,6 +142,61 @@ class KeyRole(enum.IntEnum):
     @property
     def prefix(self) -> str:
         return "kx" if self is KeyRole.EXCHANGE else "sg"
+
+
+#: FORMAT.md 1.5: a container's label is 1 to 200 bytes of UTF-8.
+LABEL_MAX = 200
+#: Code points a label must not hold (FORMAT.md 1.5): C0 controls, DEL and C1 controls;
+#: the invisible and bidirectional formatting characters that make two labels look alike or
+#: reorder what is shown (zero-width space/joiners, LRM/RLM, LRE..RLO, word joiner and
+#: invisible operators, LRI..PDI, BOM); the line and paragraph separators.  A fixed list,
+#: not Unicode categories, so that every reader refuses the same labels whatever its
+#: Unicode version.
+_LABEL_REFUSED = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
+
+
+def check_label(label: str) -> str:
+    """Return ``label`` if it is a valid container label (FORMAT.md 1.5), else raise.
+
+    A label is what people call a container (``Alice Martin <alice@example.com>``): 1 to 200
+    bytes of UTF-8, in NFC, no control, invisible or bidirectional formatting character, no
+    space at either end.  Text typed by a person goes through :func:`label_from_text` first.
+
+    Raises:
+        UsageError: anything else; the message says which rule.
+    """
+    if not isinstance(label, str):
+        raise UsageError("a label is text")
+    try:
+        size = len(label.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate
+        raise UsageError("invalid label: not valid Unicode text") from None
+    if not 1 <= size <= LABEL_MAX:
+        raise UsageError(f"invalid label: must be 1 to {LABEL_MAX} bytes of UTF-8 (it is {size})")
+    found = _LABEL_REFUSED.search(label)
+    if found is not None:
+        raise UsageError(
+            f"invalid label: it holds the control or formatting character "
+            f"U+{ord(found.group()):04X}, which a label must not hold"
+        )
+    if label[0] == " " or label[-1] == " ":
+        raise UsageError("invalid label: it must not begin or end with a space")
+    if not unicodedata.is_normalized("NFC", label):
+        raise UsageError("invalid label: not in Unicode normalization form NFC")
+    return label
+
+
+def label_from_text(text: str) -> str:
+    """A label from text a person typed: NFC-normalized, then checked (:func:`check_label`).
+
+    Raises:
+        UsageError: the text is not a valid label once normalized.
+    """
+    if not isinstance(text, str):
+        raise UsageError("a label is text")
+    return check_label(unicodedata.normalize("NFC", text))
 
 
 @dataclass(frozen=True, order=True)

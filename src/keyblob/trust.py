@@ -18,7 +18,15 @@ from typing import Any
 
 from keyblob.errors import FormatError, NotFoundError, UsageError, VerificationError
 from keyblob.format.pubkey import fingerprint, key_id_for
-from keyblob.keys import KEY_ID_SIZE, MAX_GENERATION, KeyId, KeyRole, Suite, check_name
+from keyblob.keys import (
+    KEY_ID_SIZE,
+    MAX_GENERATION,
+    KeyId,
+    KeyRole,
+    Suite,
+    check_label,
+    check_name,
+)
 
 UNTRUSTED = "signed by {signer}, which is not a trusted signer"
 OUT_OF_SCOPE = "signed by {signer}, which is trusted only for {scope}, not for {name!r}"
@@ -32,7 +40,7 @@ MAX_CAPI_PUBLIC = 4096
 #: Every member a state document (FORMAT.md 5.2) may have, once ``mac`` is taken out, and
 #: those it must have.  Anything else is refused: a member this reader does not know could
 #: be a restriction (like ``names``) that it would otherwise silently ignore.
-_STATE_MEMBERS = {"format", "container", "high_water", "trusted", "capi_signers"}
+_STATE_MEMBERS = {"format", "container", "label", "high_water", "trusted", "capi_signers"}
 _STATE_REQUIRED = {"format", "container", "high_water", "trusted"}
 _SIGNER_MEMBERS = {"key_id", "suite", "public", "exchange", "label", "added"}
 _CAPI_MEMBERS = {"public", "label", "added"}
@@ -130,7 +138,12 @@ def capi_fingerprint(spki: bytes) -> str:
 
 @dataclass(frozen=True)
 class TrustedSigner:
-    """A signature public key that imports accept, added explicitly by the user."""
+    """A signature public key that imports accept, added explicitly by the user.
+
+    ``label``: the label of the public key file it came from, as read and verified
+    (FORMAT.md 3): the label its owner signed (version 2), or its container name (version 1,
+    and states written before labels).
+    """
 
     key_id: KeyId
     suite: Suite
@@ -175,6 +188,12 @@ class State:
     high_water: dict[str, int] = field(default_factory=dict)
     trusted: tuple[TrustedSigner, ...] = ()
     capi_signers: tuple[CapiSigner, ...] = ()
+    #: The container's own label (FORMAT.md 1.5, 5.2); None: never given, so its name.
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.label is not None:
+            check_label(self.label)
 
     def generation_floor(self, name: str) -> int:
         """The highest generation of ``name`` seen so far (0 if never seen)."""
@@ -193,12 +212,13 @@ class State:
         return None
 
     def with_signer(self, signer: TrustedSigner) -> State:
-        """This state trusting ``signer``; one already trusted keeps its place, its label
-        and its date, and takes ``signer``'s scope."""
+        """This state trusting ``signer``; one already trusted keeps its place and its date,
+        and takes ``signer``'s scope and label (a label is its owner's to change: the newer
+        file says what it is now)."""
         old = self.signer(signer.key_id)
         if old is None:
             return replace(self, trusted=(*self.trusted, signer))
-        new = replace(old, names=signer.names)
+        new = replace(old, names=signer.names, label=signer.label)
         return replace(self, trusted=tuple(new if s is old else s for s in self.trusted))
 
     def without_signer(self, key_id: KeyId) -> State:
@@ -241,6 +261,8 @@ class State:
                 for s in self.trusted
             ],
         }
+        if self.label is not None:
+            doc["label"] = self.label
         if self.capi_signers:
             doc["capi_signers"] = [
                 {
@@ -275,7 +297,7 @@ class State:
                     suite=Suite.from_label(s["suite"]),
                     public=canonical_b64(s["public"]),
                     exchange=canonical_b64(s["exchange"]),
-                    label=check_name(s["label"]),
+                    label=check_label(s["label"]),
                     added=json_int(s["added"], 0, MAX_GENERATION),
                     names=_scope_from_json(s),
                 )
@@ -293,6 +315,7 @@ class State:
                 )
                 for s in (_members(x, _CAPI_MEMBERS) for x in capi)
             )
+            label = check_label(data["label"]) if "label" in data else None
         except (KeyError, TypeError, ValueError, AttributeError):
             raise FormatError("home state: not a valid state document") from None
         if len({s.key_id for s in trusted}) != len(trusted):
@@ -305,7 +328,7 @@ class State:
             )
         if len({s.public for s in capi_signers}) != len(capi_signers):
             raise FormatError("home state: a CryptoAPI signer appears twice")
-        return cls(high_water, trusted, capi_signers)
+        return cls(high_water, trusted, capi_signers, label)
 
 
 def _b64(data: bytes) -> str:
@@ -419,13 +442,14 @@ def canonical_b64(text: Any) -> bytes:
 
 def find_signer(state: State, prefix: str) -> TrustedSigner | CapiSigner:
     """The one signer whose hex id or fingerprint (FORMAT.md 3.1), or CryptoAPI signer whose
-    fingerprint (docs/MSCAPI.md), starts with ``prefix``.
+    fingerprint (docs/MSCAPI.md), starts with ``prefix``.  White space in ``prefix`` is
+    ignored, so a fingerprint may be given as it is read aloud (``3f2a 9c1e …``).
 
     Raises:
         UsageError: the prefix is not hex, shorter than 8 digits, or ambiguous.
         NotFoundError: no signer matches.
     """
-    prefix = prefix.lower().removeprefix("sg-")
+    prefix = "".join(prefix.split()).lower().removeprefix("sg-")
     if len(prefix) < 8 or any(c not in "0123456789abcdef" for c in prefix):
         raise UsageError("give at least the first 8 hex digits of the signer id")
     matches: list[TrustedSigner | CapiSigner] = [

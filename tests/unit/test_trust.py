@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from dataclasses import replace
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -117,11 +118,12 @@ def test_require_trusted_applies_the_scope_but_not_to_the_own_key():
     assert require_trusted(own.key_id, own.public, state, own.key_id, "root-db") == own.public
 
 
-def test_with_signer_updates_only_the_scope():
+def test_with_signer_updates_only_the_scope_and_the_label():
     first = _signer()
     state = State(trusted=(first,))
     narrowed = state.with_signer(TrustedSigner(**{**first.__dict__, "added": 99, "label": "x"}))
-    assert narrowed.trusted == (first,)  # same key: label, date and place kept
+    # same key: date and place kept; the label is its owner's, the newer file's (FORMAT.md 3.2)
+    assert narrowed.trusted == (replace(first, label="x"),)
     narrowed = state.with_signer(_signer(names=("a",)))
     assert narrowed.trusted[0].names == ("a",) and narrowed.trusted[0].added == 7
 

@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import unicodedata
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -26,6 +27,18 @@ KEY_ID_LABEL = b"keyblob/v1/key-id\x00"  # 1.3
 FINGERPRINT_LABEL = b"keyblob/v1/fingerprint\x00"  # 3.1
 WRAP_LABEL = b"keyblob/v1/wrap\x00"  # 2.4
 SIGNATURE_LABEL = b"keyblob/v1/blob-signature\x00"  # 2.5
+PUBKEY_LABEL_LABEL = b"keyblob/v1/pubkey-label\x00"  # 3.2
+# 1.5: code points a label must not hold (C0, DEL, C1, invisible and bidi formatting,
+# line and paragraph separators)
+LABEL_REFUSED = {
+    *range(0x00, 0x20),
+    *range(0x7F, 0xA0),
+    *range(0x200B, 0x2010),
+    *range(0x2028, 0x202F),
+    *range(0x2060, 0x2065),
+    *range(0x2066, 0x206A),
+    0xFEFF,
+}
 X25519, RSA, PQ = 1, 2, 3  # 1.2
 # algorithm code -> the key lengths it allows (1.2); 16-23 are CryptoAPI session keys
 KEY_LENGTHS = {1: {32}, 2: {16}, 3: {32}, 16: {16}, 17: {24}, 18: {32}, 19: {24}, 20: {16}}
@@ -323,14 +336,49 @@ def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[
 
 @dataclass
 class PublicKeys:
+    version: int
     suite: int
     label: str
     exchange: bytes
     signature: bytes
 
 
+def label_ok(raw: bytes) -> bool:
+    """1.5: 1 to 200 bytes of UTF-8 in NFC, no refused code point, no space at either end."""
+    try:
+        text = raw.decode("utf-8")  # strict: refuses overlong forms and surrogates
+    except UnicodeDecodeError:
+        return False
+    return (
+        1 <= len(raw) <= 200
+        and not any(ord(c) in LABEL_REFUSED for c in text)
+        and text[0] != " "
+        and text[-1] != " "
+        and unicodedata.normalize("NFC", text) == text
+    )
+
+
+def _verify_label(suite: int, signature_key: bytes, signed: bytes, sig: bytes) -> None:
+    """3.2: the label signature, verified as 2.5 verifies a blob signature."""
+    message = PUBKEY_LABEL_LABEL + signed
+    try:
+        if suite == RSA:
+            key = serialization.load_der_public_key(signature_key)
+            assert isinstance(key, rsa.RSAPublicKey)
+            pss = padding.PSS(mgf=padding.MGF1(_SHA256), salt_length=32)
+            key.verify(sig, message, pss, _SHA256)
+        else:
+            r, s = sig[:32], int.from_bytes(sig[32:], "little")
+            if not ed25519_point_ok(r) or s >= ED25519_L:
+                raise InvalidSignature
+            ed25519.Ed25519PublicKey.from_public_bytes(signature_key).verify(sig, message)
+    except InvalidSignature:
+        raise Refused("verification_error", "label", "label signature") from None
+
+
 def parse_public_key_file(data: bytes) -> PublicKeys:
-    """3, then the key checks of 1.2/1.3 (stage ``key``)."""
+    """3, then the key checks of 1.2/1.3 (stage ``key``), then for version 2 the label
+    signature of 3.2 (stage ``label``)."""
     if data.lstrip(b" \t\r\n").startswith(b"-----BEGIN "):
         data = dearmor(data, "KEYBLOB PUBLIC KEY")
     if len(data) > 4096:
@@ -338,7 +386,8 @@ def parse_public_key_file(data: bytes) -> PublicKeys:
     c = _Cursor(data)
     if c.take(4) != b"KBPK":
         raise malformed("magic")
-    if c.int(1) != 1:
+    version = c.int(1)
+    if version not in (1, 2):
         raise Refused("unsupported", "parse", "version")
     suite = c.int(1)
     if suite == PQ:
@@ -348,7 +397,7 @@ def parse_public_key_file(data: bytes) -> PublicKeys:
     if c.int(2) != 0:
         raise malformed("reserved")
     label = c.take(c.int(1))
-    if not name_ok(label):
+    if not (name_ok(label) if version == 1 else label_ok(label)):
         raise malformed("label")
     keys = []
     for _ in range(2):
@@ -356,6 +405,13 @@ def parse_public_key_file(data: bytes) -> PublicKeys:
         if not (n == 32 if suite == X25519 else 1 <= n <= 1024):
             raise malformed("key length")
         keys.append(c.take(n))
+    signed_end = c.pos
+    label_signature = b""
+    if version == 2:
+        n = c.int(2)
+        if n not in ((64,) if suite == X25519 else RSA_LENGTHS):
+            raise malformed("label signature length")
+        label_signature = c.take(n)
     if c.pos != len(data):
         raise malformed("trailing bytes")
     if suite == RSA:
@@ -372,7 +428,9 @@ def parse_public_key_file(data: bytes) -> PublicKeys:
         raise Refused("format_error", "key", "not a canonical, full-order X25519 key")
     elif not ed25519_point_ok(keys[1]):
         raise Refused("format_error", "key", "a small-order or non-canonical Ed25519 key")
-    return PublicKeys(suite, label.decode("ascii"), keys[0], keys[1])
+    if version == 2:
+        _verify_label(suite, keys[1], data[:signed_end], label_signature)
+    return PublicKeys(version, suite, label.decode("utf-8"), keys[0], keys[1])
 
 
 # -- 7 encrypted data --------------------------------------------------------------------------

@@ -96,8 +96,10 @@ def _independent(case: dict[str, Any]) -> tuple[str, str | None, dict[str, Any] 
                 "valid",
                 None,
                 {
+                    "version": pub.version,
                     "suite": suite,
                     "label": pub.label,
+                    "label_signed": pub.version == 2,
                     "exchange": pub.exchange.hex(),
                     "signature": pub.signature.hex(),
                     "exchange_id": ir.key_id(pub.suite, ir.EXCHANGE, pub.exchange).hex(),

@@ -1,6 +1,7 @@
-"""The public key file: a container's two public keys, as handed to others (FORMAT.md 3),
-its fingerprint, the key id every public key is known by, and which raw X25519 / Ed25519
-encodings are acceptable keys at all (FORMAT.md 1.3).
+"""The public key file: a container's two public keys and its label, as handed to others
+(FORMAT.md 3: version 1 with the container's name, version 2 with a signed label), its
+fingerprint and how people read it aloud, the key id every public key is known by, and
+which raw X25519 / Ed25519 encodings are acceptable keys at all (FORMAT.md 1.3).
 
 The encoding rules are byte and integer comparisons only: no curve arithmetic here."""
 
@@ -11,10 +12,23 @@ from dataclasses import dataclass
 
 from keyblob.errors import FormatError, UnsupportedError, UsageError
 from keyblob.format._wire import Reader, u8, u16
-from keyblob.keys import KEY_ID_SIZE, NAME_MAX, KeyId, KeyRole, Suite, check_name
+from keyblob.keys import (
+    KEY_ID_SIZE,
+    LABEL_MAX,
+    NAME_MAX,
+    KeyId,
+    KeyRole,
+    Suite,
+    check_label,
+    check_name,
+)
 
 MAGIC = b"KBPK"
-VERSION = 1
+VERSION = 1  # the container's name as label, unsigned
+VERSION_LABELLED = 2  # a label people choose, signed by the signature key (FORMAT.md 3.2)
+LABEL_SIGNATURE_LABEL = b"keyblob/v1/pubkey-label\x00"
+#: FORMAT.md 3: the label signature's length: Ed25519 64, RSA-PSS the modulus length.
+LABEL_SIGNATURE_SIZES = {Suite.X25519: (64,), Suite.RSA: (256, 384, 512)}
 KEY_ID_LABEL = b"keyblob/v1/key-id\x00"
 FINGERPRINT_LABEL = b"keyblob/v1/fingerprint\x00"
 MAX_PUBLIC_KEY_SIZE = 1024  # DER of an RSA-4096 SubjectPublicKeyInfo is 550 bytes
@@ -102,19 +116,67 @@ def public_size_ok(suite: Suite, size: int) -> bool:
     return 1 <= size <= MAX_PUBLIC_KEY_SIZE
 
 
+def group_fingerprint(text: str) -> str:
+    """A fingerprint as people read it aloud (FORMAT.md 3.1): groups of four hex digits
+    separated by one space, as gpg and ssh show theirs (``3f2a 9c1e …``)."""
+    return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
+
+
+def label_message(suite: Suite, label: str, exchange: bytes, signature: bytes) -> bytes:
+    """What the label signature of a version 2 file signs (FORMAT.md 3.2): the label
+    constant, then every byte of the file before ``label_signature_len``.
+
+    Raises:
+        UsageError: ``label`` is not a valid label (FORMAT.md 1.5).
+    """
+    check_label(label)
+    return LABEL_SIGNATURE_LABEL + _body(suite, label, exchange, signature, VERSION_LABELLED)
+
+
+def _body(suite: Suite, label: str, exchange: bytes, signature: bytes, version: int) -> bytes:
+    encoded = label.encode("utf-8")
+    return b"".join(
+        [
+            MAGIC,
+            u8(version),
+            u8(suite),
+            u16(0),
+            u8(len(encoded)),
+            encoded,
+            u16(len(exchange)),
+            exchange,
+            u16(len(signature)),
+            signature,
+        ]
+    )
+
+
 @dataclass(frozen=True)
 class PublicKeyFile:
-    """A container's public keys: raw for x25519/Ed25519, DER SubjectPublicKeyInfo for RSA."""
+    """A container's public keys: raw for x25519/Ed25519, DER SubjectPublicKeyInfo for RSA.
+
+    With ``label_signature`` it is a version 2 file: ``label`` is the label people chose
+    (FORMAT.md 1.5), and ``label_signature`` the signature key's signature over
+    :meth:`label_message`; parsing does not check it (no cryptography in ``format/``):
+    :func:`keyblob.publickeys.read` does.  Without it, version 1: ``label`` is the
+    container's name (1.4), and nothing vouches for it.
+    """
 
     suite: Suite
     label: str
     exchange: bytes
     signature: bytes
+    label_signature: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.suite not in (Suite.X25519, Suite.RSA):
             raise UsageError(f"suite {self.suite.label} is not implemented")
-        check_name(self.label)
+        if self.label_signature is None:
+            check_name(self.label)
+        else:
+            check_label(self.label)
+            if len(self.label_signature) not in LABEL_SIGNATURE_SIZES[self.suite]:
+                raise UsageError("the label signature has the wrong length for the suite")
         for what, key in (("exchange", self.exchange), ("signature", self.signature)):
             if not public_size_ok(self.suite, len(key)):
                 raise UsageError(f"{what} public key has the wrong length for the suite")
@@ -131,29 +193,37 @@ class PublicKeyFile:
     def fingerprint(self) -> str:
         return fingerprint(self.suite, self.exchange, self.signature)
 
+    @property
+    def version(self) -> int:
+        return VERSION if self.label_signature is None else VERSION_LABELLED
+
+    @property
+    def label_signed(self) -> bool:
+        """Whether the label is signed (version 2) once :func:`keyblob.publickeys.read`
+        has verified it; a version 1 label is the container's name, vouched for by nobody."""
+        return self.label_signature is not None
+
+    def label_message(self) -> bytes:
+        """What the label signature signs (FORMAT.md 3.2)."""
+        return label_message(self.suite, self.label, self.exchange, self.signature)
+
+    def with_label_signature(self, signature: bytes) -> PublicKeyFile:
+        """This file as version 2, its label signed by ``signature``."""
+        return PublicKeyFile(self.suite, self.label, self.exchange, self.signature, signature)
+
     def to_bytes(self) -> bytes:
-        label = self.label.encode("ascii")
-        return b"".join(
-            [
-                MAGIC,
-                u8(VERSION),
-                u8(self.suite),
-                u16(0),
-                u8(len(label)),
-                label,
-                u16(len(self.exchange)),
-                self.exchange,
-                u16(len(self.signature)),
-                self.signature,
-            ]
-        )
+        body = _body(self.suite, self.label, self.exchange, self.signature, self.version)
+        if self.label_signature is None:
+            return body
+        return body + u16(len(self.label_signature)) + self.label_signature
 
     @classmethod
     def from_bytes(cls, data: bytes) -> PublicKeyFile:
-        """Parse a binary public key file.
+        """Parse a binary public key file, version 1 or 2; the label signature of a version
+        2 file is not checked here (:func:`keyblob.publickeys.read` checks it).
 
         Raises:
-            FormatError: not a well-formed, canonical version 1 public key file.
+            FormatError: not a well-formed, canonical version 1 or 2 public key file.
             UnsupportedError: a later version or a suite this release does not implement.
         """
         data = bytes(data)
@@ -163,7 +233,7 @@ class PublicKeyFile:
         if r.take(4, "magic") != MAGIC:
             raise r.fail("magic", "not a keyblob public key file (expected 'KBPK')", 0)
         version = r.uint(1, "version")
-        if version != VERSION:
+        if version not in (VERSION, VERSION_LABELLED):
             raise UnsupportedError(f"public key file: version {version} is not supported")
         code = r.uint(1, "suite")
         if code not in (Suite.X25519, Suite.RSA):
@@ -176,17 +246,32 @@ class PublicKeyFile:
         if r.uint(2, "reserved") != 0:
             raise r.fail("reserved", "must be zero", 6)
         label_len = r.uint(1, "label_len")
-        if not 1 <= label_len <= NAME_MAX:
-            raise r.fail("label_len", f"must be 1 to {NAME_MAX}", 8)
+        label_max = NAME_MAX if version == VERSION else LABEL_MAX
+        if not 1 <= label_len <= label_max:
+            raise r.fail("label_len", f"must be 1 to {label_max}", 8)
+        raw_label = r.take(label_len, "label")
         try:
-            label = check_name(r.take(label_len, "label").decode("ascii"))
-        except (UnicodeDecodeError, UsageError):
-            raise r.fail("label", "not a valid container name", 9) from None
+            text = raw_label.decode("ascii" if version == VERSION else "utf-8")
+        except UnicodeDecodeError:
+            raise r.fail(
+                "label", "not a valid container name" if version == VERSION else "not UTF-8", 9
+            ) from None
+        try:
+            label = check_name(text) if version == VERSION else check_label(text)
+        except UsageError as e:
+            why = "not a valid container name" if version == VERSION else str(e)
+            raise r.fail("label", why.removeprefix("invalid label: "), 9) from None
         keys = []
         for what in ("exchange", "signature"):
             size = r.uint(2, f"{what}_len")
             if not public_size_ok(suite, size):
                 raise r.fail(f"{what}_len", f"{size} does not fit the suite", r.offset - 2)
             keys.append(r.take(size, f"{what}_key"))
+        label_signature = None
+        if version == VERSION_LABELLED:
+            size = r.uint(2, "label_signature_len")
+            if size not in LABEL_SIGNATURE_SIZES[suite]:
+                raise r.fail("label_signature_len", f"{size} does not fit the suite", r.offset - 2)
+            label_signature = r.take(size, "label_signature")
         r.end()
-        return cls(suite, label, keys[0], keys[1])
+        return cls(suite, label, keys[0], keys[1], label_signature)

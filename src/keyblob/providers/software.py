@@ -45,7 +45,7 @@ from keyblob.errors import (
     VerificationError,
 )
 from keyblob.format.pubkey import key_id_for
-from keyblob.keys import MAX_GENERATION, KeyId, KeyRole, Suite, check_name
+from keyblob.keys import MAX_GENERATION, KeyId, KeyRole, Suite, check_name, label_from_text
 from keyblob.providers import suites
 from keyblob.trust import (
     State,
@@ -296,14 +296,20 @@ class Home:
         *,
         bits: int = suites.DEFAULT_RSA_BITS,
         kdf: KdfParams | None = None,
+        label: str | None = None,
     ) -> SoftwareContainer:
         """Create a container with fresh key pairs and return it unlocked.
 
+        ``label``: what people call it (``Alice Martin <alice@example.com>``, FORMAT.md 1.5;
+        NFC-normalized), kept in its authenticated state (5.2) and carried, signed, in its
+        public key file (3.2); without one, the container's name stands for it.
+
         Raises:
-            UsageError: invalid name, suite or size, or an empty passphrase.
+            UsageError: invalid name, label, suite or size, or an empty passphrase.
             ProviderError: the container exists already, or the home is unsafe.
         """
         check_name(name)
+        label = None if label is None else label_from_text(label)
         if not passphrase:
             raise UsageError("the passphrase must not be empty")
         kdf = (kdf or KdfParams()).check()
@@ -347,7 +353,7 @@ class Home:
         except OSError as e:
             raise ProviderError(f"cannot write container {name!r}: {e.strerror}") from e
         container = SoftwareContainer(self, doc, keys, exchange, signature)
-        container._write_state(State())
+        container._write_state(State(label=label))
         return container
 
     def open(self, name: str, passphrase: bytes) -> SoftwareContainer:
