@@ -29,9 +29,17 @@ from keyblob.errors import (
     UsageError,
     VerificationError,
 )
-from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient, key_id_for
+from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient
 from keyblob.format.armor import BLOB, dearmor, is_armored
-from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, _make_session_key, check_name
+from keyblob.keys import (
+    Algorithm,
+    KeyId,
+    KeyRole,
+    SessionKey,
+    _make_session_key,
+    check_name,
+    key_id_for,
+)
 from keyblob.providers import suites
 from keyblob.providers.base import Provider
 from keyblob.storage import Store

@@ -17,8 +17,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from keyblob.errors import FormatError, NotFoundError, UsageError, VerificationError
-from keyblob.format.pubkey import fingerprint, key_id_for
-from keyblob.keys import KEY_ID_SIZE, MAX_GENERATION, KeyId, KeyRole, Suite, check_name
+from keyblob.format.pubkey import fingerprint
+from keyblob.keys import (
+    KEY_ID_SIZE,
+    MAX_GENERATION,
+    KeyId,
+    KeyRole,
+    Suite,
+    check_name,
+    key_id_for,
+)
 
 UNTRUSTED = "signed by {signer}, which is not a trusted signer"
 OUT_OF_SCOPE = "signed by {signer}, which is trusted only for {scope}, not for {name!r}"

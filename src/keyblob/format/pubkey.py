@@ -1,6 +1,6 @@
 """The public key file: a container's two public keys, as handed to others (FORMAT.md 3),
-its fingerprint, the key id every public key is known by, and which raw X25519 / Ed25519
-encodings are acceptable keys at all (FORMAT.md 1.3).
+its fingerprint, and which raw X25519 / Ed25519 encodings are acceptable keys at all
+(FORMAT.md 1.3).
 
 The encoding rules are byte and integer comparisons only: no curve arithmetic here."""
 
@@ -11,11 +11,10 @@ from dataclasses import dataclass
 
 from keyblob.errors import FormatError, UnsupportedError, UsageError
 from keyblob.format._wire import Reader, u8, u16
-from keyblob.keys import KEY_ID_SIZE, NAME_MAX, KeyId, KeyRole, Suite, check_name
+from keyblob.keys import NAME_MAX, KeyId, KeyRole, Suite, check_name, key_id_for
 
 MAGIC = b"KBPK"
 VERSION = 1
-KEY_ID_LABEL = b"keyblob/v1/key-id\x00"
 FINGERPRINT_LABEL = b"keyblob/v1/fingerprint\x00"
 MAX_PUBLIC_KEY_SIZE = 1024  # DER of an RSA-4096 SubjectPublicKeyInfo is 550 bytes
 MAX_FILE_SIZE = 4096
@@ -44,12 +43,6 @@ ED25519_SMALL_ORDER = tuple(
         "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",  # order 8
     )
 )
-
-
-def key_id_for(suite: Suite, role: KeyRole, public_bytes: bytes) -> KeyId:
-    """The id of a public key: SHA-256(label || suite || role || key bytes), first 16 bytes."""
-    digest = hashlib.sha256(KEY_ID_LABEL + u8(suite) + u8(role) + public_bytes).digest()
-    return KeyId(digest[:KEY_ID_SIZE])
 
 
 def fingerprint(suite: Suite, exchange: bytes, signature: bytes) -> str:
