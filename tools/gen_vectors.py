@@ -46,12 +46,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
 from keyblob import blobs, publickeys, stream
 from keyblob import files as kbfiles
 from keyblob.errors import FormatError, KeyblobError, UnsupportedError, VerificationError
-from keyblob.format import KeyBlob, PublicKeyFile, armor, dearmor, fingerprint, key_id_for
+from keyblob.format import KeyBlob, PublicKeyFile, armor, dearmor, fingerprint
 from keyblob.format.armor import BLOB, PUBLIC_KEY
 from keyblob.format.blob import SIGNATURE_LABEL, Header, Recipient
 from keyblob.format.data import CONTEXT_LABEL, DataHeader
 from keyblob.format.pubkey import ED25519_SMALL_ORDER, FIELD_PRIME, LABEL_SIGNATURE_LABEL
-from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, Suite, _make_session_key
+from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, Suite, _make_session_key, key_id_for
 from keyblob.providers import suites
 from keyblob.trust import UNTRUSTED, State, TrustedSigner
 

@@ -36,7 +36,7 @@ from keyblob.errors import (
     UsageError,
     VerificationError,
 )
-from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient, key_id_for
+from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient
 from keyblob.format.armor import BLOB, dearmor, is_armored
 from keyblob.keys import (
     MAX_GENERATION,
@@ -46,6 +46,7 @@ from keyblob.keys import (
     SessionKey,
     _make_session_key,
     check_name,
+    key_id_for,
 )
 from keyblob.providers import suites
 from keyblob.providers.base import Provider

@@ -1,13 +1,16 @@
 """Small frozen value types shared by every layer: suites, session algorithms, key ids and
 the opaque session-key handle.
 
-Nothing here does cryptography; the numeric codes are the ones the wire format uses
-(docs/FORMAT.md, section "Code points").
+Nothing here does cryptography beyond the key-id rule, one SHA-256 over a public key's
+bytes (:func:`key_id_for`, FORMAT.md 1.3), kept here with the key types so that providers and
+the trust state name keys without reaching into the wire formats.  The numeric codes are
+the ones the wire format uses (docs/FORMAT.md, section "Code points").
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import hmac
 import re
 import unicodedata
@@ -227,6 +230,16 @@ class KeyId:
 
     def __str__(self) -> str:
         return self.hex
+
+
+KEY_ID_LABEL = b"keyblob/v1/key-id\x00"
+
+
+def key_id_for(suite: Suite, role: KeyRole, public_bytes: bytes) -> KeyId:
+    """The id of a public key (FORMAT.md 1.3): SHA-256(label || u8 suite || u8 role || key
+    bytes), its first 16 bytes."""
+    digest = hashlib.sha256(KEY_ID_LABEL + bytes((suite, role)) + public_bytes).digest()
+    return KeyId(digest[:KEY_ID_SIZE])
 
 
 _HANDLE_TOKEN = object()

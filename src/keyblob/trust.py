@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from keyblob.errors import FormatError, NotFoundError, UsageError, VerificationError
-from keyblob.format.pubkey import fingerprint, key_id_for
+from keyblob.format.pubkey import fingerprint
 from keyblob.keys import (
     KEY_ID_SIZE,
     MAX_GENERATION,
@@ -26,6 +26,7 @@ from keyblob.keys import (
     Suite,
     check_label,
     check_name,
+    key_id_for,
 )
 
 UNTRUSTED = "signed by {signer}, which is not a trusted signer"

@@ -410,10 +410,10 @@ def test_cli_reuses_an_already_imported_mscapi():
     import importlib
     import sys
 
-    from keyblob import cli
+    from keyblob.cli import terminal
 
     assert sys.modules["keyblob.mscapi"] is mscapi
-    assert cli._lazy_module("keyblob.mscapi") is mscapi
+    assert terminal.lazy_module("keyblob.mscapi") is mscapi
     assert importlib.import_module("keyblob.mscapi.keyfiles") is mscapi.keyfiles
 
 

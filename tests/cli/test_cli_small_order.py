@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 
 from keyblob import Home
 from keyblob.cli import main
-from keyblob.format import KeyBlob, PublicKeyFile, armor, key_id_for
+from keyblob.format import KeyBlob, PublicKeyFile, armor
 from keyblob.format.armor import PUBLIC_KEY
-from keyblob.keys import KeyRole, Suite
+from keyblob.keys import KeyRole, Suite, key_id_for
 from keyblob.trust import TrustedSigner
 
 PASS = "s3cret passphrase"

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from keyblob import Home, blobs
-from keyblob.cli import _iso, main
+from keyblob.cli import main
+from keyblob.cli.terminal import iso as _iso
 from keyblob.format import PublicKeyFile, armor, dearmor
 from keyblob.format.armor import BLOB, PUBLIC_KEY
 from keyblob.storage.directory import DirectoryStore

@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 
 from keyblob import blobs
 from keyblob.errors import FormatError, VerificationError
-from keyblob.format import KeyBlob, PublicKeyFile, key_id_for
+from keyblob.format import KeyBlob, PublicKeyFile
 from keyblob.format.pubkey import ED25519_SMALL_ORDER, FIELD_PRIME
-from keyblob.keys import KeyRole, Suite
+from keyblob.keys import KeyRole, Suite, key_id_for
 from keyblob.providers import suites
 from keyblob.trust import TrustedSigner
 

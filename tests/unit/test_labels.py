@@ -233,7 +233,7 @@ def test_set_label_refuses_an_invalid_label(alice: SoftwareContainer) -> None:
 
 
 def _signer(label: str) -> TrustedSigner:
-    from keyblob.format import key_id_for
+    from keyblob.keys import key_id_for
 
     public = bytes(range(32))
     return TrustedSigner(

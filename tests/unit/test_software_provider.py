@@ -20,8 +20,7 @@ from keyblob import (
     UsageError,
     VerificationError,
 )
-from keyblob.format import key_id_for
-from keyblob.keys import KeyRole
+from keyblob.keys import KeyRole, key_id_for
 from keyblob.providers import software
 from keyblob.providers.software import MAX_FILE_SIZE
 from keyblob.trust import State

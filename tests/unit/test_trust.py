@@ -13,8 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from keyblob.errors import FormatError, UsageError, VerificationError
-from keyblob.format import key_id_for
-from keyblob.keys import KeyRole, Suite
+from keyblob.keys import KeyRole, Suite, key_id_for
 from keyblob.providers.software import Home
 from keyblob.trust import (
     CapiSigner,

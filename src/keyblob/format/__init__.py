@@ -5,7 +5,7 @@ The normative text is docs/FORMAT.md; comments cite its section numbers.
 
 from keyblob.format.armor import armor, dearmor, is_armored
 from keyblob.format.blob import Header, KeyBlob, Recipient, signed_message
-from keyblob.format.pubkey import PublicKeyFile, fingerprint, key_id_for
+from keyblob.format.pubkey import PublicKeyFile, fingerprint
 
 __all__ = [
     "Header",
@@ -16,6 +16,5 @@ __all__ = [
     "dearmor",
     "fingerprint",
     "is_armored",
-    "key_id_for",
     "signed_message",
 ]

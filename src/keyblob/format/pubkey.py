@@ -1,7 +1,7 @@
 """The public key file: a container's two public keys and its label, as handed to others
 (FORMAT.md 3: version 1 with the container's name, version 2 with a signed label), its
-fingerprint and how people read it aloud, the key id every public key is known by, and
-which raw X25519 / Ed25519 encodings are acceptable keys at all (FORMAT.md 1.3).
+fingerprint and how people read it aloud, and which raw X25519 / Ed25519 encodings are
+acceptable keys at all (FORMAT.md 1.3).
 
 The encoding rules are byte and integer comparisons only: no curve arithmetic here."""
 
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from keyblob.errors import FormatError, UnsupportedError, UsageError
 from keyblob.format._wire import Reader, u8, u16
 from keyblob.keys import (
-    KEY_ID_SIZE,
     LABEL_MAX,
     NAME_MAX,
     KeyId,
@@ -21,6 +20,7 @@ from keyblob.keys import (
     Suite,
     check_label,
     check_name,
+    key_id_for,
 )
 
 MAGIC = b"KBPK"
@@ -29,7 +29,6 @@ VERSION_LABELLED = 2  # a label people choose, signed by the signature key (FORM
 LABEL_SIGNATURE_LABEL = b"keyblob/v1/pubkey-label\x00"
 #: FORMAT.md 3: the label signature's length: Ed25519 64, RSA-PSS the modulus length.
 LABEL_SIGNATURE_SIZES = {Suite.X25519: (64,), Suite.RSA: (256, 384, 512)}
-KEY_ID_LABEL = b"keyblob/v1/key-id\x00"
 FINGERPRINT_LABEL = b"keyblob/v1/fingerprint\x00"
 MAX_PUBLIC_KEY_SIZE = 1024  # DER of an RSA-4096 SubjectPublicKeyInfo is 550 bytes
 MAX_FILE_SIZE = 4096
@@ -58,12 +57,6 @@ ED25519_SMALL_ORDER = tuple(
         "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",  # order 8
     )
 )
-
-
-def key_id_for(suite: Suite, role: KeyRole, public_bytes: bytes) -> KeyId:
-    """The id of a public key: SHA-256(label || suite || role || key bytes), first 16 bytes."""
-    digest = hashlib.sha256(KEY_ID_LABEL + u8(suite) + u8(role) + public_bytes).digest()
-    return KeyId(digest[:KEY_ID_SIZE])
 
 
 def fingerprint(suite: Suite, exchange: bytes, signature: bytes) -> str:

@@ -44,8 +44,15 @@ from keyblob.errors import (
     UsageError,
     VerificationError,
 )
-from keyblob.format.pubkey import key_id_for
-from keyblob.keys import MAX_GENERATION, KeyId, KeyRole, Suite, check_name, label_from_text
+from keyblob.keys import (
+    MAX_GENERATION,
+    KeyId,
+    KeyRole,
+    Suite,
+    check_name,
+    key_id_for,
+    label_from_text,
+)
 from keyblob.providers import suites
 from keyblob.trust import (
     State,

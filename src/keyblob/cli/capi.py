@@ -1,0 +1,759 @@
+"""keyblob capi …: Windows CryptoAPI blobs, signatures and data (docs/MSCAPI.md)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar, cast
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from keyblob import blobs
+from keyblob.cli.data import encrypt_command
+from keyblob.cli.terminal import (
+    Context,
+    Parser,
+    Refused,
+    Subcommands,
+    command,
+    generation_option,
+    input_stream,
+    lazy_module,
+    print_error,
+    print_note,
+    print_warning,
+    progress_bar,
+    read_file,
+    refuse_terminal,
+    refusing,
+    stream_to_output,
+    write_output,
+)
+from keyblob.errors import (
+    FormatError,
+    KeyblobError,
+    PassphraseError,
+    PassphraseRequired,
+    ProviderError,
+    UsageError,
+    VerificationError,
+    WeakKeyError,
+)
+from keyblob.keys import Algorithm, KeyRole, SessionKey, Suite, check_name
+from keyblob.providers import suites
+from keyblob.providers.base import Provider
+from keyblob.providers.software import SoftwareContainer
+from keyblob.trust import OUT_OF_SCOPE, CapiSigner, capi_fingerprint, describe_scope
+
+if TYPE_CHECKING:
+    from keyblob import mscapi
+else:
+    # CryptoAPI support is loaded on first use: most commands never touch it, and every
+    # command pays for what the CLI imports at start (keyblob --help is measured).
+    mscapi = lazy_module("keyblob.mscapi")
+
+
+UNSIGNED_WARNING = (
+    "{file} is not signed: anyone who could write to the disk it came from could have put a "
+    "session key of their own in it, and would read everything encrypted with it"
+)
+UNSIGNED_REFUSED = (
+    "refused {file}: no --signature given; a SIMPLEBLOB is checked against the signer's "
+    "CryptSignHash signature before it is unwrapped"
+)
+
+
+def _capi_file(path: str) -> bytes:
+    return read_file(path, what="a CryptoAPI file")
+
+
+def _capi_public_blob(path: str) -> mscapi.PublicKeyBlob:
+    try:
+        return mscapi.PublicKeyBlob.from_bytes(_capi_file(path))
+    except FormatError as e:
+        raise FormatError(
+            f"{path}: not a PUBLICKEYBLOB ({e})",
+            hints=(
+                "a key in PEM, DER or .NET XML converts with: "
+                f"keyblob capi convert {path} --to msblob --public -o KEY.pubblob",
+            ),
+        ) from None
+
+
+_T = TypeVar("_T")
+
+
+def _sized(path: str, action: Callable[[], _T]) -> _T:
+    """Run ``action``; an RSA key under the size it allows is refused in the command line's
+    words (docs/MSCAPI.md 5), naming the file it came from."""
+    try:
+        return action()
+    except WeakKeyError as e:
+        if e.reading:
+            rule = f"below {e.floor} bits is refused (use --legacy to read old data anyway)"
+        else:
+            rule = f"below {e.floor} bits, {e.action} needs --legacy"
+        raise UsageError(f"{path}: the {e.role} is RSA-{e.bits}; {rule}") from None
+
+
+def _capi_check_signature(
+    args: argparse.Namespace,
+    blob: bytes,
+    what: str,
+    pins: Callable[[], tuple[CapiSigner, ...]] | None = None,
+    name: str | None = None,
+) -> bool:
+    """The procedure's cure: the SIMPLEBLOB's signature is checked before any unwrap.
+
+    ``pins`` gives the container's pinned CryptoAPI signers (capi import-simpleblob; None
+    where no home is used).  Once any is pinned, only they are accepted, each for the names
+    its scope allows (``name``), and --signer may be left out (docs/MSCAPI.md 7.2).  The
+    signer's fingerprint is shown on every use.
+
+    Returns whether the blob is authenticated (False only with --unsigned)."""
+    if args.unsigned and args.signature is not None:
+        raise UsageError("--unsigned and --signature contradict each other: give one")
+    if args.signature is None:
+        if not args.unsigned:
+            raise Refused(
+                UNSIGNED_REFUSED.format(file=what),
+                hints=(
+                    "give --signature SIG --signer PUBLICKEYBLOB, or --unsigned to accept the risk",
+                ),
+            )
+        if pins is not None and (pinned := pins()):
+            raise Refused(
+                f"refused {what}: it is not signed, and this container takes SIMPLEBLOBs only "
+                f"from its {len(pinned)} pinned CryptoAPI signer(s)",
+                hints=("keyblob trust list shows them; give --signature SIG",),
+            )
+        print_warning(UNSIGNED_WARNING.format(file=what))
+        return False
+    if args.signer is None and pins is None:
+        raise UsageError("--signature needs --signer PUBLICKEYBLOB (the signer's public key)")
+    hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
+    signature = _capi_file(args.signature)
+    pinned = pins() if pins is not None else ()
+    by: CapiSigner | None
+    if args.signer is None:
+        if not pinned:
+            raise UsageError(
+                "--signature needs --signer PUBLICKEYBLOB (the signer's public key), or a "
+                "pinned CryptoAPI signer: keyblob trust add SIGNER.pubblob"
+            )
+        by = _capi_pinned_signer(pinned, signature, blob, hash_alg, what)
+        if name is not None:
+            _capi_check_scope(by, name, what)
+    else:
+        key = _capi_public_blob(args.signer).to_public_key()
+        spki = key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        found = next((p for p in pinned if p.public == spki), None)
+        if pinned and found is None:  # fail closed: once pinned, no other signer
+            raise Refused(
+                f"refused {what}: its signer {args.signer} (fingerprint "
+                f"{capi_fingerprint(spki)}) is not a pinned CryptoAPI signer",
+                hints=(
+                    "the signer file may have been replaced along with the blob; if you expect",
+                    "this signer, compare its fingerprint with its owner, then run: "
+                    f"keyblob trust add {args.signer}",
+                ),
+            )
+        if found is not None and name is not None:
+            _capi_check_scope(found, name, what)  # step 2 before step 3, as for blobs
+        _sized(
+            args.signer,
+            lambda: refusing(
+                what,
+                lambda: mscapi.verify_signature(
+                    key, signature, blob, hash_alg=hash_alg, legacy=args.legacy
+                ),
+            ),
+        )
+        by = found
+        if found is None:
+            pin = f"; pin it once: keyblob trust add {args.signer}" if pins is not None else ""
+            print_note(
+                f"signer {args.signer} has fingerprint {capi_fingerprint(spki)}: compare it "
+                f"with the signer's owner{pin}"
+            )
+    if by is not None:
+        print_note(f"signed by pinned CryptoAPI signer {by.label!r} (fingerprint {by.fingerprint})")
+    return True
+
+
+def _capi_pinned_signer(
+    pinned: tuple[CapiSigner, ...],
+    signature: bytes,
+    blob: bytes,
+    hash_alg: mscapi.AlgId,
+    what: str,
+) -> CapiSigner:
+    """The pinned signer whose key the signature verifies under."""
+    for signer in pinned:
+        key = serialization.load_der_public_key(signer.public)
+        try:
+            mscapi.verify_signature(cast(rsa.RSAPublicKey, key), signature, blob, hash_alg=hash_alg)
+        except VerificationError:
+            continue
+        return signer
+    raise Refused(
+        f"refused {what}: the signature verifies under none of the {len(pinned)} pinned "
+        "CryptoAPI signer(s)",
+        hints=("the blob may have been substituted; keyblob trust list shows the pinned signers",),
+    )
+
+
+def _capi_check_scope(signer: CapiSigner, name: str, what: str) -> None:
+    if not signer.allows(name):
+        raise Refused(
+            f"refused {what}: "
+            + OUT_OF_SCOPE.format(
+                signer=f"CryptoAPI signer {signer.label!r} ({signer.fingerprint})",
+                scope=describe_scope(signer.names),
+                name=name,
+            ),
+            hints=(
+                "if that signer should sign this name too, widen its scope: "
+                "keyblob trust add SIGNER.pubblob --names PATTERN,...",
+            ),
+        )
+
+
+def windows_keys(container: Provider, what: str) -> SoftwareContainer:
+    """``container`` where the command needs CryptoAPI operations on its own RSA keys
+    (unwrap or sign a SIMPLEBLOB, take a PRIVATEKEYBLOB): only the software container has
+    them, so any other provider is refused by name rather than failing half-way.
+
+    Raises:
+        ProviderError: ``container`` is not a software container.
+    """
+    if isinstance(container, SoftwareContainer):
+        return container
+    raise ProviderError(
+        f"container {container.name!r} cannot {what}: CryptoAPI operations on a container's "
+        "own keys need a software container (keyblob init --suite rsa)"
+    )
+
+
+def _capi_key(session: SessionKey) -> mscapi.CapiKey:
+    alg_id = session.algorithm.capi_alg_id
+    if alg_id is None:
+        raise UsageError(
+            f"{session.name} is a {session.algorithm.label} key, not a CryptoAPI key: "
+            "use keyblob encrypt/decrypt, or make one with "
+            "keyblob new NAME --algorithm capi-aes-256"
+        )
+    return mscapi.CapiKey.new(alg_id, session.unsafe_raw_bytes(), simpleblob=True)
+
+
+def _iv(text: str | None) -> bytes | None:
+    if text is None:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise UsageError("--iv must be hex digits (one cipher block)") from None
+
+
+def cmd_capi_import_keypair(ctx: Context) -> int:
+    args = ctx.args
+    blob = mscapi.PrivateKeyBlob.from_bytes(_capi_file(args.file))
+    slot = args.slot or ("signature" if blob.alg_id is mscapi.AlgId.RSA_SIGN else "exchange")
+    role = KeyRole.SIGNATURE if slot == "signature" else KeyRole.EXCHANGE
+    key = blob.to_private_key()  # full validation: the key enters the home here
+    try:  # the suite's own rules (size, exponent), before the unlock
+        suites.load_exchange_public(Suite.RSA, suites.public_bytes(key))
+    except FormatError as e:
+        raise UsageError(
+            f"{args.file} (RSA-{key.key_size}) cannot be a container key: {e}. Its data can "
+            f"still be read without a home: keyblob capi decrypt --private {args.file} "
+            "--simpleblob … (docs/MSCAPI.md 7.3)"
+        ) from None
+    container = windows_keys(ctx.open(), "take a PRIVATEKEYBLOB")
+    container.replace_key_pair(role, key, force=args.force)
+    new_id = container.signature_id if role is KeyRole.SIGNATURE else container.exchange_id
+    print(
+        f"imported {args.file} as the {slot} key of {container.name!r}: "
+        f"{role.prefix}-{new_id.short} (RSA-{key.key_size}), sealed at rest"
+    )
+    return 0
+
+
+def cmd_capi_export_public(ctx: Context) -> int:
+    args = ctx.args
+    role = KeyRole.SIGNATURE if args.slot == "signature" else KeyRole.EXCHANGE
+    write_output(args.output, public_key_blob(ctx.open(), role))
+    return 0
+
+
+def public_key_blob(container: Provider, role: KeyRole) -> bytes:
+    """The container's ``role`` public key as a PUBLICKEYBLOB (CALG_RSA_KEYX or _SIGN)."""
+    if container.suite is not Suite.RSA:
+        raise UsageError(
+            "a PUBLICKEYBLOB holds an RSA key: it needs an rsa-suite container "
+            "(keyblob init --suite rsa)"
+        )
+    public: object
+    if role is KeyRole.SIGNATURE:
+        public = suites.load_signature_public(Suite.RSA, container.signature_public)
+        alg_id = mscapi.AlgId.RSA_SIGN
+    else:
+        public = suites.load_exchange_public(Suite.RSA, container.exchange_public)
+        alg_id = mscapi.AlgId.RSA_KEYX
+    # The rsa suite's loaders return RSA keys only.
+    return mscapi.PublicKeyBlob.from_public_key(cast(rsa.RSAPublicKey, public), alg_id).to_bytes()
+
+
+def cmd_capi_verify_signature(ctx: Context) -> int:
+    """CryptVerifySignature over a whole file, as CryptSignHash signed it (docs/MSCAPI.md)."""
+    args = ctx.args
+    hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
+    signer = _capi_public_blob(args.signer).to_public_key()
+    signature = _capi_file(args.signature)
+    src, _, close = input_stream(args.file)
+    try:
+        _sized(
+            args.signer,
+            lambda: refusing(
+                args.file,
+                lambda: mscapi.verify_stream_signature(
+                    signer, signature, src, hash_alg=hash_alg, legacy=args.legacy
+                ),
+            ),
+        )
+    finally:
+        close()
+    print(
+        f"{args.file}: valid {hash_alg.calg_name} signature by the "
+        f"{signer.key_size}-bit key in {args.signer}"
+    )
+    return 0
+
+
+def cmd_capi_import_simpleblob(ctx: Context) -> int:
+    args = ctx.args
+    blob = _capi_file(args.file)
+    parsed = mscapi.SimpleBlob.from_bytes(blob)  # the public structure, before anything else
+    algorithm = Algorithm.for_capi(int(parsed.alg_id))
+    check_name(args.name)  # before its scope is looked at
+    opened: list[Provider] = []
+
+    def pins() -> tuple[CapiSigner, ...]:  # the unlock, only once the arguments are right
+        opened.append(ctx.open())
+        return opened[0].state().capi_signers
+
+    authenticated = _capi_check_signature(args, blob, args.file, pins, args.name)
+    container = windows_keys(opened[0] if opened else ctx.open(), "unwrap a SIMPLEBLOB")
+    store = ctx.store()
+    try:
+        capi_key = refusing(
+            args.file, lambda: container.capi_unwrap(blob, authenticated=authenticated)
+        )
+    except Refused as e:
+        raise Refused(
+            str(e),
+            hints=(
+                *e.hints,
+                "a SIMPLEBLOB opens with the Windows exchange key it was wrapped for: import "
+                "that key pair first (keyblob capi import-keypair PRIVATEKEYBLOB)",
+            ),
+        ) from None
+    if not authenticated:
+        print_warning(
+            "without a signature a damaged blob yields a random key: decrypt some data "
+            "before relying on it"
+        )
+    session = blobs.store_key(
+        container,
+        store,
+        args.name,
+        capi_key.unsafe_raw_bytes(),
+        algorithm=algorithm,
+        rotate_existing=args.rotate,
+    )
+    print(
+        f"imported {args.file} as {session.name} generation {session.generation} "
+        f"({algorithm.label}, {mscapi.alg_name(int(parsed.alg_id))}), key id {session.key_id.short}"
+    )
+    return 0
+
+
+def cmd_capi_export_simpleblob(ctx: Context) -> int:
+    args = ctx.args
+    to_blob = _capi_public_blob(args.to)
+    if to_blob.alg_id is mscapi.AlgId.RSA_SIGN:
+        raise UsageError(
+            f"{args.to} is a signature key (CALG_RSA_SIGN): a SIMPLEBLOB is wrapped for the "
+            "recipient's exchange key (CALG_RSA_KEYX)"
+        )
+    recipient = to_blob.to_public_key()
+    hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
+    # Before the unlock; build_simpleblob checks it again (its warning prints once).
+    _sized(args.to, lambda: mscapi.check_recipient_key(recipient, legacy=args.legacy))
+    container = windows_keys(ctx.open(), "sign a SIMPLEBLOB")
+    session = ctx.load(args.name, container)
+    blob = _sized(
+        args.to, lambda: mscapi.build_simpleblob(_capi_key(session), recipient, legacy=args.legacy)
+    )
+    signature = container.capi_sign(blob, hash_alg=hash_alg, legacy=args.legacy)
+    write_output(args.output, blob)
+    write_output(args.signature_out, signature)
+    print(
+        f"wrote {args.output} ({session.name} generation {session.generation}) and its "
+        f"CryptSignHash signature {args.signature_out} ({hash_alg.calg_name})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_capi_encrypt(ctx: Context) -> int:
+    args = ctx.args
+    iv = _iv(args.iv)
+    return encrypt_command(
+        ctx,
+        _capi_key,
+        lambda key, src, dst, progress: mscapi.encrypt_file(
+            key, src, dst, iv=iv, legacy=args.legacy, progress=progress
+        ),
+    )
+
+
+def _capi_decrypt_one(
+    key: mscapi.CapiKey,
+    iv: bytes | None,
+    path: str | None,
+    output: str | None,
+    update: Callable[[int], None] | None = None,
+) -> None:
+    src, _, close = input_stream(path)
+    try:
+        refusing(
+            path or "standard input",
+            lambda: stream_to_output(
+                output,
+                0o600,
+                lambda dst: mscapi.decrypt_file(key, src, dst, iv=iv, progress=update),
+                refuse_tty=False,
+            ),
+        )
+    finally:
+        close()
+
+
+def cmd_capi_decrypt(ctx: Context) -> int:
+    args = ctx.args
+    iv = _iv(args.iv)
+    inputs: list[str | None] = list(args.input) or [None]
+    into_folder = len(inputs) > 1 or bool(args.output and Path(args.output).is_dir())
+    # Checked before the unlock, and before anything is written.
+    others = [
+        p for p in (args.key, args.private, args.simpleblob, args.signature, args.signer) if p
+    ]
+    if args.passphrase_file:
+        others.append(args.passphrase_file)
+    targets = _decrypt_targets(inputs, args.output, others) if into_folder else None
+    key = _capi_decrypt_key(ctx)
+    sizes = [os.path.getsize(p) if p and p != "-" and os.path.isfile(p) else None for p in inputs]
+    total = None if None in sizes else sum(s for s in sizes if s is not None)
+    update, done = progress_bar(total, args.quiet, "decrypt")
+    try:
+        if targets is None:
+            _capi_decrypt_one(key, iv, inputs[0], args.output, update)
+            return 0
+        failed = _capi_decrypt_many(key, iv, targets, update)
+    finally:
+        done()
+    if failed:
+        raise Refused(f"{failed} of {len(inputs)} files failed; nothing was written for them")
+    return 0
+
+
+def _decrypt_targets(
+    inputs: list[str | None], output: str | None, others: Sequence[str] = ()
+) -> list[tuple[str, Path]]:
+    """Each input file and the file it decrypts to in the folder ``output``.
+
+    Raises:
+        UsageError: no folder, standard input among them, a target that is one of the
+            inputs or ``others`` (the key files: they would be replaced), or two inputs
+            with one target.
+    """
+    if not output or not Path(output).is_dir():
+        raise UsageError("several inputs need -o DIR, an existing folder")
+    pairs: list[tuple[str, Path]] = []
+    for path in inputs:
+        if path is None or path == "-":
+            raise UsageError("decrypting into a folder needs each -i to be a file, not '-'")
+        pairs.append((path, Path(output) / (Path(path).name.removesuffix(".enc") or "out")))
+    sources = {os.path.realpath(path) for path, _ in pairs} | {os.path.realpath(p) for p in others}
+    seen: dict[str, str] = {}
+    for path, target in pairs:
+        real = os.path.realpath(target)
+        if real in sources:
+            raise UsageError(
+                f"{path} would be decrypted over an input ({target}): "
+                "name the ciphertexts *.enc or choose another -o folder"
+            )
+        if real in seen:
+            raise UsageError(
+                f"{seen[real]} and {path} would both be decrypted to {target}: "
+                "decrypt them into different folders"
+            )
+        seen[real] = path
+    return pairs
+
+
+def _capi_decrypt_many(
+    key: mscapi.CapiKey,
+    iv: bytes | None,
+    targets: list[tuple[str, Path]],
+    update: Callable[[int], None] | None,
+) -> int:
+    """Each input into its target; a file that fails writes nothing."""
+    failed = 0
+    for path, target in targets:
+        try:
+            _capi_decrypt_one(key, iv, path, str(target), update)
+        except KeyblobError as e:
+            failed += 1
+            print_error(str(e))
+            continue
+        print(f"{path} -> {target}", file=sys.stderr)
+    return failed
+
+
+def _capi_decrypt_key(ctx: Context) -> mscapi.CapiKey:
+    """The key for capi decrypt: a stored NAME, a SIMPLEBLOB with --private, or --key."""
+    args = ctx.args
+    chosen = [x for x in (args.name, args.simpleblob, args.key) if x]
+    if len(chosen) != 1:
+        raise UsageError(
+            "give one of: NAME (a stored key), --simpleblob FILE --private FILE, --key FILE"
+        )
+    if not args.simpleblob and any(
+        x for x in (args.private, args.signature, args.signer, args.unsigned)
+    ):
+        raise UsageError("--private, --signature, --signer and --unsigned go with --simpleblob")
+    if args.generation is not None and not args.name:
+        raise UsageError("--generation goes with NAME, a stored key")
+    if args.name:
+        return _capi_key(ctx.load(args.name))
+    if args.key:
+        data = _capi_file(args.key)
+        plain = refusing(args.key, lambda: mscapi.PlaintextKeyBlob.from_bytes(data))
+        return mscapi.CapiKey.new(plain.alg_id, plain.key)
+    if not args.private:
+        raise UsageError("--simpleblob needs --private PRIVATEKEYBLOB (the exchange key pair)")
+    return _capi_unwrap(args, args.simpleblob)[0]
+
+
+def _capi_unwrap(args: argparse.Namespace, path: str) -> tuple[mscapi.CapiKey, bool]:
+    """The SIMPLEBLOB's key, and whether it was authenticated: structure checked, then
+    the signature verified (unless --unsigned), then unwrapped with --private's key."""
+    blob = _capi_file(path)
+    refusing(path, lambda: mscapi.SimpleBlob.from_bytes(blob))
+    authenticated = _capi_check_signature(args, blob, path)
+    private_blob = _capi_file(args.private)
+    private = refusing(
+        args.private, lambda: mscapi.PrivateKeyBlob.from_bytes(private_blob)
+    ).to_private_key()
+    key: mscapi.CapiKey = _sized(
+        args.private,
+        lambda: refusing(
+            path,
+            lambda: mscapi.unwrap_simpleblob(
+                blob, private, authenticated=authenticated, legacy=args.legacy
+            ),
+        ),
+    )
+    return key, authenticated
+
+
+def cmd_capi_unwrap(ctx: Context) -> int:
+    args = ctx.args
+    if (args.output is None) == (not args.info):  # before any file is read
+        raise UsageError("give -o FILE for the PLAINTEXTKEYBLOB, or --info (not both)")
+    key, authenticated = _capi_unwrap(args, args.simpleblob)
+    if args.info:
+        print(f"{key.alg_id.calg_name}, {key.key_size * 8}-bit key ({key.key_size} bytes)")
+        if not authenticated:
+            print_warning("without a signature a damaged blob yields a random key of this size")
+        return 0
+    plain = mscapi.PlaintextKeyBlob(key.alg_id, key.unsafe_raw_bytes()).to_bytes()
+    write_output(args.output, plain, mode=0o600, refuse_tty=True)
+    print(f"wrote {args.output}: {key.alg_id.calg_name} key, {key.key_size} bytes", file=sys.stderr)
+    return 0
+
+
+def cmd_capi_convert(ctx: Context) -> int:
+    args = ctx.args
+    data = read_file(args.input, mscapi.keyfiles.MAX_KEY_FILE_SIZE, what="a key file")
+    try:
+        loaded = mscapi.load_rsa_key(data)
+    except PassphraseRequired:
+        passphrase = ctx.key_passphrase(args.input)
+        try:
+            loaded = mscapi.load_rsa_key(data, passphrase=passphrase)
+        except PassphraseError as e:
+            if args.passphrase_file or "KEYBLOB_PASSPHRASE" not in os.environ:
+                raise
+            raise PassphraseError(
+                str(e),
+                hints=(
+                    "the passphrase tried was KEYBLOB_PASSPHRASE; give the key file's own "
+                    "with --passphrase-file (it takes precedence), or unset it and type it",
+                ),
+            ) from None
+    public_only = args.public or not loaded.private
+    fmt = mscapi.KeyFormat(args.to)
+    alg_id = loaded.alg_id if fmt is mscapi.KeyFormat.MSBLOB else None
+    out = _sized(
+        args.input,
+        lambda: mscapi.dump_rsa_key(
+            loaded.key, fmt, public_only=public_only, alg_id=alg_id, legacy=args.legacy
+        ),
+    )
+    binary = fmt in (mscapi.KeyFormat.DER, mscapi.KeyFormat.MSBLOB)
+    target = args.output or "-"
+    if not args.force and (binary or not public_only):
+        what = "a private key" if not public_only else "binary output"
+        refuse_terminal(target, what, "use -o FILE (or --force)")
+    if target == "-" and fmt is mscapi.KeyFormat.XML:
+        out += b"\n"  # for the terminal's sake; a file keeps .NET's exact bytes
+    write_output(target, out, mode=0o644 if public_only else 0o600)
+    kind = "public" if public_only else "private"
+    size = loaded.key.key_size
+    print(
+        f"read {loaded.format.value} ({loaded.detail}), wrote {args.to} ({kind}, RSA-{size})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def register(sub: Subcommands) -> None:
+    """capi and its subcommands."""
+    capi = sub.add_parser(
+        "capi",
+        help="Windows CryptoAPI blobs, signatures and data",
+        description="Windows CryptoAPI blobs, signatures and data (docs/MSCAPI.md)",
+    )
+    csub = capi.add_subparsers(
+        dest="capi_command", required=True, parser_class=Parser, metavar="COMMAND"
+    )
+
+    def signed(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--signature", metavar="SIG", help="CryptSignHash signature of the SIMPLEBLOB"
+        )
+        sp.add_argument("--signer", metavar="PUBLICKEYBLOB", help="the signer's public key")
+        sp.add_argument(
+            "--hash", default="sha256", help="hash the signature was made with (default sha256)"
+        )
+        sp.add_argument(
+            "--unsigned", action="store_true", help="accept a SIMPLEBLOB without signature (warns)"
+        )
+        legacy_rsa(sp)
+
+    def legacy_rsa(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--legacy",
+            action="store_true",
+            help="read with an RSA key under 1024 bits (warns; docs/MSCAPI.md 5)",
+        )
+
+    sp = command(
+        csub,
+        "import-keypair",
+        cmd_capi_import_keypair,
+        "a PRIVATEKEYBLOB becomes a key pair of the container",
+    )
+    sp.add_argument("file")
+    sp.add_argument(
+        "--slot", choices=["exchange", "signature"], help="default: from the blob's ALG_ID"
+    )
+    sp.add_argument("--force", action="store_true", help="replace even if the container holds keys")
+    sp = command(
+        csub,
+        "verify-signature",
+        cmd_capi_verify_signature,
+        "check a CryptSignHash signature over a file (no home needed)",
+    )
+    sp.add_argument("file")
+    sp.add_argument("--signature", required=True, metavar="SIG")
+    sp.add_argument("--signer", required=True, metavar="PUBLICKEYBLOB")
+    sp.add_argument("--hash", default="sha256", help="default sha256")
+    legacy_rsa(sp)
+    sp = command(
+        csub, "export-public", cmd_capi_export_public, "write a PUBLICKEYBLOB of the container"
+    )
+    sp.add_argument("--slot", choices=["exchange", "signature"], default="exchange")
+    sp.add_argument("-o", "--output", required=True, metavar="FILE")
+    sp = command(
+        csub,
+        "import-simpleblob",
+        cmd_capi_import_simpleblob,
+        "verify, unwrap and store a SIMPLEBLOB",
+    )
+    sp.add_argument("file")
+    sp.add_argument("--name", required=True)
+    sp.add_argument(
+        "--rotate", action="store_true", help="store as the next generation of an existing name"
+    )
+    signed(sp)
+    sp = command(
+        csub,
+        "export-simpleblob",
+        cmd_capi_export_simpleblob,
+        "wrap a stored key for a CryptoAPI peer, signed",
+    )
+    sp.add_argument("name")
+    sp.add_argument("--to", required=True, metavar="PUBLICKEYBLOB")
+    sp.add_argument("-o", "--output", required=True, metavar="FILE")
+    sp.add_argument("--signature-out", required=True, metavar="SIG")
+    sp.add_argument("--hash", default="sha256")
+    sp.add_argument(
+        "--legacy",
+        action="store_true",
+        help="allow a legacy key or hash, or a recipient under 2048 bits (warns)",
+    )
+    sp = command(
+        csub, "encrypt", cmd_capi_encrypt, "CryptEncrypt-compatible encryption with a stored key"
+    )
+    sp.add_argument("name")
+    sp.add_argument("-i", "--input", metavar="IN")
+    sp.add_argument("-o", "--output", metavar="OUT")
+    sp.add_argument("--iv", metavar="HEX", help="default: zero (CryptoAPI's default)")
+    sp.add_argument("--legacy", action="store_true", help="allow a legacy key (warns)")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp = command(
+        csub, "convert", cmd_capi_convert, "convert an RSA key: PEM, DER, MSBLOB, .NET XML"
+    )
+    sp.add_argument("input", metavar="IN")
+    sp.add_argument("-o", "--output", metavar="OUT", help="default: standard output")
+    sp.add_argument("--to", required=True, choices=["pem", "der", "msblob", "xml"])
+    sp.add_argument("--public", action="store_true", help="write only the public key")
+    sp.add_argument("--force", action="store_true", help="allow a private key on a terminal")
+    legacy_rsa(sp)
+    sp = command(csub, "unwrap", cmd_capi_unwrap, "open a SIMPLEBLOB into a PLAINTEXTKEYBLOB")
+    sp.add_argument("simpleblob", metavar="SIMPLEBLOB")
+    sp.add_argument("--private", required=True, metavar="PRIVATEKEYBLOB")
+    sp.add_argument("-o", "--output", metavar="OUT")
+    sp.add_argument("--info", action="store_true", help="print only the algorithm and length")
+    signed(sp)
+    sp = command(csub, "decrypt", cmd_capi_decrypt, "CryptDecrypt-compatible decryption")
+    sp.add_argument("name", nargs="?", help="a stored key (or use --simpleblob/--private, --key)")
+    generation_option(sp)
+    sp.add_argument("-i", "--input", action="append", default=[], metavar="IN")
+    sp.add_argument("-o", "--output", metavar="OUT|DIR")
+    sp.add_argument("--iv", metavar="HEX")
+    sp.add_argument("--simpleblob", metavar="FILE")
+    sp.add_argument("--private", metavar="PRIVATEKEYBLOB")
+    sp.add_argument("--key", metavar="PLAINTEXTKEYBLOB")
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    signed(sp)

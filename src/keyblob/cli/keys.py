@@ -1,0 +1,490 @@
+"""keyblob's key commands: init, new, rotate, list, show, export, import, verify, inspect,
+pubkey."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from keyblob import blobs
+from keyblob.cli.capi import public_key_blob
+from keyblob.cli.terminal import (
+    PROG,
+    Context,
+    Refused,
+    Subcommands,
+    command,
+    emit_json,
+    generation_option,
+    iso,
+    lazy_module,
+    print_warning,
+    read_file,
+    read_public_key_file,
+    refusing,
+    tilde,
+    write_output,
+)
+from keyblob.errors import FormatError, KeyblobError, UsageError, VerificationError
+from keyblob.format import KeyBlob, PublicKeyFile, fingerprint
+from keyblob.format.armor import BLOB, PUBLIC_KEY, armor, dearmor, is_armored
+from keyblob.format.blob import MAX_BLOB_SIZE
+from keyblob.keys import Algorithm, KeyRole, Suite
+from keyblob.providers import suites
+from keyblob.providers.base import Provider
+from keyblob.trust import State
+
+if TYPE_CHECKING:
+    from keyblob import mscapi
+else:
+    # CryptoAPI support is loaded on first use: most commands never touch it, and every
+    # command pays for what the CLI imports at start (keyblob --help is measured).
+    mscapi = lazy_module("keyblob.mscapi")
+
+
+def cmd_init(ctx: Context) -> int:
+    args = ctx.args
+    suite = Suite.from_label(args.suite)
+    if suite is not Suite.RSA and args.bits is not None:
+        raise UsageError("--bits applies to the rsa suite only")
+    container = ctx.home.create(
+        ctx.container_name, ctx.passphrase(new=True), suite, bits=args.bits or 3072
+    )
+    print(f'created container "{container.name}" (suite {suite.label}) in {tilde(ctx.home.path)}')
+    print(
+        f"  exchange key   kx-{container.exchange_id.short}"
+        f"   signature key   sg-{container.signature_id.short}"
+    )
+    return 0
+
+
+def _key_line(key_name: str, generation: int, algorithm: Algorithm, key_id: str, where: str) -> str:
+    return (
+        f"{key_name}  generation {generation}  {algorithm.label}  key id {key_id}  "
+        f"stored in {where}"
+    )
+
+
+def _note_untrusted(container: Provider, to: Sequence[PublicKeyFile]) -> None:
+    """--to a container not trusted here: the moment to compare its fingerprint."""
+    if not to:
+        return  # no recipient to note: no state to read
+    state = container.state()
+    for pub in to:
+        if pub.signature_id != container.signature_id and state.signer(pub.signature_id) is None:
+            print(
+                f"{PROG}: note: wrapped for {pub.label!r}, which is not a trusted container: "
+                f"its owner should see the fingerprint {pub.fingerprint}",
+                file=sys.stderr,
+            )
+
+
+def cmd_new(ctx: Context) -> int:
+    args = ctx.args
+    to = [read_public_key_file(p) for p in args.to]
+    container = ctx.open()
+    store = ctx.store()
+    key = blobs.generate(
+        container,
+        store,
+        args.name,
+        algorithm=Algorithm.from_label(args.algorithm),
+        to=to,
+        legacy=args.legacy,
+    )
+    print(
+        _key_line(key.name, key.generation, key.algorithm, key.key_id.short, tilde(store.location))
+    )
+    _note_untrusted(container, to)
+    return 0
+
+
+def cmd_rotate(ctx: Context) -> int:
+    args = ctx.args
+    to = [read_public_key_file(p) for p in args.to]
+    container = ctx.open()
+    store = ctx.store()
+    algorithm = Algorithm.from_label(args.algorithm) if args.algorithm else None
+    key = refusing(
+        args.name,
+        lambda: blobs.rotate(
+            container, store, args.name, algorithm=algorithm, to=to, legacy=args.legacy
+        ),
+    )
+    print(
+        _key_line(key.name, key.generation, key.algorithm, key.key_id.short, tilde(store.location))
+    )
+    _note_untrusted(container, to)
+    return 0
+
+
+def _describe(v: blobs.Verified, container: Provider, state: State) -> dict[str, Any]:
+    h = v.header
+    trusted = state.signer(h.signer_id)
+    signer = (
+        "this container"
+        if h.signer_id == container.signature_id
+        else (trusted.label if trusted else "?")
+    )
+    return {
+        "name": h.name,
+        "generation": h.generation,
+        "key_id": h.key_id.hex,
+        "algorithm": h.algorithm.label,
+        "suite": h.suite.label,
+        "created": iso(h.created),
+        "created_unix": h.created,
+        "signer": h.signer_id.hex,
+        "signer_label": signer,
+        "recipients": [r.hex for r in v.recipients],
+        "size": len(v.encoded),
+        "origin": "keyblob" if h.algorithm.capi_alg_id is None else "cryptoapi",
+        "capi_alg_id": h.algorithm.capi_alg_id,
+    }
+
+
+def cmd_list(ctx: Context) -> int:
+    container = ctx.open()
+    store = ctx.store()
+    state = container.state()
+    rows, refused = [], []
+    names = store.names()
+    # Names this container has seen that the store lacks: deleted, or kept in another store
+    # (high-water marks are per name, not per store), so a warning, not a refusal.
+    missing = sorted(set(state.high_water) - set(names))
+    for name in names:
+        try:
+            v = blobs.open_latest(container, store, name, unwrap=False)
+        except (VerificationError, FormatError) as e:
+            refused.append((name, str(e)))
+            continue
+        rows.append(_describe(v, container, state))
+    if ctx.args.json:
+        emit_json(
+            {
+                "store": store.location,
+                "keys": rows,
+                "refused": [{"name": n, "reason": r} for n, r in refused],
+                "missing": [{"name": n, "seen": state.generation_floor(n)} for n in missing],
+            }
+        )
+    elif rows:
+        width = max(len(r["name"]) for r in rows)
+        print(f"{'NAME':<{width}}  GEN  ALGORITHM          KEY ID    CREATED               SIGNER")
+        for r in rows:
+            print(
+                f"{r['name']:<{width}}  {r['generation']:>3}  {r['algorithm']:<17}  "
+                f"{r['key_id'][:8]}  {r['created']}  sg-{r['signer'][:8]} ({r['signer_label']})"
+            )
+    elif not refused:
+        print(f"no keys in {tilde(store.location)}", file=sys.stderr)
+    for name, reason in refused:
+        print(f"{PROG}: error: refused {name}: {reason}", file=sys.stderr)
+    for name in missing:
+        print_warning(
+            f"{name}: this container has seen generation {state.generation_floor(name)}, but "
+            f"{tilde(store.location)} has none (deleted, or the key is in another store)"
+        )
+    return 3 if refused else 0
+
+
+def _origin(capi_alg_id: int | None) -> str:
+    if capi_alg_id is None:
+        return "keyblob session key"
+    return (
+        f"CryptoAPI session key ({mscapi.alg_name(capi_alg_id)}): use keyblob capi encrypt/decrypt"
+    )
+
+
+def cmd_show(ctx: Context) -> int:
+    container = ctx.open()
+    store = ctx.store()
+    v = refusing(
+        ctx.args.name, lambda: blobs.open_latest(container, store, ctx.args.name, unwrap=False)
+    )
+    doc = _describe(v, container, container.state())
+    doc["store"] = store.location
+    if ctx.args.json:
+        emit_json(doc)
+        return 0
+    rows = [
+        ("name", doc["name"]),
+        ("generation", str(doc["generation"])),
+        ("algorithm", doc["algorithm"]),
+        ("origin", _origin(doc["capi_alg_id"])),
+        ("key id", doc["key_id"]),
+        ("created", doc["created"]),
+        ("signer", f"sg-{doc['signer'][:8]} ({doc['signer_label']})"),
+        ("recipients", ", ".join(f"kx-{r[:8]}" for r in doc["recipients"])),
+        ("generations", ", ".join(str(g) for g in store.generations(ctx.args.name))),
+        ("stored in", tilde(store.location)),
+    ]
+    for label, value in rows:
+        print(f"{label:<12} {value}")
+    return 0
+
+
+def cmd_export(ctx: Context) -> int:
+    args = ctx.args
+    container = ctx.open()
+    store = ctx.store()
+    if args.generation is None:
+        v = refusing(
+            args.name, lambda: blobs.open_latest(container, store, args.name, unwrap=False)
+        )
+    else:
+        v = refusing(
+            args.name,
+            lambda: blobs.open_stored(container, store, args.name, args.generation, unwrap=False),
+        )
+    data = armor(v.encoded, BLOB) if args.armor else v.encoded
+    write_output(args.output, data)
+    if args.output != "-":
+        print(
+            f"wrote {args.name} generation {v.header.generation} to {args.output}", file=sys.stderr
+        )
+    return 0
+
+
+def cmd_import(ctx: Context) -> int:
+    args = ctx.args
+    data = read_file(args.file, MAX_BLOB_SIZE * 2)
+    container = ctx.open()
+    store = ctx.store()
+    v = refusing(args.file, lambda: blobs.import_blob(container, store, data, name=args.name))
+    h = v.header
+    print(
+        f"imported {h.name} generation {h.generation} (key id {h.key_id.short}) "
+        f"signed by sg-{h.signer_id.short}"
+    )
+    return 0
+
+
+def cmd_verify(ctx: Context) -> int:
+    args = ctx.args
+    try:
+        data = read_file(args.file, MAX_BLOB_SIZE * 2)
+    except KeyblobError as e:  # a script reading --json gets JSON, whatever failed
+        if args.json:
+            emit_json({"file": args.file, "valid": False, "reason": str(e)})
+        raise
+    container = ctx.open()
+    try:
+        v = refusing(args.file, lambda: blobs.verify(container, data, name=args.name))
+    except Refused as e:
+        if args.json:
+            emit_json({"file": args.file, "valid": False, "reason": str(e)})
+        raise
+    doc = _describe(v, container, container.state())
+    if args.json:
+        emit_json({"file": args.file, "valid": True, **doc})
+    else:
+        print(
+            f"{args.file}: valid: {doc['name']} generation {doc['generation']}, "
+            f"signed by sg-{doc['signer'][:8]} ({doc['signer_label']}), unwraps for this container"
+        )
+    return 0
+
+
+def cmd_inspect(ctx: Context) -> int:
+    args = ctx.args
+    raw = read_file(args.file, MAX_BLOB_SIZE * 2)
+    armored = is_armored(raw)
+    text = raw.lstrip()
+    public_armor = f"-----BEGIN {PUBLIC_KEY}-----".encode()
+    if (armored and text.startswith(public_armor)) or raw[:4] == b"KBPK":
+        pub = PublicKeyFile.from_bytes(dearmor(raw, PUBLIC_KEY) if armored else raw)
+        doc = {
+            "kind": "public key file",
+            "suite": pub.suite.label,
+            "label": pub.label,
+            "exchange_key_id": pub.exchange_id.hex,
+            "signature_key_id": pub.signature_id.hex,
+            "fingerprint": pub.fingerprint,
+        }
+        if args.json:
+            emit_json(doc)
+        else:
+            print(f"keyblob public key file v1 ({'armored' if armored else 'binary'})")
+            print(f"  container      {pub.label}  (suite {pub.suite.label})")
+            print(f"  exchange key   kx-{pub.exchange_id.short}  id {pub.exchange_id.hex}")
+            print(f"  signature key  sg-{pub.signature_id.short}  id {pub.signature_id.hex}")
+            print(f"  fingerprint    {pub.fingerprint}  (of both keys)")
+        return 0
+    if not armored and raw[:4] != b"KBLB" and mscapi.looks_like_capi_blob(raw):
+        return _inspect_capi(raw, args.json)
+    try:
+        blob = KeyBlob.from_bytes(dearmor(raw, BLOB) if armored else raw)
+    except FormatError as e:
+        raise FormatError(
+            f"{args.file}: {e}",
+            hints=(
+                "inspect reads keyblob key blobs and public key files (binary or armored) and "
+                "CryptoAPI SIMPLEBLOB, PUBLICKEYBLOB, PRIVATEKEYBLOB and PLAINTEXTKEYBLOB files",
+            ),
+        ) from None
+    fields = blob.fields()
+    signed_end = next(f.offset for f in fields if not f.signed)
+    if args.json:
+        emit_json(
+            {
+                "kind": "key blob",
+                "version": 1,
+                "size": signed_end + 2 + len(blob.signature),
+                "armored": armored,
+                "signed_range": [0, signed_end],
+                "fields": [
+                    {
+                        "offset": f.offset,
+                        "size": f.size,
+                        "name": f.name,
+                        "value": f.value,
+                        "signed": f.signed,
+                    }
+                    for f in fields
+                ],
+                "verified": False,
+            }
+        )
+        return 0
+    total = signed_end + 2 + len(blob.signature)
+    print(f"keyblob key blob v1, {total} bytes ({'armored' if armored else 'binary'})")
+    print("offset  size  S  field                       value")
+    for f in fields:
+        mark = "*" if f.signed else " "
+        print(f"{f.offset:>6}  {f.size:>4}  {mark}  {f.name:<26}  {f.value}")
+    print(f"* signed: bytes 0..{signed_end - 1}, after the label 'keyblob/v1/blob-signature\\0'")
+    print("  each wrapped key is also bound to bytes 0..name and its recipient id (FORMAT.md 2.4)")
+    print(
+        "  not verified: inspect needs no secret; run keyblob verify to check signer and signature"
+    )
+    return 0
+
+
+def _inspect_capi(raw: bytes, as_json: bool) -> int:
+    kind, fields = mscapi.describe(raw)
+    if as_json:
+        emit_json(
+            {
+                "kind": kind,
+                "size": len(raw),
+                "fields": [
+                    {"offset": f.offset, "size": f.size, "name": f.name, "value": f.value}
+                    for f in fields
+                ],
+            }
+        )
+        return 0
+    print(f"CryptoAPI {kind}, {len(raw)} bytes (little-endian fields; see docs/MSCAPI.md)")
+    print("offset  size  field                       value")
+    for f in fields:
+        print(f"{f.offset:>6}  {f.size:>4}  {f.name:<26}  {f.value}")
+    print("  not verified: a CryptoAPI blob carries no signature of its own")
+    return 0
+
+
+def cmd_pubkey(ctx: Context) -> int:
+    args = ctx.args
+    container = ctx.open()
+    if args.format == "msblob":
+        # One key per PUBLICKEYBLOB: the exchange key, which a Windows peer wraps keys for;
+        # keyblob capi export-public --slot signature gives the signature key.
+        data = public_key_blob(container, KeyRole.EXCHANGE)
+    elif args.format == "pem":
+        data = suites.public_pem(container.suite, container.exchange_public) + suites.public_pem(
+            container.suite, container.signature_public, signature=True
+        )
+    else:
+        pub = PublicKeyFile(
+            container.suite, container.name, container.exchange_public, container.signature_public
+        )
+        data = armor(pub.to_bytes(), PUBLIC_KEY)
+    write_output(args.output, data)
+    if args.output != "-":
+        print(
+            f"wrote the public keys of {container.name!r} to {args.output}: "
+            f"kx-{container.exchange_id.short}, sg-{container.signature_id.short}",
+            file=sys.stderr,
+        )
+    if args.format == "keyblob":
+        print(
+            f"fingerprint {own_fingerprint(container)}: whoever trusts this file "
+            "must see the same one",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def own_fingerprint(container: Provider) -> str:
+    return fingerprint(container.suite, container.exchange_public, container.signature_public)
+
+
+def register(sub: Subcommands) -> None:
+    """init, new, rotate, list, show, export, import, verify, inspect, pubkey."""
+    sp = command(sub, "init", cmd_init, "create a container")
+    sp.add_argument("--suite", default="x25519", choices=["x25519", "rsa"])
+    sp.add_argument("--bits", type=int, choices=[2048, 3072, 4096], help="RSA size (default 3072)")
+    sp.add_argument("--container", dest="container_opt", help="container name (default 'default')")
+    algorithms = [a.label for a in Algorithm]
+    sp = command(sub, "new", cmd_new, "generate a session key, export it signed, store it")
+    sp.add_argument("name")
+    sp.add_argument("--algorithm", default="aes-256-gcm", choices=algorithms)
+    sp.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also wrap for this public key file",
+    )
+    sp.add_argument("--legacy", action="store_true", help="allow a legacy CryptoAPI algorithm")
+    sp = command(sub, "rotate", cmd_rotate, "make the next generation of a key")
+    sp.add_argument("name")
+    sp.add_argument("--algorithm", choices=algorithms, help="default: the current one")
+    sp.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="also wrap for this public key file",
+    )
+    sp.add_argument("--legacy", action="store_true", help="allow a legacy CryptoAPI algorithm")
+    sp = command(sub, "list", cmd_list, "list stored keys (verified; never key bytes)")
+    sp.add_argument("--json", action="store_true")
+    sp = command(sub, "show", cmd_show, "show a stored key's metadata (verified; never key bytes)")
+    sp.add_argument("name")
+    sp.add_argument("--json", action="store_true")
+    sp = command(sub, "export", cmd_export, "write the stored blob of a key to a file")
+    sp.add_argument("name")
+    sp.add_argument("-o", "--output", required=True, metavar="FILE", help="'-' for standard output")
+    sp.add_argument("--armor", action="store_true", help="text armor instead of binary")
+    generation_option(sp)
+    sp = command(sub, "import", cmd_import, "verify a blob, then add it to the store")
+    sp.add_argument("file")
+    sp.add_argument("--name", help="refuse unless the blob is signed for this name")
+    sp = command(
+        sub, "verify", cmd_verify, "check a blob without storing it; the exit status is the verdict"
+    )
+    sp.add_argument("file")
+    sp.add_argument("--name", help="refuse unless the blob is signed for this name")
+    sp.add_argument("--json", action="store_true")
+    sp = command(
+        sub,
+        "inspect",
+        cmd_inspect,
+        "show the structure of a blob or public key file (no secret needed)",
+    )
+    sp.add_argument("file")
+    sp.add_argument("--json", action="store_true")
+
+
+def register_pubkey(sub: Subcommands) -> None:
+    """pubkey (after encrypt and decrypt in the command list, as it always was)."""
+    sp = command(sub, "pubkey", cmd_pubkey, "write the container's public keys, to hand to others")
+    sp.add_argument(
+        "--format",
+        default="keyblob",
+        choices=["keyblob", "pem", "msblob"],
+        help="msblob: the exchange key as a CryptoAPI PUBLICKEYBLOB (rsa suite)",
+    )
+    sp.add_argument("-o", "--output", default="-", metavar="FILE")

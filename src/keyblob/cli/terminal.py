@@ -1,0 +1,434 @@
+"""The command line's shared terminal handling: the Context every command gets (home,
+store, container, passphrases and prompts), reading input files, writing output files and
+standard output (never a secret to a terminal), the progress bar, printable paths and dates,
+JSON, the warning/note/error lines, the argument parser class, and the guard around standard
+output and error while a command runs.  Nothing here knows a command."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import getpass
+import importlib.util
+import json
+import os
+import stat
+import sys
+import types
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, NoReturn, TextIO, TypeAlias, cast
+
+from keyblob import blobs
+from keyblob.atomic import atomic_output, read_bounded
+from keyblob.errors import (
+    FormatError,
+    KeyblobError,
+    NotFoundError,
+    StorageError,
+    UsageError,
+    VerificationError,
+)
+from keyblob.format import PublicKeyFile
+from keyblob.format.armor import PUBLIC_KEY, dearmor, is_armored
+from keyblob.keys import SessionKey
+from keyblob.providers import suites
+from keyblob.providers.base import Provider
+from keyblob.providers.software import DEFAULT_CONTAINER, Home
+from keyblob.storage import Store, open_store
+
+
+def lazy_module(name: str) -> types.ModuleType:
+    """The module ``name``, executed on first attribute access (importlib's LazyLoader)."""
+    if name in sys.modules:  # already imported: a second copy would lose its submodules
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:  # pragma: no cover - our own package
+        raise ImportError(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+PROG = "keyblob"
+MAX_INPUT_FILE = 65536
+PROGRESS_MIN = 16 * 1024 * 1024  # a bar for inputs of 16 MiB and more (or of unknown size)
+
+
+class Refused(KeyblobError):
+    """A VerificationError (or a FormatError) about one file: 'refused FILE: reason'."""
+
+    exit_status = 3
+
+
+_400_YEARS = 146097 * 86400  # the Gregorian calendar repeats every 400 years, to the second
+
+
+def iso(ts: int) -> str:
+    """UTC ``YYYY-MM-DDTHH:MM:SSZ`` for any ``created`` a blob may sign (FORMAT.md 2.2.7
+    allows up to 2^63-1, far past datetime's year 9999): a later year is written in full
+    after a ``+``, as ISO 8601's expanded form does."""
+    cycles, rest = divmod(ts, _400_YEARS)
+    t = datetime.datetime.fromtimestamp(rest, datetime.UTC)
+    year = t.year + 400 * cycles
+    return f"{'+' if year > 9999 else ''}{year:04d}-{t:%m-%dT%H:%M:%SZ}"
+
+
+def printable(text: str) -> str:
+    """``text`` as any UTF-8 output takes it: bytes of a path that are not UTF-8 (Python
+    holds them as surrogates) become ``\\xNN`` escapes instead of an encoding error."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def tilde(path: Path | str) -> str:
+    text, home = str(path), str(Path.home())
+    return "~" + text[len(home) :] if text.startswith(home + os.sep) else text
+
+
+def read_file(
+    path: str,
+    limit: int = MAX_INPUT_FILE,
+    *,
+    what: str = "a key blob",
+    too_large: type[KeyblobError] = FormatError,
+) -> bytes:
+    """The file's bytes (``-``: standard input); over ``limit`` it cannot be ``what``."""
+    where = "standard input" if path == "-" else path
+    too_big = f"{where}: larger than {limit} bytes: too large for {what}"
+    try:
+        data = sys.stdin.buffer.read(limit + 1) if path == "-" else read_bounded(Path(path), limit)
+    except FileNotFoundError:
+        raise NotFoundError(f"no such file: {path}") from None
+    except ValueError:  # read_bounded: over the limit
+        raise too_large(too_big) from None
+    except OSError as e:
+        raise StorageError(f"cannot read {path}: {e.strerror}") from e
+    if len(data) > limit:  # standard input
+        raise too_large(too_big)
+    return data
+
+
+def refuse_terminal(output: str | None, what: str, hint: str = "use -o FILE") -> None:
+    """Secret or binary bytes never go to a terminal: standard output (``None`` or "-") or
+    a path that is one (``-o /dev/tty``, ``-o /dev/stdout``)."""
+    to_stdout = output is None or output == "-"
+    if sys.stdout.isatty() if to_stdout else _is_terminal(cast(str, output)):
+        raise UsageError(f"refusing to write {what} to a terminal: {hint}")
+
+
+def _is_terminal(path: str) -> bool:
+    try:
+        if not stat.S_ISCHR(os.stat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        return os.isatty(fd)
+    finally:
+        os.close(fd)
+
+
+def write_output(path: str, data: bytes, *, mode: int = 0o644, refuse_tty: bool = False) -> None:
+    """``data`` to ``path`` as :func:`stream_to_output` writes (a secret never to a
+    terminal)."""
+    if refuse_tty:
+        refuse_terminal(path, "a secret key")
+    stream_to_output(path, mode, lambda f: f.write(data), refuse_tty=False)
+
+
+def _refuse_missing_folder(path: str) -> None:
+    """``-o newdir/`` names a folder: without one, Path() would drop the slash and write a
+    file called newdir."""
+    if path.endswith(("/", os.sep)) and not os.path.isdir(path):
+        raise UsageError(f"{path}: no such folder")
+
+
+def read_public_key_file(path: str, data: bytes | None = None) -> PublicKeyFile:
+    data = read_file(path) if data is None else data
+    try:
+        if is_armored(data):
+            data = dearmor(data, PUBLIC_KEY)
+        pub = PublicKeyFile.from_bytes(data)
+        suites.check_public_keys(pub.suite, pub.exchange, pub.signature)
+        return pub
+    except FormatError as e:
+        raise FormatError(f"{path}: not a keyblob public key file ({e})") from None
+
+
+def emit_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, sort_keys=True))
+
+
+class Context:
+    """What every command needs: where the home and store are and how to get a passphrase."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        home = args.home or os.environ.get("KEYBLOB_HOME") or str(Path.home() / ".keyblob")
+        self.home = Home(Path(home).expanduser())
+        self.container_name: str = (
+            args.container or os.environ.get("KEYBLOB_CONTAINER") or DEFAULT_CONTAINER
+        )
+        url = args.store or os.environ.get("KEYBLOB_STORE")
+        # A plain path may start with ~ (the shell leaves it alone after --store=).
+        self._store_url = os.path.expanduser(url) if url and "://" not in url else url
+
+    def store(self) -> Store:
+        return open_store(self._store_url or str(self.home.default_store))
+
+    def _given_passphrase(self) -> bytes | None:
+        """The first line of --passphrase-file, else KEYBLOB_PASSPHRASE, else None (the
+        option given on the command line wins over the environment)."""
+        if self.args.passphrase_file:
+            raw = read_file(
+                self.args.passphrase_file, 4096, what="a passphrase file", too_large=UsageError
+            )
+            return raw.split(b"\n", 1)[0].rstrip(b"\r")
+        text = os.environ.get("KEYBLOB_PASSPHRASE")
+        if text is None:
+            return None
+        try:
+            return text.encode("utf-8")  # as the prompt gives it: the same text, same bytes
+        except UnicodeEncodeError:  # bytes the locale could not decode: taken as given
+            return os.fsencode(text)
+
+    def passphrase(self, *, new: bool = False) -> bytes:
+        """From KEYBLOB_PASSPHRASE, --passphrase-file, or a no-echo prompt (asked once per
+        command: the Argon2id unlock it feeds dominates a command's time)."""
+        given = self._given_passphrase()
+        if given is not None:
+            return _not_empty(given)
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "no passphrase: set KEYBLOB_PASSPHRASE, use --passphrase-file, or run in a terminal"
+            )
+        if new:
+            first = _prompt(f"Passphrase for the new container {self.container_name!r}: ")
+            if _prompt("Again: ") != first:
+                raise UsageError("the two passphrases differ; nothing was created")
+            return first
+        return _prompt(f"Passphrase for container {self.container_name!r}: ")
+
+    def open(self) -> Provider:
+        """The container the command works with, unlocked: the one way every command opens
+        it, so that another provider (a token, an agent) can stand behind it."""
+        return self.home.open(self.container_name, self.passphrase())
+
+    def load(self, name: str, container: Provider | None = None) -> SessionKey:
+        """The newest generation of ``name`` (or --generation's), every import check made
+        (refusals exit 3)."""
+        opened = container or self.open()
+        generation = getattr(self.args, "generation", None)
+        key: SessionKey = refusing(
+            name, lambda: blobs.load(opened, self.store(), name, generation=generation)
+        )
+        return key
+
+    def key_passphrase(self, what: str) -> bytes:
+        """The passphrase of an encrypted key file (not a container's), from the same
+        sources as :meth:`passphrase`."""
+        given = self._given_passphrase()
+        if given is not None:
+            return _not_empty(given)
+        if not sys.stdin.isatty():
+            raise UsageError(f"{what} is encrypted: give --passphrase-file")
+        return _prompt(f"Passphrase for {what}: ")
+
+
+def _prompt(text: str) -> bytes:
+    """A passphrase typed at a no-echo prompt: its UTF-8 bytes; none (Ctrl-D) is a usage
+    error, not a traceback."""
+    try:
+        typed = getpass.getpass(text)
+    except EOFError:
+        raise UsageError("no passphrase given (end of input)") from None
+    return _not_empty(typed.encode("utf-8"))
+
+
+def _not_empty(passphrase: bytes) -> bytes:
+    if not passphrase:
+        raise UsageError(
+            "the passphrase is empty (an empty KEYBLOB_PASSPHRASE, an empty first line of "
+            "--passphrase-file, or nothing typed)"
+        )
+    return passphrase
+
+
+def refusing(what: str, action: Callable[[], Any]) -> Any:
+    """Run ``action``; a failed check becomes 'refused WHAT: reason' with hints."""
+    try:
+        return action()
+    except VerificationError as e:
+        raise Refused(f"refused {what}: {e}", hints=e.hints) from None
+    except FormatError as e:
+        raise Refused(f"refused {what}: {e}", hints=e.hints) from None
+
+
+def progress_bar(
+    total: int | None, quiet: bool, what: str
+) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
+    """A progress bar on stderr for large inputs, only when stderr is a terminal."""
+    if quiet or not sys.stderr.isatty() or (total is not None and total < PROGRESS_MIN):
+        return None, lambda: None
+    from tqdm import tqdm  # noqa: PLC0415 - imported only when a bar is shown: start-up time
+
+    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=what, leave=False)
+
+    def update(n: int) -> None:
+        bar.update(n)
+
+    return update, bar.close
+
+
+def input_stream(path: str | None) -> tuple[BinaryIO, int | None, Callable[[], None]]:
+    if path is None or path == "-":
+        return sys.stdin.buffer, None, lambda: None
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed by the returned callable
+    except FileNotFoundError:
+        raise NotFoundError(f"no such file: {path}") from None
+    except OSError as e:
+        raise StorageError(f"cannot read {path}: {e.strerror}") from e
+    return f, os.fstat(f.fileno()).st_size, f.close
+
+
+def stream_to_output(
+    output: str | None, mode: int, work: Callable[[BinaryIO], object], *, refuse_tty: bool
+) -> None:
+    """Run ``work`` writing to stdout, or to a file that appears only if it succeeds."""
+    if refuse_tty:
+        refuse_terminal(output, "binary ciphertext")
+    if output is None or output == "-":
+        work(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    _refuse_missing_folder(output)
+    try:
+        with atomic_output(Path(output), mode) as f:
+            work(f)
+    except IsADirectoryError:
+        raise UsageError(f"{output} is a folder: give a file name") from None
+    except OSError as e:
+        raise StorageError(f"cannot write {output}: {e.strerror}") from e
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{PROG}: error: {message}\n")
+
+
+def generation_option(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--generation",
+        type=int,
+        metavar="N",
+        help="an older generation (default: the newest), to read what it encrypted; its "
+        "signature, name and generation are checked",
+    )
+
+
+def print_warning(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def print_note(message: str) -> None:
+    print(f"{PROG}: note: {message}", file=sys.stderr)
+
+
+def print_error(message: str, hints: Sequence[str] = (), stream: TextIO | None = None) -> None:
+    out = stream or sys.stderr
+    print(f"{PROG}: error: {message}", file=out)
+    for hint in hints:
+        print(f"{PROG}: hint: {hint}", file=out)
+
+
+def warning_printer() -> Callable[..., None]:
+    """Print each distinct warning once per command, as one ``keyblob: warning:`` line."""
+    seen: set[str] = set()
+
+    def show(message: Warning | str, *_: Any, **__: Any) -> None:
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            print_warning(text)
+
+    return show
+
+
+class StandardOutput:
+    """Standard output or error (text, or its ``buffer``) while a command runs.
+
+    Text holding a path whose bytes are not UTF-8 is written with ``\\xNN`` escapes
+    (:func:`printable`) whatever the locale: a strict UTF-8 one used to fail once the
+    command's work was done.  On standard output (``name`` given), a write that fails (a
+    full disk, EIO) raises StorageError, so the command ends with one line and exit status
+    1, not a traceback; BrokenPipeError passes as it is.  ``failed`` records that output
+    was lost: what is left in Python's buffer must not be written again at exit.
+    """
+
+    def __init__(self, stream: Any, name: str | None, failed: list[bool] | None = None) -> None:
+        self.stream = stream
+        self.name = name
+        self.failed = failed if failed is not None else []
+
+    @property
+    def buffer(self) -> StandardOutput:
+        return StandardOutput(self.stream.buffer, self.name, self.failed)
+
+    def write(self, data: Any) -> Any:
+        with self._errors():
+            return self.stream.write(printable(data) if isinstance(data, str) else data)
+
+    def flush(self) -> None:
+        with self._errors():
+            self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding...
+        return getattr(self.stream, name)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokenPipeError:
+            self.failed.append(True)
+            raise
+        except OSError as e:
+            if self.name is None:
+                raise
+            self.failed.append(True)
+            reason = e.strerror or type(e).__name__
+            raise StorageError(f"cannot write to {self.name}: {reason}") from None
+
+
+def discard_standard_output() -> None:
+    """After a failed write, what Python still holds for standard output goes to
+    /dev/null at exit (as the Python docs advise for SIGPIPE), not into a second error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (in-process callers): nothing to do
+        pass
+
+
+# What each command group's register() adds its subcommands to.
+Subcommands: TypeAlias = "argparse._SubParsersAction[Parser]"
+
+
+def command(
+    sub: Subcommands, name: str, func: Callable[[Context], int], help: str
+) -> argparse.ArgumentParser:
+    """Add the subcommand ``name`` that runs ``func``; its help is also its description."""
+    sp = sub.add_parser(name, help=help, description=help)
+    sp.set_defaults(func=func)
+    return sp
