@@ -69,6 +69,7 @@ def write_atomic(
     exclusive: bool = False,
     mode: int = 0o600,
     exact_mode: bool = False,
+    dir_fd: int | None = None,
 ) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one.
 
@@ -77,11 +78,19 @@ def write_atomic(
     ``exact_mode`` the file gets ``mode`` whatever the umask.  For folders keyblob owns (the
     home, the store): stale temp files of any name in ``path``'s folder are removed first
     (:func:`remove_stale_temp_files`).
+
+    With ``dir_fd`` (a folder opened by the caller, who checked it), ``path`` is a bare file
+    name in that folder, and every step (the scan for stale temp files, their removal, the
+    temp file, its name, the folder's fsync) goes through the fd with the ``*at`` system
+    calls: a folder swapped for a symlink after the caller's check cannot redirect any of
+    them (FORMAT.md 5.3).
     """
     path = os.fspath(path)  # plain strings: pathlib costs microseconds per join here
+    if dir_fd is not None and os.path.basename(path) != path:
+        raise ValueError("with dir_fd, the path is a bare file name")
     folder = os.path.dirname(path) or os.curdir
-    remove_stale_temp_files(folder)
-    fd, tmp = _open_temp(path, mode)
+    remove_stale_temp_files(folder if dir_fd is None else dir_fd)
+    fd, tmp = _open_temp(path, mode, dir_fd)
     try:
         try:
             if exact_mode:
@@ -90,13 +99,16 @@ def write_atomic(
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
-            _publish(fd, tmp, path, exclusive=exclusive)
+            _publish(fd, tmp, path, exclusive=exclusive, dir_fd=dir_fd)
         finally:
             os.close(fd)  # only now: the temp file stays locked until it has its name
     except BaseException:
-        _discard(tmp)
+        _discard(tmp, dir_fd)
         raise
-    fsync_dir(folder)
+    if dir_fd is None:
+        fsync_dir(folder)
+    else:
+        os.fsync(dir_fd)
 
 
 # -- temp files ---------------------------------------------------------------------------
@@ -123,13 +135,13 @@ def _temp_name(path: str) -> str:
     return os.path.join(folder, f".{name}.{secrets.token_hex(8)}.tmp")
 
 
-def _open_temp(path: str, mode: int) -> tuple[int, str | None]:
+def _open_temp(path: str, mode: int, dir_fd: int | None = None) -> tuple[int, str | None]:
     """A new temp file in ``path``'s folder, locked: ``(fd, None)`` if it is unnamed, else
-    ``(fd, its path)``."""
+    ``(fd, its path)`` (relative to ``dir_fd``, if given, as ``path`` is)."""
     if _unnamed:
         try:
             flags = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
-            fd = os.open(os.path.dirname(path) or os.curdir, flags, mode)
+            fd = os.open(os.path.dirname(path) or os.curdir, flags, mode, dir_fd=dir_fd)
         except OSError as e:
             if e.errno not in _NO_UNNAMED:
                 raise
@@ -138,7 +150,7 @@ def _open_temp(path: str, mode: int) -> tuple[int, str | None]:
             return fd, None
     tmp = _temp_name(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags | getattr(os, "O_CLOEXEC", 0), mode)
+    fd = os.open(tmp, flags | getattr(os, "O_CLOEXEC", 0), mode, dir_fd=dir_fd)
     _hold(fd)
     return fd, tmp
 
@@ -150,41 +162,49 @@ def _hold(fd: int) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def _publish(fd: int, tmp: str | None, path: str, *, exclusive: bool) -> None:
+def _publish(
+    fd: int, tmp: str | None, path: str, *, exclusive: bool, dir_fd: int | None = None
+) -> None:
     """Give the complete, fsynced temp file the name ``path``: created only if absent
-    (FileExistsError otherwise) with ``exclusive``, else replacing what is there."""
+    (FileExistsError otherwise) with ``exclusive``, else replacing what is there.  ``tmp``
+    and ``path`` are relative to ``dir_fd`` if it is given."""
     if tmp is None:
         # linkat(AT_SYMLINK_FOLLOW) of /proc/self/fd/N names the unnamed file.  src_dir_fd
-        # only makes Python call linkat with that flag (plain link() would try to link the
+        # makes Python call linkat with that flag (plain link() would try to link the
         # /proc symlink itself); an absolute path ignores the folder it names.
         source = f"/proc/self/fd/{fd}"
         if exclusive:
-            os.link(source, path, src_dir_fd=fd)
+            os.link(source, path, src_dir_fd=fd, dst_dir_fd=dir_fd)
             return
         # linkat cannot replace a name: the file is linked under a temp name and renamed
         # over ``path``, so it is named (complete, still locked) only for that instant.
         tmp = _temp_name(path)
-        os.link(source, tmp, src_dir_fd=fd)
+        os.link(source, tmp, src_dir_fd=fd, dst_dir_fd=dir_fd)
     try:
-        if exclusive:
+        if exclusive and dir_fd is None:
             os.link(tmp, path)
+        elif exclusive:
+            # Never through a symlink put in the temp file's place: link(2) does not follow
+            # one, but linkat (which a dir_fd calls) would unless told not to.
+            os.link(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
         else:
-            os.replace(tmp, path)
+            os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             return
     except BaseException:
-        _discard(tmp)
+        _discard(tmp, dir_fd)
         raise
-    _discard(tmp)  # the blob keeps its final name
+    _discard(tmp, dir_fd)  # the blob keeps its final name
 
 
-def _discard(tmp: str | None) -> None:
+def _discard(tmp: str | None, dir_fd: int | None = None) -> None:
     if tmp is not None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
 
 
-def remove_stale_temp_files(folder: Path | str, name: str | None = None) -> None:
-    """Remove the temp files that killed writers left in ``folder`` (FORMAT.md 5).
+def remove_stale_temp_files(folder: Path | str | int, name: str | None = None) -> None:
+    """Remove the temp files that killed writers left in ``folder`` (FORMAT.md 5): a path,
+    or an open folder's fd (then every step is relative to it: see :func:`write_atomic`).
 
     Only files that are certainly a dead writer's go: a regular file (not a symlink) of this
     user, named exactly ``.<name>.<16 hex>.tmp`` (for ``name`` only, if it is given),
@@ -194,8 +214,10 @@ def remove_stale_temp_files(folder: Path | str, name: str | None = None) -> None
     """
     if fcntl is None:
         return
+    # scandir of an fd lists that very folder; its entries' paths are bare names.
+    dir_fd, target = (folder, folder) if isinstance(folder, int) else (None, os.fspath(folder))
     try:
-        with os.scandir(folder) as entries:
+        with os.scandir(target) as entries:
             candidates = [
                 e.path
                 for e in entries
@@ -205,13 +227,13 @@ def remove_stale_temp_files(folder: Path | str, name: str | None = None) -> None
         return
     for candidate in candidates:
         with contextlib.suppress(OSError):
-            _remove_if_stale(candidate)
+            _remove_if_stale(candidate, dir_fd)
 
 
-def _remove_if_stale(path: str) -> None:
+def _remove_if_stale(path: str, dir_fd: int | None = None) -> None:
     if fcntl is None:  # pragma: no cover - checked by the caller
         return
-    before = os.lstat(path)
+    before = os.lstat(path, dir_fd=dir_fd)
     if (
         not stat.S_ISREG(before.st_mode)
         or before.st_uid != _euid()
@@ -219,11 +241,11 @@ def _remove_if_stale(path: str) -> None:
     ):
         return
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(path, flags)
+    fd = os.open(path, flags, dir_fd=dir_fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a live writer's
         opened = os.fstat(fd)
-        now = os.lstat(path)
+        now = os.lstat(path, dir_fd=dir_fd)
         if (
             (opened.st_dev, opened.st_ino)
             == (now.st_dev, now.st_ino)
@@ -232,7 +254,7 @@ def _remove_if_stale(path: str) -> None:
                 before.st_ino,
             )
         ):
-            os.unlink(path)
+            os.unlink(path, dir_fd=dir_fd)
     finally:
         os.close(fd)
 

@@ -13,7 +13,18 @@ from pathlib import Path
 import pytest
 
 import support
-from hostile_keys import pbes2_pbkdf2, pem, rsa_of
+from hostile_keys import (
+    AES_256_CBC,
+    PBES2,
+    PBKDF2,
+    epki,
+    octets,
+    oid,
+    pbes2_pbkdf2,
+    pem,
+    rsa_of,
+    seq,
+)
 from keyblob import mscapi
 from keyblob.cli import main
 from keyblob.mscapi.keyfiles import MAX_KDF_ITERATIONS
@@ -235,3 +246,26 @@ def test_wine_512_bit_keys_need_legacy(kb, tmp_path):
                         tmp_path / "o.sb", "--signature-out", tmp_path / "o.sig")  # fmt: skip
     assert status == 2 and "the recipient's key is RSA-512; below 2048 bits" in err
     assert not (tmp_path / "o.sb").exists()
+
+
+def test_a_count_longer_than_any_bound_is_a_refusal_not_a_traceback(kb, tmp_path):
+    """The review's repro (issue 11 review, finding 1): a PBKDF2 count of 0x7f and 3000 0xff
+    bytes.  `capi convert` and `trust add` printed a ValueError traceback (int -> str over
+    4300 digits) instead of refusing the file."""
+    count = b"\x02\x82\x0b\xb9\x7f" + b"\xff" * 3000  # an INTEGER, 3001 bytes of contents
+    kdf = seq(oid(PBKDF2), seq(octets(bytes(8)), count))
+    der = epki(seq(oid(PBES2), seq(kdf, seq(oid(AES_256_CBC), octets(bytes(16))))))
+    (tmp_path / "big.der").write_bytes(der)
+    (tmp_path / "big.pem").write_bytes(pem(der))
+    refusal = (
+        "encrypted PKCS#8: iterationCount at offset 52 is a 3001-byte integer, over keyblob's "
+        "bounds (64 bits at most)\n"
+    )
+    status, out, err = kb(
+        "capi", "convert", tmp_path / "big.der", "--to", "pem", "-o", tmp_path / "out"
+    )
+    assert (status, out) == (3, "") and err.startswith(f"keyblob: error: {refusal}keyblob: hint")
+    status, out, err = kb("trust", "add", tmp_path / "big.pem")
+    assert (status, out) == (3, "") and err.startswith("keyblob: error: ")
+    assert err.endswith(f": {refusal}") and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()

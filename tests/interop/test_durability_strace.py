@@ -78,14 +78,17 @@ def _parse(log: str) -> list[Call]:
 
 def _naming(call: Call) -> tuple[str, str] | None:
     """(the file, the name it gets) for a link or rename; the file of a linkat through
-    /proc/self/fd is its fd's path, given as the (ignored) source folder."""
+    /proc/self/fd is its fd's path, given as the (ignored) source folder.  A relative name
+    of an *at call is in the folder of its fd (the store writes through a folder's fd)."""
     if call.name in ("link", "rename"):
         return call.args[0], call.args[1]
     if call.name in ("linkat", "renameat", "renameat2"):
         source = call.args[1]
         if source.startswith("/proc/self/fd/"):
             source = call.args[0]
-        return source, call.args[3]
+        else:
+            source = os.path.join(call.args[0], source)  # an absolute source ignores it
+        return source, os.path.join(call.args[2], call.args[3])
     return None
 
 
@@ -172,6 +175,15 @@ def test_the_check_sees_a_missing_fsync() -> None:
         Call("fsync", [d]),
     ]
     assert_durable(good, Path("/d/t"))
+    at = [  # through the folder's fd, as the store writes
+        Call("write", [f]),
+        Call("fsync", [f]),
+        Call("linkat", [f, "/proc/self/fd/4", d, "t", "AT_SYMLINK_FOLLOW"]),
+        Call("fsync", [d]),
+    ]
+    assert_durable(at, Path("/d/t"))
+    with pytest.raises(AssertionError):
+        assert_durable([at[0], at[2], at[1], at[3]], Path("/d/t"))
     for broken in (
         [c for c in good if not (c.name == "fsync" and c.args == [f])],  # no file fsync
         [c for c in good if not (c.name == "fsync" and c.args == [d])],  # no folder fsync

@@ -85,7 +85,7 @@ def test_a_hostile_state_over_the_bound_is_refused_before_it_is_parsed(
 
     monkeypatch.setattr(software, "strict_json", parse)
     for reader in (container, reopened):
-        with pytest.raises(software.VerificationError, match="modified outside keyblob"):
+        with pytest.raises(software.VerificationError, match="over the 4194304-byte bound"):
             reader.state()
 
 
@@ -114,6 +114,44 @@ def test_a_large_honest_state_fits_the_bound(tmp_path: Path) -> None:
     container.update_state(lambda _: State(high_water=names))
     assert (folder / "state.json").stat().st_size < MAX_STATE_SIZE
     assert home.open("c", PASSPHRASE).state().high_water == names
+
+
+def test_an_update_over_the_bound_is_refused_and_the_old_state_stays(tmp_path: Path) -> None:
+    """The review's repro (issue 11 review, finding 2): 28,000 names of 128 characters made a
+    4.2 MB state that every later command refused as "modified outside keyblob", for good.
+    The writer now refuses it, and the state before the change still opens."""
+    home, container, folder = _home(tmp_path)
+    container.update_state(lambda s: s.seen("before", 3))
+    old = (folder / "state.json").read_bytes()
+    names = {f"{i:05d}".ljust(128, "n"): MAX_GENERATION for i in range(28_000)}
+    with pytest.raises(ProviderError) as e:
+        container.update_state(lambda s: State(high_water={**s.high_water, **names}))
+    message = str(e.value)
+    assert message.startswith("container 'c': the change would make its home state ")
+    assert message.endswith(
+        f"bytes (28001 names, 0 signers), over the {MAX_STATE_SIZE}-byte bound; nothing was changed"
+    )
+    assert "\n" not in message and e.value.hints
+    assert (folder / "state.json").read_bytes() == old
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp file left
+    for reader in (container, home.open("c", PASSPHRASE)):
+        assert reader.state().high_water == {"before": 3}
+
+
+def test_a_state_over_the_bound_says_what_is_wrong(tmp_path: Path) -> None:
+    """A state between 4 and 16 MiB, as a keyblob before the 4 MiB bound could write: refused
+    as over the bound (FORMAT.md 5.2), not as an edit, with the way out."""
+    home, container, folder = _home(tmp_path)
+    with (folder / "state.json").open("r+b") as f:
+        f.truncate(MAX_STATE_SIZE + 1)  # sparse: costs no disk
+    for reader in (container, home.open("c", PASSPHRASE)):
+        with pytest.raises(software.VerificationError) as e:
+            reader.state()
+        assert str(e.value) == (
+            f"the home state of container 'c' is over the {MAX_STATE_SIZE}-byte bound keyblob "
+            "writes: this keyblob did not write it"
+        )
+        assert "16 MiB" in e.value.hints[0]
 
 
 # -- item 7: the lock file -----------------------------------------------------------------

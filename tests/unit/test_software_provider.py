@@ -298,7 +298,7 @@ def test_state_file_is_canonical_json_with_the_documented_mac(tmp_path):
     assert home.open("c", PASSPHRASE).state() == c.state()
 
 
-def test_an_oversized_state_file_is_refused_as_edited(tmp_path):
+def test_an_oversized_state_file_is_refused_as_over_the_bound(tmp_path):
     from keyblob.providers.software import MAX_STATE_SIZE
 
     home = Home(tmp_path / "h")
@@ -306,9 +306,9 @@ def test_an_oversized_state_file_is_refused_as_edited(tmp_path):
     path = tmp_path / "h" / "containers" / "c" / "state.json"
     with path.open("r+b") as f:
         f.truncate(MAX_STATE_SIZE + 1)  # sparse: costs no disk
-    with pytest.raises(VerificationError, match="modified outside keyblob"):
+    with pytest.raises(VerificationError, match="over the 4194304-byte bound"):
         c.state()
-    with pytest.raises(VerificationError, match="modified outside keyblob"):
+    with pytest.raises(VerificationError, match="over the 4194304-byte bound"):
         home.open("c", PASSPHRASE).state()
 
 

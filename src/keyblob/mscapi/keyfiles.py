@@ -447,12 +447,24 @@ def _der_contents(data: bytes, element: _Element) -> bytes:
     return data[element[2] : element[2] + element[3]]
 
 
-def _der_uint(data: bytes, element: _Element, what: str) -> int:
-    """A non-negative DER INTEGER, minimally encoded (the tag is checked by the caller)."""
+def _der_cost(data: bytes, element: _Element, what: str) -> int:
+    """A cost parameter: a non-negative DER INTEGER, minimally encoded, of at most 64 bits
+    (the tag is checked by the caller).
+
+    Every bound is far below 2^64, so a longer count is refused as over them without being
+    turned into a number: a message naming a 3000-byte count would need a decimal string
+    Python refuses to make (over 4300 digits), and no message may be a traceback.
+    """
     raw = _der_contents(data, element)
     # Negative, or a leading zero byte that is not needed: not the one DER encoding.
     if not raw or raw[0] & 0x80 or (len(raw) > 1 and raw[:2] < b"\x00\x80"):
         raise FormatError(f"DER {what} at offset {element[1]}: not a non-negative DER INTEGER")
+    if len(raw) > 9 or (len(raw) == 9 and raw[0] != 0):
+        raise UnsupportedError(
+            f"encrypted PKCS#8: {what} at offset {element[1]} is a {len(raw)}-byte integer, "
+            f"over keyblob's bounds (64 bits at most)",
+            hints=_COST_HINT,
+        )
     return int.from_bytes(raw, "big")
 
 
@@ -476,7 +488,7 @@ def check_pkcs8_encryption_cost(der: bytes) -> None:
     oid = _der_contents(der, algorithm[0])
     if oid in _OID_PKCS12_PBE:
         params = _der_children(der, algorithm[1][1], "pkcs-12PbeParams", b"\x04\x02")
-        _check_iterations(_der_uint(der, params[1], "iterations"), "PKCS#12 KDF")
+        _check_iterations(_der_cost(der, params[1], "iterations"), "PKCS#12 KDF")
         return
     if oid != _OID_PBES2:
         raise UnsupportedError("encrypted PKCS#8: an encryption scheme keyblob does not read")
@@ -485,10 +497,12 @@ def check_pkcs8_encryption_cost(der: bytes) -> None:
     kdf_oid = _der_contents(der, kdf[0])
     if kdf_oid == _OID_PBKDF2:
         params = _der_children(der, kdf[1][1], "PBKDF2-params", b"\x04\x02")
-        _check_iterations(_der_uint(der, params[1], "iterationCount"), "PBKDF2")
+        _check_iterations(_der_cost(der, params[1], "iterationCount"), "PBKDF2")
     elif kdf_oid == _OID_SCRYPT:
         params = _der_children(der, kdf[1][1], "scrypt-params", b"\x04\x02\x02\x02")
-        n, r, p = (_der_uint(der, params[i], "scrypt-params") for i in (1, 2, 3))
+        n, r, p = (
+            _der_cost(der, params[i], f"scrypt {x}") for i, x in ((1, "N"), (2, "r"), (3, "p"))
+        )
         if 128 * n * r > MAX_SCRYPT_MEMORY or n * r * p > MAX_SCRYPT_WORK:
             raise UnsupportedError(
                 f"encrypted PKCS#8: scrypt with N={n}, r={r}, p={p} is over keyblob's bounds "

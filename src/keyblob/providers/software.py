@@ -84,6 +84,14 @@ KDF_FIELDS = ("memory_kib", "iterations", "lanes")  # container.json "kdf", as K
 DEFAULT_CONTAINER = "default"
 
 STATE_EDITED = "the home state of container {name!r} was modified outside keyblob"
+STATE_OVERSIZE = (
+    "the home state of container {name!r} is over the {bound}-byte bound keyblob writes: "
+    "this keyblob did not write it"
+)
+STATE_OVERSIZE_HINT = (
+    "a keyblob before the 4 MiB bound wrote states up to 16 MiB: read this container with "
+    "that version, or make a new container; otherwise restore state.json from a backup",
+)
 CONTAINER_EDITED = (
     "container {name!r} was modified outside keyblob: its keys do not match their seal"
 )
@@ -583,6 +591,19 @@ class SoftwareContainer:
         mac = _mac(self._keys.state, b"{" + b",".join(x for x in sides if x) + b"}")
         entry = b'"mac":"' + mac.hex().encode() + b'"'
         data = b"{" + b",".join(x for x in (sides[0], entry, sides[1]) if x) + b"}\n"
+        if len(data) > MAX_STATE_SIZE:
+            # A reader refuses such a file (FORMAT.md 5.2): writing it would lock the
+            # container out for good.  The old state stays as it was.
+            signers = len(state.trusted) + len(state.capi_signers)
+            raise ProviderError(
+                f"container {self._name!r}: the change would make its home state "
+                f"{len(data)} bytes ({len(state.high_water)} names, {signers} signers), over "
+                f"the {MAX_STATE_SIZE}-byte bound; nothing was changed",
+                hints=(
+                    "a trusted signer may be storing more names than a container can record: "
+                    "keyblob trust remove it and set its entries aside (docs/THREAT-MODEL.md)",
+                ),
+            )
         try:
             write_atomic(self._state_path, data)
         except OSError as e:
@@ -590,10 +611,14 @@ class SoftwareContainer:
         self._state_cache = (data, state)
 
     def _read_state_file(self) -> bytes:
+        oversize = VerificationError(
+            STATE_OVERSIZE.format(name=self._name, bound=MAX_STATE_SIZE), hints=STATE_OVERSIZE_HINT
+        )
+
         def check(st: os.stat_result) -> None:
             _check_home_file(st, self._state_path, "state file")
             if st.st_size > MAX_STATE_SIZE:  # refused before reading any of it
-                raise VerificationError(STATE_EDITED.format(name=self._name))
+                raise oversize
 
         try:
             return read_bounded(
@@ -604,7 +629,7 @@ class SoftwareContainer:
                 f"the home state of container {self._name!r} is missing"
             ) from None
         except ValueError:  # grew over the limit while it was read
-            raise VerificationError(STATE_EDITED.format(name=self._name)) from None
+            raise oversize from None
         except OSError as e:
             if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
                 raise ProviderError(

@@ -11,6 +11,7 @@ ignored when listing, symlinks and special files are refused, and every read is 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -44,6 +45,14 @@ _SET_ASIDE = ".set-aside"
 # Decimal without leading zeros: one file name per generation, so "007.kb" can never alias
 # "7.kb".  At most 19 digits (MAX_GENERATION); the value is range-checked after parsing.
 _ENTRY = re.compile(r"([1-9][0-9]{0,18})\.kb")
+# A name folder is opened once, without following a symlink, and written through that fd
+# (the *at system calls): where the OS has no such calls (Windows), an lstat check is all.
+_AT = (
+    hasattr(os, "O_DIRECTORY")
+    and hasattr(os, "O_NOFOLLOW")
+    and {os.open, os.link, os.unlink, os.stat} <= os.supports_dir_fd
+    and os.scandir in os.supports_fd
+)
 
 
 def _reason(e: OSError) -> str:
@@ -91,11 +100,24 @@ class DirectoryStore:
         check_name(name)
         check_generation(generation)
         check_item(data)
-        folder, shared = self._name_folder_for_write(name)
-        path = os.path.join(folder, f"{generation}{_SUFFIX}")
+        shared = self._ensure_root()
+        folder = os.path.join(self._root_str, name)
+        # Made earlier or by a concurrent writer, it must be a real folder; from here on it
+        # is used through ``fd`` only, so swapping it for a symlink after this check
+        # redirects neither the blob nor the removal of stale temp files (FORMAT.md 5.3).
+        fd = self._open_folder(folder, shared)
+        file = f"{generation}{_SUFFIX}"
+        path = os.path.join(folder, file)
         try:
             mode = _SHARED_FILE_MODE if shared else _FILE_MODE
-            write_atomic(path, data, exclusive=True, mode=mode, exact_mode=shared)
+            write_atomic(
+                path if fd is None else file,
+                data,
+                exclusive=True,
+                mode=mode,
+                exact_mode=shared,
+                dir_fd=fd,
+            )
         except FileExistsError:
             # Someone (an earlier run, a retry, a concurrent writer) got there first.
             # Identical bytes make the put idempotent; anything else is a conflict.
@@ -107,6 +129,9 @@ class DirectoryStore:
                 ) from None
         except OSError as e:
             raise StorageError(f"cannot write {path}: {_reason(e)}") from e
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def get(self, name: str, generation: int) -> bytes:
         """Return the bytes stored as ``name`` at ``generation``.
@@ -218,29 +243,55 @@ class DirectoryStore:
         self._check_folder(folder, info)
         return folder
 
-    def _name_folder_for_write(self, name: str) -> tuple[str, bool]:
-        """``<root>/<name>``, created (with the root) if missing, and whether the root is
-        shared by a group (setgid)."""
-        shared = self._ensure_root()
-        # Made earlier or by a concurrent writer, it must be a real folder.
-        return self._private_folder(os.path.join(self._root_str, name), shared), shared
-
     def _private_folder(self, folder: str, shared: bool) -> str:
         """``folder``, created (mode as for a name folder) unless it is a real folder."""
+        fd = self._open_folder(folder, shared)
+        if fd is not None:
+            os.close(fd)
+        return folder
+
+    def _open_folder(self, folder: str, shared: bool) -> int | None:
+        """``folder`` (created, mode as for a name folder and durable in its parent, unless
+        it exists), opened without following a symlink; it must be a real folder.  None
+        where the OS cannot open a folder so (see ``_AT``): then it is checked by lstat."""
         mode = _SHARED_FOLDER_MODE if shared else _FOLDER_MODE
         try:
             os.mkdir(folder, mode)
+            created = True
         except FileExistsError:
+            created = False
+        except OSError as e:
+            raise StorageError(f"cannot create folder {folder}: {_reason(e)}") from e
+        if not _AT:
             try:
                 info = os.lstat(folder)
             except OSError as e:
                 raise StorageError(f"cannot use folder {folder}: {_reason(e)}") from e
             self._check_folder(folder, info)
+            if created:
+                self._created(folder, mode)
+            return None
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as e:
+            # A symlink (ELOOP, or ENOTDIR: O_DIRECTORY is checked first) or another file.
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                with contextlib.suppress(OSError):
+                    self._check_folder(folder, os.lstat(folder))  # says which
+                raise StorageError(f"refusing {folder}: it is not a folder") from None
+            raise StorageError(f"cannot use folder {folder}: {_reason(e)}") from e
+        try:
+            self._check_folder(folder, os.fstat(fd))
+            if created:  # on the folder opened: a chmod by path would follow a symlink
+                os.fchmod(fd, mode)
+                fsync_dir(os.path.dirname(folder))
+        except OSError as e:
+            os.close(fd)
             raise StorageError(f"cannot create folder {folder}: {_reason(e)}") from e
-        else:
-            self._created(folder, mode)
-        return folder
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _ensure_root(self) -> bool:
         """Create the root and its missing parents, each 0700, unless it exists; return

@@ -16,6 +16,7 @@ from hostile_keys import (
     PBES2,
     PBKDF2,
     PKCS12_3DES,
+    SCRYPT,
     epki,
     integer,
     octets,
@@ -24,6 +25,7 @@ from hostile_keys import (
     pbes2_scrypt,
     pem,
     seq,
+    tlv,
 )
 from keyblob.errors import FormatError, PassphraseRequired, UnsupportedError
 from keyblob.mscapi import load_rsa_key
@@ -121,3 +123,52 @@ def test_an_iteration_count_that_is_not_der_is_refused(count: bytes) -> None:
     data = epki(seq(oid(PBES2), seq(kdf, seq(oid(AES_256_CBC), octets(bytes(16))))))
     with pytest.raises(FormatError):
         load_rsa_key(data)
+
+
+# A count longer than any bound, as the review's repro (issue 11 review, finding 1): 0x7f and
+# 3000 0xff bytes.  Its decimal string would be over Python's 4300 digits: the message named
+# it and the command printed a ValueError traceback instead of a refusal.
+HUGE = b"\x7f" + b"\xff" * 3000
+
+
+def _pbkdf2_count(count: bytes) -> bytes:
+    kdf = seq(oid(PBKDF2), seq(octets(bytes(8)), count))
+    return epki(seq(oid(PBES2), seq(kdf, seq(oid(AES_256_CBC), octets(bytes(16))))))
+
+
+def _scrypt_raw(n: bytes, r: bytes, p: bytes) -> bytes:
+    kdf = seq(oid(SCRYPT), seq(octets(bytes(16)), n, r, p))
+    return epki(seq(oid(PBES2), seq(kdf, seq(oid(AES_256_CBC), octets(bytes(16))))))
+
+
+def _pkcs12_count(count: bytes) -> bytes:
+    return epki(seq(oid(PKCS12_3DES), seq(octets(bytes(8)), count)))
+
+
+@pytest.mark.parametrize("wrap", [bytes, pem], ids=["der", "pem"])
+@pytest.mark.parametrize(
+    ("build", "what"),
+    [
+        (_pbkdf2_count, "iterationCount"),
+        (lambda c: _scrypt_raw(c, integer(8), integer(1)), "scrypt N"),
+        (lambda c: _scrypt_raw(integer(2), c, integer(1)), "scrypt r"),
+        (lambda c: _scrypt_raw(integer(2), integer(1), c), "scrypt p"),
+        (_pkcs12_count, "iterations"),
+    ],
+    ids=["pbkdf2", "scrypt-n", "scrypt-r", "scrypt-p", "pkcs12"],
+)
+@pytest.mark.parametrize("count", [HUGE, b"\x01" + bytes(8)], ids=["3001-bytes", "2^64"])
+def test_a_count_longer_than_64_bits_is_refused_not_a_traceback(wrap, build, what, count) -> None:  # type: ignore[no-untyped-def]
+    data = wrap(build(tlv(0x02, count)))
+    with pytest.raises(UnsupportedError) as e:
+        load_rsa_key(data, passphrase=PASS)
+    message = str(e.value)
+    assert message.startswith(f"encrypted PKCS#8: {what} at offset ")
+    assert f"is a {len(count)}-byte integer, over keyblob's bounds (64 bits at most)" in message
+    assert "\n" not in message and len(message) < 200 and e.value.hints
+
+
+def test_a_count_of_64_bits_is_still_named() -> None:
+    """2^64 - 1 is nine DER bytes (a leading zero): read, and refused by the bound by value."""
+    with pytest.raises(UnsupportedError, match=f"{2**64 - 1} PBKDF2 iterations"):
+        load_rsa_key(_pbkdf2_count(integer(2**64 - 1)))

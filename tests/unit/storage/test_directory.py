@@ -315,6 +315,45 @@ def test_symlinked_name_folder_is_refused(store: DirectoryStore, tmp_path: Path)
     assert store.names() == ["real"]
 
 
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed", "named fallback"])
+def test_a_name_folder_swapped_for_a_symlink_after_the_check_redirects_nothing(
+    store: DirectoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool
+) -> None:
+    """Issue 11 review, finding 3: the folder was checked with lstat, then written by path
+    (scan, stale-file removal, temp file, link), so a store writer who swapped it for a
+    symlink in between had the victim's blob linked into, and the victim's own stale temp
+    files removed from, a folder of their choosing.  The swap is made at the first thing the
+    write does after the check (the scan for stale temp files)."""
+    if not directory_module._AT:
+        pytest.skip("no O_DIRECTORY/O_NOFOLLOW and dir_fd calls here")
+    monkeypatch.setattr(keyblob.atomic, "_unnamed", keyblob.atomic._unnamed and unnamed)
+    store.put("k", 1, b"one")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    stale = elsewhere / ".x.0123456789abcdef.tmp"  # a dead writer's leftover of the victim
+    stale.write_bytes(b"old")
+    os.utime(stale, (0, 0))
+    real_scandir = os.scandir
+    swapped = []
+
+    def swap_then_scan(target):  # type: ignore[no-untyped-def]
+        if not swapped:
+            os.rename(store.root / "k", store.root / "k.moved")
+            os.symlink(elsewhere, store.root / "k")
+            swapped.append(True)
+        return real_scandir(target)
+
+    monkeypatch.setattr(os, "scandir", swap_then_scan)
+    store.put("k", 2, b"two")
+    monkeypatch.undo()
+    assert swapped
+    assert sorted(os.listdir(elsewhere)) == [stale.name]  # nothing written, nothing removed
+    assert stale.read_bytes() == b"old"
+    # The blob went to the folder that was checked, wherever it is now.
+    assert sorted(os.listdir(store.root / "k.moved")) == ["1.kb", "2.kb"]
+    assert (store.root / "k.moved" / "2.kb").read_bytes() == b"two"
+
+
 def test_symlinked_blob_pointing_outside_is_not_read(store: DirectoryStore, tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_bytes(b"not a blob")
