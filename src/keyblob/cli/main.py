@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
     # Each command group adds its own subcommands; a new group is a module and a line here.
     keys.register(sub)
+    keys.register_label(sub)
     data.register(sub)
     keys.register_pubkey(sub)
     capi.register(sub)
