@@ -124,6 +124,14 @@ def test_init_label_pubkey_and_trust(homes, tmp_path):
     rows = json.loads(out)
     assert rows[0]["label"] == "Bob Stone <bob@example.com>" and rows[0]["own"] is True
     assert rows[1]["fingerprint"] == read.fingerprint
+    # A blob Alice signed, imported by Bob, names her by her label.
+    bob_pub = tmp_path / "bob.pub"
+    assert bob("pubkey", "-o", str(bob_pub))[0] == 0
+    assert alice("new", "payroll", "--to", str(bob_pub))[0] == 0
+    exported = tmp_path / "payroll.kb"
+    assert alice("export", "payroll", "-o", str(exported))[0] == 0
+    status, out, _ = bob("import", str(exported))
+    assert status == 0 and out.rstrip().endswith(f"({ALICE})")
     # trust remove takes the fingerprint as read aloud: grouped, upper case.
     status, out, _ = bob("trust", "remove", grouped.upper()[:14])
     assert status == 0 and ALICE in out

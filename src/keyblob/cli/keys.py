@@ -318,9 +318,10 @@ def cmd_import(ctx: Context) -> int:
     store = ctx.store()
     v = refusing(args.file, lambda: blobs.import_blob(container, store, data, name=args.name))
     h = v.header
+    signer = _describe(v, container, container.state())["signer_label"]
     print(
         f"imported {h.name} generation {h.generation} (key id {h.key_id.short}) "
-        f"signed by sg-{h.signer_id.short}"
+        f"signed by sg-{h.signer_id.short} ({signer})"
     )
     return 0
 
