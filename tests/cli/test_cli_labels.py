@@ -178,3 +178,25 @@ def test_recipients_and_notes_name_the_container(homes, tmp_path):
     doc = json.loads(out)
     labels = dict(zip(doc["recipients"], doc["recipient_labels"], strict=True))
     assert sorted(labels.values()) == ["Bob Stone", "this container"]
+
+
+def test_a_version_1_file_still_reads_and_says_its_label_is_unsigned(homes, tmp_path):
+    alice, bob = homes
+    assert alice("init", "--label", ALICE)[0] == 0 and bob("init")[0] == 0
+    pub = tmp_path / "alice.pub"
+    assert alice("pubkey", "-o", str(pub))[0] == 0
+    v2 = publickeys.read(pub.read_bytes())
+    old = tmp_path / "alice-v1.pub"  # as keyblob wrote it before labels: the container name
+    old.write_bytes(
+        armor(PublicKeyFile(v2.suite, "default", v2.exchange, v2.signature).to_bytes(), PUBLIC_KEY)
+    )
+    status, out, _ = bob("inspect", str(old))
+    assert status == 0 and "keyblob public key file v1" in out
+    assert "default (name; unsigned, version 1 file)" in out and "not signed" in out
+    doc = json.loads(bob("inspect", str(old), "--json")[1])
+    assert (doc["version"], doc["label"], doc["label_signed"]) == (1, "default", False)
+    status, _, err = bob("new", "k", "--to", str(old))
+    assert status == 0 and "'default (name; unsigned, version 1 file)'" in err
+    status, out, _ = bob("trust", "add", str(old))
+    assert status == 0 and "(default (name; unsigned, version 1 file))" in out
+    assert group_fingerprint(v2.fingerprint) in out
