@@ -178,6 +178,9 @@ def test_recipients_and_notes_name_the_container(homes, tmp_path):
     doc = json.loads(out)
     labels = dict(zip(doc["recipients"], doc["recipient_labels"], strict=True))
     assert sorted(labels.values()) == ["Bob Stone", "this container"]
+    assert doc["signer_label"] == "this container"
+    own = json.loads(alice("trust", "list", "--json")[1])[0]
+    assert doc["signer_fingerprint"] == own["fingerprint"]
 
 
 def test_a_version_1_file_still_reads_and_says_its_label_is_unsigned(homes, tmp_path):

@@ -168,11 +168,14 @@ def cmd_rotate(ctx: Context) -> int:
 def _describe(v: blobs.Verified, container: Provider, state: State) -> dict[str, Any]:
     h = v.header
     trusted = state.signer(h.signer_id)
-    signer = (
-        "this container"
-        if h.signer_id == container.signature_id
-        else (trusted.label if trusted else "?")
-    )
+    own = h.signer_id == container.signature_id
+    signer = "this container" if own else (trusted.label if trusted else "?")
+    if own:
+        signer_fingerprint: str | None = own_fingerprint(container)
+    elif trusted is not None:
+        signer_fingerprint = fingerprint(trusted.suite, trusted.exchange, trusted.public)
+    else:
+        signer_fingerprint = None
     return {
         "recipient_labels": [_recipient_label(r, container, state) for r in v.recipients],
         "name": h.name,
@@ -184,6 +187,7 @@ def _describe(v: blobs.Verified, container: Provider, state: State) -> dict[str,
         "created_unix": h.created,
         "signer": h.signer_id.hex,
         "signer_label": signer,
+        "signer_fingerprint": signer_fingerprint,
         "recipients": [r.hex for r in v.recipients],
         "size": len(v.encoded),
         "origin": "keyblob" if h.algorithm.capi_alg_id is None else "cryptoapi",
