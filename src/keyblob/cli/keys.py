@@ -565,8 +565,7 @@ def register_label(sub: Subcommands) -> None:
         sub,
         "label",
         cmd_label,
-        "show the container's label; 'label set TEXT' changes it (e.g. 'Alice Martin "
-        "<alice@example.com>'), signed into public key files made from then on",
+        "show the container's label, or change it: label set TEXT",
     )
     sp.add_argument("--json", action="store_true")
     lsub = sp.add_subparsers(dest="label_command", parser_class=Parser, metavar="COMMAND")
