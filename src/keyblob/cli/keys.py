@@ -7,11 +7,12 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from keyblob import blobs
+from keyblob import blobs, publickeys
 from keyblob.cli.capi import public_key_blob
 from keyblob.cli.terminal import (
     PROG,
     Context,
+    Parser,
     Refused,
     Subcommands,
     command,
@@ -30,7 +31,8 @@ from keyblob.errors import FormatError, KeyblobError, UsageError, VerificationEr
 from keyblob.format import KeyBlob, PublicKeyFile, fingerprint
 from keyblob.format.armor import BLOB, PUBLIC_KEY, armor, dearmor, is_armored
 from keyblob.format.blob import MAX_BLOB_SIZE
-from keyblob.keys import Algorithm, KeyRole, Suite
+from keyblob.format.pubkey import group_fingerprint
+from keyblob.keys import Algorithm, KeyId, KeyRole, Suite, key_id_for, label_from_text
 from keyblob.providers import suites
 from keyblob.providers.base import Provider
 from keyblob.trust import State
@@ -48,15 +50,58 @@ def cmd_init(ctx: Context) -> int:
     suite = Suite.from_label(args.suite)
     if suite is not Suite.RSA and args.bits is not None:
         raise UsageError("--bits applies to the rsa suite only")
+    if args.label is not None:
+        label_from_text(args.label)  # an invalid label is a usage error before the prompt
     container = ctx.home.create(
-        ctx.container_name, ctx.passphrase(new=True), suite, bits=args.bits or 3072
+        ctx.container_name,
+        ctx.passphrase(new=True),
+        suite,
+        bits=args.bits or 3072,
+        label=args.label,
     )
     print(f'created container "{container.name}" (suite {suite.label}) in {tilde(ctx.home.path)}')
     print(
         f"  exchange key   kx-{container.exchange_id.short}"
         f"   signature key   sg-{container.signature_id.short}"
     )
+    if args.label is not None:
+        print(f"  label          {publickeys.label_of(container)}")
     return 0
+
+
+def cmd_label(ctx: Context) -> int:
+    """keyblob label [--json] shows the container's label; keyblob label set TEXT changes it."""
+    container = ctx.open()
+    text = getattr(ctx.args, "text", None)  # only 'label set' has it
+    if text is not None:
+        label = publickeys.set_label(container, text)
+        print(f"label of container {container.name!r} is now {label!r}")
+        print(
+            "  public key files made from now on carry it (keyblob pubkey); "
+            "hand a new one to those who trust this container"
+        )
+        return 0
+    label = publickeys.label_of(container)
+    if ctx.args.json:
+        emit_json(
+            {
+                "container": container.name,
+                "label": label,
+                "label_set": container.state().label is not None,
+                "fingerprint": own_fingerprint(container),
+            }
+        )
+    else:
+        print(label)
+    return 0
+
+
+def shown_label(pub: PublicKeyFile) -> str:
+    """A public key file's label as people see it: a version 1 label is a container name
+    nothing vouches for, and says so (FORMAT.md 3)."""
+    if pub.label_signed:
+        return pub.label
+    return f"{pub.label} (name; unsigned, version 1 file)"
 
 
 def _key_line(key_name: str, generation: int, algorithm: Algorithm, key_id: str, where: str) -> str:
@@ -74,8 +119,9 @@ def _note_untrusted(container: Provider, to: Sequence[PublicKeyFile]) -> None:
     for pub in to:
         if pub.signature_id != container.signature_id and state.signer(pub.signature_id) is None:
             print(
-                f"{PROG}: note: wrapped for {pub.label!r}, which is not a trusted container: "
-                f"its owner should see the fingerprint {pub.fingerprint}",
+                f"{PROG}: note: wrapped for {shown_label(pub)!r}, which is not a trusted "
+                f"container: its owner should see the fingerprint "
+                f"{group_fingerprint(pub.fingerprint)}",
                 file=sys.stderr,
             )
 
@@ -122,12 +168,16 @@ def cmd_rotate(ctx: Context) -> int:
 def _describe(v: blobs.Verified, container: Provider, state: State) -> dict[str, Any]:
     h = v.header
     trusted = state.signer(h.signer_id)
-    signer = (
-        "this container"
-        if h.signer_id == container.signature_id
-        else (trusted.label if trusted else "?")
-    )
+    own = h.signer_id == container.signature_id
+    signer = "this container" if own else (trusted.label if trusted else "?")
+    if own:
+        signer_fingerprint: str | None = own_fingerprint(container)
+    elif trusted is not None:
+        signer_fingerprint = fingerprint(trusted.suite, trusted.exchange, trusted.public)
+    else:
+        signer_fingerprint = None
     return {
+        "recipient_labels": [_recipient_label(r, container, state) for r in v.recipients],
         "name": h.name,
         "generation": h.generation,
         "key_id": h.key_id.hex,
@@ -137,11 +187,23 @@ def _describe(v: blobs.Verified, container: Provider, state: State) -> dict[str,
         "created_unix": h.created,
         "signer": h.signer_id.hex,
         "signer_label": signer,
+        "signer_fingerprint": signer_fingerprint,
         "recipients": [r.hex for r in v.recipients],
         "size": len(v.encoded),
         "origin": "keyblob" if h.algorithm.capi_alg_id is None else "cryptoapi",
         "capi_alg_id": h.algorithm.capi_alg_id,
     }
+
+
+def _recipient_label(key_id: KeyId, container: Provider, state: State) -> str | None:
+    """Whose exchange key ``key_id`` is, when known here: this container, or a trusted one
+    (its label); None for a container not trusted here."""
+    if key_id == container.exchange_id:
+        return "this container"
+    for s in state.trusted:
+        if key_id_for(s.suite, KeyRole.EXCHANGE, s.exchange) == key_id:
+            return s.label
+    return None
 
 
 def cmd_list(ctx: Context) -> int:
@@ -216,7 +278,13 @@ def cmd_show(ctx: Context) -> int:
         ("key id", doc["key_id"]),
         ("created", doc["created"]),
         ("signer", f"sg-{doc['signer'][:8]} ({doc['signer_label']})"),
-        ("recipients", ", ".join(f"kx-{r[:8]}" for r in doc["recipients"])),
+        (
+            "recipients",
+            ", ".join(
+                f"kx-{r[:8]}" + ("" if label is None else f" ({label})")
+                for r, label in zip(doc["recipients"], doc["recipient_labels"], strict=True)
+            ),
+        ),
         ("generations", ", ".join(str(g) for g in store.generations(ctx.args.name))),
         ("stored in", tilde(store.location)),
     ]
@@ -254,9 +322,10 @@ def cmd_import(ctx: Context) -> int:
     store = ctx.store()
     v = refusing(args.file, lambda: blobs.import_blob(container, store, data, name=args.name))
     h = v.header
+    signer = _describe(v, container, container.state())["signer_label"]
     print(
         f"imported {h.name} generation {h.generation} (key id {h.key_id.short}) "
-        f"signed by sg-{h.signer_id.short}"
+        f"signed by sg-{h.signer_id.short} ({signer})"
     )
     return 0
 
@@ -294,11 +363,15 @@ def cmd_inspect(ctx: Context) -> int:
     text = raw.lstrip()
     public_armor = f"-----BEGIN {PUBLIC_KEY}-----".encode()
     if (armored and text.startswith(public_armor)) or raw[:4] == b"KBPK":
-        pub = PublicKeyFile.from_bytes(dearmor(raw, PUBLIC_KEY) if armored else raw)
+        # Every check of FORMAT.md 3, the label signature included: inspect needs no
+        # secret, but it never shows a label its file's own key did not sign.
+        pub = read_public_key_file(args.file, raw)
         doc = {
             "kind": "public key file",
+            "version": pub.version,
             "suite": pub.suite.label,
             "label": pub.label,
+            "label_signed": pub.label_signed,
             "exchange_key_id": pub.exchange_id.hex,
             "signature_key_id": pub.signature_id.hex,
             "fingerprint": pub.fingerprint,
@@ -306,11 +379,13 @@ def cmd_inspect(ctx: Context) -> int:
         if args.json:
             emit_json(doc)
         else:
-            print(f"keyblob public key file v1 ({'armored' if armored else 'binary'})")
-            print(f"  container      {pub.label}  (suite {pub.suite.label})")
+            how = "signed by its signature key" if pub.label_signed else "not signed"
+            print(f"keyblob public key file v{pub.version} ({'armored' if armored else 'binary'})")
+            print(f"  label          {shown_label(pub)}  (suite {pub.suite.label})")
+            print(f"                 {how}")
             print(f"  exchange key   kx-{pub.exchange_id.short}  id {pub.exchange_id.hex}")
             print(f"  signature key  sg-{pub.signature_id.short}  id {pub.signature_id.hex}")
-            print(f"  fingerprint    {pub.fingerprint}  (of both keys)")
+            print(f"  fingerprint    {group_fingerprint(pub.fingerprint)}  (of both keys)")
         return 0
     if not armored and raw[:4] != b"KBLB" and mscapi.looks_like_capi_blob(raw):
         return _inspect_capi(raw, args.json)
@@ -396,21 +471,20 @@ def cmd_pubkey(ctx: Context) -> int:
             container.suite, container.signature_public, signature=True
         )
     else:
-        pub = PublicKeyFile(
-            container.suite, container.name, container.exchange_public, container.signature_public
-        )
-        data = armor(pub.to_bytes(), PUBLIC_KEY)
+        # Version 2 (FORMAT.md 3.2): the label, signed by the signature key.
+        data = armor(publickeys.make(container).to_bytes(), PUBLIC_KEY)
     write_output(args.output, data)
+    label = publickeys.label_of(container)
     if args.output != "-":
         print(
-            f"wrote the public keys of {container.name!r} to {args.output}: "
+            f"wrote the public keys of {label!r} to {args.output}: "
             f"kx-{container.exchange_id.short}, sg-{container.signature_id.short}",
             file=sys.stderr,
         )
     if args.format == "keyblob":
         print(
-            f"fingerprint {own_fingerprint(container)}: whoever trusts this file "
-            "must see the same one",
+            f"fingerprint {group_fingerprint(own_fingerprint(container))}: whoever trusts "
+            "this file must see the same one",
             file=sys.stderr,
         )
     return 0
@@ -426,6 +500,13 @@ def register(sub: Subcommands) -> None:
     sp.add_argument("--suite", default="x25519", choices=["x25519", "rsa"])
     sp.add_argument("--bits", type=int, choices=[2048, 3072, 4096], help="RSA size (default 3072)")
     sp.add_argument("--container", dest="container_opt", help="container name (default 'default')")
+    sp.add_argument(
+        "--label",
+        metavar="TEXT",
+        help="what people call the container, e.g. 'Alice Martin <alice@example.com>' "
+        "(signed into its public key file; default: the container name; change it later "
+        "with keyblob label set)",
+    )
     algorithms = [a.label for a in Algorithm]
     sp = command(sub, "new", cmd_new, "generate a session key, export it signed, store it")
     sp.add_argument("name")
@@ -476,6 +557,21 @@ def register(sub: Subcommands) -> None:
     )
     sp.add_argument("file")
     sp.add_argument("--json", action="store_true")
+
+
+def register_label(sub: Subcommands) -> None:
+    """label [--json] / label set TEXT."""
+    sp = command(
+        sub,
+        "label",
+        cmd_label,
+        "show the container's label, or change it: label set TEXT",
+    )
+    sp.add_argument("--json", action="store_true")
+    lsub = sp.add_subparsers(dest="label_command", parser_class=Parser, metavar="COMMAND")
+    sp = lsub.add_parser("set", help="give the container a new label")
+    sp.add_argument("text", metavar="TEXT")
+    sp.set_defaults(func=cmd_label)
 
 
 def register_pubkey(sub: Subcommands) -> None:

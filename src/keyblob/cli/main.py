@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO, cast
 
-from keyblob.cli import capi, data, keys, trust
+from keyblob.cli import capi, data, keys, store, trust
 from keyblob.cli.capi import cmd_capi_export_simpleblob
 from keyblob.cli.terminal import (
     PROG,
@@ -31,7 +31,7 @@ from keyblob.cli.terminal import (
     print_error,
     warning_printer,
 )
-from keyblob.errors import KeyblobError, LegacyAlgorithmWarning, UsageError
+from keyblob.errors import IgnoredEntryWarning, KeyblobError, LegacyAlgorithmWarning, UsageError
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
@@ -55,10 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
     # Each command group adds its own subcommands; a new group is a module and a line here.
     keys.register(sub)
+    keys.register_label(sub)
     data.register(sub)
     keys.register_pubkey(sub)
     capi.register(sub)
     trust.register(sub)
+    store.register(sub)
     return p
 
 
@@ -71,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         # A legacy algorithm always warns, as one line: "keyblob: warning: ...".
         warnings.simplefilter("always", LegacyAlgorithmWarning)
+        warnings.simplefilter("always", IgnoredEntryWarning)  # at each use (FORMAT.md 2.9)
         warnings.showwarning = warning_printer()
         return _run(args)
 

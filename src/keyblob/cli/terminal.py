@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, TextIO, TypeAlias, cast
 
-from keyblob import blobs
+from keyblob import blobs, publickeys
 from keyblob.atomic import atomic_output, read_bounded
 from keyblob.errors import (
     FormatError,
@@ -31,9 +31,7 @@ from keyblob.errors import (
     VerificationError,
 )
 from keyblob.format import PublicKeyFile
-from keyblob.format.armor import PUBLIC_KEY, dearmor, is_armored
 from keyblob.keys import SessionKey
-from keyblob.providers import suites
 from keyblob.providers.base import Provider
 from keyblob.providers.software import DEFAULT_CONTAINER, Home
 from keyblob.storage import Store, open_store
@@ -152,15 +150,15 @@ def _refuse_missing_folder(path: str) -> None:
 
 
 def read_public_key_file(path: str, data: bytes | None = None) -> PublicKeyFile:
+    """The public key file at ``path`` read through every step of FORMAT.md 3, the label
+    signature of a version 2 file included: an edited label is refused (exit 3)."""
     data = read_file(path) if data is None else data
     try:
-        if is_armored(data):
-            data = dearmor(data, PUBLIC_KEY)
-        pub = PublicKeyFile.from_bytes(data)
-        suites.check_public_keys(pub.suite, pub.exchange, pub.signature)
-        return pub
+        return publickeys.read(data)
     except FormatError as e:
         raise FormatError(f"{path}: not a keyblob public key file ({e})") from None
+    except VerificationError as e:
+        raise Refused(f"refused {path}: {e}", hints=e.hints) from None
 
 
 def emit_json(doc: Any) -> None:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from keyblob import blobs
-from keyblob.cli.keys import own_fingerprint
+from keyblob import blobs, publickeys
+from keyblob.cli.keys import own_fingerprint, shown_label
 from keyblob.cli.terminal import (
     Context,
     Parser,
@@ -23,6 +23,7 @@ from keyblob.cli.terminal import (
 )
 from keyblob.errors import FormatError, UsageError, WeakKeyError
 from keyblob.format import fingerprint
+from keyblob.format.pubkey import group_fingerprint
 from keyblob.keys import check_name
 from keyblob.trust import (
     CapiSigner,
@@ -91,10 +92,10 @@ def cmd_trust_add(ctx: Context) -> int:
         return state.with_signer(replace(signer, names=names))
 
     container.update_state(add)
-    handle = f"sg-{signer.key_id.short} ({pub.label})"
+    handle = f"sg-{signer.key_id.short} ({shown_label(pub)})"
     print(_trust_outcome(handle, before[0], scope if ctx.args.names else None, ctx.args.names))
     print(
-        f"  fingerprint {pub.fingerprint}: check it with the key's owner "
+        f"  fingerprint {group_fingerprint(pub.fingerprint)}: check it with the key's owner "
         "(keyblob pubkey shows theirs)"
     )
     return 0
@@ -183,7 +184,7 @@ def cmd_trust_list(ctx: Context) -> int:
         "kind": "keyblob",
         "key_id": container.signature_id.hex,
         "fingerprint": own_fingerprint(container),
-        "label": container.name,
+        "label": publickeys.label_of(container),
         "own": True,
         "names": None,
     }
@@ -224,13 +225,17 @@ def cmd_trust_list(ctx: Context) -> int:
             names = None if r["names"] is None else tuple(r["names"])
             kind = "CryptoAPI signer, " if r["kind"] == "capi" else ""
             note = f"{kind}added {r['added']}, for {describe_scope(names)}"
-        print(f"{handle}  fingerprint {r['fingerprint']}  {r['label']}  {note}")
+        # A keyblob fingerprint grouped to be read aloud (FORMAT.md 3.1); a CryptoAPI
+        # signer's as openssl dgst prints it, the way its owner computes it (MSCAPI.md 7.2).
+        shown = group_fingerprint(r["fingerprint"]) if r["kind"] == "keyblob" else r["fingerprint"]
+        print(f"{handle}  {shown}  {r['label']}  {note}")
     return 0
 
 
 def cmd_trust_remove(ctx: Context) -> int:
     container = ctx.open()
-    given = ctx.args.id.lower().removeprefix("sg-")
+    # As find_signer reads it: white space ignored, upper case accepted (FORMAT.md 3.1).
+    given = "".join(ctx.args.id.split()).lower().removeprefix("sg-")
     if len(given) >= 8 and (
         container.signature_id.hex.startswith(given) or own_fingerprint(container).startswith(given)
     ):
@@ -244,7 +249,8 @@ def cmd_trust_remove(ctx: Context) -> int:
         print(f"no longer trusted: CryptoAPI signer {target.label!r} ({target.fingerprint})")
         return 0
     container.update_state(lambda s: s.without_signer(target.key_id))
-    print(f"no longer trusted: sg-{target.key_id.short} ({target.label})")
+    fp = group_fingerprint(fingerprint(target.suite, target.exchange, target.public))
+    print(f"no longer trusted: sg-{target.key_id.short} ({target.label}), fingerprint {fp}")
     return 0
 
 
