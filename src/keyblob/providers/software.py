@@ -371,6 +371,20 @@ class Home:
         container._write_state(State(label=label))
         return container
 
+    def require(self, name: str) -> None:
+        """Raise what :meth:`open` raises when there is no container ``name``, without a
+        passphrase: a caller asks for one only for a container that exists.
+
+        Raises:
+            NotFoundError: no such container.
+        """
+        if not os.path.lexists(self.container_dir(name) / "container.json"):
+            raise self._missing(name)
+
+    def _missing(self, name: str) -> NotFoundError:
+        where = f"{self.path}" if self.path.exists() else f"{self.path} (no such folder)"
+        return NotFoundError(f"no container {name!r} in {where}: run keyblob init")
+
     def open(self, name: str, passphrase: bytes) -> SoftwareContainer:
         """Unlock container ``name`` with ``passphrase``.
 
@@ -391,8 +405,7 @@ class Home:
                 check=lambda st: _check_home_file(st, path, "container file"),
             )
         except FileNotFoundError:
-            where = f"{self.path}" if self.path.exists() else f"{self.path} (no such folder)"
-            raise NotFoundError(f"no container {name!r} in {where}: run keyblob init") from None
+            raise self._missing(name) from None
         except ValueError:
             raise FormatError(f"container {name!r}: damaged file {path}") from None
         except OSError as e:
