@@ -153,3 +153,23 @@ def test_help_and_version_report_a_full_disk(option):
     assert (
         run_.stderr == "keyblob: error: cannot write to standard output: No space left on device\n"
     )
+
+
+def test_usage_errors_come_before_the_passphrase(home, tmp_path, capsys):
+    """No passphrase anywhere and no terminal: each error below is the real one, not 'no
+    passphrase', so it was found before one was asked."""
+    status, _, err = run(capsys, "--home", str(home), "new", "Bad/Name")
+    assert status == 2 and "invalid name 'Bad/Name'" in err
+    missing = tmp_path / "nope" / "payroll.kb"
+    status, _, err = run(capsys, "--home", str(home), "export", "payroll", "-o", str(missing))
+    assert status == 1 and f"cannot write {missing}: no such folder" in err
+    status, _, err = run(
+        capsys, "--home", str(home), "export", "payroll", "-o", f"{tmp_path}/newdir/"
+    )
+    assert status == 2 and "no such folder" in err
+    assert "passphrase" not in capsys.readouterr().err
+
+
+def test_init_over_an_existing_container_asks_nothing(home):
+    status, out = run_in_terminal(["init"], [], terminal_env(home))
+    assert status == 1 and "already exists" in out and "Passphrase" not in out

@@ -29,6 +29,7 @@ from keyblob.cli.terminal import (
     Parser,
     StandardOutput,
     add_global_options,
+    check_output,
     discard_standard_output,
     print_error,
     refuse_terminal,
@@ -157,9 +158,13 @@ def _refuse_outputs_over_inputs(args: argparse.Namespace) -> None:
                 )
 
 
-def _refuse_terminal_output(args: argparse.Namespace) -> None:
-    """A command that writes binary or secret bytes (its ``terminal_refused`` default says
-    what) refuses a terminal as its output before it asks a passphrase or reads input."""
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Outputs refused before the command asks a passphrase or reads input: one in a folder
+    that does not exist, and a terminal for a command that writes binary or secret bytes
+    (its ``terminal_refused`` default says what)."""
+    for option in ("output", "signature_out"):
+        value = getattr(args, option, None)
+        check_output(value if isinstance(value, str) else None)
     what = getattr(args, "terminal_refused", None)
     if what is not None:
         refuse_terminal(getattr(args, "output", None), what)
@@ -210,7 +215,7 @@ def _run_guarded(parse: Callable[[], argparse.Namespace]) -> int:
         debug = args.debug
         # Usage errors that need no secret are found before a passphrase is asked.
         _refuse_outputs_over_inputs(args)
-        _refuse_terminal_output(args)
+        _check_outputs(args)
         if isinstance(getattr(args, "name", None), str):  # every command's NAME is a key name
             check_name(args.name)
         with _termination_raises():

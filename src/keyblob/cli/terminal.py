@@ -152,6 +152,18 @@ def _refuse_missing_folder(path: str) -> None:
         raise UsageError(f"{path}: no such folder")
 
 
+def check_output(path: str | None) -> None:
+    """What can be known about an output before any work, so that it is refused before a
+    passphrase is asked: ``-o newdir/`` without that folder (exit 2), or a file in a folder
+    that does not exist (exit 1, as the write would fail)."""
+    if path is None or path == "-":
+        return
+    _refuse_missing_folder(path)
+    parent = os.path.dirname(path.rstrip("/" + os.sep)) or os.curdir
+    if not os.path.lexists(parent):
+        raise StorageError(f"cannot write {path}: no such folder {parent}")
+
+
 def read_public_key_file(path: str, data: bytes | None = None) -> PublicKeyFile:
     data = read_file(path) if data is None else data
     try:
@@ -213,6 +225,8 @@ class Context:
         --passphrase-file, or a no-echo prompt typed twice (asked again, up to 3 times, when
         the two differ); a weak one is warned about.  :meth:`open` asks for an existing
         container's."""
+        if new:  # not after the passphrase was typed twice
+            self.home.refuse_existing(self.container_name)
         given = self._given_passphrase()
         if given is not None:
             passphrase = _not_empty(given)
@@ -427,16 +441,21 @@ def add_global_options(parser: argparse.ArgumentParser, *, inherited: bool) -> N
         "global options (before or after the command)" if inherited else "global options"
     )
     group.add_argument(
-        "--home", default=unset, help="home folder (env KEYBLOB_HOME, default ~/.keyblob)"
+        "--home",
+        default=unset,
+        metavar="DIR",
+        help="home folder (env KEYBLOB_HOME, default ~/.keyblob)",
     )
     group.add_argument(
         "--store",
         default=unset,
+        metavar="PATH",
         help="store: a folder path (env KEYBLOB_STORE, default HOME/blobs)",
     )
     group.add_argument(
         "--container",
         default=unset,
+        metavar="NAME",
         help="container name (env KEYBLOB_CONTAINER, default 'default')",
     )
     group.add_argument(
