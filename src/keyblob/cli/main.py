@@ -211,7 +211,7 @@ def _run_guarded(parse: Callable[[], argparse.Namespace]) -> int:
             args = parse()
         except SystemExit as e:  # --help, --version (0), a usage error (2): argparse printed
             _flush_standard_output()
-            return e.code if isinstance(e.code, int) else 2
+            return 0 if e.code is None else e.code if isinstance(e.code, int) else 2
         debug = args.debug
         # Usage errors that need no secret are found before a passphrase is asked.
         _refuse_outputs_over_inputs(args)
