@@ -34,9 +34,8 @@ class User:
     def __call__(self, command: str, *argv: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
         options = ["--home", str(self.home), "--store", str(self.store)]
-        # The global options go before the command until "options anywhere" (issue 12
-        # item 2) is in this branch; then this one line puts them after the command instead.
-        status = main([*options, command, *argv])
+        # After the command, as people type them (issue 12 item 2: options anywhere).
+        status = main([command, *argv, *options])
         out, err = self.capsys.readouterr()
         return status, out, err
 

@@ -78,6 +78,21 @@ def test_empty_passphrase_and_duplicates(tmp_path):
         home.open("other", PASSPHRASE)
 
 
+def test_existence_is_known_without_a_passphrase(tmp_path):
+    """What open and create refuse for a missing or existing container, said before a
+    passphrase is asked (the CLI's order), with the same errors."""
+    home = Home(tmp_path / "h")
+    with pytest.raises(NotFoundError, match=r"no container 'c' .*no such folder.*keyblob init"):
+        home.require("c")
+    home.refuse_existing("c")
+    home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    home.require("c")
+    with pytest.raises(ProviderError, match="container 'c' already exists"):
+        home.refuse_existing("c")
+    with pytest.raises(UsageError, match="invalid name"):
+        home.require("../c")
+
+
 def test_swapped_public_key_in_container_file_is_detected(tmp_path):
     home = Home(tmp_path / "h")
     home.create("c", PASSPHRASE, kdf=FAST_KDF)

@@ -731,6 +731,7 @@ def register(sub: Subcommands) -> None:
     sp.add_argument("--iv", metavar="HEX", help="default: zero (CryptoAPI's default)")
     sp.add_argument("--legacy", action="store_true", help="allow a legacy key (warns)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(terminal_refused="binary ciphertext")  # before the unlock (cli.main)
     sp = command(
         csub, "convert", cmd_capi_convert, "convert an RSA key: PEM, DER, MSBLOB, .NET XML"
     )

@@ -17,7 +17,7 @@ from keyblob.cli.terminal import (
     stream_to_output,
     tilde,
 )
-from keyblob.errors import FormatError, VerificationError
+from keyblob.errors import FormatError, UsageError, VerificationError
 from keyblob.format.data import DataHeader
 from keyblob.keys import SessionKey
 
@@ -58,8 +58,11 @@ def cmd_encrypt(ctx: Context) -> int:
 
 def cmd_decrypt(ctx: Context) -> int:
     args = ctx.args
-    src, size, close = input_stream(args.input)
-    what = args.input or "standard input"
+    if args.file is not None and args.input is not None:
+        raise UsageError("give the input once: as FILE or as -i, not both")
+    source = args.file if args.file is not None else args.input
+    src, size, close = input_stream(source)
+    what = source if source not in (None, "-") else "standard input"
     update, done = progress_bar(size, args.quiet, "decrypt")
 
     def find_key(header: DataHeader) -> SessionKey:
@@ -103,7 +106,10 @@ def register(sub: Subcommands) -> None:
     sp.add_argument("-i", "--input", metavar="IN", help="default: standard input")
     sp.add_argument("-o", "--output", metavar="OUT", help="default: standard output")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    # Refused before the unlock (cli.main), not after the passphrase was typed.
+    sp.set_defaults(terminal_refused="binary ciphertext")
     sp = command(sub, "decrypt", cmd_decrypt, "decrypt data; the key is found from its header")
+    sp.add_argument("file", nargs="?", metavar="FILE", help="the input (as -i; age -d FILE)")
     sp.add_argument("-i", "--input", metavar="IN", help="default: standard input")
     sp.add_argument("-o", "--output", metavar="OUT", help="default: standard output")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")

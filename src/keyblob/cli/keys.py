@@ -499,7 +499,6 @@ def register(sub: Subcommands) -> None:
     sp = command(sub, "init", cmd_init, "create a container")
     sp.add_argument("--suite", default="x25519", choices=["x25519", "rsa"])
     sp.add_argument("--bits", type=int, choices=[2048, 3072, 4096], help="RSA size (default 3072)")
-    sp.add_argument("--container", dest="container_opt", help="container name (default 'default')")
     sp.add_argument(
         "--label",
         metavar="TEXT",

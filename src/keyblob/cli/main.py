@@ -15,9 +15,10 @@ import os
 import stat
 import sys
 import threading
+import traceback
 import types
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO, cast
 
 from keyblob.cli import capi, data, keys, store, trust
@@ -27,11 +28,15 @@ from keyblob.cli.terminal import (
     Context,
     Parser,
     StandardOutput,
+    add_global_options,
+    check_output,
     discard_standard_output,
     print_error,
+    refuse_terminal,
     warning_printer,
 )
 from keyblob.errors import IgnoredEntryWarning, KeyblobError, LegacyAlgorithmWarning, UsageError
+from keyblob.keys import check_name
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
@@ -45,13 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "verification), 4 not found, 5 wrong passphrase, 1 other error",
     )
     p.add_argument("--version", action="version", version="keyblob 0.1.0")
-    p.add_argument("--home", help="home folder (env KEYBLOB_HOME, default ~/.keyblob)")
-    p.add_argument("--store", help="store: a folder path (env KEYBLOB_STORE, default HOME/blobs)")
-    p.add_argument("--container", help="container name (env KEYBLOB_CONTAINER, default 'default')")
-    p.add_argument(
-        "--passphrase-file", metavar="FILE", help="read the passphrase from FILE's first line"
-    )
-    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    add_global_options(p, inherited=False)
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
     # Each command group adds its own subcommands; a new group is a module and a line here.
     keys.register(sub)
@@ -67,15 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "container_opt", None):
-        args.container = args.container_opt
     with warnings.catch_warnings():
         # A legacy algorithm always warns, as one line: "keyblob: warning: ...".
         warnings.simplefilter("always", LegacyAlgorithmWarning)
         warnings.simplefilter("always", IgnoredEntryWarning)  # at each use (FORMAT.md 2.9)
         warnings.showwarning = warning_printer()
-        return _run(args)
+        return _run(lambda: parser.parse_args(argv))
 
 
 class _Terminated(BaseException):
@@ -165,6 +161,23 @@ def _refuse_outputs_over_inputs(args: argparse.Namespace) -> None:
                 )
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Outputs refused before the command asks a passphrase or reads input: one in a folder
+    that does not exist, and a terminal for a command that writes binary or secret bytes
+    (its ``terminal_refused`` default says what)."""
+    for option in ("output", "signature_out"):
+        value = getattr(args, option, None)
+        check_output(value if isinstance(value, str) else None)
+    what = getattr(args, "terminal_refused", None)
+    if what is not None:
+        refuse_terminal(getattr(args, "output", None), what)
+
+
+def _flush_standard_output() -> None:
+    if sys.stdout is not None:
+        sys.stdout.flush()
+
+
 def _same_file(a: str, b: str) -> bool:
     """Whether writing ``a`` would destroy the regular file ``b`` (a device or FIFO, such
     as /dev/null given twice, is not destroyed by being written)."""
@@ -176,7 +189,7 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(parse: Callable[[], argparse.Namespace]) -> int:
     # None: started with the descriptor closed, and print() skips it; so do we.
     given = sys.stdout, sys.stderr
     stdout = None if given[0] is None else StandardOutput(given[0], "standard output")
@@ -185,24 +198,36 @@ def _run(args: argparse.Namespace) -> int:
     if given[1] is not None:
         sys.stderr = cast(TextIO, StandardOutput(given[1], None))
     try:
-        return _run_guarded(args)
+        return _run_guarded(parse)
     finally:
         sys.stdout, sys.stderr = given
         if stdout is not None and stdout.failed:
             discard_standard_output()
 
 
-def _run_guarded(args: argparse.Namespace) -> int:
+def _run_guarded(parse: Callable[[], argparse.Namespace]) -> int:
+    debug = False
     try:
+        try:
+            # Parsed inside the guard: --help and --version write to standard output too,
+            # and a write that fails there (>/dev/full) must not end in status 0.
+            args = parse()
+        except SystemExit as e:  # --help, --version (0), a usage error (2): argparse printed
+            _flush_standard_output()
+            return 0 if e.code is None else e.code if isinstance(e.code, int) else 2
+        debug = args.debug
+        # Usage errors that need no secret are found before a passphrase is asked.
         _refuse_outputs_over_inputs(args)
+        _check_outputs(args)
+        if isinstance(getattr(args, "name", None), str):  # every command's NAME is a key name
+            check_name(args.name)
         with _termination_raises():
             status = int(args.func(Context(args)))
-        if sys.stdout is not None:  # a write error is reported here, not lost at exit
-            sys.stdout.flush()
+        _flush_standard_output()  # a write error is reported here, not lost at exit
         return status
     except KeyblobError as e:
-        if args.debug:
-            raise
+        if debug:  # the traceback, then the same line and the same status as without
+            traceback.print_exc()
         print_error(str(e), e.hints)
         return e.exit_status
     except KeyboardInterrupt:

@@ -26,6 +26,7 @@ from keyblob.errors import (
     FormatError,
     KeyblobError,
     NotFoundError,
+    PassphraseError,
     StorageError,
     UsageError,
     VerificationError,
@@ -149,6 +150,18 @@ def _refuse_missing_folder(path: str) -> None:
         raise UsageError(f"{path}: no such folder")
 
 
+def check_output(path: str | None) -> None:
+    """What can be known about an output before any work, so that it is refused before a
+    passphrase is asked: ``-o newdir/`` without that folder (exit 2), or a file in a folder
+    that does not exist (exit 1, as the write would fail)."""
+    if path is None or path == "-":
+        return
+    _refuse_missing_folder(path)
+    parent = os.path.dirname(path.rstrip("/" + os.sep)) or os.curdir
+    if not os.path.lexists(parent):
+        raise StorageError(f"cannot write {path}: no such folder {parent}")
+
+
 def read_public_key_file(path: str, data: bytes | None = None) -> PublicKeyFile:
     """The public key file at ``path`` read through every step of FORMAT.md 3, the label
     signature of a version 2 file included: an edited label is refused (exit 3)."""
@@ -186,6 +199,7 @@ class Context:
         """The first line of --passphrase-file, else KEYBLOB_PASSPHRASE, else None (the
         option given on the command line wins over the environment)."""
         if self.args.passphrase_file:
+            _warn_if_others_read(self.args.passphrase_file)
             raw = read_file(
                 self.args.passphrase_file, 4096, what="a passphrase file", too_large=UsageError
             )
@@ -198,27 +212,62 @@ class Context:
         except UnicodeEncodeError:  # bytes the locale could not decode: taken as given
             return os.fsencode(text)
 
-    def passphrase(self, *, new: bool = False) -> bytes:
-        """From KEYBLOB_PASSPHRASE, --passphrase-file, or a no-echo prompt (asked once per
-        command: the Argon2id unlock it feeds dominates a command's time)."""
-        given = self._given_passphrase()
-        if given is not None:
-            return _not_empty(given)
+    def _require_terminal(self) -> None:
         if not sys.stdin.isatty():
             raise UsageError(
                 "no passphrase: set KEYBLOB_PASSPHRASE, use --passphrase-file, or run in a terminal"
             )
+
+    def passphrase(self, *, new: bool = False) -> bytes:
+        """The passphrase of a new container (``new``), from KEYBLOB_PASSPHRASE,
+        --passphrase-file, or a no-echo prompt typed twice (asked again, up to 3 times, when
+        the two differ); a weak one is warned about.  :meth:`open` asks for an existing
+        container's."""
+        if new:  # not after the passphrase was typed twice
+            self.home.refuse_existing(self.container_name)
+        given = self._given_passphrase()
+        if given is not None:
+            passphrase = _not_empty(given)
+        else:
+            self._require_terminal()
+            passphrase = self._prompt_new()
         if new:
+            _warn_if_weak(passphrase)
+        return passphrase
+
+    def _prompt_new(self) -> bytes:
+        for attempt in range(1, PROMPT_TRIES + 1):
             first = _prompt(f"Passphrase for the new container {self.container_name!r}: ")
-            if _prompt("Again: ") != first:
-                raise UsageError("the two passphrases differ; nothing was created")
-            return first
-        return _prompt(f"Passphrase for container {self.container_name!r}: ")
+            if _prompt("Again: ") == first:
+                return first
+            if attempt < PROMPT_TRIES:
+                print(f"{PROG}: the two passphrases differ; try again", file=sys.stderr)
+        raise UsageError(f"the two passphrases differ ({PROMPT_TRIES} tries); nothing was created")
 
     def open(self) -> Provider:
         """The container the command works with, unlocked: the one way every command opens
-        it, so that another provider (a token, an agent) can stand behind it."""
-        return self.home.open(self.container_name, self.passphrase())
+        it, so that another provider (a token, an agent) can stand behind it.
+
+        A missing container is reported before any passphrase is asked (exit 4).  The
+        passphrase comes from KEYBLOB_PASSPHRASE, --passphrase-file, or a no-echo prompt,
+        once per command (the Argon2id unlock it feeds dominates a command's time); a wrong
+        one typed at the prompt is asked again, up to 3 tries as ssh and gpg do, and one
+        from the environment or a file never (retrying it could only fail again).
+        """
+        name = self.container_name
+        self.home.require(name)
+        given = self._given_passphrase()
+        if given is not None:
+            return self.home.open(name, _not_empty(given))
+        self._require_terminal()
+        for attempt in range(1, PROMPT_TRIES + 1):
+            try:
+                return self.home.open(name, _prompt(f"Passphrase for container {name!r}: "))
+            except PassphraseError:
+                if attempt == PROMPT_TRIES:
+                    raise
+                print(f"{PROG}: wrong passphrase; try again", file=sys.stderr)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def load(self, name: str, container: Provider | None = None) -> SessionKey:
         """The newest generation of ``name`` (or --generation's), every import check made
@@ -239,6 +288,64 @@ class Context:
         if not sys.stdin.isatty():
             raise UsageError(f"{what} is encrypted: give --passphrase-file")
         return _prompt(f"Passphrase for {what}: ")
+
+
+PROMPT_TRIES = 3  # as ssh and gpg: a typing slip costs a retry, not the whole command
+MIN_PASSPHRASE_CHARS = 12
+MIN_DISTINCT_CHARS = 5
+# The commonest passwords at least 12 characters long (shorter ones are already weak by
+# length): a tiny list, not a dictionary; it catches the obvious, not every weak choice.
+_COMMON_PASSPHRASES = frozenset(
+    {
+        "123456789012",
+        "1234567890123",
+        "12345678901234",
+        "password1234",
+        "passwordpassword",
+        "qwertyuiop12",
+        "qwertyuiopasdfgh",
+        "qwerty123456",
+        "iloveyou1234",
+        "changeme1234",
+        "letmein12345",
+        "administrator",
+        "1q2w3e4r5t6y",
+    }
+)
+
+
+def _warn_if_weak(passphrase: bytes) -> None:
+    """A new container's passphrase is weak (a warning, not a refusal: the choice is the
+    user's) when it has fewer than 12 characters, fewer than 5 distinct ones, or is one of
+    the commonest passwords (case ignored)."""
+    text = passphrase.decode("utf-8", "replace")
+    if (
+        len(text) < MIN_PASSPHRASE_CHARS
+        or len(set(text)) < MIN_DISTINCT_CHARS
+        or text.lower() in _COMMON_PASSPHRASES
+    ):
+        print_warning(
+            f"weak passphrase: use {MIN_PASSPHRASE_CHARS} characters or more, not a common "
+            "password (several random words are easy to type and hard to guess); the "
+            "passphrase is all that protects the private keys in a copy of the home"
+        )
+
+
+def _warn_if_others_read(path: str) -> None:
+    """A passphrase file that others can read (or write) is as good as a published
+    passphrase: warned about, as ssh refuses a readable private key file."""
+    if os.name == "nt" or path == "-":
+        return
+    try:
+        st = os.stat(path)
+    except OSError:  # reading it reports the problem
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+        mode = stat.S_IMODE(st.st_mode)
+        print_warning(
+            f"passphrase file {printable(path)} can be read or written by others (mode "
+            f"{mode:04o}): chmod 600 {printable(path)}"
+        )
 
 
 def _prompt(text: str) -> bytes:
@@ -318,7 +425,66 @@ def stream_to_output(
         raise StorageError(f"cannot write {output}: {e.strerror}") from e
 
 
+def add_global_options(parser: argparse.ArgumentParser, *, inherited: bool) -> None:
+    """The options every command takes, before its name or after it (``keyblob list --store
+    S``, ``keyblob trust list --home H``).
+
+    Each subcommand gets its own copy (``inherited``) whose default is SUPPRESS: argparse
+    copies every attribute a subcommand's parser sets over the namespace the main parser
+    filled, so a real default there would overwrite ``--home H`` given before the command.
+    Given in both places, the one after the command wins, as a later option does.
+    """
+    unset: Any = argparse.SUPPRESS if inherited else None
+    group = parser.add_argument_group(
+        "global options (before or after the command)" if inherited else "global options"
+    )
+    group.add_argument(
+        "--home",
+        default=unset,
+        metavar="DIR",
+        help="home folder (env KEYBLOB_HOME, default ~/.keyblob)",
+    )
+    group.add_argument(
+        "--store",
+        default=unset,
+        metavar="PATH",
+        help="store: a folder path (env KEYBLOB_STORE, default HOME/blobs)",
+    )
+    group.add_argument(
+        "--container",
+        default=unset,
+        metavar="NAME",
+        help="container name (env KEYBLOB_CONTAINER, default 'default')",
+    )
+    group.add_argument(
+        "--passphrase-file",
+        default=unset,
+        metavar="FILE",
+        help="read the passphrase from FILE's first line",
+    )
+    group.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS if inherited else False,
+        help="show tracebacks of errors (the exit status stays the same)",
+    )
+
+
+class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Subcommands (at any depth: ``trust list``, ``capi decrypt``) that take the global
+    options too."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        parser = super().add_parser(name, **kwargs)
+        add_global_options(parser, inherited=True)
+        return parser
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _Subcommands)
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(2, f"{PROG}: error: {message}\n")

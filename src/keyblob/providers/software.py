@@ -332,8 +332,7 @@ class Home:
         if self.path.exists():
             self.check_permissions()
         folder = self.container_dir(name)
-        if (folder / "container.json").exists():
-            raise ProviderError(f"container {name!r} already exists in {self.path}")
+        self.refuse_existing(name)
         salt = secrets.token_bytes(SALT_SIZE)
         keys = _derive(passphrase, salt, kdf)
         aead = AESGCM(keys.seal)
@@ -364,12 +363,39 @@ class Home:
                 exclusive=True,
             )
         except FileExistsError:
-            raise ProviderError(f"container {name!r} already exists in {self.path}") from None
+            raise self._exists(name) from None
         except OSError as e:
             raise ProviderError(f"cannot write container {name!r}: {e.strerror}") from e
         container = SoftwareContainer(self, doc, keys, exchange, signature)
         container._write_state(State(label=label))
         return container
+
+    def require(self, name: str) -> None:
+        """Raise what :meth:`open` raises when there is no container ``name``, without a
+        passphrase: a caller asks for one only for a container that exists.
+
+        Raises:
+            NotFoundError: no such container.
+        """
+        if not os.path.lexists(self.container_dir(name) / "container.json"):
+            raise self._missing(name)
+
+    def refuse_existing(self, name: str) -> None:
+        """Raise what :meth:`create` raises when container ``name`` exists already, before
+        a caller asks for a new passphrase.
+
+        Raises:
+            ProviderError: the container exists.
+        """
+        if os.path.lexists(self.container_dir(name) / "container.json"):
+            raise self._exists(name)
+
+    def _exists(self, name: str) -> ProviderError:
+        return ProviderError(f"container {name!r} already exists in {self.path}")
+
+    def _missing(self, name: str) -> NotFoundError:
+        where = f"{self.path}" if self.path.exists() else f"{self.path} (no such folder)"
+        return NotFoundError(f"no container {name!r} in {where}: run keyblob init")
 
     def open(self, name: str, passphrase: bytes) -> SoftwareContainer:
         """Unlock container ``name`` with ``passphrase``.
@@ -391,8 +417,7 @@ class Home:
                 check=lambda st: _check_home_file(st, path, "container file"),
             )
         except FileNotFoundError:
-            where = f"{self.path}" if self.path.exists() else f"{self.path} (no such folder)"
-            raise NotFoundError(f"no container {name!r} in {where}: run keyblob init") from None
+            raise self._missing(name) from None
         except ValueError:
             raise FormatError(f"container {name!r}: damaged file {path}") from None
         except OSError as e:
