@@ -375,3 +375,25 @@ def test_openssl_reads_each_labelled_pem_block(kb, tmp_path):
         check=True,
     )
     assert done.stdout.startswith("X25519")
+
+
+def test_decrypt_with_a_missing_store_folder_says_it_does_not_exist(kb, tmp_path):
+    kb("init")
+    kb("new", "payroll")
+    (tmp_path / "in.txt").write_text("salaries")
+    assert kb("encrypt", "payroll", "-i", "in.txt", "-o", "ct.kb")[0] == 0
+    status, _, err = kb("--store", tmp_path / "typo", "decrypt", "-i", "ct.kb", "-o", "out")
+    assert status == 4 and "does not exist" in err and "--store may name" in err
+    assert not (tmp_path / "out").exists()
+
+
+# trust remove of something that is not a signer id -------------------------------------
+
+
+def test_trust_remove_of_a_label_or_unknown_id_points_to_trust_list(kb):
+    kb("init")
+    status, _, err = kb("trust", "remove", "alice")
+    assert status == 2 and "'alice' is not a signer id" in err
+    assert "keyblob: hint: keyblob trust list shows each trusted signer's id" in err
+    status, _, err = kb("trust", "remove", "0123456789")
+    assert status == 4 and "no trusted signer" in err and "keyblob trust list shows" in err
