@@ -397,3 +397,12 @@ def test_trust_remove_of_a_label_or_unknown_id_points_to_trust_list(kb):
     assert "keyblob: hint: keyblob trust list shows each trusted signer's id" in err
     status, _, err = kb("trust", "remove", "0123456789")
     assert status == 4 and "no trusted signer" in err and "keyblob trust list shows" in err
+
+
+def test_verify_of_a_cryptoapi_blob_keyblob_does_not_read_says_so(kb, tmp_path):
+    kb("init")
+    opaque = tmp_path / "key.opaque"
+    opaque.write_bytes(bytes.fromhex("0902000010660000") + b"o" * 32)  # OPAQUEKEYBLOB
+    status, _, err = kb("verify", opaque)
+    assert status == 3 and "is a CryptoAPI OPAQUEKEYBLOB, not a keyblob key blob" in err
+    assert "this kind is not supported" in err

@@ -273,11 +273,14 @@ def _refuse_capi_blob(path: str, raw: bytes) -> None:
     if is_armored(raw) or raw[:4] == b"KBLB" or not mscapi.looks_like_capi_blob(raw):
         return
     kind = mscapi.BlobType(raw[0]).name
-    reader = _CAPI_COMMANDS.get(kind, "the keyblob capi commands")
-    raise FormatError(
-        f"{path} is a CryptoAPI {kind}, not a keyblob key blob",
-        hints=(f"a CryptoAPI {kind} is read by: {reader}; keyblob inspect FILE shows its fields",),
+    reader = _CAPI_COMMANDS.get(kind)
+    hint = (
+        f"a CryptoAPI {kind} is read by: {reader}; keyblob inspect FILE shows its fields"
+        if reader
+        else "keyblob capi reads SIMPLEBLOB, PUBLICKEYBLOB, PRIVATEKEYBLOB and PLAINTEXTKEYBLOB "
+        "files; this kind is not supported"
     )
+    raise FormatError(f"{path} is a CryptoAPI {kind}, not a keyblob key blob", hints=(hint,))
 
 
 def cmd_import(ctx: Context) -> int:
