@@ -21,6 +21,7 @@ moved aside (:func:`set_aside_untrusted`); a valid blob is never moved.
 
 from __future__ import annotations
 
+import difflib
 import secrets
 import time
 import warnings
@@ -96,10 +97,31 @@ VALID_ENTRY = (
     "{name} generation {generation} verifies here: only entries that fail verification "
     "are moved aside"
 )
+NO_KEY = "no key named {name} in {store}"
+NOT_A_RECIPIENT_HINTS = (
+    "this generation was not wrapped for this container: only a container it was wrapped for "
+    "can open it; ask a holder of the key to re-export it for you (a share command comes "
+    "with issue 16)",
+    "rotating, or a new key wrapped --to your public key file, makes a new key that opens "
+    "only data encrypted after it, never this file",
+)
 RESTORE_HINT = (
     "an older blob was put in place of a newer one, or the newest was deleted; "
     "restore the newest from a backup",
 )
+
+
+def _did_you_mean(store: Store, name: str) -> tuple[str, ...]:
+    """No generation of ``name`` is stored: the one hint naming the stored names closest
+    to it, if any is close."""
+    close = difflib.get_close_matches(name, store.names(), n=3)
+    return (f"did you mean {' or '.join(close)}?",) if close else ()
+
+
+def _no_key(store: Store, name: str) -> NotFoundError:
+    return NotFoundError(
+        NO_KEY.format(name=name, store=store.location), hints=_did_you_mean(store, name)
+    )
 
 
 def _missing_hints(store: Store) -> tuple[str, ...]:
@@ -413,7 +435,7 @@ def store_key(
     if not rotate_existing and (latest := store.latest(name)) is not None:
         raise UsageError(
             f"{name} exists already (generation {latest}): store the key as its next "
-            "generation with --rotate (rotate_existing=True), or choose another name"
+            "generation with --rotate, or choose another --name"
         )
     # legacy=True: importing a legacy key is allowed; generate/rotate give its one warning.
     if rotate_existing:
@@ -435,7 +457,7 @@ def _check_legacy(algorithm: Algorithm, allowed: bool) -> None:
     if not allowed:
         raise UsageError(
             f"{algorithm.label} is a legacy algorithm, kept to read old data: "
-            "new keys need --legacy (legacy=True in the library)"
+            "new keys need --legacy"
         )
     _warn_legacy(algorithm)
 
@@ -490,7 +512,7 @@ def _unwrapped(provider: Provider, verified: Verified) -> Verified:
     if mine is None:
         raise VerificationError(
             NOT_A_RECIPIENT.format(kx=f"kx-{provider.exchange_id.short}"),
-            hints=(f"ask its owner to wrap it for you: keyblob rotate {h.name} --to YOUR.pub",),
+            hints=NOT_A_RECIPIENT_HINTS,
         )
     raw = provider.unwrap(mine.wrapped, h.wrap_context(mine.key_id))
     if len(raw) not in h.algorithm.key_sizes:
@@ -531,7 +553,7 @@ def open_latest(provider: Provider, store: Store, name: str, *, unwrap: bool = T
                 MISSING_NAME.format(name=name, floor=floor),
                 hints=_missing_hints(store),
             )
-        raise NotFoundError(f"no key named {name} in {store.location}")
+        raise _no_key(store, name)
     if stored[-1] < floor:
         raise VerificationError(
             MISSING_LATEST.format(name=name, latest=stored[-1], floor=floor), hints=RESTORE_HINT
@@ -550,7 +572,7 @@ def open_latest(provider: Provider, store: Store, name: str, *, unwrap: bool = T
         break
     else:
         if first is None:  # unreachable: stored[-1] >= floor gives one candidate
-            raise NotFoundError(f"no key named {name} in {store.location}")
+            raise _no_key(store, name)
         # Nothing at or above the mark verifies: the newest entry's refusal, as ever.
         raise type(first)(str(first), hints=(*first.hints, CHECK_HINT.format(name=name)))
     for entry in skipped:
@@ -584,7 +606,12 @@ def open_stored(
     """
     check_name(name)
     state = provider.state()
-    verified = _verified_at(provider, store, state, name, generation, key_id=key_id)
+    try:
+        verified = _verified_at(provider, store, state, name, generation, key_id=key_id)
+    except NotFoundError as e:
+        if not store.generations(name):
+            raise NotFoundError(str(e), hints=_did_you_mean(store, name)) from None
+        raise
     return _finish(provider, state, verified, unwrap=unwrap)
 
 

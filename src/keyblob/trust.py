@@ -30,6 +30,7 @@ from keyblob.keys import (
 )
 
 UNTRUSTED = "signed by {signer}, which is not a trusted signer"
+LIST_HINT = "keyblob trust list shows each trusted signer's id and fingerprint"
 OUT_OF_SCOPE = "signed by {signer}, which is trusted only for {scope}, not for {name!r}"
 
 #: FORMAT.md 5.2: a scope holds 1 to 64 patterns of 1 to 128 characters.
@@ -450,9 +451,14 @@ def find_signer(state: State, prefix: str) -> TrustedSigner | CapiSigner:
         UsageError: the prefix is not hex, shorter than 8 digits, or ambiguous.
         NotFoundError: no signer matches.
     """
+    given = prefix
     prefix = "".join(prefix.split()).lower().removeprefix("sg-")
     if len(prefix) < 8 or any(c not in "0123456789abcdef" for c in prefix):
-        raise UsageError("give at least the first 8 hex digits of the signer id")
+        raise UsageError(
+            f"{given!r} is not a signer id: give at least the first 8 hex digits of a "
+            "signer's id or fingerprint",
+            hints=(LIST_HINT,),
+        )
     matches: list[TrustedSigner | CapiSigner] = [
         s
         for s in state.trusted
@@ -461,7 +467,10 @@ def find_signer(state: State, prefix: str) -> TrustedSigner | CapiSigner:
     ]
     matches += [s for s in state.capi_signers if s.fingerprint.startswith(prefix)]
     if not matches:
-        raise NotFoundError(f"no trusted signer has an id or fingerprint starting with {prefix}")
+        raise NotFoundError(
+            f"no trusted signer has an id or fingerprint starting with {prefix}",
+            hints=(LIST_HINT,),
+        )
     if len(matches) > 1:
         raise UsageError(f"{prefix} matches {len(matches)} trusted signers: give more digits")
     return matches[0]

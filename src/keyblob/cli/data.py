@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import BinaryIO, TypeVar
 
 from keyblob import blobs, files
+from keyblob.cli.names import ENCRYPT_A_FILE, about_key, checked_name, existing_store
 from keyblob.cli.terminal import (
     Context,
     Subcommands,
@@ -33,9 +34,12 @@ def encrypt_command(
     unlock), NAME loaded and ``prepare``d, then ``seal`` writes -o or standard output
     (never a terminal), with a progress bar."""
     args = ctx.args
+    checked_name(args.name, ENCRYPT_A_FILE)
+    existing_store(ctx)
     src, size, close = input_stream(args.input)
     try:
-        key = prepare(ctx.load(args.name))
+        with about_key(args.name, ENCRYPT_A_FILE):
+            key = prepare(ctx.load(args.name))
         update, done = progress_bar(size, args.quiet, "encrypt")
         try:
             stream_to_output(
@@ -67,7 +71,7 @@ def cmd_decrypt(ctx: Context) -> int:
 
     def find_key(header: DataHeader) -> SessionKey:
         # Unlocked only once the header parsed: a non-keyblob input fails before the KDF.
-        store = ctx.store()
+        store = existing_store(ctx)
         try:
             return blobs.load(
                 ctx.open(),
@@ -102,7 +106,7 @@ def cmd_decrypt(ctx: Context) -> int:
 def register(sub: Subcommands) -> None:
     """encrypt, decrypt."""
     sp = command(sub, "encrypt", cmd_encrypt, "encrypt data under the newest generation of a key")
-    sp.add_argument("name")
+    sp.add_argument("name", help="a stored key's name (keyblob list shows them)")
     sp.add_argument("-i", "--input", metavar="IN", help="default: standard input")
     sp.add_argument("-o", "--output", metavar="OUT", help="default: standard output")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from keyblob import blobs, publickeys
 from keyblob.cli.capi import public_key_blob
+from keyblob.cli.names import about_key, checked_name, existing_store
 from keyblob.cli.terminal import (
     PROG,
     Context,
@@ -128,6 +129,7 @@ def _note_untrusted(container: Provider, to: Sequence[PublicKeyFile]) -> None:
 
 def cmd_new(ctx: Context) -> int:
     args = ctx.args
+    checked_name(args.name)
     to = [read_public_key_file(p) for p in args.to]
     container = ctx.open()
     store = ctx.store()
@@ -148,16 +150,18 @@ def cmd_new(ctx: Context) -> int:
 
 def cmd_rotate(ctx: Context) -> int:
     args = ctx.args
+    checked_name(args.name)
     to = [read_public_key_file(p) for p in args.to]
+    store = existing_store(ctx)
     container = ctx.open()
-    store = ctx.store()
     algorithm = Algorithm.from_label(args.algorithm) if args.algorithm else None
-    key = refusing(
-        args.name,
-        lambda: blobs.rotate(
-            container, store, args.name, algorithm=algorithm, to=to, legacy=args.legacy
-        ),
-    )
+    with about_key(args.name):
+        key = refusing(
+            args.name,
+            lambda: blobs.rotate(
+                container, store, args.name, algorithm=algorithm, to=to, legacy=args.legacy
+            ),
+        )
     print(
         _key_line(key.name, key.generation, key.algorithm, key.key_id.short, tilde(store.location))
     )
@@ -207,8 +211,8 @@ def _recipient_label(key_id: KeyId, container: Provider, state: State) -> str | 
 
 
 def cmd_list(ctx: Context) -> int:
+    store = existing_store(ctx)
     container = ctx.open()
-    store = ctx.store()
     state = container.state()
     rows, refused = [], []
     names = store.names()
@@ -260,11 +264,13 @@ def _origin(capi_alg_id: int | None) -> str:
 
 
 def cmd_show(ctx: Context) -> int:
+    checked_name(ctx.args.name)
+    store = existing_store(ctx)
     container = ctx.open()
-    store = ctx.store()
-    v = refusing(
-        ctx.args.name, lambda: blobs.open_latest(container, store, ctx.args.name, unwrap=False)
-    )
+    with about_key(ctx.args.name):
+        v = refusing(
+            ctx.args.name, lambda: blobs.open_latest(container, store, ctx.args.name, unwrap=False)
+        )
     doc = _describe(v, container, container.state())
     doc["store"] = store.location
     if ctx.args.json:
@@ -295,17 +301,21 @@ def cmd_show(ctx: Context) -> int:
 
 def cmd_export(ctx: Context) -> int:
     args = ctx.args
+    checked_name(args.name)
+    store = existing_store(ctx)
     container = ctx.open()
-    store = ctx.store()
-    if args.generation is None:
-        v = refusing(
-            args.name, lambda: blobs.open_latest(container, store, args.name, unwrap=False)
-        )
-    else:
-        v = refusing(
-            args.name,
-            lambda: blobs.open_stored(container, store, args.name, args.generation, unwrap=False),
-        )
+    with about_key(args.name):
+        if args.generation is None:
+            v = refusing(
+                args.name, lambda: blobs.open_latest(container, store, args.name, unwrap=False)
+            )
+        else:
+            v = refusing(
+                args.name,
+                lambda: blobs.open_stored(
+                    container, store, args.name, args.generation, unwrap=False
+                ),
+            )
     data = armor(v.encoded, BLOB) if args.armor else v.encoded
     write_output(args.output, data)
     if args.output != "-":
@@ -315,9 +325,35 @@ def cmd_export(ctx: Context) -> int:
     return 0
 
 
+#: What reads each kind of CryptoAPI blob (docs/MSCAPI.md), for verify and import given one.
+_CAPI_COMMANDS = {
+    "SIMPLEBLOB": "keyblob capi import-simpleblob FILE --name NAME --signature SIG",
+    "PRIVATEKEYBLOB": "keyblob capi import-keypair FILE",
+    "PUBLICKEYBLOB": "keyblob trust add FILE (to pin a CryptoAPI signer)",
+    "PLAINTEXTKEYBLOB": "keyblob capi decrypt --key FILE",
+}
+
+
+def _refuse_capi_blob(path: str, raw: bytes) -> None:
+    """A CryptoAPI blob is not a keyblob key blob: say which it is and what reads it
+    (before any passphrase is asked)."""
+    if is_armored(raw) or raw[:4] == b"KBLB" or not mscapi.looks_like_capi_blob(raw):
+        return
+    kind = mscapi.BlobType(raw[0]).name
+    reader = _CAPI_COMMANDS.get(kind)
+    hint = (
+        f"a CryptoAPI {kind} is read by: {reader}; keyblob inspect FILE shows its fields"
+        if reader
+        else "keyblob capi reads SIMPLEBLOB, PUBLICKEYBLOB, PRIVATEKEYBLOB and PLAINTEXTKEYBLOB "
+        "files; this kind is not supported"
+    )
+    raise FormatError(f"{path} is a CryptoAPI {kind}, not a keyblob key blob", hints=(hint,))
+
+
 def cmd_import(ctx: Context) -> int:
     args = ctx.args
     data = read_file(args.file, MAX_BLOB_SIZE * 2)
+    _refuse_capi_blob(args.file, data)
     container = ctx.open()
     store = ctx.store()
     v = refusing(args.file, lambda: blobs.import_blob(container, store, data, name=args.name))
@@ -334,6 +370,7 @@ def cmd_verify(ctx: Context) -> int:
     args = ctx.args
     try:
         data = read_file(args.file, MAX_BLOB_SIZE * 2)
+        _refuse_capi_blob(args.file, data)
     except KeyblobError as e:  # a script reading --json gets JSON, whatever failed
         if args.json:
             emit_json({"file": args.file, "valid": False, "reason": str(e)})
@@ -467,9 +504,7 @@ def cmd_pubkey(ctx: Context) -> int:
         # keyblob capi export-public --slot signature gives the signature key.
         data = public_key_blob(container, KeyRole.EXCHANGE)
     elif args.format == "pem":
-        data = suites.public_pem(container.suite, container.exchange_public) + suites.public_pem(
-            container.suite, container.signature_public, signature=True
-        )
+        data = _labelled_pem(container)
     else:
         # Version 2 (FORMAT.md 3.2): the label, signed by the signature key.
         data = armor(publickeys.make(container).to_bytes(), PUBLIC_KEY)
@@ -490,6 +525,28 @@ def cmd_pubkey(ctx: Context) -> int:
     return 0
 
 
+#: The key types of each suite, (exchange, signature), as the PEM labels name them.
+_KEY_TYPES = {
+    Suite.X25519: ("X25519", "Ed25519"),
+    Suite.RSA: ("RSA-OAEP-SHA256", "RSA-PSS-SHA256"),
+}
+
+
+def _labelled_pem(container: Provider) -> bytes:
+    """Both public keys as PEM, each block after a line saying which key it is.  The line
+    is text before the BEGIN line, which RFC 7468 section 2 lets every PEM reader skip (as
+    openssl writes a certificate's text before it), not a header inside the block."""
+    exchange, signature = _KEY_TYPES[container.suite]
+    grouped = group_fingerprint(own_fingerprint(container))
+    where = f"of {publickeys.label_of(container)!r}, fingerprint {grouped}"
+    return (
+        f"exchange key kx-{container.exchange_id.short} ({exchange}) {where}\n".encode()
+        + suites.public_pem(container.suite, container.exchange_public)
+        + f"signature key sg-{container.signature_id.short} ({signature}) {where}\n".encode()
+        + suites.public_pem(container.suite, container.signature_public, signature=True)
+    )
+
+
 def own_fingerprint(container: Provider) -> str:
     return fingerprint(container.suite, container.exchange_public, container.signature_public)
 
@@ -497,8 +554,19 @@ def own_fingerprint(container: Provider) -> str:
 def register(sub: Subcommands) -> None:
     """init, new, rotate, list, show, export, import, verify, inspect, pubkey."""
     sp = command(sub, "init", cmd_init, "create a container")
-    sp.add_argument("--suite", default="x25519", choices=["x25519", "rsa"])
-    sp.add_argument("--bits", type=int, choices=[2048, 3072, 4096], help="RSA size (default 3072)")
+    sp.add_argument(
+        "--suite",
+        default="x25519",
+        choices=["x25519", "rsa"],
+        help="x25519 (default): X25519 wrapping and Ed25519 signatures; rsa: RSA-OAEP and "
+        "RSA-PSS, for CryptoAPI peers",
+    )
+    sp.add_argument(
+        "--bits",
+        type=int,
+        choices=[2048, 3072, 4096],
+        help="RSA key size (rsa suite; default 3072)",
+    )
     sp.add_argument(
         "--label",
         metavar="TEXT",
@@ -508,8 +576,13 @@ def register(sub: Subcommands) -> None:
     )
     algorithms = [a.label for a in Algorithm]
     sp = command(sub, "new", cmd_new, "generate a session key, export it signed, store it")
-    sp.add_argument("name")
-    sp.add_argument("--algorithm", default="aes-256-gcm", choices=algorithms)
+    sp.add_argument("name", help="the key's name: a-z, 0-9, '.', '_', '-'")
+    sp.add_argument(
+        "--algorithm",
+        default="aes-256-gcm",
+        choices=algorithms,
+        help="default aes-256-gcm; capi-* keys are for keyblob capi encrypt/decrypt",
+    )
     sp.add_argument(
         "--to",
         action="append",
@@ -519,7 +592,7 @@ def register(sub: Subcommands) -> None:
     )
     sp.add_argument("--legacy", action="store_true", help="allow a legacy CryptoAPI algorithm")
     sp = command(sub, "rotate", cmd_rotate, "make the next generation of a key")
-    sp.add_argument("name")
+    sp.add_argument("name", help="a stored key's name (keyblob list shows them)")
     sp.add_argument("--algorithm", choices=algorithms, help="default: the current one")
     sp.add_argument(
         "--to",
@@ -530,32 +603,35 @@ def register(sub: Subcommands) -> None:
     )
     sp.add_argument("--legacy", action="store_true", help="allow a legacy CryptoAPI algorithm")
     sp = command(sub, "list", cmd_list, "list stored keys (verified; never key bytes)")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
     sp = command(sub, "show", cmd_show, "show a stored key's metadata (verified; never key bytes)")
-    sp.add_argument("name")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("name", help="a stored key's name (keyblob list shows them)")
+    sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
     sp = command(sub, "export", cmd_export, "write the stored blob of a key to a file")
-    sp.add_argument("name")
+    sp.add_argument("name", help="a stored key's name (keyblob list shows them)")
     sp.add_argument("-o", "--output", required=True, metavar="FILE", help="'-' for standard output")
     sp.add_argument("--armor", action="store_true", help="text armor instead of binary")
     generation_option(sp)
     sp = command(sub, "import", cmd_import, "verify a blob, then add it to the store")
-    sp.add_argument("file")
+    sp.add_argument("file", help="a keyblob key blob, binary or armored ('-': standard input)")
     sp.add_argument("--name", help="refuse unless the blob is signed for this name")
     sp = command(
         sub, "verify", cmd_verify, "check a blob without storing it; the exit status is the verdict"
     )
-    sp.add_argument("file")
+    sp.add_argument("file", help="a keyblob key blob, binary or armored ('-': standard input)")
     sp.add_argument("--name", help="refuse unless the blob is signed for this name")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
     sp = command(
         sub,
         "inspect",
         cmd_inspect,
         "show the structure of a blob or public key file (no secret needed)",
     )
-    sp.add_argument("file")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument(
+        "file",
+        help="a key blob or public key file (binary or armored), or a CryptoAPI blob",
+    )
+    sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
 
 
 def register_label(sub: Subcommands) -> None:
@@ -580,6 +656,8 @@ def register_pubkey(sub: Subcommands) -> None:
         "--format",
         default="keyblob",
         choices=["keyblob", "pem", "msblob"],
-        help="msblob: the exchange key as a CryptoAPI PUBLICKEYBLOB (rsa suite)",
+        help="keyblob (default): the public key file others trust and wrap for; pem: both "
+        "keys as SubjectPublicKeyInfo PEM, each after a line naming it; msblob: the exchange "
+        "key as a CryptoAPI PUBLICKEYBLOB (rsa suite)",
     )
-    sp.add_argument("-o", "--output", default="-", metavar="FILE")
+    sp.add_argument("-o", "--output", default="-", metavar="FILE", help="default: standard output")

@@ -23,6 +23,7 @@ from typing import Any, TextIO, cast
 
 from keyblob.cli import capi, data, keys, store, trust
 from keyblob.cli.capi import cmd_capi_export_simpleblob
+from keyblob.cli.names import ENCRYPT_A_FILE, READ_A_BLOB, checked_name
 from keyblob.cli.terminal import (
     PROG,
     Context,
@@ -36,7 +37,6 @@ from keyblob.cli.terminal import (
     warning_printer,
 )
 from keyblob.errors import IgnoredEntryWarning, KeyblobError, LegacyAlgorithmWarning, UsageError
-from keyblob.keys import check_name
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
@@ -220,7 +220,8 @@ def _run_guarded(parse: Callable[[], argparse.Namespace]) -> int:
         _refuse_outputs_over_inputs(args)
         _check_outputs(args)
         if isinstance(getattr(args, "name", None), str):  # every command's NAME is a key name
-            check_name(args.name)
+            meant = ENCRYPT_A_FILE if args.command == "encrypt" else READ_A_BLOB
+            checked_name(args.name, meant)
         with _termination_raises():
             status = int(args.func(Context(args)))
         _flush_standard_output()  # a write error is reported here, not lost at exit

@@ -20,11 +20,13 @@ from keyblob.cli.terminal import (
     lazy_module,
     read_file,
     read_public_key_file,
+    refusing,
 )
 from keyblob.errors import FormatError, UsageError, WeakKeyError
-from keyblob.format import fingerprint
+from keyblob.format import PublicKeyFile, fingerprint
 from keyblob.format.pubkey import group_fingerprint
 from keyblob.keys import check_name
+from keyblob.providers.base import Provider
 from keyblob.trust import (
     CapiSigner,
     State,
@@ -70,9 +72,7 @@ def cmd_trust_add(ctx: Context) -> int:
             f"{container.suite.label}: a signer of another suite could never sign a blob it accepts"
         )
     if pub.signature_id == container.signature_id:
-        raise UsageError(
-            f"{path} holds this container's own signature key: it is always trusted, for every name"
-        )
+        return _own_key(container, path, pub, ctx.args.names)
     signer = TrustedSigner(
         key_id=pub.signature_id,
         suite=pub.suite,
@@ -97,6 +97,23 @@ def cmd_trust_add(ctx: Context) -> int:
     print(
         f"  fingerprint {group_fingerprint(pub.fingerprint)}: check it with the key's owner "
         "(keyblob pubkey shows theirs)"
+    )
+    return 0
+
+
+def _own_key(container: Provider, path: str, pub: PublicKeyFile, names: list[str] | None) -> int:
+    """trust add of this container's own public key file: nothing to add (its key is
+    always trusted, for every name), unless the file was changed (exit 3) or asks for a
+    scope the own key cannot have (exit 2)."""
+    refusing(path, lambda: blobs.check_known_exchange(container, container.state(), pub))
+    if names:
+        raise UsageError(
+            f"{path} holds this container's own signature key: it is always trusted, for "
+            "every name; --names cannot narrow it"
+        )
+    print(
+        f"already trusted: this is this container's own key, sg-{pub.signature_id.short} "
+        f"({pub.label}), for every name"
     )
     return 0
 
@@ -267,7 +284,9 @@ def register(sub: Subcommands) -> None:
         help="trust the signature key in a public key file, or pin a CryptoAPI signer "
         "(a PUBLICKEYBLOB or PEM/DER RSA public key)",
     )
-    sp.add_argument("file")
+    sp.add_argument(
+        "file", help="a keyblob public key file, or an RSA public key (PUBLICKEYBLOB, PEM, DER)"
+    )
     sp.add_argument(
         "--names",
         action="append",
@@ -277,11 +296,11 @@ def register(sub: Subcommands) -> None:
     )
     sp.set_defaults(func=cmd_trust_add)
     sp = tsub.add_parser("list", help="list trusted signers")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
     sp.set_defaults(func=cmd_trust_list)
     sp = tsub.add_parser(
         "remove",
         help="stop trusting a signer (its id or fingerprint, or their first 8+ hex digits)",
     )
-    sp.add_argument("id")
+    sp.add_argument("id", help="the signer's id or fingerprint, or their first 8+ hex digits")
     sp.set_defaults(func=cmd_trust_remove)
