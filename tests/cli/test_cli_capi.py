@@ -471,7 +471,8 @@ def test_mistakes_an_administrator_makes_get_a_way_forward(kb, tmp_path, windows
     assert status == 2 and "contradict" in err
     status, _, err = kb("capi", "decrypt", "payroll", "--private", f["priv"], "-i", f["ct"])
     assert status == 2 and "go with --simpleblob" in err
-    # A signer given as PEM: the hint shows the conversion.
+    # A signer given as PEM is read as it is (issue 12 item 5: every key option reads
+    # what capi convert reads).
     pem = _write(
         tmp_path / "signer.pem",
         windows_keys[1].public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
@@ -487,7 +488,7 @@ def test_mistakes_an_administrator_makes_get_a_way_forward(kb, tmp_path, windows
         "--signer",
         pem,
     )
-    assert status == 3 and f"keyblob capi convert {pem} --to msblob --public" in err
+    assert status == 0 and f"signer {pem} has fingerprint" in err
     # CryptoAPI data given to the native decrypt: the hint names capi decrypt.
     status, _, err = kb("decrypt", "-i", f["ct"], "-o", tmp_path / "out")
     assert status == 3 and "use keyblob capi decrypt" in err

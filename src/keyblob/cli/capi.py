@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyblob import blobs
@@ -40,14 +39,13 @@ from keyblob.errors import (
     PassphraseRequired,
     ProviderError,
     UsageError,
-    VerificationError,
     WeakKeyError,
 )
 from keyblob.keys import Algorithm, KeyRole, SessionKey, Suite, check_name
 from keyblob.providers import suites
 from keyblob.providers.base import Provider
 from keyblob.providers.software import SoftwareContainer
-from keyblob.trust import OUT_OF_SCOPE, CapiSigner, capi_fingerprint, describe_scope
+from keyblob.trust import State, capi_fingerprint
 
 if TYPE_CHECKING:
     from keyblob import mscapi
@@ -71,17 +69,47 @@ def _capi_file(path: str) -> bytes:
     return read_file(path, what="a CryptoAPI file")
 
 
-def _capi_public_blob(path: str) -> mscapi.PublicKeyBlob:
+def _load_key(ctx: Context, path: str) -> mscapi.LoadedKey:
+    """The RSA key in ``path``, in any format ``capi convert`` reads (PEM, DER, CryptoAPI
+    blob, .NET XML); an encrypted one asks for its passphrase."""
+    data = read_file(path, mscapi.keyfiles.MAX_KEY_FILE_SIZE, what="a key file")
     try:
-        return mscapi.PublicKeyBlob.from_bytes(_capi_file(path))
-    except FormatError as e:
-        raise FormatError(
-            f"{path}: not a PUBLICKEYBLOB ({e})",
+        return mscapi.load_rsa_key(data)
+    except PassphraseRequired:
+        pass
+    passphrase = ctx.key_passphrase(path)
+    try:
+        return mscapi.load_rsa_key(data, passphrase=passphrase)
+    except PassphraseError as e:
+        if ctx.args.passphrase_file or "KEYBLOB_PASSPHRASE" not in os.environ:
+            raise
+        raise PassphraseError(
+            str(e),
             hints=(
-                "a key in PEM, DER or .NET XML converts with: "
-                f"keyblob capi convert {path} --to msblob --public -o KEY.pubblob",
+                "the passphrase tried was KEYBLOB_PASSPHRASE; give the key file's own "
+                "with --passphrase-file (it takes precedence), or unset it and type it",
             ),
         ) from None
+
+
+def _public_key(ctx: Context, path: str, option: str) -> tuple[rsa.RSAPublicKey, mscapi.LoadedKey]:
+    """The RSA public key ``option`` names: any format, and the public half of a private
+    key (said in a note: only the public key is needed there)."""
+    loaded = _load_key(ctx, path)
+    key = loaded.key
+    if isinstance(key, rsa.RSAPrivateKey):
+        print_note(f"{option} {path} holds a private key: only its public half is used")
+        return key.public_key(), loaded
+    return key, loaded
+
+
+def _private_key(ctx: Context, path: str, option: str) -> rsa.RSAPrivateKey:
+    key = _load_key(ctx, path).key
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise UsageError(
+            f"{path} holds a public key: {option} needs the key pair (its private key)"
+        )
+    return key
 
 
 _T = TypeVar("_T")
@@ -101,128 +129,80 @@ def _sized(path: str, action: Callable[[], _T]) -> _T:
 
 
 def _capi_check_signature(
-    args: argparse.Namespace,
-    blob: bytes,
-    what: str,
-    pins: Callable[[], tuple[CapiSigner, ...]] | None = None,
-    name: str | None = None,
-) -> bool:
-    """The procedure's cure: the SIMPLEBLOB's signature is checked before any unwrap.
+    ctx: Context, blob: bytes, what: str, state: State | None, name: str | None = None
+) -> blobs.CapiSignature:
+    """The procedure's cure: the SIMPLEBLOB's signature is checked before any unwrap, by
+    the library's rule (blobs.check_simpleblob_signature); here only its words.
 
-    ``pins`` gives the container's pinned CryptoAPI signers (capi import-simpleblob; None
-    where no home is used).  Once any is pinned, only they are accepted, each for the names
-    its scope allows (``name``), and --signer may be left out (docs/MSCAPI.md 7.2).  The
-    signer's fingerprint is shown on every use.
+    ``state`` holds the container's pinned CryptoAPI signers (None where no home is used).
+    Once any is pinned, only they are accepted, each for the names its scope allows
+    (``name``), and --signer may be left out (docs/MSCAPI.md 7.2)."""
+    args = ctx.args
+    _signature_usage(args, state, what)
+    signer = _public_key(ctx, args.signer, "--signer")[0] if args.signer else None
+    hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
+    signature = _capi_file(args.signature) if args.signature is not None else None
+    found: blobs.CapiSignature = _sized(
+        args.signer or "the pinned CryptoAPI signer",
+        lambda: refusing(
+            what,
+            lambda: blobs.check_simpleblob_signature(
+                state or State(),
+                blob,
+                name=name,
+                signature=signature,
+                signer=signer,
+                hash_alg=hash_alg,
+                legacy=args.legacy,
+                unsigned=args.unsigned,
+            ),
+        ),
+    )
+    _signature_notes(args, found, what, home=state is not None)
+    return found
 
-    Returns whether the blob is authenticated (False only with --unsigned)."""
+
+def _signature_usage(args: argparse.Namespace, state: State | None, what: str) -> None:
+    """The library's refusals of missing arguments, in the command line's words, before
+    any key file is read."""
     if args.unsigned and args.signature is not None:
         raise UsageError("--unsigned and --signature contradict each other: give one")
-    if args.signature is None:
-        if not args.unsigned:
-            raise Refused(
-                UNSIGNED_REFUSED.format(file=what),
-                hints=(
-                    "give --signature SIG --signer PUBLICKEYBLOB, or --unsigned to accept the risk",
-                ),
-            )
-        if pins is not None and (pinned := pins()):
-            raise Refused(
-                f"refused {what}: it is not signed, and this container takes SIMPLEBLOBs only "
-                f"from its {len(pinned)} pinned CryptoAPI signer(s)",
-                hints=("keyblob trust list shows them; give --signature SIG",),
-            )
-        print_warning(UNSIGNED_WARNING.format(file=what))
-        return False
-    if args.signer is None and pins is None:
-        raise UsageError("--signature needs --signer PUBLICKEYBLOB (the signer's public key)")
-    hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
-    signature = _capi_file(args.signature)
-    pinned = pins() if pins is not None else ()
-    by: CapiSigner | None
-    if args.signer is None:
-        if not pinned:
+    if args.signature is None and not args.unsigned:
+        raise Refused(
+            UNSIGNED_REFUSED.format(file=what),
+            hints=(
+                "give --signature SIG --signer PUBLICKEYBLOB, or --unsigned to accept the risk",
+            ),
+        )
+    if args.signature is not None and args.signer is None:
+        if state is None:
+            raise UsageError("--signature needs --signer PUBLICKEYBLOB (the signer's public key)")
+        if not state.capi_signers:
             raise UsageError(
                 "--signature needs --signer PUBLICKEYBLOB (the signer's public key), or a "
                 "pinned CryptoAPI signer: keyblob trust add SIGNER.pubblob"
             )
-        by = _capi_pinned_signer(pinned, signature, blob, hash_alg, what)
-        if name is not None:
-            _capi_check_scope(by, name, what)
-    else:
-        key = _capi_public_blob(args.signer).to_public_key()
-        spki = key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        found = next((p for p in pinned if p.public == spki), None)
-        if pinned and found is None:  # fail closed: once pinned, no other signer
-            raise Refused(
-                f"refused {what}: its signer {args.signer} (fingerprint "
-                f"{capi_fingerprint(spki)}) is not a pinned CryptoAPI signer",
-                hints=(
-                    "the signer file may have been replaced along with the blob; if you expect",
-                    "this signer, compare its fingerprint with its owner, then run: "
-                    f"keyblob trust add {args.signer}",
-                ),
-            )
-        if found is not None and name is not None:
-            _capi_check_scope(found, name, what)  # step 2 before step 3, as for blobs
-        _sized(
-            args.signer,
-            lambda: refusing(
-                what,
-                lambda: mscapi.verify_signature(
-                    key, signature, blob, hash_alg=hash_alg, legacy=args.legacy
-                ),
-            ),
-        )
-        by = found
-        if found is None:
-            pin = f"; pin it once: keyblob trust add {args.signer}" if pins is not None else ""
-            print_note(
-                f"signer {args.signer} has fingerprint {capi_fingerprint(spki)}: compare it "
-                f"with the signer's owner{pin}"
-            )
+
+
+def _signature_notes(
+    args: argparse.Namespace, found: blobs.CapiSignature, what: str, *, home: bool
+) -> None:
+    """Who signed, shown on every use: a pinned signer by label and fingerprint, any other
+    by fingerprint with how to pin it (only a key trust add accepts: 1024 bits and more)."""
+    if found.public is None:
+        print_warning(UNSIGNED_WARNING.format(file=what))
+        return
+    by = found.pinned
     if by is not None:
         print_note(f"signed by pinned CryptoAPI signer {by.label!r} (fingerprint {by.fingerprint})")
-    return True
-
-
-def _capi_pinned_signer(
-    pinned: tuple[CapiSigner, ...],
-    signature: bytes,
-    blob: bytes,
-    hash_alg: mscapi.AlgId,
-    what: str,
-) -> CapiSigner:
-    """The pinned signer whose key the signature verifies under."""
-    for signer in pinned:
-        key = serialization.load_der_public_key(signer.public)
-        try:
-            mscapi.verify_signature(cast(rsa.RSAPublicKey, key), signature, blob, hash_alg=hash_alg)
-        except VerificationError:
-            continue
-        return signer
-    raise Refused(
-        f"refused {what}: the signature verifies under none of the {len(pinned)} pinned "
-        "CryptoAPI signer(s)",
-        hints=("the blob may have been substituted; keyblob trust list shows the pinned signers",),
+        return
+    pin = ""
+    if home and found.bits >= mscapi.keysize.REFUSED_RSA_BELOW:
+        pin = f"; pin it once: keyblob trust add {args.signer}"
+    print_note(
+        f"signer {args.signer} has fingerprint {capi_fingerprint(found.public)}: compare it "
+        f"with the signer's owner{pin}"
     )
-
-
-def _capi_check_scope(signer: CapiSigner, name: str, what: str) -> None:
-    if not signer.allows(name):
-        raise Refused(
-            f"refused {what}: "
-            + OUT_OF_SCOPE.format(
-                signer=f"CryptoAPI signer {signer.label!r} ({signer.fingerprint})",
-                scope=describe_scope(signer.names),
-                name=name,
-            ),
-            hints=(
-                "if that signer should sign this name too, widen its scope: "
-                "keyblob trust add SIGNER.pubblob --names PATTERN,...",
-            ),
-        )
 
 
 def windows_keys(container: Provider, what: str) -> SoftwareContainer:
@@ -314,7 +294,7 @@ def cmd_capi_verify_signature(ctx: Context) -> int:
     """CryptVerifySignature over a whole file, as CryptSignHash signed it (docs/MSCAPI.md)."""
     args = ctx.args
     hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
-    signer = _capi_public_blob(args.signer).to_public_key()
+    signer = _public_key(ctx, args.signer, "--signer")[0]
     signature = _capi_file(args.signature)
     src, _, close = input_stream(args.file)
     try:
@@ -337,25 +317,41 @@ def cmd_capi_verify_signature(ctx: Context) -> int:
 
 
 def cmd_capi_import_simpleblob(ctx: Context) -> int:
+    """blobs.import_simpleblob owns the check order (docs/MSCAPI.md 7.2); this says it."""
     args = ctx.args
     blob = _capi_file(args.file)
-    parsed = mscapi.SimpleBlob.from_bytes(blob)  # the public structure, before anything else
+    parsed = refusing(args.file, lambda: mscapi.SimpleBlob.from_bytes(blob))  # before the unlock
     algorithm = Algorithm.for_capi(int(parsed.alg_id))
-    check_name(args.name)  # before its scope is looked at
-    opened: list[Provider] = []
-
-    def pins() -> tuple[CapiSigner, ...]:  # the unlock, only once the arguments are right
-        opened.append(ctx.open())
-        return opened[0].state().capi_signers
-
-    authenticated = _capi_check_signature(args, blob, args.file, pins, args.name)
-    container = windows_keys(opened[0] if opened else ctx.open(), "unwrap a SIMPLEBLOB")
+    check_name(args.name)
+    container = ctx.open()
+    state = container.state()
+    _signature_usage(args, state, args.file)
+    signer = _public_key(ctx, args.signer, "--signer")[0] if args.signer else None
+    signature = _capi_file(args.signature) if args.signature is not None else None
+    hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
     store = ctx.store()
     try:
-        capi_key = refusing(
-            args.file, lambda: container.capi_unwrap(blob, authenticated=authenticated)
+        done: blobs.CapiImport = _sized(
+            args.signer or "the pinned CryptoAPI signer",
+            lambda: refusing(
+                args.file,
+                lambda: blobs.import_simpleblob(
+                    container,
+                    store,
+                    blob,
+                    name=args.name,
+                    signature=signature,
+                    signer=signer,
+                    hash_alg=hash_alg,
+                    legacy=args.legacy,
+                    unsigned=args.unsigned,
+                    rotate_existing=args.rotate,
+                ),
+            ),
         )
     except Refused as e:
+        if mscapi.simpleblob.UNWRAP_FAILED not in str(e):
+            raise
         raise Refused(
             str(e),
             hints=(
@@ -364,19 +360,13 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
                 "that key pair first (keyblob capi import-keypair PRIVATEKEYBLOB)",
             ),
         ) from None
-    if not authenticated:
+    _signature_notes(args, done.signature, args.file, home=True)
+    if not done.signature.authenticated:
         print_warning(
             "without a signature a damaged blob yields a random key: decrypt some data "
             "before relying on it"
         )
-    session = blobs.store_key(
-        container,
-        store,
-        args.name,
-        capi_key.unsafe_raw_bytes(),
-        algorithm=algorithm,
-        rotate_existing=args.rotate,
-    )
+    session = done.session
     print(
         f"imported {args.file} as {session.name} generation {session.generation} "
         f"({algorithm.label}, {mscapi.alg_name(int(parsed.alg_id))}), key id {session.key_id.short}"
@@ -386,13 +376,12 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
 
 def cmd_capi_export_simpleblob(ctx: Context) -> int:
     args = ctx.args
-    to_blob = _capi_public_blob(args.to)
-    if to_blob.alg_id is mscapi.AlgId.RSA_SIGN:
+    recipient, loaded = _public_key(ctx, args.to, "--to")
+    if loaded.alg_id is mscapi.AlgId.RSA_SIGN:
         raise UsageError(
             f"{args.to} is a signature key (CALG_RSA_SIGN): a SIMPLEBLOB is wrapped for the "
             "recipient's exchange key (CALG_RSA_KEYX)"
         )
-    recipient = to_blob.to_public_key()
     hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
     # Before the unlock; build_simpleblob checks it again (its warning prints once).
     _sized(args.to, lambda: mscapi.check_recipient_key(recipient, legacy=args.legacy))
@@ -550,19 +539,17 @@ def _capi_decrypt_key(ctx: Context) -> mscapi.CapiKey:
         return mscapi.CapiKey.new(plain.alg_id, plain.key)
     if not args.private:
         raise UsageError("--simpleblob needs --private PRIVATEKEYBLOB (the exchange key pair)")
-    return _capi_unwrap(args, args.simpleblob)[0]
+    return _capi_unwrap(ctx, args.simpleblob)[0]
 
 
-def _capi_unwrap(args: argparse.Namespace, path: str) -> tuple[mscapi.CapiKey, bool]:
+def _capi_unwrap(ctx: Context, path: str) -> tuple[mscapi.CapiKey, bool]:
     """The SIMPLEBLOB's key, and whether it was authenticated: structure checked, then
     the signature verified (unless --unsigned), then unwrapped with --private's key."""
+    args = ctx.args
     blob = _capi_file(path)
     refusing(path, lambda: mscapi.SimpleBlob.from_bytes(blob))
-    authenticated = _capi_check_signature(args, blob, path)
-    private_blob = _capi_file(args.private)
-    private = refusing(
-        args.private, lambda: mscapi.PrivateKeyBlob.from_bytes(private_blob)
-    ).to_private_key()
+    authenticated = _capi_check_signature(ctx, blob, path, None).authenticated
+    private = _private_key(ctx, args.private, "--private")
     key: mscapi.CapiKey = _sized(
         args.private,
         lambda: refusing(
@@ -579,7 +566,7 @@ def cmd_capi_unwrap(ctx: Context) -> int:
     args = ctx.args
     if (args.output is None) == (not args.info):  # before any file is read
         raise UsageError("give -o FILE for the PLAINTEXTKEYBLOB, or --info (not both)")
-    key, authenticated = _capi_unwrap(args, args.simpleblob)
+    key, authenticated = _capi_unwrap(ctx, args.simpleblob)
     if args.info:
         print(f"{key.alg_id.calg_name}, {key.key_size * 8}-bit key ({key.key_size} bytes)")
         if not authenticated:
