@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -205,6 +207,25 @@ def _signature_notes(
     )
 
 
+LIBRARY_LEGACY = "legacy=True"
+
+
+def _in_cli_words(func: Callable[[Context], int]) -> Callable[[Context], int]:
+    """``func``, with the library's name for the opt-in to legacy algorithms and sizes
+    (``legacy=True``) said as the option that gives it (--legacy)."""
+
+    def run(ctx: Context) -> int:
+        try:
+            return func(ctx)
+        except UsageError as e:
+            if LIBRARY_LEGACY not in str(e):
+                raise
+            words = str(e).replace(f" ({LIBRARY_LEGACY} in the library)", "")
+            raise UsageError(words.replace(LIBRARY_LEGACY, "--legacy"), hints=e.hints) from None
+
+    return run
+
+
 def windows_keys(container: Provider, what: str) -> SoftwareContainer:
     """``container`` where the command needs CryptoAPI operations on its own RSA keys
     (unwrap or sign a SIMPLEBLOB, take a PRIVATEKEYBLOB): only the software container has
@@ -241,6 +262,7 @@ def _iv(text: str | None) -> bytes | None:
         raise UsageError("--iv must be hex digits (one cipher block)") from None
 
 
+@_in_cli_words
 def cmd_capi_import_keypair(ctx: Context) -> int:
     args = ctx.args
     blob = mscapi.PrivateKeyBlob.from_bytes(_capi_file(args.file))
@@ -265,6 +287,7 @@ def cmd_capi_import_keypair(ctx: Context) -> int:
     return 0
 
 
+@_in_cli_words
 def cmd_capi_export_public(ctx: Context) -> int:
     args = ctx.args
     role = KeyRole.SIGNATURE if args.slot == "signature" else KeyRole.EXCHANGE
@@ -290,6 +313,7 @@ def public_key_blob(container: Provider, role: KeyRole) -> bytes:
     return mscapi.PublicKeyBlob.from_public_key(cast(rsa.RSAPublicKey, public), alg_id).to_bytes()
 
 
+@_in_cli_words
 def cmd_capi_verify_signature(ctx: Context) -> int:
     """CryptVerifySignature over a whole file, as CryptSignHash signed it (docs/MSCAPI.md)."""
     args = ctx.args
@@ -316,6 +340,7 @@ def cmd_capi_verify_signature(ctx: Context) -> int:
     return 0
 
 
+@_in_cli_words
 def cmd_capi_import_simpleblob(ctx: Context) -> int:
     """blobs.import_simpleblob owns the check order (docs/MSCAPI.md 7.2); this says it."""
     args = ctx.args
@@ -374,6 +399,7 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
     return 0
 
 
+@_in_cli_words
 def cmd_capi_export_simpleblob(ctx: Context) -> int:
     args = ctx.args
     recipient, loaded = _public_key(ctx, args.to, "--to")
@@ -401,6 +427,7 @@ def cmd_capi_export_simpleblob(ctx: Context) -> int:
     return 0
 
 
+@_in_cli_words
 def cmd_capi_encrypt(ctx: Context) -> int:
     args = ctx.args
     iv = _iv(args.iv)
@@ -420,10 +447,14 @@ def _capi_decrypt_one(
     output: str | None,
     update: Callable[[int], None] | None = None,
 ) -> None:
+    what = path or "standard input"
     src, _, close = input_stream(path)
     try:
+        # Everything that can fail before the end is checked before the first byte: to a
+        # pipe, what decrypt_file writes before a padding failure at the end stays written.
+        refusing(what, lambda: mscapi.check_ciphertext(key, _known_size(src), iv=iv))
         refusing(
-            path or "standard input",
+            what,
             lambda: stream_to_output(
                 output,
                 0o600,
@@ -435,18 +466,41 @@ def _capi_decrypt_one(
         close()
 
 
+def _known_size(src: BinaryIO) -> int | None:
+    """The bytes left in ``src`` if it is a regular file (a file, or standard input
+    redirected from one); None for a pipe or a terminal."""
+    try:
+        st = os.fstat(src.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    try:
+        return st.st_size - src.tell()
+    except OSError:
+        return None
+
+
+DECRYPTED_SUFFIX = ".dec"
+
+
+@_in_cli_words
 def cmd_capi_decrypt(ctx: Context) -> int:
     args = ctx.args
     iv = _iv(args.iv)
     inputs: list[str | None] = list(args.input) or [None]
     into_folder = len(inputs) > 1 or bool(args.output and Path(args.output).is_dir())
     # Checked before the unlock, and before anything is written.
+    if args.suffix is not None and not into_folder:
+        raise UsageError("--suffix goes with -o DIR (it names the files written there)")
+    if not into_folder:
+        refuse_terminal(args.output, "decrypted data", "use -o FILE, or pipe it")
     others = [
         p for p in (args.key, args.private, args.simpleblob, args.signature, args.signer) if p
     ]
     if args.passphrase_file:
         others.append(args.passphrase_file)
-    targets = _decrypt_targets(inputs, args.output, others) if into_folder else None
+    targets = _decrypt_targets(inputs, args.output, others, args.suffix) if into_folder else None
     key = _capi_decrypt_key(ctx)
     sizes = [os.path.getsize(p) if p and p != "-" and os.path.isfile(p) else None for p in inputs]
     total = None if None in sizes else sum(s for s in sizes if s is not None)
@@ -463,31 +517,47 @@ def cmd_capi_decrypt(ctx: Context) -> int:
     return 0
 
 
+def decrypted_name(name: str, suffix: str | None = None) -> str:
+    """The name ``capi decrypt -o DIR`` gives the plaintext of the file ``name``
+    (docs/MSCAPI.md 8): without its ciphertext suffix (``suffix``, default ``.enc``) when it
+    has one, and otherwise with ``.dec`` added, so that a plaintext never takes a name that
+    says it is ciphertext."""
+    strip = ".enc" if suffix is None else suffix
+    if name.endswith(strip) and len(name) > len(strip):
+        return name[: -len(strip)]
+    return name + DECRYPTED_SUFFIX
+
+
 def _decrypt_targets(
-    inputs: list[str | None], output: str | None, others: Sequence[str] = ()
+    inputs: list[str | None],
+    output: str | None,
+    others: Sequence[str] = (),
+    suffix: str | None = None,
 ) -> list[tuple[str, Path]]:
-    """Each input file and the file it decrypts to in the folder ``output``.
+    """Each input file and the file it decrypts to in the folder ``output``
+    (:func:`decrypted_name`).
 
     Raises:
-        UsageError: no folder, standard input among them, a target that is one of the
-            inputs or ``others`` (the key files: they would be replaced), or two inputs
-            with one target.
+        UsageError: no folder, standard input among them, a bad ``suffix``, a target that is
+            one of the inputs or ``others`` (the key files: they would be replaced), or two
+            inputs with one target.
     """
     if not output or not Path(output).is_dir():
         raise UsageError("several inputs need -o DIR, an existing folder")
+    if suffix is not None and (not suffix or "/" in suffix or os.sep in suffix):
+        raise UsageError("--suffix is the end of a file name, such as .ciphertext")
     pairs: list[tuple[str, Path]] = []
     for path in inputs:
         if path is None or path == "-":
             raise UsageError("decrypting into a folder needs each -i to be a file, not '-'")
-        pairs.append((path, Path(output) / (Path(path).name.removesuffix(".enc") or "out")))
+        pairs.append((path, Path(output) / decrypted_name(Path(path).name, suffix)))
     sources = {os.path.realpath(path) for path, _ in pairs} | {os.path.realpath(p) for p in others}
     seen: dict[str, str] = {}
     for path, target in pairs:
         real = os.path.realpath(target)
         if real in sources:
             raise UsageError(
-                f"{path} would be decrypted over an input ({target}): "
-                "name the ciphertexts *.enc or choose another -o folder"
+                f"{path} would be decrypted over an input ({target}): choose another -o folder"
             )
         if real in seen:
             raise UsageError(
@@ -562,6 +632,7 @@ def _capi_unwrap(ctx: Context, path: str) -> tuple[mscapi.CapiKey, bool]:
     return key, authenticated
 
 
+@_in_cli_words
 def cmd_capi_unwrap(ctx: Context) -> int:
     args = ctx.args
     if (args.output is None) == (not args.info):  # before any file is read
@@ -578,6 +649,7 @@ def cmd_capi_unwrap(ctx: Context) -> int:
     return 0
 
 
+@_in_cli_words
 def cmd_capi_convert(ctx: Context) -> int:
     args = ctx.args
     data = read_file(args.input, mscapi.keyfiles.MAX_KEY_FILE_SIZE, what="a key file")
@@ -737,7 +809,18 @@ def register(sub: Subcommands) -> None:
     sp.add_argument("name", nargs="?", help="a stored key (or use --simpleblob/--private, --key)")
     generation_option(sp)
     sp.add_argument("-i", "--input", action="append", default=[], metavar="IN")
-    sp.add_argument("-o", "--output", metavar="OUT|DIR")
+    sp.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT|DIR",
+        help="a file (written only on success), or a folder: each IN.enc becomes IN there, "
+        "any other name gets .dec added (default: standard output, never a terminal)",
+    )
+    sp.add_argument(
+        "--suffix",
+        metavar="SUFFIX",
+        help="with -o DIR: the ciphertext suffix to strip instead of .enc (e.g. .ciphertext)",
+    )
     sp.add_argument("--iv", metavar="HEX")
     sp.add_argument("--simpleblob", metavar="FILE")
     sp.add_argument("--private", metavar="PRIVATEKEYBLOB")
