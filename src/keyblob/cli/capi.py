@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import io
 import os
 import stat
@@ -652,47 +653,80 @@ def cmd_capi_unwrap(ctx: Context) -> int:
 @_in_cli_words
 def cmd_capi_convert(ctx: Context) -> int:
     args = ctx.args
-    data = read_file(args.input, mscapi.keyfiles.MAX_KEY_FILE_SIZE, what="a key file")
-    try:
-        loaded = mscapi.load_rsa_key(data)
-    except PassphraseRequired:
-        passphrase = ctx.key_passphrase(args.input)
-        try:
-            loaded = mscapi.load_rsa_key(data, passphrase=passphrase)
-        except PassphraseError as e:
-            if args.passphrase_file or "KEYBLOB_PASSPHRASE" not in os.environ:
-                raise
-            raise PassphraseError(
-                str(e),
-                hints=(
-                    "the passphrase tried was KEYBLOB_PASSPHRASE; give the key file's own "
-                    "with --passphrase-file (it takes precedence), or unset it and type it",
-                ),
-            ) from None
-    public_only = args.public or not loaded.private
     fmt = mscapi.KeyFormat(args.to)
+    if args.encrypt and (args.public or fmt not in (mscapi.KeyFormat.PEM, mscapi.KeyFormat.DER)):
+        raise UsageError("--encrypt writes a private key as pem or der (PKCS#8, encrypted)")
+    loaded = _load_key(ctx, args.input)
+    public_only = args.public or not loaded.private
+    if args.encrypt and public_only:
+        raise UsageError(f"{args.input} holds a public key: there is nothing to encrypt")
     alg_id = loaded.alg_id if fmt is mscapi.KeyFormat.MSBLOB else None
-    out = _sized(
-        args.input,
-        lambda: mscapi.dump_rsa_key(
-            loaded.key, fmt, public_only=public_only, alg_id=alg_id, legacy=args.legacy
-        ),
-    )
     binary = fmt in (mscapi.KeyFormat.DER, mscapi.KeyFormat.MSBLOB)
     target = args.output or "-"
     if not args.force and (binary or not public_only):
         what = "a private key" if not public_only else "binary output"
         refuse_terminal(target, what, "use -o FILE (or --force)")
+    passphrase = _new_key_passphrase(ctx, target) if args.encrypt else None
+    out = _sized(
+        args.input,
+        lambda: mscapi.dump_rsa_key(
+            loaded.key,
+            fmt,
+            public_only=public_only,
+            alg_id=alg_id,
+            legacy=args.legacy,
+            passphrase=passphrase,
+        ),
+    )
     if target == "-" and fmt is mscapi.KeyFormat.XML:
         out += b"\n"  # for the terminal's sake; a file keeps .NET's exact bytes
     write_output(target, out, mode=0o644 if public_only else 0o600)
-    kind = "public" if public_only else "private"
+    kind = "public" if public_only else "private, encrypted" if args.encrypt else "private"
     size = loaded.key.key_size
     print(
         f"read {loaded.format.value} ({loaded.detail}), wrote {args.to} ({kind}, RSA-{size})",
         file=sys.stderr,
     )
+    if not public_only and not args.encrypt:
+        where = "standard output" if target == "-" else target
+        how = (
+            "or write it encrypted (--encrypt)"
+            if fmt in (mscapi.KeyFormat.PEM, mscapi.KeyFormat.DER)
+            else f"a {args.to} key has no encryption"
+        )
+        print_warning(
+            f"{where} holds the private key in the clear: keep it where only you can read it, {how}"
+        )
     return 0
+
+
+def _new_key_passphrase(ctx: Context, target: str) -> bytes:
+    """The passphrase that encrypts a written key: the first line of --passphrase-file, or
+    typed twice at a prompt.  Never KEYBLOB_PASSPHRASE: that is a container's passphrase,
+    and a key file would silently share it."""
+    if ctx.args.passphrase_file:
+        raw = read_file(
+            ctx.args.passphrase_file, 4096, what="a passphrase file", too_large=UsageError
+        )
+        passphrase = raw.split(b"\n", 1)[0].rstrip(b"\r")
+        if not passphrase:
+            raise UsageError(f"{ctx.args.passphrase_file}: its first line is empty")
+        return passphrase
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "--encrypt needs a passphrase: give --passphrase-file, or run in a terminal"
+        )
+    where = "standard output" if target == "-" else target
+    for _ in range(3):
+        try:
+            first = getpass.getpass(f"Passphrase for the key written to {where}: ")
+            again = getpass.getpass("Again: ")
+        except EOFError:
+            raise UsageError("no passphrase given (end of input)") from None
+        if first and first == again:
+            return first.encode("utf-8")
+        print_warning("the passphrases differ (or are empty): try again")
+    raise UsageError("no passphrase agreed on after 3 tries")
 
 
 def register(sub: Subcommands) -> None:
@@ -798,6 +832,12 @@ def register(sub: Subcommands) -> None:
     sp.add_argument("--to", required=True, choices=["pem", "der", "msblob", "xml"])
     sp.add_argument("--public", action="store_true", help="write only the public key")
     sp.add_argument("--force", action="store_true", help="allow a private key on a terminal")
+    sp.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="write the private key encrypted (pem or der: PKCS#8 with the best encryption "
+        "cryptography offers); the passphrase comes from --passphrase-file or a prompt",
+    )
     legacy_rsa(sp)
     sp = command(csub, "unwrap", cmd_capi_unwrap, "open a SIMPLEBLOB into a PLAINTEXTKEYBLOB")
     sp.add_argument("simpleblob", metavar="SIMPLEBLOB")
