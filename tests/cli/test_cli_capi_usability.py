@@ -272,3 +272,11 @@ def test_convert_writes_an_encrypted_pem_and_warns_about_a_clear_one(kb, tmp_pat
     assert status == 0
     status, _, err = kb("capi", "convert", priv, "--to", "xml", "--encrypt", "-o", tmp_path / "x")
     assert status == 2 and "pem or der" in err
+
+
+def test_an_unsigned_import_is_refused_before_the_unlock(kb, tmp_path, keys, monkeypatch):
+    f = _signed(tmp_path, keys[0], keys[1])
+    _home(kb, f)
+    monkeypatch.delenv("KEYBLOB_PASSPHRASE")  # an unlock would fail with "no passphrase"
+    status, _, err = kb("capi", "import-simpleblob", f["sb"], "--name", "p")
+    assert status == 3 and "no --signature" in err and "passphrase" not in err

@@ -141,7 +141,8 @@ def _capi_check_signature(
     Once any is pinned, only they are accepted, each for the names its scope allows
     (``name``), and --signer may be left out (docs/MSCAPI.md 7.2)."""
     args = ctx.args
-    _signature_usage(args, state, what)
+    _signature_given(args, what)
+    _signer_given(args, state)
     signer = _public_key(ctx, args.signer, "--signer")[0] if args.signer else None
     hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
     signature = _capi_file(args.signature) if args.signature is not None else None
@@ -165,9 +166,9 @@ def _capi_check_signature(
     return found
 
 
-def _signature_usage(args: argparse.Namespace, state: State | None, what: str) -> None:
+def _signature_given(args: argparse.Namespace, what: str) -> None:
     """The library's refusals of missing arguments, in the command line's words, before
-    any key file is read."""
+    any key file is read or the container unlocked."""
     if args.unsigned and args.signature is not None:
         raise UsageError("--unsigned and --signature contradict each other: give one")
     if args.signature is None and not args.unsigned:
@@ -177,6 +178,10 @@ def _signature_usage(args: argparse.Namespace, state: State | None, what: str) -
                 "give --signature SIG --signer PUBLICKEYBLOB, or --unsigned to accept the risk",
             ),
         )
+
+
+def _signer_given(args: argparse.Namespace, state: State | None) -> None:
+    """A signature needs --signer, unless the container (``state``) has pinned signers."""
     if args.signature is not None and args.signer is None:
         if state is None:
             raise UsageError("--signature needs --signer PUBLICKEYBLOB (the signer's public key)")
@@ -349,9 +354,10 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
     parsed = refusing(args.file, lambda: mscapi.SimpleBlob.from_bytes(blob))  # before the unlock
     algorithm = Algorithm.for_capi(int(parsed.alg_id))
     check_name(args.name)
+    _signature_given(args, args.file)  # before the unlock
     container = ctx.open()
     state = container.state()
-    _signature_usage(args, state, args.file)
+    _signer_given(args, state)
     signer = _public_key(ctx, args.signer, "--signer")[0] if args.signer else None
     signature = _capi_file(args.signature) if args.signature is not None else None
     hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
