@@ -280,3 +280,13 @@ def test_an_unsigned_import_is_refused_before_the_unlock(kb, tmp_path, keys, mon
     monkeypatch.delenv("KEYBLOB_PASSPHRASE")  # an unlock would fail with "no passphrase"
     status, _, err = kb("capi", "import-simpleblob", f["sb"], "--name", "p")
     assert status == 3 and "no --signature" in err and "passphrase" not in err
+
+
+def test_a_key_file_that_does_not_parse_is_named(kb, tmp_path, keys):
+    f = _signed(tmp_path, keys[0], keys[1])
+    junk = _write(tmp_path / "junk.key", b"not a key at all")
+    status, _, err = kb(
+        "capi", "unwrap", f["sb"], "--private", f["priv"], "--signature", f["sig"],
+        "--signer", junk, "--info",
+    )  # fmt: skip
+    assert status == 3 and f"keyblob: error: {junk}: not PEM, DER" in err

@@ -80,9 +80,13 @@ def _load_key(ctx: Context, path: str) -> mscapi.LoadedKey:
         return mscapi.load_rsa_key(data)
     except PassphraseRequired:
         pass
+    except FormatError as e:  # which file, when a command reads several
+        raise type(e)(f"{path}: {e}", hints=e.hints) from None
     passphrase = ctx.key_passphrase(path)
     try:
         return mscapi.load_rsa_key(data, passphrase=passphrase)
+    except FormatError as e:
+        raise type(e)(f"{path}: {e}", hints=e.hints) from None
     except PassphraseError as e:
         if ctx.args.passphrase_file or "KEYBLOB_PASSPHRASE" not in os.environ:
             raise
