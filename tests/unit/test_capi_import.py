@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+import keyblob
 from keyblob import blobs, mscapi
 from keyblob.errors import LegacyAlgorithmWarning, UsageError, VerificationError
 from keyblob.keys import Suite
@@ -173,3 +174,7 @@ def test_the_signature_check_without_a_home(signers):
         blobs.check_simpleblob_signature(
             State(), blob, name=None, signature=sig, signer=signers[1].public_key()
         )
+
+
+def test_the_recipe_is_public():
+    assert keyblob.import_simpleblob is blobs.import_simpleblob
