@@ -17,6 +17,16 @@ It also decides what a store entry that fails verification means (FORMAT.md 2.9)
 generation is the newest that passes steps 1-4 at or above the high-water mark, the entries
 above it are reported (:class:`IgnoredEntryWarning`), listed (:func:`check_store`) and can be
 moved aside (:func:`set_aside_untrusted`); a valid blob is never moved.
+
+And the check order of a CryptoAPI import (docs/MSCAPI.md 7.2), :func:`import_simpleblob`:
+
+1. parse the SIMPLEBLOB's public structure; the name is valid;
+2. it is signed (unless the caller explicitly accepts an unsigned one and no CryptoAPI
+   signer is pinned), and once any signer is pinned, its signer is one of them and its
+   scope allows the name;
+3. the signature verifies (the RSA size rule applies to the signer that made it only);
+4. only then unwrap with the container's exchange key;
+5. store it as a signed key blob.
 """
 
 from __future__ import annotations
@@ -27,12 +37,14 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from keyblob.errors import (
     FormatError,
     IgnoredEntryWarning,
     KeyblobError,
     NotFoundError,
+    ProviderError,
     StorageError,
     UsageError,
     VerificationError,
@@ -52,7 +64,12 @@ from keyblob.keys import (
 from keyblob.providers import suites
 from keyblob.providers.base import Provider
 from keyblob.storage import Store
-from keyblob.trust import State, require_trusted
+from keyblob.trust import CapiSigner, State, require_capi_signer, require_trusted
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from keyblob import mscapi
 
 #: Fixed messages, one per check (never an oracle: none says more than which check failed).
 WRONG_NAME = "the blob is for key {actual!r}, not {expected!r}"
@@ -861,3 +878,191 @@ def _occupied(provider: Provider, header: Header, stored: bytes) -> Verification
             f"{header.name} past generation {header.generation} and import the new one",
         ),
     )
+
+
+# -- CryptoAPI imports (docs/MSCAPI.md 7.2) -------------------------------------------------
+
+UNSIGNED_SIMPLEBLOB = (
+    "it is not signed; a SIMPLEBLOB is checked against its signer's CryptSignHash signature "
+    "before it is unwrapped"
+)
+UNSIGNED_PINNED = (
+    "it is not signed, and this container takes SIMPLEBLOBs only from its {count} pinned "
+    "CryptoAPI signer(s)"
+)
+NO_PINNED_MATCH = "the signature verifies under none of the {count} pinned CryptoAPI signer(s)"
+
+
+@dataclass(frozen=True)
+class CapiSignature:
+    """What step 2-3 of a CryptoAPI import found about a SIMPLEBLOB's signature."""
+
+    #: DER SubjectPublicKeyInfo of the key the signature verified under; None: unsigned.
+    public: bytes | None
+    #: That key's size in bits (0 when unsigned).
+    bits: int
+    #: The pinned signer it is, when any is pinned.
+    pinned: CapiSigner | None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.public is not None
+
+
+@dataclass(frozen=True)
+class CapiImport:
+    """The result of :func:`import_simpleblob`."""
+
+    session: SessionKey
+    signature: CapiSignature
+
+
+def check_simpleblob_signature(
+    state: State,
+    simpleblob: bytes,
+    *,
+    name: str | None,
+    signature: bytes | None,
+    signer: rsa.RSAPublicKey | None = None,
+    hash_alg: mscapi.AlgId | None = None,
+    legacy: bool = False,
+    unsigned: bool = False,
+) -> CapiSignature:
+    """Steps 2-3 of a CryptoAPI import (module docstring): who signed ``simpleblob``, and
+    whether the container (``state``: its pinned CryptoAPI signers) accepts them for
+    ``name``.  Without a home, give ``State()``: nothing is pinned.
+
+    Args:
+        signature: the CryptSignHash signature over ``simpleblob``; None only with
+            ``unsigned``.
+        signer: the signer's public key; may be left out once signers are pinned (the one
+            whose key the signature verifies under is found).
+        hash_alg: the hash it was made with (default CALG_SHA_256).
+        legacy: accept a signer under 1024 bits, or a legacy hash (warns).
+        unsigned: accept a blob without a signature, when nothing is pinned.
+
+    Raises:
+        UsageError: ``signature`` and ``unsigned`` together, a signature with no signer and
+            nothing pinned, or a signer under 1024 bits without ``legacy``
+            (:class:`~keyblob.errors.WeakKeyError`).
+        VerificationError: not signed, a signer that is not pinned (or not for ``name``),
+            or a signature that does not verify.
+    """
+    from keyblob import mscapi  # noqa: PLC0415 - CryptoAPI is loaded on first use
+
+    alg = mscapi.AlgId.SHA_256 if hash_alg is None else hash_alg
+    pinned = state.capi_signers
+    if unsigned and signature is not None:
+        raise UsageError("a signature and unsigned=True contradict each other: give one")
+    if signature is None:  # 2. signed
+        if not unsigned:
+            raise VerificationError(UNSIGNED_SIMPLEBLOB)
+        if pinned:
+            raise VerificationError(
+                UNSIGNED_PINNED.format(count=len(pinned)),
+                hints=("keyblob trust list shows them; give the blob's signature",),
+            )
+        return CapiSignature(None, 0, None)
+    if signer is None:
+        if not pinned:
+            raise UsageError(
+                "a signature needs the signer's public key, or a pinned CryptoAPI signer"
+            )
+        signer = _pinned_signer(pinned, signature, simpleblob, alg)
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    spki = signer.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    by = require_capi_signer(state, spki, name)  # 2. pinned, and for this name
+    # 3. verified; the size rule (and a legacy hash's warning) for this signer only
+    mscapi.verify_signature(signer, signature, simpleblob, hash_alg=alg, legacy=legacy)
+    return CapiSignature(spki, signer.key_size, by)
+
+
+def _pinned_signer(
+    pinned: Sequence[CapiSigner], signature: bytes, simpleblob: bytes, hash_alg: mscapi.AlgId
+) -> rsa.RSAPublicKey:
+    """The key of the pinned signer the signature verifies under.  The size rule is off
+    while searching (a pinned key that did not sign must not warn or refuse); the caller
+    applies it to the one found."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+
+    from keyblob import mscapi  # noqa: PLC0415 - CryptoAPI is loaded on first use
+
+    for candidate in pinned:
+        key = serialization.load_der_public_key(candidate.public)
+        if not isinstance(key, rsa.RSAPublicKey):  # pinned keys are RSA (trust.State)
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mscapi.verify_signature(key, signature, simpleblob, hash_alg=hash_alg, legacy=True)
+        except VerificationError:
+            continue
+        return key
+    raise VerificationError(
+        NO_PINNED_MATCH.format(count=len(pinned)),
+        hints=("the blob may have been substituted; keyblob trust list shows the pinned signers",),
+    )
+
+
+def import_simpleblob(
+    provider: Provider,
+    store: Store,
+    simpleblob: bytes,
+    *,
+    name: str,
+    signature: bytes | None,
+    signer: rsa.RSAPublicKey | None = None,
+    hash_alg: mscapi.AlgId | None = None,
+    legacy: bool = False,
+    unsigned: bool = False,
+    rotate_existing: bool = False,
+) -> CapiImport:
+    """Import a CryptoAPI SIMPLEBLOB as key ``name`` (module docstring, steps 1-5).
+
+    Arguments as :func:`check_simpleblob_signature`; ``rotate_existing`` as
+    :func:`store_key`.  A failure leaves nothing stored.
+
+    Raises:
+        FormatError, UnsupportedError: not a SIMPLEBLOB, or an algorithm keyblob does not
+            store.
+        UsageError: as :func:`check_simpleblob_signature` and :func:`store_key`.
+        VerificationError: as :func:`check_simpleblob_signature`, or a signed blob that the
+            container's exchange key does not open.
+        ProviderError: the provider has no CryptoAPI exchange key (not a software
+            container).
+    """
+    from keyblob import mscapi  # noqa: PLC0415 - CryptoAPI is loaded on first use
+    from keyblob.providers.software import SoftwareContainer  # noqa: PLC0415
+
+    parsed = mscapi.SimpleBlob.from_bytes(simpleblob)  # 1. the public structure
+    algorithm = Algorithm.for_capi(int(parsed.alg_id))
+    check_name(name)
+    found = check_simpleblob_signature(  # 2-3.
+        provider.state(),
+        simpleblob,
+        name=name,
+        signature=signature,
+        signer=signer,
+        hash_alg=hash_alg,
+        legacy=legacy,
+        unsigned=unsigned,
+    )
+    if not isinstance(provider, SoftwareContainer):
+        raise ProviderError(
+            f"container {provider.name!r} cannot unwrap a SIMPLEBLOB: CryptoAPI operations on "
+            "a container's own keys need a software container (keyblob init --suite rsa)"
+        )
+    capi_key = provider.capi_unwrap(simpleblob, authenticated=found.authenticated)  # 4.
+    session = store_key(  # 5.
+        provider,
+        store,
+        name,
+        capi_key.unsafe_raw_bytes(),
+        algorithm=algorithm,
+        rotate_existing=rotate_existing,
+    )
+    return CapiImport(session, found)

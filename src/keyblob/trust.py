@@ -32,6 +32,7 @@ from keyblob.keys import (
 UNTRUSTED = "signed by {signer}, which is not a trusted signer"
 LIST_HINT = "keyblob trust list shows each trusted signer's id and fingerprint"
 OUT_OF_SCOPE = "signed by {signer}, which is trusted only for {scope}, not for {name!r}"
+NOT_PINNED = "its signer (fingerprint {fingerprint}) is not a pinned CryptoAPI signer"
 
 #: FORMAT.md 5.2: a scope holds 1 to 64 patterns of 1 to 128 characters.
 MAX_PATTERNS = 64
@@ -512,3 +513,45 @@ def require_trusted(
             ),
         )
     return signer.public
+
+
+def require_capi_signer(state: State, public: bytes, name: str | None) -> CapiSigner | None:
+    """The pinned CryptoAPI signer whose key is ``public`` (DER SubjectPublicKeyInfo), if
+    the container accepts it for ``name`` (docs/MSCAPI.md 7.2, step 2).
+
+    Until a CryptoAPI signer is pinned, any signer is accepted (the caller names it and
+    shows its fingerprint): None.  Once any is pinned, only the pinned ones, each for the
+    names its scope allows.
+
+    Raises:
+        VerificationError: signers are pinned and ``public`` is none of them, or its scope
+            does not allow ``name``.
+        UsageError: signers are pinned and no ``name`` was given to check the scope against.
+    """
+    if not state.capi_signers:
+        return None
+    signer = state.capi_signer(public)
+    if signer is None:  # fail closed: once pinned, no other signer
+        raise VerificationError(
+            NOT_PINNED.format(fingerprint=capi_fingerprint(public)),
+            hints=(
+                "the signer file may have been replaced along with the blob; if you expect",
+                "this signer, compare its fingerprint with its owner, then run: "
+                "keyblob trust add SIGNER.pubblob",
+            ),
+        )
+    if name is None:
+        raise UsageError("a pinned CryptoAPI signer is checked for a key name: give the name")
+    if not signer.allows(name):
+        raise VerificationError(
+            OUT_OF_SCOPE.format(
+                signer=f"CryptoAPI signer {signer.label!r} ({signer.fingerprint})",
+                scope=describe_scope(signer.names),
+                name=name,
+            ),
+            hints=(
+                "if that signer should sign this name too, widen its scope: "
+                "keyblob trust add SIGNER.pubblob --names PATTERN,...",
+            ),
+        )
+    return signer

@@ -232,12 +232,14 @@ def test_a_folder_of_outputs_never_replaces_an_input(kb, tmp_path, monkeypatch):
     monkeypatch.delenv("KEYBLOB_PASSPHRASE", raising=False)  # refused before any unlock
     a = _write(tmp_path / "a.bin", b"ciphertext a")
     b = _write(tmp_path / "b.bin", b"ciphertext b")
+    a_enc = _write(tmp_path / "a.bin.enc", b"ciphertext a.enc")
     (tmp_path / "x").mkdir()
     (tmp_path / "y").mkdir()
     same_name = [_write(tmp_path / d / "c.enc", b"ciphertext " + d.encode()) for d in "xy"]
     key = tmp_path / "absent.key"  # never read: the arguments are refused first
     cases = {
-        "over an input": (["-i", a, "-i", b, "-o", tmp_path], "would be decrypted over an input"),
+        # a.bin.enc decrypts to a.bin, an input (a.bin itself would become a.bin.dec)
+        "over an input": (["-i", a, "-i", a_enc, "-o", tmp_path], "decrypted over an input"),
         "one target": (["-i", same_name[0], "-i", same_name[1], "-o", tmp_path], "would both"),
         "stdin": (["-i", "-", "-o", tmp_path], "not '-'"),
         "no folder": (["-i", a, "-i", b], "several inputs need -o DIR"),
@@ -246,7 +248,7 @@ def test_a_folder_of_outputs_never_replaces_an_input(kb, tmp_path, monkeypatch):
         status, _, err = kb("capi", "decrypt", "--key", key, *argv)
         assert status == 2 and message in err, what
     assert a.read_bytes() == b"ciphertext a" and b.read_bytes() == b"ciphertext b"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin", "x", "y"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "a.bin.enc", "b.bin", "x", "y"]
 
 
 def test_capi_encrypt_missing_input_fails_before_the_unlock(kb, tmp_path, monkeypatch):
@@ -471,7 +473,8 @@ def test_mistakes_an_administrator_makes_get_a_way_forward(kb, tmp_path, windows
     assert status == 2 and "contradict" in err
     status, _, err = kb("capi", "decrypt", "payroll", "--private", f["priv"], "-i", f["ct"])
     assert status == 2 and "go with --simpleblob" in err
-    # A signer given as PEM: the hint shows the conversion.
+    # A signer given as PEM is read as it is (issue 12 item 5: every key option reads
+    # what capi convert reads).
     pem = _write(
         tmp_path / "signer.pem",
         windows_keys[1].public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo),
@@ -487,7 +490,7 @@ def test_mistakes_an_administrator_makes_get_a_way_forward(kb, tmp_path, windows
         "--signer",
         pem,
     )
-    assert status == 3 and f"keyblob capi convert {pem} --to msblob --public" in err
+    assert status == 0 and f"signer {pem} has fingerprint" in err
     # CryptoAPI data given to the native decrypt: the hint names capi decrypt.
     status, _, err = kb("decrypt", "-i", f["ct"], "-o", tmp_path / "out")
     assert status == 3 and "use keyblob capi decrypt" in err

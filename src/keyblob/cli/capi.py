@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import io
 import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyblob import blobs
@@ -40,14 +42,13 @@ from keyblob.errors import (
     PassphraseRequired,
     ProviderError,
     UsageError,
-    VerificationError,
     WeakKeyError,
 )
 from keyblob.keys import Algorithm, KeyRole, SessionKey, Suite, check_name
 from keyblob.providers import suites
 from keyblob.providers.base import Provider
 from keyblob.providers.software import SoftwareContainer
-from keyblob.trust import OUT_OF_SCOPE, CapiSigner, capi_fingerprint, describe_scope
+from keyblob.trust import State, capi_fingerprint
 
 if TYPE_CHECKING:
     from keyblob import mscapi
@@ -71,17 +72,51 @@ def _capi_file(path: str) -> bytes:
     return read_file(path, what="a CryptoAPI file")
 
 
-def _capi_public_blob(path: str) -> mscapi.PublicKeyBlob:
+def _load_key(ctx: Context, path: str) -> mscapi.LoadedKey:
+    """The RSA key in ``path``, in any format ``capi convert`` reads (PEM, DER, CryptoAPI
+    blob, .NET XML); an encrypted one asks for its passphrase."""
+    data = read_file(path, mscapi.keyfiles.MAX_KEY_FILE_SIZE, what="a key file")
     try:
-        return mscapi.PublicKeyBlob.from_bytes(_capi_file(path))
+        return mscapi.load_rsa_key(data)
+    except PassphraseRequired:
+        pass
+    except FormatError as e:  # which file, when a command reads several
+        raise type(e)(f"{path}: {e}", hints=e.hints) from None
+    passphrase = ctx.key_passphrase(path)
+    try:
+        return mscapi.load_rsa_key(data, passphrase=passphrase)
     except FormatError as e:
-        raise FormatError(
-            f"{path}: not a PUBLICKEYBLOB ({e})",
+        raise type(e)(f"{path}: {e}", hints=e.hints) from None
+    except PassphraseError as e:
+        if ctx.args.passphrase_file or "KEYBLOB_PASSPHRASE" not in os.environ:
+            raise
+        raise PassphraseError(
+            str(e),
             hints=(
-                "a key in PEM, DER or .NET XML converts with: "
-                f"keyblob capi convert {path} --to msblob --public -o KEY.pubblob",
+                "the passphrase tried was KEYBLOB_PASSPHRASE; give the key file's own "
+                "with --passphrase-file (it takes precedence), or unset it and type it",
             ),
         ) from None
+
+
+def _public_key(ctx: Context, path: str, option: str) -> tuple[rsa.RSAPublicKey, mscapi.LoadedKey]:
+    """The RSA public key ``option`` names: any format, and the public half of a private
+    key (said in a note: only the public key is needed there)."""
+    loaded = _load_key(ctx, path)
+    key = loaded.key
+    if isinstance(key, rsa.RSAPrivateKey):
+        print_note(f"{option} {path} holds a private key: only its public half is used")
+        return key.public_key(), loaded
+    return key, loaded
+
+
+def _private_key(ctx: Context, path: str, option: str) -> rsa.RSAPrivateKey:
+    key = _load_key(ctx, path).key
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise UsageError(
+            f"{path} holds a public key: {option} needs the key pair (its private key)"
+        )
+    return key
 
 
 _T = TypeVar("_T")
@@ -101,128 +136,104 @@ def _sized(path: str, action: Callable[[], _T]) -> _T:
 
 
 def _capi_check_signature(
-    args: argparse.Namespace,
-    blob: bytes,
-    what: str,
-    pins: Callable[[], tuple[CapiSigner, ...]] | None = None,
-    name: str | None = None,
-) -> bool:
-    """The procedure's cure: the SIMPLEBLOB's signature is checked before any unwrap.
+    ctx: Context, blob: bytes, what: str, state: State | None, name: str | None = None
+) -> blobs.CapiSignature:
+    """The procedure's cure: the SIMPLEBLOB's signature is checked before any unwrap, by
+    the library's rule (blobs.check_simpleblob_signature); here only its words.
 
-    ``pins`` gives the container's pinned CryptoAPI signers (capi import-simpleblob; None
-    where no home is used).  Once any is pinned, only they are accepted, each for the names
-    its scope allows (``name``), and --signer may be left out (docs/MSCAPI.md 7.2).  The
-    signer's fingerprint is shown on every use.
+    ``state`` holds the container's pinned CryptoAPI signers (None where no home is used).
+    Once any is pinned, only they are accepted, each for the names its scope allows
+    (``name``), and --signer may be left out (docs/MSCAPI.md 7.2)."""
+    args = ctx.args
+    _signature_given(args, what)
+    _signer_given(args, state)
+    signer = _public_key(ctx, args.signer, "--signer")[0] if args.signer else None
+    hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
+    signature = _capi_file(args.signature) if args.signature is not None else None
+    found: blobs.CapiSignature = _sized(
+        args.signer or "the pinned CryptoAPI signer",
+        lambda: refusing(
+            what,
+            lambda: blobs.check_simpleblob_signature(
+                state or State(),
+                blob,
+                name=name,
+                signature=signature,
+                signer=signer,
+                hash_alg=hash_alg,
+                legacy=args.legacy,
+                unsigned=args.unsigned,
+            ),
+        ),
+    )
+    _signature_notes(args, found, what, home=state is not None)
+    return found
 
-    Returns whether the blob is authenticated (False only with --unsigned)."""
+
+def _signature_given(args: argparse.Namespace, what: str) -> None:
+    """The library's refusals of missing arguments, in the command line's words, before
+    any key file is read or the container unlocked."""
     if args.unsigned and args.signature is not None:
         raise UsageError("--unsigned and --signature contradict each other: give one")
-    if args.signature is None:
-        if not args.unsigned:
-            raise Refused(
-                UNSIGNED_REFUSED.format(file=what),
-                hints=(
-                    "give --signature SIG --signer PUBLICKEYBLOB, or --unsigned to accept the risk",
-                ),
-            )
-        if pins is not None and (pinned := pins()):
-            raise Refused(
-                f"refused {what}: it is not signed, and this container takes SIMPLEBLOBs only "
-                f"from its {len(pinned)} pinned CryptoAPI signer(s)",
-                hints=("keyblob trust list shows them; give --signature SIG",),
-            )
-        print_warning(UNSIGNED_WARNING.format(file=what))
-        return False
-    if args.signer is None and pins is None:
-        raise UsageError("--signature needs --signer PUBLICKEYBLOB (the signer's public key)")
-    hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
-    signature = _capi_file(args.signature)
-    pinned = pins() if pins is not None else ()
-    by: CapiSigner | None
-    if args.signer is None:
-        if not pinned:
+    if args.signature is None and not args.unsigned:
+        raise Refused(
+            UNSIGNED_REFUSED.format(file=what),
+            hints=(
+                "give --signature SIG --signer PUBLICKEYBLOB, or --unsigned to accept the risk",
+            ),
+        )
+
+
+def _signer_given(args: argparse.Namespace, state: State | None) -> None:
+    """A signature needs --signer, unless the container (``state``) has pinned signers."""
+    if args.signature is not None and args.signer is None:
+        if state is None:
+            raise UsageError("--signature needs --signer PUBLICKEYBLOB (the signer's public key)")
+        if not state.capi_signers:
             raise UsageError(
                 "--signature needs --signer PUBLICKEYBLOB (the signer's public key), or a "
                 "pinned CryptoAPI signer: keyblob trust add SIGNER.pubblob"
             )
-        by = _capi_pinned_signer(pinned, signature, blob, hash_alg, what)
-        if name is not None:
-            _capi_check_scope(by, name, what)
-    else:
-        key = _capi_public_blob(args.signer).to_public_key()
-        spki = key.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        found = next((p for p in pinned if p.public == spki), None)
-        if pinned and found is None:  # fail closed: once pinned, no other signer
-            raise Refused(
-                f"refused {what}: its signer {args.signer} (fingerprint "
-                f"{capi_fingerprint(spki)}) is not a pinned CryptoAPI signer",
-                hints=(
-                    "the signer file may have been replaced along with the blob; if you expect",
-                    "this signer, compare its fingerprint with its owner, then run: "
-                    f"keyblob trust add {args.signer}",
-                ),
-            )
-        if found is not None and name is not None:
-            _capi_check_scope(found, name, what)  # step 2 before step 3, as for blobs
-        _sized(
-            args.signer,
-            lambda: refusing(
-                what,
-                lambda: mscapi.verify_signature(
-                    key, signature, blob, hash_alg=hash_alg, legacy=args.legacy
-                ),
-            ),
-        )
-        by = found
-        if found is None:
-            pin = f"; pin it once: keyblob trust add {args.signer}" if pins is not None else ""
-            print_note(
-                f"signer {args.signer} has fingerprint {capi_fingerprint(spki)}: compare it "
-                f"with the signer's owner{pin}"
-            )
+
+
+def _signature_notes(
+    args: argparse.Namespace, found: blobs.CapiSignature, what: str, *, home: bool
+) -> None:
+    """Who signed, shown on every use: a pinned signer by label and fingerprint, any other
+    by fingerprint with how to pin it (only a key trust add accepts: 1024 bits and more)."""
+    if found.public is None:
+        print_warning(UNSIGNED_WARNING.format(file=what))
+        return
+    by = found.pinned
     if by is not None:
         print_note(f"signed by pinned CryptoAPI signer {by.label!r} (fingerprint {by.fingerprint})")
-    return True
-
-
-def _capi_pinned_signer(
-    pinned: tuple[CapiSigner, ...],
-    signature: bytes,
-    blob: bytes,
-    hash_alg: mscapi.AlgId,
-    what: str,
-) -> CapiSigner:
-    """The pinned signer whose key the signature verifies under."""
-    for signer in pinned:
-        key = serialization.load_der_public_key(signer.public)
-        try:
-            mscapi.verify_signature(cast(rsa.RSAPublicKey, key), signature, blob, hash_alg=hash_alg)
-        except VerificationError:
-            continue
-        return signer
-    raise Refused(
-        f"refused {what}: the signature verifies under none of the {len(pinned)} pinned "
-        "CryptoAPI signer(s)",
-        hints=("the blob may have been substituted; keyblob trust list shows the pinned signers",),
+        return
+    pin = ""
+    if home and found.bits >= mscapi.keysize.REFUSED_RSA_BELOW:
+        pin = f"; pin it once: keyblob trust add {args.signer}"
+    print_note(
+        f"signer {args.signer} has fingerprint {capi_fingerprint(found.public)}: compare it "
+        f"with the signer's owner{pin}"
     )
 
 
-def _capi_check_scope(signer: CapiSigner, name: str, what: str) -> None:
-    if not signer.allows(name):
-        raise Refused(
-            f"refused {what}: "
-            + OUT_OF_SCOPE.format(
-                signer=f"CryptoAPI signer {signer.label!r} ({signer.fingerprint})",
-                scope=describe_scope(signer.names),
-                name=name,
-            ),
-            hints=(
-                "if that signer should sign this name too, widen its scope: "
-                "keyblob trust add SIGNER.pubblob --names PATTERN,...",
-            ),
-        )
+LIBRARY_LEGACY = "legacy=True"
+
+
+def _in_cli_words(func: Callable[[Context], int]) -> Callable[[Context], int]:
+    """``func``, with the library's name for the opt-in to legacy algorithms and sizes
+    (``legacy=True``) said as the option that gives it (--legacy)."""
+
+    def run(ctx: Context) -> int:
+        try:
+            return func(ctx)
+        except UsageError as e:
+            if LIBRARY_LEGACY not in str(e):
+                raise
+            words = str(e).replace(f" ({LIBRARY_LEGACY} in the library)", "")
+            raise UsageError(words.replace(LIBRARY_LEGACY, "--legacy"), hints=e.hints) from None
+
+    return run
 
 
 def windows_keys(container: Provider, what: str) -> SoftwareContainer:
@@ -261,6 +272,7 @@ def _iv(text: str | None) -> bytes | None:
         raise UsageError("--iv must be hex digits (one cipher block)") from None
 
 
+@_in_cli_words
 def cmd_capi_import_keypair(ctx: Context) -> int:
     args = ctx.args
     blob = mscapi.PrivateKeyBlob.from_bytes(_capi_file(args.file))
@@ -285,6 +297,7 @@ def cmd_capi_import_keypair(ctx: Context) -> int:
     return 0
 
 
+@_in_cli_words
 def cmd_capi_export_public(ctx: Context) -> int:
     args = ctx.args
     role = KeyRole.SIGNATURE if args.slot == "signature" else KeyRole.EXCHANGE
@@ -310,11 +323,12 @@ def public_key_blob(container: Provider, role: KeyRole) -> bytes:
     return mscapi.PublicKeyBlob.from_public_key(cast(rsa.RSAPublicKey, public), alg_id).to_bytes()
 
 
+@_in_cli_words
 def cmd_capi_verify_signature(ctx: Context) -> int:
     """CryptVerifySignature over a whole file, as CryptSignHash signed it (docs/MSCAPI.md)."""
     args = ctx.args
     hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
-    signer = _capi_public_blob(args.signer).to_public_key()
+    signer = _public_key(ctx, args.signer, "--signer")[0]
     signature = _capi_file(args.signature)
     src, _, close = input_stream(args.file)
     try:
@@ -336,26 +350,44 @@ def cmd_capi_verify_signature(ctx: Context) -> int:
     return 0
 
 
+@_in_cli_words
 def cmd_capi_import_simpleblob(ctx: Context) -> int:
+    """blobs.import_simpleblob owns the check order (docs/MSCAPI.md 7.2); this says it."""
     args = ctx.args
     blob = _capi_file(args.file)
-    parsed = mscapi.SimpleBlob.from_bytes(blob)  # the public structure, before anything else
+    parsed = refusing(args.file, lambda: mscapi.SimpleBlob.from_bytes(blob))  # before the unlock
     algorithm = Algorithm.for_capi(int(parsed.alg_id))
-    check_name(args.name)  # before its scope is looked at
-    opened: list[Provider] = []
-
-    def pins() -> tuple[CapiSigner, ...]:  # the unlock, only once the arguments are right
-        opened.append(ctx.open())
-        return opened[0].state().capi_signers
-
-    authenticated = _capi_check_signature(args, blob, args.file, pins, args.name)
-    container = windows_keys(opened[0] if opened else ctx.open(), "unwrap a SIMPLEBLOB")
+    check_name(args.name)
+    _signature_given(args, args.file)  # before the unlock
+    container = ctx.open()
+    state = container.state()
+    _signer_given(args, state)
+    signer = _public_key(ctx, args.signer, "--signer")[0] if args.signer else None
+    signature = _capi_file(args.signature) if args.signature is not None else None
+    hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
     store = ctx.store()
     try:
-        capi_key = refusing(
-            args.file, lambda: container.capi_unwrap(blob, authenticated=authenticated)
+        done: blobs.CapiImport = _sized(
+            args.signer or "the pinned CryptoAPI signer",
+            lambda: refusing(
+                args.file,
+                lambda: blobs.import_simpleblob(
+                    container,
+                    store,
+                    blob,
+                    name=args.name,
+                    signature=signature,
+                    signer=signer,
+                    hash_alg=hash_alg,
+                    legacy=args.legacy,
+                    unsigned=args.unsigned,
+                    rotate_existing=args.rotate,
+                ),
+            ),
         )
     except Refused as e:
+        if mscapi.simpleblob.UNWRAP_FAILED not in str(e):
+            raise
         raise Refused(
             str(e),
             hints=(
@@ -364,19 +396,13 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
                 "that key pair first (keyblob capi import-keypair PRIVATEKEYBLOB)",
             ),
         ) from None
-    if not authenticated:
+    _signature_notes(args, done.signature, args.file, home=True)
+    if not done.signature.authenticated:
         print_warning(
             "without a signature a damaged blob yields a random key: decrypt some data "
             "before relying on it"
         )
-    session = blobs.store_key(
-        container,
-        store,
-        args.name,
-        capi_key.unsafe_raw_bytes(),
-        algorithm=algorithm,
-        rotate_existing=args.rotate,
-    )
+    session = done.session
     print(
         f"imported {args.file} as {session.name} generation {session.generation} "
         f"({algorithm.label}, {mscapi.alg_name(int(parsed.alg_id))}), key id {session.key_id.short}"
@@ -384,15 +410,15 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
     return 0
 
 
+@_in_cli_words
 def cmd_capi_export_simpleblob(ctx: Context) -> int:
     args = ctx.args
-    to_blob = _capi_public_blob(args.to)
-    if to_blob.alg_id is mscapi.AlgId.RSA_SIGN:
+    recipient, loaded = _public_key(ctx, args.to, "--to")
+    if loaded.alg_id is mscapi.AlgId.RSA_SIGN:
         raise UsageError(
             f"{args.to} is a signature key (CALG_RSA_SIGN): a SIMPLEBLOB is wrapped for the "
             "recipient's exchange key (CALG_RSA_KEYX)"
         )
-    recipient = to_blob.to_public_key()
     hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
     # Before the unlock; build_simpleblob checks it again (its warning prints once).
     _sized(args.to, lambda: mscapi.check_recipient_key(recipient, legacy=args.legacy))
@@ -412,6 +438,7 @@ def cmd_capi_export_simpleblob(ctx: Context) -> int:
     return 0
 
 
+@_in_cli_words
 def cmd_capi_encrypt(ctx: Context) -> int:
     args = ctx.args
     iv = _iv(args.iv)
@@ -431,10 +458,14 @@ def _capi_decrypt_one(
     output: str | None,
     update: Callable[[int], None] | None = None,
 ) -> None:
+    what = path or "standard input"
     src, _, close = input_stream(path)
     try:
+        # Everything that can fail before the end is checked before the first byte: to a
+        # pipe, what decrypt_file writes before a padding failure at the end stays written.
+        refusing(what, lambda: mscapi.check_ciphertext(key, _known_size(src), iv=iv))
         refusing(
-            path or "standard input",
+            what,
             lambda: stream_to_output(
                 output,
                 0o600,
@@ -446,18 +477,41 @@ def _capi_decrypt_one(
         close()
 
 
+def _known_size(src: BinaryIO) -> int | None:
+    """The bytes left in ``src`` if it is a regular file (a file, or standard input
+    redirected from one); None for a pipe or a terminal."""
+    try:
+        st = os.fstat(src.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    try:
+        return st.st_size - src.tell()
+    except OSError:
+        return None
+
+
+DECRYPTED_SUFFIX = ".dec"
+
+
+@_in_cli_words
 def cmd_capi_decrypt(ctx: Context) -> int:
     args = ctx.args
     iv = _iv(args.iv)
     inputs: list[str | None] = list(args.input) or [None]
     into_folder = len(inputs) > 1 or bool(args.output and Path(args.output).is_dir())
     # Checked before the unlock, and before anything is written.
+    if args.suffix is not None and not into_folder:
+        raise UsageError("--suffix goes with -o DIR (it names the files written there)")
+    if not into_folder:
+        refuse_terminal(args.output, "decrypted data", "use -o FILE, or pipe it")
     others = [
         p for p in (args.key, args.private, args.simpleblob, args.signature, args.signer) if p
     ]
     if args.passphrase_file:
         others.append(args.passphrase_file)
-    targets = _decrypt_targets(inputs, args.output, others) if into_folder else None
+    targets = _decrypt_targets(inputs, args.output, others, args.suffix) if into_folder else None
     key = _capi_decrypt_key(ctx)
     sizes = [os.path.getsize(p) if p and p != "-" and os.path.isfile(p) else None for p in inputs]
     total = None if None in sizes else sum(s for s in sizes if s is not None)
@@ -474,31 +528,47 @@ def cmd_capi_decrypt(ctx: Context) -> int:
     return 0
 
 
+def decrypted_name(name: str, suffix: str | None = None) -> str:
+    """The name ``capi decrypt -o DIR`` gives the plaintext of the file ``name``
+    (docs/MSCAPI.md 8): without its ciphertext suffix (``suffix``, default ``.enc``) when it
+    has one, and otherwise with ``.dec`` added, so that a plaintext never takes a name that
+    says it is ciphertext."""
+    strip = ".enc" if suffix is None else suffix
+    if name.endswith(strip) and len(name) > len(strip):
+        return name[: -len(strip)]
+    return name + DECRYPTED_SUFFIX
+
+
 def _decrypt_targets(
-    inputs: list[str | None], output: str | None, others: Sequence[str] = ()
+    inputs: list[str | None],
+    output: str | None,
+    others: Sequence[str] = (),
+    suffix: str | None = None,
 ) -> list[tuple[str, Path]]:
-    """Each input file and the file it decrypts to in the folder ``output``.
+    """Each input file and the file it decrypts to in the folder ``output``
+    (:func:`decrypted_name`).
 
     Raises:
-        UsageError: no folder, standard input among them, a target that is one of the
-            inputs or ``others`` (the key files: they would be replaced), or two inputs
-            with one target.
+        UsageError: no folder, standard input among them, a bad ``suffix``, a target that is
+            one of the inputs or ``others`` (the key files: they would be replaced), or two
+            inputs with one target.
     """
     if not output or not Path(output).is_dir():
         raise UsageError("several inputs need -o DIR, an existing folder")
+    if suffix is not None and (not suffix or "/" in suffix or os.sep in suffix):
+        raise UsageError("--suffix is the end of a file name, such as .ciphertext")
     pairs: list[tuple[str, Path]] = []
     for path in inputs:
         if path is None or path == "-":
             raise UsageError("decrypting into a folder needs each -i to be a file, not '-'")
-        pairs.append((path, Path(output) / (Path(path).name.removesuffix(".enc") or "out")))
+        pairs.append((path, Path(output) / decrypted_name(Path(path).name, suffix)))
     sources = {os.path.realpath(path) for path, _ in pairs} | {os.path.realpath(p) for p in others}
     seen: dict[str, str] = {}
     for path, target in pairs:
         real = os.path.realpath(target)
         if real in sources:
             raise UsageError(
-                f"{path} would be decrypted over an input ({target}): "
-                "name the ciphertexts *.enc or choose another -o folder"
+                f"{path} would be decrypted over an input ({target}): choose another -o folder"
             )
         if real in seen:
             raise UsageError(
@@ -550,19 +620,17 @@ def _capi_decrypt_key(ctx: Context) -> mscapi.CapiKey:
         return mscapi.CapiKey.new(plain.alg_id, plain.key)
     if not args.private:
         raise UsageError("--simpleblob needs --private PRIVATEKEYBLOB (the exchange key pair)")
-    return _capi_unwrap(args, args.simpleblob)[0]
+    return _capi_unwrap(ctx, args.simpleblob)[0]
 
 
-def _capi_unwrap(args: argparse.Namespace, path: str) -> tuple[mscapi.CapiKey, bool]:
+def _capi_unwrap(ctx: Context, path: str) -> tuple[mscapi.CapiKey, bool]:
     """The SIMPLEBLOB's key, and whether it was authenticated: structure checked, then
     the signature verified (unless --unsigned), then unwrapped with --private's key."""
+    args = ctx.args
     blob = _capi_file(path)
     refusing(path, lambda: mscapi.SimpleBlob.from_bytes(blob))
-    authenticated = _capi_check_signature(args, blob, path)
-    private_blob = _capi_file(args.private)
-    private = refusing(
-        args.private, lambda: mscapi.PrivateKeyBlob.from_bytes(private_blob)
-    ).to_private_key()
+    authenticated = _capi_check_signature(ctx, blob, path, None).authenticated
+    private = _private_key(ctx, args.private, "--private")
     key: mscapi.CapiKey = _sized(
         args.private,
         lambda: refusing(
@@ -575,11 +643,12 @@ def _capi_unwrap(args: argparse.Namespace, path: str) -> tuple[mscapi.CapiKey, b
     return key, authenticated
 
 
+@_in_cli_words
 def cmd_capi_unwrap(ctx: Context) -> int:
     args = ctx.args
     if (args.output is None) == (not args.info):  # before any file is read
         raise UsageError("give -o FILE for the PLAINTEXTKEYBLOB, or --info (not both)")
-    key, authenticated = _capi_unwrap(args, args.simpleblob)
+    key, authenticated = _capi_unwrap(ctx, args.simpleblob)
     if args.info:
         print(f"{key.alg_id.calg_name}, {key.key_size * 8}-bit key ({key.key_size} bytes)")
         if not authenticated:
@@ -591,49 +660,83 @@ def cmd_capi_unwrap(ctx: Context) -> int:
     return 0
 
 
+@_in_cli_words
 def cmd_capi_convert(ctx: Context) -> int:
     args = ctx.args
-    data = read_file(args.input, mscapi.keyfiles.MAX_KEY_FILE_SIZE, what="a key file")
-    try:
-        loaded = mscapi.load_rsa_key(data)
-    except PassphraseRequired:
-        passphrase = ctx.key_passphrase(args.input)
-        try:
-            loaded = mscapi.load_rsa_key(data, passphrase=passphrase)
-        except PassphraseError as e:
-            if args.passphrase_file or "KEYBLOB_PASSPHRASE" not in os.environ:
-                raise
-            raise PassphraseError(
-                str(e),
-                hints=(
-                    "the passphrase tried was KEYBLOB_PASSPHRASE; give the key file's own "
-                    "with --passphrase-file (it takes precedence), or unset it and type it",
-                ),
-            ) from None
-    public_only = args.public or not loaded.private
     fmt = mscapi.KeyFormat(args.to)
+    if args.encrypt and (args.public or fmt not in (mscapi.KeyFormat.PEM, mscapi.KeyFormat.DER)):
+        raise UsageError("--encrypt writes a private key as pem or der (PKCS#8, encrypted)")
+    loaded = _load_key(ctx, args.input)
+    public_only = args.public or not loaded.private
+    if args.encrypt and public_only:
+        raise UsageError(f"{args.input} holds a public key: there is nothing to encrypt")
     alg_id = loaded.alg_id if fmt is mscapi.KeyFormat.MSBLOB else None
-    out = _sized(
-        args.input,
-        lambda: mscapi.dump_rsa_key(
-            loaded.key, fmt, public_only=public_only, alg_id=alg_id, legacy=args.legacy
-        ),
-    )
     binary = fmt in (mscapi.KeyFormat.DER, mscapi.KeyFormat.MSBLOB)
     target = args.output or "-"
     if not args.force and (binary or not public_only):
         what = "a private key" if not public_only else "binary output"
         refuse_terminal(target, what, "use -o FILE (or --force)")
+    passphrase = _new_key_passphrase(ctx, target) if args.encrypt else None
+    out = _sized(
+        args.input,
+        lambda: mscapi.dump_rsa_key(
+            loaded.key,
+            fmt,
+            public_only=public_only,
+            alg_id=alg_id,
+            legacy=args.legacy,
+            passphrase=passphrase,
+        ),
+    )
     if target == "-" and fmt is mscapi.KeyFormat.XML:
         out += b"\n"  # for the terminal's sake; a file keeps .NET's exact bytes
     write_output(target, out, mode=0o644 if public_only else 0o600)
-    kind = "public" if public_only else "private"
+    kind = "public" if public_only else "private, encrypted" if args.encrypt else "private"
     size = loaded.key.key_size
     print(
         f"read {loaded.format.value} ({loaded.detail}), wrote {args.to} ({kind}, RSA-{size})",
         file=sys.stderr,
     )
+    if not public_only and not args.encrypt:
+        where = "standard output" if target == "-" else target
+        how = (
+            "or write it encrypted (--encrypt)"
+            if fmt in (mscapi.KeyFormat.PEM, mscapi.KeyFormat.DER)
+            else f"a {args.to} key has no encryption"
+        )
+        print_warning(
+            f"{where} holds the private key in the clear: keep it where only you can read it, {how}"
+        )
     return 0
+
+
+def _new_key_passphrase(ctx: Context, target: str) -> bytes:
+    """The passphrase that encrypts a written key: the first line of --passphrase-file, or
+    typed twice at a prompt.  Never KEYBLOB_PASSPHRASE: that is a container's passphrase,
+    and a key file would silently share it."""
+    if ctx.args.passphrase_file:
+        raw = read_file(
+            ctx.args.passphrase_file, 4096, what="a passphrase file", too_large=UsageError
+        )
+        passphrase = raw.split(b"\n", 1)[0].rstrip(b"\r")
+        if not passphrase:
+            raise UsageError(f"{ctx.args.passphrase_file}: its first line is empty")
+        return passphrase
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "--encrypt needs a passphrase: give --passphrase-file, or run in a terminal"
+        )
+    where = "standard output" if target == "-" else target
+    for _ in range(3):
+        try:
+            first = getpass.getpass(f"Passphrase for the key written to {where}: ")
+            again = getpass.getpass("Again: ")
+        except EOFError:
+            raise UsageError("no passphrase given (end of input)") from None
+        if first and first == again:
+            return first.encode("utf-8")
+        print_warning("the passphrases differ (or are empty): try again")
+    raise UsageError("no passphrase agreed on after 3 tries")
 
 
 def register(sub: Subcommands) -> None:
@@ -740,6 +843,12 @@ def register(sub: Subcommands) -> None:
     sp.add_argument("--to", required=True, choices=["pem", "der", "msblob", "xml"])
     sp.add_argument("--public", action="store_true", help="write only the public key")
     sp.add_argument("--force", action="store_true", help="allow a private key on a terminal")
+    sp.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="write the private key encrypted (pem or der: PKCS#8 with the best encryption "
+        "cryptography offers); the passphrase comes from --passphrase-file or a prompt",
+    )
     legacy_rsa(sp)
     sp = command(csub, "unwrap", cmd_capi_unwrap, "open a SIMPLEBLOB into a PLAINTEXTKEYBLOB")
     sp.add_argument("simpleblob", metavar="SIMPLEBLOB")
@@ -751,7 +860,18 @@ def register(sub: Subcommands) -> None:
     sp.add_argument("name", nargs="?", help="a stored key (or use --simpleblob/--private, --key)")
     generation_option(sp)
     sp.add_argument("-i", "--input", action="append", default=[], metavar="IN")
-    sp.add_argument("-o", "--output", metavar="OUT|DIR")
+    sp.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT|DIR",
+        help="a file (written only on success), or a folder: each IN.enc becomes IN there, "
+        "any other name gets .dec added (default: standard output, never a terminal)",
+    )
+    sp.add_argument(
+        "--suffix",
+        metavar="SUFFIX",
+        help="with -o DIR: the ciphertext suffix to strip instead of .enc (e.g. .ciphertext)",
+    )
     sp.add_argument("--iv", metavar="HEX")
     sp.add_argument("--simpleblob", metavar="FILE")
     sp.add_argument("--private", metavar="PRIVATEKEYBLOB")

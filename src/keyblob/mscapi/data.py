@@ -35,15 +35,16 @@ class Mode(enum.Enum):
     CFB = "CFB8"
 
 
-def _check(key: CapiKey, iv: bytes | None, mode: Mode, *, encrypt: bool, legacy: bool) -> bytes:
+def _check(
+    key: CapiKey, iv: bytes | None, mode: Mode, *, encrypt: bool, legacy: bool, warn: bool = True
+) -> bytes:
     info = key.info
     if info.alg_id is AlgId.TLS1_MASTER:
         raise UsageError("a TLS master secret does not encrypt data")
-    if info.is_legacy_key(key.key_size):
+    if info.is_legacy_key(key.key_size) and warn:
         if encrypt and not legacy:
             raise UsageError(
-                f"{info.alg_id.calg_name} is legacy: encrypting with it needs --legacy "
-                "(legacy=True in the library)"
+                f"{info.alg_id.calg_name} is legacy: encrypting with it needs legacy=True"
             )
         warn_legacy(info.alg_id.calg_name, stacklevel=4)
     if encrypt and key.key_size not in info.key_sizes:
@@ -175,6 +176,27 @@ class Decryptor(_Message):
             return unpadder.update(self._ctx.update(held)) + unpadder.finalize()
         except ValueError:
             raise VerificationError(DECRYPT_FAILED) from None
+
+
+def check_ciphertext(
+    key: CapiKey, size: int | None, *, iv: bytes | None = None, mode: Mode = Mode.CBC
+) -> None:
+    """What can be known of a CryptDecrypt before its first byte is written (the rest of
+    the message fails only at its end, in :meth:`Decryptor.finalize`): the key and the IV
+    fit, and ``size`` bytes of ciphertext (when the size is known) are a whole, non-zero
+    number of blocks.
+
+    Raises:
+        UsageError: as :class:`Decryptor`.
+        VerificationError: ``size`` cannot be CryptEncrypt output of this key.
+    """
+    _check(key, iv, mode, encrypt=False, legacy=True, warn=False)
+    block = key.info.block_size
+    if size is not None and block and (size == 0 or size % block):
+        raise VerificationError(
+            f"{DECRYPT_FAILED}: {size} bytes is not a whole, non-zero number of "
+            f"{block}-byte {key.alg_id.calg_name} blocks"
+        )
 
 
 def encrypt(

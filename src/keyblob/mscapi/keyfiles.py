@@ -658,6 +658,7 @@ def dump_rsa_key(
     public_only: bool,
     alg_id: AlgId | None = None,
     legacy: bool = False,
+    passphrase: bytes | None = None,
 ) -> bytes:
     """``key`` in ``fmt``; a public key (or ``public_only``) gives the public form.
 
@@ -677,12 +678,15 @@ def dump_rsa_key(
             for MSBLOB.
         legacy: convert a key under 1024 bits (docs/MSCAPI.md 5).  Converting moves an
             existing key, so it follows the rule for reading: 1024 to 2047 bits warns.
+        passphrase: encrypt a private key written as PEM or DER (PKCS#8 with
+            ``cryptography``'s BestAvailableEncryption); None writes it in the clear.
 
     Raises:
         UsageError: the key does not fit the format (a CryptoAPI blob needs a 512- to
             16384-bit modulus and a 32-bit exponent; .NET's XML needs primes of at most half
             the modulus length), or ``alg_id`` is given for a format other than MSBLOB or is
-            not an RSA ALG_ID.
+            not an RSA ALG_ID, or a ``passphrase`` for a public key, an empty one, or one
+            for a format that has no encryption (MSBLOB, XML).
         WeakKeyError: a key under 1024 bits without ``legacy=True`` (a UsageError).
     """
     check_rsa_size(key, RsaUse.READ, legacy=legacy, role="key", action="converting")
@@ -690,14 +694,26 @@ def dump_rsa_key(
         raise UsageError("an ALG_ID applies only to CryptoAPI blobs (msblob)")
     private = key if isinstance(key, rsa.RSAPrivateKey) and not public_only else None
     public = key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
+    if passphrase is not None:
+        if private is None:
+            raise UsageError("only a private key is written encrypted")
+        if fmt not in (KeyFormat.PEM, KeyFormat.DER):
+            raise UsageError(
+                f"a {fmt.value} private key has no encryption: write pem or der to encrypt it"
+            )
+        if not passphrase:
+            raise UsageError("an empty passphrase encrypts nothing")
     if fmt is KeyFormat.PEM or fmt is KeyFormat.DER:
         encoding = (
             serialization.Encoding.PEM if fmt is KeyFormat.PEM else serialization.Encoding.DER
         )
         if private is not None:
-            return private.private_bytes(
-                encoding, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            encryption: serialization.KeySerializationEncryption = (
+                serialization.NoEncryption()
+                if passphrase is None
+                else serialization.BestAvailableEncryption(passphrase)
             )
+            return private.private_bytes(encoding, serialization.PrivateFormat.PKCS8, encryption)
         return public.public_bytes(encoding, serialization.PublicFormat.SubjectPublicKeyInfo)
     if fmt is KeyFormat.MSBLOB:
         alg = AlgId.RSA_KEYX if alg_id is None else alg_id

@@ -68,10 +68,7 @@ def _signing_hash(hash_alg: AlgId | int, legacy: bool) -> AlgId:
     alg = _hash_alg(hash_alg)
     if alg in LEGACY_HASHES:
         if not legacy:
-            raise UsageError(
-                f"{alg.calg_name} is legacy: signing with it needs --legacy "
-                "(legacy=True in the library)"
-            )
+            raise UsageError(f"{alg.calg_name} is legacy: signing with it needs legacy=True")
         warn_legacy(alg.calg_name, stacklevel=4)  # the caller of sign_digest / sign_hash
     return alg
 

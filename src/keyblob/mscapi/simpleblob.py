@@ -96,10 +96,7 @@ def build_simpleblob(
     info = key.info
     if info.is_legacy_key(key.key_size):
         if not legacy:
-            raise UsageError(
-                f"{info.alg_id.calg_name} is legacy: exporting it needs --legacy "
-                "(legacy=True in the library)"
-            )
+            raise UsageError(f"{info.alg_id.calg_name} is legacy: exporting it needs legacy=True")
         warn_legacy(info.alg_id.calg_name)
     if key.key_size not in info.key_sizes:
         raise UsageError(f"a {info.alg_id.calg_name} key of {key.key_size} bytes is not exported")

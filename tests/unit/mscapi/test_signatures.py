@@ -89,7 +89,7 @@ def test_a_legacy_hash_is_refused_before_the_data_is_hashed(monkeypatch) -> None
 
     monkeypatch.setattr(signatures._primitives, "digest", no_hashing)
     for alg in (AlgId.MD2, AlgId.MD5):
-        with pytest.raises(UsageError, match="needs --legacy"):
+        with pytest.raises(UsageError, match="needs legacy=True"):
             sign_hash(rsa_key(), b"x" * 1000, hash_alg=alg)
 
 
