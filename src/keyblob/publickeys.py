@@ -4,7 +4,8 @@ Making one (:func:`make`) signs the container's label with its signature key thr
 provider, so a token or an agent can stand behind it; reading one (:func:`read`) is the one
 place the reading order of FORMAT.md 3 lives: dearmor, parse, check both keys, then verify
 the label signature of a version 2 file.  The container's own label lives in its
-authenticated state (FORMAT.md 5.2): :func:`label_of`, :func:`set_label`.
+authenticated state (FORMAT.md 5.2): :func:`label_of`, :func:`set_label`.  The copy kept in
+the home for ``keyblob pubkey`` (FORMAT.md 5) is checked by :func:`read_own`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import replace
 from keyblob.errors import VerificationError
 from keyblob.format.armor import PUBLIC_KEY, dearmor, is_armored
 from keyblob.format.pubkey import PublicKeyFile, label_message
-from keyblob.keys import label_from_text
+from keyblob.keys import Suite, label_from_text
 from keyblob.providers import suites
 from keyblob.providers.base import Provider
 
@@ -22,6 +23,8 @@ LABEL_NOT_SIGNED = (
     "public key file {label!r}: its label is not signed by its signature key; "
     "the file was changed after its owner made it"
 )
+
+NOT_OWN = "the public key file kept in the home does not hold this container's signed keys"
 
 
 def label_of(provider: Provider) -> str:
@@ -96,4 +99,25 @@ def read(data: bytes) -> PublicKeyFile:
                     "them before you trust it",
                 ),
             ) from None
+    return pub
+
+
+def read_own(data: bytes, suite: Suite, exchange: bytes, signature: bytes) -> PublicKeyFile:
+    """A container's own public key file, as kept in its home (FORMAT.md 5): every check of
+    :func:`read`, a version 2 file (its label signed), and the suite and both keys equal to
+    the container's.
+
+    Raises:
+        FormatError: not a well-formed public key file.
+        UnsupportedError: a later version, or a suite not implemented.
+        VerificationError: the label signature does not verify, the label is not signed, or
+            the file holds other keys than the container's.
+    """
+    pub = read(data)
+    if not pub.label_signed or (pub.suite, pub.exchange, pub.signature) != (
+        suite,
+        exchange,
+        signature,
+    ):
+        raise VerificationError(NOT_OWN)
     return pub

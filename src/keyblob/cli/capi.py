@@ -301,23 +301,25 @@ def cmd_capi_import_keypair(ctx: Context) -> int:
 def cmd_capi_export_public(ctx: Context) -> int:
     args = ctx.args
     role = KeyRole.SIGNATURE if args.slot == "signature" else KeyRole.EXCHANGE
-    write_output(args.output, public_key_blob(ctx.open(), role))
+    c = ctx.open()
+    write_output(args.output, public_key_blob(c.suite, c.exchange_public, c.signature_public, role))
     return 0
 
 
-def public_key_blob(container: Provider, role: KeyRole) -> bytes:
-    """The container's ``role`` public key as a PUBLICKEYBLOB (CALG_RSA_KEYX or _SIGN)."""
-    if container.suite is not Suite.RSA:
+def public_key_blob(suite: Suite, exchange: bytes, signature: bytes, role: KeyRole) -> bytes:
+    """A container's ``role`` public key, of its public keys ``exchange`` and ``signature``,
+    as a PUBLICKEYBLOB (CALG_RSA_KEYX or _SIGN); public keys are all it needs."""
+    if suite is not Suite.RSA:
         raise UsageError(
             "a PUBLICKEYBLOB holds an RSA key: it needs an rsa-suite container "
             "(keyblob init --suite rsa)"
         )
     public: object
     if role is KeyRole.SIGNATURE:
-        public = suites.load_signature_public(Suite.RSA, container.signature_public)
+        public = suites.load_signature_public(Suite.RSA, signature)
         alg_id = mscapi.AlgId.RSA_SIGN
     else:
-        public = suites.load_exchange_public(Suite.RSA, container.exchange_public)
+        public = suites.load_exchange_public(Suite.RSA, exchange)
         alg_id = mscapi.AlgId.RSA_KEYX
     # The rsa suite's loaders return RSA keys only.
     return mscapi.PublicKeyBlob.from_public_key(cast(rsa.RSAPublicKey, public), alg_id).to_bytes()

@@ -21,6 +21,7 @@ from keyblob.cli.terminal import (
     generation_option,
     iso,
     lazy_module,
+    print_note,
     print_warning,
     read_file,
     read_public_key_file,
@@ -67,6 +68,7 @@ def cmd_init(ctx: Context) -> int:
     )
     if args.label is not None:
         print(f"  label          {publickeys.label_of(container)}")
+    keep_public_file(ctx, container)  # pubkey needs no passphrase (FORMAT.md 5)
     return 0
 
 
@@ -76,6 +78,7 @@ def cmd_label(ctx: Context) -> int:
     text = getattr(ctx.args, "text", None)  # only 'label set' has it
     if text is not None:
         label = publickeys.set_label(container, text)
+        keep_public_file(ctx, container)  # the kept file carries the new label
         print(f"label of container {container.name!r} is now {label!r}")
         print(
             "  public key files made from now on carry it (keyblob pubkey); "
@@ -496,30 +499,71 @@ def _inspect_capi(raw: bytes, as_json: bool) -> int:
     return 0
 
 
+def keep_public_file(ctx: Context, container: Provider) -> PublicKeyFile:
+    """Sign the container's label into its public key file and keep the file in the home
+    (FORMAT.md 5), so that ``pubkey`` needs no passphrase; called wherever the label is
+    signed.  A file that cannot be kept is warned about: it is a cache, and ``pubkey``
+    unlocks and makes it again."""
+    pub = publickeys.make(container)
+    try:
+        ctx.home.write_public_file(container.name, armor(pub.to_bytes(), PUBLIC_KEY))
+    except KeyblobError as e:
+        print_warning(f"{e}; keyblob pubkey will ask for the passphrase")
+    return pub
+
+
+def _kept_public_file(
+    ctx: Context, suite: Suite, exchange: bytes, signature: bytes
+) -> tuple[PublicKeyFile | None, str]:
+    """The public key file kept in the home if it is this container's signed file: its
+    label signature verifies and its keys are those of container.json (FORMAT.md 5).  Else
+    None, and why, for the note that says it was made again."""
+    raw = ctx.home.read_public_file(ctx.container_name)
+    if raw is None:
+        return None, "kept the public key file in the home: pubkey needs no passphrase from now on"
+    try:
+        return publickeys.read_own(raw, suite, exchange, signature), ""
+    except KeyblobError:
+        return None, (
+            "the public key file kept in the home did not match the container (its keys were "
+            "replaced, or the file was edited): made it again from the unlocked container"
+        )
+
+
 def cmd_pubkey(ctx: Context) -> int:
     args = ctx.args
-    container = ctx.open()
+    name = ctx.container_name
+    ctx.home.require(name)  # "no container: run keyblob init" comes first
+    suite, exchange, signature = ctx.home.public_keys(name)
+    pub, why = _kept_public_file(ctx, suite, exchange, signature)
     if args.format == "msblob":
         # One key per PUBLICKEYBLOB: the exchange key, which a Windows peer wraps keys for;
-        # keyblob capi export-public --slot signature gives the signature key.
-        data = public_key_blob(container, KeyRole.EXCHANGE)
-    elif args.format == "pem":
-        data = _labelled_pem(container)
+        # keyblob capi export-public --slot signature gives the signature key.  It holds no
+        # label: container.json's public keys are all it needs, never a passphrase.
+        data = public_key_blob(suite, exchange, signature, KeyRole.EXCHANGE)
+        who = repr(pub.label) if pub is not None else f"container {name!r}"
     else:
+        if pub is None:
+            # No kept file (a container made before keyblob kept one) or one that does not
+            # match: unlocking authenticates the keys, and the label is signed again.
+            pub = keep_public_file(ctx, ctx.open())
+            print_note(why)
+            suite, exchange, signature = pub.suite, pub.exchange, pub.signature
         # Version 2 (FORMAT.md 3.2): the label, signed by the signature key.
-        data = armor(publickeys.make(container).to_bytes(), PUBLIC_KEY)
+        data = armor(pub.to_bytes(), PUBLIC_KEY) if args.format == "keyblob" else _labelled_pem(pub)
+        who = repr(pub.label)
     write_output(args.output, data)
-    label = publickeys.label_of(container)
     if args.output != "-":
         print(
-            f"wrote the public keys of {label!r} to {args.output}: "
-            f"kx-{container.exchange_id.short}, sg-{container.signature_id.short}",
+            f"wrote the public keys of {who} to {args.output}: "
+            f"kx-{key_id_for(suite, KeyRole.EXCHANGE, exchange).short}, "
+            f"sg-{key_id_for(suite, KeyRole.SIGNATURE, signature).short}",
             file=sys.stderr,
         )
     if args.format == "keyblob":
         print(
-            f"fingerprint {group_fingerprint(own_fingerprint(container))}: whoever trusts "
-            "this file must see the same one",
+            f"fingerprint {group_fingerprint(fingerprint(suite, exchange, signature))}: "
+            "whoever trusts this file must see the same one",
             file=sys.stderr,
         )
     return 0
@@ -532,18 +576,17 @@ _KEY_TYPES = {
 }
 
 
-def _labelled_pem(container: Provider) -> bytes:
+def _labelled_pem(pub: PublicKeyFile) -> bytes:
     """Both public keys as PEM, each block after a line saying which key it is.  The line
     is text before the BEGIN line, which RFC 7468 section 2 lets every PEM reader skip (as
     openssl writes a certificate's text before it), not a header inside the block."""
-    exchange, signature = _KEY_TYPES[container.suite]
-    grouped = group_fingerprint(own_fingerprint(container))
-    where = f"of {publickeys.label_of(container)!r}, fingerprint {grouped}"
+    exchange, signature = _KEY_TYPES[pub.suite]
+    where = f"of {pub.label!r}, fingerprint {group_fingerprint(pub.fingerprint)}"
     return (
-        f"exchange key kx-{container.exchange_id.short} ({exchange}) {where}\n".encode()
-        + suites.public_pem(container.suite, container.exchange_public)
-        + f"signature key sg-{container.signature_id.short} ({signature}) {where}\n".encode()
-        + suites.public_pem(container.suite, container.signature_public, signature=True)
+        f"exchange key kx-{pub.exchange_id.short} ({exchange}) {where}\n".encode()
+        + suites.public_pem(pub.suite, pub.exchange)
+        + f"signature key sg-{pub.signature_id.short} ({signature}) {where}\n".encode()
+        + suites.public_pem(pub.suite, pub.signature, signature=True)
     )
 
 

@@ -6,6 +6,7 @@ Layout (folders 0700, files 0600)::
     <home>/containers/<name>/container.json   public keys, sealed private keys, KDF params
     <home>/containers/<name>/state.json       trusted signers, high-water marks, MAC
     <home>/containers/<name>/lock             serialises state updates (POSIX flock)
+    <home>/containers/<name>/public.kbpub     its public key file, kept for pubkey (a cache)
 
 One Argon2id derivation per command unlocks a container; HKDF splits its output into a key
 that seals the private keys, a key that authenticates the state and a passphrase check.
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
     from keyblob import mscapi
 
 CONTAINER_FORMAT = "keyblob-container/v1"
+PUBLIC_FILE = "public.kbpub"  # the public key file kept beside the container (FORMAT.md 5)
 STATE_FORMAT = "keyblob-state/v1"
 SEAL_INFO = b"keyblob/v1/container/seal"
 STATE_INFO = b"keyblob/v1/container/state"
@@ -397,14 +399,13 @@ class Home:
         where = f"{self.path}" if self.path.exists() else f"{self.path} (no such folder)"
         return NotFoundError(f"no container {name!r} in {where}: run keyblob init")
 
-    def open(self, name: str, passphrase: bytes) -> SoftwareContainer:
-        """Unlock container ``name`` with ``passphrase``.
+    def _read_container(self, name: str) -> tuple[dict[str, Any], Suite, KdfParams, bytes, bytes]:
+        """container.json of ``name``, read with every check of FORMAT.md 5 and parsed
+        (5.1); no passphrase needed.
 
         Raises:
             NotFoundError: no such container.
             ProviderError: unsafe permissions.
-            PassphraseError: wrong passphrase.
-            VerificationError: the container file was tampered with.
             FormatError: the container file is damaged.
         """
         folder = self.container_dir(name)
@@ -436,6 +437,72 @@ class Home:
             if isinstance(e, FormatError):
                 raise
             raise FormatError(f"container {name!r}: damaged file {path}") from None
+        return doc, suite, kdf, salt, check
+
+    def public_keys(self, name: str) -> tuple[Suite, bytes, bytes]:
+        """The suite and the (exchange, signature) public keys of container ``name``, from its
+        container.json (FORMAT.md 5.1), without a passphrase.  Nothing authenticates them
+        there: compare them with what their private keys signed (:meth:`read_public_file`).
+
+        Raises:
+            NotFoundError: no such container.
+            ProviderError: unsafe permissions.
+            FormatError: the container file is damaged.
+        """
+        doc, suite, _, _, _ = self._read_container(name)
+        exchange = _unb64(doc["exchange"]["public"], "exchange.public")
+        signature = _unb64(doc["signature"]["public"], "signature.public")
+        suites.check_public_keys(suite, exchange, signature)
+        return suite, exchange, signature
+
+    def read_public_file(self, name: str) -> bytes | None:
+        """The public key file kept beside container ``name`` (``public.kbpub``, FORMAT.md 5),
+        unchecked, or None if there is none.  Read as the home's other files are.
+
+        Raises:
+            ProviderError: unsafe permissions, a symlink, not a regular file, unreadable.
+        """
+        path = self.container_dir(name) / PUBLIC_FILE
+        try:
+            return read_bounded(
+                path,
+                MAX_FILE_SIZE,
+                flags=_HOME_FILE_FLAGS,
+                check=lambda st: _check_home_file(st, path, "public key file"),
+            )
+        except (FileNotFoundError, ValueError):
+            return None  # missing, or too large to be one: made again from the keys
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ProviderError(f"refusing {path}: it is a symlink") from None
+            raise ProviderError(f"cannot read {path}: {e.strerror}") from e
+
+    def write_public_file(self, name: str, data: bytes) -> None:
+        """Keep ``data``, container ``name``'s public key file, beside it (FORMAT.md 5).
+
+        Raises:
+            ProviderError: it could not be written.
+        """
+        path = self.container_dir(name) / PUBLIC_FILE
+        try:
+            write_atomic(path, data)
+        except OSError as e:
+            # Never leave an older file behind: it may carry a label no longer the container's.
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise ProviderError(f"cannot write {path}: {e.strerror}") from e
+
+    def open(self, name: str, passphrase: bytes) -> SoftwareContainer:
+        """Unlock container ``name`` with ``passphrase``.
+
+        Raises:
+            NotFoundError: no such container.
+            ProviderError: unsafe permissions.
+            PassphraseError: wrong passphrase.
+            VerificationError: the container file was tampered with.
+            FormatError: the container file is damaged.
+        """
+        doc, suite, kdf, salt, check = self._read_container(name)
         keys = _derive(passphrase, salt, kdf)
         if not hmac.compare_digest(keys.check, check):
             raise PassphraseError(f"wrong passphrase for container {name!r}")
