@@ -500,19 +500,27 @@ def require_trusted(
                 "check its fingerprint with its owner, then run: keyblob trust add THEIR.pub",
             ),
         )
-    if not signer.allows(name):
-        raise VerificationError(
-            OUT_OF_SCOPE.format(
-                signer=f"sg-{signer_id.short} ({signer.label})",
-                scope=describe_scope(signer.names),
-                name=name,
-            ),
-            hints=(
-                "the blob may have been substituted; if that signer should sign this name too,",
-                "widen its scope: keyblob trust add THEIR.pub --names PATTERN,...",
-            ),
-        )
+    _require_in_scope(
+        signer.names,
+        name,
+        f"sg-{signer_id.short} ({signer.label})",
+        "the blob may have been substituted; if that signer should sign this name too,",
+        "widen its scope: keyblob trust add THEIR.pub --names PATTERN,...",
+    )
     return signer.public
+
+
+def _require_in_scope(names: tuple[str, ...] | None, name: str, signer: str, *hints: str) -> None:
+    """Import step 2's scope check, for keyblob and CryptoAPI signers alike (FORMAT.md 5.2).
+
+    Raises:
+        VerificationError: the scope ``names`` does not allow ``name``.
+    """
+    if not allows(names, name):
+        raise VerificationError(
+            OUT_OF_SCOPE.format(signer=signer, scope=describe_scope(names), name=name),
+            hints=hints,
+        )
 
 
 def require_capi_signer(state: State, public: bytes, name: str | None) -> CapiSigner | None:
@@ -542,16 +550,11 @@ def require_capi_signer(state: State, public: bytes, name: str | None) -> CapiSi
         )
     if name is None:
         raise UsageError("a pinned CryptoAPI signer is checked for a key name: give the name")
-    if not signer.allows(name):
-        raise VerificationError(
-            OUT_OF_SCOPE.format(
-                signer=f"CryptoAPI signer {signer.label!r} ({signer.fingerprint})",
-                scope=describe_scope(signer.names),
-                name=name,
-            ),
-            hints=(
-                "if that signer should sign this name too, widen its scope: "
-                "keyblob trust add SIGNER.pubblob --names PATTERN,...",
-            ),
-        )
+    _require_in_scope(
+        signer.names,
+        name,
+        f"CryptoAPI signer {signer.label!r} ({signer.fingerprint})",
+        "if that signer should sign this name too, widen its scope: "
+        "keyblob trust add SIGNER.pubblob --names PATTERN,...",
+    )
     return signer

@@ -200,10 +200,6 @@ class PublicKeyFile:
         """What the label signature signs (FORMAT.md 3.2)."""
         return label_message(self.suite, self.label, self.exchange, self.signature)
 
-    def with_label_signature(self, signature: bytes) -> PublicKeyFile:
-        """This file as version 2, its label signed by ``signature``."""
-        return PublicKeyFile(self.suite, self.label, self.exchange, self.signature, signature)
-
     def to_bytes(self) -> bytes:
         body = _body(self.suite, self.label, self.exchange, self.signature, self.version)
         if self.label_signature is None:
