@@ -25,20 +25,6 @@ def windows_keys():
     return rsa.generate_private_key(65537, 2048), rsa.generate_private_key(65537, 2048)
 
 
-@pytest.fixture
-def kb(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
-    monkeypatch.setenv("KEYBLOB_HOME", str(tmp_path / "home"))
-
-    def run(*argv: str | os.PathLike[str]) -> tuple[int, str, str]:
-        capsys.readouterr()
-        status = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return run
-
-
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
@@ -424,7 +410,6 @@ def test_an_output_that_is_an_input_is_refused_before_anything_is_read(
 ):
     """-o naming one of the command's own inputs would destroy it (a Windows ciphertext,
     the only PRIVATEKEYBLOB): refused with exit 2, every file left as it was."""
-    from keyblob.cli import main
 
     files = {n: tmp_path / n for n in ("x.enc", "priv.blob", "sb.blob", "sig", "pub.blob")}
     for n, p in files.items():
@@ -544,7 +529,6 @@ def test_an_older_generation_by_name(kb, tmp_path, windows_keys):
 def test_outputs_never_replace_key_or_passphrase_files(kb, tmp_path, monkeypatch, capsys):
     """From a review: the passphrase file, and the key files of a capi decrypt into a
     folder, were outputs like any other; and '-o - --signature-out -' mixed two files."""
-    from keyblob.cli import main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pw.txt").write_text(PASS + "\n")

@@ -26,7 +26,6 @@ from hostile_keys import (
     seq,
 )
 from keyblob import mscapi
-from keyblob.cli import main
 from keyblob.mscapi.keyfiles import MAX_KDF_ITERATIONS
 
 
@@ -72,20 +71,6 @@ def test_pkcs8_iteration_bomb_is_refused_at_once(tmp_path: Path) -> None:
 
 PASS = "capi passphrase"
 AES = mscapi.CapiKey.new(mscapi.AlgId.AES_256, bytes(range(32)))
-
-
-@pytest.fixture
-def kb(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
-    monkeypatch.setenv("KEYBLOB_HOME", str(tmp_path / "home"))
-
-    def run(*argv):
-        capsys.readouterr()
-        status = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return run
 
 
 def _pub(path: Path, key, alg=mscapi.AlgId.RSA_KEYX) -> Path:

@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hostile_keys import rsa_of
 from keyblob import mscapi
-from keyblob.cli import main
 
 PASS = "capi passphrase"
 AES = mscapi.CapiKey.new(mscapi.AlgId.AES_256, bytes(range(32)))
@@ -27,20 +26,6 @@ def keys():
         rsa.generate_private_key(65537, 2048),
         rsa.generate_private_key(65537, 1024),
     )
-
-
-@pytest.fixture
-def kb(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
-    monkeypatch.setenv("KEYBLOB_HOME", str(tmp_path / "home"))
-
-    def run(*argv):
-        capsys.readouterr()
-        status = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return run
 
 
 def _write(path: Path, data: bytes) -> Path:
