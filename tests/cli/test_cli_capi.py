@@ -439,6 +439,26 @@ def test_an_output_that_is_an_input_is_refused_before_anything_is_read(
     assert not (tmp_path / "same").exists() and not (tmp_path / "s2").exists()
 
 
+@pytest.mark.parametrize("value", [b"\xff" * 256, b"\x01" + b"\x00" * 255], ids=["above", "below"])
+def test_a_simpleblob_for_another_key_gets_the_import_keypair_hint(
+    kb, tmp_path, windows_keys, value
+):
+    """Wrapped for a key pair not imported yet: whether the wrapped value happens to lie
+    above or below this container's modulus (a coin toss for a real blob), the refusal
+    says which key pair to import."""
+    f = _windows_files(tmp_path, windows_keys, b"x")
+    blob = Path(f["sb"]).read_bytes()[:12] + value  # encryptedkey is little-endian at 12
+    _write(Path(f["sb"]), blob)
+    _write(Path(f["sig"]), mscapi.sign_hash(windows_keys[1], blob))
+    assert kb("init", "--suite", "rsa", "--bits", "2048")[0] == 0
+    status, _, err = kb(
+        "capi", "import-simpleblob", f["sb"], "--name", "p",
+        "--signature", f["sig"], "--signer", f["signer"],
+    )  # fmt: skip
+    assert status == 3 and "keyblob capi import-keypair PRIVATEKEYBLOB" in err, err
+    assert "wrong exchange key" in err and kb("list")[1] == ""
+
+
 def test_mistakes_an_administrator_makes_get_a_way_forward(kb, tmp_path, windows_keys):
     """Each mistake from a user walkthrough: refused, with the message or hint that says
     what to do instead."""

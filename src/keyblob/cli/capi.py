@@ -388,7 +388,7 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
             ),
         )
     except Refused as e:
-        if mscapi.simpleblob.UNWRAP_FAILED not in str(e):
+        if mscapi.simpleblob.WRONG_KEY not in str(e):
             raise
         raise Refused(
             str(e),

@@ -39,7 +39,10 @@ _OAEP = padding.OAEP(
 )
 
 
-UNWRAP_FAILED = "the private key does not open this SIMPLEBLOB (a wrong exchange key?)"
+#: Every refusal that may mean "wrapped for another exchange key" ends with this, so the
+#: command line can say which key pair a SIMPLEBLOB needs.
+WRONG_KEY = "(a wrong exchange key?)"
+UNWRAP_FAILED = f"the private key does not open this SIMPLEBLOB {WRONG_KEY}"
 #: The keys' roles in messages about their size (docs/MSCAPI.md 5).
 RECIPIENT_ROLE = "recipient's key"
 EXCHANGE_ROLE = "exchange key"
@@ -162,11 +165,13 @@ def unwrap_simpleblob(
     if len(stored) < k or any(stored[k:]):
         raise FormatError(
             f"SIMPLEBLOB: encryptedkey at offset 12: {len(stored)} bytes "
-            f"for a {private_key.key_size}-bit exchange key (expected {k})"
+            f"for a {private_key.key_size}-bit exchange key (expected {k}) {WRONG_KEY}"
         )
     ciphertext = stored[:k][::-1]
     if int.from_bytes(ciphertext, "big") >= public.n:
-        raise FormatError("SIMPLEBLOB: encryptedkey at offset 12: not below the modulus")
+        raise FormatError(
+            f"SIMPLEBLOB: encryptedkey at offset 12: not below the modulus {WRONG_KEY}"
+        )
     # Step 3: the stand-in, drawn before anything secret happens.
     stand_in = _random(key_size if key_size is not None else info.default_size)
     # Step 4: decrypt; any failure and any unexpected length select the stand-in.
