@@ -82,6 +82,24 @@ class StorageError(KeyblobError):
     """Reading or writing failed: the store, or a file a command was given or writes."""
 
 
+class ConflictError(StorageError):
+    """Another writer stored a different blob at the same (name, generation) first.
+
+    The store kept theirs; nothing of this write remains.  Running the operation again
+    (``keyblob.blobs.retrying``; the CLI's ``new`` and ``rotate`` do so themselves) makes
+    the next generation from what is stored now.
+    """
+
+    def __init__(self, name: str, generation: int, location: str) -> None:
+        super().__init__(
+            f"another writer made {name} generation {generation} first (in {location}); "
+            "run the command again",
+            hints=("nothing was changed by this command",),
+        )
+        self.name = name
+        self.generation = generation
+
+
 class NotFoundError(StorageError, LookupError):
     """A blob, name, container or trusted signer that was asked for does not exist."""
 

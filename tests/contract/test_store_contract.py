@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from keyblob.errors import NotFoundError, StorageError, UsageError
+from keyblob.errors import ConflictError, NotFoundError, StorageError, UsageError
 from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, Store
 from keyblob.storage.directory import DirectoryStore
 
@@ -71,12 +71,13 @@ def test_idempotent_put(store: Store) -> None:
 
 def test_conflicting_put_is_refused(store: Store) -> None:
     store.put("k", 1, b"blob")
-    with pytest.raises(StorageError) as info:
+    with pytest.raises(ConflictError) as info:
         store.put("k", 1, b"other blob")
     assert str(info.value) == (
-        f"k generation 1 already exists in {store.location}: another writer stored it first"
+        f"another writer made k generation 1 first (in {store.location}); run the command again"
     )
-    assert not isinstance(info.value, NotFoundError)
+    assert isinstance(info.value, StorageError) and not isinstance(info.value, NotFoundError)
+    assert (info.value.name, info.value.generation) == ("k", 1)
     assert store.get("k", 1) == b"blob"
 
 

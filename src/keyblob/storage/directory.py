@@ -26,7 +26,7 @@ from keyblob.atomic import (
     read_bounded,
     write_atomic,
 )
-from keyblob.errors import NotFoundError, StorageError, UsageError
+from keyblob.errors import ConflictError, NotFoundError, StorageError, UsageError
 from keyblob.keys import check_name
 from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, check_generation, check_item
 
@@ -122,11 +122,7 @@ class DirectoryStore:
             # Someone (an earlier run, a retry, a concurrent writer) got there first.
             # Identical bytes make the put idempotent; anything else is a conflict.
             if self._read(name, generation, path) != data:
-                raise StorageError(
-                    f"{name} generation {generation} already exists in {self.location}: "
-                    "another writer stored it first",
-                    hints=("nothing was changed: run the command again",),
-                ) from None
+                raise ConflictError(name, generation, self.location) from None
         except OSError as e:
             raise StorageError(f"cannot write {path}: {_reason(e)}") from e
         finally:

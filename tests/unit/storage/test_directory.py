@@ -16,7 +16,7 @@ import pytest
 
 import keyblob.atomic
 import keyblob.storage.directory as directory_module
-from keyblob.errors import KeyblobError, NotFoundError, StorageError, UsageError
+from keyblob.errors import ConflictError, KeyblobError, NotFoundError, StorageError, UsageError
 from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, Store, open_store
 from keyblob.storage.directory import DirectoryStore
 
@@ -100,11 +100,10 @@ def test_conflicting_put_is_refused_and_keeps_old_bytes(store: DirectoryStore, r
     store.put("k", 3, b"original")
     with pytest.raises(StorageError) as info:
         store.put("k", 3, b"replacement")
-    assert (
-        str(info.value)
-        == f"k generation 3 already exists in {root}: another writer stored it first"
+    assert str(info.value) == (
+        f"another writer made k generation 3 first (in {root}); run the command again"
     )
-    assert info.value.hints == ("nothing was changed: run the command again",)
+    assert info.value.hints == ("nothing was changed by this command",)
     assert not isinstance(info.value, NotFoundError)
     assert store.get("k", 3) == b"original"
     assert os.listdir(root / "k") == ["3.kb"]
@@ -113,9 +112,9 @@ def test_conflicting_put_is_refused_and_keeps_old_bytes(store: DirectoryStore, r
 def test_conflicting_put_with_a_prefix_of_the_old_bytes(store: DirectoryStore) -> None:
     # A comparison that stopped at the shorter length would call these equal.
     store.put("k", 1, b"abcdef")
-    with pytest.raises(StorageError, match="already exists"):
+    with pytest.raises(ConflictError):
         store.put("k", 1, b"abc")
-    with pytest.raises(StorageError, match="already exists"):
+    with pytest.raises(ConflictError):
         store.put("k", 1, b"abcdefg")
     assert store.get("k", 1) == b"abcdef"
 
@@ -518,8 +517,8 @@ def test_concurrent_threads_exactly_one_wins(tmp_path: Path, generation: int) ->
     assert len(winners) == 1, outcomes
     for outcome in outcomes:
         if outcome != "won":
-            assert type(outcome) is StorageError, outcome
-            assert "already exists" in str(outcome)
+            assert type(outcome) is ConflictError, outcome
+            assert "first" in str(outcome)
     assert store.get("race", generation) == payloads[winners[0]]
     assert os.listdir(tmp_path / "store" / "race") == [f"{generation}.kb"]
 
@@ -576,7 +575,8 @@ def test_concurrent_processes_exactly_one_wins(tmp_path: Path) -> None:
     for out, _ in results:
         if out.startswith("lost"):
             assert out.strip() == (
-                f"lost race generation 1 already exists in {root}: another writer stored it first"
+                f"lost another writer made race generation 1 first (in {root}); "
+                "run the command again"
             )
     assert DirectoryStore(root).get("race", 1) == bytes([winner]) * 65536
     assert os.listdir(root / "race") == ["1.kb"]
