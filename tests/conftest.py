@@ -9,7 +9,7 @@ import pytest
 
 from keyblob import Home, SoftwareContainer, Suite
 from keyblob.storage.directory import DirectoryStore
-from support import FAST_KDF, PASSPHRASE
+from support import FAST_KDF, PASSPHRASE, postgres_database
 
 
 @pytest.fixture(autouse=True)
@@ -41,3 +41,19 @@ def store(tmp_path: Path) -> DirectoryStore:
 @pytest.fixture(params=[Suite.X25519, Suite.RSA], ids=["x25519", "rsa"])
 def suite(request: pytest.FixtureRequest) -> Suite:
     return request.param  # type: ignore[no-any-return]
+
+
+#: The store backends, as users select them (issue 13): every test taking ``store_url``
+#: runs once per backend.
+BACKENDS = ("directory", "sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty store of each backend, as the URL a user gives ``--store`` or ``open_store``
+    (PostgreSQL: a fresh database on ``KEYBLOB_TEST_PG``, dropped afterwards)."""
+    if request.param == "directory":
+        return str(tmp_path / "store")
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/keys.db"
+    return postgres_database(request)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import importlib.util
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import NoReturn
+from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
@@ -131,3 +133,26 @@ def dotnet_xml(key: RSAPrivateKey | RSAPublicKey, *, pad: bool = True) -> bytes:
     return (
         "<RSAKeyValue>" + "".join(f"<{n}>{v}</{n}>" for n, v in parts) + "</RSAKeyValue>"
     ).encode()
+
+
+def postgres_database(request: Any) -> str:
+    """The URL of a fresh, empty database on the PostgreSQL server ``KEYBLOB_TEST_PG``
+    names (a ``postgresql://`` URL with the rights to create databases), dropped when the
+    test ends.  Skips without the server, but fails in CI (``KEYBLOB_REQUIRE_INTEROP=1``)."""
+    server = os.environ.get("KEYBLOB_TEST_PG")
+    if not server:
+        skip_or_fail("no PostgreSQL server: set KEYBLOB_TEST_PG to a postgresql:// URL")
+    try:
+        import psycopg
+    except ImportError:
+        skip_or_fail("psycopg is not installed: pip install 'keyblob[postgres]'")
+    name = f"kbtest_{secrets.token_hex(8)}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    request.addfinalizer(drop)
+    return urlunsplit(urlsplit(server)._replace(path=f"/{name}"))

@@ -1,35 +1,22 @@
 """The behaviour every store shares, run against each one.
 
-To add a store, add a factory to STORE_FACTORIES: it gets a fresh temporary folder and
-returns an empty store (for PostgreSQL: a fresh schema, skipping with a reason when no
-server is configured, which KEYBLOB_REQUIRE_INTEROP=1 turns into a failure).
+Each test runs once per backend, on an empty store opened from its URL (the ``store_url``
+fixture of tests/conftest.py; PostgreSQL: a fresh database on the server KEYBLOB_TEST_PG
+names, skipping without one, which KEYBLOB_REQUIRE_INTEROP=1 turns into a failure).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
 
 from keyblob.errors import ConflictError, NotFoundError, StorageError, UsageError
-from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, Store
-from keyblob.storage.directory import DirectoryStore
+from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, Store, open_store
 
 
-def _directory(tmp_path: Path) -> Store:
-    return DirectoryStore(tmp_path / "store")
-
-
-STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {
-    "directory": _directory,
-}
-
-
-@pytest.fixture(params=sorted(STORE_FACTORIES))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    factory = STORE_FACTORIES[request.param]
-    return factory(tmp_path)
+@pytest.fixture
+def store(store_url: str) -> Store:
+    """An empty store of each backend (``store_url`` in tests/conftest.py)."""
+    return open_store(store_url)
 
 
 def test_is_a_store(store: Store) -> None:
