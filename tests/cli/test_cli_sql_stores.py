@@ -115,3 +115,23 @@ def test_commands_close_their_connection(
     assert kb("new", "payroll", "--store", url)[0] == 0
     assert kb("show", "nothing", "--store", url)[0] == 4  # closed on failure too
     assert closed == [f"{tmp_path}/keys.db"] * 2
+
+
+def test_upgrade_is_said_once(kb, sql_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyblob.storage import sql
+    from keyblob.storage.sql import Upgrade
+
+    assert kb("init")[0] == 0
+    assert kb("new", "payroll", "--store", sql_url)[0] == 0
+    monkeypatch.setattr(sql, "SCHEMA_VERSION", 2)
+    step = Upgrade(sqlite=("CREATE TABLE keyblob_v2 (x)",), postgresql=("SELECT 1",))
+    monkeypatch.setattr(sql, "UPGRADES", {1: step})
+    status, out, err = kb("list", "--store", sql_url)
+    assert status == 0 and "payroll" in out
+    upgraded = [line for line in err.splitlines() if "upgraded the store" in line]
+    assert len(upgraded) == 1
+    assert upgraded[0].startswith("keyblob: warning: upgraded the store ")
+    assert upgraded[0].endswith(" from schema version 1 to 2")
+    assert "devpass" not in err
+    status, _, err = kb("list", "--store", sql_url)
+    assert status == 0 and "upgraded" not in err
