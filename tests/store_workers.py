@@ -5,6 +5,7 @@ test_store_crash.py): ``python tests/store_workers.py MODE CONFIG`` with CONFIG 
   ``ready``, wait for a line on stdin, run random new/rotate/load operations through the
   library, retrying a lost compare-and-set (ConflictError) itself, and print what happened as
   one JSON list.
+- ``first-put``: open a store nothing has written to yet, and put one item on the start line.
 - ``zygote``: import and unlock once, then for every line read on stdin fork one writer, print
   ``pid N``, wait for it (the test SIGKILLs it) and print ``exit STATUS``.  The writer opens
   the store itself, says ``ready`` and writes until it is killed.  Forking a prepared process
@@ -42,6 +43,12 @@ PASSPHRASE = b"correct horse battery staple"
 MAX_RETRIES = 200
 OPERATIONS = ("new", "rotate", "load")
 WEIGHTS = (1, 2, 2)
+
+
+def say(line: str) -> None:
+    """One line on stdout in one write: a zygote and its writer share the pipe, and with
+    PYTHONUNBUFFERED print() writes the text and its newline apart."""
+    os.write(sys.stdout.fileno(), f"{line}\n".encode())
 
 
 def payload(generation: int) -> bytes:
@@ -108,10 +115,20 @@ def mixed(config: dict[str, Any]) -> None:
     print(json.dumps(log), flush=True)
 
 
+def first_put(config: dict[str, Any]) -> None:
+    """Open the store (nothing made yet), say ``ready``, and on the start line put one item:
+    many of these at once race to create a database's schema."""
+    store = open_store(config["url"])
+    print("ready", flush=True)
+    sys.stdin.readline()
+    store.put(config["name"], 1, b"first")
+    print(json.dumps(store.generations(config["name"])), flush=True)
+
+
 def _put_forever(config: dict[str, Any], _: SoftwareContainer | None) -> None:
     store = open_store(config["url"])
     generation = (store.latest(config["name"]) or 0) + 1
-    print("ready", flush=True)
+    say("ready")
     while True:
         store.put(config["name"], generation, payload(generation))
         generation += 1
@@ -121,7 +138,7 @@ def _rotate_forever(config: dict[str, Any], container: SoftwareContainer | None)
     assert container is not None
     store = open_store(config["url"])
     store.latest(config["name"])  # connected before "ready"
-    print("ready", flush=True)
+    say("ready")
     while True:
         blobs.rotate(container, store, config["name"])
 
@@ -135,6 +152,9 @@ def zygote(config: dict[str, Any]) -> None:
     if "home" in config:
         container = Home(Path(config["home"])).open(config["container"], PASSPHRASE)
     warnings.simplefilter("error", IgnoredEntryWarning)  # a torn entry would be ignored
+    # Opening connects to nothing, but imports the backend's driver: once, here, not in
+    # every writer (psycopg takes longer to import than a writer lives).
+    open_store(config["url"])
     while sys.stdin.readline():
         pid = os.fork()
         if pid == 0:
@@ -145,10 +165,10 @@ def zygote(config: dict[str, Any]) -> None:
             finally:
                 sys.stderr.flush()
                 os._exit(70)  # the writer never ends on its own: any exit is a failure
-        print(f"pid {pid}", flush=True)
+        say(f"pid {pid}")
         _, status = os.waitpid(pid, 0)
-        print(f"exit {os.waitstatus_to_exitcode(status)}", flush=True)
+        say(f"exit {os.waitstatus_to_exitcode(status)}")
 
 
 if __name__ == "__main__":
-    {"mixed": mixed, "zygote": zygote}[sys.argv[1]](json.loads(sys.argv[2]))
+    {"mixed": mixed, "first-put": first_put, "zygote": zygote}[sys.argv[1]](json.loads(sys.argv[2]))

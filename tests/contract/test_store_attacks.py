@@ -382,7 +382,17 @@ def test_hostile_rows_are_never_used(case, owner, attacker, store, tamper):
     _hostile_row_is_never_used(HOSTILE_ROWS[case], owner, attacker, store, tamper)
 
 
-@pytest.mark.parametrize("case", SQLITE_ROWS)
+#: A store refuses to return such an entry with a StorageError, which the recipe does not
+#: ignore as it ignores a blob that fails verification (FORMAT.md 2.9).
+LOCKS_OUT = pytest.mark.xfail(
+    strict=True, reason="FINDINGS.md 1: an entry the store refuses to return locks the owner out"
+)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=LOCKS_OUT) if c == "data-as-text" else c for c in SQLITE_ROWS],
+)
 def test_hostile_sqlite_values_are_never_used(case, owner, attacker, tmp_path):
     url = f"sqlite:///{tmp_path}/keys.db"
     tamper = Tamper(url)
@@ -392,10 +402,7 @@ def test_hostile_sqlite_values_are_never_used(case, owner, attacker, tmp_path):
         tamper.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDINGS.md 1: an oversized entry above the newest locks the owner out",
-)
+@LOCKS_OUT
 def test_oversized_newer_entry_is_ignored(owner, store, tamper):
     mine = blobs.generate(owner, store, "payroll")
     tamper.insert_raw("payroll", 2, b"\0" * (MAX_ITEM_SIZE + 1))

@@ -58,29 +58,20 @@ def _homes(tmp_path: Path) -> list[tuple[Path, str]]:
     return made
 
 
-def _run_workers(url: str, homes: list[tuple[Path, str]]) -> list[dict[str, Any]]:
-    workers = []
-    for i in range(PROCESSES):
-        home, name = homes[i % HOMES]
-        config = {
-            "url": url,
-            "home": str(home),
-            "container": name,
-            "peers": [[str(h), n] for h, n in homes],
-            "seed": 1300 + i,
-            "operations": OPERATIONS,
-            "names": NAMES,
-        }
-        workers.append(
-            subprocess.Popen(
-                [sys.executable, str(WORKERS), "mixed", json.dumps(config)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, "PYTHONPATH": str(SRC)},
-            )
+def _run_together(mode: str, configs: list[dict[str, Any]]) -> list[Any]:
+    """Start one worker per config (tests/store_workers.py), wait until each is ready, start
+    them all at once, and return what each printed, as JSON."""
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(WORKERS), mode, json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(SRC)},
         )
+        for config in configs
+    ]
     try:
         # Everyone is unlocked and connected before anyone starts: the operations overlap.
         for worker in workers:
@@ -91,16 +82,42 @@ def _run_workers(url: str, homes: list[tuple[Path, str]]) -> list[dict[str, Any]
             assert worker.stdin is not None
             worker.stdin.write("go\n")
             worker.stdin.flush()
-        log = []
+        outputs = []
         for worker in workers:
             out, err = worker.communicate(timeout=600)
             assert worker.returncode == 0, err
-            log += json.loads(out)
-        return log
+            outputs.append(json.loads(out))
+        return outputs
     finally:
         for worker in workers:
             worker.kill()
             worker.wait()
+
+
+def _run_workers(url: str, homes: list[tuple[Path, str]]) -> list[dict[str, Any]]:
+    configs = []
+    for i in range(PROCESSES):
+        home, name = homes[i % HOMES]
+        configs.append(
+            {
+                "url": url,
+                "home": str(home),
+                "container": name,
+                "peers": [[str(h), n] for h, n in homes],
+                "seed": 1300 + i,
+                "operations": OPERATIONS,
+                "names": NAMES,
+            }
+        )
+    return [entry for log in _run_together("mixed", configs) for entry in log]
+
+
+def test_first_writers_make_the_schema_once(store_url: str) -> None:
+    """Eight processes write to a store nothing has written to yet, at the same moment: a
+    SQL store's schema is made by one of them, and every write succeeds."""
+    configs = [{"url": store_url, "name": f"first{i}"} for i in range(PROCESSES)]
+    assert _run_together("first-put", configs) == [[1]] * PROCESSES
+    assert open_store(store_url).names() == sorted(c["name"] for c in configs)
 
 
 @pytest.mark.slow
