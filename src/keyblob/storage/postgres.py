@@ -47,8 +47,8 @@ __all__ = ["CONNECT_TIMEOUT", "PostgresStore"]
 #: alone would wait forever for an address that drops packets.
 CONNECT_TIMEOUT = 10
 
-# Held while the schema is made or upgraded (pg_advisory_xact_lock; scoped to the
-# database), so that concurrent first writers do not both run CREATE TABLE.
+# Held while the schema is made or upgraded (an advisory lock, scoped to the database), so
+# that concurrent first writers do not both run CREATE TABLE.
 _SCHEMA_LOCK = 0x6B6579626C6F62  # "keyblob"
 
 _CURRENT = f"EXISTS (SELECT 1 FROM {META} WHERE key = '{VERSION_KEY}' AND value = %s)"  # noqa: S608
@@ -273,9 +273,11 @@ class PostgresStore(SqlStore):
             return False
         if found != sql.SCHEMA_VERSION:
             start = found
+            # A session lock taken before the transaction begins: a transaction that began
+            # before the winner committed could still see no tables after waiting.
+            db.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
             try:
                 with db.transaction():
-                    db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                     found = self._version(db, lock=True)
                     if found != sql.SCHEMA_VERSION:
                         for statement in schema_statements("postgresql", found):
@@ -285,6 +287,9 @@ class PostgresStore(SqlStore):
                     reason = _scrub(str(e), self._url, *self._secrets)
                     raise upgrade_failed(self.location, start, reason) from None
                 raise
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    db.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
             if found is not None and found != sql.SCHEMA_VERSION:
                 upgraded(self.location, found)
         self._ready = True
