@@ -13,6 +13,7 @@ the server has ended the dead writer's session (found by its ``application_name`
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import select
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +45,6 @@ class Zygote:
     """The process that forks the writers (tests/store_workers.py ``zygote``)."""
 
     def __init__(self, config: dict[str, Any], tmp_path: Path) -> None:
-        import json
-
         self._errors = tmp_path / "zygote.stderr"
         with self._errors.open("wb") as errors:
             self._process = subprocess.Popen(
@@ -96,6 +96,8 @@ class Zygote:
         finally:
             self._process.kill()
             self._process.wait()
+            if self._process.stdout is not None:
+                self._process.stdout.close()
 
 
 @pytest.fixture
@@ -114,7 +116,7 @@ def zygote(tmp_path: Path) -> Iterator[Any]:
 def writer_url(url: str) -> str:
     """The URL the writers open: on PostgreSQL, with a name to find their sessions by."""
     if url.startswith("postgresql:"):
-        return f"{url}?application_name={WRITER_APP}"
+        return f"{url}{'&' if '?' in url else '?'}application_name={WRITER_APP}"
     return url
 
 
@@ -150,7 +152,7 @@ def _backend_checks(url: str, name: str, generations: list[int]) -> None:
     """What only one backend can show: the directory's leftovers are temp files, which the
     store ignores; the SQLite file passes its own integrity check."""
     if url.startswith("sqlite:"):
-        with sqlite3.connect(url.removeprefix("sqlite://")) as db:
+        with closing(sqlite3.connect(url.removeprefix("sqlite://"))) as db:
             assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     elif ":" not in url:
         # A kill before the first put even made the folder leaves nothing at all.
