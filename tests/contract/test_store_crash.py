@@ -5,7 +5,8 @@ A prepared process forks one writer per kill (``zygote`` in tests/store_workers.
 kill costs milliseconds; the writer opens the store from its URL itself, says ``ready``, and
 writes until it is killed ``uniform(0, MAX_DELAY)`` seconds later.  Two writers: the store's
 own ``put`` of the largest items, and the library's ``rotate`` of a real key (store write and
-high-water mark both).  Every backend gets ``KILLS`` kills of each.
+high-water mark both).  Every backend gets ``KILLS`` kills of each, and ``FIRST_WRITE_KILLS``
+of a writer making an emptied store (a SQL store's schema, the folder) with its first put.
 
 PostgreSQL finishes a statement the writer had sent before it died: the checks wait until
 the server has ended the dead writer's session (found by its ``application_name``).
@@ -17,6 +18,7 @@ import json
 import os
 import random
 import select
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -37,6 +39,7 @@ from support import FAST_KDF
 WORKERS = Path(__file__).resolve().parents[1] / "store_workers.py"
 SRC = Path(blobs.__file__).resolve().parents[1]
 KILLS = 200
+FIRST_WRITE_KILLS = 40  # each on an emptied store
 WRITER_APP = "keyblob-crash-writer"  # the PostgreSQL writers' application_name
 MAX_DELAY = 0.04  # seconds between the writer being ready and the kill
 
@@ -232,3 +235,49 @@ def test_rotate_survives_sigkill_at_random_instants(
     for generation in store.generations("victim"):
         assert blobs.open_stored(container, store, "victim", generation).key is not None
     assert blobs.rotate(container, store, "victim").generation == newest + 1
+
+
+def _empty(url: str) -> None:
+    """Take the store back to nothing: no folder, no database file, no tables."""
+    if url.startswith("sqlite:"):
+        path = url.removeprefix("sqlite://")
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(path + suffix).unlink(missing_ok=True)
+    elif url.startswith("postgresql:"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute("DROP TABLE IF EXISTS keyblob_blobs, keyblob_set_aside, keyblob_meta")
+    else:
+        shutil.rmtree(url, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_first_write_survives_sigkill_at_random_instants(
+    store_url: str, zygote: Any, settled: Any
+) -> None:
+    """Killed while its first write makes the store itself (a SQL store's schema, the
+    folder), a writer leaves the store without it or with all of it: what is there reads,
+    and the next write works."""
+    rng = random.Random(20240604)
+    writers = zygote({"writer": "put", "url": writer_url(store_url), "name": "victim"})
+    for _ in range(FIRST_WRITE_KILLS):
+        _empty(store_url)
+        # Shorter than the others: most kills land in or just after the first write.
+        writers.kill_a_writer(rng.uniform(0, MAX_DELAY / 3))
+        settled()
+        store = open_store(store_url)
+        try:
+            generations = store.generations("victim")
+            assert generations == list(range(1, len(generations) + 1))
+            assert store.names() == (["victim"] if generations else [])
+            for generation in generations:
+                assert store.get("victim", generation) == payload(generation), generation
+            following = len(generations) + 1
+            store.put("victim", following, payload(following))
+            assert store.latest("victim") == following
+            _backend_checks(store_url, "victim", store.generations("victim"))
+        finally:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
