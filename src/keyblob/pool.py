@@ -25,6 +25,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -50,6 +51,10 @@ MAX_WORKERS = 8
 
 #: Variables a worker must not inherit: the container's passphrase, a database password.
 SECRET_VARIABLES = ("KEYBLOB_PASSPHRASE", "PGPASSWORD")
+
+# Seconds a started worker waits for the others (a worker that cannot start at all ends the
+# pool with BrokenProcessPool instead of a hang).
+_START_TIMEOUT = 60
 
 # Chunks in flight per worker: one running, one queued, so that no worker waits for the
 # parent between chunks; more would only hold more blobs in memory.
@@ -98,10 +103,14 @@ def _without_secret_variables() -> Iterator[None]:
 _shared: Any = None
 
 
-def _start_worker(shared: Any) -> None:
+def _start_worker(shared: Any, started: threading.Barrier) -> None:
     global _shared  # noqa: PLW0603 - one value per worker process, set once at its start
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     _shared = shared
+    # No worker takes a task before all are started: so each of the first submits starts
+    # a new one (the executor starts workers only while none is idle), and all of them
+    # start while the secret variables are out of the environment.
+    started.wait(timeout=_START_TIMEOUT)
 
 
 def _run_chunk(function: Callable[[Any, list[Any]], list[Any]], chunk: list[Any]) -> list[Any]:
@@ -109,7 +118,8 @@ def _run_chunk(function: Callable[[Any, list[Any]], list[Any]], chunk: list[Any]
 
 
 def _ready() -> None:
-    """A no-op task: submitted first, so that every worker starts at a known moment."""
+    """A no-op task: one per worker, submitted first, so that every worker starts at a
+    known moment (see :func:`_start_worker`)."""
 
 
 def ordered_map(
@@ -133,20 +143,20 @@ def ordered_map(
         for chunk in chunks:
             yield from function(shared, chunk)
         return
-    if function.__module__ != "__main__":
-        context = _context()
-        if context.get_start_method() == "forkserver":
-            # Imported once in the forkserver, not once per worker.
-            context.set_forkserver_preload(["__main__", function.__module__])
+    if function.__module__ != "__main__" and _context().get_start_method() == "forkserver":
+        # Imported once in the forkserver, not once per worker.
+        _context().set_forkserver_preload(["__main__", function.__module__])
+    context = _context()
     executor = ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=_context(),
+        mp_context=context,
         initializer=_start_worker,
-        initargs=(shared,),
+        initargs=(shared, context.Barrier(workers)),
     )
     try:
         with _without_secret_variables():
-            executor.submit(_ready).result()  # every worker is started by the first submit
+            for ready in [executor.submit(_ready) for _ in range(workers)]:
+                ready.result()
         pending: collections.deque[Future[list[R]]] = collections.deque()
         source = iter(chunks)
         exhausted = False
