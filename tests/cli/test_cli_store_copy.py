@@ -268,6 +268,10 @@ def test_copy_folder_to_sqlite_to_postgresql_and_back_is_byte_identical(
     assert contents(back) == contents(postgres) == contents(sqlite) == contents(folder)
     assert len(contents(back)) == 12
     assert kb(capsys, "--store", postgres, "store", "check")[0] == 0
+    # One database twice: refused, and the message names it without its password.
+    status, _, err = kb(capsys, "store", "copy", postgres, postgres)
+    assert status == 2 and "are the same store" in err
+    assert "devpass" in postgres and "devpass" not in err
 
 
 def test_check_a_store_by_url_names_the_bad_entries(

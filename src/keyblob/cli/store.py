@@ -168,7 +168,10 @@ def cmd_store_copy(ctx: Context) -> int:
         os.path.expanduser(args.destination) if "://" not in args.destination else args.destination
     )
     if _same_store(source, destination):
-        raise UsageError(f"{args.source} and {args.destination} are the same store")
+        # The locations, not the arguments: a database URL may carry a password.
+        raise UsageError(
+            f"{tilde(source.location)} and {tilde(destination.location)} are the same store"
+        )
     container = ctx.open()
     update: Callable[[int], None] | None = None
     close: Callable[[], None] = _no_bar
@@ -230,9 +233,13 @@ def _not_copied(entry: blobs.NotCopied) -> dict[str, Any]:
 
 
 def _same_store(a: Store, b: Store) -> bool:
-    if isinstance(a, DirectoryStore) and isinstance(b, DirectoryStore):
-        return os.path.realpath(a.root) == os.path.realpath(b.root)
-    return a.location == b.location
+    """Whether two stores are one: a folder or a database file by its real path, a server's
+    database by its identity (user@host:port/dbname)."""
+    if type(a) is not type(b):
+        return False
+    if "://" in a.location:
+        return a.location == b.location
+    return os.path.realpath(a.location) == os.path.realpath(b.location)
 
 
 def _jobs_option(sp: argparse.ArgumentParser) -> None:
