@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import multiprocessing
+import multiprocessing.process
 import os
 import signal
 import threading
@@ -107,10 +108,21 @@ def _start_worker(shared: Any, started: threading.Barrier) -> None:
     global _shared  # noqa: PLW0603 - one value per worker process, set once at its start
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     _shared = shared
+    # A worker holds its own end of the task queue open, so it would wait for tasks for
+    # ever once the parent is killed (SIGKILL, a crash), and keep the forkserver alive:
+    # it watches the parent (the process that asked for it, not the forkserver) instead.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     # No worker takes a task before all are started: so each of the first submits starts
     # a new one (the executor starts workers only while none is idle), and all of them
     # start while the secret variables are out of the environment.
     started.wait(timeout=_START_TIMEOUT)
+
+
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()
+    os._exit(1)
 
 
 def _run_chunk(function: Callable[[Any, list[Any]], list[Any]], chunk: list[Any]) -> list[Any]:

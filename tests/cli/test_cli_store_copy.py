@@ -213,6 +213,20 @@ def _entries(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*.kb") if ".set-aside" not in p.parts]
 
 
+def _marked(mark: str) -> list[int]:
+    """The processes whose environment holds ``mark`` (Linux: /proc)."""
+    if not Path("/proc/self/environ").exists():
+        return []
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and mark.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+    return found
+
+
 @pytest.mark.parametrize("backend", ["directory", "sqlite", "postgresql"])
 def test_a_copy_killed_midway_leaves_complete_entries_and_finishes_when_run_again(
     home: Path, tmp_path: Path, request: pytest.FixtureRequest, backend: str
@@ -226,8 +240,14 @@ def test_a_copy_killed_midway_leaves_complete_entries_and_finishes_when_run_agai
     else:
         dst = postgres_database(request)
     argv = [sys.executable, "-m", "keyblob", "store", "copy", src, dst, "--jobs", "2"]
+    mark = f"KEYBLOB_TEST_MARK={secrets.token_hex(8)}"  # in the environment of its workers
 
-    copying = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    copying = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "KEYBLOB_TEST_MARK": mark.split("=")[1]},
+    )
     deadline = time.monotonic() + 60
     store = open_store(dst)
     while time.monotonic() < deadline and copying.poll() is None:
@@ -237,6 +257,12 @@ def test_a_copy_killed_midway_leaves_complete_entries_and_finishes_when_run_agai
     copying.send_signal(signal.SIGKILL)
     copying.wait()
     assert copying.returncode == -signal.SIGKILL, "the copy ended before it was killed"
+
+    # Its workers (and their forkserver) see the parent gone and end: none is left behind.
+    deadline = time.monotonic() + 20
+    while _marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _marked(mark) == []
 
     partial = contents(dst)
     source = contents(src)
