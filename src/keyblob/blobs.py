@@ -18,6 +18,11 @@ generation is the newest that passes steps 1-4 at or above the high-water mark, 
 above it are reported (:class:`IgnoredEntryWarning`), listed (:func:`check_store`) and can be
 moved aside (:func:`set_aside_untrusted`); a valid blob is never moved.
 
+Whole stores are checked (:func:`check_store`) and copied (:func:`copy_store`) through steps
+1-4 on worker processes (:mod:`keyblob.pool`) that are given :class:`CheckPolicy`, the public
+half of the checks, and the stored bytes: nothing else.  A write that loses a compare-and-set
+to another writer (:class:`~keyblob.errors.ConflictError`) is run again by :func:`retrying`.
+
 And the check order of a CryptoAPI import (docs/MSCAPI.md 7.2), :func:`import_simpleblob`:
 
 1. parse the SIMPLEBLOB's public structure; the name is valid;
