@@ -26,11 +26,10 @@ try:
 except ImportError as e:  # the optional extra is missing (or its libpq wrapper is)
     raise UsageError("the postgresql store needs psycopg: pip install 'keyblob[postgres]'") from e
 
-from keyblob.storage import MAX_ITEM_SIZE
+from keyblob.storage import MAX_ITEM_SIZE, sql
 from keyblob.storage.sql import (
     BLOBS,
     META,
-    SCHEMA_VERSION,
     SET_ASIDE,
     TABLES,
     VERSION_KEY,
@@ -48,13 +47,11 @@ __all__ = ["CONNECT_TIMEOUT", "PostgresStore"]
 #: alone would wait forever for an address that drops packets.
 CONNECT_TIMEOUT = 10
 
-# Held while the schema is made or upgraded (pg_advisory_xact_lock; scoped to the
-# database), so that concurrent first writers do not both run CREATE TABLE.
+# Held while the schema is made or upgraded (an advisory lock, scoped to the database), so
+# that concurrent first writers do not both run CREATE TABLE.
 _SCHEMA_LOCK = 0x6B6579626C6F62  # "keyblob"
 
-_CURRENT = (
-    f"EXISTS (SELECT 1 FROM {META} WHERE key = '{VERSION_KEY}' AND value = '{SCHEMA_VERSION}')"  # noqa: S608
-)
+_CURRENT = f"EXISTS (SELECT 1 FROM {META} WHERE key = '{VERSION_KEY}' AND value = %s)"  # noqa: S608
 _INSERT = f"INSERT INTO {BLOBS} (name, generation, data) SELECT %s, %s, %s WHERE {_CURRENT}"
 # octet_length() of a stored value is read from its header (TOAST pointer included), so an
 # oversized row is refused without its bytes being sent.
@@ -126,7 +123,9 @@ class PostgresStore(SqlStore):
             with self._errors("write to"):
                 db = self._writable()
                 try:
-                    inserted = db.execute(_INSERT, (name, generation, data)).rowcount
+                    inserted = db.execute(
+                        _INSERT, (name, generation, data, str(sql.SCHEMA_VERSION))
+                    ).rowcount
                 except errors.UniqueViolation:
                     return False
                 if inserted:
@@ -160,12 +159,19 @@ class PostgresStore(SqlStore):
     def _move_aside(self, name: str, generation: int) -> int | None:
         for _attempt in range(2):
             with self._errors("write to"):
-                db = self._writable()
-                ids = [row_id for (row_id,) in db.execute(_MOVE_ASIDE, (name, generation))]
+                db = self._readable()  # nothing to move where there is no schema: make none
+                if db is None:
+                    return None
+                ids = [
+                    row_id
+                    for (row_id,) in db.execute(
+                        _MOVE_ASIDE, (name, generation, str(sql.SCHEMA_VERSION))
+                    )
+                ]
                 if ids:
                     return int(ids[-1])
                 # Nothing moved: no such row, or the version guard held.
-                if self._version(db) == SCHEMA_VERSION:
+                if self._version(db) == sql.SCHEMA_VERSION:
                     return None
                 self._ready = False
         raise StorageError(f"cannot write to {self.location}: its schema keeps changing")
@@ -251,7 +257,7 @@ class PostgresStore(SqlStore):
         ).fetchall()
         version = parse_version([v for (v,) in rows], self.location)
         check_version(version, self.location)
-        if version == SCHEMA_VERSION and not all(present.values()):
+        if version == sql.SCHEMA_VERSION and not all(present.values()):
             raise StorageError(
                 f"cannot use the store {self.location}: tables are missing: it is damaged"
             )
@@ -265,13 +271,15 @@ class PostgresStore(SqlStore):
         found = self._version(db)
         if found is None and not create:
             return False
-        if found != SCHEMA_VERSION:
+        if found != sql.SCHEMA_VERSION:
             start = found
+            # A session lock taken before the transaction begins: a transaction that began
+            # before the winner committed could still see no tables after waiting.
+            db.execute("SELECT pg_advisory_lock(%s)", (_SCHEMA_LOCK,))
             try:
                 with db.transaction():
-                    db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                     found = self._version(db, lock=True)
-                    if found != SCHEMA_VERSION:
+                    if found != sql.SCHEMA_VERSION:
                         for statement in schema_statements("postgresql", found):
                             db.execute(statement)
             except psycopg.Error as e:
@@ -279,7 +287,10 @@ class PostgresStore(SqlStore):
                     reason = _scrub(str(e), self._url, *self._secrets)
                     raise upgrade_failed(self.location, start, reason) from None
                 raise
-            if found is not None and found != SCHEMA_VERSION:
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    db.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
+            if found is not None and found != sql.SCHEMA_VERSION:
                 upgraded(self.location, found)
         self._ready = True
         return True

@@ -11,6 +11,7 @@ checks, and no column other than the opaque bytes is kept that keyblob could bel
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from abc import ABC, abstractmethod
@@ -245,6 +246,12 @@ class SqlStore(ABC):
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        # A store dropped unclosed closes its connection (as sqlite3's own do), quietly:
+        # at interpreter exit, parts of the driver may already be gone.
+        with contextlib.suppress(Exception):
+            self._disconnect()
 
     def close(self) -> None:
         """Close the connection; the store then refuses every operation.  Idempotent."""

@@ -19,11 +19,10 @@ from urllib.parse import quote
 
 from keyblob.atomic import fsync_dir
 from keyblob.errors import StorageError
-from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE
+from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, sql
 from keyblob.storage.sql import (
     BLOBS,
     META,
-    SCHEMA_VERSION,
     SET_ASIDE,
     TABLES,
     VERSION_KEY,
@@ -47,9 +46,7 @@ _INHERITED: list[sqlite3.Connection] = []
 
 # The version guard: a row is written only while the schema is the one this keyblob knows,
 # so a process that opened the store before a newer keyblob upgraded it cannot write to it.
-_CURRENT = (
-    f"EXISTS (SELECT 1 FROM {META} WHERE key = '{VERSION_KEY}' AND value = '{SCHEMA_VERSION}')"  # noqa: S608
-)
+_CURRENT = f"EXISTS (SELECT 1 FROM {META} WHERE key = '{VERSION_KEY}' AND value = ?)"  # noqa: S608
 _INSERT = f"INSERT INTO {BLOBS} (name, generation, data) SELECT ?, ?, ? WHERE {_CURRENT}"
 _FETCH = (
     f"SELECT length(data), CASE WHEN typeof(data) = 'blob' AND length(data) <= {MAX_ITEM_SIZE} "  # noqa: S608
@@ -78,7 +75,7 @@ class SqliteStore(SqlStore):
         self._path = Path(path)
         self._db: sqlite3.Connection | None = None
         self._pid = 0
-        self._ready = False  # this connection saw the schema at SCHEMA_VERSION
+        self._ready = False  # this connection saw the schema at sql.SCHEMA_VERSION
 
     @property
     def location(self) -> str:
@@ -106,7 +103,9 @@ class SqliteStore(SqlStore):
             with self._errors("write to"):
                 db = self._writable()
                 try:
-                    inserted = db.execute(_INSERT, (name, generation, data)).rowcount
+                    inserted = db.execute(
+                        _INSERT, (name, generation, data, str(sql.SCHEMA_VERSION))
+                    ).rowcount
                 except sqlite3.IntegrityError as e:
                     if _error_name(e) in _UNIQUE:
                         return False
@@ -139,11 +138,13 @@ class SqliteStore(SqlStore):
 
     def _move_aside(self, name: str, generation: int) -> int | None:
         with self._errors("write to"):
-            db = self._writable()
+            db = self._readable()  # nothing to move where there is no schema: create none
+            if db is None:
+                return None
             # BEGIN IMMEDIATE takes the write lock first: copy and delete see the same row.
             db.execute("BEGIN IMMEDIATE")
             try:
-                moved = db.execute(_COPY_ASIDE, (name, generation))
+                moved = db.execute(_COPY_ASIDE, (name, generation, str(sql.SCHEMA_VERSION)))
                 if moved.rowcount == 0:
                     db.execute("ROLLBACK")
                     return None
@@ -273,7 +274,7 @@ class SqliteStore(SqlStore):
         ).fetchall()
         version = parse_version([v for (v,) in rows], self.location)
         check_version(version, self.location)
-        if version == SCHEMA_VERSION and found != set(TABLES):
+        if version == sql.SCHEMA_VERSION and found != set(TABLES):
             raise StorageError(
                 f"cannot use the store {self.location}: tables are missing: it is damaged"
             )
@@ -287,11 +288,11 @@ class SqliteStore(SqlStore):
         found = self._version(db)
         if found is None and not create:
             return False
-        if found != SCHEMA_VERSION:
+        if found != sql.SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
             try:
                 found = self._version(db)
-                if found != SCHEMA_VERSION:
+                if found != sql.SCHEMA_VERSION:
                     for statement in schema_statements("sqlite", found):
                         db.execute(statement)
                 db.execute("COMMIT")
@@ -301,7 +302,7 @@ class SqliteStore(SqlStore):
                 if found is not None and isinstance(e, sqlite3.Error):
                     raise upgrade_failed(self.location, found, _reason(e)) from e
                 raise
-            if found is not None and found != SCHEMA_VERSION:
+            if found is not None and found != sql.SCHEMA_VERSION:
                 upgraded(self.location, found)
         self._ready = True
         return True
