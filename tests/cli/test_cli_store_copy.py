@@ -202,6 +202,12 @@ def test_sources_and_destinations_refused_before_the_passphrase(
     assert (status, "source store folder") == (4, err.split(": ")[2][:19])
     assert not (tmp_path / "dst").exists()
 
+    status, _, err = kb(capsys, "store", "copy", f"sqlite:///{tmp_path}/none.db", src)
+    assert status == 4 and "source store database" in err
+    assert not (tmp_path / "none.db").exists()
+    status, _, err = kb(capsys, "store", "check", f"sqlite:///{tmp_path}/none.db")
+    assert status == 4 and "the store database" in err
+
     status, _, err = kb(capsys, "store", "copy", src, src + "/")
     assert status == 2 and "are the same store" in err
 

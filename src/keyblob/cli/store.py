@@ -5,6 +5,7 @@ of one store to another, each checked on the way."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -28,6 +29,7 @@ from keyblob.keys import KeyId, check_name
 from keyblob.providers.base import Provider
 from keyblob.storage import Store, open_store
 from keyblob.storage.directory import DirectoryStore
+from keyblob.storage.sqlite import SqliteStore
 from keyblob.trust import State
 
 
@@ -39,12 +41,24 @@ def _looks_like_store(text: str) -> bool:
     )
 
 
-def _given_store(url: str, role: str) -> Store:
-    """The store at ``url`` as given on the command line (``~`` expanded in a path); a store
-    folder that does not exist is said not to (exit 4), before any passphrase is asked."""
+def _open(url: str, stores: contextlib.ExitStack) -> Store:
+    """The store at ``url`` as given on the command line (``~`` expanded in a path), closed
+    (a database connection) when ``stores`` is."""
     store = open_store(os.path.expanduser(url) if "://" not in url else url)
+    close = getattr(store, "close", None)
+    if callable(close):
+        stores.callback(close)
+    return store
+
+
+def _given_store(url: str, role: str, stores: contextlib.ExitStack) -> Store:
+    """:func:`_open`, for a store that must exist: a store folder or database file that
+    does not is said not to (exit 4), before any passphrase is asked; nothing is created."""
+    store = _open(url, stores)
     if isinstance(store, DirectoryStore) and not store.root.exists():
         raise NotFoundError(f"{role} store folder {tilde(store.root)} does not exist")
+    if isinstance(store, SqliteStore) and not store.exists():
+        raise NotFoundError(f"{role} store database {tilde(store.path)} does not exist")
     return store
 
 
@@ -73,13 +87,18 @@ def _status(entry: blobs.Entry) -> str:
 
 
 def cmd_store_check(ctx: Context) -> int:
+    with contextlib.ExitStack() as stores:
+        return _store_check(ctx, stores)
+
+
+def _store_check(ctx: Context, stores: contextlib.ExitStack) -> int:
     targets: list[str] = ctx.args.targets
     url = targets[0] if targets and _looks_like_store(targets[0]) else None
     names = targets[1:] if url is not None else targets
     for name in names:
         check_name(name)
     jobs = _jobs(ctx)
-    store = ctx.store() if url is None else _given_store(url, "the")
+    store = ctx.store() if url is None else _given_store(url, "the", stores)
     container = ctx.open()
     entries = blobs.check_store(container, store, names or None, jobs=jobs)
     state = container.state()
@@ -161,12 +180,15 @@ def cmd_store_set_aside(ctx: Context) -> int:
 
 
 def cmd_store_copy(ctx: Context) -> int:
+    with contextlib.ExitStack() as stores:
+        return _store_copy(ctx, stores)
+
+
+def _store_copy(ctx: Context, stores: contextlib.ExitStack) -> int:
     args = ctx.args
     jobs = _jobs(ctx)
-    source = _given_store(args.source, "source")
-    destination = open_store(
-        os.path.expanduser(args.destination) if "://" not in args.destination else args.destination
-    )
+    source = _given_store(args.source, "source", stores)
+    destination = _open(args.destination, stores)
     if _same_store(source, destination):
         # The locations, not the arguments: a database URL may carry a password.
         raise UsageError(
