@@ -41,10 +41,12 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 #: Below this many items the work runs in the calling process: starting the workers (the
-#: forkserver's interpreter and its imports, then one fork per worker) costs more than a
-#: second core saves on fewer blobs.  Measured with bench/bench_check.py ("break-even"):
-#: see bench/README.md.
-MIN_POOL_ITEMS = 1500
+#: forkserver's interpreter and its imports, then one fork per worker: 200-330 ms of wall
+#: time here) costs more than a second core saves on fewer blobs (about 80 us per x25519
+#: entry), a break-even of 2,500-4,000 entries.  Measured with bench/bench_check.py
+#: ("break-even"; bench/README.md); the upper end, as a pool that barely pays is not worth
+#: its processes.
+MIN_POOL_ITEMS = 4000
 
 #: The parent reads the store alone, so past a few workers it is the bottleneck (measured
 #: only up to 2 cores: the cap keeps a 64-core server from starting 64 interpreters).
