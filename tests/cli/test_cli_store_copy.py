@@ -211,8 +211,9 @@ def test_sources_and_destinations_refused_before_the_passphrase(
     status, _, err = kb(capsys, "store", "copy", src, src + "/")
     assert status == 2 and "are the same store" in err
 
-    status, _, err = kb(capsys, "store", "copy", src, tmp_path / "dst", "--jobs", "0")
-    assert status == 2 and "--jobs 0" in err
+    for jobs in ("0", "65"):
+        status, _, err = kb(capsys, "store", "copy", src, tmp_path / "dst", "--jobs", jobs)
+        assert status == 2 and f"--jobs {jobs}: give 1 to 64 processes" in err
 
 
 def _entries(folder: Path) -> list[Path]:

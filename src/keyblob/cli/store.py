@@ -62,10 +62,14 @@ def _given_store(url: str, role: str, stores: contextlib.ExitStack) -> Store:
     return store
 
 
+#: --jobs at most: a typo (--jobs 200) must not start hundreds of interpreters.
+MAX_JOBS = 64
+
+
 def _jobs(ctx: Context) -> int | None:
     jobs: int | None = ctx.args.jobs
-    if jobs is not None and jobs < 1:
-        raise UsageError(f"--jobs {jobs}: give 1 or more processes")
+    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
+        raise UsageError(f"--jobs {jobs}: give 1 to {MAX_JOBS} processes")
     return jobs
 
 
