@@ -18,25 +18,25 @@ from support import FAST_KDF, PASSPHRASE
 
 PASS = PASSPHRASE.decode()
 
-# keyblob, with its rotation held after it has read the newest generation until the other
-# process has too: both then make the same next generation at once.  Nothing else changes.
+# keyblob, with its rotation held after it has chosen the next generation (from what it
+# read) until the other process has chosen too: both then write the same generation at once.
+# The hold is before the state lock and the put; nothing else changes.
 RACER = """
 import os, sys, time
 from keyblob import blobs
 from keyblob.cli import main
 
 sync = os.environ["RACE_SYNC"]
-read = blobs.open_latest
+store_new = blobs._store_new
 
-def open_latest(*args, **kwargs):
-    verified = read(*args, **kwargs)
+def held(*args, **kwargs):
     open(os.path.join(sync, str(os.getpid())), "w").close()
     deadline = time.monotonic() + 20
     while len(os.listdir(sync)) < 2 and time.monotonic() < deadline:
         time.sleep(0.005)
-    return verified
+    return store_new(*args, **kwargs)
 
-blobs.open_latest = open_latest
+blobs._store_new = held
 sys.exit(main(sys.argv[1:]))
 """
 

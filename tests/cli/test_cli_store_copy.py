@@ -234,6 +234,15 @@ def _marked(mark: str) -> list[int]:
     return found
 
 
+def _left_behind(mark: str) -> list[int]:
+    """The processes holding ``mark`` that are still there after a few seconds (the
+    forkserver ends a moment after the last process that used it)."""
+    deadline = time.monotonic() + 20
+    while _marked(mark) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _marked(mark)
+
+
 @pytest.mark.parametrize("backend", ["directory", "sqlite", "postgresql"])
 def test_a_copy_killed_midway_leaves_complete_entries_and_finishes_when_run_again(
     home: Path, tmp_path: Path, request: pytest.FixtureRequest, backend: str
@@ -266,10 +275,7 @@ def test_a_copy_killed_midway_leaves_complete_entries_and_finishes_when_run_agai
     assert copying.returncode == -signal.SIGKILL, "the copy ended before it was killed"
 
     # Its workers (and their forkserver) see the parent gone and end: none is left behind.
-    deadline = time.monotonic() + 20
-    while _marked(mark) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _marked(mark) == []
+    assert _left_behind(mark) == []
 
     partial = contents(dst)
     source = contents(src)
@@ -355,3 +361,35 @@ def test_check_by_a_sqlite_url_finds_a_planted_row(
     line = next(x for x in out.splitlines() if x.startswith("key-000") and " 3 " in x)
     assert "FAILS" in line and "'key-001', not 'key-000'" in line
     assert "1 of 5 entries" in err
+
+
+def test_a_copy_ended_by_sigterm_stops_its_workers_and_resumes(home: Path, tmp_path: Path) -> None:
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    fill(home, src, names=40, generations=5)
+    argv = [sys.executable, "-m", "keyblob", "store", "copy", src, dst, "--jobs", "2"]
+    mark = f"KEYBLOB_TEST_MARK={secrets.token_hex(8)}"
+
+    copying = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "KEYBLOB_TEST_MARK": mark.split("=")[1]},
+    )
+    store = DirectoryStore(Path(dst))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and copying.poll() is None:
+        if sum(len(store.generations(n)) for n in store.names()) >= 20:
+            break
+        time.sleep(0.005)
+    copying.send_signal(signal.SIGTERM)
+    _, err = copying.communicate(timeout=60)
+
+    assert copying.returncode == 143, err  # through the command's cleanup (CLI.md)
+    assert err == "keyblob: error: terminated by a signal\n"
+    assert _left_behind(mark) == []  # the pool was shut down
+    source = contents(src)
+    assert all(source[k] == v for k, v in contents(dst).items())
+    again = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stderr
+    assert contents(dst) == source
