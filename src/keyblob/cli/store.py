@@ -298,7 +298,12 @@ def register(sub: Subcommands) -> None:
         "or changed; exit 3 if any fails.  URL is a path with a / (./blobs), or a "
         "sqlite:/postgresql: URL",
     )
-    sp.add_argument("targets", nargs="*", metavar="[URL] [NAME ...]")
+    sp.add_argument(
+        "targets",
+        nargs="*",
+        metavar="[URL] [NAME ...]",
+        help="the store (first, when it has a /, a : or a ~) and key names",
+    )
     sp.add_argument("--json", action="store_true")
     _jobs_option(sp)
     sp.set_defaults(func=cmd_store_check)
