@@ -61,6 +61,19 @@ def test_small_inputs_stay_in_this_process(monkeypatch) -> None:
     assert pool.workers_for(10**6, requested=1) == 1
 
 
+def test_a_small_store_is_checked_without_a_pool(make_container, store, monkeypatch) -> None:
+    container = make_container()
+    _bad_entries(container, store)
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a pool was started for 10 entries")
+
+    monkeypatch.setattr(pool, "ProcessPoolExecutor", no_pool)
+    assert len(blobs.check_store(container, store)) == 10  # jobs not given: the threshold
+    with pytest.raises(AssertionError, match="a pool was started"):
+        blobs.check_store(container, store, jobs=2)  # --jobs is taken as given
+
+
 def test_workers_are_never_forked() -> None:
     method = pool._context().get_start_method()
     assert method in ("forkserver", "spawn")
