@@ -911,7 +911,8 @@ def check_store(
     listing = _listing(store, sorted(set(names)) if names is not None else store.names())
     rows: dict[str, list[Checked]] = {name: [] for name, _ in listing}
     for checked in check_entries(provider, store, listing, jobs=jobs):
-        rows[checked.name].append(checked)
+        # Without the bytes: a store of many large (planted) entries must not fill memory.
+        rows[checked.name].append(replace(checked, data=None))
     out: list[Entry] = []
     for name, checks in rows.items():
         floor = state.generation_floor(name)
