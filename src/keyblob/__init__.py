@@ -19,6 +19,7 @@ from keyblob.blobs import (
     verify,
 )
 from keyblob.errors import (
+    BadEntryError,
     ConflictError,
     FormatError,
     IgnoredEntryWarning,
@@ -39,6 +40,7 @@ from keyblob.storage import Store, open_store
 
 __all__ = [
     "Algorithm",
+    "BadEntryError",
     "ConflictError",
     "FormatError",
     "Home",

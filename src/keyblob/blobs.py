@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from keyblob import pool
 from keyblob.errors import (
+    BadEntryError,
     ConflictError,
     FormatError,
     IgnoredEntryWarning,
@@ -637,7 +638,7 @@ def open_latest(provider: Provider, store: Store, name: str, *, unwrap: bool = T
     for generation in (g for g in reversed(stored) if g >= floor):
         try:
             verified = _verified_at(provider, store, state, name, generation, key_id=None)
-        except (FormatError, VerificationError, NotFoundError) as e:
+        except (FormatError, VerificationError, NotFoundError, BadEntryError) as e:
             first = first or e
             skipped.append(Skipped(name, generation, str(e)))
             continue
@@ -759,7 +760,7 @@ def _entry(
         return _verified_at(
             provider, store, state, name, generation, key_id=None
         ).header.signer_id, ""
-    except (FormatError, VerificationError, StorageError) as e:
+    except (FormatError, VerificationError, NotFoundError, BadEntryError) as e:
         return None, str(e)
 
 
@@ -798,7 +799,7 @@ def _read_items(store: Store, listing: Iterable[tuple[str, Sequence[int]]]) -> I
         for generation in generations:
             try:
                 yield name, generation, store.get(name, generation)
-            except StorageError as e:  # deleted since it was listed, too large, unreadable
+            except (NotFoundError, BadEntryError) as e:  # deleted since listed, too large...
                 yield name, generation, str(e)
 
 

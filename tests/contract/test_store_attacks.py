@@ -22,6 +22,7 @@ import pytest
 
 from keyblob import (
     Algorithm,
+    BadEntryError,
     FormatError,
     Home,
     IgnoredEntryWarning,
@@ -382,16 +383,9 @@ def test_hostile_rows_are_never_used(case, owner, attacker, store, tamper):
     _hostile_row_is_never_used(HOSTILE_ROWS[case], owner, attacker, store, tamper)
 
 
-#: A store refuses to return such an entry with a StorageError, which the recipe does not
-#: ignore as it ignores a blob that fails verification (FORMAT.md 2.9).
-LOCKS_OUT = pytest.mark.xfail(
-    strict=True, reason="FINDINGS.md 1: an entry the store refuses to return locks the owner out"
-)
-
-
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(c, marks=LOCKS_OUT) if c == "data-as-text" else c for c in SQLITE_ROWS],
+    list(SQLITE_ROWS),
 )
 def test_hostile_sqlite_values_are_never_used(case, owner, attacker, tmp_path):
     url = f"sqlite:///{tmp_path}/keys.db"
@@ -441,18 +435,25 @@ def test_a_second_row_for_a_generation_is_never_used(sql_url, owner, attacker):
         tamper.close()
 
 
-@LOCKS_OUT
 def test_oversized_newer_entry_is_ignored(owner, store, tamper):
+    """An entry the store will not hand over (FINDINGS.md 1, fixed) is passed over like one
+    that fails verification, never a lock-out: an INSERT-only attacker cannot block the
+    owner, and store set-aside moves it."""
     mine = blobs.generate(owner, store, "payroll")
     tamper.insert_raw("payroll", 2, b"\0" * (MAX_ITEM_SIZE + 1))
     with pytest.warns(IgnoredEntryWarning, match="ignored payroll generation 2"):
+        assert blobs.load(owner, store, "payroll") == mine
+    moved = blobs.set_aside_untrusted(owner, store, "payroll")
+    assert [(m.name, m.generation) for m in moved] == [("payroll", 2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         assert blobs.load(owner, store, "payroll") == mine
 
 
 def test_oversized_entry_is_refused_not_returned(owner, store, tamper):
     blobs.generate(owner, store, "payroll")
     tamper.insert_raw("payroll", 2, b"\0" * (MAX_ITEM_SIZE + 1))
-    with pytest.raises(StorageError, match="larger than"):
+    with pytest.raises(BadEntryError, match="larger than"):
         store.get("payroll", 2)
 
 
