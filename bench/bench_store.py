@@ -63,6 +63,7 @@ from keyblob import blobs
 from keyblob.keys import Suite
 from keyblob.providers.software import Home, KdfParams
 from keyblob.storage import Store, open_store
+from keyblob.storage.sql import BLOBS
 
 BACKENDS = ("directory", "sqlite", "postgresql")
 FULL_SIZES = (10_000, 100_000, 1_000_000)
@@ -254,15 +255,17 @@ class DirectoryBackend(Backend):
 
 class SqliteBackend(Backend):
     kind = "sqlite"
-    # The table as FORMAT.md specifies it (the store creates it; the bulk fill writes it).
-    insert = "INSERT INTO blobs (name, generation, data) VALUES (?, ?, ?)"
-    listing = "SELECT DISTINCT name FROM blobs ORDER BY name"
+    # The store's own table (FORMAT.md 5.5): the store creates it, the bulk fill and the
+    # floor write it.
+    insert = f"INSERT INTO {BLOBS} (name, generation, data) VALUES (?, ?, ?)"
+    listing = f"SELECT DISTINCT name FROM {BLOBS} ORDER BY name"
 
     def __init__(self, work: Path, size: int, blob_size: int) -> None:
         super().__init__(work, size, blob_size)
         self.path = os.path.join(work, f"store-{size}.db")
         self.url = f"sqlite:///{self.path}"
-        self.store.names()  # the store creates its schema on first use
+        # The store makes its schema on its first write: blob 0 goes through the API.
+        self.store.put(blob_name(0), 1, os.urandom(blob_size))
         self._bare: sqlite3.Connection | None = None
         self.journal_mode = ""
         self.synchronous = -1
@@ -276,6 +279,7 @@ class SqliteBackend(Backend):
             finally:
                 probe.close()
             self.synchronous = self._store_synchronous()
+            # Autocommit, as the store's connection: one INSERT is one transaction.
             conn = sqlite3.connect(self.path, isolation_level=None)
             conn.execute(f"PRAGMA journal_mode={self.journal_mode}")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
@@ -284,26 +288,24 @@ class SqliteBackend(Backend):
 
     def _store_synchronous(self) -> int:
         """``synchronous`` is per connection: read it from the store's own."""
-        conn = getattr(self.store, "_conn", None) or getattr(self.store, "_connection", None)
-        if isinstance(conn, sqlite3.Connection):
-            return int(conn.execute("PRAGMA synchronous").fetchone()[0])
-        return 2  # FULL, SQLite's default, if the store keeps no connection open
+        conn = getattr(self.store, "_db", None)
+        if not isinstance(conn, sqlite3.Connection):
+            raise RuntimeError("the SQLite store keeps no connection in _db: update the bench")
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
 
     def fill(self, n: int) -> None:
         conn = self._connect()
         size = self.blob_size
         conn.execute("BEGIN")
-        conn.executemany(self.insert, ((blob_name(i), 1, os.urandom(size)) for i in range(n)))
+        rows = ((blob_name(i), 1, os.urandom(size)) for i in range(1, n))
+        conn.executemany(self.insert, rows)
         conn.execute("COMMIT")
 
     def settle(self) -> None:
         self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def floor_put(self, name: str, data: bytes) -> None:
-        conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(self.insert, (name, 1, data))
-        conn.execute("COMMIT")
+        self._connect().execute(self.insert, (name, 1, data))
 
     def bare_names(self) -> int:
         return len(self._connect().execute(self.listing).fetchall())
@@ -325,9 +327,9 @@ class SqliteBackend(Backend):
 
 class PostgresBackend(Backend):
     kind = "postgresql"
-    insert = "INSERT INTO blobs (name, generation, data) VALUES (%s, %s, %s)"
-    copy = "COPY blobs (name, generation, data) FROM STDIN"
-    listing = "SELECT DISTINCT name FROM blobs ORDER BY name"
+    insert = f"INSERT INTO {BLOBS} (name, generation, data) VALUES (%s, %s, %s)"
+    copy = f"COPY {BLOBS} (name, generation, data) FROM STDIN"
+    listing = f"SELECT DISTINCT name FROM {BLOBS} ORDER BY name"
 
     def __init__(self, work: Path, size: int, blob_size: int, server: str) -> None:
         import psycopg  # noqa: PLC0415
@@ -338,35 +340,37 @@ class PostgresBackend(Backend):
         with psycopg.connect(server, autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{self.db}"')
         self.url = urlunsplit(urlsplit(server)._replace(path=f"/{self.db}"))
-        self.store.names()  # the store creates its schema on first use
-        self._bare = psycopg.connect(self.url)
+        # The store makes its schema on its first write: blob 0 goes through the API.
+        self.store.put(blob_name(0), 1, os.urandom(blob_size))
+        # Autocommit, as the store's connection: one INSERT is one transaction.
+        self._bare = psycopg.connect(self.url, autocommit=True)
 
     def fill(self, n: int) -> None:
         size = self.blob_size
-        with self._bare.cursor() as cur, cur.copy(self.copy) as copy:
-            for i in range(n):
+        with self._bare.transaction(), self._bare.cursor() as cur, cur.copy(self.copy) as copy:
+            for i in range(1, n):
                 copy.write_row((blob_name(i), 1, os.urandom(size)))
-        self._bare.commit()
 
     def settle(self) -> None:
         # What autovacuum would have done for a table that grew over time.
-        self._bare.autocommit = True
-        self._bare.execute("VACUUM ANALYZE blobs")
-        self._bare.autocommit = False
+        self._bare.execute(f"VACUUM ANALYZE {BLOBS}")
 
     def floor_put(self, name: str, data: bytes) -> None:
         self._bare.execute(self.insert, (name, 1, data))
-        self._bare.commit()
 
     def bare_names(self) -> int:
-        n = len(self._bare.execute(self.listing).fetchall())
-        self._bare.commit()
-        return n
+        return len(self._bare.execute(self.listing).fetchall())
 
     def settings(self) -> str:
-        row = self._bare.execute("SHOW synchronous_commit").fetchone()
-        self._bare.commit()
-        return f"one INSERT per transaction; synchronous_commit={row[0] if row else '?'}"
+        rows = [
+            self._bare.execute(f"SHOW {knob}").fetchone()
+            for knob in ("synchronous_commit", "fsync")
+        ]
+        shown = ", ".join(
+            f"{k}={r[0] if r else '?'}"
+            for k, r in zip(("synchronous_commit", "fsync"), rows, strict=True)
+        )
+        return f"one INSERT per transaction (autocommit); server {shown}"
 
     def close(self) -> None:
         import psycopg  # noqa: PLC0415
