@@ -538,6 +538,8 @@ def run_backend(
             with clock.part(f"{kind}: profile at {count(stores[0].size)}"):
                 res["profile"] = profile_ops(stores[0], min(args.puts, 200), data)
         res["load_after"] = os.getloadavg()
+        # Printed before the clean-up: removing 10^6 files can take many minutes.
+        print_backend(kind, res)
     finally:
         with clock.part(f"{kind}: clean up"):
             for b in stores:
@@ -562,63 +564,70 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "UNMET"
 
 
-def print_report(res: dict[str, Any]) -> None:
+def print_header(res: dict[str, Any]) -> None:
     m = res["machine"]
-    print(f"\n== keyblob store bench ({res['mode']}) {m['date']}")
+    print(f"== keyblob store bench ({res['mode']}) {m['date']}")
     print(f"   {m['nproc']} CPU, Python {m['python']}, SQLite {m['sqlite']}, {m['platform']}")
     print(f"   stores in {res['dir']} ({res['fs']}); load average at start {m['loadavg_at_start']}")
     print(f"   blobs: opaque random bytes of {res['blob_size']} B (a real x25519 key blob)")
-    for kind, r in res["backends"].items():
-        sizes = r["sizes"]
-        print(f"\n-- {kind}: sizes {', '.join(count(s) for s in sizes)}; {r['settings']}")
+
+
+def print_backend(kind: str, r: dict[str, Any]) -> None:
+    """One backend's tables, with each target's verdict."""
+    sizes = r["sizes"]
+    print(f"\n-- {kind}: sizes {', '.join(count(s) for s in sizes)}; {r['settings']}")
+    print(
+        f"   load average before the measures {tuple(round(x, 2) for x in r['load_before'])},"
+        f" after {tuple(round(x, 2) for x in r['load_after'])}"
+    )
+    fills = ", ".join(
+        f"{count(s)} {r['fill_s'][s]:.1f} s + settle {r['settle_s'][s]:.1f} s" for s in sizes
+    )
+    print(f"   bulk fill (setup, not the Store API): {fills}")
+    print(f"   {'blobs':>9} {'get n':>6} {'p50 us':>9} {'p99 us':>9}")
+    for s in sizes:
+        g = r["get"][s]
+        print(f"   {count(s):>9} {g['n']:>6} {us(g['p50_ns']):>9} {us(g['p99_ns']):>9}")
+    lo, hi = r["get"][sizes[0]], r["get"][sizes[-1]]
+    for q in ("p50", "p99"):
+        ratio = hi[f"{q}_ns"] / lo[f"{q}_ns"]
         print(
-            f"   load average before the measures {tuple(round(x, 2) for x in r['load_before'])},"
-            f" after {tuple(round(x, 2) for x in r['load_after'])}"
+            f"   get {q} {count(sizes[-1])} / {count(sizes[0])}: {ratio:.2f}"
+            f" (target <= {GET_TARGET}): {verdict(ratio <= GET_TARGET)}"
         )
-        fills = ", ".join(
-            f"{count(s)} {r['fill_s'][s]:.1f} s + settle {r['settle_s'][s]:.1f} s" for s in sizes
-        )
-        print(f"   bulk fill (setup, not the Store API): {fills}")
-        print(f"   {'blobs':>9} {'get n':>6} {'p50 us':>9} {'p99 us':>9}")
-        for s in sizes:
-            g = r["get"][s]
-            print(f"   {count(s):>9} {g['n']:>6} {us(g['p50_ns']):>9} {us(g['p99_ns']):>9}")
-        lo, hi = r["get"][sizes[0]], r["get"][sizes[-1]]
-        for q in ("p50", "p99"):
-            ratio = hi[f"{q}_ns"] / lo[f"{q}_ns"]
-            print(
-                f"   get {q} {count(sizes[-1])} / {count(sizes[0])}: {ratio:.2f}"
-                f" (target <= {GET_TARGET}): {verdict(ratio <= GET_TARGET)}"
-            )
+    print(
+        f"   {'blobs':>9} {'put n':>6} {'put us':>9} {'put/s':>8} {'p99 us':>9}"
+        f" {'floor us':>9} {'floor/s':>8} {'p99 us':>9} {'ratio':>6} {'(mean)':>7}"
+    )
+    for s in sizes:
+        p = r["put"][s]
         print(
-            f"   {'blobs':>9} {'put n':>6} {'put us':>9} {'put/s':>8} {'p99 us':>9}"
-            f" {'floor us':>9} {'floor/s':>8} {'p99 us':>9} {'ratio':>6} {'(mean)':>7}"
+            f"   {count(s):>9} {p['n']:>6} {us(p['lib_median_ns']):>9}"
+            f" {1e9 / p['lib_median_ns']:>8,.0f} {us(p['lib_p99_ns']):>9}"
+            f" {us(p['floor_median_ns']):>9} {1e9 / p['floor_median_ns']:>8,.0f}"
+            f" {us(p['floor_p99_ns']):>9} {p['ratio']:>6.2f} {p['ratio_mean']:>7.2f}"
+            f"  {verdict(p['ratio'] >= PUT_TARGET)}"
         )
-        for s in sizes:
-            p = r["put"][s]
-            print(
-                f"   {count(s):>9} {p['n']:>6} {us(p['lib_median_ns']):>9}"
-                f" {1e9 / p['lib_median_ns']:>8,.0f} {us(p['lib_p99_ns']):>9}"
-                f" {us(p['floor_median_ns']):>9} {1e9 / p['floor_median_ns']:>8,.0f}"
-                f" {us(p['floor_p99_ns']):>9} {p['ratio']:>6.2f} {p['ratio_mean']:>7.2f}"
-                f"  {verdict(p['ratio'] >= PUT_TARGET)}"
-            )
+    print(
+        f"   ratio = put throughput / floor throughput (floor median / put median),"
+        f" target >= {PUT_TARGET}; (mean): the same from the means"
+    )
+    print(f"   {'blobs':>9} {'names()':>10} {'per name':>9} {'bare':>10} {'runs':>5}")
+    for s in sizes:
+        n = r["names"][s]
         print(
-            f"   ratio = put throughput / floor throughput (floor median / put median),"
-            f" target >= {PUT_TARGET}; (mean): the same from the means"
+            f"   {count(s):>9} {n['lib_median_ns'] / 1e6:>8,.1f}ms"
+            f" {n['lib_median_ns'] / max(n['names'], 1):>7,.0f}ns"
+            f" {n['bare_median_ns'] / 1e6:>8,.1f}ms {n['runs']:>5}"
         )
-        print(f"   {'blobs':>9} {'names()':>10} {'per name':>9} {'bare':>10} {'runs':>5}")
-        for s in sizes:
-            n = r["names"][s]
-            print(
-                f"   {count(s):>9} {n['lib_median_ns'] / 1e6:>8,.1f}ms"
-                f" {n['lib_median_ns'] / max(n['names'], 1):>7,.0f}ns"
-                f" {n['bare_median_ns'] / 1e6:>8,.1f}ms {n['runs']:>5}"
-            )
-        for label, lines in r.get("profile", {}).items():
-            print(f"   cProfile {label} at {count(sizes[0])}:")
-            for line in lines:
-                print(f"     {line}")
+    for label, lines in r.get("profile", {}).items():
+        print(f"   cProfile {label} at {count(sizes[0])}:")
+        for line in lines:
+            print(f"     {line}")
+    sys.stdout.flush()
+
+
+def print_parts(res: dict[str, Any]) -> None:
     print("\n-- time per part (s)")
     for label, took in res["parts"].items():
         print(f"   {took:8.1f}  {label}")
@@ -682,6 +691,7 @@ def main() -> int:
     res.setdefault("fs", "?")
     try:
         res["blob_size"] = real_blob_size(work)
+        print_header(res)
         for kind in kinds:
             mine = sizes
             cap = {"postgresql": args.pg_max, "directory": args.dir_max}.get(kind)
@@ -694,19 +704,21 @@ def main() -> int:
                     s for k, s in enumerate(mine) if sum(mine[: k + 1]) * DIR_BYTES_PER_BLOB < free
                 ]
                 if fitting != mine:
-                    clock.say(f"directory: {free / 2**30:.0f} GiB free: sizes cut to {fitting}")
-                    res.setdefault("notes", []).append(
-                        f"directory sizes cut to {fitting}: {free} B free"
-                    )
+                    note = f"directory: {free / 2**30:.0f} GiB free: sizes cut to {fitting}"
+                    print(f"   note: {note}")
+                    res.setdefault("notes", []).append(note)
                 mine = fitting or mine[:1]
             res["backends"][kind] = run_backend(
                 kind, mine, work, args, clock=clock, blob=res["blob_size"]
             )
+            res["parts"] = clock.parts
+            if args.json:  # after each backend: a later one may take long or fail
+                Path(args.json).write_text(json.dumps(res, indent=1, default=str) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["parts"] = clock.parts
     res["elapsed_s"] = time.monotonic() - clock.start
-    print_report(res)
+    print_parts(res)
     print(f"\n(total {res['elapsed_s']:.0f} s)")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str) + "\n")
