@@ -458,8 +458,9 @@ def add_global_options(parser: argparse.ArgumentParser, *, inherited: bool) -> N
     group.add_argument(
         "--store",
         default=unset,
-        metavar="PATH",
-        help="store: a folder path (env KEYBLOB_STORE, default HOME/blobs)",
+        metavar="URL",
+        help="store: a folder path, sqlite:///FILE or postgresql://USER@HOST/DB "
+        "(env KEYBLOB_STORE, default HOME/blobs)",
     )
     group.add_argument(
         "--container",

@@ -7,6 +7,7 @@ without one it skips, and fails under KEYBLOB_REQUIRE_INTEROP=1.
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import warnings
@@ -499,3 +500,22 @@ def test_arguments_are_checked_before_connecting() -> None:
     with pytest.raises(UsageError):
         store.put("k", 1, b"x" * 65537)
     assert store._db is None
+
+
+def test_a_forked_child_leaves_the_parent_session_alone(url: str) -> None:
+    store = open_store(url)
+    store.put("k", 1, b"x")
+    assert isinstance(store, PostgresStore) and store._db is not None
+    parent_session = store._db.info.backend_pid
+    pid = os.fork()
+    if pid == 0:  # child: the same object makes its own connection; no cleanup at exit
+        code = 1
+        try:
+            store.put("k", 2, b"from the child")
+            code = 0 if store.get("k", 1) == b"x" else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store._db.info.backend_pid == parent_session
+    assert store.get("k", 2) == b"from the child"  # the parent's session still works

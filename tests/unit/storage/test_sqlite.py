@@ -468,3 +468,31 @@ def test_a_forked_child_gets_its_own_connection(path: Path) -> None:
     assert store.get("k", 2) == b"from the child"
     store.put("k", 3, b"parent still works")
     assert store.generations("k") == [1, 2, 3]
+
+
+# -- the specification ---------------------------------------------------------------------
+
+FORMAT_MD = Path(__file__).resolve().parents[3] / "docs" / "FORMAT.md"
+
+
+def ddl_block(engine: str) -> str:
+    text = FORMAT_MD.read_text(encoding="utf-8")
+    heading = f"#### Schema version 1, {engine}\n\n```sql\n"
+    start = text.index(heading) + len(heading)
+    return text[start : text.index("```", start)]
+
+
+@pytest.mark.parametrize(("engine", "title"), [("sqlite", "SQLite"), ("postgresql", "PostgreSQL")])
+def test_format_md_gives_the_exact_ddl(engine: str, title: str) -> None:
+    assert ddl_block(title) == "".join(f"{s};\n" for s in sql._CREATE[engine])
+
+
+def test_a_database_made_from_format_md_is_read(path: Path) -> None:
+    """Another implementation following FORMAT.md 5.5 alone makes a store keyblob reads."""
+    with raw(path) as db:
+        db.executescript(ddl_block("SQLite"))
+        db.execute("INSERT INTO keyblob_blobs VALUES ('k', 7, X'00FF')")
+    store = SqliteStore(path)
+    assert store.generations("k") == [7]
+    assert store.get("k", 7) == b"\x00\xff"
+    store.put("k", 8, b"more")
