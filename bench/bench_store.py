@@ -70,9 +70,11 @@ FULL_SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (1_000, 10_000)
 GET_TARGET = 1.5  # largest size / smallest, p50 and p99
 PUT_TARGET = 0.8  # put throughput / floor throughput
-# Bytes per entry on disk for the directory store (a 4 KiB folder and a 4 KiB file on
-# ext4), with a margin: the bench refuses sizes that would not fit in the free space.
-DIR_BYTES_PER_BLOB = 10 * 4096
+# Space per blob of the directory store (a 4 KiB folder block and a 4 KiB file block on
+# ext4; a page per file on tmpfs) with a margin, and inodes (a folder and a file): sizes
+# that would not fit beside each other in the free space are left out, and said so.
+DIR_BYTES_PER_BLOB = 3 * 4096
+DIR_INODES_PER_BLOB = 2
 
 
 # -- timing helpers ---------------------------------------------------------------------
@@ -699,12 +701,19 @@ def main() -> int:
                 mine = [s for s in sizes if s <= cap] or [min(sizes)]
             if kind == "directory":
                 # Every size's store exists at once: they must fit together.
-                free = shutil.disk_usage(work).free
+                fs = os.statvfs(work)
+                free, inodes = fs.f_bavail * fs.f_frsize, fs.f_favail
                 fitting = [
-                    s for k, s in enumerate(mine) if sum(mine[: k + 1]) * DIR_BYTES_PER_BLOB < free
+                    s
+                    for k, s in enumerate(mine)
+                    if sum(mine[: k + 1]) * DIR_BYTES_PER_BLOB < free
+                    and sum(mine[: k + 1]) * DIR_INODES_PER_BLOB < inodes
                 ]
                 if fitting != mine:
-                    note = f"directory: {free / 2**30:.0f} GiB free: sizes cut to {fitting}"
+                    note = (
+                        f"directory: {free / 2**30:.0f} GiB and {inodes:,} inodes free:"
+                        f" sizes cut to {', '.join(count(s) for s in fitting)}"
+                    )
                     print(f"   note: {note}")
                     res.setdefault("notes", []).append(note)
                 mine = fitting or mine[:1]
