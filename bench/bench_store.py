@@ -33,7 +33,11 @@ goes through the ``Store`` API, on a store opened with ``open_store(url)``.
   the root; ``SELECT DISTINCT name ... ORDER BY name``) for context.  No target.
 
 Nothing is asserted; everything is printed, with how long each part took.  ``--json`` keeps
-the samples' summaries.  ``--profile`` adds cProfile of put and get at the smallest size.
+the samples' summaries.  ``--profile`` adds cProfile of put and get at the smallest size;
+``--breakdown`` times the directory and SQLite puts layer by layer against their floors
+(on ``--dir``: use a tmpfs, where an fsync costs nothing and the layers show).  Store
+internals (the SQLite connection, ``_errors``, ``_insert``) are used read-only to build the
+floors and the breakdown.
 """
 
 from __future__ import annotations
@@ -60,9 +64,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from keyblob import blobs
+from keyblob.errors import StorageError
 from keyblob.keys import Suite
 from keyblob.providers.software import Home, KdfParams
-from keyblob.storage import Store, open_store
+from keyblob.storage import Store, open_store, sql, sqlite
 from keyblob.storage.sql import BLOBS
 
 BACKENDS = ("directory", "sqlite", "postgresql")
@@ -491,6 +496,154 @@ def profile_ops(b: Backend, n: int, data: bytes, top: int = 14) -> dict[str, lis
     return out
 
 
+# -- breakdown: where a put goes beyond its floor -------------------------------------
+
+
+def _breakdown_rounds(variants: dict[str, Callable[[str], Any]], n: int) -> dict[str, float]:
+    """Each variant ``n`` times in blocks of 20 (first untimed), the order reversed every
+    round; median ns of each, keyed by label."""
+    block = 20
+    out: dict[str, list[int]] = {k: [] for k in variants}
+    labels = list(variants)
+    for r in range(n // (block - 1) + 2):
+        for k in labels if r % 2 == 0 else labels[::-1]:
+            fn = variants[k]
+            for j in range(block):
+                name = f"b{labels.index(k)}-{r:05d}-{j:02d}"
+                t0 = now()
+                fn(name)
+                took = now() - t0
+                if r >= 2 and j > 0:
+                    out[k].append(took)
+    return {k: float(statistics.median(v)) for k, v in out.items()}
+
+
+def breakdown_directory(work: Path, n: int, blob: int) -> dict[str, float]:
+    """The directory store's put against its floor plus, step by step, the system calls the
+    store adds, and the put without its stale-temp-file scan."""
+    import fcntl  # noqa: PLC0415
+
+    import keyblob.atomic  # noqa: PLC0415
+
+    b = DirectoryBackend(work, 1000, blob)
+    b.fill(1000)
+    store, root, data = b.store, b.root, os.urandom(blob)
+    scan = keyblob.atomic.remove_stale_temp_files
+
+    def floor_and_extras(name: str) -> None:
+        os.stat(root)  # _ensure_root
+        os.mkdir(f"{root}/{name}", 0o700)
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(f"{root}/{name}", flags)  # _open_folder: no symlink
+        os.fstat(fd)
+        os.fchmod(fd, 0o700)
+        _fsync_folder(root)
+        with os.scandir(fd) as entries:  # remove_stale_temp_files
+            list(entries)
+        tmp = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=fd)
+        fcntl.flock(tmp, fcntl.LOCK_EX | fcntl.LOCK_NB)  # _hold
+        os.write(tmp, data)
+        os.fsync(tmp)
+        os.link(f"/proc/self/fd/{tmp}", "1.kb", src_dir_fd=tmp, dst_dir_fd=fd)
+        os.close(tmp)
+        os.fsync(fd)
+        os.close(fd)
+
+    def put_without_scan(name: str) -> None:
+        keyblob.atomic.remove_stale_temp_files = lambda *_a, **_k: None  # type: ignore[assignment]
+        try:
+            store.put(name, 1, data)
+        finally:
+            keyblob.atomic.remove_stale_temp_files = scan
+
+    variants: dict[str, Callable[[str], Any]] = {
+        "floor": lambda name: b.floor_put(name, data),
+        "floor + the store's extra system calls (no Python)": floor_and_extras,
+        "store.put without the stale-temp scan": put_without_scan,
+        "store.put": lambda name: store.put(name, 1, data),
+    }
+    try:
+        return _breakdown_rounds(variants, n)
+    finally:
+        b.close()
+
+
+class _PlainErrors:
+    """SqliteStore._errors as a class instead of a generator context manager: the same
+    lock, closed check and error translation (the change the breakdown measures)."""
+
+    __slots__ = ("store", "verb")
+
+    def __init__(self, store: Any, verb: str) -> None:
+        self.store, self.verb = store, verb
+
+    def __enter__(self) -> None:
+        self.store._lock.acquire()
+        try:
+            self.store._refuse_if_closed()
+        except BaseException:
+            self.store._lock.release()
+            raise
+
+    def __exit__(self, kind: Any, e: BaseException | None, tb: Any) -> bool:
+        try:
+            if isinstance(e, sqlite3.Error):
+                reason = sqlite._reason(e)
+                raise StorageError(f"cannot {self.verb} {self.store.location}: {reason}") from e
+        finally:
+            self.store._lock.release()
+        return False
+
+
+def breakdown_sqlite(work: Path, n: int, blob: int) -> dict[str, float]:
+    """The SQLite store's put and get against the floor and the store's own layers."""
+    b = SqliteBackend(work, 10_000, blob)
+    b.fill(10_000)
+    b.settle()
+    store, data = b.store, os.urandom(blob)
+    b._connect()  # the floor's connection, opened before the timing
+    db = store._db  # type: ignore[attr-defined]
+    version = str(sql.SCHEMA_VERSION)
+    plain = sqlite.SqliteStore(b.path)
+    plain._errors = lambda verb: _PlainErrors(plain, verb)  # type: ignore[method-assign]
+    rng = random.Random(5)
+
+    def locked(name: str) -> None:
+        with store._lock:  # type: ignore[attr-defined]
+            db.execute(sqlite._INSERT, (name, 1, data, version))
+
+    def errors(name: str) -> None:
+        with store._errors("write to"):  # type: ignore[attr-defined]
+            store._writable().execute(sqlite._INSERT, (name, 1, data, version))  # type: ignore[attr-defined]
+
+    variants: dict[str, Callable[[str], Any]] = {
+        "floor (bare connection, plain INSERT)": lambda name: b.floor_put(name, data),
+        "store's connection, plain INSERT": lambda name: db.execute(b.insert, (name, 1, data)),
+        "+ the version guard in the INSERT": lambda name: db.execute(
+            sqlite._INSERT, (name, 1, data, version)
+        ),
+        "+ the store's RLock": locked,
+        "+ _errors (generator context manager) + _writable": errors,
+        "store._insert": lambda name: store._insert(name, 1, data),  # type: ignore[attr-defined]
+        "store.put": lambda name: store.put(name, 1, data),
+        "store.put, _errors as a class": lambda name: plain.put(name, 1, data),
+        "store.get": lambda _n: store.get(blob_name(rng.randrange(10_000)), 1),
+        "store.get, _errors as a class": lambda _n: plain.get(blob_name(rng.randrange(10_000)), 1),
+    }
+    try:
+        return _breakdown_rounds(variants, n)
+    finally:
+        plain.close()
+        b.close()
+
+
+def print_breakdown(label: str, medians: dict[str, float], floor: str) -> None:
+    print(f"\n-- breakdown: {label} (medians, us; ratio = floor / this)")
+    base = medians[floor]
+    for k, v in medians.items():
+        print(f"   {us(v):>9}  {base / v:5.2f}  {k}")
+
+
 # -- running ----------------------------------------------------------------------------
 
 
@@ -666,6 +819,11 @@ def main() -> int:
     ap.add_argument("--names-budget", type=float, default=2.0, help="seconds for names()")
     ap.add_argument("--dir", help="folder for the stores (default: the temp folder)")
     ap.add_argument("--profile", action="store_true", help="cProfile put and get")
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the directory and SQLite puts layer by layer against their floors",
+    )
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = ap.parse_args()
 
@@ -733,6 +891,13 @@ def main() -> int:
             res["parts"] = clock.parts
             if args.json:  # after each backend: a later one may take long or fail
                 Path(args.json).write_text(json.dumps(res, indent=1, default=str) + "\n")
+        if args.breakdown:
+            n = 200 if args.quick else 3000
+            res["breakdown"] = {}
+            for kind, fn in (("directory", breakdown_directory), ("sqlite", breakdown_sqlite)):
+                with clock.part(f"{kind}: breakdown x {n}"):
+                    res["breakdown"][kind] = fn(work, n, res["blob_size"])
+                print_breakdown(kind, res["breakdown"][kind], next(iter(res["breakdown"][kind])))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["parts"] = clock.parts
