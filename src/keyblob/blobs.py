@@ -356,7 +356,7 @@ def _store_new(
         )
         store.put(name, generation, encoded)  # create-only: never overwrites a concurrent writer
         made.append(session)
-        return state.seen(name, generation)
+        return state.seen(name, generation, store=store.identity)
 
     provider.update_state(record)
     return made[0]
@@ -600,7 +600,7 @@ def open_latest(provider: Provider, store: Store, name: str, *, unwrap: bool = T
             stacklevel=2,
         )
     verified = replace(verified, skipped=tuple(skipped))
-    return _finish(provider, state, verified, unwrap=unwrap)
+    return _finish(provider, store, state, verified, unwrap=unwrap)
 
 
 def open_stored(
@@ -629,7 +629,7 @@ def open_stored(
         if not store.generations(name):
             raise NotFoundError(str(e), hints=_did_you_mean(store, name)) from None
         raise
-    return _finish(provider, state, verified, unwrap=unwrap)
+    return _finish(provider, store, state, verified, unwrap=unwrap)
 
 
 def _verified_at(
@@ -649,13 +649,17 @@ def _verified_at(
     return verified
 
 
-def _finish(provider: Provider, state: State, verified: Verified, *, unwrap: bool) -> Verified:
-    """Step 6 (if asked), then raise the high-water mark."""
+def _finish(
+    provider: Provider, store: Store, state: State, verified: Verified, *, unwrap: bool
+) -> Verified:
+    """Step 6 (if asked), then raise the high-water mark, and record that ``store`` holds
+    the name (FORMAT.md 5.2: what ``list`` may later call missing there)."""
     h = verified.header
     if unwrap:
         verified = _unwrapped(provider, verified)
-    if h.generation > state.generation_floor(h.name):
-        provider.update_state(lambda s: s.seen(h.name, h.generation))
+    identity = store.identity
+    if state.seen(h.name, h.generation, store=identity) is not state:  # else: no lock taken
+        provider.update_state(lambda s: s.seen(h.name, h.generation, store=identity))
     return verified
 
 
@@ -844,7 +848,8 @@ def import_blob(
         if stored == verified.encoded:
             raise
         raise _occupied(provider, h, stored) from None
-    provider.update_state(lambda s: s.seen(h.name, h.generation))
+    identity = store.identity
+    provider.update_state(lambda s: s.seen(h.name, h.generation, store=identity))
     return verified
 
 
