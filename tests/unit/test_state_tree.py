@@ -268,7 +268,7 @@ def test_the_database_file_must_be_private_and_not_a_symlink(tmp_path, home, c):
     path.chmod(0o600)
     shutil.move(path, tmp_path / "elsewhere.db")
     path.symlink_to(tmp_path / "elsewhere.db")
-    with pytest.raises(ProviderError, match="not a regular file"):
+    with pytest.raises(ProviderError, match="it is a symlink"):
         fresh(home).state()
 
 
@@ -483,3 +483,9 @@ def test_reading_while_a_writer_commits_never_sees_a_torn_state(home, c):
 def test_sqlite_sees_a_database_in_rollback_journal_mode(c):
     with ss.closing(sqlite3.connect(c._folder / "state.db")) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_a_change_of_signers_alone_keeps_every_mark(home, marked):
+    marked.update_state(lambda s: s.__class__(label="Renamed", recorded=s.recorded))
+    state = fresh(home).state()
+    assert state.label == "Renamed" and state.generation_floor("payroll") == 5

@@ -877,6 +877,11 @@ class SoftwareContainer:
             return False
         except OSError as e:
             raise ProviderError(f"cannot read {self._db_path}: {e.strerror}") from e
+        if stat.S_ISLNK(st.st_mode):
+            raise ProviderError(
+                f"refusing {self._db_path}: it is a symlink; the state must be a file of the "
+                "container's own folder (restore it from a backup of the home)"
+            )
         _check_home_file(st, self._db_path, "state file")
         return True
 

@@ -353,6 +353,8 @@ class StateDatabase:
         Raises:
             BucketFull: a bucket would hold over MAX_BUCKET entries.
         """
+        if not changes:
+            return root, 0, {}
         keys = {name: key_hex(name) for name in changes}
         internal: dict[str, list[bytes]] = {}
         buckets: dict[str, dict[str, int]] = {}
