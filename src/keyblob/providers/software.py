@@ -565,7 +565,6 @@ class SoftwareContainer:
             failed=lambda why: ProviderError(f"cannot use {self._db_path}: {why}"),
         )
         self._head_cache: tuple[bytes, _Head] | None = None
-        self._recorded = _Recorded(self)
 
     def __repr__(self) -> str:
         return f"<SoftwareContainer {self._name!r} suite={self._suite.label}>"
@@ -722,7 +721,7 @@ class SoftwareContainer:
         old: _Head | None,
         new: State,
         extra_marks: dict[str, int],
-    ) -> tuple[bytes, dict[int, dict[str, bytes]]]:
+    ) -> tuple[bytes, dict[int, dict[str, bytes]], _Head]:
         """The head and node rows that record ``new`` (its signers, label, and its marks and
         views raised, never lowered) over ``old`` (None: an empty state).
 
@@ -750,12 +749,19 @@ class SoftwareContainer:
             ) from None
         except ValueError:
             raise UsageError("a store identity in the state is not valid") from None
-        return self._head_bytes(new, marks_tree, views), rows
+        data = self._head_bytes(new, marks_tree, views)
+        policy = State(trusted=new.trusted, capi_signers=new.capi_signers, label=new.label)
+        head = _Head(policy, marks_tree, views)
+        return (
+            data,
+            rows,
+            replace(head, policy=replace(policy, recorded=_Recorded(self, head, data))),
+        )
 
     def _create_state(self, state: State, extra_marks: dict[str, int] | None = None) -> None:
         """Write a new state.db holding ``state`` (and ``extra_marks``) in one step: built
         under a temp name, then renamed over any old one (FORMAT.md 5.2.4)."""
-        head, rows = self._plan(None, None, state, extra_marks or {})
+        head, rows, _ = self._plan(None, None, state, extra_marks or {})
         temp = self._folder / f".{STATE_DB}.{secrets.token_hex(8)}.tmp"
         try:
             # Held while it has no final name: the temp file cleaner of other writers
@@ -812,7 +818,8 @@ class SoftwareContainer:
         except (KeyError, TypeError, ValueError, AttributeError):
             raise FormatError("home state: not a valid state document") from None
         policy = State.from_json(doc, suite=self._suite, version=2)
-        head = _Head(replace(policy, recorded=self._recorded), marks, views)
+        head = _Head(policy, marks, views)
+        head = replace(head, policy=replace(policy, recorded=_Recorded(self, head, data)))
         self._head_cache = (data, head)
         return head
 
@@ -938,19 +945,28 @@ class SoftwareContainer:
             new = change(old)
             if new == old:
                 return new
-            if old.recorded is None:  # version 1: its marks move into the new state.db
-                self._create_state(new, dict(old.marks))
-                with contextlib.suppress(FileNotFoundError):
-                    self._state_path.unlink()
-                fsync_dir(self._folder)
-                self._state_cache = None
-            else:
-                with self._db.transaction(write=True) as db:
-                    head, rows = self._plan(db, self._read_head(db), new, {})
-                    for tree, nodes in rows.items():
-                        statedb.StateDatabase.write_nodes(db, tree, nodes)
-                    statedb.StateDatabase.write_head(db, head)
-            return self.state()
+            self._write_change(old, new)
+            cached = self._head_cache
+            # Still under the lock: what was just committed is the state (no read again).
+            return cached[1].policy if cached is not None else self.state()
+
+    def _write_change(self, old: State, new: State) -> None:
+        """Record ``new`` over ``old`` (read under the lock, which the caller holds)."""
+        if old.recorded is None:  # version 1: its marks move into the new state.db
+            self._create_state(new, dict(old.marks))
+            with contextlib.suppress(FileNotFoundError):
+                self._state_path.unlink()
+            fsync_dir(self._folder)
+            self._state_cache = None
+            self._head_cache = None
+            return
+        with self._db.transaction(write=True) as db:
+            head, rows, parsed = self._plan(db, self._read_head(db), new, {})
+            for tree, nodes in rows.items():
+                statedb.StateDatabase.write_nodes(db, tree, nodes)
+            statedb.StateDatabase.write_head(db, head)
+        # What was just committed, as the next read would parse it: no parse, no MAC again.
+        self._head_cache = (head, parsed)
 
 
 @dataclass(frozen=True)
@@ -1001,7 +1017,7 @@ def _views_from_json(doc: Any) -> dict[str, _Tree]:
 
 @dataclass(frozen=True)
 class _Head:
-    policy: State  # signers and label; recorded: the container's _Recorded
+    policy: State  # signers and label; recorded: this head's _Recorded
     marks: _Tree
     views: dict[str, _Tree]
 
@@ -1021,37 +1037,55 @@ def rows_for(
 
 
 class _Recorded:
-    """A container's recorded marks and views (trust.MarkReader).  Each lookup reads the
-    head and the nodes of one path in one statement, so from one committed state, and
-    verifies both: 5 nodes, whatever the number of names."""
+    """The marks and views of one head of a container (trust.MarkReader), as a state read
+    at one moment has them.  A lookup walks the 5 nodes of a name's path from that head's
+    root: through the nodes verified before, then through the rows read for it; if the file
+    changed meanwhile (another writer committed), through the head and path read again in
+    one statement, which must verify (a mark only grows, so the newer one is as good)."""
 
-    def __init__(self, container: SoftwareContainer) -> None:
+    def __init__(self, container: SoftwareContainer, head: _Head, data: bytes) -> None:
         self._c = container
+        self._head = head
+        self._data = data
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _Recorded)
+            and other._c is self._c
+            and hmac.compare_digest(other._data, self._data)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def count(self) -> int:
-        return self._c._head(self._c._db.read(MAX_STATE_SIZE)[0]).marks.count
+        return self._head.marks.count
+
+    def _value(self, pick: Callable[[_Head], _Tree | None], name: str) -> int:
+        tree = pick(self._head)
+        if tree is None:  # no such view in this head: a newer one may have it
+            tree = pick(self._c._head(self._c._db.read(MAX_STATE_SIZE)[0]))
+            if tree is None:
+                return 0
+        db = self._c._db
+        value = db.lookup(tree.root, name)
+        if value is None:
+            value = db.lookup(tree.root, name, db.read_path(tree.tree, name))
+        if value is None:  # changed meanwhile, or edited: read head and path at once
+            data, rows = db.read(MAX_STATE_SIZE, [(tree.tree, name)])
+            now = pick(self._c._head(data))
+            if now is None or now.tree != tree.tree:
+                raise VerificationError(STATE_EDITED.format(name=self._c.name))
+            value = db.lookup(now.root, name, rows.get(now.tree, {}))
+            if value is None:
+                raise VerificationError(STATE_EDITED.format(name=self._c.name))
+        return value
 
     def generation(self, name: str) -> int:
-        data, rows = self._c._db.read(MAX_STATE_SIZE, [(statedb.MARKS_TREE, name)])
-        marks = self._c._head(data).marks
-        return self._c._db.lookup(rows.get(marks.tree, {}), marks.root, name)
+        return self._value(lambda head: head.marks, name)
 
     def held(self, store: str, name: str) -> int:
-        cached = self._c._head_cache
-        view = cached[1].views.get(store) if cached is not None else None
-        # The view's tree number is taken from the head last read; if the head read with
-        # the nodes names another (a view made meanwhile), read again with that one.
-        for _ in range(3):
-            paths = [] if view is None else [(view.tree, name)]
-            data, rows = self._c._db.read(MAX_STATE_SIZE, paths)
-            now = self._c._head(data).views.get(store)
-            if now is None:
-                return 0
-            if view is not None and now.tree == view.tree:
-                return self._c._db.lookup(rows.get(now.tree, {}), now.root, name)
-            view = now
-        raise ProviderError(f"{self._c._db_path} keeps changing: try again")
+        return self._value(lambda head: head.views.get(store), name)
 
     def view(self, store: str) -> dict[str, int]:
         with self._c._db.transaction() as db:

@@ -51,6 +51,7 @@ SCHEMA = (
 _OPERATIONAL = {3, 5, 6, 7, 8, 10, 13, 14, 15, 22}  # PERM BUSY LOCKED NOMEM READONLY IOERR
 # FULL CANTOPEN PROTOCOL NOLFS
 _BATCH = 500
+_CACHE = 65536  # nodes kept (about 35 MiB at most); all dropped when full
 # A node's or the head's body, if it is a blob within the bound given; else NULL (not read).
 # At most 2 head rows: one is right, two say the file is not keyblob's (no more are read).
 _SELECT_HEAD = (
@@ -174,6 +175,9 @@ class StateDatabase:
         self._edited = edited
         self._failed = failed
         self._lock = threading.RLock()
+        # Verified nodes by digest (a digest names one content): lookups along paths seen
+        # before read nothing but the head.  Internal nodes: their children; buckets: entries.
+        self._nodes: dict[bytes, list[bytes] | dict[str, int]] = {}
         self._db: sqlite3.Connection | None = None
         self._pid = 0
 
@@ -296,23 +300,50 @@ class StateDatabase:
             raise self._edited()
         return body
 
-    def lookup(self, rows: Mapping[str, bytes], root: bytes, name: str) -> int:
-        """``name``'s value in the tree with ``root`` (0 if absent), from ``rows``, the
-        nodes of its path (:meth:`read`), each verified."""
-        if root == ZERO:
-            return 0
+    def lookup(self, root: bytes, name: str, rows: Mapping[str, bytes] | None = None) -> int | None:
+        """``name``'s value in the tree with ``root`` (0 if absent), walking down from the
+        root through the verified nodes this object keeps (by digest), then through ``rows``
+        (a path read from the file: each verified before use, then kept).
+
+        Returns None when a node is in neither, or a row is not the node its parent names:
+        the caller reads again (the file may have changed since ``root`` was read) or
+        refuses.
+        """
         k = key_hex(name)
         expected = root
-        try:
-            for level in range(DEPTH):
-                children = decode_internal(self._verified(rows, k[:level], expected))
-                expected = children[int(k[level], 16)]
-                if expected == ZERO:
-                    return 0
-            pos = k[:DEPTH]
-            return decode_bucket(self._verified(rows, pos, expected), pos).get(name, 0)
-        except ValueError:
-            raise self._edited() from None
+        for level in range(DEPTH + 1):
+            if expected == ZERO:
+                return 0
+            node = self._nodes.get(expected)
+            if node is None:
+                pos = k[:level]
+                body = rows.get(pos) if rows is not None else None
+                if body is None or digest(body) != expected:
+                    return None
+                try:
+                    node = decode_internal(body) if level < DEPTH else decode_bucket(body, pos)
+                except ValueError:
+                    return None
+                self._keep(expected, node)
+            if isinstance(node, dict):
+                return node.get(name, 0)
+            expected = node[int(k[level], 16)]
+        return None  # unreachable: the bucket is at depth DEPTH
+
+    def _keep(self, key: bytes, node: list[bytes] | dict[str, int]) -> None:
+        if len(self._nodes) >= _CACHE:
+            self._nodes.clear()
+        self._nodes[key] = node
+
+    def read_path(self, tree: int, name: str) -> dict[str, bytes]:
+        """The rows on ``name``'s path in ``tree``, in one statement (not verified)."""
+        k = key_hex(name)
+        with self._lock:
+            try:
+                rows = self._fetch(self._connect(), tree, (k[:level] for level in range(DEPTH + 1)))
+            except sqlite3.Error as e:
+                raise self._error(e) from None
+        return rows
 
     def walk(self, db: sqlite3.Connection, tree: int, root: bytes) -> dict[str, int]:
         """Every entry of the tree with ``root``, each node verified, level by level."""
@@ -359,29 +390,36 @@ class StateDatabase:
         internal: dict[str, list[bytes]] = {}
         buckets: dict[str, dict[str, int]] = {}
         # Load every path before changing anything: each node is checked against the digest
-        # its (unchanged) parent holds, top down.  The rows of all paths are read at once.
+        # its (unchanged) parent holds, top down.  Nodes verified before (by digest) are
+        # not read again; when the root is not among them, every path is read at once.
         rows: dict[str, bytes] = {}
-        if root != ZERO:
+        if root != ZERO and root not in self._nodes:
             if db is None:
                 raise self._edited()  # unreachable: only an empty tree is planned without one
-            wanted = {k[:level] for k in keys.values() for level in range(DEPTH + 1)}
-            rows = self._fetch(db, tree, wanted)
+            rows = self._fetch(db, tree, {k[:lv] for k in keys.values() for lv in range(DEPTH + 1)})
         expected = {"": root}
         try:
             for level in range(DEPTH + 1):
+                missing = {p: d for p, d in expected.items() if d != ZERO and d not in self._nodes}
+                if missing.keys() - rows.keys() and db is not None:
+                    rows.update(self._fetch(db, tree, missing.keys() - rows.keys()))
                 for pos, want in expected.items():
-                    if level == DEPTH:
-                        buckets[pos] = (
-                            {}
-                            if want == ZERO
-                            else decode_bucket(self._verified(rows, pos, want), pos)
-                        )
+                    if want == ZERO:
+                        if level == DEPTH:
+                            buckets[pos] = {}
+                        else:
+                            internal[pos] = [ZERO] * FANOUT
+                        continue
+                    node = self._nodes.get(want)
+                    if node is None:
+                        body = self._verified(rows, pos, want)
+                        node = decode_bucket(body, pos) if level == DEPTH else decode_internal(body)
+                        self._keep(want, node)
+                    # Copies: a kept node is never changed (its digest names it).
+                    if isinstance(node, dict):
+                        buckets[pos] = dict(node)
                     else:
-                        internal[pos] = (
-                            [ZERO] * FANOUT
-                            if want == ZERO
-                            else decode_internal(self._verified(rows, pos, want))
-                        )
+                        internal[pos] = list(node)
                 if level < DEPTH:
                     expected = {
                         k[: level + 1]: internal[k[:level]][int(k[level], 16)]
@@ -404,15 +442,21 @@ class StateDatabase:
         for pos in dirty:
             body = encode_bucket(buckets[pos])
             out[pos] = body
-            internal[pos[:-1]][int(pos[-1], 16)] = digest(body)
+            key = digest(body)
+            internal[pos[:-1]][int(pos[-1], 16)] = key
+            # A digest names one content, so keeping a node of a change that is then not
+            # committed is harmless: nothing will ever ask for that digest.
+            self._keep(key, buckets[pos])
         dirty = {pos[:-1] for pos in dirty}
         for _level in range(DEPTH):
             parents = set()
             for pos in dirty:
                 body = encode_internal(internal[pos])
                 out[pos] = body
+                key = digest(body)
+                self._keep(key, internal[pos])
                 if pos:
-                    internal[pos[:-1]][int(pos[-1], 16)] = digest(body)
+                    internal[pos[:-1]][int(pos[-1], 16)] = key
                     parents.add(pos[:-1])
             dirty = parents
         return digest(out[""]), added, out
