@@ -477,7 +477,7 @@ def connect(path: Path) -> sqlite3.Connection:
     Raises:
         sqlite3.Error: it could not be opened.
     """
-    uri = f"file:{quote(os.fspath(path))}?mode=rw"
+    uri = f"file:{quote(os.fsencode(path))}?mode=rw"  # bytes: any file name, UTF-8 or not
     db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
     try:
         for pragma in (
