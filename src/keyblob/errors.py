@@ -120,3 +120,8 @@ class IgnoredEntryWarning(UserWarning):
     that verifies, at or above the high-water mark (FORMAT.md 2.9).  Nothing it holds was
     used; ``keyblob store check`` lists such entries.
     """
+
+
+class StoreUpgradeWarning(UserWarning):
+    """keyblob upgraded a SQL store's schema to the version it uses (FORMAT.md 5.5); the
+    message says from which version to which.  Nothing stored was changed."""

@@ -7,10 +7,17 @@ names, skipping without one, which KEYBLOB_REQUIRE_INTEROP=1 turns into a failur
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from keyblob.errors import ConflictError, NotFoundError, StorageError, UsageError
 from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, Store, open_store
+from support import postgres_database
 
 
 @pytest.fixture
@@ -158,3 +165,187 @@ def test_set_aside_of_nothing(store: Store) -> None:
     with pytest.raises(UsageError):
         store.set_aside("k", 0)
     assert store.generations("k") == [1]
+
+
+# -- names, bytes and sizes at their limits --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a", "0", "a" * 128, "9" + "z" * 127, "a.b_c-d", "0123456789abcdefghijklmnopqrstuvwxyz._-"],
+)
+def test_names_at_the_limits(store: Store, name: str) -> None:
+    store.put(name, 1, name.encode())
+    store.put(name, MAX_GENERATION, b"last")
+    assert store.get(name, 1) == name.encode()
+    assert store.generations(name) == [1, MAX_GENERATION]
+    assert store.latest(name) == MAX_GENERATION
+    assert store.names() == [name]
+
+
+def test_every_byte_value_comes_back_unchanged(store: Store) -> None:
+    items = {g + 1: bytes([g]) for g in range(256)}
+    items[300] = b""
+    items[301] = bytes(range(256))
+    items[302] = b"\x00" * 1000 + b"\xff\x00"  # NULs and a trailing NUL are kept
+    items[303] = "é\n\r".encode("utf-16")  # not UTF-8, not text
+    for generation, data in items.items():
+        store.put("k", generation, data)
+    for generation, data in items.items():
+        got = store.get("k", generation)
+        assert type(got) is bytes and got == data, generation
+    assert store.generations("k") == sorted(items)
+
+
+def test_size_bound_on_the_way_in(store: Store) -> None:
+    with pytest.raises(UsageError):
+        store.put("k", 1, b"\x00" * (MAX_ITEM_SIZE + 1))
+    with pytest.raises(UsageError):
+        store.put("k", 1, bytearray(b"x"))  # type: ignore[arg-type]
+    assert store.generations("k") == []
+    assert store.names() == []
+
+
+def test_size_bound_on_the_way_out(store_url: str, store: Store) -> None:
+    store.put("k", 1, b"small")
+    store.put("k", 2, b"x" * MAX_ITEM_SIZE)
+    plant(store_url, "k", 1, b"\x01" * (MAX_ITEM_SIZE + 1))  # edited behind keyblob's back
+    with pytest.raises(StorageError) as info:
+        store.get("k", 1)
+    assert not isinstance(info.value, NotFoundError)
+    assert f"larger than {MAX_ITEM_SIZE} bytes" in str(info.value)
+    assert store.get("k", 2) == b"x" * MAX_ITEM_SIZE  # the bound is inclusive
+    assert store.generations("k") == [1, 2]  # counted, refused when read
+    with pytest.raises(StorageError, match="larger than"):  # kept, never overwritten
+        store.put("k", 1, b"small")
+    with pytest.raises(StorageError, match="larger than"):
+        store.get("k", 1)
+
+
+def test_conflict_between_two_handles(store_url: str, store: Store) -> None:
+    other = open_store(store_url)
+    store.put("k", 1, b"mine")
+    other.put("k", 1, b"mine")  # a retry from elsewhere: a no-op
+    with pytest.raises(ConflictError) as info:
+        other.put("k", 1, b"theirs")
+    assert (info.value.name, info.value.generation) == ("k", 1)
+    other.put("k", 2, b"theirs")
+    assert store.get("k", 1) == b"mine"
+    assert store.generations("k") == [1, 2]
+    close(other)
+
+
+# -- a store that cannot be used -------------------------------------------------------
+
+
+def test_unreachable_store(store_url: str, tmp_path: Path) -> None:
+    """A directory or SQLite file below a regular file, a PostgreSQL server on a closed
+    port: every operation fails with a one-line StorageError, and put is no conflict."""
+    store = open_store(unreachable(store_url, tmp_path))
+    operations: list[Callable[[], object]] = [
+        lambda: store.put("k", 1, b"x"),
+        store.names,
+        lambda: store.generations("k"),
+        lambda: store.latest("k"),
+        lambda: store.get("k", 1),
+        lambda: store.set_aside("k", 1),
+    ]
+    if backend(store_url) == "directory":  # a missing root holds nothing: reads find nothing
+        operations = operations[:2]
+    for operation in operations:
+        with pytest.raises(StorageError) as info:
+            operation()
+        assert not isinstance(info.value, ConflictError)
+        message = str(info.value)
+        assert message and "\n" not in message
+        assert "devpass" not in message and "hunter2" not in message
+    close(store)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL of each database backend: only they have a connection to close."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/keys.db"
+    return postgres_database(request)
+
+
+def test_closed_store(sql_url: str) -> None:
+    store = open_store(sql_url)
+    store.put("k", 1, b"x")
+    close(store)
+    close(store)  # twice is fine
+    operations: list[Callable[[], object]] = [
+        lambda: store.put("k", 2, b"x"),
+        store.names,
+        lambda: store.generations("k"),
+        lambda: store.latest("k"),
+        lambda: store.get("k", 1),
+        lambda: store.set_aside("k", 1),
+    ]
+    for operation in operations:
+        with pytest.raises(StorageError, match=r"is closed$") as info:
+            operation()
+        assert not isinstance(info.value, NotFoundError)
+    with pytest.raises(UsageError):  # arguments are still checked first
+        store.get("../x", 1)
+    with open_store(sql_url) as again:  # type: ignore[attr-defined]
+        assert again.get("k", 1) == b"x"
+    with pytest.raises(StorageError, match=r"is closed$"):
+        again.names()
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def backend(url: str) -> str:
+    if url.startswith("sqlite:"):
+        return "sqlite"
+    if url.startswith(("postgresql:", "postgres:")):
+        return "postgresql"
+    return "directory"
+
+
+def close(store: Store) -> None:
+    closer = getattr(store, "close", None)
+    if closer is not None:
+        closer()
+
+
+def unreachable(url: str, tmp_path: Path) -> str:
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"not a folder")
+    kind = backend(url)
+    if kind == "directory":
+        return str(blocker / "store")
+    if kind == "sqlite":
+        return f"sqlite:///{blocker}/keys.db"
+    with socket.socket() as s:  # a port nothing listens on (bound, then released)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"postgresql://keyblob:hunter2@127.0.0.1:{port}/keys?connect_timeout=5"
+
+
+def plant(url: str, name: str, generation: int, data: bytes) -> None:
+    """Replace a stored item behind keyblob's back, as an attacker with write access would
+    (dropping the database's size check first)."""
+    kind = backend(url)
+    if kind == "directory":
+        (Path(url) / name / f"{generation}.kb").write_bytes(data)
+    elif kind == "sqlite":
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite://"))) as db:
+            db.execute("PRAGMA ignore_check_constraints = ON")
+            db.execute(
+                "UPDATE keyblob_blobs SET data = ? WHERE name = ? AND generation = ?",
+                (data, name, generation),
+            )
+            db.commit()
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute("ALTER TABLE keyblob_blobs DROP CONSTRAINT keyblob_blobs_data_check")
+            db.execute(
+                "UPDATE keyblob_blobs SET data = %s WHERE name = %s AND generation = %s",
+                (data, name, generation),
+            )

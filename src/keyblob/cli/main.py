@@ -223,7 +223,11 @@ def _run_guarded(parse: Callable[[], argparse.Namespace]) -> int:
             meant = ENCRYPT_A_FILE if args.command == "encrypt" else READ_A_BLOB
             checked_name(args.name, meant)
         with _termination_raises():
-            status = int(args.func(Context(args)))
+            ctx = Context(args)
+            try:
+                status = int(args.func(ctx))
+            finally:
+                ctx.close()
         _flush_standard_output()  # a write error is reported here, not lost at exit
         return status
     except KeyblobError as e:

@@ -13,6 +13,7 @@ from keyblob.errors import NotFoundError, UsageError
 from keyblob.keys import check_name
 from keyblob.storage import Store
 from keyblob.storage.directory import DirectoryStore
+from keyblob.storage.sqlite import SqliteStore
 
 #: What a file given as NAME to a command that reads a key was probably meant for.
 READ_A_BLOB = "to read a blob file use keyblob verify, inspect or import"
@@ -67,6 +68,14 @@ def existing_store(ctx: Context) -> Store:
             hints=(
                 f"{given} may name the wrong folder; keyblob new or import creates the "
                 "folder when it writes the first key",
+            ),
+        )
+    if given and isinstance(store, SqliteStore) and not store.exists():
+        raise NotFoundError(
+            f"store database {tilde(store.path)} does not exist",
+            hints=(
+                f"{given} may name the wrong file; keyblob new or import creates the "
+                "database when it writes the first key",
             ),
         )
     return store

@@ -191,9 +191,20 @@ class Context:
         url = args.store or os.environ.get("KEYBLOB_STORE")
         # A plain path may start with ~ (the shell leaves it alone after --store=).
         self._store_url = os.path.expanduser(url) if url and "://" not in url else url
+        self._store: Store | None = None
 
     def store(self) -> Store:
-        return open_store(self._store_url or str(self.home.default_store))
+        """The command's store, opened once (a database is connected to by its first use)."""
+        if self._store is None:
+            self._store = open_store(self._store_url or str(self.home.default_store))
+        return self._store
+
+    def close(self) -> None:
+        """Close what the command opened: the store's database connection, if any."""
+        store, self._store = self._store, None
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
 
     def _given_passphrase(self) -> bytes | None:
         """The first line of --passphrase-file, else KEYBLOB_PASSPHRASE, else None (the
@@ -447,8 +458,9 @@ def add_global_options(parser: argparse.ArgumentParser, *, inherited: bool) -> N
     group.add_argument(
         "--store",
         default=unset,
-        metavar="PATH",
-        help="store: a folder path (env KEYBLOB_STORE, default HOME/blobs)",
+        metavar="URL",
+        help="store: a folder path, sqlite:///FILE or postgresql://USER@HOST/DB "
+        "(env KEYBLOB_STORE, default HOME/blobs)",
     )
     group.add_argument(
         "--container",

@@ -1,7 +1,7 @@
 """Untrusted blob stores: opaque bytes keyed by (name, generation); never parsed, never trusted.
 
 A store is where key blobs live between export and import: a directory (the embedded
-default), and later SQLite and PostgreSQL.  The threat model assumes an attacker can read,
+default), a SQLite file, or a PostgreSQL database.  The threat model assumes an attacker can read,
 write, delete and replay anything in it, so a store only moves bytes: it never parses a blob
 and never decides whether one is genuine (that is the recipes' job, after a signature check).
 What a store does promise:
@@ -159,16 +159,23 @@ _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")
 
 
 def open_store(url: str) -> Store:
-    """Open the store that ``url`` names.
+    """Open the store that ``url`` names.  Nothing is connected to or created here: a
+    database is reached by the first operation, and made by the first write.
 
     - a plain path, or ``file:PATH`` / ``file:///PATH``: a :class:`DirectoryStore`
       (the folder is created on the first write, not here);
-    - ``sqlite:///PATH`` and ``postgresql://...``: reserved, not implemented yet.
+    - ``sqlite:///ABSOLUTE/PATH`` or ``sqlite:PATH`` (relative to the working folder): a
+      :class:`~keyblob.storage.sqlite.SqliteStore` in that database file;
+    - ``postgresql://...`` or ``postgres://...``: a
+      :class:`~keyblob.storage.postgres.PostgresStore`; the URL goes to libpq as it is, so
+      its query options (``sslmode``...), the ``PG*`` environment variables and
+      ``~/.pgpass`` apply.  Needs the ``postgres`` extra (psycopg 3).
 
     Raises:
-        UsageError: empty, malformed or unsupported URL.
+        UsageError: empty, malformed or unsupported URL, or psycopg missing for a
+            PostgreSQL URL.
     """
-    # Imported here, not at the top: directory.py imports this module's checks.
+    # Imported here, not at the top: these modules import this module's checks.
     from keyblob.storage.directory import DirectoryStore  # noqa: PLC0415
 
     if not isinstance(url, str) or not url:
@@ -179,17 +186,30 @@ def open_store(url: str) -> Store:
     # Messages name only the scheme: a database URL may carry a password.
     scheme = match.group(1).lower()
     if scheme == "file":
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
-            raise UsageError("unsupported file: URL: use file:/path or file:///path")
-        path = unquote(parts.path)
-        if not path:
-            raise UsageError("empty file: URL: give a folder path")
-        return DirectoryStore(Path(path))
+        return DirectoryStore(Path(_local_path(url, "file", "folder")))
     if scheme == "sqlite":
-        raise UsageError("the sqlite store is not implemented yet")
+        from keyblob.storage.sqlite import SqliteStore  # noqa: PLC0415
+
+        return SqliteStore(Path(_local_path(url, "sqlite", "database file")))
     if scheme in ("postgresql", "postgres"):
-        raise UsageError("the postgresql store is not implemented yet")
+        # The module imports psycopg, and says how to install it when that fails.
+        from keyblob.storage.postgres import PostgresStore  # noqa: PLC0415
+
+        return PostgresStore(url)
     raise UsageError(
         f"unsupported store URL scheme {scheme!r}: use a path, file:, sqlite: or postgresql:"
     )
+
+
+def _local_path(url: str, scheme: str, what: str) -> str:
+    """The path of a ``file:`` or ``sqlite:`` URL: ``SCHEME:PATH``, ``SCHEME:///PATH`` or
+    ``SCHEME://localhost/PATH``, percent-decoded; no other host, no query, no fragment."""
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost") or parts.query or parts.fragment:
+        raise UsageError(f"unsupported {scheme}: URL: use {scheme}:/path or {scheme}:///path")
+    path = unquote(parts.path)
+    if not path:
+        raise UsageError(f"empty {scheme}: URL: give a {what} path")
+    if path.startswith("//"):  # sqlite:////abs/path (SQLAlchemy's spelling): the same path
+        path = "/" + path.lstrip("/")
+    return path

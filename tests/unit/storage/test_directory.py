@@ -608,8 +608,11 @@ def test_open_store_paths_and_file_urls(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("sqlite:///tmp/keys.db", "sqlite store is not implemented yet"),
-        ("postgresql://user:hunter2@db/keys", "postgresql store is not implemented yet"),
+        ("sqlite://otherhost/keys.db", "unsupported sqlite: URL"),
+        ("sqlite:///keys.db?mode=ro", "unsupported sqlite: URL"),
+        ("sqlite:", "empty sqlite: URL"),
+        ("postgresql://user:hunter2@[db/keys", "invalid PostgreSQL URL"),
+        ("postgres://user:hunter2@db/keys?bogus=1", "invalid PostgreSQL URL"),
         ("ftp://user:hunter2@host/x", "unsupported store URL scheme 'ftp'"),
         ("s3://bucket/x", "unsupported store URL scheme 's3'"),
         ("", "empty store URL"),
