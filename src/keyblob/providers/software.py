@@ -4,7 +4,9 @@ passphrase-derived key, and each container's authenticated state (FORMAT.md 5).
 Layout (folders 0700, files 0600)::
 
     <home>/containers/<name>/container.json   public keys, sealed private keys, KDF params
-    <home>/containers/<name>/state.json       trusted signers, high-water marks, MAC
+    <home>/containers/<name>/state.db         trusted signers and high-water marks: a MAC'd
+                                              head over hash trees (statedb.py); a version 1
+                                              state.json is read, then migrated
     <home>/containers/<name>/lock             serialises state updates (POSIX flock)
     <home>/containers/<name>/public.kbpub     its public key file, kept for pubkey (a cache)
 
