@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -499,6 +500,33 @@ def test_list_calls_missing_only_names_this_store_held(kb, tmp_path):
     os.makedirs(tmp_path / "other" / "payroll")
     os.link(kb.home / "blobs" / "payroll" / "1.kb", tmp_path / "other" / "payroll" / "1.kb")
     assert kb("--store", other, "show", "payroll")[0] == 3
+
+
+def test_list_records_what_it_opened_in_one_state_write(kb, tmp_path, monkeypatch):
+    """A store listed for the first time (a copy, or names of a migrated home): every name
+    it holds goes into its view in one state write, not one per name."""
+    from keyblob.providers.software import SoftwareContainer
+
+    kb("init")
+    for i in range(6):
+        kb("new", f"k{i}")
+    shutil.copytree(kb.home / "blobs", tmp_path / "copy")
+    writes = []
+    original = SoftwareContainer.update_state
+
+    def counted(self, change):
+        writes.append(1)
+        return original(self, change)
+
+    monkeypatch.setattr(SoftwareContainer, "update_state", counted)
+    assert kb("--store", str(tmp_path / "copy"), "list")[0] == 0
+    assert len(writes) == 1
+    assert kb("--store", str(tmp_path / "copy"), "list")[0] == 0  # nothing new: no write
+    assert len(writes) == 1
+    for name in ("k0", "k1"):
+        (tmp_path / "copy" / name / "1.kb").unlink()
+    status, out, err = kb("--store", str(tmp_path / "copy"), "list", "--json")
+    assert [m["name"] for m in json.loads(out)["missing"]] == ["k0", "k1"]
 
 
 def test_verify_json_of_a_missing_file_is_json(kb, tmp_path):

@@ -223,13 +223,16 @@ def cmd_list(ctx: Context) -> int:
     # through it) that it lacks now: deleted, so a warning, not a refusal.  A name kept in
     # another store is not missing here, though its high-water mark is the container's.
     missing = sorted(set(state.held(store.identity)) - set(names))
+    opened = {}
     for name in names:
         try:
-            v = blobs.open_latest(container, store, name, unwrap=False)
+            v = blobs.open_latest(container, store, name, unwrap=False, record=False)
         except (VerificationError, FormatError) as e:
             refused.append((name, str(e)))
             continue
+        opened[name] = v.header.generation
         rows.append(_describe(v, container, state))
+    blobs.record_seen(container, store, opened, state)  # one state write for every name
     if ctx.args.json:
         emit_json(
             {

@@ -1103,7 +1103,8 @@ class _Recorded:
 @contextlib.contextmanager
 def _flocked(path: Path) -> Iterator[None]:
     """``path``, created empty and exclusively, held under flock for the block."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
         try:
             import fcntl  # noqa: PLC0415  (POSIX only)
