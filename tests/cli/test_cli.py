@@ -526,6 +526,7 @@ def test_list_records_what_it_opened_in_one_state_write(kb, tmp_path, monkeypatc
     for name in ("k0", "k1"):
         (tmp_path / "copy" / name / "1.kb").unlink()
     status, out, err = kb("--store", str(tmp_path / "copy"), "list", "--json")
+    assert status == 0 and "k0: this container has seen generation 1" in err
     assert [m["name"] for m in json.loads(out)["missing"]] == ["k0", "k1"]
 
 
