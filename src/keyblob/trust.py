@@ -265,8 +265,8 @@ class State:
     def held_generation(self, store: str, name: str) -> int:
         """The highest generation of ``name`` recorded through ``store`` (0: never)."""
         value = self.views.get(store, {}).get(name, 0)
-        if self.recorded is not None and value == 0:
-            value = self.recorded.held(store, name)
+        if self.recorded is not None:
+            value = max(value, self.recorded.held(store, name))
         return value
 
     def seen(self, name: str, generation: int, *, store: str | None = None) -> State:
