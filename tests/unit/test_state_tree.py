@@ -489,3 +489,31 @@ def test_a_change_of_signers_alone_keeps_every_mark(home, marked):
     marked.update_state(lambda s: s.__class__(label="Renamed", recorded=s.recorded))
     state = fresh(home).state()
     assert state.label == "Renamed" and state.generation_floor("payroll") == 5
+
+
+@pytest.mark.slow
+def test_a_migration_killed_at_random_instants_leaves_v1_or_v2_with_every_mark(tmp_path):
+    """FORMAT.md 5.2.4: killed while it builds, renames or removes, the home reads as the
+    version 1 state or the version 2 one, each with every version 1 mark."""
+    rng = random.Random(7)
+    outcomes = set()
+    for round_ in range(40):
+        root = tmp_path / f"r{round_}"
+        root.mkdir()
+        home = _v1_home(root)
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-c", WRITER.replace('"c"', '"v1"'), str(home.path)),
+                *(V1_PASSPHRASE.decode(), "m", "50", "0"),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(rng.uniform(0.05, 0.6))  # from interpreter start-up into the migration
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        folder = home.container_dir("v1")
+        outcomes.add(((folder / "state.json").exists(), (folder / "state.db").exists()))
+        marks = home.open("v1", V1_PASSPHRASE).state().all_marks()
+        assert all(marks[n] >= g for n, g in V1_MARKS.items())
+    assert (True, False) in outcomes and (False, True) in outcomes, outcomes
