@@ -156,3 +156,9 @@ def postgres_database(request: Any) -> str:
 
     request.addfinalizer(drop)
     return urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+
+
+def worker_environment(names: list[str], chunk: list[int]) -> list[str | None]:
+    """A keyblob.pool function, importable in a worker by name: the value each of
+    ``names`` has in the worker's environment, once per item of ``chunk``."""
+    return [os.environ.get(name) for name in names for _ in chunk]

@@ -6,17 +6,21 @@ The public surface, re-exported here; nothing is defined in this module.
 from keyblob.blobs import (
     Verified,
     check_store,
+    copy_store,
     generate,
     import_blob,
     import_simpleblob,
     load,
     open_latest,
     open_stored,
+    retrying,
     rotate,
     set_aside_untrusted,
     verify,
 )
 from keyblob.errors import (
+    BadEntryError,
+    ConflictError,
     FormatError,
     IgnoredEntryWarning,
     KeyblobError,
@@ -36,6 +40,8 @@ from keyblob.storage import Store, open_store
 
 __all__ = [
     "Algorithm",
+    "BadEntryError",
+    "ConflictError",
     "FormatError",
     "Home",
     "IgnoredEntryWarning",
@@ -58,6 +64,7 @@ __all__ = [
     "VerificationError",
     "Verified",
     "check_store",
+    "copy_store",
     "generate",
     "import_blob",
     "import_simpleblob",
@@ -65,6 +72,7 @@ __all__ = [
     "open_latest",
     "open_store",
     "open_stored",
+    "retrying",
     "rotate",
     "set_aside_untrusted",
     "verify",

@@ -18,6 +18,11 @@ generation is the newest that passes steps 1-4 at or above the high-water mark, 
 above it are reported (:class:`IgnoredEntryWarning`), listed (:func:`check_store`) and can be
 moved aside (:func:`set_aside_untrusted`); a valid blob is never moved.
 
+Whole stores are checked (:func:`check_store`) and copied (:func:`copy_store`) through steps
+1-4 on worker processes (:mod:`keyblob.pool`) that are given :class:`CheckPolicy`, the public
+half of the checks, and the stored bytes: nothing else.  A write that loses a compare-and-set
+to another writer (:class:`~keyblob.errors.ConflictError`) is run again by :func:`retrying`.
+
 And the check order of a CryptoAPI import (docs/MSCAPI.md 7.2), :func:`import_simpleblob`:
 
 1. parse the SIMPLEBLOB's public structure; the name is valid;
@@ -31,15 +36,20 @@ And the check order of a CryptoAPI import (docs/MSCAPI.md 7.2), :func:`import_si
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import difflib
 import secrets
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, TypeVar
 
+from keyblob import pool
 from keyblob.errors import (
+    BadEntryError,
+    ConflictError,
     FormatError,
     IgnoredEntryWarning,
     KeyblobError,
@@ -57,6 +67,7 @@ from keyblob.keys import (
     KeyId,
     KeyRole,
     SessionKey,
+    Suite,
     _make_session_key,
     check_name,
     key_id_for,
@@ -285,8 +296,10 @@ def generate(
     A legacy CryptoAPI algorithm (DES, 3DES, RC2, RC4) needs ``legacy=True``.
 
     Raises:
-        UsageError: invalid name, ``name`` exists already (use :func:`rotate`), or a
-            legacy algorithm without ``legacy=True``.
+        UsageError: invalid name, ``name`` exists already (use :func:`rotate`; also when
+            another writer created it while this call ran: a ConflictError of generation 1
+            is reported so, since a retry could only find the name taken), or a legacy
+            algorithm without ``legacy=True``.
         VerificationError: the home state was tampered with, or the store lost ``name``.
         StorageError: the store could not be written.
     """
@@ -306,17 +319,25 @@ def generate(
                 hints=_missing_hints(store),
             )
 
-    return _store_new(
-        provider,
-        store,
-        name=name,
-        generation=1,
-        algorithm=algorithm,
-        recipients=recipients,
-        key=_key,
-        to=to,
-        check=is_new,
-    )
+    try:
+        return _store_new(
+            provider,
+            store,
+            name=name,
+            generation=1,
+            algorithm=algorithm,
+            recipients=recipients,
+            key=_key,
+            to=to,
+            check=is_new,
+        )
+    except ConflictError:
+        # Another writer created the name between the check and the put.  Running this
+        # again could only find that the name exists: no retry (retrying), the usual answer.
+        raise UsageError(
+            f"{name} exists already: another writer created it while this ran: "
+            f"use keyblob rotate {name}"
+        ) from None
 
 
 def _store_new(
@@ -386,6 +407,8 @@ def rotate(
         UsageError: a previous recipient's public key is unknown: pass it in ``to``; a
             legacy algorithm without ``legacy=True``; or no generation is left above every
             stored one (an entry at the last generation: :func:`set_aside_untrusted`).
+        ConflictError: another writer stored the next generation first; nothing was
+            changed, and running this again (:func:`retrying`) rotates from theirs.
     """
     current = open_latest(provider, store, name)
     algorithm = algorithm or current.header.algorithm
@@ -479,6 +502,32 @@ def _check_legacy(algorithm: Algorithm, allowed: bool) -> None:
     _warn_legacy(algorithm)
 
 
+@dataclass(frozen=True)
+class CheckPolicy:
+    """What import steps 1-4 need, and nothing secret: the container's suite, its own
+    signature public key, and the signers it trusts (public keys and scopes).
+
+    Frozen and picklable: it is all that signature-check workers get (:mod:`keyblob.pool`).
+    No private key, passphrase or high-water mark is in it.
+    """
+
+    suite: Suite
+    own_id: KeyId
+    own_public: bytes
+    #: The trusted signers only (no high-water mark, no CryptoAPI signer).
+    trust: State = field(default_factory=State)
+
+    @classmethod
+    def of(cls, provider: Provider, state: State) -> CheckPolicy:
+        """The policy of ``provider`` with the trusted signers of ``state``."""
+        return cls(
+            provider.suite,
+            provider.signature_id,
+            provider.signature_public,
+            State(trusted=state.trusted),
+        )
+
+
 def _verify(
     provider: Provider,
     state: State,
@@ -489,12 +538,19 @@ def _verify(
 ) -> Verified:
     """FORMAT.md 2.7, import steps 1-4.  The callers run step 5 (it depends on where the
     blob came from) and only then step 6, :func:`_unwrapped`."""
+    return _verify_under(CheckPolicy.of(provider, state), data, name=name, key_id=key_id)
+
+
+def _verify_under(
+    policy: CheckPolicy, data: bytes, *, name: str | None, key_id: KeyId | None
+) -> Verified:
+    """Steps 1-4 with public data only: what :func:`_verify` and the workers run."""
     blob = decode(data)  # 1. parse
     h = blob.header
-    if h.suite is not provider.suite:
-        raise VerificationError(WRONG_SUITE.format(blob=h.suite.label, own=provider.suite.label))
+    if h.suite is not policy.suite:
+        raise VerificationError(WRONG_SUITE.format(blob=h.suite.label, own=policy.suite.label))
     signer_public = require_trusted(  # 2. the signer is trusted, for this name
-        provider.signature_id, provider.signature_public, state, h.signer_id, h.name
+        policy.own_id, policy.own_public, policy.trust, h.signer_id, h.name
     )
     try:  # a key trusted before keys were checked (FORMAT.md 1.3) verifies nothing
         public = suites.load_signature_public(h.suite, signer_public)
@@ -588,7 +644,7 @@ def open_latest(
     for generation in (g for g in reversed(stored) if g >= floor):
         try:
             verified = _verified_at(provider, store, state, name, generation, key_id=None)
-        except (FormatError, VerificationError, NotFoundError) as e:
+        except (FormatError, VerificationError, NotFoundError, BadEntryError) as e:
             first = first or e
             skipped.append(Skipped(name, generation, str(e)))
             continue
@@ -648,7 +704,16 @@ def _verified_at(
     key_id: KeyId | None,
 ) -> Verified:
     """Steps 1-4 for the entry stored at (name, generation), signed as that generation."""
-    verified = _verify(provider, state, store.get(name, generation), name=name, key_id=key_id)
+    policy = CheckPolicy.of(provider, state)
+    return _verify_at(policy, name, generation, store.get(name, generation), key_id=key_id)
+
+
+def _verify_at(
+    policy: CheckPolicy, name: str, generation: int, data: bytes, *, key_id: KeyId | None
+) -> Verified:
+    """Steps 1-4 for ``data``, stored at (name, generation): signed as that name and
+    generation."""
+    verified = _verify_under(policy, data, name=name, key_id=key_id)
     h = verified.header
     if h.generation != generation:
         raise VerificationError(WRONG_GENERATION.format(stored=generation, signed=h.generation))
@@ -727,36 +792,324 @@ def _entry(
         return _verified_at(
             provider, store, state, name, generation, key_id=None
         ).header.signer_id, ""
-    except (FormatError, VerificationError, StorageError) as e:
+    except (FormatError, VerificationError, NotFoundError, BadEntryError) as e:
         return None, str(e)
 
 
+# -- Whole stores: every entry checked, on every core (keyblob.pool) ---------------------
+
+#: Entries per chunk sent to a worker, and the bytes at which a chunk closes early: large
+#: enough that pickling and queueing cost little per blob, small enough to keep both
+#: workers busy to the end and memory bounded (MAX_ITEM_SIZE blobs).
+CHUNK_ENTRIES = 256
+CHUNK_BYTES = 1 << 20
+
+# One stored entry on its way to a check: (name, generation, its bytes), or in place of
+# the bytes, why they could not be read (a str).
+_Item = tuple[str, int, bytes | str]
+
+
+def _check_items(policy: CheckPolicy, chunk: list[_Item]) -> list[tuple[bytes | None, str]]:
+    """Steps 1-4 for each item: (the signer's key id, "") or (None, why it fails).  Runs
+    in a worker: it sees the policy (public) and the stored bytes, nothing else."""
+    out: list[tuple[bytes | None, str]] = []
+    for name, generation, data in chunk:
+        if isinstance(data, str):  # unreadable: the reason was found by the parent
+            out.append((None, data))
+            continue
+        try:
+            verified = _verify_at(policy, name, generation, data, key_id=None)
+        except (FormatError, VerificationError) as e:
+            out.append((None, str(e)))
+        else:
+            out.append((verified.header.signer_id.value, ""))
+    return out
+
+
+def _read_items(store: Store, listing: Iterable[tuple[str, Sequence[int]]]) -> Iterator[_Item]:
+    for name, generations in listing:
+        for generation in generations:
+            try:
+                yield name, generation, store.get(name, generation)
+            except (NotFoundError, BadEntryError) as e:  # deleted since listed, too large...
+                yield name, generation, str(e)
+
+
+def _chunked(items: Iterable[_Item]) -> Iterator[list[_Item]]:
+    chunk: list[_Item] = []
+    size = 0
+    for item in items:
+        chunk.append(item)
+        size += len(item[2])
+        if len(chunk) >= CHUNK_ENTRIES or size >= CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One stored entry and what steps 1-4 found (:func:`check_entries`)."""
+
+    name: str
+    generation: int
+    #: The stored bytes as read (None: they could not be read; ``reason`` says why).
+    data: bytes | None
+    #: The signer of an entry that passes; None when it fails.
+    signer: KeyId | None
+    #: Why it fails; empty when it passes.
+    reason: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+def check_entries(
+    provider: Provider,
+    store: Store,
+    listing: Sequence[tuple[str, Sequence[int]]],
+    *,
+    jobs: int | None = None,
+) -> Iterator[Checked]:
+    """Read each (name, generations) of ``listing`` from ``store`` and check every entry as
+    an import would, steps 1-4 (FORMAT.md 2.7: signer trusted for the name, signature, name
+    and generation); yields them in ``listing``'s order.  Nothing is unwrapped, and the
+    high-water marks are neither checked nor raised.
+
+    The signature checks run on :func:`keyblob.pool.workers_for` worker processes (``jobs``:
+    that many; 1: in this process), given the :class:`CheckPolicy` and the stored bytes
+    only.  Close the iterator (or exhaust it) to stop the workers.
+
+    Raises:
+        StorageError: the store failed otherwise than on one entry.
+        KeyblobError: a worker process ended abnormally.
+    """
+    policy = CheckPolicy.of(provider, provider.state())
+    count = sum(len(generations) for _, generations in listing)
+    items = _read_items(store, listing)
+    # The bytes read go to the check and come back with its result, in the same order.
+    sent: collections.deque[_Item] = collections.deque()
+
+    def kept(chunk: list[_Item]) -> list[_Item]:
+        sent.extend(chunk)
+        return chunk
+
+    results = pool.ordered_map(
+        _check_items,
+        policy,
+        (kept(chunk) for chunk in _chunked(items)),
+        workers=pool.workers_for(count, jobs),
+    )
+    with contextlib.closing(results):
+        for signer, reason in results:
+            name, generation, data = sent.popleft()
+            yield Checked(
+                name,
+                generation,
+                data if isinstance(data, bytes) else None,
+                None if signer is None else KeyId(signer),
+                reason,
+            )
+
+
+def _listing(store: Store, names: Iterable[str]) -> list[tuple[str, list[int]]]:
+    out = []
+    for name in names:
+        check_name(name)
+        out.append((name, store.generations(name)))
+    return out
+
+
 def check_store(
-    provider: Provider, store: Store, names: Sequence[str] | None = None
+    provider: Provider,
+    store: Store,
+    names: Sequence[str] | None = None,
+    *,
+    jobs: int | None = None,
 ) -> list[Entry]:
     """Every entry of ``names`` (default: every name in the store), checked as an import
     would (steps 1-4), sorted by name and generation.  Nothing is unwrapped or changed.
+    The signature checks use every core for a large store (:func:`check_entries`).
 
     Raises:
         UsageError: an invalid name.
         StorageError: the store cannot be listed.
+        KeyblobError: a worker process ended abnormally.
     """
     if isinstance(names, str):  # a str is a Sequence of one-letter names
         raise UsageError("names is a list of names, not one name")
     state = provider.state()
+    listing = _listing(store, sorted(set(names)) if names is not None else store.names())
+    rows: dict[str, list[Checked]] = {name: [] for name, _ in listing}
+    for checked in check_entries(provider, store, listing, jobs=jobs):
+        # Without the bytes: a store of many large (planted) entries must not fill memory.
+        rows[checked.name].append(replace(checked, data=None))
     out: list[Entry] = []
-    for name in sorted(set(names)) if names is not None else store.names():
-        check_name(name)
+    for name, checks in rows.items():
         floor = state.generation_floor(name)
-        rows = []
-        for generation in store.generations(name):
-            signer, reason = _entry(provider, store, state, name, generation)
-            rows.append((generation, signer, reason))
-        current = max((g for g, _, why in rows if not why and g >= floor), default=None)
+        current = max(
+            (c.generation for c in checks if c.ok and c.generation >= floor), default=None
+        )
         out.extend(
-            Entry(name, g, not why, why, signer, g < floor, g == current) for g, signer, why in rows
+            Entry(
+                name,
+                c.generation,
+                c.ok,
+                c.reason,
+                c.signer,
+                c.generation < floor,
+                c.generation == current,
+            )
+            for c in checks
         )
     return out
+
+
+@dataclass(frozen=True)
+class NotCopied:
+    """An entry :func:`copy_store` did not copy, and why."""
+
+    name: str
+    generation: int
+    reason: str
+
+
+@dataclass
+class CopyReport:
+    """What :func:`copy_store` did."""
+
+    #: Entries written to the destination.
+    copied: int = 0
+    #: Entries the destination held already, byte for byte (a copy run again).
+    skipped: int = 0
+    #: Entries that fail verification here: not copied.
+    refused: list[NotCopied] = field(default_factory=list)
+    #: Entries whose (name, generation) the destination holds with other bytes: kept there.
+    conflicts: list[NotCopied] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.copied + self.skipped + len(self.refused) + len(self.conflicts)
+
+
+DESTINATION_HOLDS_OTHER = (
+    "the destination holds other bytes at this name and generation; they were kept"
+)
+
+
+def copy_store(
+    provider: Provider,
+    source: Store,
+    destination: Store,
+    *,
+    jobs: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> CopyReport:
+    """Copy every generation of every name from ``source`` to ``destination``, each entry
+    checked on the way as :func:`check_entries` does (steps 1-4: old generations are copied
+    too, so the high-water mark is not applied, and nothing is unwrapped).
+
+    An entry that fails is not copied (``refused``).  One the destination holds already with
+    the same bytes is counted as ``skipped``, so a copy that was stopped is finished by
+    running it again; one it holds with other bytes is never overwritten (``conflicts``).
+    Each put is atomic: a copy killed at any instant leaves only complete entries.
+    Neither store's set-aside area is read or written, and the home's state is not changed.
+    ``progress(done, total)`` is called once before the first entry and after each.
+
+    Raises:
+        StorageError: either store failed (what was copied before stays, complete).
+        KeyblobError: a worker process ended abnormally.
+    """
+    listing = _listing(source, source.names())
+    total = sum(len(generations) for _, generations in listing)
+    report = CopyReport()
+    present: tuple[str, set[int]] = ("", set())  # the destination's generations of a name
+    if progress is not None:
+        progress(0, total)
+    for done, checked in enumerate(check_entries(provider, source, listing, jobs=jobs), 1):
+        name, generation = checked.name, checked.generation
+        if checked.data is None or not checked.ok:
+            report.refused.append(NotCopied(name, generation, checked.reason))
+        else:
+            if present[0] != name:
+                present = (name, set(destination.generations(name)))
+            if generation not in present[1] and _put(destination, name, generation, checked.data):
+                report.copied += 1
+            elif _holds(destination, name, generation, checked.data):
+                report.skipped += 1
+            else:
+                report.conflicts.append(NotCopied(name, generation, DESTINATION_HOLDS_OTHER))
+        if progress is not None:
+            progress(done, total)
+    return report
+
+
+def _put(store: Store, name: str, generation: int, data: bytes) -> bool:
+    """Put ``data``; False when another writer stored that (name, generation) first."""
+    try:
+        store.put(name, generation, data)
+    except ConflictError:
+        return False
+    return True
+
+
+def _holds(store: Store, name: str, generation: int, data: bytes) -> bool:
+    """Whether ``store`` holds exactly ``data`` at (name, generation)."""
+    try:
+        return store.get(name, generation) == data
+    except NotFoundError:  # taken away since it was listed: not a copy of this one
+        return False
+
+
+# -- Retrying a lost compare-and-set ---------------------------------------------------------
+
+_T = TypeVar("_T")
+
+#: How many times the CLI's rotate runs in all before it reports the conflict.
+ATTEMPTS = 5
+#: The pause before retry n is random, 0 to BACKOFF * 2**(n-1) seconds ("full jitter"), at
+#: most MAX_BACKOFF: writers that collided do not collide again in step.
+BACKOFF = 0.05
+MAX_BACKOFF = 1.0
+
+
+def retrying(
+    operation: Callable[[], _T],
+    *,
+    attempts: int = ATTEMPTS,
+    on_retry: Callable[[ConflictError, int, int], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> _T:
+    """Run ``operation``; when it loses a compare-and-set (:class:`ConflictError`: another
+    writer stored that generation first), run it again after a short random pause, up to
+    ``attempts`` times in all.  ``on_retry(error, attempt, attempts)`` is called before
+    each new attempt (``attempt`` counts from 2).
+
+    For operations that decide their generation from what is stored, as :func:`rotate`
+    does: each attempt starts again from the newest.  :func:`generate` needs none (a name
+    created meanwhile exists: it raises UsageError).
+
+    Raises:
+        ConflictError: every attempt lost; the last one's, unchanged.
+        UsageError: ``attempts`` is below 1.
+        Exception: whatever else ``operation`` raises, at once and unchanged.
+    """
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise UsageError(f"attempts must be 1 or more, not {attempts!r}")
+    attempt = 1
+    while True:
+        try:
+            return operation()
+        except ConflictError as e:
+            if attempt >= attempts:
+                raise
+            attempt += 1
+            if on_retry is not None:
+                on_retry(e, attempt, attempts)
+            ceiling = min(MAX_BACKOFF, BACKOFF * 2 ** (attempt - 2))
+            sleep(secrets.randbelow(int(ceiling * 1000) + 1) / 1000)
 
 
 def set_aside_untrusted(

@@ -82,6 +82,18 @@ class StorageError(KeyblobError):
     """Reading or writing failed: the store, or a file a command was given or writes."""
 
 
+class BadEntryError(StorageError):
+    """An entry is there, but the store refuses to hand it over: larger than the bound, not
+    a regular file, not a byte string, several rows for one (name, generation).
+
+    Whoever can write the store can plant one, so it is treated as an entry that fails
+    verification (FORMAT.md 2.9): passed over and reported by ``open_latest``, listed by
+    ``store check``, moved by ``store set-aside``; never a lock-out.  Exit 3, as a refusal.
+    """
+
+    exit_status = 3
+
+
 class ConflictError(StorageError):
     """Another writer stored a different blob at the same (name, generation) first.
 

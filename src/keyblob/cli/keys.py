@@ -29,7 +29,13 @@ from keyblob.cli.terminal import (
     tilde,
     write_output,
 )
-from keyblob.errors import FormatError, KeyblobError, UsageError, VerificationError
+from keyblob.errors import (
+    ConflictError,
+    FormatError,
+    KeyblobError,
+    UsageError,
+    VerificationError,
+)
 from keyblob.format import KeyBlob, PublicKeyFile, fingerprint
 from keyblob.format.armor import BLOB, PUBLIC_KEY, armor, dearmor, is_armored
 from keyblob.format.blob import MAX_BLOB_SIZE
@@ -151,6 +157,14 @@ def cmd_new(ctx: Context) -> int:
     return 0
 
 
+def _say_retry(conflict: ConflictError, attempt: int, attempts: int) -> None:
+    """rotate lost the race for a generation to another writer: it starts again from theirs."""
+    print_note(
+        f"another writer made {conflict.name} generation {conflict.generation} first; "
+        f"trying again ({attempt}/{attempts})"
+    )
+
+
 def cmd_rotate(ctx: Context) -> int:
     args = ctx.args
     checked_name(args.name)
@@ -161,8 +175,11 @@ def cmd_rotate(ctx: Context) -> int:
     with about_key(args.name):
         key = refusing(
             args.name,
-            lambda: blobs.rotate(
-                container, store, args.name, algorithm=algorithm, to=to, legacy=args.legacy
+            lambda: blobs.retrying(
+                lambda: blobs.rotate(
+                    container, store, args.name, algorithm=algorithm, to=to, legacy=args.legacy
+                ),
+                on_retry=_say_retry,
             ),
         )
     print(

@@ -1,9 +1,15 @@
-"""keyblob store check / set-aside: what the store holds, as this container sees it, and
-the way out of entries that fail verification here (FORMAT.md 2.9)."""
+"""keyblob store check / set-aside / copy: what a store holds, as this container sees it,
+the way out of entries that fail verification here (FORMAT.md 2.9), and moving every entry
+of one store to another, each checked on the way."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from keyblob import blobs
@@ -14,12 +20,57 @@ from keyblob.cli.terminal import (
     Subcommands,
     emit_json,
     print_error,
+    print_warning,
+    progress_bar,
     tilde,
 )
-from keyblob.errors import UsageError
-from keyblob.keys import KeyId
+from keyblob.errors import NotFoundError, UsageError
+from keyblob.keys import KeyId, check_name
 from keyblob.providers.base import Provider
+from keyblob.storage import Store, open_store
+from keyblob.storage.directory import DirectoryStore
+from keyblob.storage.sqlite import SqliteStore
 from keyblob.trust import State
+
+
+def _looks_like_store(text: str) -> bool:
+    """A store URL or path, which a key name can never be: a scheme (``sqlite:``), a
+    folder separator (``./blobs``), ``~``, ``.`` or ``..``."""
+    return (
+        ":" in text or "/" in text or os.sep in text or text.startswith("~") or text in (".", "..")
+    )
+
+
+def _open(url: str, stores: contextlib.ExitStack) -> Store:
+    """The store at ``url`` as given on the command line (``~`` expanded in a path), closed
+    (a database connection) when ``stores`` is."""
+    store = open_store(os.path.expanduser(url) if "://" not in url else url)
+    close = getattr(store, "close", None)
+    if callable(close):
+        stores.callback(close)
+    return store
+
+
+def _given_store(url: str, role: str, stores: contextlib.ExitStack) -> Store:
+    """:func:`_open`, for a store that must exist: a store folder or database file that
+    does not is said not to (exit 4), before any passphrase is asked; nothing is created."""
+    store = _open(url, stores)
+    if isinstance(store, DirectoryStore) and not store.root.exists():
+        raise NotFoundError(f"{role} store folder {tilde(store.root)} does not exist")
+    if isinstance(store, SqliteStore) and not store.exists():
+        raise NotFoundError(f"{role} store database {tilde(store.path)} does not exist")
+    return store
+
+
+#: --jobs at most: a typo (--jobs 200) must not start hundreds of interpreters.
+MAX_JOBS = 64
+
+
+def _jobs(ctx: Context) -> int | None:
+    jobs: int | None = ctx.args.jobs
+    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
+        raise UsageError(f"--jobs {jobs}: give 1 to {MAX_JOBS} processes")
+    return jobs
 
 
 def _signer_label(signer: KeyId | None, container: Provider, state: State) -> str | None:
@@ -40,9 +91,20 @@ def _status(entry: blobs.Entry) -> str:
 
 
 def cmd_store_check(ctx: Context) -> int:
+    with contextlib.ExitStack() as stores:
+        return _store_check(ctx, stores)
+
+
+def _store_check(ctx: Context, stores: contextlib.ExitStack) -> int:
+    targets: list[str] = ctx.args.targets
+    url = targets[0] if targets and _looks_like_store(targets[0]) else None
+    names = targets[1:] if url is not None else targets
+    for name in names:
+        check_name(name)
+    jobs = _jobs(ctx)
+    store = ctx.store() if url is None else _given_store(url, "the", stores)
     container = ctx.open()
-    store = ctx.store()
-    entries = blobs.check_store(container, store, ctx.args.names or None)
+    entries = blobs.check_store(container, store, names or None, jobs=jobs)
     state = container.state()
     rows: list[dict[str, Any]] = [
         {
@@ -69,6 +131,13 @@ def cmd_store_check(ctx: Context) -> int:
             print(f"{r['name']:<{width}}  {r['generation']:>3}  {_status(entry):<6}  {detail}")
     else:
         print(f"no keys in {tilde(store.location)}", file=sys.stderr)
+    for name in names:
+        if os.path.isdir(name) and not any(e.name == name for e in entries):
+            print(
+                f"{PROG}: hint: no key is named {name}, but a folder is: to check the store "
+                f"in it, give it as a path: keyblob store check ./{name}",
+                file=sys.stderr,
+            )
     if failing:
         print_error(
             f"{len(failing)} of {len(entries)} entries in {tilde(store.location)} fail "
@@ -114,25 +183,144 @@ def cmd_store_set_aside(ctx: Context) -> int:
     return 0
 
 
+def cmd_store_copy(ctx: Context) -> int:
+    with contextlib.ExitStack() as stores:
+        return _store_copy(ctx, stores)
+
+
+def _store_copy(ctx: Context, stores: contextlib.ExitStack) -> int:
+    args = ctx.args
+    jobs = _jobs(ctx)
+    source = _given_store(args.source, "source", stores)
+    destination = _open(args.destination, stores)
+    if _same_store(source, destination):
+        # The locations, not the arguments: a database URL may carry a password.
+        raise UsageError(
+            f"{tilde(source.location)} and {tilde(destination.location)} are the same store"
+        )
+    container = ctx.open()
+    update: Callable[[int], None] | None = None
+    close: Callable[[], None] = _no_bar
+
+    def progress(done: int, total: int) -> None:
+        nonlocal update, close
+        if not done:  # before the first entry: the total is known
+            update, close = progress_bar(total, False, "copy", unit="entry", minimum=1)
+        elif update is not None:
+            update(1)
+
+    started = time.monotonic()
+    try:
+        report = blobs.copy_store(container, source, destination, jobs=jobs, progress=progress)
+    finally:
+        close()
+    elapsed = time.monotonic() - started
+    if args.json:
+        emit_json(
+            {
+                "source": source.location,
+                "destination": destination.location,
+                "entries": report.total,
+                "copied": report.copied,
+                "skipped": report.skipped,
+                "refused": [_not_copied(n) for n in report.refused],
+                "conflicts": [_not_copied(n) for n in report.conflicts],
+                "elapsed": round(elapsed, 3),
+            }
+        )
+    else:
+        there = f"; {report.skipped} were there already" if report.skipped else ""
+        print(
+            f"copied {report.copied} of {report.total} entries from {tilde(source.location)} "
+            f"to {tilde(destination.location)} in {elapsed:.1f} s{there}"
+        )
+        for n in (*report.refused, *report.conflicts):
+            print_warning(f"not copied: {n.name} generation {n.generation}: {n.reason}")
+    if report.refused or report.conflicts:
+        print_error(
+            f"{len(report.refused) + len(report.conflicts)} of {report.total} entries were "
+            f"not copied: {len(report.refused)} fail verification here, "
+            f"{len(report.conflicts)} conflict with other bytes in the destination",
+            (
+                "see why with: keyblob store check SOURCE NAME (or DESTINATION NAME for a "
+                "conflict); running the copy again copies only what is missing",
+            ),
+        )
+        return 3
+    return 0
+
+
+def _no_bar() -> None:
+    """Closing a progress bar that was never shown."""
+
+
+def _not_copied(entry: blobs.NotCopied) -> dict[str, Any]:
+    return {"name": entry.name, "generation": entry.generation, "reason": entry.reason}
+
+
+def _same_store(a: Store, b: Store) -> bool:
+    """Whether two stores are one: a folder or a database file by its real path, a server's
+    database by its identity (user@host:port/dbname)."""
+    if type(a) is not type(b):
+        return False
+    if "://" in a.location:
+        return a.location == b.location
+    return os.path.realpath(a.location) == os.path.realpath(b.location)
+
+
+def _jobs_option(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="check signatures in N processes (default: one per core, up to 8, for large "
+        "stores; 1: in this process only)",
+    )
+
+
 def register(sub: Subcommands) -> None:
-    """store check, store set-aside."""
+    """store check, store set-aside, store copy."""
     store = sub.add_parser(
         "store",
-        help="check the store's entries; set aside those that fail verification",
-        description="check the store's entries; set aside those that fail verification",
+        help="check the store's entries; set aside those that fail verification; copy a store",
+        description="check the store's entries; set aside those that fail verification; "
+        "copy every entry of one store to another",
     )
     ssub = store.add_subparsers(
         dest="store_command", required=True, parser_class=Parser, metavar="COMMAND"
     )
     sp = ssub.add_parser(
         "check",
+        usage="%(prog)s [-h] [--json] [--jobs N] [URL] [NAME ...]",
         help="check every entry (or NAME's) as an import would; exit 3 if any fails",
-        description="check every entry (or NAME's) as an import would: signer, signature, "
-        "name and generation; nothing is unwrapped or changed; exit 3 if any fails",
+        description="check every entry (or NAME's) of the store URL (default: --store's) "
+        "as an import would: signer, signature, name and generation; nothing is unwrapped "
+        "or changed; exit 3 if any fails.  URL is a path with a / (./blobs), or a "
+        "sqlite:/postgresql: URL",
     )
-    sp.add_argument("names", nargs="*", metavar="NAME")
+    sp.add_argument(
+        "targets",
+        nargs="*",
+        metavar="[URL] [NAME ...]",
+        help="the store (first, when it has a /, a : or a ~) and key names",
+    )
     sp.add_argument("--json", action="store_true")
+    _jobs_option(sp)
     sp.set_defaults(func=cmd_store_check)
+    sp = ssub.add_parser(
+        "copy",
+        help="copy every entry of SOURCE to DESTINATION, each checked on the way",
+        description="copy every generation of every name from the store SOURCE to the "
+        "store DESTINATION (paths or URLs, as --store takes), each checked as an import "
+        "would (signer trusted for the name, signature, name, generation): one that fails is "
+        "not copied; one DESTINATION holds already is skipped if identical, kept if not; "
+        "exit 3 if any entry was not copied.  Run again, it copies only what is missing",
+    )
+    sp.add_argument("source", metavar="SOURCE")
+    sp.add_argument("destination", metavar="DESTINATION")
+    sp.add_argument("--json", action="store_true")
+    _jobs_option(sp)
+    sp.set_defaults(func=cmd_store_copy)
     sp = ssub.add_parser(
         "set-aside",
         help="move entries that fail verification here out of the way (bytes kept)",

@@ -389,14 +389,16 @@ def refusing(what: str, action: Callable[[], Any]) -> Any:
 
 
 def progress_bar(
-    total: int | None, quiet: bool, what: str
+    total: int | None, quiet: bool, what: str, *, unit: str = "B", minimum: int = PROGRESS_MIN
 ) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
-    """A progress bar on stderr for large inputs, only when stderr is a terminal."""
-    if quiet or not sys.stderr.isatty() or (total is not None and total < PROGRESS_MIN):
+    """A progress bar on stderr for large inputs (``minimum`` units or more; of bytes, or
+    of another ``unit`` counted one by one), only when stderr is a terminal."""
+    if quiet or not sys.stderr.isatty() or (total is not None and total < minimum):
         return None, lambda: None
     from tqdm import tqdm  # noqa: PLC0415 - imported only when a bar is shown: start-up time
 
-    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=what, leave=False)
+    scale: dict[str, Any] = {"unit_scale": True, "unit_divisor": 1024} if unit == "B" else {}
+    bar = tqdm(total=total, unit=unit, desc=what, leave=False, **scale)
 
     def update(n: int) -> None:
         bar.update(n)

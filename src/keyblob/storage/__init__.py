@@ -81,7 +81,10 @@ class Store(Protocol):
         Raises:
             UsageError: invalid name or generation.
             NotFoundError: nothing is stored there.
-            StorageError: the item is larger than MAX_ITEM_SIZE, or the store failed.
+            BadEntryError: an entry is there that the store will not hand over (larger
+                than MAX_ITEM_SIZE, not a regular file, not bytes, several rows): a
+                StorageError that readers treat as an entry failing verification.
+            StorageError: the store failed.
         """
         ...
 

@@ -26,7 +26,7 @@ from keyblob.atomic import (
     read_bounded,
     write_atomic,
 )
-from keyblob.errors import ConflictError, NotFoundError, StorageError, UsageError
+from keyblob.errors import BadEntryError, ConflictError, NotFoundError, StorageError, UsageError
 from keyblob.keys import check_name
 from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, check_generation, check_item
 
@@ -345,25 +345,25 @@ class DirectoryStore:
         def check(info: os.stat_result) -> None:
             # On the opened file, so nothing can be swapped in between check and read.
             if not stat.S_ISREG(info.st_mode):
-                raise StorageError(f"refusing {path}: it is not a regular file")
+                raise BadEntryError(f"refusing {path}: it is not a regular file")
             if info.st_size > MAX_ITEM_SIZE:
-                raise StorageError(f"refusing {path}: larger than {MAX_ITEM_SIZE} bytes")
+                raise BadEntryError(f"refusing {path}: larger than {MAX_ITEM_SIZE} bytes")
 
         # A symlink could point outside the store (O_NOFOLLOW refuses it), and a FIFO planted
         # in the store would block the open (O_NONBLOCK) or never end (the check).
         flags = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
             if not hasattr(os, "O_NOFOLLOW") and os.path.islink(path):  # Windows: the best
-                raise StorageError(f"refusing {path}: it is not a regular file")  # it has
+                raise BadEntryError(f"refusing {path}: it is not a regular file")  # it has
             return read_bounded(path, MAX_ITEM_SIZE, flags=flags, check=check)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(self._missing(name, generation)) from None
         except OSError as e:
             if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
-                raise StorageError(f"refusing {path}: it is not a regular file") from None
+                raise BadEntryError(f"refusing {path}: it is not a regular file") from None
             raise StorageError(f"cannot read {path}: {_reason(e)}") from e
         except ValueError:  # grew between the check and the read
-            raise StorageError(f"refusing {path}: larger than {MAX_ITEM_SIZE} bytes") from None
+            raise BadEntryError(f"refusing {path}: larger than {MAX_ITEM_SIZE} bytes") from None
 
     def _generations(self, folder: Path | str | None) -> list[int]:
         if folder is None:

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from keyblob.errors import ConflictError, NotFoundError, StorageError, StoreUpgradeWarning
+from keyblob.errors import (
+    BadEntryError,
+    ConflictError,
+    NotFoundError,
+    StorageError,
+    StoreUpgradeWarning,
+)
 from keyblob.keys import NAME_MAX, check_name
 from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, check_generation, check_item
 
@@ -391,12 +397,12 @@ class SqlStore(ABC):
     def _data(self, rows: list[tuple[object, object]], name: str, generation: int) -> bytes:
         where = f"{name} generation {generation} in {self.location}"
         if len(rows) > 1:  # the primary key was dropped: which row is meant cannot be known
-            raise StorageError(f"refusing {where}: the store holds several rows for it")
+            raise BadEntryError(f"refusing {where}: the store holds several rows for it")
         size, data = rows[0]
         if isinstance(size, int) and size > MAX_ITEM_SIZE:
-            raise StorageError(f"refusing {where}: larger than {MAX_ITEM_SIZE} bytes")
+            raise BadEntryError(f"refusing {where}: larger than {MAX_ITEM_SIZE} bytes")
         if not isinstance(data, bytes):  # text, a number or NULL: an edited row
-            raise StorageError(f"refusing {where}: its data is not a byte string")
+            raise BadEntryError(f"refusing {where}: its data is not a byte string")
         if len(data) > MAX_ITEM_SIZE:  # the size the database gave was a lie
-            raise StorageError(f"refusing {where}: larger than {MAX_ITEM_SIZE} bytes")
+            raise BadEntryError(f"refusing {where}: larger than {MAX_ITEM_SIZE} bytes")
         return data
