@@ -43,6 +43,7 @@ import platform
 import pstats
 import secrets
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -57,12 +58,18 @@ import cryptography
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyblob import blobs
-from keyblob.atomic import read_bounded, write_atomic
 from keyblob.keys import Algorithm, Suite, check_name
 from keyblob.providers import suites
-from keyblob.providers.software import Home, KdfParams, SoftwareContainer, _derive, _mac
+from keyblob.providers.software import (
+    MAX_STATE_SIZE,
+    Home,
+    KdfParams,
+    SoftwareContainer,
+    _derive,
+    _mac,
+)
 from keyblob.storage import Store, open_store
-from keyblob.trust import State, canonical, require_trusted
+from keyblob.trust import State, require_trusted
 
 # Argon2id at the default parameters in a fresh process, after the same imports as the CLI.
 KDF_SNIPPET = (
@@ -175,7 +182,9 @@ class Bench:
         self.parsed = [blobs.decode(self.store.get(n, 1)) for n in self.pool]
 
     def reset_state(self, _i: int = 0) -> None:
-        """Back to the 16 pool names, so the state does not grow with the rounds."""
+        """Once kept the state at the 16 pool names.  A version 2 state cannot lose a mark
+        (FORMAT.md 5.2), so this is now a no-op update (same signers, no mark): the state
+        grows by the names generated, which no longer changes what an update costs."""
         base = self.base_state
         self.container.update_state(lambda _s: base)
 
@@ -261,11 +270,11 @@ def bench_pair(b: Bench, n: int, warmup: int, tag: str) -> dict[str, Any]:
 
 def io_needs(floor: dict[str, float]) -> dict[str, float]:
     """The bare durable I/O each operation requires, from the I/O floor's medians (ns)."""
-    create_only, replace, new_folder, small_read = floor.values()
-    # generate: the blob (create-only, in a new folder), the state read once under the lock
-    # and rewritten (blobs._store_new); load: the state and the blob, two small reads.
+    create_only, commit, _replace, new_folder, small_read = floor.values()
+    # generate: the blob (create-only, in a new folder), the state read under the lock and
+    # one SQLite commit (blobs._store_new); load: the state and the blob, two small reads.
     return {
-        "generate": create_only + replace + new_folder + small_read,
+        "generate": create_only + commit + new_folder + small_read,
         "load": 2 * small_read,
     }
 
@@ -363,9 +372,9 @@ def breakdown(b: Bench, n: int) -> dict[str, Any]:
         store.put(x["name"], 1, x["encoded"])
 
     def record(x: dict[str, Any]) -> None:
-        new = x["state"].seen(x["name"], 1)
+        new = x["state"].seen(x["name"], 1, store=store.identity)
         if new != x["state"]:
-            c._write_state(new)
+            c._write_change(x["state"], new)
         x["lock"].__exit__(None, None, None)
 
     # blobs._store_new: everything after the public keys runs inside update_state()
@@ -373,11 +382,11 @@ def breakdown(b: Bench, n: int) -> dict[str, Any]:
         [
             ("check_name + public-key reload (_recipient_keys)", recipients),
             ("update_state: open lock + flock", lock),
-            ("provider.state(): read + JSON + HMAC", state),
-            ("store.latest (scandir) + floor", latest),
+            ("provider.state(): head read (+ MAC when changed)", state),
+            ("store.latest (scandir) + floor (a 5-node path)", latest),
             ("_export: random + wrap + sign + encode", export),
             ("store.put: mkdir, write, link, 3 fsync", put),
-            ("update_state: seen + MAC + atomic write + unlock", record),
+            ("update_state: seen + SQLite commit (2 paths, head) + unlock", record),
         ],
         n,
         lambda i: fresh(tag, i),
@@ -419,8 +428,8 @@ def breakdown(b: Bench, n: int) -> dict[str, Any]:
 
     load = _staged(
         [
-            ("check_name + provider.state(): read + JSON + HMAC", l_state),
-            ("store.latest (scandir) + floor", l_latest),
+            ("check_name + provider.state(): head read", l_state),
+            ("store.latest (scandir) + floor (a 5-node path)", l_latest),
             ("store.get: lstat x2 + open + read", l_get),
             ("decode: parse the blob", l_decode),
             ("trust check + signature public-key reload", l_public),
@@ -436,37 +445,40 @@ def breakdown(b: Bench, n: int) -> dict[str, Any]:
 
 
 def state_costs(b: Bench, n: int) -> dict[str, float]:
-    """What the authenticated state costs, piece by piece, timed alone (medians, ns)."""
+    """What the authenticated state (FORMAT.md 5.2) costs, piece by piece, timed alone
+    (medians, ns)."""
     c = b.container
     state = c.state()
-    body = {"format": "keyblob-state/v1", "container": c.name, **state.to_json()}
-    path = c._state_path.with_name("bench-probe.json")
-    data = c._state_path.read_bytes()
+    name, identity = b.pool[0], b.store.identity
+    head = c._db.read(MAX_STATE_SIZE)[0] or b""
+    tag = f"sc{time.monotonic_ns()}_"
 
     def locked(_i: int) -> None:
         with c._locked():
             pass
 
-    out = {
-        "provider.state() (16 names)": med(time_loop(lambda _i: c.state(), n)),
-        "  read_bounded(state.json)": med(
-            time_loop(lambda _i: read_bounded(c._state_path, 1 << 20), n)
+    def one_mark(i: int) -> None:
+        c.update_state(lambda s: s.seen(fresh(tag, i), 1, store=identity))
+
+    return {
+        "provider.state() (head read; bytes as last verified)": med(
+            time_loop(lambda _i: c.state(), n)
         ),
-        "  json.loads (on a cache miss)": med(time_loop(lambda _i: json.loads(data), n)),
-        "  canonical() + HMAC-SHA256": med(
-            time_loop(lambda _i: _mac(c._keys.state, canonical(body)), n)
+        "  one SQL statement: the head and a name's 5 nodes": med(
+            time_loop(lambda _i: c._db.read(MAX_STATE_SIZE, [(0, name)]), n)
         ),
-        "  State.from_json (check_name per name)": med(
-            time_loop(lambda _i: State.from_json(body), n)
+        "generation_floor(name): read + verify a 5-node path": med(
+            time_loop(lambda _i: state.generation_floor(name), n)
+        ),
+        "held_generation(store, name): the same in a view": med(
+            time_loop(lambda _i: state.held_generation(identity, name), n)
+        ),
+        "  HMAC-SHA256 over the head (after each change)": med(
+            time_loop(lambda _i: _mac(c._keys.state, head), n)
         ),
         "_locked(): open lock + flock + close": med(time_loop(locked, n)),
-        "_write_state() total": med(time_loop(lambda _i: c._write_state(state), n)),
-        "  write_atomic (tmp, write, fsync, rename, dir fsync)": med(
-            time_loop(lambda _i: write_atomic(path, data), n)
-        ),
+        "update_state(): a new mark and view entry, committed": med(time_loop(one_mark, n)),
     }
-    path.unlink()
-    return out
 
 
 def io_floor(folder: Path, n: int) -> dict[str, float]:
@@ -533,9 +545,25 @@ def io_floor(folder: Path, n: int) -> dict[str, float]:
         os.read(fd, 4096)
         os.close(fd)
 
+    db = sqlite3.connect(os.path.join(base, "floor.db"), isolation_level=None)
+    db.execute("PRAGMA synchronous = EXTRA")
+    db.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID")
+    node = bytes(513)
+
+    def sqlite_commit(i: int) -> None:
+        # What one state update writes (FORMAT.md 5.2.3): 2 paths of 5 nodes and the head.
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(
+            "INSERT OR REPLACE INTO t VALUES (?, ?)", [(f"{i % 64}-{j}", node) for j in range(11)]
+        )
+        db.execute("COMMIT")
+
     out = {
         f"create-only write ({kind} tmp, write, fsync, link, folder fsync)": med(
             time_loop(create_only, n)
+        ),
+        "sqlite3 commit (rollback journal, synchronous=EXTRA, 11 rows)": med(
+            time_loop(sqlite_commit, n)
         ),
         f"replace write ({kind} tmp, write, fsync, link, rename, folder fsync)": med(
             time_loop(replace, n)
@@ -543,31 +571,48 @@ def io_floor(folder: Path, n: int) -> dict[str, float]:
         "new folder (mkdir, folder fsync)": med(time_loop(new_folder, n)),
         "small read (open, fstat, read, close)": med(time_loop(read_small, n)),
     }
+    db.close()
     shutil.rmtree(base)
     return out
 
 
-def state_size_effect(b: Bench, n: int) -> dict[str, Any]:
-    """provider.state() and generate as the state grows: 16 names, 1,000 and 10,000.
+STATE_SIZES = (30, 100_000)  # issue 13: generate and load at 10^5 names within 1.5x of 30
 
-    Every new name rewrites the whole state, so generate grows with the number of names.
+
+def state_size_effect(root: Path, n: int) -> dict[str, Any]:
+    """generate and load with 30 names in the home state and with 100,000, interleaved.
+
+    Two x25519 containers, each with its 16 pool names stored; the rest of the names are
+    recorded straight through the state API (marks and the store's view, as if each had
+    been used through that store), not by 10^5 generate calls.  Rounds alternate the two
+    containers (order swapped every round), so drift hits both; the ratio is big / small.
     """
-    c = b.container
+    benches = {}
+    for names in STATE_SIZES:
+        b = Bench(f"state{names}", Suite.X25519, 3072, root / f"state{names}")
+        b.setup()
+        extra = {f"filler{i:06d}": 1 + i % 7 for i in range(names - POOL)}
+        b.container.update_state(lambda s, e=extra, b=b: s.with_marks(e, store=b.store.identity))
+        assert b.container.state().recorded.count == names  # type: ignore[union-attr]
+        benches[names] = b
+    small, big = (benches[k] for k in STATE_SIZES)
     out: dict[str, Any] = {}
-    for names in (16, 1000, 10000):
-        if names > POOL:
-            big = State(high_water={f"name{i:05d}": 1 for i in range(names)}, trusted=())
-            c.update_state(lambda _s, big=big: big)
-        tag = f"grow{names}_"
-        out[str(names)] = {
-            "state_ns": med(time_loop(lambda _i: c.state(), n)),
-            # Each generate adds a name; n of them change the size by at most n names.
-            "generate_ns": med(
-                time_loop(lambda i, tag=tag: blobs.generate(c, b.store, fresh(tag, i)), n)
-            ),
-            "state_bytes": c._state_path.stat().st_size,
-        }
-        b.reset_state()
+    for op in ("generate", "load"):
+        if op == "generate":
+
+            def run(b: Bench, i: int, op: str = op) -> None:
+                blobs.generate(b.container, b.store, fresh(f"g{b.label}_", i))
+        else:
+
+            def run(b: Bench, i: int, op: str = op) -> None:
+                blobs.load(b.container, b.store, b.pool[i % POOL])
+
+        gc.collect()
+        big_s, small_s = interleaved(lambda i: run(big, i), lambda i: run(small, i), n, 5)
+        out[op] = summary(big_s, small_s)
+    for names, b in benches.items():
+        out[f"state_ns_{names}"] = med(time_loop(lambda _i, b=b: b.container.state(), n))
+        out[f"db_bytes_{names}"] = (b.container._folder / "state.db").stat().st_size
     return out
 
 
@@ -931,12 +976,8 @@ def print_report(res: dict[str, Any]) -> None:
             f" {us(needs['generate'])} us; load two small reads: {us(needs['load'])} us"
         )
 
-    print("\n-- as the state grows (x25519, medians, us)")
-    for names, v in res["state_size"].items():
-        print(
-            f"   {names:>6} names ({v['state_bytes']:>7} bytes): provider.state()"
-            f" {us(v['state_ns']):>7}, generate {us(v['generate_ns']):>9}"
-        )
+    if "state_size" in res:
+        print_state_size(res["state_size"])
     d = res.get("disk")
     if d:
         print(f"\n-- x25519 on disk ({d['fs']}, real fsync), n={d['n']}, medians, us")
@@ -1008,12 +1049,37 @@ def print_report(res: dict[str, Any]) -> None:
             print(f"     {cum / 1000:7.1f}  {name}")
 
 
+def print_state_size(r: dict[str, Any]) -> None:
+    small, big = STATE_SIZES
+    print(
+        f"\n-- as the state grows: {small:,} names against {big:,} (x25519, interleaved, "
+        f"n={r['generate']['n']}, medians, us)"
+    )
+    for names in STATE_SIZES:
+        print(
+            f"   {names:>7,} names: state.db {r[f'db_bytes_{names}']:>10,} bytes, "
+            f"provider.state() {us(r[f'state_ns_{names}']):>7}"
+        )
+    for op in ("generate", "load"):
+        v = r[op]
+        print(
+            f"   {op:<8} {small:,}: {us(v['raw_median_ns']):>8}   {big:,}: "
+            f"{us(v['lib_median_ns']):>8}   ratio {v['ratio_at_median']:.2f} "
+            f"(median of paired ratios {v['median_paired_ratio']:.2f}; target <= 1.5)"
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="few iterations: a smoke run")
     ap.add_argument("--json", metavar="FILE", help="also write the raw figures as JSON")
     ap.add_argument("--no-cli", action="store_true", help="skip part (b)")
     ap.add_argument("--tmpfs", default="/dev/shm", help="folder for the per-key stores")
+    ap.add_argument(
+        "--state-only",
+        action="store_true",
+        help="only generate and load as the state grows (30 against 10^5 names)",
+    )
     args = ap.parse_args()
 
     quick = args.quick
@@ -1029,6 +1095,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="keyblob-bench-", dir=tmp_parent))
     disk = Path(tempfile.mkdtemp(prefix="keyblob-bench-disk-"))
     try:
+        if args.state_only:
+            n_state = 60 if quick else 300
+            res["state_size"] = state_size_effect(work / "state", n_state)
+            print_state_size(res["state_size"])
+            return 0
+        res["state_size"] = state_size_effect(work / "state", min(n_break, 200))
         configs = [
             ("x25519", Suite.X25519, 3072, n_x, 10),
             ("rsa-3072", Suite.RSA, 3072, n_rsa, 3),
@@ -1043,7 +1115,6 @@ def main() -> int:
             parts = breakdown(b, n_break if suite is Suite.X25519 else max(n // 2, 10))
             res["per_key"][label] = {"pair": pair, "breakdown": parts}
             if suite is Suite.X25519:
-                res["state_size"] = state_size_effect(b, min(n_break, 100))
                 res["state_costs"] = state_costs(b, n_break)
                 res["io_floor"] = io_floor(work, n_break)
             for op in ("generate", "load"):

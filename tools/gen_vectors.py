@@ -1208,7 +1208,7 @@ def run_case(case: dict[str, Any], keys: dict[str, TestKey], data: bytes) -> Out
         return _run_public_key(data)
     opener = keys[case["opener"]]
     state = State(
-        high_water=dict(case["high_water"]),
+        marks=dict(case["high_water"]),
         trusted=tuple(keys[t].trusted() for t in case["trusted"])
         + tuple(
             TrustedSigner(

@@ -42,7 +42,7 @@ import difflib
 import secrets
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
@@ -377,7 +377,7 @@ def _store_new(
         )
         store.put(name, generation, encoded)  # create-only: never overwrites a concurrent writer
         made.append(session)
-        return state.seen(name, generation)
+        return state.seen(name, generation, store=store.identity)
 
     provider.update_state(record)
     return made[0]
@@ -601,8 +601,14 @@ def _unwrapped(provider: Provider, verified: Verified) -> Verified:
     return replace(verified, key=key)
 
 
-def open_latest(provider: Provider, store: Store, name: str, *, unwrap: bool = True) -> Verified:
+def open_latest(
+    provider: Provider, store: Store, name: str, *, unwrap: bool = True, record: bool = True
+) -> Verified:
     """Load, verify and (by default) unwrap the newest generation of ``name``.
+
+    ``record=False`` leaves the high-water mark and the store's view as they are: the
+    caller records what it opened with :func:`record_seen` (a listing: one state write for
+    every name, not one per name).
 
     The newest is the highest stored generation that passes import steps 1-4 and is at or
     above the high-water mark (FORMAT.md 2.7 step 5, 2.9).  Entries above it that fail
@@ -656,7 +662,7 @@ def open_latest(provider: Provider, store: Store, name: str, *, unwrap: bool = T
             stacklevel=2,
         )
     verified = replace(verified, skipped=tuple(skipped))
-    return _finish(provider, state, verified, unwrap=unwrap)
+    return _finish(provider, store, state, verified, unwrap=unwrap, record=record)
 
 
 def open_stored(
@@ -685,7 +691,7 @@ def open_stored(
         if not store.generations(name):
             raise NotFoundError(str(e), hints=_did_you_mean(store, name)) from None
         raise
-    return _finish(provider, state, verified, unwrap=unwrap)
+    return _finish(provider, store, state, verified, unwrap=unwrap, record=True)
 
 
 def _verified_at(
@@ -714,14 +720,40 @@ def _verify_at(
     return verified
 
 
-def _finish(provider: Provider, state: State, verified: Verified, *, unwrap: bool) -> Verified:
-    """Step 6 (if asked), then raise the high-water mark."""
+def _finish(
+    provider: Provider,
+    store: Store,
+    state: State,
+    verified: Verified,
+    *,
+    unwrap: bool,
+    record: bool,
+) -> Verified:
+    """Step 6 (if asked), then raise the high-water mark, and record that ``store`` holds
+    the name (FORMAT.md 5.2.6: what ``list`` may later call missing there)."""
     h = verified.header
     if unwrap:
         verified = _unwrapped(provider, verified)
-    if h.generation > state.generation_floor(h.name):
-        provider.update_state(lambda s: s.seen(h.name, h.generation))
+    if record:
+        record_seen(provider, store, {h.name: h.generation}, state)
     return verified
+
+
+def record_seen(
+    provider: Provider, store: Store, seen: Mapping[str, int], state: State | None = None
+) -> None:
+    """Raise the high-water marks of ``seen`` (names and generations that verified) and
+    record that ``store`` held them (FORMAT.md 5.2.6), in one state write; none when that
+    changes nothing (``state``: the state they were checked against, to look them up in).
+
+    Raises:
+        VerificationError, ProviderError: the state could not be read or written.
+    """
+    state = state if state is not None else provider.state()
+    identity = store.identity
+    changed = {n: g for n, g in seen.items() if state.seen(n, g, store=identity) is not state}
+    if changed:  # else: no lock taken
+        provider.update_state(lambda s: s.with_marks(changed, store=identity))
 
 
 @dataclass(frozen=True)
@@ -1197,7 +1229,8 @@ def import_blob(
         if stored == verified.encoded:
             raise
         raise _occupied(provider, h, stored) from None
-    provider.update_state(lambda s: s.seen(h.name, h.generation))
+    identity = store.identity
+    provider.update_state(lambda s: s.seen(h.name, h.generation, store=identity))
     return verified
 
 

@@ -12,9 +12,9 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from keyblob.errors import FormatError, NotFoundError, UsageError, VerificationError
 from keyblob.format.pubkey import fingerprint
@@ -40,13 +40,34 @@ _PATTERN = re.compile(r"[a-z0-9._*?-]{1,128}")
 #: The largest DER SubjectPublicKeyInfo pinned (an RSA-16384 key is about 2100 bytes).
 MAX_CAPI_PUBLIC = 4096
 
-#: Every member a state document (FORMAT.md 5.2) may have, once ``mac`` is taken out, and
-#: those it must have.  Anything else is refused: a member this reader does not know could
-#: be a restriction (like ``names``) that it would otherwise silently ignore.
+#: Every member a state document (FORMAT.md 5.2.1, version 1) may have, once ``mac`` is
+#: taken out, and those it must have.  Anything else is refused: a member this reader does
+#: not know could be a restriction (like ``names``) that it would otherwise silently ignore.
+#: Version 2 (the head of 5.2) has no ``high_water``: the provider takes its tree members
+#: (``marks``, ``views``) out before it hands the rest here.
 _STATE_MEMBERS = {"format", "container", "label", "high_water", "trusted", "capi_signers"}
 _STATE_REQUIRED = {"format", "container", "high_water", "trusted"}
+_HEAD_MEMBERS = _STATE_MEMBERS - {"high_water"}
+_HEAD_REQUIRED = _STATE_REQUIRED - {"high_water"}
 _SIGNER_MEMBERS = {"key_id", "suite", "public", "exchange", "label", "added"}
 _CAPI_MEMBERS = {"public", "label", "added"}
+
+
+#: FORMAT.md 5.2: a store identity is 1 to 4096 characters, no control character.
+MAX_IDENTITY = 4096
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def check_store_identity(text: Any) -> str:
+    """A store's identity (:attr:`keyblob.storage.Store.identity`), as the state keys its
+    view by (FORMAT.md 5.2): 1 to 4096 characters, none of them a C0 or C1 control.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if not isinstance(text, str) or not 1 <= len(text) <= MAX_IDENTITY or _CONTROL.search(text):
+        raise ValueError("not a store identity: 1 to 4096 characters, no control character")
+    return text
 
 
 def check_pattern(text: str) -> str:
@@ -184,15 +205,51 @@ def allows(names: tuple[str, ...] | None, name: str) -> bool:
     return names is None or any(name_matches(p, name) for p in names)
 
 
+class MarkReader(Protocol):
+    """The high-water marks and store views a provider has recorded (FORMAT.md 5.2): read
+    one name at a time, so that a lookup costs the same whatever the number of names."""
+
+    @property
+    def count(self) -> int:
+        """How many names have a mark."""
+        ...
+
+    def generation(self, name: str) -> int:
+        """The mark of ``name`` (0 if none)."""
+        ...
+
+    def held(self, store: str, name: str) -> int:
+        """The highest generation of ``name`` recorded through the store ``store`` (its
+        identity), 0 if that store's view never held it."""
+        ...
+
+    def view(self, store: str) -> dict[str, int]:
+        """Every name the view of ``store`` holds, with its generation."""
+        ...
+
+    def marks(self) -> dict[str, int]:
+        """Every mark."""
+        ...
+
+
 @dataclass(frozen=True)
 class State:
-    """The authenticated memory of one container."""
+    """The authenticated memory of one container.
 
-    high_water: dict[str, int] = field(default_factory=dict)
+    A provider hands out its recorded marks through ``recorded`` (read lazily, name by
+    name); ``marks`` and ``views`` hold what this object adds to them (:meth:`seen`), or,
+    for a provider that keeps its state in memory, all of them.  A mark never goes down:
+    the provider writing a state keeps the higher of each.
+    """
+
+    marks: Mapping[str, int] = field(default_factory=dict)
     trusted: tuple[TrustedSigner, ...] = ()
     capi_signers: tuple[CapiSigner, ...] = ()
     #: The container's own label (FORMAT.md 1.5, 5.2); None: never given, so its name.
     label: str | None = None
+    #: Per store identity (:attr:`keyblob.storage.Store.identity`): names it held.
+    views: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    recorded: MarkReader | None = None
 
     def __post_init__(self) -> None:
         if self.label is not None:
@@ -200,13 +257,60 @@ class State:
 
     def generation_floor(self, name: str) -> int:
         """The highest generation of ``name`` seen so far (0 if never seen)."""
-        return self.high_water.get(name, 0)
+        mark = self.marks.get(name, 0)
+        if self.recorded is not None:
+            mark = max(mark, self.recorded.generation(name))
+        return mark
 
-    def seen(self, name: str, generation: int) -> State:
-        """This state with ``generation`` of ``name`` recorded as seen."""
-        if generation <= self.generation_floor(name):
+    def held_generation(self, store: str, name: str) -> int:
+        """The highest generation of ``name`` recorded through ``store`` (0: never)."""
+        value = self.views.get(store, {}).get(name, 0)
+        if self.recorded is not None:
+            value = max(value, self.recorded.held(store, name))
+        return value
+
+    def seen(self, name: str, generation: int, *, store: str | None = None) -> State:
+        """This state with ``generation`` of ``name`` recorded as seen, and, with ``store``
+        (a store identity), as held by that store; itself when that changes nothing."""
+        raise_mark = generation > self.generation_floor(name)
+        raise_view = store is not None and generation > self.held_generation(store, name)
+        if not raise_mark and not raise_view:
             return self
-        return replace(self, high_water={**self.high_water, name: generation})
+        return self.with_marks({name: generation}, store=store if raise_view else None)
+
+    def with_marks(self, marks: Mapping[str, int], *, store: str | None = None) -> State:
+        """This state with every mark of ``marks`` recorded (and held by ``store``, if
+        given); in bulk, without looking each name up: the writer keeps the higher of each
+        mark."""
+        new = dict(self.marks)
+        for name, generation in marks.items():
+            new[name] = max(new.get(name, 0), generation)
+        views = dict(self.views)
+        if store is not None:
+            view = dict(views.get(store, {}))
+            for name, generation in marks.items():
+                view[name] = max(view.get(name, 0), generation)
+            views[store] = view
+        return replace(self, marks=new, views=views)
+
+    def has_marks(self) -> bool:
+        """Whether any name has a mark."""
+        return bool(self.marks) or (self.recorded is not None and self.recorded.count > 0)
+
+    def all_marks(self) -> dict[str, int]:
+        """Every mark (reads them all: for listings, not for a key's path)."""
+        out = self.recorded.marks() if self.recorded is not None else {}
+        for name, generation in self.marks.items():
+            out[name] = max(out.get(name, 0), generation)
+        return out
+
+    def held(self, store: str) -> dict[str, int]:
+        """The names the store ``store`` (an identity) held, each with the highest
+        generation recorded through it (FORMAT.md 5.2): what ``list`` may call missing."""
+        out = self.recorded.view(store) if self.recorded is not None else {}
+        for name, generation in self.views.get(store, {}).items():
+            out[name] = max(out.get(name, 0), generation)
+        return out
 
     def signer(self, key_id: KeyId) -> TrustedSigner | None:
         for signer in self.trusted:
@@ -248,9 +352,11 @@ class State:
     # Canonical JSON: sorted keys, no white space, so that a MAC over it is well defined.
     # Optional members are written only when they say something (a scope, a CryptoAPI
     # signer), so a state that uses neither is byte for byte what earlier versions wrote.
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, version: int = 1) -> dict[str, Any]:
+        """The members of a version 1 state document (FORMAT.md 5.2.1), ``high_water``
+        from ``marks``; with ``version=2``, those of the head (5.2) that this object owns,
+        without any mark."""
         doc: dict[str, Any] = {
-            "high_water": self.high_water,  # canonical() sorts the keys
             "trusted": [
                 {
                     "key_id": s.key_id.hex,
@@ -264,6 +370,8 @@ class State:
                 for s in self.trusted
             ],
         }
+        if version == 1:
+            doc["high_water"] = dict(self.marks)  # canonical() sorts the keys
         if self.label is not None:
             doc["label"] = self.label
         if self.capi_signers:
@@ -279,18 +387,23 @@ class State:
         return doc
 
     @classmethod
-    def from_json(cls, data: Any, *, suite: Suite | None = None) -> State:
-        """The state in a parsed, MAC-checked document (FORMAT.md 5.2); with ``suite``,
-        every trusted signer must be of that suite (the container's).
+    def from_json(cls, data: Any, *, suite: Suite | None = None, version: int = 1) -> State:
+        """The state in a parsed, MAC-checked document (FORMAT.md 5.2.1), or with
+        ``version=2`` in a head (5.2) without its tree members; with ``suite``, every
+        trusted signer must be of that suite (the container's).
 
         Raises:
             FormatError: ``data`` is not a state document.
         """
+        required, allowed = (
+            (_STATE_REQUIRED, _STATE_MEMBERS) if version == 1 else (_HEAD_REQUIRED, _HEAD_MEMBERS)
+        )
         try:
-            if not isinstance(data, dict) or not _STATE_REQUIRED <= set(data) <= _STATE_MEMBERS:
+            if not isinstance(data, dict) or not required <= set(data) <= allowed:
                 raise ValueError("members")
             high_water = {
-                check_name(k): json_int(v, 1, MAX_GENERATION) for k, v in data["high_water"].items()
+                check_name(k): json_int(v, 1, MAX_GENERATION)
+                for k, v in data.get("high_water", {}).items()
             }
             if not isinstance(data["trusted"], list):
                 raise TypeError("trusted")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import state_support as ss
 from keyblob.cli import main
 from keyblob.format import PublicKeyFile, armor, dearmor
 from keyblob.format.armor import PUBLIC_KEY
@@ -108,16 +110,17 @@ def test_passphrase_file(kb, tmp_path, monkeypatch):
 
 
 def test_edited_state_is_refused(kb):
-    """Only the MAC stands in the way: the edited state is a valid document (canonical, a
-    legal high-water mark) that would let a rollback through, and nothing else is wrong."""
+    """Only the state's authentication stands in the way: payroll's bucket as it was before
+    the rotation (a valid node, a legal high-water mark) would let a rollback through, and
+    nothing else is wrong."""
     kb("init")
     kb("new", "payroll")
+    folder = kb.home / "containers" / "default"
+    bucket = ss.bucket_of("payroll")
+    old = ss.nodes(folder)[(0, bucket)]
     kb("rotate", "payroll")
-    state = kb.home / "containers" / "default" / "state.json"
-    doc = json.loads(state.read_text())
-    assert doc["high_water"] == {"payroll": 2}
-    doc["high_water"]["payroll"] = 1  # as if generation 2 had never been seen
-    state.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n")
+    assert ss.nodes(folder)[(0, bucket)] != old
+    ss.set_node(folder, 0, bucket, old)  # as if generation 2 had never been seen
     (kb.home / "blobs" / "payroll" / "2.kb").unlink()  # the rollback it would allow
     status, _, err = kb("show", "payroll")
     assert status == 3 and "modified outside keyblob" in err
@@ -469,6 +472,62 @@ def test_list_reports_a_name_whose_blobs_were_all_deleted(kb):
     assert doc["refused"] == [] and doc["missing"] == [{"name": "payroll", "seen": 1}]
     assert "payroll: this container has seen generation 1, but" in err
     assert kb("show", "payroll")[0] == 3
+
+
+def test_list_calls_missing_only_names_this_store_held(kb, tmp_path):
+    """Issue 13 item 4: a container using two stores.  Each store's list is clean; a name
+    deleted from one is missing there only; its mark still guards it in both."""
+    kb("init")
+    other = str(tmp_path / "other")
+    assert kb("new", "payroll")[0] == 0
+    assert kb("--store", other, "new", "backups")[0] == 0
+    for store in ([], ["--store", other]):
+        status, out, err = kb(*store, "list", "--json")
+        assert status == 0 and json.loads(out)["missing"] == [] and err == "", (store, err)
+    (tmp_path / "other" / "backups" / "1.kb").unlink()
+    status, out, err = kb("--store", other, "list", "--json")
+    assert json.loads(out)["missing"] == [{"name": "backups", "seen": 1}]
+    assert "backups: this container has seen generation 1, but" in err
+    status, out, err = kb("list", "--json")
+    assert status == 0 and json.loads(out)["missing"] == [] and err == ""
+    # The same folder by another path is the same store.
+    os.symlink(tmp_path / "other", tmp_path / "link")
+    status, out, _ = kb("--store", str(tmp_path / "link"), "list", "--json")
+    assert json.loads(out)["missing"] == [{"name": "backups", "seen": 1}]
+    # The mark is the container's, whichever store: generation 1 of payroll copied in
+    # after a rotation is a rollback in the other store too.
+    kb("rotate", "payroll")
+    os.makedirs(tmp_path / "other" / "payroll")
+    os.link(kb.home / "blobs" / "payroll" / "1.kb", tmp_path / "other" / "payroll" / "1.kb")
+    assert kb("--store", other, "show", "payroll")[0] == 3
+
+
+def test_list_records_what_it_opened_in_one_state_write(kb, tmp_path, monkeypatch):
+    """A store listed for the first time (a copy, or names of a migrated home): every name
+    it holds goes into its view in one state write, not one per name."""
+    from keyblob.providers.software import SoftwareContainer
+
+    kb("init")
+    for i in range(6):
+        kb("new", f"k{i}")
+    shutil.copytree(kb.home / "blobs", tmp_path / "copy")
+    writes = []
+    original = SoftwareContainer.update_state
+
+    def counted(self, change):
+        writes.append(1)
+        return original(self, change)
+
+    monkeypatch.setattr(SoftwareContainer, "update_state", counted)
+    assert kb("--store", str(tmp_path / "copy"), "list")[0] == 0
+    assert len(writes) == 1
+    assert kb("--store", str(tmp_path / "copy"), "list")[0] == 0  # nothing new: no write
+    assert len(writes) == 1
+    for name in ("k0", "k1"):
+        (tmp_path / "copy" / name / "1.kb").unlink()
+    status, out, err = kb("--store", str(tmp_path / "copy"), "list", "--json")
+    assert status == 0 and "k0: this container has seen generation 1" in err
+    assert [m["name"] for m in json.loads(out)["missing"]] == ["k0", "k1"]
 
 
 def test_verify_json_of_a_missing_file_is_json(kb, tmp_path):

@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+import state_support as ss
 from keyblob import mscapi
 from keyblob.cli import main
 from keyblob.errors import FormatError
@@ -163,14 +164,15 @@ def test_a_signer_of_another_suite_is_refused_at_trust_add(kb, tmp_path):
 
 
 def _remac(home: Path, edit) -> None:
+    """Edit the head of the home state (FORMAT.md 5.2) and give it a valid MAC."""
     container = Home(home).open("default", PASS.encode())
-    path = home / "containers" / "default" / "state.json"
-    doc = json.loads(path.read_bytes())
+    folder = home / "containers" / "default"
+    doc = ss.head(folder)
     doc.pop("mac")
     edit(doc)
     body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     mac = hmac.new(container._keys.state, body, hashlib.sha256).hexdigest()
-    path.write_bytes(body[:-1] + b',"mac":"' + mac.encode() + b'"}')
+    ss.set_head(folder, body[:-1] + b',"mac":"' + mac.encode() + b'"}')
 
 
 def test_state_strictness_through_the_cli(kb, alice_and_bob, tmp_path):

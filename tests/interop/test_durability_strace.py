@@ -23,7 +23,7 @@ import support
 from keyblob import atomic
 
 SRC = Path(atomic.__file__).resolve().parents[1]
-SYSCALLS = "write,fsync,fdatasync,link,linkat,rename,renameat,renameat2"
+SYSCALLS = "write,pwrite64,fsync,fdatasync,link,linkat,rename,renameat,renameat2"
 # Run the command with the unnamed (O_TMPFILE) temp files, or as on a file system without.
 _RUN = """
 import sys
@@ -104,7 +104,9 @@ def assert_durable(calls: list[Call], target: Path) -> None:
         if name == source:
             first_name, source = i, file
     writes = [
-        i for i, c in enumerate(calls[:first_name]) if c.name == "write" and c.args[0] == source
+        i
+        for i, c in enumerate(calls[:first_name])
+        if c.name in ("write", "pwrite64") and c.args[0] == source
     ]
     assert writes, f"no write to the temp file {source} of {target}"
     fsyncs = [
@@ -117,6 +119,24 @@ def assert_durable(calls: list[Call], target: Path) -> None:
         i for i, c in enumerate(calls) if c.name == "fsync" and c.args[0] == str(target.parent)
     ]
     assert any(i > named_at for i in folder), f"{target}: its folder was not fsynced after"
+
+
+def assert_committed(calls: list[Call], database: Path) -> None:
+    """A SQLite transaction on ``database`` (rollback journal, synchronous=EXTRA): its
+    journal synced before the database is written, the database synced after its last
+    write, then the folder (the journal's removal, which commits)."""
+    journal = f"{database}-journal"
+    synced = ("fsync", "fdatasync")
+    writes = [i for i, c in enumerate(calls) if c.name == "pwrite64" and c.args[0] == str(database)]
+    assert writes, f"no write to {database}"
+    first, last = writes[0], writes[-1]
+    before = calls[:first]
+    assert any(c.name in synced and c.args[0] == journal for c in before), journal
+    after = [i for i, c in enumerate(calls) if i > last and c.name in synced]
+    db_synced = [i for i in after if calls[i].args[0] == str(database)]
+    assert db_synced, f"{database} was not synced after its last write"
+    folder = [i for i in after if calls[i].args[0] == str(database.parent)]
+    assert any(i > db_synced[0] for i in folder), f"{database.parent}: not synced after"
 
 
 def _trace(tmp_path: Path, unnamed: bool, *argv: str, stdin: bytes = b"") -> list[Call]:
@@ -148,10 +168,10 @@ def test_a_blob_the_state_and_a_decrypted_output_are_written_durably(
     init = _trace(tmp_path, unnamed, *h, "init")
     container = home / "containers" / "default"
     assert_durable(init, container / "container.json")
-    assert_durable(init, container / "state.json")
+    assert_durable(init, container / "state.db")  # made whole, then renamed
     new = _trace(tmp_path, unnamed, *h, "new", "k")
     assert_durable(new, home / "blobs" / "k" / "1.kb")
-    assert_durable(new, container / "state.json")  # the high-water mark of k
+    assert_committed(new, container / "state.db")  # the high-water mark of k
     (tmp_path / "plain").write_bytes(b"payroll " * 4096)
     ct = tmp_path / "ct"
     encrypt = _trace(

@@ -1,4 +1,4 @@
-"""The home's files against a hostile writer: what a container.json or state.json may cost
+"""The home's files against a hostile writer: what a container.json or the state may cost
 (FORMAT.md 5.1, 5.2), container.json's exact shape (5.1), and the lock file (5)."""
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+import state_support as ss
 from keyblob import FormatError, Home, KdfParams, PassphraseError, ProviderError
 from keyblob.keys import MAX_GENERATION
 from keyblob.providers import software
 from keyblob.providers.software import MAX_STATE_SIZE, SoftwareContainer
-from keyblob.trust import State
+from keyblob.trust import TrustedSigner
 from support import FAST_KDF, PASSPHRASE
 
 
@@ -67,23 +68,31 @@ def test_kdf_parameters_above_the_ceiling_are_refused_before_any_derivation(
         KdfParams(**{"memory_kib": 65536, "iterations": 3, "lanes": 4, field: value}).check()
 
 
-# -- item 6: state.json's size -------------------------------------------------------------
+# -- item 6: the size of the state (a version 1 state.json, the head of state.db) ----------
 
 
 def test_a_hostile_state_over_the_bound_is_refused_before_it_is_parsed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """5 MiB of empty objects: ~125 MiB to parse (25 bytes of memory per byte) before the
-    MAC could be checked.  Refused on its size alone."""
+    MAC could be checked.  Refused on its size alone, as state.json and as the head."""
     home, container, folder = _home(tmp_path)
-    (folder / "state.json").write_bytes(b"[" + b"{}," * (5 * 1024 * 1024 // 3) + b"{}]")
-
     reopened = home.open("c", PASSPHRASE)
+    hostile = b"[" + b"{}," * (5 * 1024 * 1024 // 3) + b"{}]"
 
     def parse(_: bytes) -> None:
         pytest.fail("an oversized state was parsed")
 
     monkeypatch.setattr(software, "strict_json", parse)
+    monkeypatch.setattr(software, "canonical_json_value", parse)
+    good = ss.head_bytes(folder)
+    ss.set_head(folder, hostile)
+    for reader in (container, reopened):
+        with pytest.raises(software.VerificationError, match="over the 4194304-byte bound"):
+            reader.state()
+    ss.set_head(folder, good)
+    ss.make_v1(container, {})
+    (folder / "state.json").write_bytes(hostile)
     for reader in (container, reopened):
         with pytest.raises(software.VerificationError, match="over the 4194304-byte bound"):
             reader.state()
@@ -96,52 +105,75 @@ def test_a_hostile_state_at_the_bound_costs_what_format_md_says(tmp_path: Path) 
 
     _, container, folder = _home(tmp_path)
     count = (MAX_STATE_SIZE - 2) // 3
-    (folder / "state.json").write_bytes(b"[" + b"{}," * (count - 1) + b"{}]")
-    tracemalloc.start()
-    try:
-        with pytest.raises(software.VerificationError, match="modified outside keyblob"):
-            container.state()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 128 << 20, f"{peak >> 20} MiB"
+    hostile = b"[" + b"{}," * (count - 1) + b"{}]"
+    good = ss.head_bytes(folder)
+    ss.set_head(folder, hostile)
+    for make_v1 in (False, True):
+        if make_v1:
+            ss.set_head(folder, good)
+            ss.make_v1(container, {})
+            (folder / "state.json").write_bytes(hostile)
+        tracemalloc.start()
+        try:
+            with pytest.raises(software.VerificationError, match="modified outside keyblob"):
+                container.state()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 128 << 20, f"{peak >> 20} MiB"
 
 
-def test_a_large_honest_state_fits_the_bound(tmp_path: Path) -> None:
-    """15,000 names of 128 characters, each at the highest generation: 2.2 MiB."""
+def test_names_past_the_old_bound_leave_the_head_small(tmp_path: Path) -> None:
+    """30,000 names of 128 characters at the highest generation: over the 4 MiB a version
+    1 state could hold (issue 11 review, finding 2, refused 28,000).  The marks are in the
+    trees now; the head (FORMAT.md 5.2) stays the same size."""
     home, container, folder = _home(tmp_path)
-    names = {f"{i:05d}".ljust(128, "n"): MAX_GENERATION for i in range(15_000)}
-    container.update_state(lambda _: State(high_water=names))
-    assert (folder / "state.json").stat().st_size < MAX_STATE_SIZE
-    assert home.open("c", PASSPHRASE).state().high_water == names
+    before = len(ss.head_bytes(folder))
+    names = {f"{i:05d}".ljust(128, "n"): MAX_GENERATION for i in range(30_000)}
+    container.update_state(lambda s: s.with_marks(names))
+    assert len(ss.head_bytes(folder)) <= before + len("30000")  # only the count grew
+    assert home.open("c", PASSPHRASE).state().all_marks() == names
+    container.update_state(lambda s: s.seen("after", 1))  # and it still takes more
+    assert home.open("c", PASSPHRASE).state().generation_floor("after") == 1
 
 
-def test_an_update_over_the_bound_is_refused_and_the_old_state_stays(tmp_path: Path) -> None:
-    """The review's repro (issue 11 review, finding 2): 28,000 names of 128 characters made a
-    4.2 MB state that every later command refused as "modified outside keyblob", for good.
-    The writer now refuses it, and the state before the change still opens."""
+def test_a_head_over_the_bound_is_refused_and_the_old_state_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer refuses a head every reader would refuse (the bound lowered here so that
+    a few signers pass it), and the state before the change still opens."""
     home, container, folder = _home(tmp_path)
     container.update_state(lambda s: s.seen("before", 3))
-    old = (folder / "state.json").read_bytes()
-    names = {f"{i:05d}".ljust(128, "n"): MAX_GENERATION for i in range(28_000)}
+    old = ss.head_bytes(folder)
+    monkeypatch.setattr(software, "MAX_STATE_SIZE", len(old) + 100)
+    signer = _trusted()
     with pytest.raises(ProviderError) as e:
-        container.update_state(lambda s: State(high_water={**s.high_water, **names}))
+        container.update_state(lambda s: s.with_signer(signer).seen("during", 1))
     message = str(e.value)
-    assert message.startswith("container 'c': the change would make its home state ")
+    assert message.startswith("container 'c': the change would make the head of its home state ")
     assert message.endswith(
-        f"bytes (28001 names, 0 signers), over the {MAX_STATE_SIZE}-byte bound; nothing was changed"
+        f"bytes (1 signers, 0 stores), over the {len(old) + 100}-byte bound; nothing was changed"
     )
-    assert "\n" not in message and e.value.hints
-    assert (folder / "state.json").read_bytes() == old
-    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temp file left
+    assert "\n" not in message
+    assert ss.head_bytes(folder) == old
     for reader in (container, home.open("c", PASSPHRASE)):
-        assert reader.state().high_water == {"before": 3}
+        assert reader.state().all_marks() == {"before": 3}
+
+
+def _trusted() -> TrustedSigner:
+    from keyblob.keys import KeyRole, Suite, key_id_for
+
+    public = bytes(range(32))
+    return TrustedSigner(
+        key_id_for(Suite.X25519, KeyRole.SIGNATURE, public), Suite.X25519, public, public, "t", 1
+    )
 
 
 def test_a_state_over_the_bound_says_what_is_wrong(tmp_path: Path) -> None:
-    """A state between 4 and 16 MiB, as a keyblob before the 4 MiB bound could write: refused
-    as over the bound (FORMAT.md 5.2), not as an edit, with the way out."""
+    """A version 1 state between 4 and 16 MiB, as a keyblob before the 4 MiB bound could
+    write: refused as over the bound (FORMAT.md 5.2.1), not as an edit, with the way out."""
     home, container, folder = _home(tmp_path)
+    ss.make_v1(container, {})
     with (folder / "state.json").open("r+b") as f:
         f.truncate(MAX_STATE_SIZE + 1)  # sparse: costs no disk
     for reader in (container, home.open("c", PASSPHRASE)):
@@ -165,7 +197,7 @@ def test_a_symlink_at_the_lock_is_refused_and_its_target_not_created(tmp_path: P
     with pytest.raises(ProviderError, match="symlink"):
         container.update_state(lambda s: s.seen("x", 1))
     assert not target.exists() and not target.is_symlink()
-    assert container.state().high_water == {}  # nothing was changed either
+    assert container.state().all_marks() == {}  # nothing was changed either
 
 
 def test_a_fifo_or_folder_at_the_lock_is_refused(tmp_path: Path) -> None:
@@ -188,7 +220,7 @@ def test_a_lock_others_can_write_is_refused(tmp_path: Path) -> None:
         container.update_state(lambda s: s.seen("x", 2))
 
 
-@pytest.mark.parametrize("file", ["container.json", "state.json"])
+@pytest.mark.parametrize("file", ["container.json", "state.db"])
 def test_a_fifo_or_symlink_at_a_home_file_is_refused_without_blocking(
     tmp_path: Path, file: str
 ) -> None:
@@ -199,11 +231,11 @@ def test_a_fifo_or_symlink_at_a_home_file_is_refused_without_blocking(
     os.replace(folder / file, real)
     os.mkfifo(folder / file, 0o600)
     with pytest.raises(ProviderError, match="not a regular file"):
-        home.open("c", PASSPHRASE).state() if file == "state.json" else home.open("c", PASSPHRASE)
+        home.open("c", PASSPHRASE).state() if file == "state.db" else home.open("c", PASSPHRASE)
     (folder / file).unlink()
     (folder / file).symlink_to(real)
     with pytest.raises(ProviderError, match="symlink"):
-        container.state() if file == "state.json" else home.open("c", PASSPHRASE)
+        container.state() if file == "state.db" else home.open("c", PASSPHRASE)
 
 
 # -- item 10, FORMAT.md 5.1: container.json's exact shape ---------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import state_support as ss
 from keyblob import Home, SoftwareContainer, Suite, publickeys
 from keyblob.errors import FormatError, UnsupportedError, UsageError, VerificationError
 from keyblob.format import PublicKeyFile, armor
@@ -203,10 +204,9 @@ def test_label_is_kept_in_the_authenticated_state(tmp_path: Path) -> None:
 def test_relabelling_through_the_home_files_is_refused(tmp_path: Path) -> None:
     home = Home(tmp_path / "h")
     home.create("c", PASSPHRASE, kdf=FAST_KDF, label=ALICE)
-    path = home.container_dir("c") / "state.json"
-    doc = json.loads(path.read_bytes())
+    doc = ss.head(home.container_dir("c"))
     doc["label"] = "Mallory"
-    path.write_text(json.dumps(doc))
+    ss.set_head(home.container_dir("c"), json.dumps(doc).encode())
     with pytest.raises(VerificationError, match="modified outside keyblob"):
         publickeys.label_of(home.open("c", PASSPHRASE))
 
@@ -217,7 +217,7 @@ def test_without_a_label_the_name_stands_for_it_and_the_state_is_as_before(
     home = Home(tmp_path / "h")
     made = home.create("c", PASSPHRASE, kdf=FAST_KDF)
     assert publickeys.label_of(made) == "c"
-    assert b'"label"' not in (home.container_dir("c") / "state.json").read_bytes()
+    assert b'"label"' not in ss.head_bytes(home.container_dir("c"))
 
 
 def test_create_refuses_an_invalid_label(tmp_path: Path) -> None:

@@ -175,7 +175,7 @@ def test_the_policy_holds_public_keys_and_scopes_only(make_container) -> None:
 
     assert policy.own_public == container.signature_public
     assert policy.trust.trusted == (signer,)
-    assert policy.trust.high_water == {}  # no mark: the workers do not apply it
+    assert policy.trust.marks == {} and policy.trust.recorded is None  # no mark: not applied
     assert pickle.loads(pickle.dumps(policy)) == policy
     with pytest.raises(TypeError):  # the container itself can never be sent
         pickle.dumps(container)

@@ -10,6 +10,7 @@ import threading
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+import state_support as ss
 from keyblob import (
     FormatError,
     Home,
@@ -189,6 +190,7 @@ def test_state_mac_detects_edits_and_deletion(tmp_path):
     c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
     c.update_state(lambda s: s.seen("payroll", 5))
     assert home.open("c", PASSPHRASE).state().generation_floor("payroll") == 5
+    ss.make_v1(c, {"payroll": 5})  # the version 1 reader (FORMAT.md 5.2.1); v2: test_state_tree
     path = tmp_path / "h" / "containers" / "c" / "state.json"
     good = path.read_text()
     for edit in (
@@ -205,6 +207,7 @@ def test_state_mac_detects_edits_and_deletion(tmp_path):
             c.state()
     # Another container's (valid) state pasted in is refused: the MAC key differs.
     other = Home(tmp_path / "o").create("c", PASSPHRASE, kdf=FAST_KDF)
+    ss.make_v1(other, {})
     path.write_text((tmp_path / "o" / "containers" / "c" / "state.json").read_text())
     with pytest.raises(VerificationError):
         c.state()
@@ -225,7 +228,7 @@ def test_concurrent_state_updates_are_not_lost(tmp_path):
         t.start()
     for t in threads:
         t.join()
-    assert sorted(c.state().high_water) == sorted(names)
+    assert sorted(c.state().all_marks()) == sorted(names)
 
 
 def test_rsa_bits_validated(tmp_path):
@@ -257,6 +260,11 @@ def test_damaged_fields_fail_cleanly(tmp_path, edit, error, match):
 def test_state_file_permissions_checked(tmp_path):
     home = Home(tmp_path / "h")
     c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    (tmp_path / "h" / "containers" / "c" / "state.db").chmod(0o644)
+    with pytest.raises(ProviderError, match="state file"):
+        c.state()
+    (tmp_path / "h" / "containers" / "c" / "state.db").chmod(0o600)
+    ss.make_v1(c, {})
     (tmp_path / "h" / "containers" / "c" / "state.json").chmod(0o644)
     with pytest.raises(ProviderError, match="state file"):
         c.state()
@@ -283,7 +291,7 @@ def test_rsa_public_key_must_be_canonical_der():
         )
 
 
-def test_state_file_is_canonical_json_with_the_documented_mac(tmp_path):
+def test_state_head_is_canonical_json_with_the_documented_mac(tmp_path):
     """FORMAT.md 5.2, recomputed here with the standard library alone."""
     import hashlib
     import hmac
@@ -303,14 +311,16 @@ def test_state_file_is_canonical_json_with_the_documented_mac(tmp_path):
     c.update_state(lambda s: s.with_signer(signer))
     for name in ("zeta", "mac", "trusted", "container", "a.b-c_d", "high_water"):
         c.update_state(lambda s, n=name: s.seen(n, len(n)))
-    data = (tmp_path / "h" / "containers" / "c" / "state.json").read_bytes()
+    data = ss.head_bytes(tmp_path / "h" / "containers" / "c")
     doc = json.loads(data)
     assert data == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
     mac = bytes.fromhex(doc.pop("mac"))
     body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     assert hmac.compare_digest(mac, hmac.new(c._keys.state, body, hashlib.sha256).digest())
-    assert doc["high_water"]["trusted"] == 7 and doc["trusted"][0]["label"] == "trusted"
-    assert home.open("c", PASSPHRASE).state() == c.state()
+    assert doc["marks"]["count"] == 6 and doc["trusted"][0]["label"] == "trusted"
+    assert doc["format"] == "keyblob-state/v2" and doc["views"] == []
+    again = home.open("c", PASSPHRASE).state()
+    assert again.generation_floor("trusted") == 7 and again.trusted == c.state().trusted
 
 
 def test_an_oversized_state_file_is_refused_as_over_the_bound(tmp_path):
@@ -318,6 +328,7 @@ def test_an_oversized_state_file_is_refused_as_over_the_bound(tmp_path):
 
     home = Home(tmp_path / "h")
     c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    ss.make_v1(c, {})
     path = tmp_path / "h" / "containers" / "c" / "state.json"
     with path.open("r+b") as f:
         f.truncate(MAX_STATE_SIZE + 1)  # sparse: costs no disk
@@ -338,6 +349,7 @@ def test_the_derived_keys_never_show_in_a_repr(tmp_path):
 def test_a_state_file_replaced_by_a_symlink_is_refused(tmp_path):
     home = Home(tmp_path / "h")
     c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    ss.make_v1(c, {})
     path = tmp_path / "h" / "containers" / "c" / "state.json"
     elsewhere = tmp_path / "elsewhere.json"
     elsewhere.write_bytes(path.read_bytes())
@@ -366,6 +378,7 @@ def test_state_with_one_meaning_only(tmp_path):
     home = Home(tmp_path / "h")
     c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
     c.update_state(lambda s: s.seen("payroll", 5))
+    ss.make_v1(c, {"payroll": 5})
     path = tmp_path / "h" / "containers" / "c" / "state.json"
     good = path.read_bytes()
     doc = json.loads(good)
@@ -402,6 +415,7 @@ def test_state_trusted_entries_are_strict(tmp_path):
         key_id_for(Suite.X25519, KeyRole.SIGNATURE, public), Suite.X25519, public, public, "t", 1
     )
     c.update_state(lambda s: s.with_signer(signer))
+    ss.make_v1(c, {})
     path = tmp_path / "h" / "containers" / "c" / "state.json"
     doc = json.loads(path.read_bytes())
     entry = doc["trusted"][0]

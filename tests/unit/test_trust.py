@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+import state_support as ss
 from keyblob.errors import FormatError, UsageError, VerificationError
 from keyblob.keys import KeyRole, Suite, key_id_for
 from keyblob.providers.software import Home
@@ -136,7 +137,7 @@ def _doc(state: State) -> dict:
 
 def test_state_round_trips_with_scopes_and_capi_signers(capi_spki):
     state = State(
-        high_water={"a": 3},
+        marks={"a": 3},
         trusted=(_signer(names=("team-*",)), _signer(3)),
         capi_signers=(CapiSigner(capi_spki, "win", 5, ("payroll",)),),
     )
@@ -228,14 +229,23 @@ def test_the_macd_state_round_trips_the_new_members(tmp_path, capi_spki):
     c.update_state(lambda s: s.with_signer(signer).with_capi_signer(capi))
     reopened = home.open("c", PASSPHRASE).state()
     assert reopened.trusted == (signer,) and reopened.capi_signers == (capi,)
-    raw = (tmp_path / "h" / "containers" / "c" / "state.json").read_bytes()
+    raw = ss.head_bytes(tmp_path / "h" / "containers" / "c")
     assert b'"names":["db-?","team-*"]' in raw and b'"capi_signers":[' in raw
 
 
 def test_extra_members_under_a_valid_mac_are_malformed(tmp_path):
     home = Home(tmp_path / "h")
     c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
-    path = tmp_path / "h" / "containers" / "c" / "state.json"
+    folder = tmp_path / "h" / "containers" / "c"
+    doc = ss.head(folder)  # the head of state.db (FORMAT.md 5.2)
+    ss.set_head(folder, _remac(c, doc))
+    home.open("c", PASSPHRASE).state()  # the control
+    for extra in ({"comment": "x"}, {"high_water": {}}):
+        ss.set_head(folder, _remac(c, {**doc, **extra}))
+        with pytest.raises(FormatError, match="not a valid state document"):
+            home.open("c", PASSPHRASE).state()
+    ss.make_v1(c, {})  # and a version 1 state.json (5.2.1)
+    path = folder / "state.json"
     doc = json.loads(path.read_bytes())
     path.write_bytes(_remac(c, doc))
     home.open("c", PASSPHRASE).state()  # the control
@@ -250,6 +260,7 @@ def test_true_null_float_are_refused_before_the_mac(tmp_path, value):
     refused as modified, whether or not a MAC over some encoding of them would match."""
     home = Home(tmp_path / "h")
     c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    ss.make_v1(c, {})
     path = tmp_path / "h" / "containers" / "c" / "state.json"
     body = b'{"container":"c","format":"keyblob-state/v1","high_water":{"p":' + value
     path.write_bytes(_remac(c, {}, body + b'},"trusted":[]}'))

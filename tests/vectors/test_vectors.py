@@ -178,6 +178,7 @@ class MemoryStore:
     """A Store over a dict, for the store-side rules of import step 5."""
 
     location = "memory"
+    identity = "memory:"
 
     def __init__(self, items: dict[tuple[str, int], bytes]) -> None:
         self.items = dict(items)
@@ -207,7 +208,7 @@ ONE_CASE = next(c for c in CASES if c["name"] == "x25519_one_recipient")
 
 
 def _alice(high_water: dict[str, int]) -> Any:
-    return gv.VectorProvider(KEYS["alice"], State(high_water=high_water))
+    return gv.VectorProvider(KEYS["alice"], State(marks=high_water))
 
 
 def test_load_latest_returns_the_key_and_raises_the_mark() -> None:

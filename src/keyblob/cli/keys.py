@@ -236,16 +236,20 @@ def cmd_list(ctx: Context) -> int:
     state = container.state()
     rows, refused = [], []
     names = store.names()
-    # Names this container has seen that the store lacks: deleted, or kept in another store
-    # (high-water marks are per name, not per store), so a warning, not a refusal.
-    missing = sorted(set(state.high_water) - set(names))
+    # Names this store held (FORMAT.md 5.2: the state records, per store, the names used
+    # through it) that it lacks now: deleted, so a warning, not a refusal.  A name kept in
+    # another store is not missing here, though its high-water mark is the container's.
+    missing = sorted(set(state.held(store.identity)) - set(names))
+    opened = {}
     for name in names:
         try:
-            v = blobs.open_latest(container, store, name, unwrap=False)
+            v = blobs.open_latest(container, store, name, unwrap=False, record=False)
         except (VerificationError, FormatError) as e:
             refused.append((name, str(e)))
             continue
+        opened[name] = v.header.generation
         rows.append(_describe(v, container, state))
+    blobs.record_seen(container, store, opened, state)  # one state write for every name
     if ctx.args.json:
         emit_json(
             {
@@ -270,7 +274,7 @@ def cmd_list(ctx: Context) -> int:
     for name in missing:
         print_warning(
             f"{name}: this container has seen generation {state.generation_floor(name)}, but "
-            f"{tilde(store.location)} has none (deleted, or the key is in another store)"
+            f"{tilde(store.location)}, which held it, has none now (deleted?)"
         )
     return 3 if refused else 0
 

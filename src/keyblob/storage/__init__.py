@@ -53,6 +53,15 @@ class Store(Protocol):
         """Where the store is, for people: a folder path, a database file, a host."""
         ...
 
+    @property
+    def identity(self) -> str:
+        """Which store this is, for the container's state (FORMAT.md 5.2): the same for
+        every handle on the same store, different for different stores, and holding no
+        secret (a URL's password is left out).  1 to 4096 characters, no control
+        character.  The state records under it the names this store held, so that ``list``
+        calls missing only those (a name kept in another store is not missing here)."""
+        ...
+
     def put(self, name: str, generation: int, data: bytes) -> None:
         """Store ``data`` as ``name`` at ``generation``; create-only and atomic.
 

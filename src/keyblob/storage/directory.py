@@ -81,6 +81,12 @@ class DirectoryStore:
         return str(self._root)
 
     @property
+    def identity(self) -> str:
+        """``file:`` and the absolute path of the root with every symlink resolved (the
+        part that exists), so that two paths to one folder are one store."""
+        return "file:" + os.path.realpath(self._root_str)
+
+    @property
     def root(self) -> Path:
         """The root folder."""
         return self._root
