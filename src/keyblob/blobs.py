@@ -624,8 +624,10 @@ def open_latest(
     """
     check_name(name)
     state = provider.state()
-    stored = store.generations(name)
+    # The mark before the listing, never after: a mark read later may already hold what a
+    # concurrent writer stored after the listing was taken, and would look like a rollback.
     floor = state.generation_floor(name)
+    stored = store.generations(name)
     if not stored:
         if floor:
             raise VerificationError(
