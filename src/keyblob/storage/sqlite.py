@@ -13,6 +13,7 @@ import contextlib
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -38,6 +39,28 @@ __all__ = ["BUSY_TIMEOUT", "SqliteStore"]
 
 #: Seconds a statement waits for another process's write lock before it fails.
 BUSY_TIMEOUT = 10.0
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Put the database in WAL mode (kept in the file), unless it is already.
+
+    Asking for WAL takes a lock that SQLite does not wait for with the busy timeout: a
+    connection opened while another writes got "database is locked" at once.  So the mode
+    is read first (set once, by the first writer, it rarely needs changing), and a switch
+    that meets a lock is tried again until BUSY_TIMEOUT has passed.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
 
 _FILE_MODE = 0o600
 # Connections inherited through fork(): SQLite forbids using them in the child, and closing
@@ -243,7 +266,7 @@ class SqliteStore(SqlStore):
             # Nothing in the file may run code of ours, nor be trusted to (a hostile view or
             # trigger could otherwise call application functions).
             db.execute("PRAGMA trusted_schema = OFF")
-            db.execute("PRAGMA journal_mode = WAL")  # kept in the file; a no-op once set
+            _use_wal(db)
             db.execute("PRAGMA synchronous = FULL")
         except BaseException:
             db.close()
