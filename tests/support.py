@@ -162,3 +162,8 @@ def worker_environment(names: list[str], chunk: list[int]) -> list[str | None]:
     """A keyblob.pool function, importable in a worker by name: the value each of
     ``names`` has in the worker's environment, once per item of ``chunk``."""
     return [os.environ.get(name) for name in names for _ in chunk]
+
+
+def secret_of(url: str) -> str | None:
+    """The password a store URL carries (the test server's is random in CI), or None."""
+    return urlsplit(url).password if "://" in url else None
