@@ -48,6 +48,7 @@ ED25519_ORDER = 2**252 + 27742317777372353535851937790883648493  # L, RFC 8032 5
 #: n, the order of the P-256 base point (SEC 2 2.4.2).
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 P256_SCALAR_SIZE = 32
+P256_ENC_SIZE = 65
 
 _HPKE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 _HPKE_P256 = hpke.Suite(hpke.KEM.P256, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
@@ -247,6 +248,10 @@ def unwrap(private: ExchangePrivate, wrapped: bytes, context: bytes) -> bytes:
         if isinstance(private, rsa.RSAPrivateKey):
             return private.decrypt(wrapped, _oaep(context))
         if isinstance(private, ec.EllipticCurvePrivateKey):
+            # enc must be a key 1.3 accepts: the form here, the curve inside cryptography
+            # (tests/vectors/test_p256_wycheproof.py shows invalid-curve points refused).
+            if p256_public_problem(wrapped[:P256_ENC_SIZE]) is not None:
+                raise ValueError("enc")
             return _HPKE_P256.decrypt(wrapped, private, info=context)
         return _HPKE.decrypt(wrapped, private, info=context)
     except (InvalidTag, ValueError):
