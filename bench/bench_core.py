@@ -6,14 +6,16 @@ Run from the repository root (the project installed, e.g. editable, in the activ
     python bench/bench_core.py --quick    # smoke run, well under a minute
     python bench/bench_core.py --json bench/results.json
 
-Part (a), per key, for the suites x25519, rsa-3072 and rsa-2048:
+Part (a), per key, for the suites x25519, p256, rsa-3072 and rsa-2048 (p256 is also set
+against x25519, library to library: what choosing the token-ready suite costs in software):
 
 - ``generate``: ``blobs.generate`` of a fresh name (export + sign + store + state update)
   against the raw calls it makes: random key and key id, HPKE seal (rsa: OAEP encrypt),
-  Ed25519 sign (rsa: PSS sign), on the same keys, with the same HPKE info / OAEP label and
-  signed-message sizes.
+  Ed25519 sign (rsa: PSS sign; p256: DHKEM(P-256) seal and ECDSA sign), on the same keys,
+  with the same HPKE info / OAEP label and signed-message sizes.
 - ``load``: ``blobs.load`` of a stored name (read + parse + verify + unwrap) against
-  Ed25519 verify + HPKE open (rsa: PSS verify + OAEP decrypt).
+  Ed25519 verify + HPKE open (rsa: PSS verify + OAEP decrypt; p256: ECDSA verify of the
+  DER form, converted before timing, + DHKEM(P-256) open).
 
 The target (issue 11's decision for issue 2) is library <= 1.3 x (raw primitives + the bare
 durable I/O the operation requires), the "+I/O" column: the I/O floor below is measured in
@@ -55,7 +57,8 @@ from pathlib import Path
 from typing import Any
 
 import cryptography
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from keyblob import blobs
 from keyblob.keys import Algorithm, Suite, check_name
@@ -207,6 +210,16 @@ def raw_generate(b: Bench) -> Callable[[int], Any]:
             signer.sign(message, suites._PSS, suites._SHA256)  # type: ignore[call-arg]
 
         return run
+    if isinstance(exchange_public, ec.EllipticCurvePublicKey):
+        ecdsa = suites._ECDSA
+
+        def run_p(_i: int) -> None:
+            key = secrets.token_bytes(32)
+            secrets.token_bytes(16)
+            suites._HPKE_P256.encrypt(key, exchange_public, info=context)
+            signer.sign(message, ecdsa)  # type: ignore[call-arg]
+
+        return run_p
     hpke_suite = suites._HPKE
 
     def run_x(_i: int) -> None:
@@ -242,6 +255,18 @@ def raw_load(b: Bench) -> Callable[[int], Any]:
             private.decrypt(wrapped, suites._oaep(ctx))  # type: ignore[union-attr]
 
         return run
+    if isinstance(private, ec.EllipticCurvePrivateKey):
+        der = [
+            (encode_dss_signature(int.from_bytes(s[:32]), int.from_bytes(s[32:])), *rest)
+            for s, *rest in items
+        ]
+
+        def run_p(i: int) -> None:
+            sig, msg, wrapped, ctx = der[i % POOL]
+            verifier.verify(sig, msg, suites._ECDSA)  # type: ignore[call-arg]
+            suites._HPKE_P256.decrypt(wrapped, private, info=ctx)
+
+        return run_p
     hpke_suite = suites._HPKE
 
     def run_x(i: int) -> None:
@@ -944,6 +969,14 @@ def print_report(res: dict[str, Any]) -> None:
                 f"{r['median_paired_ratio']:>7.2f} {with_io:>7.2f} {verdict:>7}"
             )
     print("   ratio = median(library) / median(raw); paired = median of per-round ratios")
+    per_key = res["per_key"]
+    if "p256" in per_key and "x25519" in per_key:
+        for op in ("generate", "load"):
+            p, x = per_key["p256"]["pair"][op], per_key["x25519"]["pair"][op]
+            print(
+                f"   p256 / x25519 {op}: library {p['lib_median_ns'] / x['lib_median_ns']:.2f}x"
+                f", raw {p['raw_median_ns'] / x['raw_median_ns']:.2f}x"
+            )
     print(
         f"   +I/O = median(library) / (median(raw) + the bare durable I/O the operation"
         f" requires, below): the target, <= {TARGET_RATIO} (issue 11's decision)"
@@ -1103,6 +1136,7 @@ def main() -> int:
         res["state_size"] = state_size_effect(work / "state", min(n_break, 200))
         configs = [
             ("x25519", Suite.X25519, 3072, n_x, 10),
+            ("p256", Suite.P256, 3072, n_x, 10),
             ("rsa-3072", Suite.RSA, 3072, n_rsa, 3),
             ("rsa-2048", Suite.RSA, 2048, n_rsa, 3),
         ]

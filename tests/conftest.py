@@ -38,7 +38,7 @@ def store(tmp_path: Path) -> DirectoryStore:
     return DirectoryStore(tmp_path / "store")
 
 
-@pytest.fixture(params=[Suite.X25519, Suite.RSA], ids=["x25519", "rsa"])
+@pytest.fixture(params=[Suite.X25519, Suite.RSA, Suite.P256], ids=["x25519", "rsa", "p256"])
 def suite(request: pytest.FixtureRequest) -> Suite:
     return request.param  # type: ignore[no-any-return]
 

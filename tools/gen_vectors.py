@@ -3,18 +3,21 @@
 
     python tools/gen_vectors.py            # --check: the committed vectors still hold
     python tools/gen_vectors.py --write    # rewrite them
+    python tools/gen_vectors.py --add      # draw only the roots that are missing, keep the rest
     python tools/gen_vectors.py --write-data  # rewrite tests/vectors/data/ only
 
 What is deterministic and what is not:
 
-- the test keys: X25519 and Ed25519 keys come from fixed 32-byte seeds (below); the RSA-2048
+- the test keys: X25519, Ed25519 and P-256 keys come from fixed 32-byte seeds (below; a P-256
+  private scalar is ``int(seed) mod (n - 1) + 1``, the seed read big-endian); the RSA-2048
   keys were generated once and are committed as PEM in tests/vectors/keys/ (reused by
   ``--write``, generated only when missing);
 - names, generations, creation times, session keys and key ids are fixed;
 - HPKE ephemeral keys, OAEP seeds and PSS salts are random inside ``cryptography``, so the
-  *root* blobs (those that need a fresh wrap or an RSA signature) differ on every ``--write``;
+  *root* blobs (those that need a fresh wrap or an RSA signature) differ on every ``--write``
+  (``--add`` draws only the roots not yet on disk);
 - every other vector is a deterministic function of the roots and the keys (a byte edit, or
-  an Ed25519 re-signature, which is deterministic).
+  an Ed25519 re-signature, or a P-256 one made with RFC 6979 deterministic ECDSA).
 
 ``--check`` therefore (1) re-derives the seeded keys and compares the PEM files, (2) re-derives
 every derived vector from the committed roots and compares bytes, (3) rebuilds the manifest and
@@ -40,8 +43,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa, x25519
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from keyblob import blobs, publickeys, stream
 from keyblob import files as kbfiles
@@ -50,7 +54,12 @@ from keyblob.format import KeyBlob, PublicKeyFile, armor, dearmor, fingerprint
 from keyblob.format.armor import BLOB, PUBLIC_KEY
 from keyblob.format.blob import SIGNATURE_LABEL, Header, Recipient
 from keyblob.format.data import CONTEXT_LABEL, DataHeader
-from keyblob.format.pubkey import ED25519_SMALL_ORDER, FIELD_PRIME, LABEL_SIGNATURE_LABEL
+from keyblob.format.pubkey import (
+    ED25519_SMALL_ORDER,
+    FIELD_PRIME,
+    LABEL_SIGNATURE_LABEL,
+    P256_PRIME,
+)
 from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, Suite, _make_session_key, key_id_for
 from keyblob.providers import suites
 from keyblob.trust import UNTRUSTED, State, TrustedSigner
@@ -131,7 +140,7 @@ def v2_file(
         + len(key.signature_public).to_bytes(2, "big")
         + key.signature_public
     )
-    signature = suites.sign((signer or key).signature, LABEL_SIGNATURE_LABEL + body)
+    signature = fixed_sign((signer or key).signature, LABEL_SIGNATURE_LABEL + body)
     size = len(signature) if signature_len is None else signature_len
     return body + size.to_bytes(2, "big") + signature[:size]
 
@@ -141,7 +150,21 @@ KEY_SUITES = {
     "bob": Suite.X25519,
     "mallory": Suite.X25519,
     "carol": Suite.RSA,
+    "dave": Suite.P256,
+    "erin": Suite.P256,
 }
+SEEDED = (Suite.X25519, Suite.P256)
+DAVE_LABEL = "Dave Okafor <dave@example.com>"
+_ECDSA_RFC6979 = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+
+
+def fixed_sign(key: suites.SignaturePrivate, message: bytes) -> bytes:
+    """A signature as keyblob makes it, but the same on every run: Ed25519 is deterministic
+    already; P-256 uses RFC 6979 nonces (then keyblob's raw low-S form); RSA-PSS is random
+    (used only for roots)."""
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return suites.p256_raw_signature(key.sign(message, _ECDSA_RFC6979))
+    return suites.sign(key, message)
 
 
 # -- test keys -------------------------------------------------------------------------------
@@ -203,7 +226,17 @@ class TestKey:
         )
 
 
-def seeded_pems(name: str) -> dict[KeyRole, bytes]:
+def seeded_pems(name: str, suite: Suite = Suite.X25519) -> dict[KeyRole, bytes]:
+    if suite is Suite.P256:
+        return {
+            role: _pem(
+                ec.derive_private_key(
+                    int.from_bytes(seed(name, role)) % (suites.P256_ORDER - 1) + 1,
+                    ec.SECP256R1(),
+                )
+            )
+            for role in KeyRole
+        }
     return {
         KeyRole.EXCHANGE: _pem(
             x25519.X25519PrivateKey.from_private_bytes(seed(name, KeyRole.EXCHANGE))
@@ -218,8 +251,8 @@ def make_keys(write: bool) -> dict[str, bytes]:
     """The PEM text of every test key file, generating RSA keys only when missing."""
     out: dict[str, bytes] = {}
     for name, suite in KEY_SUITES.items():
-        if suite is Suite.X25519:
-            for role, pem in seeded_pems(name).items():
+        if suite in SEEDED:
+            for role, pem in seeded_pems(name, suite).items():
                 out[key_path(name, role).name] = pem
             continue
         for role in KeyRole:
@@ -243,8 +276,12 @@ def load_keys(pems: dict[str, bytes] | None = None) -> dict[str, TestKey]:
             pem = pems[path.name] if pems is not None else path.read_bytes()
             loaded.append(serialization.load_pem_private_key(pem, None))
         exchange, signature = loaded
-        assert isinstance(exchange, x25519.X25519PrivateKey | rsa.RSAPrivateKey)
-        assert isinstance(signature, ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey)
+        assert isinstance(
+            exchange, x25519.X25519PrivateKey | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+        )
+        assert isinstance(
+            signature, ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+        )
         keys[name] = TestKey(name, suite, exchange, signature)
     return keys
 
@@ -379,6 +416,15 @@ ROOTS = [
         Algorithm.AES_256_GCM,
         unwrapped_size=31,
     ),
+    RootSpec("valid/p256_one_recipient.kb", "dave", ("dave",), "payroll", 1, Algorithm.AES_256_GCM),
+    RootSpec(
+        "valid/p256_two_recipients.kb",
+        "dave",
+        ("dave", "erin"),
+        "payroll",
+        2,
+        Algorithm.CHACHA20_POLY1305,
+    ),
 ]
 
 
@@ -395,6 +441,7 @@ def build_root(spec: RootSpec, keys: dict[str, TestKey]) -> bytes:
             generation=spec.generation,
             algorithm=spec.algorithm,
             recipients=recipients,
+            key=None,
             random=fixed_random(spec.case),
             now=lambda: CREATED,
         )
@@ -475,7 +522,7 @@ class Raw:
         return self.body() + len(self.signature).to_bytes(2, "big") + self.signature + self.extra
 
     def resigned(self, key: TestKey) -> Raw:
-        return replace(self, signature=suites.sign(key.signature, SIGNATURE_LABEL + self.body()))
+        return replace(self, signature=fixed_sign(key.signature, SIGNATURE_LABEL + self.body()))
 
 
 def _flip_last(data: bytes) -> bytes:
@@ -554,7 +601,7 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
         "invalid/armor_bad_character.txt": canonical_armor.replace(b"A", b"*", 1),
         "invalid/armor_binary_inside.txt": armor(armor(one, BLOB), BLOB),
     }
-    for name in ("alice", "carol"):
+    for name in ("alice", "carol", "dave"):
         pub = keys[name].public_file().to_bytes()
         out[f"valid/{name}.kbpk"] = pub
         out[f"valid/{name}.pub.txt"] = armor(pub, PUBLIC_KEY)
@@ -610,6 +657,7 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
         out[file] = PublicKeyFile(
             Suite.X25519, "mallory", alice.exchange_public, encoded
         ).to_bytes()
+    out |= p256_derived(roots, keys)
     v2 = v2_file(alice, ALICE_LABEL.encode())
     n = len(ALICE_LABEL.encode())
     out |= {
@@ -641,6 +689,81 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
         ),
     }
     return out
+
+
+def _der(signature: bytes) -> bytes:
+    return encode_dss_signature(int.from_bytes(signature[:32]), int.from_bytes(signature[32:]))
+
+
+def _high_s(signature: bytes) -> bytes:
+    s = int.from_bytes(signature[32:])
+    return signature[:32] + (suites.P256_ORDER - s).to_bytes(32)
+
+
+def p256_derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, bytes]:
+    """The p256 vectors made from the p256 roots and dave's keys (FORMAT.md 1.3, 2.5, 3)."""
+    one = roots["valid/p256_one_recipient.kb"]
+    base = Raw.of(one)
+    dave = keys["dave"]
+    sig = base.signature
+    enc, rest = base.recipients[0][1][:65], base.recipients[0][1][65:]
+    off_curve = enc[:64] + bytes([enc[64] ^ 0x01])
+    pub = dave.public_file().to_bytes()
+    x = dave.exchange_public[1:33]
+    y = int.from_bytes(dave.exchange_public[33:])
+
+    def pubfile(exchange: bytes, signature: bytes | None = None) -> bytes:
+        return PublicKeyFile(
+            Suite.P256, "dave", exchange, dave.signature_public if signature is None else signature
+        ).to_bytes()
+
+    v2 = v2_file(dave, DAVE_LABEL.encode())
+    return {
+        "valid/p256_armored.txt": armor(one, BLOB),
+        "valid/dave_v2.kbpk": v2,
+        "invalid/p256_signature_high_s.kb": replace(base, signature=_high_s(sig)).encode(),
+        "invalid/p256_signature_r_zero.kb": replace(base, signature=bytes(32) + sig[32:]).encode(),
+        "invalid/p256_signature_s_zero.kb": replace(base, signature=sig[:32] + bytes(32)).encode(),
+        "invalid/p256_signature_s_is_n.kb": replace(
+            base, signature=sig[:32] + suites.P256_ORDER.to_bytes(32)
+        ).encode(),
+        "invalid/p256_signature_r_is_n.kb": replace(
+            base, signature=suites.P256_ORDER.to_bytes(32) + sig[32:]
+        ).encode(),
+        "invalid/p256_signature_der.kb": replace(base, signature=_der(sig)).encode(),
+        "invalid/p256_signature_len_65.kb": replace(base, signature=sig + b"\x00").encode(),
+        "invalid/p256_signature_flipped.kb": _flip_last(one),
+        "invalid/p256_wrapped_len_wrong.kb": replace(
+            base, recipients=((base.recipients[0][0], base.recipients[0][1][:-1]),)
+        ).encode(),
+        "invalid/p256_wrap_enc_off_curve_resigned.kb": replace(
+            base, recipients=((base.recipients[0][0], off_curve + rest),)
+        )
+        .resigned(dave)
+        .encode(),
+        "invalid/pubkey_p256_off_curve.kbpk": pubfile(
+            dave.exchange_public[:64] + bytes([dave.exchange_public[64] ^ 0x01])
+        ),
+        "invalid/pubkey_p256_identity_as_zero_point.kbpk": pubfile(
+            dave.exchange_public, b"\x04" + bytes(64)
+        ),
+        "invalid/pubkey_p256_identity_sec1.kbpk": pub[: 9 + 4]
+        + b"\x00\x01\x00"
+        + pub[9 + 4 + 2 + 65 :],
+        "invalid/pubkey_p256_compressed.kbpk": pub[: 9 + 4]
+        + b"\x00\x21"
+        + bytes([2 + (y & 1)])
+        + x
+        + pub[9 + 4 + 2 + 65 :],
+        "invalid/pubkey_p256_hybrid.kbpk": pubfile(bytes([6 + (y & 1)]) + dave.exchange_public[1:]),
+        "invalid/pubkey_p256_x_is_p.kbpk": pubfile(
+            b"\x04" + P256_PRIME.to_bytes(32) + dave.exchange_public[33:]
+        ),
+        "invalid/pubkey_v2_p256_label_signature_high_s.kbpk": v2[:-64] + _high_s(v2[-64:]),
+        "invalid/pubkey_v2_p256_label_signature_der.kbpk": v2[:-66]
+        + len(der_label := _der(v2[-64:])).to_bytes(2, "big")
+        + der_label,
+    }
 
 
 def r_identity_signed(raw: Raw, key: TestKey) -> Raw:
@@ -953,6 +1076,92 @@ PUBLIC_BROKEN = [
 ]
 
 
+# (file, result, stage, description) for the p256 blob vectors dave opens (FORMAT.md 2.5).
+P256_BROKEN = [
+    (
+        "invalid/p256_signature_high_s.kb",
+        "verification_error",
+        "signature",
+        "dave's valid blob with s replaced by n - s: valid ECDSA, refused (high S)",
+    ),
+    ("invalid/p256_signature_r_zero.kb", "verification_error", "signature", "r = 0"),
+    ("invalid/p256_signature_s_zero.kb", "verification_error", "signature", "s = 0"),
+    ("invalid/p256_signature_r_is_n.kb", "verification_error", "signature", "r = n"),
+    ("invalid/p256_signature_s_is_n.kb", "verification_error", "signature", "s = n"),
+    (
+        "invalid/p256_signature_der.kb",
+        "format_error",
+        "parse",
+        "the same r, s as a DER ECDSA-Sig-Value: signature_len is not 64",
+    ),
+    ("invalid/p256_signature_len_65.kb", "format_error", "parse", "signature_len 65"),
+    (
+        "invalid/p256_signature_flipped.kb",
+        "verification_error",
+        "signature",
+        "last signature bit flipped",
+    ),
+    (
+        "invalid/p256_wrapped_len_wrong.kb",
+        "format_error",
+        "parse",
+        "p256 wrapped_len 112 (must be 65 + 32 + 16 = 113)",
+    ),
+    (
+        "invalid/p256_wrap_enc_off_curve_resigned.kb",
+        "verification_error",
+        "unwrap",
+        "the last byte of the HPKE enc flipped (off the curve), re-signed by dave",
+    ),
+]
+P256_PUBLIC_BROKEN = [
+    (
+        "invalid/pubkey_p256_off_curve.kbpk",
+        "format_error",
+        "key",
+        "dave's exchange key with the last byte of y flipped: not on the curve",
+    ),
+    (
+        "invalid/pubkey_p256_identity_as_zero_point.kbpk",
+        "format_error",
+        "key",
+        "signature key 04 || 64 zero bytes, (0, 0), how some libraries write the identity",
+    ),
+    (
+        "invalid/pubkey_p256_identity_sec1.kbpk",
+        "format_error",
+        "parse",
+        "exchange key is the SEC1 identity 00 (exchange_len 1)",
+    ),
+    (
+        "invalid/pubkey_p256_compressed.kbpk",
+        "format_error",
+        "parse",
+        "dave's exchange key SEC1-compressed (exchange_len 33)",
+    ),
+    (
+        "invalid/pubkey_p256_hybrid.kbpk",
+        "format_error",
+        "key",
+        "dave's exchange key in the X9.62 hybrid form (first byte 06/07)",
+    ),
+    ("invalid/pubkey_p256_x_is_p.kbpk", "format_error", "key", "exchange key with x = p"),
+    (
+        "invalid/pubkey_v2_p256_label_signature_high_s.kbpk",
+        "verification_error",
+        "label",
+        "dave's version 2 file, its label signature's s replaced by n - s",
+    ),
+    (
+        "invalid/pubkey_v2_p256_label_signature_der.kbpk",
+        "format_error",
+        "parse",
+        "dave's version 2 file with the label signature in DER",
+    ),
+]
+PUBLIC_BROKEN += P256_PUBLIC_BROKEN
+
+
 def public_json(key: TestKey, version: int, label: str) -> dict[str, Any]:
     """The manifest's fields of a valid public key file (``label_signed``: version 2)."""
     return {
@@ -999,9 +1208,13 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
     valid("valid/x25519_aes128_gcm.kb", "alice")
     valid("valid/x25519_chacha20_long_name_max_generation.kb", "alice")
     valid("valid/rsa2048.kb", "carol")
+    valid("valid/p256_one_recipient.kb", "dave")
+    valid("valid/p256_two_recipients.kb", "dave")
+    valid("valid/p256_two_recipients.kb", "erin", ("dave",))
+    valid("valid/p256_armored.txt", "dave", source="valid/p256_one_recipient.kb")
     valid("valid/x25519_armored.txt", "alice", source="valid/x25519_one_recipient.kb")
     valid("valid/x25519_armored_whitespace.txt", "alice", source="valid/x25519_one_recipient.kb")
-    for name in ("alice", "carol"):
+    for name in ("alice", "carol", "dave"):
         key = keys[name]
         for file in (f"valid/{name}.kbpk", f"valid/{name}.pub.txt"):
             cases.append(
@@ -1038,6 +1251,20 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
                 public_key=public_json(keys["alice"], 2, label),
             )
         )
+    cases.append(
+        _case(
+            "dave_v2_kbpk",
+            "valid/dave_v2.kbpk",
+            "valid",
+            None,
+            "dave's version 2 public key file, its label signed (p256, RFC 6979 nonce, low S)",
+            opener=None,
+            kind="public_key",
+            canonical=True,
+            keys=("dave",),
+            public_key=public_json(keys["dave"], 2, DAVE_LABEL),
+        )
+    )
     cases.append(
         _case(
             "alice_armor_over_4096_bytes_pub_txt",
@@ -1106,6 +1333,19 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
             opener="carol",
         )
     )
+    for file, result, stage, description in P256_BROKEN:
+        cases.append(
+            _case(Path(file).name.split(".")[0], file, result, stage, description, opener="dave")
+        )
+    cases.append(
+        _case(
+            "p256_suite_mismatch",
+            "valid/p256_one_recipient.kb",
+            "verification_error",
+            "trust",
+            "a valid p256 blob opened by an x25519 container (2.7 step 2)",
+        )
+    )
     for file, result, stage, description in PUBLIC_BROKEN:
         cases.append(
             _case(
@@ -1152,7 +1392,7 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
                 **{
                     role.name.lower(): {
                         "file": f"keys/{key_path(name, role).name}",
-                        "seed": seed(name, role).hex() if key.suite is Suite.X25519 else None,
+                        "seed": seed(name, role).hex() if key.suite in SEEDED else None,
                         "public": (
                             key.exchange_public
                             if role is KeyRole.EXCHANGE
@@ -1882,20 +2122,28 @@ def _dump(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc, indent=2, ensure_ascii=False).encode() + b"\n"
 
 
-def generate(write: bool) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, Any]]:
-    """(key PEM files, vector files, manifest); roots are fresh with ``write``, else read."""
+def generate(
+    write: bool, *, keep: bool = False
+) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, Any]]:
+    """(key PEM files, vector files, manifest); roots are fresh with ``write`` (with ``keep``
+    only those missing on disk), else read."""
     pems = make_keys(write)
     keys = load_keys(pems)
     if write:
-        roots = {spec.file: build_root(spec, keys) for spec in ROOTS}
+        roots = {
+            spec.file: (VECTORS / spec.file).read_bytes()
+            if keep and (VECTORS / spec.file).is_file()
+            else build_root(spec, keys)
+            for spec in ROOTS
+        }
     else:
         roots = {spec.file: (VECTORS / spec.file).read_bytes() for spec in ROOTS}
     files = {**roots, **derived(roots, keys)}
     return pems, files, manifest(keys)
 
 
-def write() -> None:
-    pems, files, doc = generate(write=True)
+def write(*, keep: bool = False) -> None:
+    pems, files, doc = generate(write=True, keep=keep)
     KEYS_DIR.mkdir(parents=True, exist_ok=True)
     for name, pem in pems.items():
         (KEYS_DIR / name).write_bytes(pem)
@@ -1979,13 +2227,18 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true", help="verify the committed vectors (default)")
     mode.add_argument("--write", action="store_true", help="rewrite tests/vectors/")
     mode.add_argument(
+        "--add",
+        action="store_true",
+        help="as --write, but keep the committed roots: draw only those missing",
+    )
+    mode.add_argument(
         "--write-data",
         action="store_true",
         help="rewrite tests/vectors/data/ only (the key-blob roots are not redrawn)",
     )
     args = parser.parse_args(argv)
-    if args.write:
-        write()
+    if args.write or args.add:
+        write(keep=args.add)
         return 0
     if args.write_data:
         count = write_data()

@@ -330,7 +330,7 @@ def _blocks(pem: str) -> list[tuple[str, str]]:
     return out
 
 
-@pytest.mark.parametrize("suite", ["x25519", "rsa"])
+@pytest.mark.parametrize("suite", ["x25519", "rsa", "p256"])
 def test_pem_output_labels_each_block(kb, suite):
     argv = ("init", "--suite", suite) + (("--bits", "2048") if suite == "rsa" else ())
     kb(*argv)

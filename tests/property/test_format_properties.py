@@ -23,7 +23,7 @@ key_ids = st.binary(min_size=16, max_size=16).map(KeyId)
 
 @st.composite
 def blobs(draw: st.DrawFn) -> KeyBlob:
-    suite = draw(st.sampled_from([Suite.X25519, Suite.RSA]))
+    suite = draw(st.sampled_from([Suite.X25519, Suite.RSA, Suite.P256]))
     algorithm = draw(st.sampled_from(list(Algorithm)))
     header = Header(
         suite=suite,
@@ -36,6 +36,9 @@ def blobs(draw: st.DrawFn) -> KeyBlob:
     )
     if suite is Suite.X25519:
         wrapped_size = st.just(32 + algorithm.key_size + 16)
+        sig_size = 64
+    elif suite is Suite.P256:
+        wrapped_size = st.just(65 + algorithm.key_size + 16)
         sig_size = 64
     else:
         wrapped_size = st.sampled_from([256, 384, 512])

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hpke, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
@@ -39,12 +40,15 @@ LABEL_REFUSED = {
     *range(0x2066, 0x206A),
     0xFEFF,
 }
-X25519, RSA, PQ = 1, 2, 3  # 1.2
+X25519, RSA, PQ, P256 = 1, 2, 3, 4  # 1.2
 # algorithm code -> the key lengths it allows (1.2); 16-23 are CryptoAPI session keys
 KEY_LENGTHS = {1: {32}, 2: {16}, 3: {32}, 16: {16}, 17: {24}, 18: {32}, 19: {24}, 20: {16}}
 KEY_LENGTHS |= {21: {8}, 22: set(range(5, 65)), 23: set(range(5, 17))}
 EXCHANGE, SIGNATURE = 1, 2
 RSA_LENGTHS = (256, 384, 512)
+# 1.3, 2.5: P-256 field prime and group order (SEC 2 2.4.2)
+P256_P = 2**256 - 2**224 + 2**192 + 2**96 - 1
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 # 1.3: edwards25519 points refused as a signature key or as a signature's R: the eight of
 # order dividing 8, compared with bit 255 cleared; and any y >= p.  2.5: S < L.
 P25519 = 2**255 - 19
@@ -89,6 +93,9 @@ def fingerprint(suite: int, exchange: bytes, signature: bytes) -> bytes:
 
 
 def public_bytes(key: object) -> bytes:
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        nums = key.public_numbers()
+        return b"\x04" + nums.x.to_bytes(32, "big") + nums.y.to_bytes(32, "big")
     if isinstance(key, rsa.RSAPublicKey):
         return key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -121,6 +128,27 @@ def x25519_key_ok(b: bytes) -> bool:
     except ValueError:
         return False
     return True
+
+
+def p256_key(b: bytes) -> ec.EllipticCurvePublicKey | None:
+    """1.3: 04 || x || y, x and y below p, and y^2 = x^3 - 3x + b (checked here by hand)."""
+    if len(b) != 65 or b[0] != 4:
+        return None
+    x, y = int.from_bytes(b[1:33], "big"), int.from_bytes(b[33:], "big")
+    curve_b = 0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B
+    if x >= P256_P or y >= P256_P or (y * y - x**3 + 3 * x - curve_b) % P256_P:
+        return None
+    return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
+
+
+def p256_verify(key: ec.EllipticCurvePublicKey, sig: bytes, message: bytes) -> None:
+    """2.5: r || s, 32 bytes each, 0 < r < n, 0 < s <= (n - 1) / 2; else InvalidSignature."""
+    if len(sig) != 64:
+        raise InvalidSignature
+    r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+    if not (0 < r < P256_N and 0 < s <= (P256_N - 1) // 2):
+        raise InvalidSignature
+    key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hashes.SHA256()))
 
 
 # -- 4 armor -----------------------------------------------------------------------------------
@@ -185,6 +213,8 @@ class Blob:
 
 
 def wrapped_len_ok(suite: int, algorithm: int, n: int) -> bool:
+    if suite == P256:
+        return n - 65 - 16 in KEY_LENGTHS[algorithm]
     return n - 32 - 16 in KEY_LENGTHS[algorithm] if suite == X25519 else n in RSA_LENGTHS
 
 
@@ -202,7 +232,7 @@ def parse_blob(data: bytes) -> Blob:
     suite = c.int(1)
     if suite == PQ:
         raise Refused("unsupported", "parse", "suite pq")
-    if suite not in (X25519, RSA):
+    if suite not in (X25519, RSA, P256):
         raise malformed("suite")
     algorithm = c.int(1)
     if algorithm not in KEY_LENGTHS:
@@ -237,7 +267,7 @@ def parse_blob(data: bytes) -> Blob:
         recipients.append((rid, c.take(w)))
     signed_end = c.pos
     s = c.int(2)
-    if not (s == 64 if suite == X25519 else s in RSA_LENGTHS):
+    if not (s == 64 if suite in (X25519, P256) else s in RSA_LENGTHS):
         raise malformed("signature_len")
     signature = c.take(s)
     if c.pos != len(data):
@@ -266,6 +296,7 @@ def signed_message(blob: Blob) -> bytes:
 
 
 _HPKE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+_HPKE_P256 = hpke.Suite(hpke.KEM.P256, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 _SHA256 = hashes.SHA256()
 
 
@@ -278,9 +309,9 @@ class Container:
     """What the importer holds: its suite, private keys, trust list and high-water marks."""
 
     suite: int
-    exchange: x25519.X25519PrivateKey | rsa.RSAPrivateKey
-    signature_public: ed25519.Ed25519PublicKey | rsa.RSAPublicKey
-    trusted: list[ed25519.Ed25519PublicKey | rsa.RSAPublicKey]
+    exchange: x25519.X25519PrivateKey | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    signature_public: ed25519.Ed25519PublicKey | rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+    trusted: list[ed25519.Ed25519PublicKey | rsa.RSAPublicKey | ec.EllipticCurvePublicKey]
     high_water: dict[str, int]
 
 
@@ -300,6 +331,8 @@ def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[
         if isinstance(signer, rsa.RSAPublicKey):
             pss = padding.PSS(mgf=padding.MGF1(_SHA256), salt_length=32)
             signer.verify(blob.signature, signed_message(blob), pss, _SHA256)
+        elif isinstance(signer, ec.EllipticCurvePublicKey):
+            p256_verify(signer, blob.signature, signed_message(blob))
         else:
             r, s = blob.signature[:32], int.from_bytes(blob.signature[32:], "little")
             if not (ed25519_point_ok(public_bytes(signer)) and ed25519_point_ok(r)):
@@ -322,6 +355,10 @@ def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[
         if isinstance(box.exchange, rsa.RSAPrivateKey):
             oaep = padding.OAEP(mgf=padding.MGF1(_SHA256), algorithm=_SHA256, label=context)
             key = box.exchange.decrypt(mine[0], oaep)
+        elif isinstance(box.exchange, ec.EllipticCurvePrivateKey):
+            if p256_key(mine[0][:65]) is None:  # enc: a point 1.3 accepts
+                raise ValueError("enc")
+            key = _HPKE_P256.decrypt(mine[0], box.exchange, info=context)
         else:
             key = _HPKE.decrypt(mine[0], box.exchange, info=context)
     except (InvalidTag, ValueError):
@@ -367,6 +404,10 @@ def _verify_label(suite: int, signature_key: bytes, signed: bytes, sig: bytes) -
             assert isinstance(key, rsa.RSAPublicKey)
             pss = padding.PSS(mgf=padding.MGF1(_SHA256), salt_length=32)
             key.verify(sig, message, pss, _SHA256)
+        elif suite == P256:
+            public = p256_key(signature_key)
+            assert public is not None
+            p256_verify(public, sig, message)
         else:
             r, s = sig[:32], int.from_bytes(sig[32:], "little")
             if not ed25519_point_ok(r) or s >= ED25519_L:
@@ -392,7 +433,7 @@ def parse_public_key_file(data: bytes) -> PublicKeys:
     suite = c.int(1)
     if suite == PQ:
         raise Refused("unsupported", "parse", "suite pq")
-    if suite not in (X25519, RSA):
+    if suite not in (X25519, RSA, P256):
         raise malformed("suite")
     if c.int(2) != 0:
         raise malformed("reserved")
@@ -402,14 +443,14 @@ def parse_public_key_file(data: bytes) -> PublicKeys:
     keys = []
     for _ in range(2):
         n = c.int(2)
-        if not (n == 32 if suite == X25519 else 1 <= n <= 1024):
+        if not (n == {X25519: 32, P256: 65}.get(suite, n) and 1 <= n <= 1024):
             raise malformed("key length")
         keys.append(c.take(n))
     signed_end = c.pos
     label_signature = b""
     if version == 2:
         n = c.int(2)
-        if n not in ((64,) if suite == X25519 else RSA_LENGTHS):
+        if n not in ((64,) if suite in (X25519, P256) else RSA_LENGTHS):
             raise malformed("label signature length")
         label_signature = c.take(n)
     if c.pos != len(data):
@@ -424,6 +465,9 @@ def parse_public_key_file(data: bytes) -> PublicKeys:
                 raise Refused(
                     "format_error", "key", "not an RSA key of the allowed sizes, e = 65537"
                 )
+    elif suite == P256:
+        if p256_key(keys[0]) is None or p256_key(keys[1]) is None:
+            raise Refused("format_error", "key", "not an uncompressed P-256 point on the curve")
     elif not x25519_key_ok(keys[0]):
         raise Refused("format_error", "key", "not a canonical, full-order X25519 key")
     elif not ed25519_point_ok(keys[1]):

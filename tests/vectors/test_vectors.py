@@ -71,7 +71,7 @@ def _private(path: str) -> Any:
 
 def _container(case: dict[str, Any]) -> ir.Container:
     own = MANIFEST["keys"][case["opener"]]
-    suite = {"x25519": ir.X25519, "rsa": ir.RSA}[own["suite"]]
+    suite = {"x25519": ir.X25519, "rsa": ir.RSA, "p256": ir.P256}[own["suite"]]
     trusted = [
         _private(MANIFEST["keys"][t]["signature"]["file"]).public_key() for t in case["trusted"]
     ] + [
@@ -91,7 +91,7 @@ def _independent(case: dict[str, Any]) -> tuple[str, str | None, dict[str, Any] 
     try:
         if case["type"] == "public_key":
             pub = ir.parse_public_key_file(_data(case))
-            suite = {ir.X25519: "x25519", ir.RSA: "rsa"}[pub.suite]
+            suite = {ir.X25519: "x25519", ir.RSA: "rsa", ir.P256: "p256"}[pub.suite]
             return (
                 "valid",
                 None,
@@ -113,7 +113,7 @@ def _independent(case: dict[str, Any]) -> tuple[str, str | None, dict[str, Any] 
         return e.result, e.stage, None, None
     labels = {1: "aes-256-gcm", 2: "aes-128-gcm", 3: "chacha20-poly1305"}
     header = {
-        "suite": {ir.X25519: "x25519", ir.RSA: "rsa"}[blob.suite],
+        "suite": {ir.X25519: "x25519", ir.RSA: "rsa", ir.P256: "p256"}[blob.suite],
         "algorithm": labels[blob.algorithm],
         "generation": blob.generation,
         "created": blob.created,
@@ -138,7 +138,7 @@ def test_independent_reader_agrees(case: dict[str, Any]) -> None:
 
 def test_independent_reader_computes_the_manifest_key_ids() -> None:
     for entry in MANIFEST["keys"].values():
-        suite = {"x25519": ir.X25519, "rsa": ir.RSA}[entry["suite"]]
+        suite = {"x25519": ir.X25519, "rsa": ir.RSA, "p256": ir.P256}[entry["suite"]]
         for role, code in (("exchange", ir.EXCHANGE), ("signature", ir.SIGNATURE)):
             public = ir.public_bytes(_private(entry[role]["file"]).public_key())
             assert public.hex() == entry[role]["public"]

@@ -594,6 +594,7 @@ def cmd_pubkey(ctx: Context) -> int:
 _KEY_TYPES = {
     Suite.X25519: ("X25519", "Ed25519"),
     Suite.RSA: ("RSA-OAEP-SHA256", "RSA-PSS-SHA256"),
+    Suite.P256: ("P-256 HPKE", "ECDSA P-256 SHA-256"),
 }
 
 
@@ -621,9 +622,10 @@ def register(sub: Subcommands) -> None:
     sp.add_argument(
         "--suite",
         default="x25519",
-        choices=["x25519", "rsa"],
+        choices=["x25519", "rsa", "p256"],
         help="x25519 (default): X25519 wrapping and Ed25519 signatures; rsa: RSA-OAEP and "
-        "RSA-PSS, for CryptoAPI peers",
+        "RSA-PSS, for CryptoAPI peers; p256: P-256 HPKE wrapping and ECDSA signatures, "
+        "what hardware tokens run",
     )
     sp.add_argument(
         "--bits",

@@ -33,9 +33,11 @@ MAX_BLOB_SIZE = 16384
 MAX_RECIPIENTS = 16
 RSA_SIZES = (256, 384, 512)  # RSA-2048, -3072, -4096: wrapped key and signature lengths
 X25519_ENC_SIZE = 32
+P256_ENC_SIZE = 65  # SEC1 uncompressed point (RFC 9180 7.1.1 SerializePublicKey)
 AEAD_TAG_SIZE = 16
 ED25519_SIGNATURE_SIZE = 64
-SUPPORTED_SUITES = (Suite.X25519, Suite.RSA)
+P256_SIGNATURE_SIZE = 64  # r || s, 32 bytes each (FORMAT.md 2.5)
+SUPPORTED_SUITES = (Suite.X25519, Suite.RSA, Suite.P256)
 _SUPPORTED_SUITE_CODES = frozenset(int(s) for s in SUPPORTED_SUITES)
 _SUITE_CODES = frozenset(int(s) for s in Suite)
 _ALGORITHM_CODES = frozenset(int(a) for a in Algorithm)
@@ -47,12 +49,16 @@ def wrapped_size_ok(suite: Suite, algorithm: Algorithm, size: int) -> bool:
     """Whether a wrapped key of ``size`` bytes is the one length the suite produces."""
     if suite is Suite.X25519:
         return size - X25519_ENC_SIZE - AEAD_TAG_SIZE in algorithm.key_sizes
+    if suite is Suite.P256:
+        return size - P256_ENC_SIZE - AEAD_TAG_SIZE in algorithm.key_sizes
     return size in RSA_SIZES
 
 
 def signature_size_ok(suite: Suite, size: int) -> bool:
     if suite is Suite.X25519:
         return size == ED25519_SIGNATURE_SIZE
+    if suite is Suite.P256:
+        return size == P256_SIGNATURE_SIZE
     return size in RSA_SIZES
 
 

@@ -1,9 +1,10 @@
 """The public key file: a container's two public keys and its label, as handed to others
 (FORMAT.md 3: version 1 with the container's name, version 2 with a signed label), its
-fingerprint and how people read it aloud, and which raw X25519 / Ed25519 encodings are
-acceptable keys at all (FORMAT.md 1.3).
+fingerprint and how people read it aloud, and which raw X25519 / Ed25519 / P-256 encodings
+are acceptable keys at all (FORMAT.md 1.3).
 
-The encoding rules are byte and integer comparisons only: no curve arithmetic here."""
+The encoding rules are byte and integer comparisons only: no curve arithmetic here (the
+P-256 on-curve check is made where the key is decoded, in ``keyblob.providers.suites``)."""
 
 from __future__ import annotations
 
@@ -28,11 +29,14 @@ VERSION = 1  # the container's name as label, unsigned
 VERSION_LABELLED = 2  # a label people choose, signed by the signature key (FORMAT.md 3.2)
 LABEL_SIGNATURE_LABEL = b"keyblob/v1/pubkey-label\x00"
 #: FORMAT.md 3: the label signature's length: Ed25519 64, RSA-PSS the modulus length.
-LABEL_SIGNATURE_SIZES = {Suite.X25519: (64,), Suite.RSA: (256, 384, 512)}
+LABEL_SIGNATURE_SIZES = {Suite.X25519: (64,), Suite.RSA: (256, 384, 512), Suite.P256: (64,)}
+SUPPORTED_SUITES = (Suite.X25519, Suite.RSA, Suite.P256)
 FINGERPRINT_LABEL = b"keyblob/v1/fingerprint\x00"
 MAX_PUBLIC_KEY_SIZE = 1024  # DER of an RSA-4096 SubjectPublicKeyInfo is 550 bytes
 MAX_FILE_SIZE = 4096
 X25519_KEY_SIZE = 32
+P256_KEY_SIZE = 65  # SEC1 uncompressed: 0x04 || x || y, 32 bytes each, big-endian
+P256_PRIME = 2**256 - 2**224 + 2**192 + 2**96 - 1  # p of the P-256 field (SEC 2 2.4.2)
 
 FIELD_PRIME = 2**255 - 19  # p of Curve25519 / edwards25519
 _LOW_255_BITS = 2**255 - 1
@@ -103,9 +107,27 @@ def x25519_public_problem(encoded: bytes) -> str | None:
     return None
 
 
+def p256_public_problem(encoded: bytes) -> str | None:
+    """Why ``encoded`` is not a SEC1 uncompressed P-256 point encoding, or None.
+
+    Only the form is checked here (FORMAT.md 1.3): 65 bytes, 0x04 first, both coordinates
+    below p.  Whether the point is on the curve is checked where it is decoded
+    (``keyblob.providers.suites``); the identity has no 65-byte encoding at all.
+    """
+    if len(encoded) != P256_KEY_SIZE:
+        return "not 65 bytes"
+    if encoded[0] != 0x04:
+        return "not an uncompressed SEC1 point (first byte is not 0x04)"
+    if max(int.from_bytes(encoded[1:33]), int.from_bytes(encoded[33:])) >= P256_PRIME:
+        return "a non-canonical P-256 encoding (a coordinate >= p)"
+    return None
+
+
 def public_size_ok(suite: Suite, size: int) -> bool:
     if suite is Suite.X25519:
         return size == X25519_KEY_SIZE
+    if suite is Suite.P256:
+        return size == P256_KEY_SIZE
     return 1 <= size <= MAX_PUBLIC_KEY_SIZE
 
 
@@ -146,7 +168,8 @@ def _body(suite: Suite, label: str, exchange: bytes, signature: bytes, version: 
 
 @dataclass(frozen=True)
 class PublicKeyFile:
-    """A container's public keys: raw for x25519/Ed25519, DER SubjectPublicKeyInfo for RSA.
+    """A container's public keys: raw for x25519/Ed25519, SEC1 uncompressed points for P-256,
+    DER SubjectPublicKeyInfo for RSA.
 
     With ``label_signature`` it is a version 2 file: ``label`` is the label people chose
     (FORMAT.md 1.5), and ``label_signature`` the signature key's signature over
@@ -162,7 +185,7 @@ class PublicKeyFile:
     label_signature: bytes | None = None
 
     def __post_init__(self) -> None:
-        if self.suite not in (Suite.X25519, Suite.RSA):
+        if self.suite not in SUPPORTED_SUITES:
             raise UsageError(f"suite {self.suite.label} is not implemented")
         if self.label_signature is None:
             check_name(self.label)
@@ -225,7 +248,7 @@ class PublicKeyFile:
         if version not in (VERSION, VERSION_LABELLED):
             raise UnsupportedError(f"public key file: version {version} is not supported")
         code = r.uint(1, "suite")
-        if code not in (Suite.X25519, Suite.RSA):
+        if code not in SUPPORTED_SUITES:
             if code in {int(s) for s in Suite}:
                 raise UnsupportedError(
                     f"public key file: suite {Suite(code).label} is not implemented"
