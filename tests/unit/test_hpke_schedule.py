@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from keyblob.errors import VerificationError
+from keyblob.errors import UsageError, VerificationError
 from keyblob.providers import hpke_schedule
 
 SUITE = hpke.Suite(hpke.KEM.P256, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
@@ -147,3 +147,8 @@ def test_an_all_zero_dh_output_stops_the_schedule() -> None:
     enc = public = b"\x09" + b"\x00" * 31
     with pytest.raises(VerificationError, match=hpke_schedule.OPEN_FAILED):
         hpke_schedule.key_schedule(enc, public, lambda _e: b"\x00" * 32, INFO, kem=hpke.KEM.X25519)
+
+
+def test_another_kem_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="MLKEM768_X25519"):
+        hpke_schedule.key_schedule(b"", b"", lambda _e: b"", INFO, kem=hpke.KEM.MLKEM768_X25519)

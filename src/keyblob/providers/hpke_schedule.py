@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
-from keyblob.errors import VerificationError
+from keyblob.errors import UsageError, VerificationError
 
 #: The one message of every failure to open: which step failed is not said.
 OPEN_FAILED = "the HPKE ciphertext does not open"
@@ -109,9 +109,9 @@ def key_schedule(
     key, both serialized as RFC 9180 7.1.1 says (P-256: 65-byte uncompressed X9.62; X25519:
     32 bytes).  ``dh(enc)`` returns the DH output (P-256: the 32-byte x-coordinate).
     """
-    if kem not in _KEMS:
-        raise VerificationError(OPEN_FAILED)
-    params = _KEMS[kem]
+    params = _KEMS.get(kem)
+    if params is None:
+        raise UsageError(f"no receiver-side HPKE schedule for {kem}: KEM.P256 or KEM.X25519 only")
     _check_public(kem, enc)
     _check_public(kem, recipient_public)
     dh_output = dh(enc)
