@@ -58,8 +58,7 @@ class KeySchedule:
         """ComputeNonce (5.2): ``base_nonce`` XOR the sequence number."""
         if not 0 <= sequence < 1 << (8 * _NN):
             raise VerificationError(OPEN_FAILED)
-        seq = sequence.to_bytes(_NN, "big")
-        return bytes(a ^ b for a, b in zip(self.base_nonce, seq, strict=True))
+        return (int.from_bytes(self.base_nonce, "big") ^ sequence).to_bytes(_NN, "big")
 
     def open(self, aad: bytes, ciphertext: bytes, sequence: int = 0) -> bytes:
         """ContextR.Open (5.2) of the message with this sequence number."""
