@@ -72,7 +72,8 @@ def flip(data: bytes, index: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "what", ["ct", "tag", "info", "aad", "recipient_public", "enc_on_curve", "dh"]
+    "what",
+    ["ct", "tag", "info", "aad", "recipient_public", "recipient_off_curve", "enc_on_curve", "dh"],
 )
 def test_every_change_fails_with_one_message(what: str) -> None:
     recipient, enc, ct = sealed_case()
@@ -88,6 +89,8 @@ def test_every_change_fails_with_one_message(what: str) -> None:
         aad = b"x"
     elif what == "recipient_public":
         pkr = point(ec.generate_private_key(ec.SECP256R1()))
+    elif what == "recipient_off_curve":
+        pkr = flip(pkr, 64)
     elif what == "enc_on_curve":
         enc = point(ec.generate_private_key(ec.SECP256R1()))  # valid, but not the sender's
     else:

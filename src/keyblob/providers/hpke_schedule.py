@@ -81,17 +81,20 @@ def _expand(suite_id: bytes, prk: bytes, label: bytes, info: bytes, length: int)
     return HKDFExpand(hashes.SHA256(), length, labeled_info).derive(prk)
 
 
-def _check_public(kem: hpke.KEM, data: bytes) -> None:
-    """DeserializePublicKey (7.1.1): a P-256 point must be uncompressed and on the curve."""
+def _check_public(kem: hpke.KEM, data: bytes, *, on_curve: bool) -> None:
+    """DeserializePublicKey (7.1.1): the length, and for P-256 an uncompressed point, on the
+    curve where ``on_curve`` (the sender's ``enc``; the recipient's own key only goes into
+    ``kem_context``, and a wrong one only makes the open fail)."""
     if len(data) != _KEMS[kem].enc_length:
         raise VerificationError(OPEN_FAILED)
     if kem == hpke.KEM.P256:
         if data[0] != 0x04:
             raise VerificationError(OPEN_FAILED)
-        try:
-            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), data)
-        except ValueError:
-            raise VerificationError(OPEN_FAILED) from None
+        if on_curve:
+            try:
+                ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), data)
+            except ValueError:
+                raise VerificationError(OPEN_FAILED) from None
 
 
 def key_schedule(
@@ -111,8 +114,8 @@ def key_schedule(
     params = _KEMS.get(kem)
     if params is None:
         raise UsageError(f"no receiver-side HPKE schedule for {kem}: KEM.P256 or KEM.X25519 only")
-    _check_public(kem, enc)
-    _check_public(kem, recipient_public)
+    _check_public(kem, enc, on_curve=True)  # before the DH: a token never sees a bad point
+    _check_public(kem, recipient_public, on_curve=False)
     dh_output = dh(enc)
     if len(dh_output) != params.dh_length or not any(dh_output):
         # An all-zero X25519 output means a low-order point (7.1.4); P-256 cannot give it.
