@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import support
 from keyblob import Home, SoftwareContainer, Suite
 from keyblob.storage.directory import DirectoryStore
 from support import FAST_KDF, PASSPHRASE, postgres_database
@@ -57,3 +58,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/keys.db"
     return postgres_database(request)
+
+
+@pytest.fixture
+def softhsm_token() -> support.SoftHSMToken:
+    """The SoftHSM2 test token ``.ci/run`` starts (tools/softhsm-test-token); skips without
+    it, but fails in CI (``KEYBLOB_REQUIRE_INTEROP=1``)."""
+    return support.softhsm_token()

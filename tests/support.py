@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
@@ -167,3 +168,63 @@ def worker_environment(names: list[str], chunk: list[int]) -> list[str | None]:
 def secret_of(url: str) -> str | None:
     """The password a store URL carries (the test server's is random in CI), or None."""
     return urlsplit(url).password if "://" in url else None
+
+
+@dataclass(frozen=True)
+class SoftHSMToken:
+    """The PKCS#11 test token that ``tools/softhsm-test-token start`` made (its printed
+    environment names it): a SoftHSM2 token on the module ``module``, labelled ``label``."""
+
+    module: str
+    label: str
+    pin: str = field(repr=False)
+    so_pin: str = field(repr=False)
+
+    def token(self) -> Any:
+        """The ``pkcs11.Token`` (python-pkcs11), through the process's one library."""
+        return pkcs11_library(self.module).get_token(token_label=self.label)
+
+
+#: The one PKCS#11 library this test process initialises: python-pkcs11 allows only one per
+#: process, and SoftHSM2 reads SOFTHSM2_CONF once, when it is initialised.
+_PKCS11_LIBRARY: dict[str, Any] = {}
+
+
+def pkcs11_library(module: str) -> Any:
+    """python-pkcs11's ``lib`` for ``module``, loaded once; a second module is a test bug."""
+    import pkcs11
+
+    if module not in _PKCS11_LIBRARY:
+        if _PKCS11_LIBRARY:
+            raise AssertionError(f"a PKCS#11 library is already loaded: {set(_PKCS11_LIBRARY)}")
+        _PKCS11_LIBRARY[module] = pkcs11.lib(module)
+    return _PKCS11_LIBRARY[module]
+
+
+def softhsm_token() -> SoftHSMToken:
+    """The test token that ``.ci/run`` (or a developer) started with ``tools/softhsm-test-token``
+    and named in the environment; skips without it, but fails in CI."""
+    names = (
+        "KEYBLOB_TEST_PKCS11_MODULE",
+        "KEYBLOB_TEST_PKCS11_TOKEN",
+        "KEYBLOB_TEST_PKCS11_PIN",
+        "SOFTHSM2_CONF",
+    )
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        skip_or_fail(
+            f"no PKCS#11 test token ({', '.join(missing)} unset): "
+            'eval "$(tools/softhsm-test-token start DIR)"'
+        )
+    if not Path(os.environ["SOFTHSM2_CONF"]).is_file():
+        skip_or_fail("SOFTHSM2_CONF names no file: start the token with tools/softhsm-test-token")
+    try:
+        import pkcs11  # noqa: F401
+    except ImportError:
+        skip_or_fail("python-pkcs11 is not installed: pip install 'keyblob[pkcs11]'")
+    return SoftHSMToken(
+        module=os.environ["KEYBLOB_TEST_PKCS11_MODULE"],
+        label=os.environ["KEYBLOB_TEST_PKCS11_TOKEN"],
+        pin=os.environ["KEYBLOB_TEST_PKCS11_PIN"],
+        so_pin=os.environ.get("KEYBLOB_TEST_PKCS11_SO_PIN", ""),
+    )
