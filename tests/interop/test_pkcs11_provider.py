@@ -251,14 +251,24 @@ def test_a_closed_session_is_a_provider_error(softhsm_token: SoftHSMToken) -> No
         container = token_provider.generate_keys(opened, name)
     finally:
         opened.close()
-    with pytest.raises(ProviderError, match="went away during signing") as caught:
-        container.sign(b"message")
-    assert caught.value.exit_status == 1
-    with token_provider.open_session(
-        softhsm_token.module, softhsm_token.label, softhsm_token.pin
-    ) as cleanup:
-        for role in (KeyRole.EXCHANGE, KeyRole.SIGNATURE):
-            for obj in list(
-                cleanup.session.get_objects({Attribute.LABEL: token_provider.key_label(name, role)})
-            ):
-                obj.destroy()
+    try:
+        with pytest.raises(ProviderError, match="went away during signing") as caught:
+            container.sign(b"message")
+        assert caught.value.exit_status == 1
+        with pytest.raises(ProviderError, match="went away during key agreement"):
+            container.unwrap(
+                suites.wrap(
+                    suites.load_exchange_public(Suite.P256, container.exchange_public),
+                    b"k" * 32,
+                    CONTEXT,
+                ),
+                CONTEXT,
+            )
+    finally:
+        with token_provider.open_session(
+            softhsm_token.module, softhsm_token.label, softhsm_token.pin
+        ) as cleanup:
+            for role in (KeyRole.EXCHANGE, KeyRole.SIGNATURE):
+                label = token_provider.key_label(name, role)
+                for obj in list(cleanup.session.get_objects({Attribute.LABEL: label})):
+                    obj.destroy()
