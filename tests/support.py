@@ -185,20 +185,13 @@ class SoftHSMToken:
         return pkcs11_library(self.module).get_token(token_label=self.label)
 
 
-#: The one PKCS#11 library this test process initialises: python-pkcs11 allows only one per
-#: process, and SoftHSM2 reads SOFTHSM2_CONF once, when it is initialised.
-_PKCS11_LIBRARY: dict[str, Any] = {}
-
-
 def pkcs11_library(module: str) -> Any:
-    """python-pkcs11's ``lib`` for ``module``, loaded once; a second module is a test bug."""
-    import pkcs11
+    """python-pkcs11's ``lib`` for ``module``: keyblob's own, loaded once per process
+    (python-pkcs11 allows one library per process, and SoftHSM2 reads SOFTHSM2_CONF once,
+    when it is initialised), so that tests and the provider share it."""
+    from keyblob.providers.pkcs11 import load_module
 
-    if module not in _PKCS11_LIBRARY:
-        if _PKCS11_LIBRARY:
-            raise AssertionError(f"a PKCS#11 library is already loaded: {set(_PKCS11_LIBRARY)}")
-        _PKCS11_LIBRARY[module] = pkcs11.lib(module)
-    return _PKCS11_LIBRARY[module]
+    return load_module(module)
 
 
 def softhsm_token() -> SoftHSMToken:
