@@ -132,11 +132,18 @@ def test_the_private_key_cannot_leave_the_token(
         check=True,
         timeout=60,
     )
-    lines = {
-        key.strip(): value.strip()
-        for key, _, value in (line.partition(":") for line in listed.stdout.splitlines())
-    }
-    assert lines["label"] == label, listed.stdout
+    # pkcs11-tool 0.23 may list every private key whatever --label says: read the block
+    # (one per object, each starting at an unindented line) that carries this label.
+    blocks: list[dict[str, str]] = []
+    for line in listed.stdout.splitlines():
+        if line and not line[0].isspace():
+            blocks.append({})
+        if blocks:
+            key, _, value = line.partition(":")
+            blocks[-1][key.strip()] = value.strip()
+    mine = [b for b in blocks if b.get("label") == label]
+    assert len(mine) == 1, listed.stdout
+    lines = mine[0]
     # pkcs11-tool's Access line: "sensitive" is CKA_SENSITIVE; "extractable" alone would be
     # CKA_EXTRACTABLE true ("never extractable" is CKA_NEVER_EXTRACTABLE).
     access = {word.strip() for word in lines["Access"].split(",")}
