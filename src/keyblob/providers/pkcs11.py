@@ -32,7 +32,6 @@ from typing import Any
 import pkcs11
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pkcs11 import KDF, Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11
 from pkcs11.util.ec import encode_named_curve_parameters
@@ -206,6 +205,9 @@ class TokenContainer:
         self._signature_private = signature_private
         self._exchange_public = exchange_public
         self._signature_public = signature_public
+        # Computed once, as the software provider does: every blob names them.
+        self._exchange_id = key_id_for(Suite.P256, KeyRole.EXCHANGE, exchange_public)
+        self._signature_id = key_id_for(Suite.P256, KeyRole.SIGNATURE, signature_public)
 
     def __repr__(self) -> str:
         return f"TokenContainer({self._name!r}, token={self._session.token!r})"
@@ -232,11 +234,11 @@ class TokenContainer:
 
     @property
     def exchange_id(self) -> KeyId:
-        return key_id_for(Suite.P256, KeyRole.EXCHANGE, self._exchange_public)
+        return self._exchange_id
 
     @property
     def signature_id(self) -> KeyId:
-        return key_id_for(Suite.P256, KeyRole.SIGNATURE, self._signature_public)
+        return self._signature_id
 
     def sign(self, message: bytes) -> bytes:
         """ECDSA P-256 over SHA-256 of ``message``, in the token; raw ``r || s``, low S."""
@@ -247,7 +249,7 @@ class TokenContainer:
             raise ProviderError(f"PKCS#11 token {self.token!r} gave a malformed ECDSA signature")
         r = int.from_bytes(raw[: suites.P256_SCALAR_SIZE])
         s = int.from_bytes(raw[suites.P256_SCALAR_SIZE :])
-        return suites.p256_raw_signature(encode_dss_signature(r, s))
+        return suites.p256_low_s(r, s)
 
     def _dh(self, enc: bytes) -> bytes:
         """The raw x-coordinate of ECDH with ``enc``, by the token: a session secret that is

@@ -270,7 +270,12 @@ def p256_raw_signature(der: bytes) -> bytes:
     """A DER ECDSA P-256 signature (what ``cryptography`` gives) as keyblob writes it
     (FORMAT.md 2.5): ``r || s``, 32 bytes each, big-endian, with s replaced by n - s when
     s > n/2 (both verify; keyblob accepts only the low one)."""
-    r, s = decode_dss_signature(der)
+    return p256_low_s(*decode_dss_signature(der))
+
+
+def p256_low_s(r: int, s: int) -> bytes:
+    """``r || s`` as keyblob writes it (FORMAT.md 2.5), with s replaced by n - s when
+    s > n/2: from ``cryptography``'s DER or a token's raw output alike."""
     if s > P256_ORDER // 2:
         s = P256_ORDER - s
     return r.to_bytes(P256_SCALAR_SIZE) + s.to_bytes(P256_SCALAR_SIZE)
