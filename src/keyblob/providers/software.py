@@ -799,21 +799,12 @@ class SoftwareContainer:
             VerificationError: edited, or over the bound.
             FormatError: a valid MAC over a document that breaks the field rules.
         """
-        edited = VerificationError(STATE_EDITED.format(name=self._name))
         if data is None:
             raise VerificationError(STATE_OVERSIZE.format(name=self._name, bound=MAX_STATE_SIZE))
         cached = self._head_cache
         if cached is not None and hmac.compare_digest(cached[0], data):
             return cached[1]
-        try:
-            doc = canonical_json_value(data)  # true, null, 1.0: refused before the MAC
-            mac = lower_hex(doc.pop("mac"), 32)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise edited from None
-        if not hmac.compare_digest(_mac(self._keys.state, canonical(doc)), mac):
-            raise edited
-        if doc.get("format") != HEAD_FORMAT or doc.get("container") != self._name:
-            raise edited
+        doc = self._verified_doc(data, HEAD_FORMAT)
         try:
             marks = _Tree.from_json(doc.pop("marks"), statedb.MARKS_TREE)
             views = _views_from_json(doc.pop("views"))
@@ -824,6 +815,22 @@ class SoftwareContainer:
         head = replace(head, policy=replace(policy, recorded=_Recorded(self, head, data)))
         self._head_cache = (data, head)
         return head
+
+    def _verified_doc(self, data: bytes, format_: str) -> dict[str, Any]:
+        """The MAC'd document ``data`` (a v2 head or a v1 state.json) without its ``mac``:
+        parsed strictly, its MAC checked, of format ``format_`` and this container
+        (FORMAT.md 5.2.1, 5.2.5); any failure is the one 'edited' VerificationError."""
+        edited = VerificationError(STATE_EDITED.format(name=self._name))
+        try:
+            doc: dict[str, Any] = canonical_json_value(data)  # true, null, 1.0: refused
+            mac = lower_hex(doc.pop("mac"), 32)  # before the MAC
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise edited from None
+        if not hmac.compare_digest(_mac(self._keys.state, canonical(doc)), mac):
+            raise edited
+        if doc.get("format") != format_ or doc.get("container") != self._name:
+            raise edited
+        return doc
 
     def _read_state_file(self) -> bytes:
         oversize = VerificationError(
@@ -859,17 +866,7 @@ class SoftwareContainer:
         # the MAC check are skipped only when its bytes are exactly those last verified.
         if cached is not None and hmac.compare_digest(cached[0], data):
             return cached[1]
-        edited = VerificationError(STATE_EDITED.format(name=self._name))
-        try:
-            doc = canonical_json_value(data)  # true, null, 1.0: refused before the MAC
-            mac = lower_hex(doc.pop("mac"), 32)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise edited from None
-        if not hmac.compare_digest(_mac(self._keys.state, canonical(doc)), mac):
-            raise edited
-        if doc.get("format") != STATE_FORMAT or doc.get("container") != self._name:
-            raise edited
-        state = State.from_json(doc, suite=self._suite)
+        state = State.from_json(self._verified_doc(data, STATE_FORMAT), suite=self._suite)
         self._state_cache = (data, state)
         return state
 
