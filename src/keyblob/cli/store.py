@@ -193,7 +193,9 @@ def _store_copy(ctx: Context, stores: contextlib.ExitStack) -> int:
     jobs = _jobs(ctx)
     source = _given_store(args.source, "source", stores)
     destination = _open(args.destination, stores)
-    if _same_store(source, destination):
+    # Store.identity: a folder or database file by its real path, a server's database
+    # by user@host:port/dbname (the same identity the state's per-store views use).
+    if source.identity == destination.identity:
         # The locations, not the arguments: a database URL may carry a password.
         raise UsageError(
             f"{tilde(source.location)} and {tilde(destination.location)} are the same store"
@@ -256,16 +258,6 @@ def _no_bar() -> None:
 
 def _not_copied(entry: blobs.NotCopied) -> dict[str, Any]:
     return {"name": entry.name, "generation": entry.generation, "reason": entry.reason}
-
-
-def _same_store(a: Store, b: Store) -> bool:
-    """Whether two stores are one: a folder or a database file by its real path, a server's
-    database by its identity (user@host:port/dbname)."""
-    if type(a) is not type(b):
-        return False
-    if "://" in a.location:
-        return a.location == b.location
-    return os.path.realpath(a.location) == os.path.realpath(b.location)
 
 
 def _jobs_option(sp: argparse.ArgumentParser) -> None:
