@@ -140,6 +140,16 @@ class CapiPeer:
         """
         argv = [os.fspath(Path(a).absolute()) if isinstance(a, Path) else str(a) for a in args]
         command = [*self.wine, str(self.exe), *argv]
+        done = self._run_once(command, timeout)
+        # The peer writes a line to stderr for every failure it reports (capi_peer.c
+        # fail_code, usage_error). A nonzero exit with no output at all is Wine failing to
+        # start the program (seen once in CI under load: exit 1, nothing printed), not an
+        # answer from CryptoAPI, so that one case is run again, once.
+        if done.returncode != EXIT_OK and not done.stdout and not done.stderr:
+            done = self._run_once(command, timeout)
+        return done
+
+    def _run_once(self, command: list[str], timeout: float) -> subprocess.CompletedProcess[bytes]:
         # Files, not pipes: Wine services started by a call (winedevice.exe, on the first
         # call of a prefix) outlive it and would hold a pipe open until the server exits.
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
