@@ -63,8 +63,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from keyblob import blobs
 from keyblob.keys import Algorithm, Suite, check_name
 from keyblob.providers import suites
+from keyblob.providers.homestate import MAX_STATE_SIZE
 from keyblob.providers.software import (
-    MAX_STATE_SIZE,
     Home,
     KdfParams,
     SoftwareContainer,
@@ -371,7 +371,7 @@ def breakdown(b: Bench, n: int) -> dict[str, Any]:
         x["recipients"] = blobs._recipient_keys(c, ())
 
     def lock(x: dict[str, Any]) -> None:
-        x["lock"] = c._locked()
+        x["lock"] = c._state._locked()
         x["lock"].__enter__()
 
     def state(x: dict[str, Any]) -> None:
@@ -475,11 +475,11 @@ def state_costs(b: Bench, n: int) -> dict[str, float]:
     c = b.container
     state = c.state()
     name, identity = b.pool[0], b.store.identity
-    head = c._db.read(MAX_STATE_SIZE)[0] or b""
+    head = c._state._db.read(MAX_STATE_SIZE)[0] or b""
     tag = f"sc{time.monotonic_ns()}_"
 
     def locked(_i: int) -> None:
-        with c._locked():
+        with c._state._locked():
             pass
 
     def one_mark(i: int) -> None:
@@ -490,7 +490,7 @@ def state_costs(b: Bench, n: int) -> dict[str, float]:
             time_loop(lambda _i: c.state(), n)
         ),
         "  one SQL statement: the head and a name's 5 nodes": med(
-            time_loop(lambda _i: c._db.read(MAX_STATE_SIZE, [(0, name)]), n)
+            time_loop(lambda _i: c._state._db.read(MAX_STATE_SIZE, [(0, name)]), n)
         ),
         "generation_floor(name): read + verify a 5-node path": med(
             time_loop(lambda _i: state.generation_floor(name), n)

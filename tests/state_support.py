@@ -72,5 +72,5 @@ def make_v1(container: Any, marks: dict[str, int]) -> None:
     doc["high_water"] = marks
     (folder / "state.json").write_bytes(signed(container._keys.state, doc))
     (folder / "state.json").chmod(0o600)
-    container._db.close()
+    container._state.close()
     (folder / "state.db").unlink()

@@ -37,7 +37,7 @@ def build() -> dict[str, Any]:
             path.chmod(0o700 if path.is_dir() else 0o600)
         container = Home(home).open("v1", PASSPHRASE.encode())
         container.update_state(lambda s: s.with_marks(ADDED, store=STORE))
-        container._db.close()
+        container._state.close()
         with closing(sqlite3.connect(home / "containers" / "v1" / "state.db")) as db:
             head = bytes(db.execute("SELECT body FROM head").fetchone()[0])
             nodes = db.execute("SELECT tree, pos, body FROM node ORDER BY tree, pos").fetchall()

@@ -13,8 +13,9 @@ import pytest
 import state_support as ss
 from keyblob import FormatError, Home, KdfParams, PassphraseError, ProviderError
 from keyblob.keys import MAX_GENERATION
-from keyblob.providers import software
-from keyblob.providers.software import MAX_STATE_SIZE, SoftwareContainer
+from keyblob.providers import homestate, software
+from keyblob.providers.homestate import MAX_STATE_SIZE
+from keyblob.providers.software import SoftwareContainer
 from keyblob.trust import TrustedSigner
 from support import FAST_KDF, PASSPHRASE
 
@@ -84,7 +85,7 @@ def test_a_hostile_state_over_the_bound_is_refused_before_it_is_parsed(
         pytest.fail("an oversized state was parsed")
 
     monkeypatch.setattr(software, "strict_json", parse)
-    monkeypatch.setattr(software, "canonical_json_value", parse)
+    monkeypatch.setattr(homestate, "canonical_json_value", parse)
     good = ss.head_bytes(folder)
     ss.set_head(folder, hostile)
     for reader in (container, reopened):
@@ -145,7 +146,7 @@ def test_a_head_over_the_bound_is_refused_and_the_old_state_stays(
     home, container, folder = _home(tmp_path)
     container.update_state(lambda s: s.seen("before", 3))
     old = ss.head_bytes(folder)
-    monkeypatch.setattr(software, "MAX_STATE_SIZE", len(old) + 100)
+    monkeypatch.setattr(homestate, "MAX_STATE_SIZE", len(old) + 100)
     signer = _trusted()
     with pytest.raises(ProviderError) as e:
         container.update_state(lambda s: s.with_signer(signer).seen("during", 1))

@@ -324,7 +324,7 @@ def test_state_head_is_canonical_json_with_the_documented_mac(tmp_path):
 
 
 def test_an_oversized_state_file_is_refused_as_over_the_bound(tmp_path):
-    from keyblob.providers.software import MAX_STATE_SIZE
+    from keyblob.providers.homestate import MAX_STATE_SIZE
 
     home = Home(tmp_path / "h")
     c = home.create("c", PASSPHRASE, kdf=FAST_KDF)

@@ -24,7 +24,8 @@ import state_support as ss
 from keyblob import blobs
 from keyblob.errors import ProviderError, VerificationError
 from keyblob.providers import statedb
-from keyblob.providers.software import MAX_STATE_SIZE, Home
+from keyblob.providers.homestate import MAX_STATE_SIZE
+from keyblob.providers.software import Home
 from keyblob.storage import open_store
 from support import FAST_KDF, PASSPHRASE
 
