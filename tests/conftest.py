@@ -16,7 +16,13 @@ from support import FAST_KDF, PASSPHRASE, postgres_database
 @pytest.fixture(autouse=True)
 def _no_keyblob_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's own home, store, container or passphrase."""
-    for name in ("KEYBLOB_HOME", "KEYBLOB_STORE", "KEYBLOB_CONTAINER", "KEYBLOB_PASSPHRASE"):
+    for name in (
+        "KEYBLOB_HOME",
+        "KEYBLOB_STORE",
+        "KEYBLOB_CONTAINER",
+        "KEYBLOB_PASSPHRASE",
+        "KEYBLOB_PIN",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

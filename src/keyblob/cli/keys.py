@@ -55,7 +55,16 @@ else:
 
 def cmd_init(ctx: Context) -> int:
     args = ctx.args
-    suite = Suite.from_label(args.suite)
+    if args.provider == "pkcs11":
+        return _init_token(ctx)
+    for given, option in (
+        (args.module, "--module"),
+        (args.token, "--token"),
+        (args.key_label, "--key-label"),
+    ):
+        if given:
+            raise UsageError(f"{option} applies to --provider pkcs11 only")
+    suite = Suite.from_label(args.suite or Suite.X25519.label)
     if suite is not Suite.RSA and args.bits is not None:
         raise UsageError("--bits applies to the rsa suite only")
     if args.label is not None:
@@ -76,6 +85,79 @@ def cmd_init(ctx: Context) -> int:
         print(f"  label          {publickeys.label_of(container)}")
     keep_public_file(ctx, container)  # pubkey needs no passphrase (FORMAT.md 5)
     return 0
+
+
+def _init_token(ctx: Context) -> int:
+    """init --provider pkcs11: a p256 container whose keys are made (or adopted) in a token."""
+    args = ctx.args
+    if args.module is None or args.token is None:
+        raise UsageError("--provider pkcs11 needs --module PATH and --token LABEL")
+    if args.bits is not None:
+        raise UsageError("--bits applies to the rsa suite only")
+    adopt = _adopted_labels(args.key_label)
+    suite = Suite.from_label(args.suite or Suite.P256.label)
+    if args.label is not None:
+        label_from_text(args.label)  # an invalid label is a usage error before the PIN
+    ctx.home.refuse_existing(ctx.container_name)
+    if suite is Suite.X25519:
+        raise UsageError(
+            "keyblob's PKCS#11 provider runs the p256 suite, what nearly every token "
+            "offers: X25519 is not a standard token key type before PKCS#11 3.0; "
+            "use --suite p256"
+        )
+    pin = ctx.pin(args.token)
+    if suite is Suite.RSA:
+        from keyblob.providers import pkcs11  # noqa: PLC0415 - the optional extra
+
+        problem = pkcs11.rsa_oaep_problem(args.module, args.token, pin.decode("utf-8", "replace"))
+        why = (
+            f"it cannot open the rsa suite's wrap: {problem}"
+            if problem
+            else ("keyblob makes rsa containers in software only")
+        )
+        raise UsageError(
+            f"PKCS#11 token {args.token!r}: {why}; keyblob will not weaken the wrap: "
+            "use --suite p256"
+        )
+    container = ctx.home.create_token(
+        ctx.container_name,
+        pin,
+        module=args.module,
+        token=args.token,
+        adopt=adopt,
+        label=args.label,
+    )
+    how = "adopted from" if adopt else "made in"
+    print(
+        f'created container "{container.name}" (suite p256, keys {how} PKCS#11 token '
+        f"{container.token!r}) in {tilde(ctx.home.path)}"
+    )
+    print(
+        f"  exchange key   kx-{container.exchange_id.short}"
+        f"   signature key   sg-{container.signature_id.short}"
+    )
+    if args.label is not None:
+        print(f"  label          {publickeys.label_of(container)}")
+    keep_public_file(ctx, container)
+    return 0
+
+
+def _adopted_labels(given: list[str] | None) -> tuple[str, str] | None:
+    """--key-label exchange=LABEL --key-label signature=LABEL: the pairs to adopt."""
+    if not given:
+        return None
+    labels: dict[str, str] = {}
+    for item in given:
+        role, sep, label = item.partition("=")
+        if not sep or role not in ("exchange", "signature") or not label:
+            raise UsageError(f"--key-label {item!r}: give exchange=LABEL or signature=LABEL")
+        if role in labels:
+            raise UsageError(f"--key-label {role}= is given twice")
+        labels[role] = label
+    if labels.keys() != {"exchange", "signature"}:
+        missing = ({"exchange", "signature"} - labels.keys()).pop()
+        raise UsageError(f"adopting keys needs both pairs: add --key-label {missing}=LABEL")
+    return labels["exchange"], labels["signature"]
 
 
 def cmd_label(ctx: Context) -> int:
@@ -621,11 +703,25 @@ def register(sub: Subcommands) -> None:
     sp = command(sub, "init", cmd_init, "create a container")
     sp.add_argument(
         "--suite",
-        default="x25519",
         choices=["x25519", "rsa", "p256"],
         help="x25519 (default): X25519 wrapping and Ed25519 signatures; rsa: RSA-OAEP and "
-        "RSA-PSS, for CryptoAPI peers; p256: P-256 HPKE wrapping and ECDSA signatures, "
-        "what hardware tokens run",
+        "RSA-PSS, for CryptoAPI peers; p256 (default with --provider pkcs11): P-256 HPKE "
+        "wrapping and ECDSA signatures, what hardware tokens run",
+    )
+    sp.add_argument(
+        "--provider",
+        choices=["software", "pkcs11"],
+        default="software",
+        help="software (default): keys sealed in the home under a passphrase; pkcs11: keys "
+        "in a PKCS#11 token (an HSM, a smart card), unlocked by its PIN",
+    )
+    sp.add_argument("--module", metavar="PATH", help="the token's PKCS#11 module (pkcs11)")
+    sp.add_argument("--token", metavar="LABEL", help="the token's label (pkcs11)")
+    sp.add_argument(
+        "--key-label",
+        action="append",
+        metavar="ROLE=LABEL",
+        help="adopt key pairs the token holds: exchange=LABEL and signature=LABEL (pkcs11)",
     )
     sp.add_argument(
         "--bits",

@@ -209,19 +209,27 @@ class Context:
     def _given_passphrase(self) -> bytes | None:
         """The first line of --passphrase-file, else KEYBLOB_PASSPHRASE, else None (the
         option given on the command line wins over the environment)."""
-        if self.args.passphrase_file:
-            _warn_if_others_read(self.args.passphrase_file)
-            raw = read_file(
-                self.args.passphrase_file, 4096, what="a passphrase file", too_large=UsageError
+        return _given_secret(self.args.passphrase_file, "KEYBLOB_PASSPHRASE", "passphrase")
+
+    def _given_pin(self) -> bytes | None:
+        """The first line of --pin-file, else KEYBLOB_PIN, else None."""
+        return _given_secret(getattr(self.args, "pin_file", None), "KEYBLOB_PIN", "PIN")
+
+    def pin(self, token: str) -> bytes:
+        """The user PIN of PKCS#11 token ``token``: from --pin-file, KEYBLOB_PIN, or a
+        no-echo prompt, asked once (a token counts wrong PINs and may lock: keyblob never
+        spends a second try for the user)."""
+        given = self._given_pin()
+        if given is not None:
+            if not given:
+                raise UsageError("the PIN is empty (an empty KEYBLOB_PIN or --pin-file)")
+            return given
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"no PIN for PKCS#11 token {token!r}: set KEYBLOB_PIN, use --pin-file, or run "
+                "in a terminal"
             )
-            return raw.split(b"\n", 1)[0].rstrip(b"\r")
-        text = os.environ.get("KEYBLOB_PASSPHRASE")
-        if text is None:
-            return None
-        try:
-            return text.encode("utf-8")  # as the prompt gives it: the same text, same bytes
-        except UnicodeEncodeError:  # bytes the locale could not decode: taken as given
-            return os.fsencode(text)
+        return _prompt(f"PIN for PKCS#11 token {token!r}: ")
 
     def _require_terminal(self) -> None:
         if not sys.stdin.isatty():
@@ -267,6 +275,9 @@ class Context:
         """
         name = self.container_name
         self.home.require(name)
+        token = self.home.token_of(name)
+        if token is not None:
+            return self.home.open(name, self.pin(token))
         given = self._given_passphrase()
         if given is not None:
             return self.home.open(name, _not_empty(given))
@@ -342,8 +353,24 @@ def _warn_if_weak(passphrase: bytes) -> None:
         )
 
 
-def _warn_if_others_read(path: str) -> None:
-    """A passphrase file that others can read (or write) is as good as a published
+def _given_secret(path: str | None, variable: str, what: str) -> bytes | None:
+    """The first line of file ``path``, else environment ``variable``, else None (the
+    option given on the command line wins over the environment)."""
+    if path:
+        _warn_if_others_read(path, what)
+        raw = read_file(path, 4096, what=f"a {what} file", too_large=UsageError)
+        return raw.split(b"\n", 1)[0].rstrip(b"\r")
+    text = os.environ.get(variable)
+    if text is None:
+        return None
+    try:
+        return text.encode("utf-8")  # as the prompt gives it: the same text, same bytes
+    except UnicodeEncodeError:  # bytes the locale could not decode: taken as given
+        return os.fsencode(text)
+
+
+def _warn_if_others_read(path: str, what: str = "passphrase") -> None:
+    """A passphrase (or PIN) file that others can read (or write) is as good as a published
     passphrase: warned about, as ssh refuses a readable private key file."""
     if os.name == "nt" or path == "-":
         return
@@ -354,7 +381,7 @@ def _warn_if_others_read(path: str) -> None:
     if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
         mode = stat.S_IMODE(st.st_mode)
         print_warning(
-            f"passphrase file {printable(path)} can be read or written by others (mode "
+            f"{what} file {printable(path)} can be read or written by others (mode "
             f"{mode:04o}): chmod 600 {printable(path)}"
         )
 
@@ -475,6 +502,12 @@ def add_global_options(parser: argparse.ArgumentParser, *, inherited: bool) -> N
         default=unset,
         metavar="FILE",
         help="read the passphrase from FILE's first line",
+    )
+    group.add_argument(
+        "--pin-file",
+        default=unset,
+        metavar="FILE",
+        help="read a PKCS#11 token's user PIN from FILE's first line (env KEYBLOB_PIN)",
     )
     group.add_argument(
         "--debug",

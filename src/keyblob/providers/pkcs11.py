@@ -21,12 +21,16 @@ The authenticated state (``state``, ``update_state``) of a token container is no
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
 import os
-from collections.abc import Iterator
+import secrets
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pkcs11
@@ -44,8 +48,9 @@ from keyblob.errors import (
     VerificationError,
 )
 from keyblob.format.pubkey import p256_public_problem
-from keyblob.keys import KeyId, KeyRole, Suite, check_name, key_id_for
-from keyblob.providers import hpke_schedule, suites
+from keyblob.keys import MAX_GENERATION, KeyId, KeyRole, Suite, check_name, key_id_for
+from keyblob.providers import homestate, hpke_schedule, software, suites
+from keyblob.trust import State, canonical_b64, json_int, lower_hex
 
 #: The curve's CKA_EC_PARAMS: the named curve secp256r1 (prime256v1), DER.
 P256_PARAMS = encode_named_curve_parameters("secp256r1")
@@ -57,9 +62,10 @@ _ROLE_WORDS = {KeyRole.EXCHANGE: "exchange", KeyRole.SIGNATURE: "signature"}
 _MODULES: dict[str, Any] = {}
 
 
-def key_label(name: str, role: KeyRole) -> str:
-    """The CKA_LABEL keyblob gives the ``role`` key pair of container ``name``."""
-    return f"keyblob/{check_name(name)}/{_ROLE_WORDS[role]}"
+def key_label(name: str, role: KeyRole, *, base: str | None = None) -> str:
+    """The CKA_LABEL keyblob gives the ``role`` key pair of container ``name``:
+    ``<base>/exchange`` or ``<base>/signature``, ``base`` by default ``keyblob/<name>``."""
+    return f"{base or 'keyblob/' + check_name(name)}/{_ROLE_WORDS[role]}"
 
 
 def key_object_id(label: str) -> bytes:
@@ -183,8 +189,9 @@ def _public_point(key: Any, what: str) -> bytes:
     return data
 
 
-class TokenContainer:
-    """A ``p256`` container whose private keys are objects in a token.
+class TokenKeys:
+    """The two ``p256`` key pairs of a container, their private keys objects in a token:
+    the Provider protocol's key operations.
 
     Made by :func:`generate_keys` or :func:`adopt_keys`; valid while its session is open.
     """
@@ -210,7 +217,7 @@ class TokenContainer:
         self._signature_id = key_id_for(Suite.P256, KeyRole.SIGNATURE, signature_public)
 
     def __repr__(self) -> str:
-        return f"TokenContainer({self._name!r}, token={self._session.token!r})"
+        return f"{type(self).__name__}({self._name!r}, token={self._session.token!r})"
 
     @property
     def name(self) -> str:
@@ -287,17 +294,17 @@ class TokenContainer:
             raise VerificationError(suites.UNWRAP_FAILED) from None
 
 
-def generate_keys(session: TokenSession, name: str) -> TokenContainer:
+def generate_keys(session: TokenSession, name: str, *, base: str | None = None) -> TokenKeys:
     """Generate container ``name``'s two P-256 key pairs in the token, as token objects
-    labelled :func:`key_label`: private keys private, sensitive, never extractable, the
-    exchange key allowed only to derive and the signature key only to sign.
+    labelled :func:`key_label` (with ``base``): private keys private, sensitive, never
+    extractable, the exchange key allowed only to derive and the signature key only to sign.
 
     Raises:
         ProviderError: the token already holds a key with one of the labels, or refused.
     """
     pairs: dict[KeyRole, tuple[Any, Any]] = {}
     for role in (KeyRole.EXCHANGE, KeyRole.SIGNATURE):
-        label = key_label(name, role)
+        label = key_label(name, role, base=base)
         with _token_errors(session.token, "looking for keys"):
             taken = list(session.session.get_objects({Attribute.LABEL: label}))
         if taken:
@@ -307,7 +314,7 @@ def generate_keys(session: TokenSession, name: str) -> TokenContainer:
             )
     try:
         for role in (KeyRole.EXCHANGE, KeyRole.SIGNATURE):
-            pairs[role] = _generate_pair(session, key_label(name, role), role)
+            pairs[role] = _generate_pair(session, key_label(name, role, base=base), role)
         return _container(session, name, pairs)
     except BaseException:
         with contextlib.suppress(Exception):  # nothing half-made stays in the token
@@ -353,7 +360,7 @@ def adopt_keys(
     *,
     exchange_label: str | None = None,
     signature_label: str | None = None,
-) -> TokenContainer:
+) -> TokenKeys:
     """The container ``name`` over key pairs the token already holds, found by label
     (by default :func:`key_label`'s).  Each pair must be one P-256 private key and its
     public key, the private key sensitive and not extractable, and able to do its one
@@ -413,12 +420,12 @@ def _find_pair(session: TokenSession, label: str, role: KeyRole) -> tuple[Any, A
 
 def _container(
     session: TokenSession, name: str, pairs: dict[KeyRole, tuple[Any, Any]]
-) -> TokenContainer:
+) -> TokenKeys:
     """The container over two pairs, once each private key is shown to be its public
     key's: a signature that verifies, an ECDH that matches software's."""
     exchange_public = _public_point(pairs[KeyRole.EXCHANGE][0], "exchange")
     signature_public = _public_point(pairs[KeyRole.SIGNATURE][0], "signature")
-    container = TokenContainer(
+    container = TokenKeys(
         name,
         session,
         exchange_private=pairs[KeyRole.EXCHANGE][1],
@@ -451,3 +458,424 @@ def _container(
             "its private key does not agree with its public key"
         )
     return container
+
+
+# -- containers: two key pairs and a state key in the token, their record in the home ------
+
+#: container.json of a token container (FORMAT.md 5.1.2).
+TOKEN_CONTAINER_FORMAT = software.TOKEN_CONTAINER_FORMAT
+MAX_LABEL_CHARS = 256  # a key's CKA_LABEL in container.json
+MAX_TOKEN_LABEL_CHARS = 32  # CK_TOKEN_INFO.label is 32 bytes
+MAX_SERIAL_CHARS = 16  # CK_TOKEN_INFO.serialNumber is 16 bytes
+_ID_SIZE = 16
+_HMAC_SIZE = 32
+_RECORD_MEMBERS = frozenset(
+    ("format", "name", "suite", "created", "pkcs11", "exchange", "signature", "state")
+)
+_TOKEN_MEMBERS = frozenset(("module", "token", "serial"))
+_PAIR_MEMBERS = frozenset(("public", "label", "id"))
+_KEY_MEMBERS = frozenset(("label", "id"))
+
+
+def state_key_label(base: str) -> str:
+    """The CKA_LABEL of the HMAC key that authenticates a container's state."""
+    return f"{base}/state"
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """A key object in the token, as container.json names it: its label and its id."""
+
+    label: str
+    id: bytes
+
+    @classmethod
+    def of(cls, label: str) -> KeyRef:
+        return cls(label, key_object_id(label))
+
+    def to_json(self) -> dict[str, str]:
+        return {"label": self.label, "id": self.id.hex()}
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """What the home keeps of a token container (FORMAT.md 5.1.2): where the token is, which
+    objects are its keys, and the public keys (``pubkey`` needs no PIN)."""
+
+    name: str
+    created: int
+    module: str
+    token: str
+    serial: str
+    exchange: KeyRef
+    signature: KeyRef
+    state: KeyRef
+    exchange_public: bytes
+    signature_public: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        def pair(ref: KeyRef, public: bytes) -> dict[str, str]:
+            return {"public": base64.b64encode(public).decode("ascii"), **ref.to_json()}
+
+        return {
+            "format": TOKEN_CONTAINER_FORMAT,
+            "name": self.name,
+            "suite": Suite.P256.label,
+            "created": self.created,
+            "pkcs11": {"module": self.module, "token": self.token, "serial": self.serial},
+            "exchange": pair(self.exchange, self.exchange_public),
+            "signature": pair(self.signature, self.signature_public),
+            "state": self.state.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any, name: str) -> TokenRecord:
+        """container.json of token container ``name``, every member checked (FORMAT.md 5.1.2).
+
+        Raises:
+            FormatError: anything out of place.
+        """
+        damaged = FormatError(f"container {name!r}: not a valid {TOKEN_CONTAINER_FORMAT} file")
+        try:
+            _exactly(doc, _RECORD_MEMBERS)
+            if doc["format"] != TOKEN_CONTAINER_FORMAT or doc["name"] != name:
+                raise ValueError("format or name")
+            if doc["suite"] != Suite.P256.label:
+                raise ValueError("suite")
+            created = json_int(doc["created"], 0, MAX_GENERATION)
+            where = _exactly(doc["pkcs11"], _TOKEN_MEMBERS)
+            module = _text(where["module"], 4096)
+            if not os.path.isabs(module):
+                raise ValueError("a relative module path")
+            refs: dict[str, KeyRef] = {}
+            publics: dict[str, bytes] = {}
+            for role in ("exchange", "signature", "state"):
+                entry = _exactly(doc[role], _KEY_MEMBERS if role == "state" else _PAIR_MEMBERS)
+                refs[role] = KeyRef(
+                    _text(entry["label"], MAX_LABEL_CHARS), lower_hex(entry["id"], _ID_SIZE)
+                )
+                if role != "state":
+                    publics[role] = canonical_b64(entry["public"])
+            suites.check_public_keys(Suite.P256, publics["exchange"], publics["signature"])
+            return cls(
+                name=name,
+                created=created,
+                module=module,
+                token=_text(where["token"], MAX_TOKEN_LABEL_CHARS),
+                serial=_text(where["serial"], MAX_SERIAL_CHARS),
+                exchange=refs["exchange"],
+                signature=refs["signature"],
+                state=refs["state"],
+                exchange_public=publics["exchange"],
+                signature_public=publics["signature"],
+            )
+        except (KeyError, TypeError, ValueError, FormatError):
+            raise damaged from None
+
+
+def _exactly(value: Any, members: frozenset[str]) -> dict[str, Any]:
+    if not isinstance(value, dict) or value.keys() != members:
+        raise ValueError("members")
+    return value
+
+
+def _text(value: Any, most: int) -> str:
+    """A non-empty string of at most ``most`` characters with no control character."""
+    if not isinstance(value, str) or not 0 < len(value) <= most:
+        raise ValueError("text")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("a control character")
+    return value
+
+
+class TokenContainer(TokenKeys):
+    """An unlocked token container (implements ``Provider``): the key pairs of
+    :class:`TokenKeys`, and the authenticated state in the home (homestate.py), whose MAC
+    is HMAC-SHA256 (``CKM_SHA256_HMAC``) under a secret key that never leaves the token."""
+
+    def __init__(self, keys: TokenKeys, record: TokenRecord, state_key: Any, folder: Path) -> None:
+        super().__init__(
+            keys.name,
+            keys._session,
+            exchange_private=keys._exchange_private,
+            signature_private=keys._signature_private,
+            exchange_public=keys.exchange_public,
+            signature_public=keys.signature_public,
+        )
+        self.record = record
+        self._state_key = state_key
+        self._state = homestate.ContainerState(folder, self._name, Suite.P256, self._mac)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an unlocked container cannot be pickled")
+
+    def _mac(self, data: bytes) -> bytes:
+        with _token_errors(self.token, "authenticating the state"):
+            tag = bytes(self._state_key.sign(data, mechanism=Mechanism.SHA256_HMAC))
+        if len(tag) != _HMAC_SIZE:
+            raise ProviderError(f"PKCS#11 token {self.token!r} gave a malformed HMAC")
+        return tag
+
+    def state(self) -> State:
+        return self._state.state()
+
+    def update_state(self, change: Callable[[State], State]) -> State:
+        return self._state.update_state(change)
+
+    def close(self) -> None:
+        """Close the state database and log out of the token."""
+        self._state.close()
+        self._session.close()
+
+
+def _generate_state_key(session: TokenSession, label: str) -> Any:
+    """A 256-bit HMAC key in the token: private, sensitive, never extractable, allowed only
+    to sign and verify (CKM_SHA256_HMAC)."""
+    with _token_errors(session.token, "key generation"):
+        return session.session.generate_key(
+            KeyType.GENERIC_SECRET,
+            8 * _HMAC_SIZE,
+            label=label,
+            id=key_object_id(label),
+            store=True,
+            mechanism=Mechanism.GENERIC_SECRET_KEY_GEN,
+            capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+            template={
+                Attribute.PRIVATE: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.SIGN: True,
+                Attribute.VERIFY: True,
+                Attribute.ENCRYPT: False,
+                Attribute.DECRYPT: False,
+                Attribute.WRAP: False,
+                Attribute.UNWRAP: False,
+                Attribute.DERIVE: False,
+            },
+        )
+
+
+def _one(session: TokenSession, object_class: ObjectClass, ref: KeyRef, what: str) -> Any:
+    """The one object of ``object_class`` with ``ref``'s label and id."""
+    with _token_errors(session.token, "looking for keys"):
+        found = list(
+            session.session.get_objects(
+                {Attribute.CLASS: object_class, Attribute.LABEL: ref.label, Attribute.ID: ref.id}
+            )
+        )
+    if not found:
+        raise NotFoundError(
+            f"PKCS#11 token {session.token!r} holds no {what} labelled {ref.label!r}",
+            hints=("the token was re-initialised or the key deleted: its keys are gone",),
+        )
+    if len(found) > 1:
+        raise ProviderError(
+            f"PKCS#11 token {session.token!r} holds {len(found)} objects labelled "
+            f"{ref.label!r}: keyblob needs exactly one"
+        )
+    return found[0]
+
+
+def token_serial(module: str, token: str) -> str:
+    """The serial number of the token labelled ``token`` (no login needed).
+
+    Raises:
+        NotFoundError: no such module or token.
+        ProviderError: anything else the module reports.
+    """
+    library = load_module(module)
+    with _token_errors(token, "finding the token"):
+        raw = library.get_token(token_label=token).serial
+    text: str = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+    return text.strip() or "-"
+
+
+def new_container(
+    folder: Path,
+    name: str,
+    *,
+    module: str,
+    token: str,
+    pin: str,
+    adopt: tuple[str, str] | None = None,
+) -> tuple[TokenRecord, TokenContainer, Callable[[], None]]:
+    """Make container ``name``'s keys in the token: two P-256 pairs generated there (or,
+    with ``adopt``, the pairs labelled (exchange, signature) that it holds already), and a
+    new state key.  The caller writes the record to container.json and then the state; if
+    that fails, it calls the third value returned, which destroys what this made in the
+    token (never an adopted key) and logs out.
+
+    Raises:
+        as :func:`open_session`, :func:`generate_keys` and :func:`adopt_keys`.
+    """
+    check_name(name)
+    serial = token_serial(module, token)
+    session = open_session(module, token, pin)
+    base = f"keyblob/{name}/{secrets.token_hex(4)}"  # two homes may name a container alike
+    made: list[Any] = []
+    try:
+        if adopt is None:
+            keys = generate_keys(session, name, base=base)
+            made += [keys._exchange_private, keys._signature_private]
+            for role in (KeyRole.EXCHANGE, KeyRole.SIGNATURE):
+                label = key_label(name, role, base=base)
+                made.append(_one(session, ObjectClass.PUBLIC_KEY, KeyRef.of(label), "key"))
+            refs = {r: KeyRef.of(key_label(name, r, base=base)) for r in _ROLE_WORDS}
+        else:
+            keys = adopt_keys(session, name, exchange_label=adopt[0], signature_label=adopt[1])
+            refs = {
+                role: KeyRef(label, _key_id(session, label))
+                for role, label in zip((KeyRole.EXCHANGE, KeyRole.SIGNATURE), adopt, strict=True)
+            }
+        state_ref = KeyRef.of(state_key_label(base))
+        state_key = _generate_state_key(session, state_ref.label)
+        made.append(state_key)
+        record = TokenRecord(
+            name=name,
+            created=int(time.time()),
+            module=os.path.abspath(module),
+            token=token,
+            serial=serial,
+            exchange=refs[KeyRole.EXCHANGE],
+            signature=refs[KeyRole.SIGNATURE],
+            state=state_ref,
+            exchange_public=keys.exchange_public,
+            signature_public=keys.signature_public,
+        )
+        container = TokenContainer(keys, record, state_key, folder)
+    except BaseException:
+        _destroy(made)
+        session.close()
+        raise
+
+    def undo() -> None:
+        _destroy(made)
+        with contextlib.suppress(Exception):
+            session.close()
+
+    return record, container, undo
+
+
+def _key_id(session: TokenSession, label: str) -> bytes:
+    """The CKA_ID of the private key labelled ``label`` (an adopted key keeps its own)."""
+    with _token_errors(session.token, "reading key attributes"):
+        (private,) = session.session.get_objects(
+            {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label}
+        )
+        key_id = bytes(private[Attribute.ID])
+    if len(key_id) != _ID_SIZE:
+        raise ProviderError(
+            f"refusing the key labelled {label!r} on PKCS#11 token {session.token!r}: its "
+            f"CKA_ID is {len(key_id)} bytes, keyblob records keys by a {_ID_SIZE}-byte id",
+            hints=(f"set one: pkcs11-tool --set-id <{_ID_SIZE} bytes hex> on both objects",),
+        )
+    return key_id
+
+
+def _destroy(objects: list[Any]) -> None:
+    """Destroy the objects :func:`new_container` made, best effort (nothing half-made
+    stays in the token)."""
+    for obj in objects:
+        with contextlib.suppress(Exception):
+            obj.destroy()
+
+
+def open_container(folder: Path, record: TokenRecord, pin: str) -> TokenContainer:
+    """Log in to the container's token and find its keys: the token must be the one the
+    container was made on (its serial number), and its key objects those recorded (label,
+    id and public key).
+
+    Raises:
+        PassphraseError: a wrong, expired or locked PIN.
+        NotFoundError: no such module, token or key; a token re-initialised (another serial).
+        ProviderError: keys that are not the recorded ones, or another failure of the token.
+    """
+    serial = token_serial(record.module, record.token)
+    if not hmac.compare_digest(serial.encode(), record.serial.encode()):
+        raise NotFoundError(
+            f"PKCS#11 token {record.token!r} is not the one container {record.name!r} was made "
+            f"on (serial {serial}, expected {record.serial}): it was re-initialised or replaced",
+            hints=("the container's keys were in the old token: restore that token",),
+        )
+    session = open_session(record.module, record.token, pin)
+    try:
+        pairs = {}
+        for role, ref, public in (
+            (KeyRole.EXCHANGE, record.exchange, record.exchange_public),
+            (KeyRole.SIGNATURE, record.signature, record.signature_public),
+        ):
+            public_key = _one(session, ObjectClass.PUBLIC_KEY, ref, "public key")
+            if _public_point(public_key, _ROLE_WORDS[role]) != public:
+                raise ProviderError(
+                    f"the key labelled {ref.label!r} on PKCS#11 token {record.token!r} is not "
+                    f"container {record.name!r}'s: the token's keys were replaced"
+                )
+            pairs[role] = _one(session, ObjectClass.PRIVATE_KEY, ref, "private key")
+        state_key = _one(session, ObjectClass.SECRET_KEY, record.state, "state key")
+        keys = TokenKeys(
+            record.name,
+            session,
+            exchange_private=pairs[KeyRole.EXCHANGE],
+            signature_private=pairs[KeyRole.SIGNATURE],
+            exchange_public=record.exchange_public,
+            signature_public=record.signature_public,
+        )
+        return TokenContainer(keys, record, state_key, folder)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            session.close()
+        raise
+
+
+#: The OAEP parameters of keyblob's rsa suite that a token must honour to open its wraps
+#: (FORMAT.md 1.2): SHA-256, MGF1-SHA-256, a label.  Tried with this label.
+_OAEP_PROBE_LABEL = b"keyblob/v1/pkcs11/oaep-probe"
+
+
+def rsa_oaep_problem(module: str, token: str, pin: str) -> str | None:
+    """Why the token cannot open the rsa suite's wrap (RSA-OAEP with SHA-256, MGF1-SHA-256
+    and the header as label), or None if it can: found by trying, with a throwaway session
+    key pair, what the suite needs (SoftHSM2 2.6.1 lists CKM_RSA_PKCS_OAEP but takes only
+    SHA-1 with no label).
+
+    Raises:
+        as :func:`open_session`.
+    """
+    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: PLC0415
+
+    session = open_session(module, token, pin)
+    try:
+        with _token_errors(token, "trying RSA-OAEP"):
+            public, private = session.session.generate_keypair(
+                KeyType.RSA,
+                2048,
+                store=False,
+                capabilities=MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
+                private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False},
+            )
+            numbers = rsa.RSAPublicNumbers(
+                int.from_bytes(bytes(public[Attribute.PUBLIC_EXPONENT])),
+                int.from_bytes(bytes(public[Attribute.MODULUS])),
+            )
+        secret = secrets.token_bytes(32)
+        sha256 = hashes.SHA256()
+        ciphertext = numbers.public_key().encrypt(
+            secret, padding.OAEP(padding.MGF1(sha256), sha256, _OAEP_PROBE_LABEL)
+        )
+        try:
+            plain = bytes(
+                private.decrypt(
+                    ciphertext,
+                    mechanism=Mechanism.RSA_PKCS_OAEP,
+                    mechanism_param=(Mechanism.SHA256, pkcs11.MGF.SHA256, _OAEP_PROBE_LABEL),
+                )
+            )
+        except p11.PKCS11Error as e:
+            return f"it refused RSA-OAEP with SHA-256 and a label ({type(e).__name__})"
+        if not hmac.compare_digest(plain, secret):
+            return "its RSA-OAEP with SHA-256 and a label gave a wrong plaintext"
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            session.close()

@@ -67,8 +67,11 @@ from keyblob.trust import (
 
 if TYPE_CHECKING:
     from keyblob import mscapi
+    from keyblob.providers import pkcs11
+    from keyblob.providers.base import Provider
 
 CONTAINER_FORMAT = "keyblob-container/v1"
+TOKEN_CONTAINER_FORMAT = "keyblob-pkcs11-container/v1"  # noqa: S105 - pkcs11.py's (5.1.2)
 PUBLIC_FILE = "public.kbpub"  # the public key file kept beside the container (FORMAT.md 5)
 SEAL_INFO = b"keyblob/v1/container/seal"
 STATE_INFO = b"keyblob/v1/container/state"
@@ -174,6 +177,16 @@ def _sealed_entry(
     nonce = secrets.token_bytes(12)
     sealed = aead.encrypt(nonce, suites.private_bytes(key), _seal_aad(name, role, suite, public))
     return {"public": _b64(public), "sealed": _b64(nonce + sealed)}
+
+
+def _pin_text(pin: bytes) -> str:
+    """A PIN as PKCS#11 takes it: text (its UTF-8 bytes are what the token compares)."""
+    if not pin:
+        raise UsageError("the PIN is empty")
+    try:
+        return pin.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError("the PIN is not UTF-8 text") from None
 
 
 def _members(value: Any, members: frozenset[str], where: str) -> dict[str, Any]:
@@ -317,6 +330,59 @@ class Home:
         container._state.create(State(label=label))
         return container
 
+    def create_token(
+        self,
+        name: str,
+        pin: bytes,
+        *,
+        module: str,
+        token: str,
+        adopt: tuple[str, str] | None = None,
+        label: str | None = None,
+    ) -> pkcs11.TokenContainer:
+        """Create a ``p256`` container whose keys live in a PKCS#11 token (FORMAT.md 5.1.2):
+        two key pairs generated there (or, with ``adopt``, the pairs it holds labelled
+        (exchange, signature)) and a new HMAC key for the state; the home keeps only their
+        record, the public keys and the state.  Returned unlocked (logged in).
+
+        Raises:
+            UsageError: invalid name or label.
+            ProviderError: the container exists already, the home is unsafe, or the token
+                failed; nothing is left behind in the home or the token.
+            PassphraseError, NotFoundError: as :meth:`open`.
+        """
+        check_name(name)
+        label = None if label is None else label_from_text(label)
+        if self.path.exists():
+            self.check_permissions()
+        self.refuse_existing(name)
+        from keyblob.providers import pkcs11  # noqa: PLC0415 - the optional extra
+
+        folder = self.container_dir(name)
+        record, container, undo = pkcs11.new_container(
+            folder, name, module=module, token=token, pin=_pin_text(pin), adopt=adopt
+        )
+        path = folder / "container.json"
+        written = False
+        try:
+            make_private_folder(folder)
+            write_atomic(
+                path, json.dumps(record.to_json(), indent=2).encode() + b"\n", exclusive=True
+            )
+            written = True
+            container._state.create(State(label=label))
+        except BaseException as e:
+            if written:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            undo()
+            if isinstance(e, FileExistsError):
+                raise self._exists(name) from None
+            if isinstance(e, OSError):
+                raise ProviderError(f"cannot write container {name!r}: {e.strerror}") from e
+            raise
+        return container
+
     def require(self, name: str) -> None:
         """Raise what :meth:`open` raises when there is no container ``name``, without a
         passphrase: a caller asks for one only for a container that exists.
@@ -344,14 +410,13 @@ class Home:
         where = f"{self.path}" if self.path.exists() else f"{self.path} (no such folder)"
         return NotFoundError(f"no container {name!r} in {where}: run keyblob init")
 
-    def _read_container(self, name: str) -> tuple[dict[str, Any], Suite, KdfParams, bytes, bytes]:
-        """container.json of ``name``, read with every check of FORMAT.md 5 and parsed
-        (5.1); no passphrase needed.
+    def _read_doc(self, name: str) -> dict[str, Any]:
+        """container.json of ``name``, read with every check of FORMAT.md 5, as JSON.
 
         Raises:
             NotFoundError: no such container.
             ProviderError: unsafe permissions.
-            FormatError: the container file is damaged.
+            FormatError: not a JSON object.
         """
         folder = self.container_dir(name)
         path = folder / "container.json"
@@ -377,10 +442,46 @@ class Home:
         check_private_folder(folder, "container folder")
         try:
             doc = strict_json(data)
+        except ValueError:
+            raise FormatError(f"container {name!r}: damaged file {path}") from None
+        if not isinstance(doc, dict):
+            raise FormatError(f"container {name!r}: damaged file {path}")
+        return doc
+
+    def _token_record(self, name: str, doc: dict[str, Any]) -> pkcs11.TokenRecord | None:
+        """The record of a token container (FORMAT.md 5.1.2), None for a software one."""
+        if doc.get("format") != TOKEN_CONTAINER_FORMAT:
+            return None
+        from keyblob.providers import pkcs11  # noqa: PLC0415 - the optional extra
+
+        return pkcs11.TokenRecord.from_json(doc, name)
+
+    def token_of(self, name: str) -> str | None:
+        """The label of the PKCS#11 token that holds container ``name``'s keys, None for a
+        software container: what the command line asks for (a PIN or a passphrase).
+
+        Raises:
+            as :meth:`public_keys`.
+        """
+        record = self._token_record(name, self._read_doc(name))
+        return None if record is None else record.token
+
+    def _read_container(self, name: str) -> tuple[dict[str, Any], Suite, KdfParams, bytes, bytes]:
+        """container.json of software container ``name``, read with every check of
+        FORMAT.md 5 and parsed (5.1); no passphrase needed.
+
+        Raises:
+            NotFoundError: no such container.
+            ProviderError: unsafe permissions.
+            FormatError: the container file is damaged.
+        """
+        doc = self._read_doc(name)
+        try:
             suite, kdf, salt, check = _parse_container(doc, name)
         except (KeyError, TypeError, ValueError, UsageError) as e:
             if isinstance(e, FormatError):
                 raise
+            path = self.container_dir(name) / "container.json"
             raise FormatError(f"container {name!r}: damaged file {path}") from None
         return doc, suite, kdf, salt, check
 
@@ -394,6 +495,9 @@ class Home:
             ProviderError: unsafe permissions.
             FormatError: the container file is damaged.
         """
+        record = self._token_record(name, self._read_doc(name))
+        if record is not None:
+            return Suite.P256, record.exchange_public, record.signature_public
         doc, suite, _, _, _ = self._read_container(name)
         exchange = _unb64(doc["exchange"]["public"], "exchange.public")
         signature = _unb64(doc["signature"]["public"], "signature.public")
@@ -437,15 +541,29 @@ class Home:
                 path.unlink()
             raise ProviderError(f"cannot write {path}: {e.strerror}") from e
 
-    def open(self, name: str, passphrase: bytes) -> SoftwareContainer:
-        """Unlock container ``name`` with ``passphrase``.
+    def open(self, name: str, passphrase: bytes) -> Provider:
+        """Unlock container ``name`` with ``passphrase`` (a token container: with the
+        token's user PIN, UTF-8).
 
         Raises:
-            NotFoundError: no such container.
-            ProviderError: unsafe permissions.
-            PassphraseError: wrong passphrase.
+            NotFoundError: no such container (or token, module, or key in the token).
+            ProviderError: unsafe permissions (or a failure of the token).
+            PassphraseError: wrong passphrase or PIN.
             VerificationError: the container file was tampered with.
             FormatError: the container file is damaged.
+        """
+        record = self._token_record(name, self._read_doc(name))
+        if record is not None:
+            from keyblob.providers import pkcs11  # noqa: PLC0415 - the optional extra
+
+            return pkcs11.open_container(self.container_dir(name), record, _pin_text(passphrase))
+        return self.open_software(name, passphrase)
+
+    def open_software(self, name: str, passphrase: bytes) -> SoftwareContainer:
+        """Unlock software container ``name`` with ``passphrase``.
+
+        Raises:
+            as :meth:`open`.
         """
         doc, suite, kdf, salt, check = self._read_container(name)
         keys = _derive(passphrase, salt, kdf)
