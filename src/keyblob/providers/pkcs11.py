@@ -142,13 +142,40 @@ def load_module(path: str) -> Any:
 
 
 @dataclass
+class _Login:
+    """A login of this process on one token: its session, a digest of its PIN, its users."""
+
+    session: Any = field(repr=False)
+    pin_digest: bytes = field(repr=False)
+    users: int = 1
+
+
+#: The logins of this process by (module, token label).  PKCS#11 logs in an application,
+#: not a session (a second C_Login fails), so the containers of one token share one session;
+#: a later open must give the same PIN (compared in constant time with the first's digest).
+_LOGINS: dict[tuple[str, str], _Login] = {}
+
+
+@dataclass
 class TokenSession:
-    """A logged-in read-write session on one token; ``close`` logs out."""
+    """A logged-in read-write session on one token, shared by everything this process opened
+    on that token; the last ``close`` logs out."""
 
     token: str  # the token's label
     session: Any = field(repr=False)
+    _login_key: tuple[str, str] | None = field(default=None, repr=False)
+    _closed: bool = field(default=False, repr=False)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        login = _LOGINS.get(self._login_key) if self._login_key else None
+        if login is not None:
+            login.users -= 1
+            if login.users > 0:
+                return
+            del _LOGINS[self._login_key]  # type: ignore[arg-type]
         with _token_errors(self.token, "closing the session"):
             self.session.close()
 
@@ -159,8 +186,13 @@ class TokenSession:
         self.close()
 
 
+def _pin_digest(pin: str) -> bytes:
+    return hashlib.sha256(b"keyblob/v1/pkcs11/pin\x00" + pin.encode("utf-8")).digest()
+
+
 def open_session(module: str, token: str, pin: str) -> TokenSession:
-    """Log in to the token labelled ``token`` on ``module`` with the user ``pin``.
+    """Log in to the token labelled ``token`` on ``module`` with the user ``pin`` (or join
+    this process's login on it, if ``pin`` is the PIN it was made with).
 
     Raises:
         PassphraseError: the PIN is wrong, invalid or locked.
@@ -168,9 +200,17 @@ def open_session(module: str, token: str, pin: str) -> TokenSession:
         ProviderError: anything else the module reports.
     """
     library = load_module(module)
+    key = (os.path.abspath(module), token)
+    login = _LOGINS.get(key)
+    if login is not None:
+        if not hmac.compare_digest(login.pin_digest, _pin_digest(pin)):
+            raise PassphraseError(f"wrong PIN for PKCS#11 token {token!r}")
+        login.users += 1
+        return TokenSession(token, login.session, key)
     with _token_errors(token, "login"):
         session = library.get_token(token_label=token).open(user_pin=pin, rw=True)
-    return TokenSession(token, session)
+    _LOGINS[key] = _Login(session, _pin_digest(pin))
+    return TokenSession(token, session, key)
 
 
 def _public_point(key: Any, what: str) -> bytes:
