@@ -502,7 +502,7 @@ def _container(
 
 # -- containers: two key pairs and a state key in the token, their record in the home ------
 
-#: container.json of a token container (FORMAT.md 5.1.2).
+#: container.json of a token container (FORMAT.md 5.1.1).
 TOKEN_CONTAINER_FORMAT = software.TOKEN_CONTAINER_FORMAT
 MAX_LABEL_CHARS = 256  # a key's CKA_LABEL in container.json
 MAX_TOKEN_LABEL_CHARS = 32  # CK_TOKEN_INFO.label is 32 bytes
@@ -539,7 +539,7 @@ class KeyRef:
 
 @dataclass(frozen=True)
 class TokenRecord:
-    """What the home keeps of a token container (FORMAT.md 5.1.2): where the token is, which
+    """What the home keeps of a token container (FORMAT.md 5.1.1): where the token is, which
     objects are its keys, and the public keys (``pubkey`` needs no PIN)."""
 
     name: str
@@ -570,7 +570,7 @@ class TokenRecord:
 
     @classmethod
     def from_json(cls, doc: Any, name: str) -> TokenRecord:
-        """container.json of token container ``name``, every member checked (FORMAT.md 5.1.2).
+        """container.json of token container ``name``, every member checked (FORMAT.md 5.1.1).
 
         Raises:
             FormatError: anything out of place.
