@@ -27,10 +27,11 @@ What keyblob does with each attribute, and why:
   would widen the match to tokens the URI excludes (fail open), and keyblob picks a token by
   label or serial and its module by path only.
 - Unknown attributes in the path (vendor-specific ones included) are refused for the same
-  reason: RFC 7512's matching rules let an unrecognised path attribute match nothing, never
-  everything.  Vendor attributes in the query (names starting ``x-``) are ignored: they are
-  hints to some other consumer and select nothing.  Any other unknown query attribute is
-  refused (most likely a typo of ``module-path``, which must not silently fall back).
+  reason: a path attribute only ever narrows the match (p11-kit, likewise, lets a URI with
+  an unrecognised path attribute match nothing, never everything).  Vendor attributes in
+  the query (names starting ``x-``) are ignored: they are hints to some other consumer and
+  select nothing.  Any other unknown query attribute is refused (most likely a typo of
+  ``module-path``, which must not silently fall back to another module).
 - ``pin-value`` is refused: a PIN in a URI shows in the process list and the shell history.
 - ``pin-source`` is refused too: its value is an arbitrary URI (``file:``, or ``|program``
   in some consumers), and keyblob reads a PIN only where docs/CLI.md says (``KEYBLOB_PIN``,
