@@ -354,11 +354,13 @@ class Home:
         token: str,
         adopt: tuple[str, str] | None = None,
         label: str | None = None,
+        serial: str | None = None,
     ) -> pkcs11.TokenContainer:
         """Create a ``p256`` container whose keys live in a PKCS#11 token (FORMAT.md 5.1.1):
         two key pairs generated there (or, with ``adopt``, the pairs it holds labelled
         (exchange, signature)) and a new HMAC key for the state; the home keeps only their
         record, the public keys and the state.  Returned unlocked (logged in).
+        ``serial``: the token labelled ``token`` must have this serial number.
 
         Raises:
             UsageError: invalid name or label.
@@ -374,7 +376,13 @@ class Home:
         folder = self.container_dir(name)
         container: pkcs11.TokenContainer
         record, container, undo = _pkcs11().new_container(
-            folder, name, module=module, token=token, pin=_pin_text(pin), adopt=adopt
+            folder,
+            name,
+            module=module,
+            token=token,
+            pin=_pin_text(pin),
+            adopt=adopt,
+            serial=serial,
         )
         path = folder / "container.json"
         written = False
