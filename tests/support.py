@@ -221,3 +221,19 @@ def softhsm_token() -> SoftHSMToken:
         pin=os.environ["KEYBLOB_TEST_PKCS11_PIN"],
         so_pin=os.environ.get("KEYBLOB_TEST_PKCS11_SO_PIN", ""),
     )
+
+
+def close_token_container(container: Any) -> None:
+    """Destroy the token objects of a container that a test made (its two key pairs and its
+    state key, found by the labels its record names: ``keyblob/<name>/<hex>/...``), then
+    close it (the last close logs out of the token)."""
+    from pkcs11 import Attribute
+
+    record = container.record
+    try:
+        session = container._session.session
+        for ref in (record.exchange, record.signature, record.state):
+            for obj in list(session.get_objects({Attribute.LABEL: ref.label})):
+                obj.destroy()
+    finally:
+        container.close()
