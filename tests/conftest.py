@@ -11,7 +11,7 @@ import pytest
 import support
 from keyblob import Home, Suite
 from keyblob.storage.directory import DirectoryStore
-from support import FAST_KDF, PASSPHRASE, postgres_database
+from support import FAST_KDF, PASSPHRASE, TOKEN_P256, postgres_database
 
 
 @pytest.fixture(autouse=True)
@@ -25,13 +25,6 @@ def _no_keyblob_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "KEYBLOB_PIN",
     ):
         monkeypatch.delenv(name, raising=False)
-
-
-#: The ``suite`` parameter of a run whose ``p256`` containers keep their keys and state key
-#: in the PKCS#11 test token (``softhsm_token``): the test sees ``Suite.P256`` and
-#: ``make_container(suite=Suite.P256)`` makes token containers (issue 14: the attack tests
-#: with a token-backed container).
-TOKEN_P256 = "p256-token"
 
 
 def _token_run(request: pytest.FixtureRequest) -> bool:
