@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,9 @@ def make_container(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[C
         return home.create(name, PASSPHRASE, suite, bits=bits, kdf=FAST_KDF)
 
     yield make
-    for container in in_token:
-        support.close_token_container(container)
+    with contextlib.ExitStack() as cleanup:  # each one, even if another fails
+        for container in in_token:
+            cleanup.callback(support.close_token_container, container)
 
 
 @pytest.fixture
