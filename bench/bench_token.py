@@ -119,7 +119,15 @@ class Setup:
         self.parsed = [blobs.decode(self.stores["token"].get(n, 1)) for n in self.pool]
 
     def close(self) -> None:
-        self.token.close()  # logs out (the software containers hold no session)
+        """Destroy the bench container's objects in the token (its two key pairs and state
+        key, found by the labels and ids its record holds), then log out."""
+        record, session = self.token.record, self.token._session.session
+        try:
+            for ref in (record.exchange, record.signature, record.state):
+                for obj in session.get_objects({Attribute.LABEL: ref.label, Attribute.ID: ref.id}):
+                    obj.destroy()
+        finally:
+            self.token.close()  # the software containers hold no session
 
 
 class _Counting:
