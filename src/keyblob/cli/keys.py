@@ -119,13 +119,15 @@ def _init_token(ctx: Context) -> int:
             f"PKCS#11 token {args.token!r}: {why}; keyblob will not weaken the wrap: "
             "use --suite p256"
         )
-    container = ctx.home.create_token(
-        ctx.container_name,
-        pin,
-        module=args.module,
-        token=args.token,
-        adopt=adopt,
-        label=args.label,
+    container = ctx.keep_open(
+        ctx.home.create_token(
+            ctx.container_name,
+            pin,
+            module=args.module,
+            token=args.token,
+            adopt=adopt,
+            label=args.label,
+        )
     )
     how = "adopted from" if adopt else "made in"
     print(
