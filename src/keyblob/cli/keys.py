@@ -90,8 +90,7 @@ def cmd_init(ctx: Context) -> int:
 def _init_token(ctx: Context) -> int:
     """init --provider pkcs11: a p256 container whose keys are made (or adopted) in a token."""
     args = ctx.args
-    if args.module is None or args.token is None:
-        raise UsageError("--provider pkcs11 needs --module PATH and --token LABEL")
+    module, token, serial = _token_location(args.module, args.token)
     if args.bits is not None:
         raise UsageError("--bits applies to the rsa suite only")
     adopt = _adopted_labels(args.key_label)
@@ -105,27 +104,27 @@ def _init_token(ctx: Context) -> int:
             "offers: X25519 is not a standard token key type before PKCS#11 3.0; "
             "use --suite p256"
         )
-    pin = ctx.pin(args.token)
+    pin = ctx.pin(token)
     if suite is Suite.RSA:
         from keyblob.providers import pkcs11  # noqa: PLC0415 - the optional extra
 
-        problem = pkcs11.rsa_oaep_problem(args.module, args.token, pin.decode("utf-8", "replace"))
+        problem = pkcs11.rsa_oaep_problem(module, token, pin.decode("utf-8", "replace"))
         why = (
             f"it cannot open the rsa suite's wrap: {problem}"
             if problem
             else ("keyblob makes rsa containers in software only")
         )
         raise UsageError(
-            f"PKCS#11 token {args.token!r}: {why}; keyblob will not weaken the wrap: "
-            "use --suite p256"
+            f"PKCS#11 token {token!r}: {why}; keyblob will not weaken the wrap: use --suite p256"
         )
     container = ctx.home.create_token(
         ctx.container_name,
         pin,
-        module=args.module,
-        token=args.token,
+        module=module,
+        token=token,
         adopt=adopt,
         label=args.label,
+        serial=serial,
     )
     how = "adopted from" if adopt else "made in"
     print(
@@ -140,6 +139,40 @@ def _init_token(ctx: Context) -> int:
         print(f"  label          {publickeys.label_of(container)}")
     keep_public_file(ctx, container)
     return 0
+
+
+def _token_location(module: str | None, token: str | None) -> tuple[str, str, str | None]:
+    """--module and --token (a label, or a pkcs11: URI naming the token and perhaps the
+    module): the module path, the token's label, and the serial it must have (or None)."""
+    if token is None:
+        raise UsageError("--provider pkcs11 needs --token LABEL (or a pkcs11: URI)")
+    if not token.lower().startswith("pkcs11:"):
+        if module is None:
+            raise UsageError("--provider pkcs11 needs --module PATH")
+        return module, token, None
+    from keyblob.providers import pkcs11_uri  # noqa: PLC0415
+
+    ref = pkcs11_uri.parse_pkcs11_uri(token)
+    if ref.object is not None or ref.id is not None:
+        raise UsageError(
+            "the pkcs11: URI of --token names a key: name the token only, and the key pairs "
+            "to adopt with --key-label exchange=LABEL --key-label signature=LABEL"
+        )
+    if module is not None and ref.module is not None and module != ref.module:
+        raise UsageError("--module and the pkcs11: URI's module-path name different modules")
+    module = module or ref.module
+    if module is None:
+        raise UsageError("--provider pkcs11 needs --module PATH (or module-path in the URI)")
+    from keyblob.providers import pkcs11  # noqa: PLC0415 - the optional extra
+
+    label, serial = pkcs11.find_token(
+        module,
+        label=ref.token,
+        serial=ref.serial,
+        manufacturer=ref.manufacturer,
+        model=ref.model,
+    )
+    return module, label, serial
 
 
 def _adopted_labels(given: list[str] | None) -> tuple[str, str] | None:
@@ -716,7 +749,11 @@ def register(sub: Subcommands) -> None:
         "in a PKCS#11 token (an HSM, a smart card), unlocked by its PIN",
     )
     sp.add_argument("--module", metavar="PATH", help="the token's PKCS#11 module (pkcs11)")
-    sp.add_argument("--token", metavar="LABEL", help="the token's label (pkcs11)")
+    sp.add_argument(
+        "--token",
+        metavar="LABEL|URI",
+        help="the token's label, or an RFC 7512 pkcs11: URI naming it (pkcs11)",
+    )
     sp.add_argument(
         "--key-label",
         action="append",

@@ -515,7 +515,7 @@ def _container(
 
 # -- containers: two key pairs and a state key in the token, their record in the home ------
 
-#: container.json of a token container (FORMAT.md 5.1.2).
+#: container.json of a token container (FORMAT.md 5.1.1).
 TOKEN_CONTAINER_FORMAT = software.TOKEN_CONTAINER_FORMAT
 MAX_LABEL_CHARS = 256  # a key's CKA_LABEL in container.json
 MAX_TOKEN_LABEL_CHARS = 32  # CK_TOKEN_INFO.label is 32 bytes
@@ -557,7 +557,7 @@ class KeyRef:
 
 @dataclass(frozen=True)
 class TokenRecord:
-    """What the home keeps of a token container (FORMAT.md 5.1.2): where the token is, which
+    """What the home keeps of a token container (FORMAT.md 5.1.1): where the token is, which
     objects are its keys, and the public keys (``pubkey`` needs no PIN)."""
 
     name: str
@@ -601,7 +601,7 @@ class TokenRecord:
 
     @classmethod
     def from_json(cls, doc: Any, name: str) -> TokenRecord:
-        """container.json of token container ``name``, every member checked (FORMAT.md 5.1.2).
+        """container.json of token container ``name``, every member checked (FORMAT.md 5.1.1).
 
         Raises:
             FormatError: anything out of place.
@@ -891,8 +891,47 @@ def token_serial(module: str, token: str) -> str:
     """
     library = load_module(module)
     with _token_errors(token, "finding the token"):
-        raw = library.get_token(token_label=token).serial
-    text: str = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+        return _serial_text(library.get_token(token_label=token).serial)
+
+
+def find_token(
+    module: str,
+    *,
+    label: str | None = None,
+    serial: str | None = None,
+    manufacturer: str | None = None,
+    model: str | None = None,
+) -> tuple[str, str]:
+    """The (label, serial) of the one token on ``module`` that matches every given field
+    (a ``pkcs11:`` URI's token attributes).
+
+    Raises:
+        NotFoundError: no token matches.
+        ProviderError: several do, or the module failed.
+    """
+    library = load_module(module)
+    given = {"token": label, "serial": serial, "manufacturer": manufacturer, "model": model}
+    described = ", ".join(f"{k}={v!r}" for k, v in given.items() if v is not None)
+    with _token_errors(label or serial or "?", "finding the token"):
+        tokens = list(library.get_tokens(token_label=label) if label else library.get_tokens())
+        found = [
+            (str(t.label), _serial_text(t.serial))
+            for t in tokens
+            if (serial is None or _serial_text(t.serial) == serial)
+            and (manufacturer is None or str(t.manufacturer_id).strip() == manufacturer)
+            and (model is None or str(t.model).strip() == model)
+        ]
+    if not found:
+        raise NotFoundError(f"no PKCS#11 token with {described} on {module}")
+    if len(found) > 1:
+        raise ProviderError(
+            f"{len(found)} PKCS#11 tokens match {described}: name one by its serial"
+        )
+    return found[0]
+
+
+def _serial_text(raw: Any) -> str:
+    text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
     return text.strip() or "-"
 
 
@@ -904,18 +943,22 @@ def new_container(
     token: str,
     pin: str,
     adopt: tuple[str, str] | None = None,
+    serial: str | None = None,
 ) -> tuple[TokenRecord, TokenContainer, Callable[[], None]]:
     """Make container ``name``'s keys in the token: two P-256 pairs generated there (or,
     with ``adopt``, the pairs labelled (exchange, signature) that it holds already), and a
     new state key.  The caller writes the record to container.json and then the state; if
     that fails, it calls the third value returned, which destroys what this made in the
-    token (never an adopted key) and logs out.
+    token (never an adopted key) and logs out.  ``serial``: the token must have it.
 
     Raises:
         as :func:`open_session`, :func:`generate_keys` and :func:`adopt_keys`.
     """
     check_name(name)
-    serial = token_serial(module, token)
+    found = token_serial(module, token)
+    if serial is not None and found != serial:
+        raise NotFoundError(f"PKCS#11 token {token!r} has serial {found}, not {serial}")
+    serial = found
     session = open_session(module, token, pin)
     base = f"keyblob/{name}/{secrets.token_hex(4)}"  # two homes may name a container alike
     made: list[Any] = []

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from keyblob.providers.base import Provider
 
 CONTAINER_FORMAT = "keyblob-container/v1"
-TOKEN_CONTAINER_FORMAT = "keyblob-pkcs11-container/v1"  # noqa: S105 - pkcs11.py's (5.1.2)
+TOKEN_CONTAINER_FORMAT = "keyblob-pkcs11-container/v1"  # noqa: S105 - FORMAT.md 5.1.1
 PUBLIC_FILE = "public.kbpub"  # the public key file kept beside the container (FORMAT.md 5)
 SEAL_INFO = b"keyblob/v1/container/seal"
 STATE_INFO = b"keyblob/v1/container/state"
@@ -177,6 +177,21 @@ def _sealed_entry(
     nonce = secrets.token_bytes(12)
     sealed = aead.encrypt(nonce, suites.private_bytes(key), _seal_aad(name, role, suite, public))
     return {"public": _b64(public), "sealed": _b64(nonce + sealed)}
+
+
+def _pkcs11() -> Any:
+    """providers/pkcs11.py, which needs python-pkcs11 (the optional extra ``pkcs11``).
+
+    Raises:
+        UsageError: python-pkcs11 is not installed.
+    """
+    try:
+        from keyblob.providers import pkcs11  # noqa: PLC0415 - the optional extra
+    except ImportError:
+        raise UsageError(
+            "PKCS#11 tokens need python-pkcs11: pip install 'keyblob[pkcs11]'"
+        ) from None
+    return pkcs11
 
 
 def _pin_text(pin: bytes) -> str:
@@ -339,11 +354,13 @@ class Home:
         token: str,
         adopt: tuple[str, str] | None = None,
         label: str | None = None,
+        serial: str | None = None,
     ) -> pkcs11.TokenContainer:
-        """Create a ``p256`` container whose keys live in a PKCS#11 token (FORMAT.md 5.1.2):
+        """Create a ``p256`` container whose keys live in a PKCS#11 token (FORMAT.md 5.1.1):
         two key pairs generated there (or, with ``adopt``, the pairs it holds labelled
         (exchange, signature)) and a new HMAC key for the state; the home keeps only their
         record, the public keys and the state.  Returned unlocked (logged in).
+        ``serial``: the token labelled ``token`` must have this serial number.
 
         Raises:
             UsageError: invalid name or label.
@@ -356,11 +373,16 @@ class Home:
         if self.path.exists():
             self.check_permissions()
         self.refuse_existing(name)
-        from keyblob.providers import pkcs11  # noqa: PLC0415 - the optional extra
-
         folder = self.container_dir(name)
-        record, container, undo = pkcs11.new_container(
-            folder, name, module=module, token=token, pin=_pin_text(pin), adopt=adopt
+        container: pkcs11.TokenContainer
+        record, container, undo = _pkcs11().new_container(
+            folder,
+            name,
+            module=module,
+            token=token,
+            pin=_pin_text(pin),
+            adopt=adopt,
+            serial=serial,
         )
         path = folder / "container.json"
         written = False
@@ -449,12 +471,11 @@ class Home:
         return doc
 
     def _token_record(self, name: str, doc: dict[str, Any]) -> pkcs11.TokenRecord | None:
-        """The record of a token container (FORMAT.md 5.1.2), None for a software one."""
+        """The record of a token container (FORMAT.md 5.1.1), None for a software one."""
         if doc.get("format") != TOKEN_CONTAINER_FORMAT:
             return None
-        from keyblob.providers import pkcs11  # noqa: PLC0415 - the optional extra
-
-        return pkcs11.TokenRecord.from_json(doc, name)
+        record: pkcs11.TokenRecord = _pkcs11().TokenRecord.from_json(doc, name)
+        return record
 
     def token_of(self, name: str) -> str | None:
         """The label of the PKCS#11 token that holds container ``name``'s keys, None for a
@@ -554,9 +575,10 @@ class Home:
         """
         record = self._token_record(name, self._read_doc(name))
         if record is not None:
-            from keyblob.providers import pkcs11  # noqa: PLC0415 - the optional extra
-
-            return pkcs11.open_container(self.container_dir(name), record, _pin_text(passphrase))
+            opened: pkcs11.TokenContainer = _pkcs11().open_container(
+                self.container_dir(name), record, _pin_text(passphrase)
+            )
+            return opened
         return self.open_software(name, passphrase)
 
     def open_software(self, name: str, passphrase: bytes) -> SoftwareContainer:
