@@ -18,7 +18,7 @@ What this module owns:
 
 - CryptoAPI on a token container (docs/MSCAPI.md): a Windows RSA exchange key imported
   into the token as an extra key of the container (``capi_exchange`` in container.json,
-  FORMAT.md 5.1.2), which opens SIMPLEBLOBs with the token's ``CKM_RSA_PKCS`` (or
+  FORMAT.md 5.1.1), which opens SIMPLEBLOBs with the token's ``CKM_RSA_PKCS`` (or
   ``CKM_RSA_PKCS_OAEP`` with SHA-1) under mscapi.simpleblob's no-oracle rules.
 """
 
@@ -525,7 +525,7 @@ _HMAC_SIZE = 32
 _RECORD_MEMBERS = frozenset(
     ("format", "name", "suite", "created", "pkcs11", "exchange", "signature", "state")
 )
-#: Members container.json may have besides those it must (FORMAT.md 5.1.2 addendum).
+#: Members container.json may have besides those it must (FORMAT.md 5.1.1 addendum).
 _OPTIONAL_MEMBERS = frozenset(("capi_exchange",))
 _TOKEN_MEMBERS = frozenset(("module", "token", "serial"))
 _PAIR_MEMBERS = frozenset(("public", "label", "id"))
@@ -735,7 +735,7 @@ class TokenContainer(TokenKeys):
 
     def capi_import_key_pair(self, role: KeyRole, key: rsa.RSAPrivateKey, *, force: bool) -> str:
         """Import ``key`` (validated when it was loaded) into the token as this container's
-        CryptoAPI exchange key (FORMAT.md 5.1.2 addendum): a private, sensitive, never
+        CryptoAPI exchange key (FORMAT.md 5.1.1 addendum): a private, sensitive, never
         extractable token object allowed only to decrypt, and its public key object, both
         labelled ``<base>/capi-exchange``; then recorded in container.json.  A key already
         imported is replaced only with ``force`` (SIMPLEBLOBs wrapped for it stop opening,
@@ -1130,7 +1130,7 @@ def rsa_oaep_problem(module: str, token: str, pin: str) -> str | None:
             session.close()
 
 
-# -- CryptoAPI: a Windows RSA exchange key imported into the token (FORMAT.md 5.1.2) -------
+# -- CryptoAPI: a Windows RSA exchange key imported into the token (FORMAT.md 5.1.1) -------
 
 #: The ciphertext-dependent failures a token may report for RSA decryption (bad padding
 #: most of all; SoftHSM2 2.6.1 says CKR_GENERAL_ERROR, others CKR_ENCRYPTED_DATA_INVALID).
@@ -1198,7 +1198,7 @@ class CapiKeyRef:
 
     @classmethod
     def from_json(cls, entry: Any) -> CapiKeyRef:
-        """Parsed and checked (FORMAT.md 5.1.2): a key the rsa suite accepts, canonical DER,
+        """Parsed and checked (FORMAT.md 5.1.1): a key the rsa suite accepts, canonical DER,
         and the id its public key gives.
 
         Raises:
