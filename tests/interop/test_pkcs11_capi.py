@@ -273,6 +273,12 @@ def test_what_a_token_container_refuses(
     try:
         with pytest.raises(NotFoundError, match="holds no CryptoAPI exchange key labelled"):
             reopened.capi_unwrap(blob, authenticated=False)
+        # Importing the same key again puts it back, no --force needed.
+        reopened.capi_import_key_pair(KeyRole.EXCHANGE, other, force=False)
+        again = mscapi.build_simpleblob(
+            mscapi.CapiKey.new(mscapi.AlgId.AES_128, b"k" * 16), other.public_key()
+        )
+        assert reopened.capi_unwrap(again, authenticated=True).unsafe_raw_bytes() == b"k" * 16
     finally:
         reopened.close()
 

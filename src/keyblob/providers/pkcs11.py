@@ -763,8 +763,11 @@ class TokenContainer(TokenKeys):
         old = self.record.capi_exchange
         where = f"in PKCS#11 token {self.token!r}, sensitive, not extractable"
         if old is not None and hmac.compare_digest(old.public, public):
-            self._capi_exchange_key()  # still in the token, and the same key
-            return where
+            try:
+                self._capi_exchange_key()  # still in the token, and the same key
+                return where
+            except NotFoundError:
+                old = None  # deleted from the token: imported again under the same record
         if old is not None and not force:
             raise UsageError(
                 f"container {self._name!r} already holds a CryptoAPI exchange key "
