@@ -38,6 +38,12 @@ def token_home(
     base = json.loads((folder / "container.json").read_bytes())["state"]["label"]
     base = base.removesuffix("/state")
     yield folder
+    # keyblob.cli.main does not close the container it opened (a command's process ends
+    # there): log out what the in-process commands left, as their process exit would.
+    for key, login in list(token_provider._LOGINS.items()):
+        if key[1] == softhsm_token.label:
+            del token_provider._LOGINS[key]
+            login.session.close()
     with token_provider.open_session(
         softhsm_token.module, softhsm_token.label, softhsm_token.pin
     ) as opened:
