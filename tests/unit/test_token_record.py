@@ -142,3 +142,32 @@ def test_an_unsafe_container_file_is_refused_before_the_module_is_loaded(tmp_pat
     with pytest.raises(ProviderError, match="can be read or written by others"):
         home.open("c", b"1234")
     assert str(tmp_path / "planted.so") not in pkcs11._MODULES
+
+
+@pytest.mark.parametrize(
+    ("raised", "error", "message"),
+    [
+        ("PinIncorrect", "PassphraseError", "wrong PIN for PKCS#11 token 't'"),
+        ("PinLocked", "PassphraseError", "the user PIN of PKCS#11 token 't' is locked"),
+        ("PinExpired", "PassphraseError", "has expired"),
+        ("NoSuchToken", "NotFoundError", "no PKCS#11 token labelled 't'"),
+        ("DeviceRemoved", "ProviderError", "went away during login"),
+        ("TokenNotPresent", "ProviderError", "went away during login"),
+    ],
+)
+def test_every_pkcs11_failure_is_one_keyblob_error(raised: str, error: str, message: str) -> None:
+    """The adapter's translation of what a module returns (SoftHSM2 2.6.1 never locks a PIN,
+    so a locked PIN cannot be produced by the test token: the translation is checked on the
+    exception python-pkcs11 raises for CKR_PIN_LOCKED)."""
+    import keyblob.errors
+    from pkcs11 import exceptions as p11
+
+    from keyblob.providers import pkcs11
+
+    expected = getattr(keyblob.errors, error)
+    with pytest.raises(expected, match=message) as caught:
+        with pkcs11._token_errors("t", "login"):
+            raise getattr(p11, raised)()
+    assert str(caught.value).count("\n") == 0
+    assert keyblob.errors.KeyblobError in type(caught.value).__mro__
+    assert caught.value.exit_status == {"PassphraseError": 5, "NotFoundError": 4}.get(error, 1)
