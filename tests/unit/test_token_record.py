@@ -159,15 +159,14 @@ def test_every_pkcs11_failure_is_one_keyblob_error(raised: str, error: str, mess
     """The adapter's translation of what a module returns (SoftHSM2 2.6.1 never locks a PIN,
     so a locked PIN cannot be produced by the test token: the translation is checked on the
     exception python-pkcs11 raises for CKR_PIN_LOCKED)."""
-    import keyblob.errors
     from pkcs11 import exceptions as p11
 
+    import keyblob.errors
     from keyblob.providers import pkcs11
 
     expected = getattr(keyblob.errors, error)
-    with pytest.raises(expected, match=message) as caught:
-        with pkcs11._token_errors("t", "login"):
-            raise getattr(p11, raised)()
+    with pytest.raises(expected, match=message) as caught, pkcs11._token_errors("t", "login"):
+        raise getattr(p11, raised)()
     assert str(caught.value).count("\n") == 0
     assert keyblob.errors.KeyblobError in type(caught.value).__mro__
     assert caught.value.exit_status == {"PassphraseError": 5, "NotFoundError": 4}.get(error, 1)
