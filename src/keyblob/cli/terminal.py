@@ -275,6 +275,11 @@ class Context:
         """
         name = self.container_name
         self.home.require(name)
+        from keyblob.agent import client  # noqa: PLC0415 - what only open() needs
+
+        held = client.held(self.home, name)
+        if held is not None:  # the agent holds it: no passphrase, no unlock
+            return held
         token = self.home.token_of(name)
         if token is not None:
             return self.home.open(name, self.pin(token))
@@ -290,6 +295,18 @@ class Context:
                     raise
                 print(f"{PROG}: wrong passphrase; try again", file=sys.stderr)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def unlock_secret(self, name: str, token: str | None) -> tuple[bytes, bool]:
+        """What opens container ``name`` (its token's PIN if ``token``, else its
+        passphrase), as :meth:`open` gets it, and whether a wrong one may be asked again
+        (typed at the prompt: yes; from a file or the environment, or a PIN: no)."""
+        if token is not None:
+            return self.pin(token), False
+        given = self._given_passphrase()
+        if given is not None:
+            return _not_empty(given), False
+        self._require_terminal()
+        return _prompt(f"Passphrase for container {name!r}: "), True
 
     def load(self, name: str, container: Provider | None = None) -> SessionKey:
         """The newest generation of ``name`` (or --generation's), every import check made
