@@ -235,9 +235,10 @@ def unlock(conn: Connection, home: Path, name: str, secret: bytes, ttl: int) -> 
             os.close(write_end)
 
 
-def start(home: Path, *, idle: int, life: int) -> int:
+def start(home: Path, *, idle: int, life: int) -> tuple[int, bool]:
     """Start this user's agent as a new process (never a fork of this one) and wait until
-    it listens; return its pid.  An agent already running is left as it is.
+    it listens; return its pid, and whether it is new (False: another start won the race,
+    and that agent is left as it is).
 
     Raises:
         ProviderError: it could not start (the message is the agent's).
@@ -272,7 +273,10 @@ def start(home: Path, *, idle: int, life: int) -> int:
         line += chunk
     process.stdout.close()
     text = line.decode("utf-8", "replace").strip()
-    if text.startswith("ready "):
-        return int(text.split()[1])
+    if text.startswith(("ready ", "running ")):
+        word, pid = text.split()
+        if word == "running":  # that process exits at once: reap it
+            process.wait(timeout=START_TIMEOUT)
+        return int(pid), word == "ready"
     process.wait(timeout=START_TIMEOUT)
     raise ProviderError(text.removeprefix("error: ") or "the keyblob agent did not start")

@@ -255,11 +255,19 @@ def _close(provider: Provider) -> None:
 # -- the server ---------------------------------------------------------------------------
 
 
+class AlreadyRunning(ProviderError):
+    """Another agent holds the lock: it is the user's agent."""
+
+    def __init__(self, pid: str) -> None:
+        super().__init__(f"a keyblob agent is already running (pid {pid})")
+        self.pid = pid
+
+
 def _take_lock(folder: Path) -> int:
     """Hold the one-agent lock of ``folder``; its descriptor stays open for the agent's life.
 
     Raises:
-        ProviderError: another agent holds it (its pid is said).
+        AlreadyRunning: another agent holds it.
     """
     import fcntl  # noqa: PLC0415 - POSIX only
 
@@ -271,7 +279,7 @@ def _take_lock(folder: Path) -> int:
         other = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
         os.close(fd)
         if e.errno in (errno.EWOULDBLOCK, errno.EACCES):
-            raise ProviderError(f"a keyblob agent is already running (pid {other})") from None
+            raise AlreadyRunning(other) from None
         raise
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -414,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
         protocol.make_socket_folder(args.folder)
         lock = _take_lock(args.folder)
         listener = _listen(args.folder)
+    except AlreadyRunning as e:
+        print(f"running {e.pid}", file=ready, flush=True)
+        return 0
     except KeyblobError as e:
         print(f"error: {e}", file=ready, flush=True)
         return 1

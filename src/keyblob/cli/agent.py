@@ -42,7 +42,10 @@ def cmd_agent_start(ctx: Context) -> int:
         conn.close()
         print(f"a keyblob agent is already running (pid {pid})")
         return 0
-    pid = client.start(ctx.home.path, idle=args.idle, life=args.max_lifetime)
+    pid, new = client.start(ctx.home.path, idle=args.idle, life=args.max_lifetime)
+    if not new:
+        print(f"a keyblob agent is already running (pid {pid})")
+        return 0
     folder = protocol.socket_folder(ctx.home.path)
     print(f"keyblob agent started (pid {pid}), socket {tilde(folder / protocol.SOCKET_NAME)}")
     print(
@@ -50,6 +53,23 @@ def cmd_agent_start(ctx: Context) -> int:
         f"{args.max_lifetime} s after it was unlocked; keyblob lock forgets them all now"
     )
     return 0
+
+
+def cmd_agent_serve(ctx: Context) -> int:
+    """The agent in the foreground (what agent start runs detached, and systemd runs)."""
+    from keyblob.agent import server  # noqa: PLC0415
+
+    folder = protocol.socket_folder(ctx.home.path)
+    return server.main(
+        [
+            "--folder",
+            str(folder),
+            "--idle",
+            str(ctx.args.idle),
+            "--life",
+            str(ctx.args.max_lifetime),
+        ]
+    )
 
 
 def cmd_agent_stop(ctx: Context) -> int:
@@ -138,21 +158,25 @@ def register(sub: Subcommands) -> None:
     asub = agent.add_subparsers(
         dest="agent_command", required=True, parser_class=Parser, metavar="COMMAND"
     )
-    sp = command(asub, "start", cmd_agent_start, "start the agent (one per user)")
-    sp.add_argument(
-        "--idle",
-        type=int,
-        default=DEFAULT_IDLE,
-        metavar="S",
-        help=f"forget a container S seconds after its last use (default {DEFAULT_IDLE})",
-    )
-    sp.add_argument(
-        "--max-lifetime",
-        type=int,
-        default=DEFAULT_LIFE,
-        metavar="S",
-        help=f"forget a container S seconds after it was unlocked (default {DEFAULT_LIFE})",
-    )
+    for name, func, text in (
+        ("start", cmd_agent_start, "start the agent (one per user)"),
+        ("serve", cmd_agent_serve, "run the agent in the foreground (systemd runs this)"),
+    ):
+        sp = command(asub, name, func, text)
+        sp.add_argument(
+            "--idle",
+            type=int,
+            default=DEFAULT_IDLE,
+            metavar="S",
+            help=f"forget a container S seconds after its last use (default {DEFAULT_IDLE})",
+        )
+        sp.add_argument(
+            "--max-lifetime",
+            type=int,
+            default=DEFAULT_LIFE,
+            metavar="S",
+            help=f"forget a container S seconds after it was unlocked (default {DEFAULT_LIFE})",
+        )
     command(asub, "stop", cmd_agent_stop, "stop the agent; it forgets every container")
     sp = command(asub, "status", cmd_agent_status, "the agent and the containers it holds")
     sp.add_argument("--json", action="store_true", help="print a JSON document (docs/AGENT.md)")
