@@ -7,11 +7,26 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
-from keyblob.agent import client, protocol
+from keyblob.agent import protocol
 from keyblob.agent.protocol import Kind
-from keyblob.cli.terminal import PROG, Context, Parser, Subcommands, command, emit_json, tilde
+from keyblob.cli.terminal import (
+    PROG,
+    Context,
+    Parser,
+    Subcommands,
+    command,
+    emit_json,
+    lazy_module,
+    tilde,
+)
 from keyblob.errors import NotFoundError, PassphraseError, UsageError
+
+if TYPE_CHECKING:
+    from keyblob.agent import client
+else:  # loaded on first use: building the parser imports no socket client
+    client = lazy_module("keyblob.agent.client")
 
 DEFAULT_IDLE = 600
 DEFAULT_LIFE = 7200

@@ -12,9 +12,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-
-from keyblob import blobs
 from keyblob.cli.data import encrypt_command
 from keyblob.cli.terminal import (
     Context,
@@ -45,17 +42,23 @@ from keyblob.errors import (
     WeakKeyError,
 )
 from keyblob.keys import Algorithm, KeyRole, SessionKey, Suite, check_name
-from keyblob.providers import suites
 from keyblob.providers.base import Provider
-from keyblob.providers.software import SoftwareContainer
 from keyblob.trust import State, capi_fingerprint
 
 if TYPE_CHECKING:
-    from keyblob import mscapi
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from keyblob import blobs, mscapi
+    from keyblob.providers import suites
+    from keyblob.providers.software import SoftwareContainer
 else:
-    # CryptoAPI support is loaded on first use: most commands never touch it, and every
-    # command pays for what the CLI imports at start (keyblob --help is measured).
+    # CryptoAPI support, the library and cryptography are loaded on first use: most
+    # commands never touch CryptoAPI, and every command pays for what the CLI imports at
+    # start (keyblob --help is measured).
+    blobs = lazy_module("keyblob.blobs")
     mscapi = lazy_module("keyblob.mscapi")
+    rsa = lazy_module("cryptography.hazmat.primitives.asymmetric.rsa")
+    suites = lazy_module("keyblob.providers.suites")
 
 
 UNSIGNED_WARNING = (
@@ -244,6 +247,8 @@ def windows_keys(container: Provider, what: str) -> SoftwareContainer:
     Raises:
         ProviderError: ``container`` is not a software container.
     """
+    from keyblob.providers.software import SoftwareContainer  # noqa: PLC0415
+
     if isinstance(container, SoftwareContainer):
         return container
     raise ProviderError(
