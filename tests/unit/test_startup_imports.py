@@ -27,6 +27,8 @@ HEAVY = (
     "keyblob.providers.homestate",
     "keyblob.storage.sqlite",
     "keyblob.agent.client",
+    "keyblob.agent.protocol",
+    "socket",
     "sqlite3",
     "multiprocessing",
     "concurrent.futures",
