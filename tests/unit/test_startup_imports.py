@@ -33,6 +33,7 @@ HEAVY = (
     "multiprocessing",
     "concurrent.futures",
     "subprocess",
+    "traceback",
 )
 
 LOADED = """
