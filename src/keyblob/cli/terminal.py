@@ -18,7 +18,7 @@ import sys
 import types
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, TextIO, TypeAlias, cast
+from typing import Any, BinaryIO, NoReturn, TextIO, TypeAlias, TypeVar, cast
 
 from keyblob import blobs, publickeys
 from keyblob.atomic import atomic_output, read_bounded
@@ -36,6 +36,8 @@ from keyblob.keys import SessionKey
 from keyblob.providers.base import Provider
 from keyblob.providers.software import DEFAULT_CONTAINER, Home
 from keyblob.storage import Store, open_store
+
+_C = TypeVar("_C")
 
 
 def lazy_module(name: str) -> types.ModuleType:
@@ -192,6 +194,7 @@ class Context:
         # A plain path may start with ~ (the shell leaves it alone after --store=).
         self._store_url = os.path.expanduser(url) if url and "://" not in url else url
         self._store: Store | None = None
+        self._opened: list[Any] = []  # token containers to close (log out of) at the end
 
     def store(self) -> Store:
         """The command's store, opened once (a database is connected to by its first use)."""
@@ -200,11 +203,24 @@ class Context:
         return self._store
 
     def close(self) -> None:
-        """Close what the command opened: the store's database connection, if any."""
+        """Close what the command opened: the store's database connection, if any, and the
+        containers it unlocked that hold a resource (a token container's login)."""
+        opened, self._opened = self._opened, []
         store, self._store = self._store, None
-        close = getattr(store, "close", None)
-        if callable(close):
-            close()
+        try:
+            for container in opened:
+                container.close()
+        finally:
+            close = getattr(store, "close", None)
+            if callable(close):
+                close()
+
+    def keep_open(self, container: _C) -> _C:
+        """``container``, closed by :meth:`close` if it has anything to close (a token
+        container's session: a login of this process that must not outlive the command)."""
+        if callable(getattr(container, "close", None)):
+            self._opened.append(container)
+        return container
 
     def _given_passphrase(self) -> bytes | None:
         """The first line of --passphrase-file, else KEYBLOB_PASSPHRASE, else None (the
@@ -282,7 +298,7 @@ class Context:
             return held
         token = self.home.token_of(name)
         if token is not None:
-            return self.home.open(name, self.pin(token))
+            return self.keep_open(self.home.open(name, self.pin(token)))
         given = self._given_passphrase()
         if given is not None:
             return self.home.open(name, _not_empty(given))
