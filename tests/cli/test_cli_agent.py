@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import support
-from keyblob import Home, blobs
+from keyblob import Home, Suite, blobs
 from keyblob.agent import client, protocol
 from keyblob.agent.protocol import Kind
 from keyblob.cli import main
@@ -322,3 +322,48 @@ def test_concurrent_commands_share_the_agent(
     errs = [r.communicate(timeout=60)[1] for r in runs]
     assert [r.returncode for r in runs] == [0] * 4, errs
     assert kb("list")[0] == 0
+
+
+def test_cryptoapi_on_the_containers_own_keys_unlocks_in_the_command(
+    kb: Run, tmp_path: Path, agent: Callable[..., int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An rsa container held by the agent: stored keys work through it (capi decrypt), and
+    the operations on its own RSA keys (import-keypair, import-simpleblob) unlock in the
+    command, asking for the passphrase, rather than fail halfway."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from keyblob import mscapi
+
+    home = tmp_path / "rsa-home"
+    Home(home).create("default", PASSPHRASE, Suite.RSA, bits=2048, kdf=FAST_KDF)
+    monkeypatch.setenv("KEYBLOB_HOME", str(home))
+    (tmp_path / "run").mkdir(mode=0o700, exist_ok=True)
+    exchange, signer = (rsa.generate_private_key(65537, 2048) for _ in "ab")
+    session = mscapi.CapiKey.new(mscapi.AlgId.AES_256, os.urandom(32))
+    blob = mscapi.build_simpleblob(session, exchange.public_key())
+    files = {
+        "priv": mscapi.PrivateKeyBlob.from_private_key(exchange).to_bytes(),
+        "signer": mscapi.PublicKeyBlob.from_public_key(
+            signer.public_key(), alg_id=mscapi.AlgId.RSA_SIGN
+        ).to_bytes(),
+        "sb": blob,
+        "sig": mscapi.sign_hash(signer, blob),
+        "ct": mscapi.encrypt(session, b"salaries" * 10),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    agent()
+    assert kb("unlock", passphrase=PASS)[0] == 0
+    status, _, err = kb("capi", "import-keypair", str(tmp_path / "priv"))
+    assert status == 2 and "no passphrase" in err  # its own keys: not through the agent
+    assert kb("capi", "import-keypair", str(tmp_path / "priv"), passphrase=PASS)[0] == 0
+    # The agent holds the container as it was unlocked: the new exchange key is not its.
+    assert kb("unlock", passphrase=PASS)[0] == 0
+    status, out, err = kb(
+        "capi", "import-simpleblob", str(tmp_path / "sb"), "--name", "winpay",
+        "--signature", str(tmp_path / "sig"), "--signer", str(tmp_path / "signer"),
+        passphrase=PASS,
+    )  # fmt: skip
+    assert status == 0, err
+    status, out, err = kb("capi", "decrypt", "winpay", "-i", str(tmp_path / "ct"))
+    assert (status, out) == (0, "salaries" * 10), err  # through the agent, no passphrase

@@ -310,7 +310,7 @@ def cmd_capi_import_keypair(ctx: Context) -> int:
                 f"can still be read without a home: keyblob capi decrypt --private {args.file} "
                 "--simpleblob … (docs/MSCAPI.md 7.3)"
             ) from None
-    container = windows_keys(ctx.open(), "take a PRIVATEKEYBLOB")
+    container = windows_keys(ctx.open(own_keys=True), "take a PRIVATEKEYBLOB")
     with warnings.catch_warnings():  # the size warning was given above, before the PIN
         warnings.simplefilter("ignore", mscapi.LegacyAlgorithmWarning)
         where = container.capi_import_key_pair(role, key, force=args.force)
@@ -386,7 +386,7 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
     algorithm = Algorithm.for_capi(int(parsed.alg_id))
     check_name(args.name)
     _signature_given(args, args.file)  # before the unlock
-    container = ctx.open()
+    container = ctx.open(own_keys=True)
     state = container.state()
     _signer_given(args, state)
     signer = _public_key(ctx, args.signer, "--signer")[0] if args.signer else None
@@ -449,7 +449,7 @@ def cmd_capi_export_simpleblob(ctx: Context) -> int:
     hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
     # Before the unlock; build_simpleblob checks it again (its warning prints once).
     _sized(args.to, lambda: mscapi.check_recipient_key(recipient, legacy=args.legacy))
-    opened = ctx.open()
+    opened = ctx.open(own_keys=True)
     container = windows_keys(opened, "sign a SIMPLEBLOB")
     session = ctx.load(args.name, opened)
     blob = _sized(

@@ -279,9 +279,13 @@ class Context:
                 print(f"{PROG}: the two passphrases differ; try again", file=sys.stderr)
         raise UsageError(f"the two passphrases differ ({PROMPT_TRIES} tries); nothing was created")
 
-    def open(self) -> Provider:
+    def open(self, *, own_keys: bool = False) -> Provider:
         """The container the command works with, unlocked: the one way every command opens
-        it, so that another provider (a token, an agent) can stand behind it.
+        it, so that another provider (a token, an agent) can stand behind it.  Through the
+        agent if it holds the container, unless ``own_keys``: the CryptoAPI operations on
+        the container's own RSA keys (capi import-keypair, import-simpleblob,
+        export-simpleblob) are not requests the agent answers (docs/AGENT.md 1), so those
+        commands unlock the container themselves.
 
         A missing container is reported before any passphrase is asked (exit 4).  The
         passphrase comes from KEYBLOB_PASSPHRASE, --passphrase-file, or a no-echo prompt,
@@ -293,9 +297,9 @@ class Context:
         self.home.require(name)
         from keyblob.agent import client  # noqa: PLC0415 - what only open() needs
 
-        held = client.held(self.home, name)
+        held = None if own_keys else client.held(self.home, name)
         if held is not None:  # the agent holds it: no passphrase, no unlock
-            return held
+            return self.keep_open(held)
         token = self.home.token_of(name)
         if token is not None:
             return self.keep_open(self.home.open(name, self.pin(token)))
