@@ -367,3 +367,45 @@ def test_cryptoapi_on_the_containers_own_keys_unlocks_in_the_command(
     assert status == 0, err
     status, out, err = kb("capi", "decrypt", "winpay", "-i", str(tmp_path / "ct"))
     assert (status, out) == (0, "salaries" * 10), err  # through the agent, no passphrase
+
+
+def test_socket_activation_takes_the_socket_systemd_passes(
+    kb: Run, home: Path, tmp_path: Path
+) -> None:
+    """As systemd's keyblob-agent.socket does: the socket is made and listening before the
+    agent runs, passed as descriptor 3 with LISTEN_PID and LISTEN_FDS; the agent serves it,
+    and leaves the socket file (systemd's) in place when it stops."""
+    folder = tmp_path / "run" / "keyblob"
+    folder.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with protocol.short_path(folder, protocol.SOCKET_NAME) as path:
+        listener.bind(path)
+    listener.listen(4)
+    wrapper = (
+        "import os, sys\n"
+        "os.dup2(int(os.environ.pop('PASSED_FD')), 3)\n"
+        "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+        "os.environ['LISTEN_FDS'] = '1'\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'keyblob', 'agent', 'serve'])\n"
+    )
+    env = {**os.environ, "PASSED_FD": str(listener.fileno())}
+    process = subprocess.Popen(
+        [sys.executable, "-c", wrapper],
+        env=env,
+        pass_fds=(listener.fileno(),),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    listener.close()
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith(f"ready {process.pid}")
+        assert kb("unlock", passphrase=PASS)[0] == 0
+        assert kb("show", "payroll")[0] == 0
+        assert kb("agent", "stop")[0] == 0
+        assert process.wait(timeout=10) == 0
+        assert (folder / protocol.SOCKET_NAME).exists()  # systemd's socket stays
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -138,8 +138,7 @@ class Agent:
         if kind is Kind.LOCK:
             self.forget_all()
             return ()
-        if kind is Kind.STOP:
-            self.stopping.set()
+        if kind is Kind.STOP:  # the connection stops the agent once the answer is sent
             return ()
         provider = self._get(f[0], f[1])
         if kind is Kind.PUBLIC:
@@ -361,7 +360,13 @@ def _connection(agent: Agent, conn: socket.socket) -> None:
                     for fd in fds:
                         with contextlib.suppress(OSError):
                             os.close(fd)
-                conn.sendall(answer)
+                try:
+                    conn.sendall(answer)
+                finally:
+                    if request.kind is Kind.STOP:  # after the answer, even if it failed
+                        agent.stopping.set()
+                if request.kind is Kind.STOP:
+                    return
         except OSError:
             return
 
