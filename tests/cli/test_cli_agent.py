@@ -409,3 +409,40 @@ def test_socket_activation_takes_the_socket_systemd_passes(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_token_container_through_the_agent(
+    kb: Run,
+    tmp_path: Path,
+    agent: Callable[..., int],
+    softhsm_token: support.SoftHSMToken,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The PIN is asked once, by unlock; the agent logs in to the token and holds the
+    session; commands need no PIN; lock closes the session."""
+    home = tmp_path / "token-home"
+    container = Home(home).create_token(
+        "default",
+        softhsm_token.pin.encode(),
+        module=softhsm_token.module,
+        token=softhsm_token.label,
+    )
+    container.close()  # this process's login ends: the agent logs in on its own
+    monkeypatch.setenv("KEYBLOB_HOME", str(home))
+    try:
+        agent()
+        status, _, err = kb("unlock")
+        assert status == 2 and "no PIN" in err
+        monkeypatch.setenv("KEYBLOB_PIN", softhsm_token.pin)
+        assert kb("unlock")[0] == 0
+        monkeypatch.delenv("KEYBLOB_PIN")
+        for argv in (("new", "tok"), ("rotate", "tok"), ("show", "tok"), ("label", "set", "T")):
+            status, _, err = kb(*argv)
+            assert status == 0, err
+        assert _status(home)["containers"][0]["suite"] == "p256"  # type: ignore[index]
+        assert kb("lock")[0] == 0
+        status, _, err = kb("show", "tok")
+        assert status == 2 and "no PIN" in err
+    finally:
+        monkeypatch.setenv("KEYBLOB_PIN", softhsm_token.pin)
+        support.close_token_container(Home(home).open("default", softhsm_token.pin.encode()))
