@@ -386,7 +386,9 @@ def _answer(agent: Agent, request: Request, fds: list[int]) -> bytes:
         return protocol.encode(protocol.VERSION, 0, agent.handle(request, fds))
     except KeyblobError as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return protocol.encode(protocol.VERSION, e.exit_status, (message.encode()[:4096],))
+        # 4096 bytes at most, cut on a character boundary: the message stays UTF-8
+        line = message.encode()[:4096].decode("utf-8", "ignore").encode()
+        return protocol.encode(protocol.VERSION, e.exit_status, (line,))
     except Exception as e:
         text = f"the agent failed: {type(e).__name__}"
         return protocol.encode(protocol.VERSION, 1, (text.encode(),))
