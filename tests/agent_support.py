@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,12 +166,3 @@ def leaks(data: bytes, secret: dict[str, bytes]) -> list[str]:
     return [
         what for what, value in secret.items() if value in data or value.hex().encode() in lower
     ]
-
-
-def wait_until(predicate: object, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
-            return True
-        time.sleep(0.05)
-    return False
