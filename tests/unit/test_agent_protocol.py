@@ -13,6 +13,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -474,3 +475,29 @@ def test_a_descriptor_that_is_not_a_pipe_is_refused(in_process: LiveAgent, tmp_p
             assert status == 2 and b"passphrase pipe" in message
     finally:
         os.close(fd)
+
+
+def test_a_command_quiet_longer_than_the_timeout_reconnects(
+    in_process: LiveAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command whose connection the agent dropped as idle (a long store copy between two
+    signatures) sends its next request again on a new connection, once; the result is the
+    same as on the first."""
+    from keyblob.agent import client
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(in_process.folder.parent))
+    conn = client.connect(in_process.home)
+    assert conn is not None
+    read, write = os.pipe()
+    os.write(write, PASSPHRASE)
+    os.close(write)
+    conn.call(Kind.UNLOCK, (*in_process.fields(), (0).to_bytes(8)), fd=read)
+    os.close(read)
+    held = client.held(Home(in_process.home), "default")
+    assert held is not None
+    first = held.exchange_public
+    time.sleep(1.2)  # over the 0.5 s read timeout: both connections were dropped
+    signature = held.sign(b"message")
+    assert len(signature) == 64 and held.exchange_public == first
+    held.close()
+    conn.close()

@@ -37,11 +37,14 @@ def home_key(home: Path) -> str:
 
 
 class Connection:
-    """One connection to this user's agent."""
+    """One connection to this user's agent.  The agent drops a connection that stays idle
+    (docs/AGENT.md 3): a request other than UNLOCK that finds it dropped before any answer
+    (they are all idempotent) is sent again once on a new connection."""
 
-    def __init__(self, sock: socket.socket, folder: Path) -> None:
+    def __init__(self, sock: socket.socket, folder: Path, home: Path) -> None:
         self._sock = sock
         self.folder = folder
+        self._home = home
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -57,18 +60,31 @@ class Connection:
             ProviderError: the connection failed or the answer was malformed.
         """
         frame = protocol.encode(protocol.VERSION, kind, fields)
+        body = self._exchange(frame, fd)
+        if body is None and fd is None:
+            again = connect(self._home)
+            if again is None:
+                raise ProviderError("the keyblob agent is gone (stopped or killed)")
+            self.close()
+            self._sock = again._sock
+            body = self._exchange(frame, None)
+        if body is None:
+            raise ProviderError("the keyblob agent closed the connection")
+        return protocol.parse_response(body, kind)
+
+    def _exchange(self, frame: bytes, fd: int | None) -> bytes | None:
+        """The answer's body; None if the connection was found closed before any of it."""
         try:
             if fd is None:
                 self._sock.sendall(frame)
             else:
                 sent = socket.send_fds(self._sock, [frame], [fd])
                 self._sock.sendall(frame[sent:])
-            body = protocol.read_frame(self._sock)
+            return protocol.read_frame(self._sock)
+        except (BrokenPipeError, ConnectionResetError):
+            return None
         except (OSError, protocol.Malformed) as e:
             raise ProviderError(f"lost the connection to the keyblob agent ({e})") from None
-        if body is None:
-            raise ProviderError("the keyblob agent closed the connection")
-        return protocol.parse_response(body, kind)
 
 
 def connect(home: Path) -> Connection | None:
@@ -96,7 +112,7 @@ def connect(home: Path) -> Connection | None:
         sock.close()
         raise ProviderError(f"refusing the keyblob agent in {folder}: it runs as another user")
     sock.settimeout(ANSWER_TIMEOUT)
-    return Connection(sock, folder)
+    return Connection(sock, folder, Path(home))
 
 
 class AgentContainer:
