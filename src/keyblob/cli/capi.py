@@ -239,7 +239,8 @@ def _in_cli_words(func: Callable[[Context], int]) -> Callable[[Context], int]:
 def windows_keys(container: Provider, what: str) -> SoftwareContainer:
     """``container`` where the command needs CryptoAPI operations on its own RSA keys
     (unwrap or sign a SIMPLEBLOB, take a PRIVATEKEYBLOB): only the software container has
-    them, so any other provider is refused by name rather than failing half-way.
+    them, so any other provider is refused by name rather than failing half-way.  The
+    caller opens it with ``through_agent=False``: the agent offers none of these.
 
     Raises:
         ProviderError: ``container`` is not a software container.
@@ -287,7 +288,7 @@ def cmd_capi_import_keypair(ctx: Context) -> int:
             f"still be read without a home: keyblob capi decrypt --private {args.file} "
             "--simpleblob … (docs/MSCAPI.md 7.3)"
         ) from None
-    container = windows_keys(ctx.open(), "take a PRIVATEKEYBLOB")
+    container = windows_keys(ctx.open(through_agent=False), "take a PRIVATEKEYBLOB")
     container.replace_key_pair(role, key, force=args.force)
     new_id = container.signature_id if role is KeyRole.SIGNATURE else container.exchange_id
     print(
@@ -361,7 +362,7 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
     algorithm = Algorithm.for_capi(int(parsed.alg_id))
     check_name(args.name)
     _signature_given(args, args.file)  # before the unlock
-    container = ctx.open()
+    container = ctx.open(through_agent=False)  # its RSA exchange key, in process
     state = container.state()
     _signer_given(args, state)
     signer = _public_key(ctx, args.signer, "--signer")[0] if args.signer else None
@@ -424,7 +425,7 @@ def cmd_capi_export_simpleblob(ctx: Context) -> int:
     hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
     # Before the unlock; build_simpleblob checks it again (its warning prints once).
     _sized(args.to, lambda: mscapi.check_recipient_key(recipient, legacy=args.legacy))
-    container = windows_keys(ctx.open(), "sign a SIMPLEBLOB")
+    container = windows_keys(ctx.open(through_agent=False), "sign a SIMPLEBLOB")
     session = ctx.load(args.name, container)
     blob = _sized(
         args.to, lambda: mscapi.build_simpleblob(_capi_key(session), recipient, legacy=args.legacy)

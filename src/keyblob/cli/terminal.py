@@ -263,9 +263,12 @@ class Context:
                 print(f"{PROG}: the two passphrases differ; try again", file=sys.stderr)
         raise UsageError(f"the two passphrases differ ({PROMPT_TRIES} tries); nothing was created")
 
-    def open(self) -> Provider:
+    def open(self, *, through_agent: bool = True) -> Provider:
         """The container the command works with, unlocked: the one way every command opens
         it, so that another provider (a token, an agent) can stand behind it.
+        ``through_agent=False`` is for a command that needs what the agent does not offer
+        (the container's own keys in process: CryptoAPI signing, a new key pair sealed
+        under the passphrase); it then unlocks as if no agent ran.
 
         A missing container is reported before any passphrase is asked (exit 4).  The
         passphrase comes from KEYBLOB_PASSPHRASE, --passphrase-file, or a no-echo prompt,
@@ -277,7 +280,7 @@ class Context:
         self.home.require(name)
         from keyblob.agent import client  # noqa: PLC0415 - what only open() needs
 
-        held = client.held(self.home, name)
+        held = client.held(self.home, name) if through_agent else None
         if held is not None:  # the agent holds it: no passphrase, no unlock
             return held
         token = self.home.token_of(name)
