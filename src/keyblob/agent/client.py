@@ -41,10 +41,9 @@ class Connection:
     (docs/AGENT.md 3): a request other than UNLOCK that finds it dropped before any answer
     (they are all idempotent) is sent again once on a new connection."""
 
-    def __init__(self, sock: socket.socket, folder: Path, home: Path) -> None:
+    def __init__(self, sock: socket.socket, folder: Path) -> None:
         self._sock = sock
         self.folder = folder
-        self._home = home
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -62,7 +61,7 @@ class Connection:
         frame = protocol.encode(protocol.VERSION, kind, fields)
         body = self._exchange(frame, fd)
         if body is None and fd is None:
-            again = connect(self._home)
+            again = connect_folder(self.folder)
             if again is None:
                 raise ProviderError("the keyblob agent is gone (stopped or killed)")
             self.close()
@@ -94,7 +93,11 @@ def connect(home: Path) -> Connection | None:
         ProviderError: the agent's folder is unsafe (another owner, loose mode, a symlink),
             or the process listening there is not this user's.
     """
-    folder = protocol.socket_folder(Path(home))
+    return connect_folder(protocol.socket_folder(Path(home)))
+
+
+def connect_folder(folder: Path) -> Connection | None:
+    """:func:`connect` to the agent whose folder is ``folder``."""
     if not os.path.lexists(folder):
         return None
     protocol.check_socket_folder(folder)
@@ -112,7 +115,7 @@ def connect(home: Path) -> Connection | None:
         sock.close()
         raise ProviderError(f"refusing the keyblob agent in {folder}: it runs as another user")
     sock.settimeout(ANSWER_TIMEOUT)
-    return Connection(sock, folder, Path(home))
+    return Connection(sock, folder)
 
 
 class AgentContainer:
