@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import support
-from keyblob import Home, SoftwareContainer, Suite
+from keyblob import Home, Suite
 from keyblob.storage.directory import DirectoryStore
-from support import FAST_KDF, PASSPHRASE, postgres_database
+from support import FAST_KDF, PASSPHRASE, TOKEN_P256, postgres_database
 
 
 @pytest.fixture(autouse=True)
@@ -27,18 +29,34 @@ def _no_keyblob_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture
-def make_container(tmp_path: Path) -> Callable[..., SoftwareContainer]:
-    """Make a container in its own home: make_container("alice", suite=Suite.RSA)."""
-    counter = iter(range(1000))
+def _token_run(request: pytest.FixtureRequest) -> bool:
+    callspec = getattr(request.node, "callspec", None)
+    return callspec is not None and callspec.params.get("suite") == TOKEN_P256
 
-    def make(
-        name: str = "default", suite: Suite = Suite.X25519, bits: int = 2048
-    ) -> SoftwareContainer:
+
+@pytest.fixture
+def make_container(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Make a container in its own home: make_container("alice", suite=Suite.RSA).
+
+    In a test's ``p256-token`` run, a p256 container is made in the PKCS#11 test token
+    (skipped without it, failed in CI); its token objects are destroyed at teardown."""
+    counter = iter(range(1000))
+    token = request.getfixturevalue("softhsm_token") if _token_run(request) else None
+    in_token: list[Any] = []
+
+    def make(name: str = "default", suite: Suite = Suite.X25519, bits: int = 2048) -> Any:
         home = Home(tmp_path / f"home{next(counter)}")
+        if token is not None and suite is Suite.P256:
+            pin = token.pin.encode()
+            container = home.create_token(name, pin, module=token.module, token=token.label)
+            in_token.append(container)
+            return container
         return home.create(name, PASSPHRASE, suite, bits=bits, kdf=FAST_KDF)
 
-    return make
+    yield make
+    with contextlib.ExitStack() as cleanup:  # each one, even if another fails
+        for container in in_token:
+            cleanup.callback(support.close_token_container, container)
 
 
 @pytest.fixture
@@ -46,9 +64,30 @@ def store(tmp_path: Path) -> DirectoryStore:
     return DirectoryStore(tmp_path / "store")
 
 
-@pytest.fixture(params=[Suite.X25519, Suite.RSA, Suite.P256], ids=["x25519", "rsa", "p256"])
+def _parametrized_by_the_test(metafunc: pytest.Metafunc, name: str) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if name in ([n.strip() for n in names.split(",")] if isinstance(names, str) else names):
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking ``suite`` runs once per suite in software and once more with p256 in
+    the PKCS#11 test token (``TOKEN_P256``), unless marked ``software_only(reason)``."""
+    if "suite" not in metafunc.fixturenames or _parametrized_by_the_test(metafunc, "suite"):
+        return
+    params: list[Suite | str] = [Suite.X25519, Suite.RSA, Suite.P256]
+    if metafunc.definition.get_closest_marker("software_only") is None:
+        params.append(TOKEN_P256)
+    ids = [p if isinstance(p, str) else p.label for p in params]
+    metafunc.parametrize("suite", params, ids=ids, indirect=True)
+
+
+@pytest.fixture
 def suite(request: pytest.FixtureRequest) -> Suite:
-    return request.param  # type: ignore[no-any-return]
+    """The suite of this run (see pytest_generate_tests); ``p256-token`` is Suite.P256."""
+    return Suite.P256 if request.param == TOKEN_P256 else request.param  # type: ignore[no-any-return]
 
 
 #: The store backends, as users select them (issue 13): every test taking ``store_url``

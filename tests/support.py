@@ -221,3 +221,26 @@ def softhsm_token() -> SoftHSMToken:
         pin=os.environ["KEYBLOB_TEST_PKCS11_PIN"],
         so_pin=os.environ.get("KEYBLOB_TEST_PKCS11_SO_PIN", ""),
     )
+
+
+#: The ``suite`` fixture's parameter (tests/conftest.py) of a run whose ``p256`` containers
+#: keep their keys and state key in the PKCS#11 test token (``softhsm_token``): the test
+#: sees ``Suite.P256`` and ``make_container(suite=Suite.P256)`` makes token containers
+#: (issue 14: the attack tests with a token-backed container).
+TOKEN_P256 = "p256-token"
+
+
+def close_token_container(container: Any) -> None:
+    """Destroy the token objects of a container that a test made (its two key pairs and its
+    state key, found by the labels its record names: ``keyblob/<name>/<hex>/...``), then
+    close it (the last close logs out of the token)."""
+    from pkcs11 import Attribute
+
+    record = container.record
+    try:
+        session = container._session.session
+        for ref in (record.exchange, record.signature, record.state):
+            for obj in list(session.get_objects({Attribute.LABEL: ref.label})):
+                obj.destroy()
+    finally:
+        container.close()

@@ -72,7 +72,7 @@ from keyblob.keys import (
     key_id_for,
 )
 from keyblob.providers import suites
-from keyblob.providers.base import Provider
+from keyblob.providers.base import CapiKeys, Provider
 from keyblob.storage import Store
 from keyblob.trust import CapiSigner, State, require_capi_signer, require_trusted
 
@@ -1423,11 +1423,9 @@ def import_simpleblob(
         UsageError: as :func:`check_simpleblob_signature` and :func:`store_key`.
         VerificationError: as :func:`check_simpleblob_signature`, or a signed blob that the
             container's exchange key does not open.
-        ProviderError: the provider has no CryptoAPI exchange key (not a software
-            container).
+        ProviderError: the provider does no CryptoAPI work (not ``CapiKeys``).
     """
     from keyblob import mscapi  # noqa: PLC0415 - CryptoAPI is loaded on first use
-    from keyblob.providers.software import SoftwareContainer  # noqa: PLC0415
 
     parsed = mscapi.SimpleBlob.from_bytes(simpleblob)  # 1. the public structure
     algorithm = Algorithm.for_capi(int(parsed.alg_id))
@@ -1442,10 +1440,11 @@ def import_simpleblob(
         legacy=legacy,
         unsigned=unsigned,
     )
-    if not isinstance(provider, SoftwareContainer):
+    if not isinstance(provider, CapiKeys):
         raise ProviderError(
-            f"container {provider.name!r} cannot unwrap a SIMPLEBLOB: CryptoAPI operations on "
-            "a container's own keys need a software container (keyblob init --suite rsa)"
+            f"container {provider.name!r} cannot unwrap a SIMPLEBLOB: it has no CryptoAPI "
+            "exchange key (an rsa-suite software container, or a token container after "
+            "keyblob capi import-keypair)"
         )
     capi_key = provider.capi_unwrap(simpleblob, authenticated=found.authenticated)  # 4.
     session = store_key(  # 5.

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import support
-from keyblob import Home, blobs
+from keyblob import Home, Suite, blobs
 from keyblob.agent import client, protocol
 from keyblob.agent.protocol import Kind
 from keyblob.cli import main
@@ -322,3 +322,127 @@ def test_concurrent_commands_share_the_agent(
     errs = [r.communicate(timeout=60)[1] for r in runs]
     assert [r.returncode for r in runs] == [0] * 4, errs
     assert kb("list")[0] == 0
+
+
+def test_cryptoapi_on_the_containers_own_keys_unlocks_in_the_command(
+    kb: Run, tmp_path: Path, agent: Callable[..., int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An rsa container held by the agent: stored keys work through it (capi decrypt), and
+    the operations on its own RSA keys (import-keypair, import-simpleblob) unlock in the
+    command, asking for the passphrase, rather than fail halfway."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from keyblob import mscapi
+
+    home = tmp_path / "rsa-home"
+    Home(home).create("default", PASSPHRASE, Suite.RSA, bits=2048, kdf=FAST_KDF)
+    monkeypatch.setenv("KEYBLOB_HOME", str(home))
+    (tmp_path / "run").mkdir(mode=0o700, exist_ok=True)
+    exchange, signer = (rsa.generate_private_key(65537, 2048) for _ in "ab")
+    session = mscapi.CapiKey.new(mscapi.AlgId.AES_256, os.urandom(32))
+    blob = mscapi.build_simpleblob(session, exchange.public_key())
+    files = {
+        "priv": mscapi.PrivateKeyBlob.from_private_key(exchange).to_bytes(),
+        "signer": mscapi.PublicKeyBlob.from_public_key(
+            signer.public_key(), alg_id=mscapi.AlgId.RSA_SIGN
+        ).to_bytes(),
+        "sb": blob,
+        "sig": mscapi.sign_hash(signer, blob),
+        "ct": mscapi.encrypt(session, b"salaries" * 10),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    agent()
+    assert kb("unlock", passphrase=PASS)[0] == 0
+    status, _, err = kb("capi", "import-keypair", str(tmp_path / "priv"))
+    assert status == 2 and "no passphrase" in err  # its own keys: not through the agent
+    assert kb("capi", "import-keypair", str(tmp_path / "priv"), passphrase=PASS)[0] == 0
+    # The agent holds the container as it was unlocked: the new exchange key is not its.
+    assert kb("unlock", passphrase=PASS)[0] == 0
+    status, out, err = kb(
+        "capi", "import-simpleblob", str(tmp_path / "sb"), "--name", "winpay",
+        "--signature", str(tmp_path / "sig"), "--signer", str(tmp_path / "signer"),
+        passphrase=PASS,
+    )  # fmt: skip
+    assert status == 0, err
+    status, out, err = kb("capi", "decrypt", "winpay", "-i", str(tmp_path / "ct"))
+    assert (status, out) == (0, "salaries" * 10), err  # through the agent, no passphrase
+
+
+def test_socket_activation_takes_the_socket_systemd_passes(
+    kb: Run, home: Path, tmp_path: Path
+) -> None:
+    """As systemd's keyblob-agent.socket does: the socket is made and listening before the
+    agent runs, passed as descriptor 3 with LISTEN_PID and LISTEN_FDS; the agent serves it,
+    and leaves the socket file (systemd's) in place when it stops."""
+    folder = tmp_path / "run" / "keyblob"
+    folder.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with protocol.short_path(folder, protocol.SOCKET_NAME) as path:
+        listener.bind(path)
+    listener.listen(4)
+    wrapper = (
+        "import os, sys\n"
+        "os.dup2(int(os.environ.pop('PASSED_FD')), 3)\n"
+        "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+        "os.environ['LISTEN_FDS'] = '1'\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'keyblob', 'agent', 'serve'])\n"
+    )
+    env = {**os.environ, "PASSED_FD": str(listener.fileno())}
+    process = subprocess.Popen(
+        [sys.executable, "-c", wrapper],
+        env=env,
+        pass_fds=(listener.fileno(),),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    listener.close()
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().startswith(f"ready {process.pid}")
+        assert kb("unlock", passphrase=PASS)[0] == 0
+        assert kb("show", "payroll")[0] == 0
+        assert kb("agent", "stop")[0] == 0
+        assert process.wait(timeout=10) == 0
+        assert (folder / protocol.SOCKET_NAME).exists()  # systemd's socket stays
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_token_container_through_the_agent(
+    kb: Run,
+    tmp_path: Path,
+    agent: Callable[..., int],
+    softhsm_token: support.SoftHSMToken,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The PIN is asked once, by unlock; the agent logs in to the token and holds the
+    session; commands need no PIN; lock closes the session."""
+    home = tmp_path / "token-home"
+    container = Home(home).create_token(
+        "default",
+        softhsm_token.pin.encode(),
+        module=softhsm_token.module,
+        token=softhsm_token.label,
+    )
+    container.close()  # this process's login ends: the agent logs in on its own
+    monkeypatch.setenv("KEYBLOB_HOME", str(home))
+    try:
+        agent()
+        status, _, err = kb("unlock")
+        assert status == 2 and "no PIN" in err
+        monkeypatch.setenv("KEYBLOB_PIN", softhsm_token.pin)
+        assert kb("unlock")[0] == 0
+        monkeypatch.delenv("KEYBLOB_PIN")
+        for argv in (("new", "tok"), ("rotate", "tok"), ("show", "tok"), ("label", "set", "T")):
+            status, _, err = kb(*argv)
+            assert status == 0, err
+        assert _status(home)["containers"][0]["suite"] == "p256"  # type: ignore[index]
+        assert kb("lock")[0] == 0
+        status, _, err = kb("show", "tok")
+        assert status == 2 and "no PIN" in err
+    finally:
+        monkeypatch.setenv("KEYBLOB_PIN", softhsm_token.pin)
+        support.close_token_container(Home(home).open("default", softhsm_token.pin.encode()))

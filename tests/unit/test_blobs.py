@@ -226,8 +226,8 @@ def test_high_water_follows_other_writers(make_container, store, tmp_path):
 # -- P3: binding ------------------------------------------------------------------------
 
 
-def test_cross_name_swap_refused(make_container, store):
-    c = make_container()
+def test_cross_name_swap_refused(make_container, store, suite):
+    c = make_container(suite=suite)
     blobs.generate(c, store, "alpha")
     blobs.generate(c, store, "beta")
     (store.root / "beta" / "1.kb").write_bytes(store.get("alpha", 1))

@@ -13,11 +13,25 @@ import warnings
 
 import pytest
 
-from keyblob import Algorithm, PublicKeyFile, UsageError, VerificationError, blobs
+from keyblob import (
+    Algorithm,
+    Home,
+    PublicKeyFile,
+    Suite,
+    UsageError,
+    VerificationError,
+    blobs,
+)
 from keyblob.errors import IgnoredEntryWarning
 from keyblob.storage import MAX_GENERATION
 from keyblob.storage.directory import DirectoryStore
 from keyblob.trust import TrustedSigner
+from support import FAST_KDF, PASSPHRASE, TOKEN_P256
+
+#: Each test runs with the owner's container in software, and in the PKCS#11 test token.
+pytestmark = pytest.mark.parametrize(
+    "suite", [Suite.X25519, TOKEN_P256], ids=["x25519", TOKEN_P256], indirect=True
+)
 
 
 def public_file(container) -> PublicKeyFile:
@@ -50,13 +64,16 @@ def plant(attacker, store, name: str, generation: int, to) -> bytes:
 
 
 @pytest.fixture
-def owner(make_container):
-    return make_container("owner")
+def owner(make_container, suite):
+    return make_container("owner", suite=suite)
 
 
 @pytest.fixture
-def attacker(make_container):
-    return make_container("attacker")
+def attacker(owner, tmp_path):
+    """The attacker's own container, of the owner's suite, in software (not in the
+    owner's token)."""
+    home = Home(tmp_path / "attacker")
+    return home.create("attacker", PASSPHRASE, owner.suite, kdf=FAST_KDF)
 
 
 def _owned(owner, store, generations: int = 2):
@@ -165,7 +182,7 @@ def test_replayed_old_blob_at_a_newer_slot_is_ignored(owner, store):
 def test_a_container_that_trusts_the_signer_accepts_it(owner, attacker, make_container, store):
     """ "Untrusted" is per container: who trusts the signer sees a valid blob."""
     _owned(owner, store)
-    friend = make_container("friend")
+    friend = make_container("friend", suite=owner.suite)
     trust(friend, attacker)
     encoded = plant(attacker, store, "payroll", 3, friend)
     with warnings.catch_warnings():

@@ -28,6 +28,10 @@ from keyblob.trust import State
 from support import FAST_KDF, PASSPHRASE
 
 
+@pytest.mark.software_only(
+    "Home.create and open of software containers; a token's: tests/contract/"
+    "test_provider_contract.py"
+)
 def test_create_and_open(tmp_path, suite):
     home = Home(tmp_path / "h")
     made = home.create("c1", PASSPHRASE, suite, bits=2048, kdf=FAST_KDF)

@@ -36,7 +36,9 @@ def home_key(home: Path) -> str:
 
 
 class Connection:
-    """One connection to this user's agent."""
+    """One connection to this user's agent.  The agent drops a connection that stays idle
+    (docs/AGENT.md 3): a request other than UNLOCK that finds it dropped before any answer
+    (they are all idempotent) is sent again once on a new connection."""
 
     def __init__(self, sock: socket.socket, folder: Path) -> None:
         self._sock = sock
@@ -56,18 +58,31 @@ class Connection:
             ProviderError: the connection failed or the answer was malformed.
         """
         frame = protocol.encode(protocol.VERSION, kind, fields)
+        body = self._exchange(frame, fd)
+        if body is None and fd is None:
+            again = connect_folder(self.folder)
+            if again is None:
+                raise ProviderError("the keyblob agent is gone (stopped or killed)")
+            self.close()
+            self._sock = again._sock
+            body = self._exchange(frame, None)
+        if body is None:
+            raise ProviderError("the keyblob agent closed the connection")
+        return protocol.parse_response(body, kind)
+
+    def _exchange(self, frame: bytes, fd: int | None) -> bytes | None:
+        """The answer's body; None if the connection was found closed before any of it."""
         try:
             if fd is None:
                 self._sock.sendall(frame)
             else:
                 sent = socket.send_fds(self._sock, [frame], [fd])
                 self._sock.sendall(frame[sent:])
-            body = protocol.read_frame(self._sock)
+            return protocol.read_frame(self._sock)
+        except (BrokenPipeError, ConnectionResetError):
+            return None
         except (OSError, protocol.Malformed) as e:
             raise ProviderError(f"lost the connection to the keyblob agent ({e})") from None
-        if body is None:
-            raise ProviderError("the keyblob agent closed the connection")
-        return protocol.parse_response(body, kind)
 
 
 def connect(home: Path) -> Connection | None:
@@ -77,7 +92,11 @@ def connect(home: Path) -> Connection | None:
         ProviderError: the agent's folder is unsafe (another owner, loose mode, a symlink),
             or the process listening there is not this user's.
     """
-    folder = protocol.socket_folder(Path(home))
+    return connect_folder(protocol.socket_folder(Path(home)))
+
+
+def connect_folder(folder: Path) -> Connection | None:
+    """:func:`connect` to the agent whose folder is ``folder``."""
     if not os.path.lexists(folder):
         return None
     protocol.check_socket_folder(folder)

@@ -1,7 +1,7 @@
 """The agent protocol, version 1 (docs/AGENT.md): framing, the fixed set of requests, their
 strict parsing, and where the socket lives.
 
-A message is a frame: a 4-byte big-endian length N (1 <= N <= MAX_FRAME), then N bytes:
+A message is a frame: a 4-byte big-endian length N (2 <= N <= MAX_FRAME), then N bytes:
 ``version (1 byte) | kind (1 byte) | fields``, each field a 4-byte big-endian length and that
 many bytes.  Every request kind has an exact number of fields, each with its own bound;
 anything else (another version or kind, a field too many or too few, a field over its bound,

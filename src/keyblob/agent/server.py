@@ -24,8 +24,10 @@ import gc
 import json
 import os
 import resource
+import select
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -138,8 +140,7 @@ class Agent:
         if kind is Kind.LOCK:
             self.forget_all()
             return ()
-        if kind is Kind.STOP:
-            self.stopping.set()
+        if kind is Kind.STOP:  # the connection stops the agent once the answer is sent
             return ()
         provider = self._get(f[0], f[1])
         if kind is Kind.PUBLIC:
@@ -204,13 +205,24 @@ class Agent:
 
 def _read_secret(fd: int) -> bytes:
     """The passphrase or PIN in the pipe ``fd`` (all of it, up to the writer's close), at
-    most MAX_SECRET bytes.  The caller closes ``fd``."""
+    most MAX_SECRET bytes, within READ_TIMEOUT.  The caller closes ``fd``.
+
+    Only a pipe is read, and never without a deadline: a descriptor of another kind (a
+    terminal, a socket) or a pipe whose writer never closes it would otherwise hold this
+    connection's thread, and one of the agent's slots, for ever."""
     chunks: list[bytes] = []
     size = 0
+    deadline = time.monotonic() + READ_TIMEOUT
     try:
-        os.set_blocking(fd, True)
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            raise UsageError("the descriptor passed as the passphrase pipe is not a pipe")
+        poll = select.poll()
+        poll.register(fd, select.POLLIN)
         while size <= protocol.MAX_SECRET:
-            chunk = os.read(fd, protocol.MAX_SECRET + 1 - size)
+            left = deadline - time.monotonic()
+            if left <= 0 or not poll.poll(left * 1000):
+                raise UsageError("the passphrase pipe was not closed in time")
+            chunk = os.read(fd, protocol.MAX_SECRET + 1 - size)  # readable: does not block
             if not chunk:
                 break
             chunks.append(chunk)
@@ -361,7 +373,13 @@ def _connection(agent: Agent, conn: socket.socket) -> None:
                     for fd in fds:
                         with contextlib.suppress(OSError):
                             os.close(fd)
-                conn.sendall(answer)
+                try:
+                    conn.sendall(answer)
+                finally:
+                    if request.kind is Kind.STOP:  # after the answer, even if it failed
+                        agent.stopping.set()
+                if request.kind is Kind.STOP:
+                    return
         except OSError:
             return
 
@@ -373,7 +391,9 @@ def _answer(agent: Agent, request: Request, fds: list[int]) -> bytes:
         return protocol.encode(protocol.VERSION, 0, agent.handle(request, fds))
     except KeyblobError as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return protocol.encode(protocol.VERSION, e.exit_status, (message.encode()[:4096],))
+        # 4096 bytes at most, cut on a character boundary: the message stays UTF-8
+        line = message.encode()[:4096].decode("utf-8", "ignore").encode()
+        return protocol.encode(protocol.VERSION, e.exit_status, (line,))
     except Exception as e:
         text = f"the agent failed: {type(e).__name__}"
         return protocol.encode(protocol.VERSION, 1, (text.encode(),))

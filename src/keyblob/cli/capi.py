@@ -8,6 +8,7 @@ import io
 import os
 import stat
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
@@ -41,8 +42,8 @@ from keyblob.errors import (
     UsageError,
     WeakKeyError,
 )
-from keyblob.keys import Algorithm, KeyRole, SessionKey, Suite, check_name
-from keyblob.providers.base import Provider
+from keyblob.keys import Algorithm, KeyRole, SessionKey, Suite, check_name, key_id_for
+from keyblob.providers.base import CapiKeys, Provider
 from keyblob.trust import State, capi_fingerprint
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 
     from keyblob import blobs, mscapi
     from keyblob.providers import suites
-    from keyblob.providers.software import SoftwareContainer
 else:
     # CryptoAPI support, the library and cryptography are loaded on first use: most
     # commands never touch CryptoAPI, and every command pays for what the CLI imports at
@@ -239,21 +239,22 @@ def _in_cli_words(func: Callable[[Context], int]) -> Callable[[Context], int]:
     return run
 
 
-def windows_keys(container: Provider, what: str) -> SoftwareContainer:
+def windows_keys(container: Provider, what: str) -> CapiKeys:
     """``container`` where the command needs CryptoAPI operations on its own RSA keys
-    (unwrap or sign a SIMPLEBLOB, take a PRIVATEKEYBLOB): only the software container has
-    them, so any other provider is refused by name rather than failing half-way.
+    (unwrap or sign a SIMPLEBLOB, take a PRIVATEKEYBLOB): a software container or a token
+    container (``CapiKeys``); any other provider is refused by name rather than failing
+    half-way.  What the container at hand cannot do, it refuses itself (a token container
+    has no CryptoAPI signature key).
 
     Raises:
-        ProviderError: ``container`` is not a software container.
+        ProviderError: ``container`` does no CryptoAPI work.
     """
-    from keyblob.providers.software import SoftwareContainer  # noqa: PLC0415
-
-    if isinstance(container, SoftwareContainer):
+    if isinstance(container, CapiKeys):
         return container
     raise ProviderError(
         f"container {container.name!r} cannot {what}: CryptoAPI operations on a container's "
-        "own keys need a software container (keyblob init --suite rsa)"
+        "own keys need an rsa-suite software container (keyblob init --suite rsa) or a "
+        "token container"
     )
 
 
@@ -284,20 +285,42 @@ def cmd_capi_import_keypair(ctx: Context) -> int:
     slot = args.slot or ("signature" if blob.alg_id is mscapi.AlgId.RSA_SIGN else "exchange")
     role = KeyRole.SIGNATURE if slot == "signature" else KeyRole.EXCHANGE
     key = blob.to_private_key()  # full validation: the key enters the home here
-    try:  # the suite's own rules (size, exponent), before the unlock
-        suites.load_exchange_public(Suite.RSA, suites.public_bytes(key))
-    except FormatError as e:
-        raise UsageError(
-            f"{args.file} (RSA-{key.key_size}) cannot be a container key: {e}. Its data can "
-            f"still be read without a home: keyblob capi decrypt --private {args.file} "
-            "--simpleblob … (docs/MSCAPI.md 7.3)"
-        ) from None
-    container = windows_keys(ctx.open(), "take a PRIVATEKEYBLOB")
-    container.replace_key_pair(role, key, force=args.force)
-    new_id = container.signature_id if role is KeyRole.SIGNATURE else container.exchange_id
+    ctx.home.require(ctx.container_name)
+    if ctx.home.token_of(ctx.container_name) is not None:
+        # A token container takes the key as an extra key that only reads what Windows
+        # wrapped for it: CryptoAPI's reading rule (docs/MSCAPI.md 5), before the PIN.
+        if role is not KeyRole.EXCHANGE:
+            raise UsageError(
+                f"container {ctx.container_name!r} keeps its keys in a PKCS#11 token: it "
+                "takes a CryptoAPI exchange key (AT_KEYEXCHANGE, --slot exchange) only"
+            )
+        _sized(
+            args.file,
+            lambda: mscapi.check_rsa_size(
+                key,
+                mscapi.RsaUse.READ,
+                legacy=False,
+                role="CryptoAPI exchange key",
+                action="importing it",
+            ),
+        )
+    else:
+        try:  # the suite's own rules (size, exponent), before the unlock
+            suites.load_exchange_public(Suite.RSA, suites.public_bytes(key))
+        except FormatError as e:
+            raise UsageError(
+                f"{args.file} (RSA-{key.key_size}) cannot be a container key: {e}. Its data "
+                f"can still be read without a home: keyblob capi decrypt --private {args.file} "
+                "--simpleblob … (docs/MSCAPI.md 7.3)"
+            ) from None
+    container = windows_keys(ctx.open(own_keys=True), "take a PRIVATEKEYBLOB")
+    with warnings.catch_warnings():  # the size warning was given above, before the PIN
+        warnings.simplefilter("ignore", mscapi.LegacyAlgorithmWarning)
+        where = container.capi_import_key_pair(role, key, force=args.force)
+    new_id = key_id_for(Suite.RSA, role, suites.public_bytes(key))
     print(
         f"imported {args.file} as the {slot} key of {container.name!r}: "
-        f"{role.prefix}-{new_id.short} (RSA-{key.key_size}), sealed at rest"
+        f"{role.prefix}-{new_id.short} (RSA-{key.key_size}), {where}"
     )
     return 0
 
@@ -366,7 +389,7 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
     algorithm = Algorithm.for_capi(int(parsed.alg_id))
     check_name(args.name)
     _signature_given(args, args.file)  # before the unlock
-    container = ctx.open()
+    container = ctx.open(own_keys=True)
     state = container.state()
     _signer_given(args, state)
     signer = _public_key(ctx, args.signer, "--signer")[0] if args.signer else None
@@ -429,8 +452,9 @@ def cmd_capi_export_simpleblob(ctx: Context) -> int:
     hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
     # Before the unlock; build_simpleblob checks it again (its warning prints once).
     _sized(args.to, lambda: mscapi.check_recipient_key(recipient, legacy=args.legacy))
-    container = windows_keys(ctx.open(), "sign a SIMPLEBLOB")
-    session = ctx.load(args.name, container)
+    opened = ctx.open(own_keys=True)
+    container = windows_keys(opened, "sign a SIMPLEBLOB")
+    session = ctx.load(args.name, opened)
     blob = _sized(
         args.to, lambda: mscapi.build_simpleblob(_capi_key(session), recipient, legacy=args.legacy)
     )

@@ -120,14 +120,16 @@ def _init_token(ctx: Context) -> int:
         raise UsageError(
             f"PKCS#11 token {token!r}: {why}; keyblob will not weaken the wrap: use --suite p256"
         )
-    container = ctx.home.create_token(
-        ctx.container_name,
-        pin,
-        module=module,
-        token=token,
-        adopt=adopt,
-        label=args.label,
-        serial=serial,
+    container = ctx.keep_open(
+        ctx.home.create_token(
+            ctx.container_name,
+            pin,
+            module=module,
+            token=token,
+            adopt=adopt,
+            label=args.label,
+            serial=serial,
+        )
     )
     how = "adopted from" if adopt else "made in"
     print(

@@ -18,7 +18,7 @@ import sys
 import types
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO, TypeAlias, TypeVar, cast
 
 from keyblob.atomic import atomic_output, read_bounded
 from keyblob.errors import (
@@ -46,6 +46,9 @@ class _Deferred(types.ModuleType):
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(importlib.import_module(self.__name__), attr)
+
+
+_C = TypeVar("_C")
 
 
 def lazy_module(name: str) -> types.ModuleType:
@@ -204,6 +207,7 @@ class Context:
         # A plain path may start with ~ (the shell leaves it alone after --store=).
         self._store_url = os.path.expanduser(url) if url and "://" not in url else url
         self._store: Store | None = None
+        self._opened: list[Any] = []  # token containers to close (log out of) at the end
 
     def store(self) -> Store:
         """The command's store, opened once (a database is connected to by its first use)."""
@@ -212,11 +216,24 @@ class Context:
         return self._store
 
     def close(self) -> None:
-        """Close what the command opened: the store's database connection, if any."""
+        """Close what the command opened: the store's database connection, if any, and the
+        containers it unlocked that hold a resource (a token container's login)."""
+        opened, self._opened = self._opened, []
         store, self._store = self._store, None
-        close = getattr(store, "close", None)
-        if callable(close):
-            close()
+        try:
+            for container in opened:
+                container.close()
+        finally:
+            close = getattr(store, "close", None)
+            if callable(close):
+                close()
+
+    def keep_open(self, container: _C) -> _C:
+        """``container``, closed by :meth:`close` if it has anything to close (a token
+        container's session: a login of this process that must not outlive the command)."""
+        if callable(getattr(container, "close", None)):
+            self._opened.append(container)
+        return container
 
     def _given_passphrase(self) -> bytes | None:
         """The first line of --passphrase-file, else KEYBLOB_PASSPHRASE, else None (the
@@ -275,9 +292,13 @@ class Context:
                 print(f"{PROG}: the two passphrases differ; try again", file=sys.stderr)
         raise UsageError(f"the two passphrases differ ({PROMPT_TRIES} tries); nothing was created")
 
-    def open(self) -> Provider:
+    def open(self, *, own_keys: bool = False) -> Provider:
         """The container the command works with, unlocked: the one way every command opens
-        it, so that another provider (a token, an agent) can stand behind it.
+        it, so that another provider (a token, an agent) can stand behind it.  Through the
+        agent if it holds the container, unless ``own_keys``: the CryptoAPI operations on
+        the container's own RSA keys (capi import-keypair, import-simpleblob,
+        export-simpleblob) are not requests the agent answers (docs/AGENT.md 1), so those
+        commands unlock the container themselves.
 
         A missing container is reported before any passphrase is asked (exit 4).  The
         passphrase comes from KEYBLOB_PASSPHRASE, --passphrase-file, or a no-echo prompt,
@@ -289,12 +310,12 @@ class Context:
         self.home.require(name)
         from keyblob.agent import client  # noqa: PLC0415 - what only open() needs
 
-        held = client.held(self.home, name)
+        held = None if own_keys else client.held(self.home, name)
         if held is not None:  # the agent holds it: no passphrase, no unlock
-            return held
+            return self.keep_open(held)
         token = self.home.token_of(name)
         if token is not None:
-            return self.home.open(name, self.pin(token))
+            return self.keep_open(self.home.open(name, self.pin(token)))
         given = self._given_passphrase()
         if given is not None:
             return self.home.open(name, _not_empty(given))

@@ -69,6 +69,7 @@ from keyblob.mscapi.signatures import (
     verify_stream_signature,
 )
 from keyblob.mscapi.simpleblob import (
+    RsaDecryptKey,
     build_simpleblob,
     check_recipient_key,
     unwrap_simpleblob,
@@ -94,6 +95,7 @@ __all__ = [
     "PlaintextKeyBlob",
     "PrivateKeyBlob",
     "PublicKeyBlob",
+    "RsaDecryptKey",
     "RsaUse",
     "SessionAlgorithm",
     "SimpleBlob",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Protocol
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -46,6 +47,23 @@ UNWRAP_FAILED = f"the private key does not open this SIMPLEBLOB {WRONG_KEY}"
 #: The keys' roles in messages about their size (docs/MSCAPI.md 5).
 RECIPIENT_ROLE = "recipient's key"
 EXCHANGE_ROLE = "exchange key"
+
+
+class RsaDecryptKey(Protocol):
+    """What :func:`unwrap_simpleblob` needs of an RSA exchange private key: an
+    ``rsa.RSAPrivateKey``, or a key held elsewhere (a PKCS#11 token) presented alike.
+
+    ``decrypt`` is given ``padding.PKCS1v15()`` or OAEP with SHA-1, MGF1-SHA-1 and no label,
+    and must raise ValueError for every failure that may depend on the ciphertext (bad
+    padding above all), so that the caller takes the random stand-in (module docstring).
+    """
+
+    @property
+    def key_size(self) -> int: ...
+
+    def public_key(self) -> rsa.RSAPublicKey: ...
+
+    def decrypt(self, ciphertext: bytes, padding: padding.AsymmetricPadding) -> bytes: ...
 
 
 def _padding(oaep: bool) -> padding.AsymmetricPadding:
@@ -112,7 +130,7 @@ def build_simpleblob(
 
 def unwrap_simpleblob(
     blob: bytes,
-    private_key: rsa.RSAPrivateKey,
+    private_key: rsa.RSAPrivateKey | RsaDecryptKey,
     *,
     key_size: int | None = None,
     oaep: bool = False,
@@ -129,7 +147,7 @@ def unwrap_simpleblob(
 
     Args:
         blob: the SIMPLEBLOB bytes.
-        private_key: the RSA exchange private key.
+        private_key: the RSA exchange private key (or a token's, :class:`RsaDecryptKey`).
         key_size: the expected key length in bytes, for RC2/RC4 whose ALG_ID allows several;
             None accepts any length the ALG_ID allows and uses its default length (16) for
             the random stand-in.
@@ -151,7 +169,8 @@ def unwrap_simpleblob(
         WeakKeyError: a private key under 1024 bits without ``legacy=True`` (a UsageError).
     """
     # Step 0: the caller's key is big enough to mean something (nothing to do with the blob).
-    check_rsa_size(private_key, RsaUse.READ, legacy=legacy, role=EXCHANGE_ROLE, action="unwrapping")
+    public_key = private_key.public_key()
+    check_rsa_size(public_key, RsaUse.READ, legacy=legacy, role=EXCHANGE_ROLE, action="unwrapping")
     # Step 1: public structure.
     parsed = SimpleBlob.from_bytes(blob)
     info = session_algorithm(parsed.alg_id)
@@ -159,7 +178,7 @@ def unwrap_simpleblob(
     if key_size is not None and key_size not in allowed:
         raise UsageError(f"a {info.alg_id.calg_name} key cannot be {key_size} bytes")
     # Step 2: length and range, public checks against the public key.
-    public = private_key.public_key().public_numbers()
+    public = public_key.public_numbers()
     k = (private_key.key_size + 7) // 8
     stored = parsed.encrypted_key
     if len(stored) < k or any(stored[k:]):

@@ -1,12 +1,18 @@
-"""The small interface every provider (software home, PKCS#11 token) implements."""
+"""The small interface every provider (software home, PKCS#11 token) implements, and the
+CryptoAPI operations some containers add to it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from keyblob.keys import KeyId, Suite
+from keyblob.keys import KeyId, KeyRole, Suite
 from keyblob.trust import State
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from keyblob import mscapi
 
 
 class Provider(Protocol):
@@ -50,4 +56,29 @@ class Provider(Protocol):
         (write the store) with no other process in between.  If it raises, the state is
         not written and the exception propagates.
         """
+        ...
+
+
+@runtime_checkable
+class CapiKeys(Protocol):
+    """A container that does CryptoAPI work with RSA keys of its own (docs/MSCAPI.md): an
+    rsa-suite software container (its own key pairs), or a token container (a Windows
+    exchange key imported into the token).  Each method refuses, with a UsageError that
+    says why, what the container at hand cannot do."""
+
+    @property
+    def name(self) -> str: ...
+
+    def capi_unwrap(self, simpleblob: bytes, *, authenticated: bool) -> mscapi.CapiKey:
+        """CryptImportKey(SIMPLEBLOB) with the CryptoAPI exchange key, without a padding
+        oracle (:func:`keyblob.mscapi.unwrap_simpleblob`'s rules)."""
+        ...
+
+    def capi_sign(self, data: bytes, *, hash_alg: mscapi.AlgId, legacy: bool = False) -> bytes:
+        """CryptSignHash over ``data`` with the CryptoAPI signature key (AT_SIGNATURE)."""
+        ...
+
+    def capi_import_key_pair(self, role: KeyRole, key: rsa.RSAPrivateKey, *, force: bool) -> str:
+        """Make ``key`` the container's CryptoAPI ``role`` key pair (``capi import-keypair``);
+        returns where it now lives, in words ("sealed at rest")."""
         ...

@@ -16,41 +16,54 @@ What this module owns:
   or invalid PIN and a locked PIN are ``PassphraseError``; a missing module, token or key is
   ``NotFoundError``; anything else is ``ProviderError``.  No message holds a PIN.
 
-The authenticated state (``state``, ``update_state``) of a token container is not here yet.
+- CryptoAPI on a token container (docs/MSCAPI.md): a Windows RSA exchange key imported
+  into the token as an extra key of the container (``capi_exchange`` in container.json,
+  FORMAT.md 5.1.1), which opens SIMPLEBLOBs with the token's ``CKM_RSA_PKCS`` (or
+  ``CKM_RSA_PKCS_OAEP`` with SHA-1) under mscapi.simpleblob's no-oracle rules.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pkcs11
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import padding as rsa_padding
 from pkcs11 import KDF, Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11 import exceptions as p11
 from pkcs11.util.ec import encode_named_curve_parameters
 
+from keyblob.atomic import write_atomic
 from keyblob.errors import (
     FormatError,
+    KeyblobError,
     NotFoundError,
     PassphraseError,
     ProviderError,
+    UsageError,
     VerificationError,
 )
 from keyblob.format.pubkey import p256_public_problem
 from keyblob.keys import MAX_GENERATION, KeyId, KeyRole, Suite, check_name, key_id_for
 from keyblob.providers import homestate, hpke_schedule, software, suites
 from keyblob.trust import State, canonical_b64, json_int, lower_hex
+
+if TYPE_CHECKING:
+    from keyblob import mscapi
 
 #: The curve's CKA_EC_PARAMS: the named curve secp256r1 (prime256v1), DER.
 P256_PARAMS = encode_named_curve_parameters("secp256r1")
@@ -512,14 +525,19 @@ _HMAC_SIZE = 32
 _RECORD_MEMBERS = frozenset(
     ("format", "name", "suite", "created", "pkcs11", "exchange", "signature", "state")
 )
+#: Members container.json may have besides those it must (FORMAT.md 5.1.1 addendum).
+_OPTIONAL_MEMBERS = frozenset(("capi_exchange",))
 _TOKEN_MEMBERS = frozenset(("module", "token", "serial"))
 _PAIR_MEMBERS = frozenset(("public", "label", "id"))
 _KEY_MEMBERS = frozenset(("label", "id"))
 
 
+_STATE_SUFFIX = "/state"
+
+
 def state_key_label(base: str) -> str:
     """The CKA_LABEL of the HMAC key that authenticates a container's state."""
-    return f"{base}/state"
+    return f"{base}{_STATE_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -552,6 +570,14 @@ class TokenRecord:
     state: KeyRef
     exchange_public: bytes
     signature_public: bytes
+    #: A Windows RSA exchange key imported into the token (``capi import-keypair``).
+    capi_exchange: CapiKeyRef | None = None
+
+    @property
+    def base(self) -> str:
+        """The prefix of the labels keyblob gave this container's keys: its state key's
+        label without ``/state``."""
+        return self.state.label.removesuffix(_STATE_SUFFIX)
 
     def to_json(self) -> dict[str, Any]:
         def pair(ref: KeyRef, public: bytes) -> dict[str, str]:
@@ -566,6 +592,11 @@ class TokenRecord:
             "exchange": pair(self.exchange, self.exchange_public),
             "signature": pair(self.signature, self.signature_public),
             "state": self.state.to_json(),
+            **(
+                {}
+                if self.capi_exchange is None
+                else {"capi_exchange": self.capi_exchange.to_json()}
+            ),
         }
 
     @classmethod
@@ -577,7 +608,9 @@ class TokenRecord:
         """
         damaged = FormatError(f"container {name!r}: not a valid {TOKEN_CONTAINER_FORMAT} file")
         try:
-            _exactly(doc, _RECORD_MEMBERS)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+            _exactly(doc, _RECORD_MEMBERS | (_OPTIONAL_MEMBERS & doc.keys()))
             if doc["format"] != TOKEN_CONTAINER_FORMAT or doc["name"] != name:
                 raise ValueError("format or name")
             if doc["suite"] != Suite.P256.label:
@@ -608,6 +641,9 @@ class TokenRecord:
                 state=refs["state"],
                 exchange_public=publics["exchange"],
                 signature_public=publics["signature"],
+                capi_exchange=(
+                    CapiKeyRef.from_json(doc["capi_exchange"]) if "capi_exchange" in doc else None
+                ),
             )
         except (KeyError, TypeError, ValueError, FormatError):
             raise damaged from None
@@ -644,6 +680,8 @@ class TokenContainer(TokenKeys):
         )
         self.record = record
         self._state_key = state_key
+        self._folder = folder
+        self._capi_key: _TokenRsaKey | None = None
         self._state = homestate.ContainerState(folder, self._name, Suite.P256, self._mac)
 
     def __reduce__(self) -> Any:
@@ -661,6 +699,137 @@ class TokenContainer(TokenKeys):
 
     def update_state(self, change: Callable[[State], State]) -> State:
         return self._state.update_state(change)
+
+    # -- CryptoAPI (docs/MSCAPI.md): the imported Windows exchange key opens SIMPLEBLOBs -----
+
+    def capi_unwrap(
+        self, simpleblob: bytes, *, authenticated: bool, oaep: bool = False
+    ) -> mscapi.CapiKey:
+        """CryptImportKey(SIMPLEBLOB) with the container's CryptoAPI exchange key, in the
+        token (``CKM_RSA_PKCS``; ``CKM_RSA_PKCS_OAEP`` with SHA-1 when ``oaep``), without a
+        padding oracle: as :func:`keyblob.mscapi.unwrap_simpleblob`, whose rules apply
+        unchanged (a blob that does not open gives a random key unless ``authenticated``).
+
+        Raises:
+            UsageError: no CryptoAPI exchange key was imported (``capi import-keypair``).
+            NotFoundError, ProviderError: the key is gone from the token, or the token failed.
+            FormatError, UnsupportedError, VerificationError: as ``unwrap_simpleblob``.
+        """
+        from keyblob import mscapi  # noqa: PLC0415 - CryptoAPI is loaded on first use
+
+        return mscapi.unwrap_simpleblob(
+            simpleblob, self._capi_exchange_key(), authenticated=authenticated, oaep=oaep
+        )
+
+    def capi_sign(self, data: bytes, *, hash_alg: mscapi.AlgId, legacy: bool = False) -> bytes:
+        """Refused: a token container has no CryptoAPI signature key (AT_SIGNATURE).
+
+        Raises:
+            UsageError: always.
+        """
+        raise UsageError(
+            f"container {self._name!r} keeps its keys in PKCS#11 token {self.token!r} and has "
+            "no CryptoAPI signature key: signing a SIMPLEBLOB (CryptSignHash) needs an "
+            "rsa-suite software container (keyblob init --suite rsa)"
+        )
+
+    def capi_import_key_pair(self, role: KeyRole, key: rsa.RSAPrivateKey, *, force: bool) -> str:
+        """Import ``key`` (validated when it was loaded) into the token as this container's
+        CryptoAPI exchange key (FORMAT.md 5.1.1 addendum): a private, sensitive, never
+        extractable token object allowed only to decrypt, and its public key object, both
+        labelled ``<base>/capi-exchange``; then recorded in container.json.  A key already
+        imported is replaced only with ``force`` (SIMPLEBLOBs wrapped for it stop opening,
+        and it is destroyed in the token).  Returns where the key now lives, in words.
+
+        Raises:
+            UsageError: ``role`` is the signature key, a key keyblob does not accept, or a
+                CryptoAPI exchange key exists and ``force`` is False.
+            ProviderError: the token refused, or container.json could not be written;
+                nothing is left behind in the token.
+        """
+        if role is not KeyRole.EXCHANGE:
+            raise UsageError(
+                f"container {self._name!r} keeps its keys in PKCS#11 token {self.token!r}: it "
+                "takes a CryptoAPI exchange key (AT_KEYEXCHANGE, --slot exchange) only"
+            )
+        from keyblob import mscapi  # noqa: PLC0415 - CryptoAPI is loaded on first use
+
+        # The key only reads what Windows wrapped for it: CryptoAPI's rule for reading
+        # (docs/MSCAPI.md 5: under 1024 bits refused, under 2048 warned), not the rsa suite's.
+        mscapi.check_rsa_size(
+            key, mscapi.RsaUse.READ, legacy=False, role=CAPI_ROLE, action="importing it"
+        )
+        public = suites.public_bytes(key)
+        old = self.record.capi_exchange
+        where = f"in PKCS#11 token {self.token!r}, sensitive, not extractable"
+        if old is not None and hmac.compare_digest(old.public, public):
+            try:
+                self._capi_exchange_key()  # still in the token, and the same key
+                return where
+            except NotFoundError:
+                old = None  # deleted from the token: imported again under the same record
+        if old is not None and not force:
+            raise UsageError(
+                f"container {self._name!r} already holds a CryptoAPI exchange key "
+                f"({old.label!r}): SIMPLEBLOBs wrapped for it would stop opening; "
+                "use --force to replace it (it is destroyed in the token)"
+            )
+        ref = CapiKeyRef(capi_key_label(self.record.base), capi_key_id(public), public)
+        made = _create_rsa_pair(self._session, ref, key)
+        try:
+            token_key = _TokenRsaKey(self.token, made[1], _rsa_public(public))
+            token_key.check()
+            record = dataclasses.replace(self.record, capi_exchange=ref)
+            try:
+                write_atomic(
+                    self._folder / "container.json",
+                    json.dumps(record.to_json(), indent=2).encode() + b"\n",
+                )
+            except OSError as e:
+                raise ProviderError(f"cannot write container {self._name!r}: {e.strerror}") from e
+        except BaseException:
+            _destroy(list(made))
+            raise
+        self.record = record
+        self._capi_key = token_key
+        if old is not None:  # best effort: the record no longer names it
+            with contextlib.suppress(KeyblobError):
+                _destroy(
+                    [
+                        _one(self._session, ObjectClass.PRIVATE_KEY, old.ref, "key"),
+                        _one(self._session, ObjectClass.PUBLIC_KEY, old.ref, "key"),
+                    ]
+                )
+        return where
+
+    def _capi_exchange_key(self) -> _TokenRsaKey:
+        """The imported CryptoAPI exchange key, found in the token on first use and checked
+        to be the recorded one (its modulus and exponent)."""
+        if self._capi_key is not None:
+            return self._capi_key
+        ref = self.record.capi_exchange
+        if ref is None:
+            raise UsageError(
+                f"container {self._name!r} (PKCS#11 token {self.token!r}) holds no CryptoAPI "
+                "exchange key: import the Windows key pair into the token first "
+                "(keyblob capi import-keypair PRIVATEKEYBLOB)"
+            )
+        private = _one(self._session, ObjectClass.PRIVATE_KEY, ref.ref, CAPI_ROLE)
+        public = _rsa_public(ref.public)
+        numbers = public.public_numbers()
+        with _token_errors(self.token, "reading key attributes"):
+            found = (
+                int.from_bytes(bytes(private[Attribute.MODULUS])),
+                int.from_bytes(bytes(private[Attribute.PUBLIC_EXPONENT])),
+            )
+        if found != (numbers.n, numbers.e):
+            raise ProviderError(
+                f"the key labelled {ref.label!r} on PKCS#11 token {self.token!r} is not "
+                f"container {self._name!r}'s CryptoAPI exchange key: the token's keys were "
+                "replaced"
+            )
+        self._capi_key = _TokenRsaKey(self.token, private, public)
+        return self._capi_key
 
     def close(self) -> None:
         """Close the state database and log out of the token."""
@@ -962,3 +1131,257 @@ def rsa_oaep_problem(module: str, token: str, pin: str) -> str | None:
     finally:
         with contextlib.suppress(Exception):
             session.close()
+
+
+# -- CryptoAPI: a Windows RSA exchange key imported into the token (FORMAT.md 5.1.1) -------
+
+#: The ciphertext-dependent failures a token may report for RSA decryption (bad padding
+#: most of all; SoftHSM2 2.6.1 says CKR_GENERAL_ERROR, others CKR_ENCRYPTED_DATA_INVALID).
+#: Each becomes the one ValueError mscapi.unwrap_simpleblob turns into its random stand-in:
+#: which one the token said must not reach the caller (docs/MSCAPI.md, oracle-free unwrap).
+#: The others (session, key handle, permissions) do not depend on the ciphertext and stay
+#: ProviderError.
+_DECRYPT_FAILURES = (
+    p11.EncryptedDataInvalid,
+    p11.EncryptedDataLenRange,
+    p11.DataInvalid,
+    p11.DataLenRange,
+    p11.GeneralError,
+    p11.FunctionFailed,
+    p11.ArgumentsBad,
+)
+
+
+def capi_key_label(base: str) -> str:
+    """The CKA_LABEL of a container's imported CryptoAPI exchange key pair."""
+    return f"{base}/capi-exchange"
+
+
+def capi_key_id(public: bytes) -> bytes:
+    """The CKA_ID of an imported CryptoAPI key pair: 16 bytes of SHA-256 of its public key
+    (DER SubjectPublicKeyInfo), so that a replacement never shares the old pair's id."""
+    return hashlib.sha256(public).digest()[:_ID_SIZE]
+
+
+#: The imported key in messages about its size.
+CAPI_ROLE = "CryptoAPI exchange key"
+
+
+def _rsa_public(public: bytes) -> rsa.RSAPublicKey:
+    try:
+        key = serialization.load_der_public_key(public)
+    except (ValueError, UnsupportedAlgorithm):
+        raise FormatError("capi_exchange.public: not a DER SubjectPublicKeyInfo") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise FormatError("capi_exchange.public: not an RSA public key")
+    return key
+
+
+def _spki(key: rsa.RSAPublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@dataclass(frozen=True)
+class CapiKeyRef:
+    """The ``capi_exchange`` member of container.json: the imported key pair's objects
+    (label and id) and its public key (DER SubjectPublicKeyInfo)."""
+
+    label: str
+    id: bytes
+    public: bytes
+
+    @property
+    def ref(self) -> KeyRef:
+        return KeyRef(self.label, self.id)
+
+    def to_json(self) -> dict[str, str]:
+        return {"public": base64.b64encode(self.public).decode("ascii"), **self.ref.to_json()}
+
+    @classmethod
+    def from_json(cls, entry: Any) -> CapiKeyRef:
+        """Parsed and checked (FORMAT.md 5.1.1): a key the rsa suite accepts, canonical DER,
+        and the id its public key gives.
+
+        Raises:
+            ValueError, FormatError: anything out of place.
+        """
+        from keyblob import mscapi  # noqa: PLC0415 - CryptoAPI is loaded on first use
+
+        entry = _exactly(entry, _PAIR_MEMBERS)
+        public = canonical_b64(entry["public"])
+        key = _rsa_public(public)
+        if _spki(key) != public:
+            raise ValueError("not canonical DER")
+        if key.key_size < mscapi.REFUSED_RSA_BELOW:
+            raise ValueError("an RSA key too small to read with")
+        key_id = lower_hex(entry["id"], _ID_SIZE)
+        if key_id != capi_key_id(public):
+            raise ValueError("an id that is not its public key's")
+        return cls(_text(entry["label"], MAX_LABEL_CHARS), key_id, public)
+
+
+def _int_bytes(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 7) // 8 or 1)
+
+
+def _create_rsa_pair(
+    session: TokenSession, ref: CapiKeyRef, key: rsa.RSAPrivateKey
+) -> tuple[Any, Any]:
+    """C_CreateObject for ``key``'s public and private objects, labelled and identified as
+    ``ref`` says: the private key private, sensitive, not extractable, allowed only to
+    decrypt; the public key allowed only to encrypt.
+
+    Raises:
+        ProviderError: the token already holds an object with that label and id, or refused.
+    """
+    with _token_errors(session.token, "looking for keys"):
+        taken = list(
+            session.session.get_objects({Attribute.LABEL: ref.label, Attribute.ID: ref.id})
+        )
+    if taken:
+        raise ProviderError(
+            f"PKCS#11 token {session.token!r} already holds an object labelled {ref.label!r} "
+            "with this key's id: left over from an interrupted import?",
+            hints=("delete it (pkcs11-tool --delete-object), then import again",),
+        )
+    numbers = key.private_numbers()
+    public_numbers = numbers.public_numbers
+    common = {
+        Attribute.KEY_TYPE: KeyType.RSA,
+        Attribute.TOKEN: True,
+        Attribute.LABEL: ref.label,
+        Attribute.ID: ref.id,
+        Attribute.MODULUS: _int_bytes(public_numbers.n),
+        Attribute.PUBLIC_EXPONENT: _int_bytes(public_numbers.e),
+    }
+    made: list[Any] = []
+    try:
+        with _token_errors(session.token, "importing the key"):
+            made.append(
+                session.session.create_object(
+                    {
+                        **common,
+                        Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+                        Attribute.PRIVATE: False,
+                        Attribute.ENCRYPT: True,
+                        Attribute.VERIFY: False,
+                        Attribute.VERIFY_RECOVER: False,
+                        Attribute.WRAP: False,
+                        Attribute.DERIVE: False,
+                    }
+                )
+            )
+            made.append(
+                session.session.create_object(
+                    {
+                        **common,
+                        Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                        Attribute.PRIVATE: True,
+                        Attribute.SENSITIVE: True,
+                        Attribute.EXTRACTABLE: False,
+                        Attribute.DECRYPT: True,
+                        Attribute.SIGN: False,
+                        Attribute.SIGN_RECOVER: False,
+                        Attribute.UNWRAP: False,
+                        Attribute.DERIVE: False,
+                        Attribute.PRIVATE_EXPONENT: _int_bytes(numbers.d),
+                        Attribute.PRIME_1: _int_bytes(numbers.p),
+                        Attribute.PRIME_2: _int_bytes(numbers.q),
+                        Attribute.EXPONENT_1: _int_bytes(numbers.dmp1),
+                        Attribute.EXPONENT_2: _int_bytes(numbers.dmq1),
+                        Attribute.COEFFICIENT: _int_bytes(numbers.iqmp),
+                    }
+                )
+            )
+    except BaseException:
+        _destroy(made)
+        raise
+    return made[0], made[1]
+
+
+class _TokenRsaKey:
+    """A token's RSA private key presented as mscapi.unwrap_simpleblob needs it
+    (``mscapi.RsaDecryptKey``): decryption runs in the token, and every failure that may
+    depend on the ciphertext is the one ValueError (see ``_DECRYPT_FAILURES``)."""
+
+    def __init__(self, token: str, private: Any, public: rsa.RSAPublicKey) -> None:
+        self._token = token
+        self._private = private
+        self._public = public
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(token={self._token!r}, bits={self.key_size})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a token key cannot be pickled")
+
+    @property
+    def key_size(self) -> int:
+        return self._public.key_size
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self._public
+
+    def decrypt(self, ciphertext: bytes, padding: rsa_padding.AsymmetricPadding) -> bytes:
+        """RSA decryption in the token.
+
+        Raises:
+            ValueError: the token could not decrypt ``ciphertext`` (one message, whatever
+                the token said).
+            ProviderError: a padding this adapter does not carry to the token, or a failure
+                of the token that does not depend on the ciphertext.
+        """
+        mechanism, parameter = _mechanism(padding)
+        try:
+            with _token_errors(self._token, "RSA decryption"):
+                try:
+                    return bytes(
+                        self._private.decrypt(
+                            ciphertext, mechanism=mechanism, mechanism_param=parameter
+                        )
+                    )
+                except _DECRYPT_FAILURES:
+                    raise _Undecryptable from None
+        except _Undecryptable:
+            raise ValueError("decryption failed") from None
+
+    def check(self) -> None:
+        """A trial decryption of a random secret encrypted here to the public key: the
+        token's object is this key and may decrypt with PKCS#1 v1.5.
+
+        Raises:
+            ProviderError: it is not, or may not.
+        """
+        secret = secrets.token_bytes(32)
+        probe = self._public.encrypt(secret, rsa_padding.PKCS1v15())
+        try:
+            plain = self.decrypt(probe, rsa_padding.PKCS1v15())
+        except ValueError:
+            plain = b""
+        if not hmac.compare_digest(plain, secret):
+            raise ProviderError(
+                f"PKCS#11 token {self._token!r} does not decrypt with the imported RSA key "
+                "(CKM_RSA_PKCS)"
+            )
+
+
+class _Undecryptable(Exception):
+    """Inside :meth:`_TokenRsaKey.decrypt`: the token could not decrypt (not an error that
+    leaves it)."""
+
+
+def _mechanism(padding: rsa_padding.AsymmetricPadding) -> tuple[Mechanism, Any]:
+    """The token's mechanism for one of the two paddings CryptoAPI SIMPLEBLOBs use."""
+    if isinstance(padding, rsa_padding.PKCS1v15):
+        return Mechanism.RSA_PKCS, None
+    if (
+        isinstance(padding, rsa_padding.OAEP)
+        and isinstance(padding.algorithm, hashes.SHA1)
+        and isinstance(padding.mgf, rsa_padding.MGF1)
+        and isinstance(padding.mgf._algorithm, hashes.SHA1)
+        and not padding._label
+    ):
+        return Mechanism.RSA_PKCS_OAEP, (Mechanism.SHA_1, pkcs11.MGF.SHA1, None)
+    raise ProviderError(f"no PKCS#11 mechanism for RSA padding {padding.name}")

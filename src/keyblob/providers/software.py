@@ -708,6 +708,15 @@ class SoftwareContainer:
 
         return mscapi.sign_hash(self._rsa(self._signature), data, hash_alg=hash_alg, legacy=legacy)
 
+    def capi_import_key_pair(self, role: KeyRole, key: rsa.RSAPrivateKey, *, force: bool) -> str:
+        """``capi import-keypair`` (``CapiKeys``): :meth:`replace_key_pair`.
+
+        Raises:
+            as :meth:`replace_key_pair`.
+        """
+        self.replace_key_pair(role, key, force=force)
+        return "sealed at rest"
+
     def replace_key_pair(self, role: KeyRole, key: rsa.RSAPrivateKey, *, force: bool) -> None:
         """Make ``key`` (validated when it was loaded) this container's ``role`` key pair.
 
