@@ -12,7 +12,6 @@ import contextlib
 import hmac
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -262,6 +261,8 @@ def start(home: Path, *, idle: int, life: int) -> tuple[int, bool]:
     Raises:
         ProviderError: it could not start (the message is the agent's).
     """
+    import subprocess  # noqa: PLC0415 - only a start needs it, not every command
+
     folder = protocol.socket_folder(Path(home))
     command = [
         sys.executable,

@@ -7,11 +7,25 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
-from keyblob.agent import client, protocol
-from keyblob.agent.protocol import Kind
-from keyblob.cli.terminal import PROG, Context, Parser, Subcommands, command, emit_json, tilde
+from keyblob.cli.terminal import (
+    PROG,
+    Context,
+    Parser,
+    Subcommands,
+    command,
+    emit_json,
+    lazy_module,
+    tilde,
+)
 from keyblob.errors import NotFoundError, PassphraseError, UsageError
+
+if TYPE_CHECKING:
+    from keyblob.agent import client, protocol
+else:  # loaded on first use: building the parser imports no socket
+    client = lazy_module("keyblob.agent.client")
+    protocol = lazy_module("keyblob.agent.protocol")
 
 DEFAULT_IDLE = 600
 DEFAULT_LIFE = 7200
@@ -26,7 +40,7 @@ def _connection(ctx: Context) -> client.Connection:
 
 
 def _status(conn: client.Connection) -> dict[str, object]:
-    (doc,) = conn.call(Kind.STATUS, ())
+    (doc,) = conn.call(protocol.Kind.STATUS, ())
     status: dict[str, object] = json.loads(doc)
     return status
 
@@ -78,7 +92,7 @@ def cmd_agent_stop(ctx: Context) -> int:
         print("no keyblob agent is running")
         return 0
     pid = _status(conn)["pid"]
-    conn.call(Kind.STOP, ())
+    conn.call(protocol.Kind.STOP, ())
     conn.close()
     deadline = time.monotonic() + STOP_WAIT
     while time.monotonic() < deadline and client.connect(ctx.home.path) is not None:
@@ -144,7 +158,7 @@ def cmd_lock(ctx: Context) -> int:
     if conn is None:
         print("no keyblob agent is running: nothing to forget")
         return 0
-    conn.call(Kind.LOCK, ())
+    conn.call(protocol.Kind.LOCK, ())
     conn.close()
     print("the keyblob agent forgot every container")
     return 0

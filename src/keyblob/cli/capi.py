@@ -13,9 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-
-from keyblob import blobs
 from keyblob.cli.data import encrypt_command
 from keyblob.cli.terminal import (
     Context,
@@ -46,16 +43,22 @@ from keyblob.errors import (
     WeakKeyError,
 )
 from keyblob.keys import Algorithm, KeyRole, SessionKey, Suite, check_name, key_id_for
-from keyblob.providers import suites
 from keyblob.providers.base import CapiKeys, Provider
 from keyblob.trust import State, capi_fingerprint
 
 if TYPE_CHECKING:
-    from keyblob import mscapi
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from keyblob import blobs, mscapi
+    from keyblob.providers import suites
 else:
-    # CryptoAPI support is loaded on first use: most commands never touch it, and every
-    # command pays for what the CLI imports at start (keyblob --help is measured).
+    # CryptoAPI support, the library and cryptography are loaded on first use: most
+    # commands never touch CryptoAPI, and every command pays for what the CLI imports at
+    # start (keyblob --help is measured).
+    blobs = lazy_module("keyblob.blobs")
     mscapi = lazy_module("keyblob.mscapi")
+    rsa = lazy_module("cryptography.hazmat.primitives.asymmetric.rsa")
+    suites = lazy_module("keyblob.providers.suites")
 
 
 UNSIGNED_WARNING = (

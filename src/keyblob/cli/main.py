@@ -15,7 +15,6 @@ import os
 import stat
 import sys
 import threading
-import traceback
 import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -233,6 +232,8 @@ def _run_guarded(parse: Callable[[], argparse.Namespace]) -> int:
         return status
     except KeyblobError as e:
         if debug:  # the traceback, then the same line and the same status as without
+            import traceback  # noqa: PLC0415 - only --debug needs it
+
             traceback.print_exc()
         print_error(str(e), e.hints)
         return e.exit_status
