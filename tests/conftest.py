@@ -16,8 +16,9 @@ from support import FAST_KDF, PASSPHRASE, TOKEN_P256, postgres_database
 
 
 @pytest.fixture(autouse=True)
-def _no_keyblob_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's own home, store, container or passphrase."""
+def _no_keyblob_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's own home, store, container, passphrase or agent."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     for name in (
         "KEYBLOB_HOME",
         "KEYBLOB_STORE",

@@ -46,7 +46,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
-from keyblob import pool
 from keyblob.errors import (
     BadEntryError,
     ConflictError,
@@ -888,6 +887,10 @@ def check_entries(
         StorageError: the store failed otherwise than on one entry.
         KeyblobError: a worker process ended abnormally.
     """
+    # Imported here: multiprocessing and concurrent.futures are most of a command's
+    # imports, and only a whole-store check uses them.
+    from keyblob import pool  # noqa: PLC0415
+
     policy = CheckPolicy.of(provider, provider.state())
     count = sum(len(generations) for _, generations in listing)
     items = _read_items(store, listing)

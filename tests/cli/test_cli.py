@@ -8,6 +8,8 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,23 +27,29 @@ class Shell:
     """Runs ``keyblob`` in-process against one home, the way a user's shell would."""
 
     def __init__(
-        self, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+        self,
+        home: Path,
+        capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+        main: Callable[[list[str]], int],
     ):
         self.home = home
+        self.main = main
         self.capsys = capsys
         self.monkeypatch = monkeypatch
         monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
 
     def __call__(self, *argv: str, home: Path | None = None) -> tuple[int, str, str]:
         self.capsys.readouterr()
-        status = main(["--home", str(home or self.home), *argv])
+        status = self.main(["--home", str(home or self.home), *argv])
         out, err = self.capsys.readouterr()
         return status, out, err
 
 
 @pytest.fixture
-def kb(tmp_path, capsys, monkeypatch) -> Shell:
-    return Shell(tmp_path / "home", capsys, monkeypatch)
+def kb(tmp_path, capsys, monkeypatch, keyblob_main) -> Shell:
+    """Runs twice: without and with the agent holding the containers (conftest.py)."""
+    return Shell(tmp_path / "home", capsys, monkeypatch, keyblob_main)
 
 
 def test_procedure_end_to_end(kb, tmp_path):
@@ -85,6 +93,7 @@ def test_home_readable_by_others_is_refused(kb):
     assert not (kb.home / "blobs").exists()
 
 
+@pytest.mark.not_through_agent(reason="tests a wrong passphrase: the agent asks none")
 def test_wrong_passphrase_exit_5_nothing_changed(kb, monkeypatch):
     kb("init")
     kb("new", "payroll")
@@ -95,6 +104,7 @@ def test_wrong_passphrase_exit_5_nothing_changed(kb, monkeypatch):
     assert {p: p.read_bytes() for p in kb.home.rglob("*") if p.is_file()} == snapshot
 
 
+@pytest.mark.not_through_agent(reason="tests --passphrase-file: the agent asks no passphrase")
 def test_passphrase_file(kb, tmp_path, monkeypatch):
     kb("init")
     monkeypatch.delenv("KEYBLOB_PASSPHRASE")
@@ -448,6 +458,7 @@ def test_a_low_order_exchange_key_is_refused_not_a_traceback(kb, tmp_path):
     assert not (kb.home / "blobs" / "k").exists()
 
 
+@pytest.mark.not_through_agent(reason="tests the passphrase's bytes: the agent asks none")
 @pytest.mark.skipif(sys.getfilesystemencoding() != "utf-8", reason="needs a UTF-8 locale")
 def test_a_passphrase_in_the_environment_is_taken_as_bytes(kb, monkeypatch):
     """A KEYBLOB_PASSPHRASE the locale cannot decode (Latin-1 bytes under UTF-8) is its
@@ -504,21 +515,22 @@ def test_list_calls_missing_only_names_this_store_held(kb, tmp_path):
 
 def test_list_records_what_it_opened_in_one_state_write(kb, tmp_path, monkeypatch):
     """A store listed for the first time (a copy, or names of a migrated home): every name
-    it holds goes into its view in one state write, not one per name."""
-    from keyblob.providers.software import SoftwareContainer
+    it holds goes into its view in one state write, not one per name (counted where every
+    provider writes the home's state, the agent's too)."""
+    from keyblob.providers.homestate import ContainerState
 
     kb("init")
     for i in range(6):
         kb("new", f"k{i}")
     shutil.copytree(kb.home / "blobs", tmp_path / "copy")
     writes = []
-    original = SoftwareContainer.update_state
+    original = ContainerState.update_state
 
     def counted(self, change):
         writes.append(1)
         return original(self, change)
 
-    monkeypatch.setattr(SoftwareContainer, "update_state", counted)
+    monkeypatch.setattr(ContainerState, "update_state", counted)
     assert kb("--store", str(tmp_path / "copy"), "list")[0] == 0
     assert len(writes) == 1
     assert kb("--store", str(tmp_path / "copy"), "list")[0] == 0  # nothing new: no write
@@ -570,3 +582,38 @@ def test_p256_suite_procedure_and_same_suite_sharing(kb, tmp_path):
     assert "is a p256 key; container 'xavier' uses x25519" in err
     status, _, err = kb("--container", "xavier", "import", str(blob), home=xavier)
     assert status == 3 and "uses suite p256" in err
+
+
+def test_a_trusted_signers_blob_whose_key_for_us_does_not_open(kb, tmp_path):
+    """A bit flip the signature cannot catch: Alice (trusted) signed a blob whose wrapped key
+    for Bob is damaged.  Every check before the unwrap passes; the unwrap refuses it (through
+    the agent: inside the agent, with the same status and line), and nothing is stored."""
+    from keyblob import Home
+    from keyblob.format import KeyBlob
+
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    kb("init", home=alice)
+    kb("init", home=bob)
+    alice_pub, bob_pub = tmp_path / "alice.pub", tmp_path / "bob.pub"
+    kb("pubkey", "-o", str(alice_pub), home=alice)
+    kb("pubkey", "-o", str(bob_pub), home=bob)
+    assert kb("trust", "add", str(alice_pub), home=bob)[0] == 0
+    assert kb("new", "payroll", "--to", str(bob_pub), home=alice)[0] == 0
+    good = KeyBlob.from_bytes((alice / "blobs" / "payroll" / "1.kb").read_bytes())
+    signer = Home(alice).open("default", PASS.encode())
+    recipients = tuple(
+        r
+        if r.key_id == signer.exchange_id
+        else replace(r, wrapped=r.wrapped[:-1] + bytes([r.wrapped[-1] ^ 1]))  # Bob's
+        for r in good.recipients
+    )
+    bad = tmp_path / "bad.kb"
+    bad.write_bytes(KeyBlob.signed(good.header, recipients, signer.sign).to_bytes())
+    for command in ("verify", "import"):
+        status, out, err = kb(command, str(bad), home=bob)
+        assert (status, out) == (3, ""), err
+        assert err == (
+            f"keyblob: error: refused {bad}: the wrapped key does not open with this "
+            "container's exchange key\n"
+        )
+    assert not (bob / "blobs" / "payroll").exists()

@@ -51,6 +51,7 @@ def _windows_files(tmp_path: Path, keys, plain: bytes, alg=mscapi.AlgId.AES_256)
     }
 
 
+@pytest.mark.usefixtures("keyblob_main")  # also through the agent
 def test_import_and_decrypt(kb, tmp_path, windows_keys):
     f = _windows_files(tmp_path, windows_keys, b"salaries" * 100)
     assert kb("init", "--suite", "rsa", "--bits", "2048")[0] == 0
@@ -245,6 +246,7 @@ def test_capi_encrypt_missing_input_fails_before_the_unlock(kb, tmp_path, monkey
     assert status == 4 and "no such file" in err and not (tmp_path / "o").exists()
 
 
+@pytest.mark.usefixtures("keyblob_main")  # also through the agent
 def test_export_simpleblob_round_trip(kb, tmp_path, windows_keys):
     exchange, _ = windows_keys
     kb("init", "--suite", "rsa", "--bits", "2048")

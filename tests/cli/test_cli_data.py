@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from keyblob import stream
-from keyblob.cli import main
 
 PASS = "data passphrase"
 CHUNK = stream.CHUNK_SIZE
 
 
 @pytest.fixture
-def kb(tmp_path, capsysbinary, monkeypatch):
+def kb(tmp_path, capsysbinary, monkeypatch, keyblob_main):
+    """Runs twice: without and with the agent holding the container (conftest.py)."""
     home = tmp_path / "home"
     monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
     monkeypatch.setenv("KEYBLOB_HOME", str(home))
@@ -28,7 +28,7 @@ def kb(tmp_path, capsysbinary, monkeypatch):
         capsysbinary.readouterr()
         if stdin is not None:
             monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-        status = main(list(argv))
+        status = keyblob_main(list(argv))
         out, err = capsysbinary.readouterr()
         return status, out, err.decode()
 

@@ -9,21 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from keyblob.cli import main
-
 PASS = "s3cret passphrase"
 
 
 @pytest.fixture
-def shared(tmp_path, capsys, monkeypatch):
+def shared(tmp_path, capsys, monkeypatch, keyblob_main):
     """``run(home, *argv)`` against the shared store; Alice and Bob trust each other, and
-    Alice's payroll generation 1 is wrapped for Bob too, who has used it."""
+    Alice's payroll generation 1 is wrapped for Bob too, who has used it.  Each test runs
+    twice: without and with the agent holding both containers (conftest.py)."""
     monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
     store = tmp_path / "shared-store"
 
     def run(home: Path, *argv: str) -> tuple[int, str, str]:
         capsys.readouterr()
-        status = main(["--home", str(home), "--store", str(store), *argv])
+        status = keyblob_main(["--home", str(home), "--store", str(store), *argv])
         out, err = capsys.readouterr()
         return status, out, err
 

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import shutil
 
-from keyblob.cli import main
-
 PASS = "s3cret passphrase"
 
 
-def test_planted_newer_blob_is_reported_not_used(tmp_path, capsys, monkeypatch):
+def test_planted_newer_blob_is_reported_not_used(tmp_path, capsys, monkeypatch, keyblob_main):
+    """Runs twice: without and with the agent holding both containers (conftest.py)."""
     monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
     store, theirs = tmp_path / "shared-store", tmp_path / "attacker-store"
 
     def run(home, where, *argv):
         capsys.readouterr()
-        status = main(["--home", str(home), "--store", str(where), *argv])
+        status = keyblob_main(["--home", str(home), "--store", str(where), *argv])
         out, err = capsys.readouterr()
         return status, out, err
 

@@ -4,30 +4,32 @@ and an import at an occupied (name, generation) is a refusal that says what to d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from keyblob.cli import build_parser, main
+from keyblob.cli import build_parser
 
 PASS = "s3cret passphrase"
 
 
 class Shell:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
+    def __init__(self, capsys: pytest.CaptureFixture[str], main: Callable[[list[str]], int]):
+        self.capsys, self.main = capsys, main
 
     def __call__(self, home: Path, *argv: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
-        status = main(["--home", str(home), *argv])
+        status = self.main(["--home", str(home), *argv])
         out, err = self.capsys.readouterr()
         return status, out, err
 
 
 @pytest.fixture
-def kb(capsys, monkeypatch) -> Shell:
+def kb(capsys, monkeypatch, keyblob_main) -> Shell:
+    """Runs twice: without and with the agent holding the containers (conftest.py)."""
     monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
-    return Shell(capsys)
+    return Shell(capsys, keyblob_main)
 
 
 def _files(*folders: Path) -> dict[Path, bytes]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from keyblob.cli import main
 from keyblob.format import PublicKeyFile, armor, dearmor
 from keyblob.format.armor import PUBLIC_KEY
 
@@ -28,14 +28,20 @@ GROUPED = re.compile(r"(?:[0-9a-f]{4} ){7}[0-9a-f]{4}")
 class User:
     """One person at their shell: their own home, the shared store."""
 
-    def __init__(self, home: Path, store: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        self.home, self.store, self.capsys = home, store, capsys
+    def __init__(
+        self,
+        home: Path,
+        store: Path,
+        capsys: pytest.CaptureFixture[str],
+        main: Callable[[list[str]], int],
+    ) -> None:
+        self.home, self.store, self.capsys, self.main = home, store, capsys, main
 
     def __call__(self, command: str, *argv: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
         options = ["--home", str(self.home), "--store", str(self.store)]
         # After the command, as people type them (issue 12 item 2: options anywhere).
-        status = main([command, *argv, *options])
+        status = self.main([command, *argv, *options])
         out, err = self.capsys.readouterr()
         return status, out, err
 
@@ -46,14 +52,15 @@ def _fingerprint(text: str) -> str:
     return found.group(0)
 
 
-def test_two_colleagues_an_attacker_and_a_migration(tmp_path, capsys, monkeypatch):
+def test_two_colleagues_an_attacker_and_a_migration(tmp_path, capsys, monkeypatch, keyblob_main):
+    """Runs twice: without and with the agent holding every container (conftest.py)."""
     monkeypatch.setenv("KEYBLOB_PASSPHRASE", "correct horse battery staple")
     monkeypatch.delenv("KEYBLOB_STORE", raising=False)
     monkeypatch.delenv("KEYBLOB_CONTAINER", raising=False)
     shared = tmp_path / "shared"
-    alice = User(tmp_path / "alice", shared, capsys)
-    bob = User(tmp_path / "bob", shared, capsys)
-    mallory = User(tmp_path / "mallory", tmp_path / "mallory-store", capsys)
+    alice = User(tmp_path / "alice", shared, capsys, keyblob_main)
+    bob = User(tmp_path / "bob", shared, capsys, keyblob_main)
+    mallory = User(tmp_path / "mallory", tmp_path / "mallory-store", capsys, keyblob_main)
     alice_pub, bob_pub, mallory_pub = (tmp_path / f"{n}.pub" for n in ("alice", "bob", "mallory"))
 
     # -- Two colleagues: each creates a container with a label, hands out a public key file.
@@ -162,7 +169,7 @@ def test_two_colleagues_an_attacker_and_a_migration(tmp_path, capsys, monkeypatc
     # pair and reads what a Windows program encrypted.
     work = tmp_path / "capi"
     shutil.copytree(SAMPLES, work)
-    admin = User(tmp_path / "admin", tmp_path / "admin-store", capsys)
+    admin = User(tmp_path / "admin", tmp_path / "admin-store", capsys, keyblob_main)
     status, out, _ = admin("init", "--suite", "rsa", "--label", "Payroll administrator")
     assert status == 0 and "(suite rsa)" in out and "Payroll administrator" in out
     status, out, _ = admin("capi", "import-keypair", str(work / "exchange.privblob"))

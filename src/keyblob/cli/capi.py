@@ -13,9 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-
-from keyblob import blobs
 from keyblob.cli.data import encrypt_command
 from keyblob.cli.terminal import (
     Context,
@@ -46,16 +43,22 @@ from keyblob.errors import (
     WeakKeyError,
 )
 from keyblob.keys import Algorithm, KeyRole, SessionKey, Suite, check_name, key_id_for
-from keyblob.providers import suites
 from keyblob.providers.base import CapiKeys, Provider
 from keyblob.trust import State, capi_fingerprint
 
 if TYPE_CHECKING:
-    from keyblob import mscapi
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from keyblob import blobs, mscapi
+    from keyblob.providers import suites
 else:
-    # CryptoAPI support is loaded on first use: most commands never touch it, and every
-    # command pays for what the CLI imports at start (keyblob --help is measured).
+    # CryptoAPI support, the library and cryptography are loaded on first use: most
+    # commands never touch CryptoAPI, and every command pays for what the CLI imports at
+    # start (keyblob --help is measured).
+    blobs = lazy_module("keyblob.blobs")
     mscapi = lazy_module("keyblob.mscapi")
+    rsa = lazy_module("cryptography.hazmat.primitives.asymmetric.rsa")
+    suites = lazy_module("keyblob.providers.suites")
 
 
 UNSIGNED_WARNING = (
@@ -310,7 +313,7 @@ def cmd_capi_import_keypair(ctx: Context) -> int:
                 f"can still be read without a home: keyblob capi decrypt --private {args.file} "
                 "--simpleblob … (docs/MSCAPI.md 7.3)"
             ) from None
-    container = windows_keys(ctx.open(), "take a PRIVATEKEYBLOB")
+    container = windows_keys(ctx.open(own_keys=True), "take a PRIVATEKEYBLOB")
     with warnings.catch_warnings():  # the size warning was given above, before the PIN
         warnings.simplefilter("ignore", mscapi.LegacyAlgorithmWarning)
         where = container.capi_import_key_pair(role, key, force=args.force)
@@ -386,7 +389,7 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
     algorithm = Algorithm.for_capi(int(parsed.alg_id))
     check_name(args.name)
     _signature_given(args, args.file)  # before the unlock
-    container = ctx.open()
+    container = ctx.open(own_keys=True)
     state = container.state()
     _signer_given(args, state)
     signer = _public_key(ctx, args.signer, "--signer")[0] if args.signer else None
@@ -449,7 +452,7 @@ def cmd_capi_export_simpleblob(ctx: Context) -> int:
     hash_alg = mscapi.hash_from_label(args.hash, mscapi.SIGN_HASHES)
     # Before the unlock; build_simpleblob checks it again (its warning prints once).
     _sized(args.to, lambda: mscapi.check_recipient_key(recipient, legacy=args.legacy))
-    opened = ctx.open()
+    opened = ctx.open(own_keys=True)
     container = windows_keys(opened, "sign a SIMPLEBLOB")
     session = ctx.load(args.name, opened)
     blob = _sized(

@@ -4,15 +4,15 @@ with capi encrypt)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from keyblob import blobs, files
 from keyblob.cli.names import ENCRYPT_A_FILE, about_key, checked_name, existing_store
 from keyblob.cli.terminal import (
     Context,
     Subcommands,
     command,
     input_stream,
+    lazy_module,
     progress_bar,
     refusing,
     stream_to_output,
@@ -21,6 +21,12 @@ from keyblob.cli.terminal import (
 from keyblob.errors import FormatError, UsageError, VerificationError
 from keyblob.format.data import DataHeader
 from keyblob.keys import SessionKey
+
+if TYPE_CHECKING:
+    from keyblob import blobs, files
+else:  # loaded on first use: building the parser imports neither the library nor cryptography
+    blobs = lazy_module("keyblob.blobs")
+    files = lazy_module("keyblob.files")
 
 _Key = TypeVar("_Key")
 

@@ -7,7 +7,6 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from keyblob import blobs, publickeys
 from keyblob.cli.capi import public_key_blob
 from keyblob.cli.names import about_key, checked_name, existing_store
 from keyblob.cli.terminal import (
@@ -41,16 +40,20 @@ from keyblob.format.armor import BLOB, PUBLIC_KEY, armor, dearmor, is_armored
 from keyblob.format.blob import MAX_BLOB_SIZE
 from keyblob.format.pubkey import group_fingerprint
 from keyblob.keys import Algorithm, KeyId, KeyRole, Suite, key_id_for, label_from_text
-from keyblob.providers import suites
 from keyblob.providers.base import Provider
 from keyblob.trust import State
 
 if TYPE_CHECKING:
-    from keyblob import mscapi
+    from keyblob import blobs, mscapi, publickeys
+    from keyblob.providers import suites
 else:
-    # CryptoAPI support is loaded on first use: most commands never touch it, and every
-    # command pays for what the CLI imports at start (keyblob --help is measured).
+    # CryptoAPI support, the library and cryptography are loaded on first use: most
+    # commands never touch CryptoAPI, and every command pays for what the CLI imports at
+    # start (keyblob --help is measured).
+    blobs = lazy_module("keyblob.blobs")
     mscapi = lazy_module("keyblob.mscapi")
+    publickeys = lazy_module("keyblob.publickeys")
+    suites = lazy_module("keyblob.providers.suites")
 
 
 def cmd_init(ctx: Context) -> int:

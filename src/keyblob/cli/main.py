@@ -15,13 +15,12 @@ import os
 import stat
 import sys
 import threading
-import traceback
 import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO, cast
 
-from keyblob.cli import capi, data, keys, store, trust
+from keyblob.cli import agent, capi, data, keys, store, trust
 from keyblob.cli.capi import cmd_capi_export_simpleblob
 from keyblob.cli.names import ENCRYPT_A_FILE, READ_A_BLOB, checked_name
 from keyblob.cli.terminal import (
@@ -60,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     capi.register(sub)
     trust.register(sub)
     store.register(sub)
+    agent.register(sub)
     return p
 
 
@@ -232,6 +232,8 @@ def _run_guarded(parse: Callable[[], argparse.Namespace]) -> int:
         return status
     except KeyblobError as e:
         if debug:  # the traceback, then the same line and the same status as without
+            import traceback  # noqa: PLC0415 - only --debug needs it
+
             traceback.print_exc()
         print_error(str(e), e.hints)
         return e.exit_status

@@ -7,13 +7,18 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from keyblob.cli.terminal import Context, tilde
+from keyblob.cli.terminal import Context, lazy_module, tilde
 from keyblob.errors import NotFoundError, UsageError
 from keyblob.keys import check_name
 from keyblob.storage import Store
 from keyblob.storage.directory import DirectoryStore
-from keyblob.storage.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from keyblob.storage import sqlite
+else:  # loaded on first use: building the parser does not import sqlite3
+    sqlite = lazy_module("keyblob.storage.sqlite")
 
 #: What a file given as NAME to a command that reads a key was probably meant for.
 READ_A_BLOB = "to read a blob file use keyblob verify, inspect or import"
@@ -70,7 +75,7 @@ def existing_store(ctx: Context) -> Store:
                 "folder when it writes the first key",
             ),
         )
-    if given and isinstance(store, SqliteStore) and not store.exists():
+    if given and isinstance(store, sqlite.SqliteStore) and not store.exists():
         raise NotFoundError(
             f"store database {tilde(store.path)} does not exist",
             hints=(

@@ -10,15 +10,15 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from keyblob import blobs
 from keyblob.cli.terminal import (
     PROG,
     Context,
     Parser,
     Subcommands,
     emit_json,
+    lazy_module,
     print_error,
     print_warning,
     progress_bar,
@@ -29,8 +29,14 @@ from keyblob.keys import KeyId, check_name
 from keyblob.providers.base import Provider
 from keyblob.storage import Store, open_store
 from keyblob.storage.directory import DirectoryStore
-from keyblob.storage.sqlite import SqliteStore
 from keyblob.trust import State
+
+if TYPE_CHECKING:
+    from keyblob import blobs
+    from keyblob.storage import sqlite
+else:  # loaded on first use: building the parser imports neither the library nor sqlite3
+    blobs = lazy_module("keyblob.blobs")
+    sqlite = lazy_module("keyblob.storage.sqlite")
 
 
 def _looks_like_store(text: str) -> bool:
@@ -57,7 +63,7 @@ def _given_store(url: str, role: str, stores: contextlib.ExitStack) -> Store:
     store = _open(url, stores)
     if isinstance(store, DirectoryStore) and not store.root.exists():
         raise NotFoundError(f"{role} store folder {tilde(store.root)} does not exist")
-    if isinstance(store, SqliteStore) and not store.exists():
+    if isinstance(store, sqlite.SqliteStore) and not store.exists():
         raise NotFoundError(f"{role} store database {tilde(store.path)} does not exist")
     return store
 

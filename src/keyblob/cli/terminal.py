@@ -10,7 +10,7 @@ import argparse
 import contextlib
 import datetime
 import getpass
-import importlib.util
+import importlib
 import json
 import os
 import stat
@@ -18,9 +18,8 @@ import sys
 import types
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, TextIO, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO, TypeAlias, TypeVar, cast
 
-from keyblob import blobs, publickeys
 from keyblob.atomic import atomic_output, read_bounded
 from keyblob.errors import (
     FormatError,
@@ -34,24 +33,38 @@ from keyblob.errors import (
 from keyblob.format import PublicKeyFile
 from keyblob.keys import SessionKey
 from keyblob.providers.base import Provider
-from keyblob.providers.software import DEFAULT_CONTAINER, Home
 from keyblob.storage import Store, open_store
+
+if TYPE_CHECKING:
+    from keyblob import blobs, publickeys
+    from keyblob.providers import software
+
+
+class _Deferred(types.ModuleType):
+    """Module ``__name__``, imported (by the ordinary import system) at its first attribute
+    access; every access is forwarded to the imported module."""
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self.__name__), attr)
+
 
 _C = TypeVar("_C")
 
 
 def lazy_module(name: str) -> types.ModuleType:
-    """The module ``name``, executed on first attribute access (importlib's LazyLoader)."""
-    if name in sys.modules:  # already imported: a second copy would lose its submodules
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:  # pragma: no cover - our own package
-        raise ImportError(name)
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Module ``name``, imported at its first use.
+
+    The CLI imports the library and ``cryptography`` this way, so that building the parser
+    (``keyblob --help``) loads none of them and a command loads only what it touches.  A
+    forwarding object, not importlib's LazyLoader, which breaks packages whose submodules
+    import their parent (cryptography's ``serialization``)."""
+    return sys.modules.get(name) or _Deferred(name)
+
+
+if not TYPE_CHECKING:
+    blobs = lazy_module("keyblob.blobs")
+    publickeys = lazy_module("keyblob.publickeys")
+    software = lazy_module("keyblob.providers.software")
 
 
 PROG = "keyblob"
@@ -186,9 +199,9 @@ class Context:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         home = args.home or os.environ.get("KEYBLOB_HOME") or str(Path.home() / ".keyblob")
-        self.home = Home(Path(home).expanduser())
+        self.home = software.Home(Path(home).expanduser())
         self.container_name: str = (
-            args.container or os.environ.get("KEYBLOB_CONTAINER") or DEFAULT_CONTAINER
+            args.container or os.environ.get("KEYBLOB_CONTAINER") or software.DEFAULT_CONTAINER
         )
         url = args.store or os.environ.get("KEYBLOB_STORE")
         # A plain path may start with ~ (the shell leaves it alone after --store=).
@@ -279,9 +292,13 @@ class Context:
                 print(f"{PROG}: the two passphrases differ; try again", file=sys.stderr)
         raise UsageError(f"the two passphrases differ ({PROMPT_TRIES} tries); nothing was created")
 
-    def open(self) -> Provider:
+    def open(self, *, own_keys: bool = False) -> Provider:
         """The container the command works with, unlocked: the one way every command opens
-        it, so that another provider (a token, an agent) can stand behind it.
+        it, so that another provider (a token, an agent) can stand behind it.  Through the
+        agent if it holds the container, unless ``own_keys``: the CryptoAPI operations on
+        the container's own RSA keys (capi import-keypair, import-simpleblob,
+        export-simpleblob) are not requests the agent answers (docs/AGENT.md 1), so those
+        commands unlock the container themselves.
 
         A missing container is reported before any passphrase is asked (exit 4).  The
         passphrase comes from KEYBLOB_PASSPHRASE, --passphrase-file, or a no-echo prompt,
@@ -291,6 +308,11 @@ class Context:
         """
         name = self.container_name
         self.home.require(name)
+        from keyblob.agent import client  # noqa: PLC0415 - what only open() needs
+
+        held = None if own_keys else client.held(self.home, name)
+        if held is not None:  # the agent holds it: no passphrase, no unlock
+            return self.keep_open(held)
         token = self.home.token_of(name)
         if token is not None:
             return self.keep_open(self.home.open(name, self.pin(token)))
@@ -306,6 +328,18 @@ class Context:
                     raise
                 print(f"{PROG}: wrong passphrase; try again", file=sys.stderr)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def unlock_secret(self, name: str, token: str | None) -> tuple[bytes, bool]:
+        """What opens container ``name`` (its token's PIN if ``token``, else its
+        passphrase), as :meth:`open` gets it, and whether a wrong one may be asked again
+        (typed at the prompt: yes; from a file or the environment, or a PIN: no)."""
+        if token is not None:
+            return self.pin(token), False
+        given = self._given_passphrase()
+        if given is not None:
+            return _not_empty(given), False
+        self._require_terminal()
+        return _prompt(f"Passphrase for container {name!r}: "), True
 
     def load(self, name: str, container: Provider | None = None) -> SessionKey:
         """The newest generation of ``name`` (or --generation's), every import check made

@@ -6,10 +6,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
-from keyblob import blobs, publickeys
 from keyblob.cli.keys import own_fingerprint, shown_label
 from keyblob.cli.terminal import (
     Context,
@@ -37,11 +33,19 @@ from keyblob.trust import (
 )
 
 if TYPE_CHECKING:
-    from keyblob import mscapi
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from keyblob import blobs, mscapi, publickeys
 else:
-    # CryptoAPI support is loaded on first use: most commands never touch it, and every
-    # command pays for what the CLI imports at start (keyblob --help is measured).
+    # CryptoAPI support, the library and cryptography are loaded on first use: most
+    # commands never touch CryptoAPI, and every command pays for what the CLI imports at
+    # start (keyblob --help is measured).
+    blobs = lazy_module("keyblob.blobs")
     mscapi = lazy_module("keyblob.mscapi")
+    publickeys = lazy_module("keyblob.publickeys")
+    rsa = lazy_module("cryptography.hazmat.primitives.asymmetric.rsa")
+    serialization = lazy_module("cryptography.hazmat.primitives.serialization")
 
 
 def _is_keyblob_public_key(data: bytes) -> bool:

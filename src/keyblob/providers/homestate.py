@@ -137,6 +137,11 @@ class ContainerState:
         """Close the state database's connection (it opens again on the next use)."""
         self._db.close()
 
+    def mac(self, data: bytes) -> bytes:
+        """The MAC of ``data`` under the container's state key (the agent answers state
+        MAC requests with it; the key itself never leaves the provider)."""
+        return self._mac(data)
+
     def _head_bytes(self, state: State, marks: _Tree, views: dict[str, _Tree]) -> bytes:
         """The head document (FORMAT.md 5.2): canonical JSON with its MAC, and a final LF.
 

@@ -15,7 +15,7 @@ import functools
 from typing import TypeAlias
 
 from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, hpke, serialization
+from cryptography.hazmat.primitives import hashes, hpke
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
@@ -29,6 +29,10 @@ from keyblob.format.pubkey import (
     x25519_public_problem,
 )
 from keyblob.keys import Suite
+
+# cryptography's serialization package (PEM/DER/SSH loaders, and with them x509's and the
+# DH modules) is imported by the functions that use it: a command that only verifies,
+# wraps and unwraps raw keys (every x25519 command) never loads it.
 
 ExchangePrivate: TypeAlias = (
     x25519.X25519PrivateKey | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -86,6 +90,8 @@ def generate(
 def public_bytes(key: ExchangePrivate | SignaturePrivate) -> bytes:
     """The public half as the formats carry it: raw 32 bytes, a SEC1 uncompressed point
     (65 bytes), or DER SubjectPublicKeyInfo."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - above
+
     public = key.public_key()
     if isinstance(public, ec.EllipticCurvePublicKey):
         return public.public_bytes(
@@ -101,6 +107,8 @@ def public_bytes(key: ExchangePrivate | SignaturePrivate) -> bytes:
 def private_bytes(key: ExchangePrivate | SignaturePrivate) -> bytes:
     """Unencrypted private key bytes (raw 32; P-256: the scalar, 32 bytes big-endian; or
     PKCS#8 DER), to be sealed by the caller."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - above
+
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key.private_numbers().private_value.to_bytes(P256_SCALAR_SIZE)
     if isinstance(key, rsa.RSAPrivateKey):
@@ -120,6 +128,8 @@ def load_exchange_private(suite: Suite, data: bytes) -> ExchangePrivate:
     RSA keys were validated when they entered the home, so re-validation (tens of
     milliseconds per load) is skipped here.
     """
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - above
+
     if suite is Suite.X25519:
         return x25519.X25519PrivateKey.from_private_bytes(data)
     if suite is Suite.P256:
@@ -132,6 +142,8 @@ def load_exchange_private(suite: Suite, data: bytes) -> ExchangePrivate:
 
 def load_signature_private(suite: Suite, data: bytes) -> SignaturePrivate:
     """Load a private signature key that comes out of authenticated storage."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - above
+
     if suite is Suite.X25519:
         return ed25519.Ed25519PrivateKey.from_private_bytes(data)
     if suite is Suite.P256:
@@ -152,6 +164,8 @@ def _p256_private(data: bytes, what: str) -> ec.EllipticCurvePrivateKey:
 def _p256_public(data: bytes, what: str) -> ec.EllipticCurvePublicKey:
     """A P-256 public key: the form checked by format.pubkey, the point by OpenSSL (on the
     curve; the identity has no 65-byte encoding), and one encoding per key."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - above
+
     problem = p256_public_problem(data)
     if problem is not None:
         raise FormatError(f"{what} public key is {problem}")
@@ -168,6 +182,8 @@ def _p256_public(data: bytes, what: str) -> ec.EllipticCurvePublicKey:
 
 
 def _rsa_public(data: bytes, what: str) -> rsa.RSAPublicKey:
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - above
+
     try:
         key = serialization.load_der_public_key(data)
     except ValueError:
@@ -325,6 +341,8 @@ def _ed25519_r_and_s_ok(signature: bytes) -> bool:
 
 def public_pem(suite: Suite, data: bytes, *, signature: bool = False) -> bytes:
     """A public key as PEM SubjectPublicKeyInfo, for tools outside keyblob."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - above
+
     key = load_signature_public(suite, data) if signature else load_exchange_public(suite, data)
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
