@@ -40,16 +40,19 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import secrets
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +99,52 @@ held.close()
 print(t0, t1, flush=True)
 """
 
+# The floor of any agent in one Python process: a client of a bare server (4-byte length,
+# the request's bytes, no parsing, no checks) that does the same unwrap, or nothing.
+BARE_CLIENT = """
+import socket, sys, time
+path, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+request = size.to_bytes(4, "big") + bytes(size)
+def one():
+    s.sendall(request)
+    n = int.from_bytes(s.recv(4), "big")
+    got = b""
+    while len(got) < n:
+        got += s.recv(n - len(got))
+one()
+print("ready", flush=True)
+sys.stdin.readline()
+t0 = time.monotonic_ns()
+for _ in range(count):
+    one()
+print(t0, time.monotonic_ns(), flush=True)
+"""
+
+
+def _bare_server(path: str, c: Any, wrapped: bytes, context: bytes, work: bool) -> None:
+    """A thread per connection, as the agent has; the request read and dropped."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(4)
+
+    def serve(conn: socket.socket) -> None:
+        while True:
+            head = conn.recv(4)
+            if not head:
+                return
+            left = int.from_bytes(head, "big")
+            while left:
+                left -= len(conn.recv(left))
+            out = c.unwrap(wrapped, context) if work else bytes(32)
+            conn.sendall(len(out).to_bytes(4, "big") + out)
+
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
 # Peak RSS of one command: this wrapper's children only (RUSAGE_CHILDREN), in KiB.
 RSS = (
     "import resource, subprocess, sys\n"
@@ -108,7 +157,7 @@ def now() -> int:
     return time.perf_counter_ns()
 
 
-def med(samples: list[float]) -> float:
+def med(samples: Sequence[float]) -> float:
     return float(statistics.median(samples))
 
 
@@ -239,7 +288,7 @@ def peak_rss(s: Setup, runs: int) -> dict[str, float]:
 
 def open_container(s: Setup) -> tuple[SoftwareContainer, Any]:
     home = Home(s.home)
-    return home.open(CONTAINER, PASSPHRASE.encode()), open_store(str(home.default_store))
+    return home.open_software(CONTAINER, PASSPHRASE.encode()), open_store(str(home.default_store))
 
 
 def state_size(s: Setup) -> int:
@@ -327,16 +376,39 @@ def throughput_rounds(s: Setup, rounds: int) -> list[dict[str, float]]:
 
     def through_agent() -> float:
         each = UNWRAPS // CLIENTS
-        argv = [
-            sys.executable,
-            "-c",
-            CLIENT,
-            str(s.home),
-            str(each),
-            wrapped.hex(),
-            context.hex(),
-            CONTAINER,
-        ]
+        return clients(
+            [
+                sys.executable,
+                "-c",
+                CLIENT,
+                str(s.home),
+                str(each),
+                wrapped.hex(),
+                context.hex(),
+                CONTAINER,
+            ]
+        )
+
+    size = len(wrapped) + len(context) + len(str(s.home)) + len(CONTAINER) + 22
+
+    def through_bare(work: bool) -> float:
+        path = str(s.work / f"bare-{int(work)}.sock")
+        server = multiprocessing.get_context("fork").Process(
+            target=_bare_server, args=(path, c, wrapped, context, work), daemon=True
+        )
+        server.start()
+        while not os.path.exists(path):
+            time.sleep(0.01)
+        try:
+            return clients(
+                [sys.executable, "-c", BARE_CLIENT, path, str(UNWRAPS // CLIENTS), str(size)]
+            )
+        finally:
+            server.kill()
+            server.join()
+            os.unlink(path)
+
+    def clients(argv: list[str]) -> float:
         procs = [
             subprocess.Popen(
                 argv,
@@ -366,11 +438,16 @@ def throughput_rounds(s: Setup, rounds: int) -> list[dict[str, float]]:
 
     results = []
     for r in range(rounds):
-        if r % 2 == 0:
-            local, agent = in_process(), through_agent()
-        else:
-            agent, local = through_agent(), in_process()
-        results.append({"in_process": local, "agent": agent, "ratio": agent / local})
+        cases = [
+            ("in_process", in_process),
+            ("agent", through_agent),
+            ("bare_unwrap", lambda: through_bare(True)),
+            ("bare_nothing", lambda: through_bare(False)),
+        ]
+        got = {name: run() for name, run in (cases if r % 2 == 0 else cases[::-1])}
+        got["ratio"] = got["agent"] / got["in_process"]
+        got["bare_ratio"] = got["bare_unwrap"] / got["in_process"]
+        results.append(got)
     getattr(c, "close", lambda: None)()
     return results
 
@@ -454,6 +531,12 @@ def report(res: dict[str, Any]) -> None:
         f"({med([t['agent'] for t in tp]):,.0f} vs {med([t['in_process'] for t in tp]):,.0f}/s)"
         f" | {spread(values)} | >= {TARGET_THROUGHPUT} | "
         f"{verdict(med(values) >= TARGET_THROUGHPUT)} |"
+    )
+    print(
+        f"| the floor of any one-process Python agent: a bare threaded server doing the same "
+        f"unwraps / in process ({med([t['bare_unwrap'] for t in tp]):,.0f}/s; doing nothing: "
+        f"{med([t['bare_nothing'] for t in tp]):,.0f}/s) | "
+        f"{spread([t['bare_ratio'] for t in tp])} | (none set) | - |"
     )
     print()
     print(f"# keyblob --help peak RSS {rss['keyblob --help']:.1f} MiB")
