@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -152,8 +153,18 @@ def postgres_database(request: Any) -> str:
         admin.execute(f'CREATE DATABASE "{name}"')
 
     def drop() -> None:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # A server's own background worker on the database (autovacuum, on a server other
+        # than tools/pg-test-cluster's) cannot be ended by FORCE without superuser rights:
+        # it finishes in a moment, so the drop is tried again a few times.
+        for attempt in range(10):
+            try:
+                with psycopg.connect(server, autocommit=True) as admin:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except psycopg.errors.InsufficientPrivilege:
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
 
     request.addfinalizer(drop)
     return urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
