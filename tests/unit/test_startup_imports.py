@@ -1,11 +1,12 @@
 """Start-up: ``import keyblob`` loads nothing, and building the CLI's parser (what
-``keyblob --help`` does) executes neither the library's crypto and storage modules nor
-``cryptography`` (issue 15: a command imports only what it uses).  Checked in a fresh
-interpreter, by what it loaded, never by time."""
+``keyblob --help`` does) or parsing a command's arguments executes none of the library's
+modules (not even its value types and formats), nor ``cryptography``, nor the standard
+modules only a command uses (issue 15: a command imports only what it uses).  Checked in a
+fresh interpreter, by what it loaded, never by time."""
 
 from __future__ import annotations
 
-import json
+import ast
 import subprocess
 import sys
 
@@ -36,10 +37,11 @@ HEAVY = (
     "traceback",
 )
 
+# The probe imports nothing before the code it runs (sys is always loaded).
 LOADED = """
-import json, sys
+import sys
 {code}
-print(json.dumps(sorted(
+print(repr(sorted(
     name for name, module in sys.modules.items()
     if module is not None
 )))
@@ -53,7 +55,7 @@ def _executed(code: str) -> set[str]:
         check=True,
         text=True,
     ).stdout
-    return set(json.loads(out))
+    return set(ast.literal_eval(out))
 
 
 def test_import_keyblob_loads_no_submodule():
@@ -61,10 +63,90 @@ def test_import_keyblob_loads_no_submodule():
     assert not {m for m in loaded if m.startswith("keyblob.")}
 
 
+# The parser's boundary: of keyblob, only the CLI's own modules and the error classes (its
+# exit statuses); no library package at all, and nothing from cryptography.
+PARSER_MAY_LOAD = ("keyblob", "keyblob.errors")
+NOT_FOR_THE_PARSER = ("keyblob.", "cryptography")
+
+# Standard modules the library and the commands use, which the parser need not load (each
+# compared with what a bare ``import argparse`` loads in the same interpreter, as site and
+# argparse itself may bring some of them along on another installation).
+STDLIB_FOR_COMMANDS = (
+    "dataclasses",
+    "inspect",
+    "hashlib",
+    "hmac",
+    "secrets",
+    "random",
+    "json",
+    "pathlib",
+    "urllib.parse",
+    "ipaddress",
+    "datetime",
+    "getpass",
+    "threading",
+)
+
+BUILD = "from keyblob.cli import build_parser\nbuild_parser().format_help()"
+
+
+def _beyond_the_parser(loaded: set[str]) -> set[str]:
+    return {
+        m
+        for m in loaded
+        if m.startswith(NOT_FOR_THE_PARSER)
+        and m not in PARSER_MAY_LOAD
+        and not m.startswith("keyblob.cli")
+    }
+
+
 def test_building_the_parser_executes_no_heavy_module():
-    loaded = _executed("from keyblob.cli import build_parser\nbuild_parser().format_help()")
+    loaded = _executed(BUILD)
     assert "keyblob.cli.main" in loaded  # the probe sees what it should
     assert not loaded & set(HEAVY)
+
+
+def test_building_the_parser_executes_no_library_module():
+    loaded = _executed(BUILD)
+    assert {"keyblob.cli.keys", "keyblob.cli.trust", "keyblob.errors"} <= loaded
+    assert _beyond_the_parser(loaded) == set()
+
+
+def test_building_the_parser_loads_no_standard_module_only_commands_use():
+    baseline = _executed("import argparse\nargparse.ArgumentParser().format_help()")
+    loaded = _executed(BUILD)
+    assert (loaded - baseline) & set(STDLIB_FOR_COMMANDS) == set()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["list"],
+        ["init", "--suite", "rsa", "--bits", "3072"],
+        ["new", "k", "--algorithm", "chacha20-poly1305"],
+        ["pubkey", "--format", "pem"],
+        ["trust", "list"],
+        ["capi", "export-simpleblob", "k", "--to", "p.blob", "-o", "o", "--signature-out", "s"],
+        ["agent", "status"],
+    ],
+)
+def test_parsing_a_commands_arguments_executes_no_library_module(argv):
+    loaded = _executed(f"from keyblob.cli import build_parser\nbuild_parser().parse_args({argv!r})")
+    assert _beyond_the_parser(loaded) == set()
+
+
+def test_the_parsers_literal_choices_are_the_librarys():
+    from keyblob.cli import keys as key_commands
+    from keyblob.keys import Algorithm, Suite
+
+    assert tuple(a.label for a in Algorithm) == key_commands.ALGORITHMS
+    assert set(key_commands._KEY_TYPES) <= {s.label for s in Suite}
+
+
+def test_a_probe_sees_a_library_module_loaded():
+    # The boundary tests would pass on an empty probe: a command that runs does load one.
+    loaded = _executed(BUILD + "\nfrom keyblob.cli import names\nnames.checked_name('k')")
+    assert "keyblob.keys" in _beyond_the_parser(loaded)
 
 
 def test_a_lazy_module_is_loaded_by_its_first_use():

@@ -5,7 +5,6 @@ Every other command uses the agent on its own when it holds the command's contai
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING
 
@@ -22,8 +21,11 @@ from keyblob.cli.terminal import (
 from keyblob.errors import NotFoundError, PassphraseError, UsageError
 
 if TYPE_CHECKING:
+    import json
+
     from keyblob.agent import client, protocol
 else:  # loaded on first use: building the parser imports no socket
+    json = lazy_module("json")
     client = lazy_module("keyblob.agent.client")
     protocol = lazy_module("keyblob.agent.protocol")
 

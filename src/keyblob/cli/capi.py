@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import io
 import os
 import stat
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar, cast
 
 from keyblob.cli.data import encrypt_command
@@ -42,19 +40,28 @@ from keyblob.errors import (
     UsageError,
     WeakKeyError,
 )
-from keyblob.keys import Algorithm, KeyRole, SessionKey, Suite, check_name, key_id_for
-from keyblob.providers.base import CapiKeys, Provider
-from keyblob.trust import State, capi_fingerprint
 
 if TYPE_CHECKING:
+    import getpass
+    import pathlib
+    from pathlib import Path
+
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from keyblob import blobs, mscapi
-    from keyblob.providers import suites
+    from keyblob import blobs, keys, mscapi, trust
+    from keyblob.keys import KeyRole, SessionKey, Suite
+    from keyblob.providers import base, suites
+    from keyblob.providers.base import CapiKeys, Provider
+    from keyblob.trust import State
 else:
-    # CryptoAPI support, the library and cryptography are loaded on first use: most
-    # commands never touch CryptoAPI, and every command pays for what the CLI imports at
-    # start (keyblob --help is measured).
+    # The library (even its value types and formats), CryptoAPI support and cryptography
+    # are loaded on first use: building the parser imports none of them, and every command
+    # pays for what the CLI imports at start (keyblob --help is measured).
+    getpass = lazy_module("getpass")
+    pathlib = lazy_module("pathlib")
+    keys = lazy_module("keyblob.keys")
+    base = lazy_module("keyblob.providers.base")
+    trust = lazy_module("keyblob.trust")
     blobs = lazy_module("keyblob.blobs")
     mscapi = lazy_module("keyblob.mscapi")
     rsa = lazy_module("cryptography.hazmat.primitives.asymmetric.rsa")
@@ -158,7 +165,7 @@ def _capi_check_signature(
         lambda: refusing(
             what,
             lambda: blobs.check_simpleblob_signature(
-                state or State(),
+                state or trust.State(),
                 blob,
                 name=name,
                 signature=signature,
@@ -215,7 +222,7 @@ def _signature_notes(
     if home and found.bits >= mscapi.keysize.REFUSED_RSA_BELOW:
         pin = f"; pin it once: keyblob trust add {args.signer}"
     print_note(
-        f"signer {args.signer} has fingerprint {capi_fingerprint(found.public)}: compare it "
+        f"signer {args.signer} has fingerprint {trust.capi_fingerprint(found.public)}: compare it "
         f"with the signer's owner{pin}"
     )
 
@@ -249,7 +256,7 @@ def windows_keys(container: Provider, what: str) -> CapiKeys:
     Raises:
         ProviderError: ``container`` does no CryptoAPI work.
     """
-    if isinstance(container, CapiKeys):
+    if isinstance(container, base.CapiKeys):
         return container
     raise ProviderError(
         f"container {container.name!r} cannot {what}: CryptoAPI operations on a container's "
@@ -283,13 +290,13 @@ def cmd_capi_import_keypair(ctx: Context) -> int:
     args = ctx.args
     blob = mscapi.PrivateKeyBlob.from_bytes(_capi_file(args.file))
     slot = args.slot or ("signature" if blob.alg_id is mscapi.AlgId.RSA_SIGN else "exchange")
-    role = KeyRole.SIGNATURE if slot == "signature" else KeyRole.EXCHANGE
+    role = keys.KeyRole.SIGNATURE if slot == "signature" else keys.KeyRole.EXCHANGE
     key = blob.to_private_key()  # full validation: the key enters the home here
     ctx.home.require(ctx.container_name)
     if ctx.home.token_of(ctx.container_name) is not None:
         # A token container takes the key as an extra key that only reads what Windows
         # wrapped for it: CryptoAPI's reading rule (docs/MSCAPI.md 5), before the PIN.
-        if role is not KeyRole.EXCHANGE:
+        if role is not keys.KeyRole.EXCHANGE:
             raise UsageError(
                 f"container {ctx.container_name!r} keeps its keys in a PKCS#11 token: it "
                 "takes a CryptoAPI exchange key (AT_KEYEXCHANGE, --slot exchange) only"
@@ -306,7 +313,7 @@ def cmd_capi_import_keypair(ctx: Context) -> int:
         )
     else:
         try:  # the suite's own rules (size, exponent), before the unlock
-            suites.load_exchange_public(Suite.RSA, suites.public_bytes(key))
+            suites.load_exchange_public(keys.Suite.RSA, suites.public_bytes(key))
         except FormatError as e:
             raise UsageError(
                 f"{args.file} (RSA-{key.key_size}) cannot be a container key: {e}. Its data "
@@ -317,7 +324,7 @@ def cmd_capi_import_keypair(ctx: Context) -> int:
     with warnings.catch_warnings():  # the size warning was given above, before the PIN
         warnings.simplefilter("ignore", mscapi.LegacyAlgorithmWarning)
         where = container.capi_import_key_pair(role, key, force=args.force)
-    new_id = key_id_for(Suite.RSA, role, suites.public_bytes(key))
+    new_id = keys.key_id_for(keys.Suite.RSA, role, suites.public_bytes(key))
     print(
         f"imported {args.file} as the {slot} key of {container.name!r}: "
         f"{role.prefix}-{new_id.short} (RSA-{key.key_size}), {where}"
@@ -328,7 +335,7 @@ def cmd_capi_import_keypair(ctx: Context) -> int:
 @_in_cli_words
 def cmd_capi_export_public(ctx: Context) -> int:
     args = ctx.args
-    role = KeyRole.SIGNATURE if args.slot == "signature" else KeyRole.EXCHANGE
+    role = keys.KeyRole.SIGNATURE if args.slot == "signature" else keys.KeyRole.EXCHANGE
     c = ctx.open()
     write_output(args.output, public_key_blob(c.suite, c.exchange_public, c.signature_public, role))
     return 0
@@ -337,17 +344,17 @@ def cmd_capi_export_public(ctx: Context) -> int:
 def public_key_blob(suite: Suite, exchange: bytes, signature: bytes, role: KeyRole) -> bytes:
     """A container's ``role`` public key, of its public keys ``exchange`` and ``signature``,
     as a PUBLICKEYBLOB (CALG_RSA_KEYX or _SIGN); public keys are all it needs."""
-    if suite is not Suite.RSA:
+    if suite is not keys.Suite.RSA:
         raise UsageError(
             "a PUBLICKEYBLOB holds an RSA key: it needs an rsa-suite container "
             "(keyblob init --suite rsa)"
         )
     public: object
-    if role is KeyRole.SIGNATURE:
-        public = suites.load_signature_public(Suite.RSA, signature)
+    if role is keys.KeyRole.SIGNATURE:
+        public = suites.load_signature_public(keys.Suite.RSA, signature)
         alg_id = mscapi.AlgId.RSA_SIGN
     else:
-        public = suites.load_exchange_public(Suite.RSA, exchange)
+        public = suites.load_exchange_public(keys.Suite.RSA, exchange)
         alg_id = mscapi.AlgId.RSA_KEYX
     # The rsa suite's loaders return RSA keys only.
     return mscapi.PublicKeyBlob.from_public_key(cast(rsa.RSAPublicKey, public), alg_id).to_bytes()
@@ -386,8 +393,8 @@ def cmd_capi_import_simpleblob(ctx: Context) -> int:
     args = ctx.args
     blob = _capi_file(args.file)
     parsed = refusing(args.file, lambda: mscapi.SimpleBlob.from_bytes(blob))  # before the unlock
-    algorithm = Algorithm.for_capi(int(parsed.alg_id))
-    check_name(args.name)
+    algorithm = keys.Algorithm.for_capi(int(parsed.alg_id))
+    keys.check_name(args.name)
     _signature_given(args, args.file)  # before the unlock
     container = ctx.open(own_keys=True)
     state = container.state()
@@ -531,7 +538,7 @@ def cmd_capi_decrypt(ctx: Context) -> int:
     args = ctx.args
     iv = _iv(args.iv)
     inputs: list[str | None] = list(args.input) or [None]
-    into_folder = len(inputs) > 1 or bool(args.output and Path(args.output).is_dir())
+    into_folder = len(inputs) > 1 or bool(args.output and pathlib.Path(args.output).is_dir())
     # Checked before the unlock, and before anything is written.
     if args.suffix is not None and not into_folder:
         raise UsageError("--suffix goes with -o DIR (it names the files written there)")
@@ -584,7 +591,7 @@ def _decrypt_targets(
             one of the inputs or ``others`` (the key files: they would be replaced), or two
             inputs with one target.
     """
-    if not output or not Path(output).is_dir():
+    if not output or not pathlib.Path(output).is_dir():
         raise UsageError("several inputs need -o DIR, an existing folder")
     if suffix is not None and (not suffix or "/" in suffix or os.sep in suffix):
         raise UsageError("--suffix is the end of a file name, such as .ciphertext")
@@ -592,7 +599,7 @@ def _decrypt_targets(
     for path in inputs:
         if path is None or path == "-":
             raise UsageError("decrypting into a folder needs each -i to be a file, not '-'")
-        pairs.append((path, Path(output) / decrypted_name(Path(path).name, suffix)))
+        pairs.append((path, pathlib.Path(output) / decrypted_name(pathlib.Path(path).name, suffix)))
     sources = {os.path.realpath(path) for path, _ in pairs} | {os.path.realpath(p) for p in others}
     seen: dict[str, str] = {}
     for path, target in pairs:

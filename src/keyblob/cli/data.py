@@ -19,11 +19,11 @@ from keyblob.cli.terminal import (
     tilde,
 )
 from keyblob.errors import FormatError, UsageError, VerificationError
-from keyblob.format.data import DataHeader
-from keyblob.keys import SessionKey
 
 if TYPE_CHECKING:
     from keyblob import blobs, files
+    from keyblob.format.data import DataHeader
+    from keyblob.keys import SessionKey
 else:  # loaded on first use: building the parser imports neither the library nor cryptography
     blobs = lazy_module("keyblob.blobs")
     files = lazy_module("keyblob.files")

@@ -35,25 +35,46 @@ from keyblob.errors import (
     UsageError,
     VerificationError,
 )
-from keyblob.format import KeyBlob, PublicKeyFile, fingerprint
-from keyblob.format.armor import BLOB, PUBLIC_KEY, armor, dearmor, is_armored
-from keyblob.format.blob import MAX_BLOB_SIZE
-from keyblob.format.pubkey import group_fingerprint
-from keyblob.keys import Algorithm, KeyId, KeyRole, Suite, key_id_for, label_from_text
-from keyblob.providers.base import Provider
-from keyblob.trust import State
 
 if TYPE_CHECKING:
-    from keyblob import blobs, mscapi, publickeys
+    import keyblob.format.armor as armoring
+    from keyblob import blobs, keys, mscapi, publickeys
+    from keyblob import format as formats
+    from keyblob.format import PublicKeyFile, pubkey
+    from keyblob.format import blob as blobformat
+    from keyblob.keys import Algorithm, KeyId, Suite
     from keyblob.providers import suites
+    from keyblob.providers.base import Provider
+    from keyblob.trust import State
 else:
-    # CryptoAPI support, the library and cryptography are loaded on first use: most
-    # commands never touch CryptoAPI, and every command pays for what the CLI imports at
-    # start (keyblob --help is measured).
+    # The library (even its value types and formats), CryptoAPI support and cryptography
+    # are loaded on first use: building the parser imports none of them, and every command
+    # pays for what the CLI imports at start (keyblob --help is measured).
+    formats = lazy_module("keyblob.format")
+    armoring = lazy_module("keyblob.format.armor")
+    blobformat = lazy_module("keyblob.format.blob")
+    pubkey = lazy_module("keyblob.format.pubkey")
+    keys = lazy_module("keyblob.keys")
     blobs = lazy_module("keyblob.blobs")
     mscapi = lazy_module("keyblob.mscapi")
     publickeys = lazy_module("keyblob.publickeys")
     suites = lazy_module("keyblob.providers.suites")
+
+#: The labels of keyblob.keys.Algorithm, spelled out so that building the parser does not
+#: import the library (a unit test checks that they are the enum's).
+ALGORITHMS = (
+    "aes-256-gcm",
+    "aes-128-gcm",
+    "chacha20-poly1305",
+    "capi-aes-128",
+    "capi-aes-192",
+    "capi-aes-256",
+    "capi-3des",
+    "capi-3des-112",
+    "capi-des",
+    "capi-rc2",
+    "capi-rc4",
+)
 
 
 def cmd_init(ctx: Context) -> int:
@@ -67,11 +88,11 @@ def cmd_init(ctx: Context) -> int:
     ):
         if given:
             raise UsageError(f"{option} applies to --provider pkcs11 only")
-    suite = Suite.from_label(args.suite or Suite.X25519.label)
-    if suite is not Suite.RSA and args.bits is not None:
+    suite = keys.Suite.from_label(args.suite or keys.Suite.X25519.label)
+    if suite is not keys.Suite.RSA and args.bits is not None:
         raise UsageError("--bits applies to the rsa suite only")
     if args.label is not None:
-        label_from_text(args.label)  # an invalid label is a usage error before the prompt
+        keys.label_from_text(args.label)  # an invalid label is a usage error before the prompt
     container = ctx.home.create(
         ctx.container_name,
         ctx.passphrase(new=True),
@@ -97,18 +118,18 @@ def _init_token(ctx: Context) -> int:
     if args.bits is not None:
         raise UsageError("--bits applies to the rsa suite only")
     adopt = _adopted_labels(args.key_label)
-    suite = Suite.from_label(args.suite or Suite.P256.label)
+    suite = keys.Suite.from_label(args.suite or keys.Suite.P256.label)
     if args.label is not None:
-        label_from_text(args.label)  # an invalid label is a usage error before the PIN
+        keys.label_from_text(args.label)  # an invalid label is a usage error before the PIN
     ctx.home.refuse_existing(ctx.container_name)
-    if suite is Suite.X25519:
+    if suite is keys.Suite.X25519:
         raise UsageError(
             "keyblob's PKCS#11 provider runs the p256 suite, what nearly every token "
             "offers: X25519 is not a standard token key type before PKCS#11 3.0; "
             "use --suite p256"
         )
     pin = ctx.pin(token)
-    if suite is Suite.RSA:
+    if suite is keys.Suite.RSA:
         from keyblob.providers import pkcs11  # noqa: PLC0415 - the optional extra
 
         problem = pkcs11.rsa_oaep_problem(module, token, pin.decode("utf-8", "replace"))
@@ -251,7 +272,7 @@ def _note_untrusted(container: Provider, to: Sequence[PublicKeyFile]) -> None:
             print(
                 f"{PROG}: note: wrapped for {shown_label(pub)!r}, which is not a trusted "
                 f"container: its owner should see the fingerprint "
-                f"{group_fingerprint(pub.fingerprint)}",
+                f"{pubkey.group_fingerprint(pub.fingerprint)}",
                 file=sys.stderr,
             )
 
@@ -266,7 +287,7 @@ def cmd_new(ctx: Context) -> int:
         container,
         store,
         args.name,
-        algorithm=Algorithm.from_label(args.algorithm),
+        algorithm=keys.Algorithm.from_label(args.algorithm),
         to=to,
         legacy=args.legacy,
     )
@@ -291,7 +312,7 @@ def cmd_rotate(ctx: Context) -> int:
     to = [read_public_key_file(p) for p in args.to]
     store = existing_store(ctx)
     container = ctx.open()
-    algorithm = Algorithm.from_label(args.algorithm) if args.algorithm else None
+    algorithm = keys.Algorithm.from_label(args.algorithm) if args.algorithm else None
     with about_key(args.name):
         key = refusing(
             args.name,
@@ -317,7 +338,7 @@ def _describe(v: blobs.Verified, container: Provider, state: State) -> dict[str,
     if own:
         signer_fingerprint: str | None = own_fingerprint(container)
     elif trusted is not None:
-        signer_fingerprint = fingerprint(trusted.suite, trusted.exchange, trusted.public)
+        signer_fingerprint = formats.fingerprint(trusted.suite, trusted.exchange, trusted.public)
     else:
         signer_fingerprint = None
     return {
@@ -345,7 +366,7 @@ def _recipient_label(key_id: KeyId, container: Provider, state: State) -> str | 
     if key_id == container.exchange_id:
         return "this container"
     for s in state.trusted:
-        if key_id_for(s.suite, KeyRole.EXCHANGE, s.exchange) == key_id:
+        if keys.key_id_for(s.suite, keys.KeyRole.EXCHANGE, s.exchange) == key_id:
             return s.label
     return None
 
@@ -460,7 +481,7 @@ def cmd_export(ctx: Context) -> int:
                     container, store, args.name, args.generation, unwrap=False
                 ),
             )
-    data = armor(v.encoded, BLOB) if args.armor else v.encoded
+    data = armoring.armor(v.encoded, armoring.BLOB) if args.armor else v.encoded
     write_output(args.output, data)
     if args.output != "-":
         print(
@@ -481,7 +502,7 @@ _CAPI_COMMANDS = {
 def _refuse_capi_blob(path: str, raw: bytes) -> None:
     """A CryptoAPI blob is not a keyblob key blob: say which it is and what reads it
     (before any passphrase is asked)."""
-    if is_armored(raw) or raw[:4] == b"KBLB" or not mscapi.looks_like_capi_blob(raw):
+    if armoring.is_armored(raw) or raw[:4] == b"KBLB" or not mscapi.looks_like_capi_blob(raw):
         return
     kind = mscapi.BlobType(raw[0]).name
     reader = _CAPI_COMMANDS.get(kind)
@@ -496,7 +517,7 @@ def _refuse_capi_blob(path: str, raw: bytes) -> None:
 
 def cmd_import(ctx: Context) -> int:
     args = ctx.args
-    data = read_file(args.file, MAX_BLOB_SIZE * 2)
+    data = read_file(args.file, blobformat.MAX_BLOB_SIZE * 2)
     _refuse_capi_blob(args.file, data)
     container = ctx.open()
     store = ctx.store()
@@ -513,7 +534,7 @@ def cmd_import(ctx: Context) -> int:
 def cmd_verify(ctx: Context) -> int:
     args = ctx.args
     try:
-        data = read_file(args.file, MAX_BLOB_SIZE * 2)
+        data = read_file(args.file, blobformat.MAX_BLOB_SIZE * 2)
         _refuse_capi_blob(args.file, data)
     except KeyblobError as e:  # a script reading --json gets JSON, whatever failed
         if args.json:
@@ -539,10 +560,10 @@ def cmd_verify(ctx: Context) -> int:
 
 def cmd_inspect(ctx: Context) -> int:
     args = ctx.args
-    raw = read_file(args.file, MAX_BLOB_SIZE * 2)
-    armored = is_armored(raw)
+    raw = read_file(args.file, blobformat.MAX_BLOB_SIZE * 2)
+    armored = armoring.is_armored(raw)
     text = raw.lstrip()
-    public_armor = f"-----BEGIN {PUBLIC_KEY}-----".encode()
+    public_armor = f"-----BEGIN {armoring.PUBLIC_KEY}-----".encode()
     if (armored and text.startswith(public_armor)) or raw[:4] == b"KBPK":
         # Every check of FORMAT.md 3, the label signature included: inspect needs no
         # secret, but it never shows a label its file's own key did not sign.
@@ -566,12 +587,12 @@ def cmd_inspect(ctx: Context) -> int:
             print(f"                 {how}")
             print(f"  exchange key   kx-{pub.exchange_id.short}  id {pub.exchange_id.hex}")
             print(f"  signature key  sg-{pub.signature_id.short}  id {pub.signature_id.hex}")
-            print(f"  fingerprint    {group_fingerprint(pub.fingerprint)}  (of both keys)")
+            print(f"  fingerprint    {pubkey.group_fingerprint(pub.fingerprint)}  (of both keys)")
         return 0
     if not armored and raw[:4] != b"KBLB" and mscapi.looks_like_capi_blob(raw):
         return _inspect_capi(raw, args.json)
     try:
-        blob = KeyBlob.from_bytes(dearmor(raw, BLOB) if armored else raw)
+        blob = formats.KeyBlob.from_bytes(armoring.dearmor(raw, armoring.BLOB) if armored else raw)
     except FormatError as e:
         raise FormatError(
             f"{args.file}: {e}",
@@ -647,7 +668,9 @@ def keep_public_file(ctx: Context, container: Provider) -> PublicKeyFile:
     unlocks and makes it again."""
     pub = publickeys.make(container)
     try:
-        ctx.home.write_public_file(container.name, armor(pub.to_bytes(), PUBLIC_KEY))
+        ctx.home.write_public_file(
+            container.name, armoring.armor(pub.to_bytes(), armoring.PUBLIC_KEY)
+        )
     except KeyblobError as e:
         print_warning(f"{e}; keyblob pubkey will ask for the passphrase")
     return pub
@@ -681,7 +704,7 @@ def cmd_pubkey(ctx: Context) -> int:
         # One key per PUBLICKEYBLOB: the exchange key, which a Windows peer wraps keys for;
         # keyblob capi export-public --slot signature gives the signature key.  It holds no
         # label: container.json's public keys are all it needs, never a passphrase.
-        data = public_key_blob(suite, exchange, signature, KeyRole.EXCHANGE)
+        data = public_key_blob(suite, exchange, signature, keys.KeyRole.EXCHANGE)
         who = repr(pub.label) if pub is not None else f"container {name!r}"
     else:
         if pub is None:
@@ -691,30 +714,35 @@ def cmd_pubkey(ctx: Context) -> int:
             print_note(why)
             suite, exchange, signature = pub.suite, pub.exchange, pub.signature
         # Version 2 (FORMAT.md 3.2): the label, signed by the signature key.
-        data = armor(pub.to_bytes(), PUBLIC_KEY) if args.format == "keyblob" else _labelled_pem(pub)
+        data = (
+            armoring.armor(pub.to_bytes(), armoring.PUBLIC_KEY)
+            if args.format == "keyblob"
+            else _labelled_pem(pub)
+        )
         who = repr(pub.label)
     write_output(args.output, data)
     if args.output != "-":
         print(
             f"wrote the public keys of {who} to {args.output}: "
-            f"kx-{key_id_for(suite, KeyRole.EXCHANGE, exchange).short}, "
-            f"sg-{key_id_for(suite, KeyRole.SIGNATURE, signature).short}",
+            f"kx-{keys.key_id_for(suite, keys.KeyRole.EXCHANGE, exchange).short}, "
+            f"sg-{keys.key_id_for(suite, keys.KeyRole.SIGNATURE, signature).short}",
             file=sys.stderr,
         )
     if args.format == "keyblob":
+        own = pubkey.group_fingerprint(formats.fingerprint(suite, exchange, signature))
         print(
-            f"fingerprint {group_fingerprint(fingerprint(suite, exchange, signature))}: "
-            "whoever trusts this file must see the same one",
+            f"fingerprint {own}: whoever trusts this file must see the same one",
             file=sys.stderr,
         )
     return 0
 
 
-#: The key types of each suite, (exchange, signature), as the PEM labels name them.
+#: The key types of each suite (by its label), (exchange, signature), as the PEM labels
+#: name them.
 _KEY_TYPES = {
-    Suite.X25519: ("X25519", "Ed25519"),
-    Suite.RSA: ("RSA-OAEP-SHA256", "RSA-PSS-SHA256"),
-    Suite.P256: ("P-256 HPKE", "ECDSA P-256 SHA-256"),
+    "x25519": ("X25519", "Ed25519"),
+    "rsa": ("RSA-OAEP-SHA256", "RSA-PSS-SHA256"),
+    "p256": ("P-256 HPKE", "ECDSA P-256 SHA-256"),
 }
 
 
@@ -722,8 +750,8 @@ def _labelled_pem(pub: PublicKeyFile) -> bytes:
     """Both public keys as PEM, each block after a line saying which key it is.  The line
     is text before the BEGIN line, which RFC 7468 section 2 lets every PEM reader skip (as
     openssl writes a certificate's text before it), not a header inside the block."""
-    exchange, signature = _KEY_TYPES[pub.suite]
-    where = f"of {pub.label!r}, fingerprint {group_fingerprint(pub.fingerprint)}"
+    exchange, signature = _KEY_TYPES[pub.suite.label]
+    where = f"of {pub.label!r}, fingerprint {pubkey.group_fingerprint(pub.fingerprint)}"
     return (
         f"exchange key kx-{pub.exchange_id.short} ({exchange}) {where}\n".encode()
         + suites.public_pem(pub.suite, pub.exchange)
@@ -733,7 +761,9 @@ def _labelled_pem(pub: PublicKeyFile) -> bytes:
 
 
 def own_fingerprint(container: Provider) -> str:
-    return fingerprint(container.suite, container.exchange_public, container.signature_public)
+    return formats.fingerprint(
+        container.suite, container.exchange_public, container.signature_public
+    )
 
 
 def register(sub: Subcommands) -> None:
@@ -778,13 +808,12 @@ def register(sub: Subcommands) -> None:
         "(signed into its public key file; default: the container name; change it later "
         "with keyblob label set)",
     )
-    algorithms = [a.label for a in Algorithm]
     sp = command(sub, "new", cmd_new, "generate a session key, export it signed, store it")
     sp.add_argument("name", help="the key's name: a-z, 0-9, '.', '_', '-'")
     sp.add_argument(
         "--algorithm",
         default="aes-256-gcm",
-        choices=algorithms,
+        choices=ALGORITHMS,
         help="default aes-256-gcm; capi-* keys are for keyblob capi encrypt/decrypt",
     )
     sp.add_argument(
@@ -797,7 +826,7 @@ def register(sub: Subcommands) -> None:
     sp.add_argument("--legacy", action="store_true", help="allow a legacy CryptoAPI algorithm")
     sp = command(sub, "rotate", cmd_rotate, "make the next generation of a key")
     sp.add_argument("name", help="a stored key's name (keyblob list shows them)")
-    sp.add_argument("--algorithm", choices=algorithms, help="default: the current one")
+    sp.add_argument("--algorithm", choices=ALGORITHMS, help="default: the current one")
     sp.add_argument(
         "--to",
         action="append",

@@ -14,7 +14,6 @@ import contextlib
 import os
 import stat
 import sys
-import threading
 import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -107,6 +106,7 @@ def _termination_raises() -> Iterator[None]:
     temp file (nor the partial plaintext in one) is left behind, however many arrive.  A
     signal already ignored (nohup) or handled by the caller stays so."""
     import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415 - not for building the parser (keyblob --help)
 
     defaults = {"SIGINT": signal.default_int_handler}
     saved: dict[int, Any] = {}

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 
 from keyblob.cli.terminal import Context, lazy_module, tilde
 from keyblob.errors import NotFoundError, UsageError
-from keyblob.keys import check_name
-from keyblob.storage import Store
-from keyblob.storage.directory import DirectoryStore
 
 if TYPE_CHECKING:
-    from keyblob.storage import sqlite
-else:  # loaded on first use: building the parser does not import sqlite3
+    from keyblob import keys, storage
+    from keyblob.storage import Store, directory, sqlite
+else:  # loaded on first use: building the parser imports neither the library nor sqlite3
+    keys = lazy_module("keyblob.keys")
+    storage = lazy_module("keyblob.storage")
+    directory = lazy_module("keyblob.storage.directory")
     sqlite = lazy_module("keyblob.storage.sqlite")
 
 #: What a file given as NAME to a command that reads a key was probably meant for.
@@ -35,7 +36,7 @@ def checked_name(name: str, meant: str = READ_A_BLOB) -> str:
     """``name`` if it can be a key's name; a path to a file is said to be one (exit 2),
     before any passphrase is asked."""
     try:
-        return check_name(name)
+        return keys.check_name(name)
     except UsageError:
         if os.path.isfile(name):
             raise _is_a_file(name, meant) from None
@@ -67,7 +68,7 @@ def existing_store(ctx: Context) -> Store:
         if os.environ.get("KEYBLOB_STORE")
         else None
     )
-    if given and isinstance(store, DirectoryStore) and not store.root.exists():
+    if given and isinstance(store, directory.DirectoryStore) and not store.root.exists():
         raise NotFoundError(
             f"store folder {tilde(store.root)} does not exist",
             hints=(

@@ -25,16 +25,17 @@ from keyblob.cli.terminal import (
     tilde,
 )
 from keyblob.errors import NotFoundError, UsageError
-from keyblob.keys import KeyId, check_name
-from keyblob.providers.base import Provider
-from keyblob.storage import Store, open_store
-from keyblob.storage.directory import DirectoryStore
-from keyblob.trust import State
 
 if TYPE_CHECKING:
-    from keyblob import blobs
-    from keyblob.storage import sqlite
+    from keyblob import blobs, keys, storage
+    from keyblob.keys import KeyId
+    from keyblob.providers.base import Provider
+    from keyblob.storage import Store, directory, sqlite
+    from keyblob.trust import State
 else:  # loaded on first use: building the parser imports neither the library nor sqlite3
+    keys = lazy_module("keyblob.keys")
+    storage = lazy_module("keyblob.storage")
+    directory = lazy_module("keyblob.storage.directory")
     blobs = lazy_module("keyblob.blobs")
     sqlite = lazy_module("keyblob.storage.sqlite")
 
@@ -50,7 +51,7 @@ def _looks_like_store(text: str) -> bool:
 def _open(url: str, stores: contextlib.ExitStack) -> Store:
     """The store at ``url`` as given on the command line (``~`` expanded in a path), closed
     (a database connection) when ``stores`` is."""
-    store = open_store(os.path.expanduser(url) if "://" not in url else url)
+    store = storage.open_store(os.path.expanduser(url) if "://" not in url else url)
     close = getattr(store, "close", None)
     if callable(close):
         stores.callback(close)
@@ -61,7 +62,7 @@ def _given_store(url: str, role: str, stores: contextlib.ExitStack) -> Store:
     """:func:`_open`, for a store that must exist: a store folder or database file that
     does not is said not to (exit 4), before any passphrase is asked; nothing is created."""
     store = _open(url, stores)
-    if isinstance(store, DirectoryStore) and not store.root.exists():
+    if isinstance(store, directory.DirectoryStore) and not store.root.exists():
         raise NotFoundError(f"{role} store folder {tilde(store.root)} does not exist")
     if isinstance(store, sqlite.SqliteStore) and not store.exists():
         raise NotFoundError(f"{role} store database {tilde(store.path)} does not exist")
@@ -106,7 +107,7 @@ def _store_check(ctx: Context, stores: contextlib.ExitStack) -> int:
     url = targets[0] if targets and _looks_like_store(targets[0]) else None
     names = targets[1:] if url is not None else targets
     for name in names:
-        check_name(name)
+        keys.check_name(name)
     jobs = _jobs(ctx)
     store = ctx.store() if url is None else _given_store(url, "the", stores)
     container = ctx.open()

@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import getpass
 import importlib
-import json
 import os
 import stat
 import sys
 import types
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO, TypeAlias, TypeVar, cast
 
-from keyblob.atomic import atomic_output, read_bounded
 from keyblob.errors import (
     FormatError,
     KeyblobError,
@@ -30,14 +25,20 @@ from keyblob.errors import (
     UsageError,
     VerificationError,
 )
-from keyblob.format import PublicKeyFile
-from keyblob.keys import SessionKey
-from keyblob.providers.base import Provider
-from keyblob.storage import Store, open_store
 
 if TYPE_CHECKING:
-    from keyblob import blobs, publickeys
+    import datetime
+    import getpass
+    import json
+    import pathlib
+    from pathlib import Path
+
+    from keyblob import atomic, blobs, publickeys, storage
+    from keyblob.format import PublicKeyFile
+    from keyblob.keys import SessionKey
     from keyblob.providers import software
+    from keyblob.providers.base import Provider
+    from keyblob.storage import Store
 
 
 class _Deferred(types.ModuleType):
@@ -54,14 +55,21 @@ _C = TypeVar("_C")
 def lazy_module(name: str) -> types.ModuleType:
     """Module ``name``, imported at its first use.
 
-    The CLI imports the library and ``cryptography`` this way, so that building the parser
-    (``keyblob --help``) loads none of them and a command loads only what it touches.  A
+    The CLI imports the library, ``cryptography`` and the standard modules only a command
+    uses this way, so that building the parser (``keyblob --help``) loads none of them and a
+    command loads only what it touches.  A
     forwarding object, not importlib's LazyLoader, which breaks packages whose submodules
     import their parent (cryptography's ``serialization``)."""
     return sys.modules.get(name) or _Deferred(name)
 
 
-if not TYPE_CHECKING:
+if not TYPE_CHECKING:  # the library and the standard modules only a command uses
+    datetime = lazy_module("datetime")
+    getpass = lazy_module("getpass")
+    json = lazy_module("json")
+    pathlib = lazy_module("pathlib")
+    atomic = lazy_module("keyblob.atomic")
+    storage = lazy_module("keyblob.storage")
     blobs = lazy_module("keyblob.blobs")
     publickeys = lazy_module("keyblob.publickeys")
     software = lazy_module("keyblob.providers.software")
@@ -102,7 +110,7 @@ def printable(text: str) -> str:
 
 
 def tilde(path: Path | str) -> str:
-    text, home = str(path), str(Path.home())
+    text, home = str(path), str(pathlib.Path.home())
     return "~" + text[len(home) :] if text.startswith(home + os.sep) else text
 
 
@@ -117,7 +125,11 @@ def read_file(
     where = "standard input" if path == "-" else path
     too_big = f"{where}: larger than {limit} bytes: too large for {what}"
     try:
-        data = sys.stdin.buffer.read(limit + 1) if path == "-" else read_bounded(Path(path), limit)
+        data = (
+            sys.stdin.buffer.read(limit + 1)
+            if path == "-"
+            else atomic.read_bounded(pathlib.Path(path), limit)
+        )
     except FileNotFoundError:
         raise NotFoundError(f"no such file: {path}") from None
     except ValueError:  # read_bounded: over the limit
@@ -198,8 +210,8 @@ class Context:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        home = args.home or os.environ.get("KEYBLOB_HOME") or str(Path.home() / ".keyblob")
-        self.home = software.Home(Path(home).expanduser())
+        home = args.home or os.environ.get("KEYBLOB_HOME") or str(pathlib.Path.home() / ".keyblob")
+        self.home = software.Home(pathlib.Path(home).expanduser())
         self.container_name: str = (
             args.container or os.environ.get("KEYBLOB_CONTAINER") or software.DEFAULT_CONTAINER
         )
@@ -212,7 +224,7 @@ class Context:
     def store(self) -> Store:
         """The command's store, opened once (a database is connected to by its first use)."""
         if self._store is None:
-            self._store = open_store(self._store_url or str(self.home.default_store))
+            self._store = storage.open_store(self._store_url or str(self.home.default_store))
         return self._store
 
     def close(self) -> None:
@@ -507,7 +519,7 @@ def stream_to_output(
         return
     _refuse_missing_folder(output)
     try:
-        with atomic_output(Path(output), mode) as f:
+        with atomic.atomic_output(pathlib.Path(output), mode) as f:
             work(f)
     except IsADirectoryError:
         raise UsageError(f"{output} is a folder: give a file name") from None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keyblob.cli.keys import own_fingerprint, shown_label
@@ -19,28 +17,33 @@ from keyblob.cli.terminal import (
     refusing,
 )
 from keyblob.errors import FormatError, UsageError, WeakKeyError
-from keyblob.format import PublicKeyFile, fingerprint
-from keyblob.format.pubkey import group_fingerprint
-from keyblob.keys import check_name
-from keyblob.providers.base import Provider
-from keyblob.trust import (
-    CapiSigner,
-    State,
-    TrustedSigner,
-    describe_scope,
-    find_signer,
-    parse_scope,
-)
 
 if TYPE_CHECKING:
+    import dataclasses
+    import pathlib
+
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from keyblob import blobs, mscapi, publickeys
+    from keyblob import blobs, keys, mscapi, publickeys, trust
+    from keyblob import format as formats
+    from keyblob.format import PublicKeyFile, pubkey
+    from keyblob.providers.base import Provider
+    from keyblob.trust import (
+        CapiSigner,
+        State,
+        TrustedSigner,
+    )
 else:
-    # CryptoAPI support, the library and cryptography are loaded on first use: most
-    # commands never touch CryptoAPI, and every command pays for what the CLI imports at
-    # start (keyblob --help is measured).
+    # The library (even its value types and formats), CryptoAPI support and cryptography
+    # are loaded on first use: building the parser imports none of them, and every command
+    # pays for what the CLI imports at start (keyblob --help is measured).
+    dataclasses = lazy_module("dataclasses")
+    pathlib = lazy_module("pathlib")
+    formats = lazy_module("keyblob.format")
+    pubkey = lazy_module("keyblob.format.pubkey")
+    keys = lazy_module("keyblob.keys")
+    trust = lazy_module("keyblob.trust")
     blobs = lazy_module("keyblob.blobs")
     mscapi = lazy_module("keyblob.mscapi")
     publickeys = lazy_module("keyblob.publickeys")
@@ -55,7 +58,7 @@ def _is_keyblob_public_key(data: bytes) -> bool:
 
 
 def _scope_note(names: tuple[str, ...] | None) -> str:
-    return "" if names is None else f", for {describe_scope(names)}"
+    return "" if names is None else f", for {trust.describe_scope(names)}"
 
 
 def cmd_trust_add(ctx: Context) -> int:
@@ -65,7 +68,7 @@ def cmd_trust_add(ctx: Context) -> int:
     data = read_file(path, what="a public key file")
     # Without --names, a new signer may sign every name and a known one keeps its scope:
     # running the same trust add again never widens what was narrowed.
-    scope = parse_scope(ctx.args.names) if ctx.args.names else None
+    scope = trust.parse_scope(ctx.args.names) if ctx.args.names else None
     if not _is_keyblob_public_key(data):
         return _trust_add_capi(ctx, path, data, scope)
     pub = read_public_key_file(path, data)
@@ -77,7 +80,7 @@ def cmd_trust_add(ctx: Context) -> int:
         )
     if pub.signature_id == container.signature_id:
         return _own_key(container, path, pub, ctx.args.names)
-    signer = TrustedSigner(
+    signer = trust.TrustedSigner(
         key_id=pub.signature_id,
         suite=pub.suite,
         public=pub.signature,
@@ -93,13 +96,13 @@ def cmd_trust_add(ctx: Context) -> int:
         old = state.signer(signer.key_id)
         before.append(old)
         names = scope if ctx.args.names or old is None else old.names
-        return state.with_signer(replace(signer, names=names))
+        return state.with_signer(dataclasses.replace(signer, names=names))
 
     container.update_state(add)
     handle = f"sg-{signer.key_id.short} ({shown_label(pub)})"
     print(_trust_outcome(handle, before[0], scope if ctx.args.names else None, ctx.args.names))
     print(
-        f"  fingerprint {group_fingerprint(pub.fingerprint)}: check it with the key's owner "
+        f"  fingerprint {pubkey.group_fingerprint(pub.fingerprint)}: check it with the key's owner "
         "(keyblob pubkey shows theirs)"
     )
     return 0
@@ -132,9 +135,8 @@ def _trust_outcome(
     if old is None:
         return f"trusted {handle}{_scope_note(scope)}"
     if names_given and old.names != scope:
-        return (
-            f"updated {handle}: now for {describe_scope(scope)} (was {describe_scope(old.names)})"
-        )
+        now, was = trust.describe_scope(scope), trust.describe_scope(old.names)
+        return f"updated {handle}: now for {now} (was {was})"
     return f"already trusted: {handle}{_scope_note(old.names)}"
 
 
@@ -171,12 +173,12 @@ def _trust_add_capi(ctx: Context, path: str, data: bytes, scope: tuple[str, ...]
     spki = public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    stem = Path(path).stem.lower()
+    stem = pathlib.Path(path).stem.lower()
     try:
-        label = check_name(stem)
+        label = keys.check_name(stem)
     except ValueError:
         label = "capi-signer"
-    signer = CapiSigner(public=spki, label=label, added=int(time.time()), names=scope)
+    signer = trust.CapiSigner(public=spki, label=label, added=int(time.time()), names=scope)
     container = ctx.open()
     before: list[CapiSigner | None] = []
 
@@ -184,7 +186,7 @@ def _trust_add_capi(ctx: Context, path: str, data: bytes, scope: tuple[str, ...]
         old = state.capi_signer(spki)
         before.append(old)
         names = scope if ctx.args.names or old is None else old.names
-        return state.with_capi_signer(replace(signer, names=names))
+        return state.with_capi_signer(dataclasses.replace(signer, names=names))
 
     container.update_state(add)
     handle = f"CryptoAPI signer {label!r} (RSA-{public.key_size}, {loaded.detail})"
@@ -213,7 +215,7 @@ def cmd_trust_list(ctx: Context) -> int:
         {
             "kind": "keyblob",
             "key_id": s.key_id.hex,
-            "fingerprint": fingerprint(s.suite, s.exchange, s.public),
+            "fingerprint": formats.fingerprint(s.suite, s.exchange, s.public),
             "label": s.label,
             "own": False,
             "added": iso(s.added),
@@ -245,10 +247,14 @@ def cmd_trust_list(ctx: Context) -> int:
         else:
             names = None if r["names"] is None else tuple(r["names"])
             kind = "CryptoAPI signer, " if r["kind"] == "capi" else ""
-            note = f"{kind}added {r['added']}, for {describe_scope(names)}"
+            note = f"{kind}added {r['added']}, for {trust.describe_scope(names)}"
         # A keyblob fingerprint grouped to be read aloud (FORMAT.md 3.1); a CryptoAPI
         # signer's as openssl dgst prints it, the way its owner computes it (MSCAPI.md 7.2).
-        shown = group_fingerprint(r["fingerprint"]) if r["kind"] == "keyblob" else r["fingerprint"]
+        shown = (
+            pubkey.group_fingerprint(r["fingerprint"])
+            if r["kind"] == "keyblob"
+            else r["fingerprint"]
+        )
         print(f"{handle}  {shown}  {r['label']}  {note}")
     return 0
 
@@ -264,13 +270,13 @@ def cmd_trust_remove(ctx: Context) -> int:
             f"sg-{container.signature_id.short} is this container's own signature key: "
             "it is always trusted"
         )
-    target = find_signer(container.state(), ctx.args.id)
-    if isinstance(target, CapiSigner):
+    target = trust.find_signer(container.state(), ctx.args.id)
+    if isinstance(target, trust.CapiSigner):
         container.update_state(lambda s: s.without_capi_signer(target.public))
         print(f"no longer trusted: CryptoAPI signer {target.label!r} ({target.fingerprint})")
         return 0
     container.update_state(lambda s: s.without_signer(target.key_id))
-    fp = group_fingerprint(fingerprint(target.suite, target.exchange, target.public))
+    fp = pubkey.group_fingerprint(formats.fingerprint(target.suite, target.exchange, target.public))
     print(f"no longer trusted: sg-{target.key_id.short} ({target.label}), fingerprint {fp}")
     return 0
 
