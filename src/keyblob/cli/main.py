@@ -40,7 +40,15 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
+def _untranslated(message: str) -> str:
+    return message
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # argparse passes each of its own messages through gettext, which looks for a catalogue
+    # on disk at every call (~120 lookups, half the parser's build time) and finds none:
+    # CPython ships no translation of argparse, and keyblob's messages are English.
+    argparse._ = _untranslated  # type: ignore[attr-defined]
     p = Parser(
         prog=PROG,
         description="Signed session-key blobs on storage nobody trusts.",
