@@ -439,6 +439,19 @@ def test_a_token_container_through_the_agent(
         for argv in (("new", "tok"), ("rotate", "tok"), ("show", "tok"), ("label", "set", "T")):
             status, _, err = kb(*argv)
             assert status == 0, err
+        # Commands at once: the agent runs one operation at a time on the token's session.
+        env = {k: v for k, v in os.environ.items() if k != "KEYBLOB_PIN"}
+        runs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "keyblob", "new", f"tok{i}"],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(6)
+        ]
+        errs = [r.communicate(timeout=120)[1] for r in runs]
+        assert [r.returncode for r in runs] == [0] * 6, errs
         assert _status(home)["containers"][0]["suite"] == "p256"  # type: ignore[index]
         assert kb("lock")[0] == 0
         status, _, err = kb("show", "tok")
