@@ -14,16 +14,15 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from keyblob.agent import protocol
 from keyblob.agent.protocol import Kind
 from keyblob.errors import NotFoundError, ProviderError
-from keyblob.keys import KeyId, KeyRole, Suite, key_id_for
+from keyblob.keys import Suite
 from keyblob.providers import homestate
-from keyblob.trust import State
+from keyblob.providers.base import ContainerKeys
 
 CONNECT_TIMEOUT = 5.0
 ANSWER_TIMEOUT = 120.0  # an unlock runs Argon2id or a token login
@@ -117,7 +116,7 @@ def connect_folder(folder: Path) -> Connection | None:
     return Connection(sock, folder)
 
 
-class AgentContainer:
+class AgentContainer(ContainerKeys):
     """A container the agent holds (implements ``Provider``): signatures, unwraps and the
     state's MAC are requests; everything else is read from the home as usual."""
 
@@ -133,41 +132,12 @@ class AgentContainer:
     ) -> None:
         self._conn = connection
         self._home = home_key(home).encode()
-        self._name = name
-        self._suite = suite
-        self._exchange_public = exchange_public
-        self._signature_public = signature_public
-        self._exchange_id = key_id_for(suite, KeyRole.EXCHANGE, exchange_public)
-        self._signature_id = key_id_for(suite, KeyRole.SIGNATURE, signature_public)
+        super().__init__(name, suite, exchange_public, signature_public)
         folder = Path(home) / "containers" / name
         self._state = homestate.ContainerState(folder, name, suite, self._mac)
 
     def __repr__(self) -> str:
         return f"<AgentContainer {self._name!r} suite={self._suite.label}>"
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def suite(self) -> Suite:
-        return self._suite
-
-    @property
-    def exchange_public(self) -> bytes:
-        return self._exchange_public
-
-    @property
-    def signature_public(self) -> bytes:
-        return self._signature_public
-
-    @property
-    def exchange_id(self) -> KeyId:
-        return self._exchange_id
-
-    @property
-    def signature_id(self) -> KeyId:
-        return self._signature_id
 
     def _ask(self, kind: Kind, *fields: bytes) -> bytes:
         (result,) = self._conn.call(kind, (self._home, self._name.encode(), *fields))
@@ -181,12 +151,6 @@ class AgentContainer:
 
     def _mac(self, data: bytes) -> bytes:
         return self._ask(Kind.MAC, data)
-
-    def state(self) -> State:
-        return self._state.state()
-
-    def update_state(self, change: Callable[[State], State]) -> State:
-        return self._state.update_state(change)
 
     def close(self) -> None:
         self._state.close()

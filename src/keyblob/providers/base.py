@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from keyblob.keys import KeyId, KeyRole, Suite
+from keyblob.keys import KeyId, KeyRole, Suite, key_id_for
 from keyblob.trust import State
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from keyblob import mscapi
+    from keyblob.providers.homestate import ContainerState
 
 
 class Provider(Protocol):
@@ -57,6 +58,59 @@ class Provider(Protocol):
         not written and the exception propagates.
         """
         ...
+
+
+class ContainerKeys:
+    """What every provider's container shows the same way: its name, suite, two public keys
+    and their key ids (computed once, as every blob names them), and its authenticated state
+    (``_state``, a homestate.ContainerState the subclass makes with its own MAC)."""
+
+    _state: ContainerState
+
+    def __init__(
+        self, name: str, suite: Suite, exchange_public: bytes, signature_public: bytes
+    ) -> None:
+        self._name = name
+        self._suite = suite
+        self._set_public(KeyRole.EXCHANGE, exchange_public)
+        self._set_public(KeyRole.SIGNATURE, signature_public)
+
+    def _set_public(self, role: KeyRole, public: bytes) -> None:
+        key_id = key_id_for(self._suite, role, public)
+        if role is KeyRole.EXCHANGE:
+            self._exchange_public, self._exchange_id = public, key_id
+        else:
+            self._signature_public, self._signature_id = public, key_id
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def suite(self) -> Suite:
+        return self._suite
+
+    @property
+    def exchange_public(self) -> bytes:
+        return self._exchange_public
+
+    @property
+    def signature_public(self) -> bytes:
+        return self._signature_public
+
+    @property
+    def exchange_id(self) -> KeyId:
+        return self._exchange_id
+
+    @property
+    def signature_id(self) -> KeyId:
+        return self._signature_id
+
+    def state(self) -> State:
+        return self._state.state()
+
+    def update_state(self, change: Callable[[State], State]) -> State:
+        return self._state.update_state(change)
 
 
 @runtime_checkable

@@ -58,9 +58,10 @@ from keyblob.errors import (
     VerificationError,
 )
 from keyblob.format.pubkey import p256_public_problem
-from keyblob.keys import MAX_GENERATION, KeyId, KeyRole, Suite, check_name, key_id_for
+from keyblob.keys import MAX_GENERATION, KeyRole, Suite, check_name
 from keyblob.providers import homestate, hpke_schedule, software, suites
-from keyblob.trust import State, canonical_b64, json_int, lower_hex
+from keyblob.providers.base import ContainerKeys
+from keyblob.trust import canonical_b64, json_int, lower_hex
 
 if TYPE_CHECKING:
     from keyblob import mscapi
@@ -242,7 +243,7 @@ def _public_point(key: Any, what: str) -> bytes:
     return data
 
 
-class TokenKeys:
+class TokenKeys(ContainerKeys):
     """The two ``p256`` key pairs of a container, their private keys objects in a token:
     the Provider protocol's key operations.
 
@@ -259,46 +260,17 @@ class TokenKeys:
         exchange_public: bytes,
         signature_public: bytes,
     ) -> None:
-        self._name = check_name(name)
+        super().__init__(check_name(name), Suite.P256, exchange_public, signature_public)
         self._session = session
         self._exchange_private = exchange_private
         self._signature_private = signature_private
-        self._exchange_public = exchange_public
-        self._signature_public = signature_public
-        # Computed once, as the software provider does: every blob names them.
-        self._exchange_id = key_id_for(Suite.P256, KeyRole.EXCHANGE, exchange_public)
-        self._signature_id = key_id_for(Suite.P256, KeyRole.SIGNATURE, signature_public)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._name!r}, token={self._session.token!r})"
 
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def suite(self) -> Suite:
-        return Suite.P256
-
-    @property
     def token(self) -> str:
         return self._session.token
-
-    @property
-    def exchange_public(self) -> bytes:
-        return self._exchange_public
-
-    @property
-    def signature_public(self) -> bytes:
-        return self._signature_public
-
-    @property
-    def exchange_id(self) -> KeyId:
-        return self._exchange_id
-
-    @property
-    def signature_id(self) -> KeyId:
-        return self._signature_id
 
     def sign(self, message: bytes) -> bytes:
         """ECDSA P-256 over SHA-256 of ``message``, in the token; raw ``r || s``, low S."""
@@ -693,12 +665,6 @@ class TokenContainer(TokenKeys):
         if len(tag) != _HMAC_SIZE:
             raise ProviderError(f"PKCS#11 token {self.token!r} gave a malformed HMAC")
         return tag
-
-    def state(self) -> State:
-        return self._state.state()
-
-    def update_state(self, change: Callable[[State], State]) -> State:
-        return self._state.update_state(change)
 
     # -- CryptoAPI (docs/MSCAPI.md): the imported Windows exchange key opens SIMPLEBLOBs -----
 

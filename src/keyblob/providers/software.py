@@ -24,7 +24,6 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,14 +47,13 @@ from keyblob.errors import (
 )
 from keyblob.keys import (
     MAX_GENERATION,
-    KeyId,
     KeyRole,
     Suite,
     check_name,
-    key_id_for,
     label_from_text,
 )
 from keyblob.providers import homestate, suites
+from keyblob.providers.base import ContainerKeys
 from keyblob.providers.homestate import HOME_FILE_FLAGS, check_home_file, check_private_folder
 from keyblob.trust import (
     State,
@@ -609,7 +607,7 @@ class Home:
         return SoftwareContainer(self, doc, keys, exchange, signature)
 
 
-class SoftwareContainer:
+class SoftwareContainer(ContainerKeys):
     """An unlocked container of the software provider (implements ``Provider``)."""
 
     def __init__(
@@ -621,15 +619,15 @@ class SoftwareContainer:
         signature: suites.SignaturePrivate,
     ) -> None:
         self._doc = doc
-        self._name: str = doc["name"]
-        self._suite = Suite.from_label(doc["suite"])
+        super().__init__(
+            doc["name"],
+            Suite.from_label(doc["suite"]),
+            suites.public_bytes(exchange),
+            suites.public_bytes(signature),
+        )
         self._keys = keys
         self._exchange = exchange
         self._signature = signature
-        self._exchange_public = suites.public_bytes(exchange)
-        self._signature_public = suites.public_bytes(signature)
-        self._exchange_id = key_id_for(self._suite, KeyRole.EXCHANGE, self._exchange_public)
-        self._signature_id = key_id_for(self._suite, KeyRole.SIGNATURE, self._signature_public)
         self._folder = home.container_dir(self._name)
         self._state = homestate.ContainerState(
             self._folder, self._name, self._suite, lambda data: _mac(keys.state, data)
@@ -640,30 +638,6 @@ class SoftwareContainer:
 
     def __reduce__(self) -> Any:
         raise TypeError("an unlocked container cannot be pickled")
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def suite(self) -> Suite:
-        return self._suite
-
-    @property
-    def exchange_public(self) -> bytes:
-        return self._exchange_public
-
-    @property
-    def signature_public(self) -> bytes:
-        return self._signature_public
-
-    @property
-    def exchange_id(self) -> KeyId:
-        return self._exchange_id
-
-    @property
-    def signature_id(self) -> KeyId:
-        return self._signature_id
 
     def sign(self, message: bytes) -> bytes:
         return suites.sign(self._signature, message)
@@ -758,17 +732,7 @@ class SoftwareContainer:
         self._doc = doc
         if role is KeyRole.EXCHANGE:
             self._exchange = key
-            self._exchange_public = public
-            self._exchange_id = key_id_for(self._suite, role, public)
+            self._set_public(role, public)
         else:
             self._signature = key
-            self._signature_public = public
-            self._signature_id = key_id_for(self._suite, role, public)
-
-    # -- authenticated state (homestate.py) ---------------------------------------------
-
-    def state(self) -> State:
-        return self._state.state()
-
-    def update_state(self, change: Callable[[State], State]) -> State:
-        return self._state.update_state(change)
+            self._set_public(role, public)
