@@ -501,3 +501,20 @@ def test_a_command_quiet_longer_than_the_timeout_reconnects(
     assert len(signature) == 64 and held.exchange_public == first
     held.close()
     conn.close()
+
+
+def test_an_agent_gone_mid_command_says_what_to_do(tmp_path: Path) -> None:
+    """The connection found closed, and no agent to reconnect to: one line, and a hint
+    that running the command again unlocks without the agent."""
+    from keyblob.agent import client
+    from keyblob.errors import ProviderError
+
+    folder = tmp_path / "run" / "keyblob"
+    protocol.make_socket_folder(folder)  # no socket in it: the agent is gone
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    theirs.close()
+    conn = client.Connection(mine, folder)
+    with pytest.raises(ProviderError, match="the keyblob agent is gone") as caught:
+        conn.call(Kind.STATUS, ())
+    assert caught.value.hints == client.AGAIN
+    conn.close()

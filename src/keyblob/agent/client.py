@@ -27,6 +27,11 @@ from keyblob.providers.base import ContainerKeys
 CONNECT_TIMEOUT = 5.0
 ANSWER_TIMEOUT = 120.0  # an unlock runs Argon2id or a token login
 START_TIMEOUT = 15.0
+#: What to do when the agent went away in the middle of a command.
+AGAIN = (
+    "run the command again: with no agent it unlocks the container itself "
+    "(keyblob agent status shows whether one runs)",
+)
 
 
 def home_key(home: Path) -> str:
@@ -61,12 +66,18 @@ class Connection:
         if body is None and fd is None:
             again = connect_folder(self.folder)
             if again is None:
-                raise ProviderError("the keyblob agent is gone (stopped or killed)")
+                raise ProviderError(
+                    "the keyblob agent is gone (stopped or killed)",
+                    hints=AGAIN,
+                )
             self.close()
             self._sock = again._sock
             body = self._exchange(frame, None)
         if body is None:
-            raise ProviderError("the keyblob agent closed the connection")
+            raise ProviderError(
+                "the keyblob agent closed the connection",
+                hints=AGAIN,
+            )
         return protocol.parse_response(body, kind)
 
     def _exchange(self, frame: bytes, fd: int | None) -> bytes | None:
@@ -81,7 +92,10 @@ class Connection:
         except (BrokenPipeError, ConnectionResetError):
             return None
         except (OSError, protocol.Malformed) as e:
-            raise ProviderError(f"lost the connection to the keyblob agent ({e})") from None
+            raise ProviderError(
+                f"lost the connection to the keyblob agent ({e})",
+                hints=AGAIN,
+            ) from None
 
 
 def connect(home: Path) -> Connection | None:

@@ -37,7 +37,7 @@ from pathlib import Path
 from keyblob.agent import protocol
 from keyblob.agent.protocol import Kind, Malformed, Request
 from keyblob.errors import KeyblobError, NotFoundError, ProviderError, UsageError
-from keyblob.providers.base import Provider
+from keyblob.providers.base import ContainerKeys, Provider
 from keyblob.trust import canonical, canonical_json_value
 
 DEFAULT_IDLE = 600
@@ -250,11 +250,9 @@ def _state_mac(provider: Provider, name: str, data: bytes) -> bytes:
         ok = False
     if not ok:
         raise UsageError("the agent authenticates state documents of its containers only")
-    mac = getattr(getattr(provider, "_state", None), "mac", None)  # homestate.ContainerState
-    if mac is None:
+    if not isinstance(provider, ContainerKeys):
         raise ProviderError(f"container {name!r} has no state the agent can authenticate")
-    tag: bytes = mac(data)
-    return tag
+    return provider._state.mac(data)
 
 
 def _close(provider: Provider) -> None:
