@@ -133,8 +133,8 @@ VALID_ENTRY = (
 NO_KEY = "no key named {name} in {store}"
 NOT_A_RECIPIENT_HINTS = (
     "this generation was not wrapped for this container: only a container it was wrapped for "
-    "can open it; ask a holder of the key to re-export it for you (a share command comes "
-    "with issue 16)",
+    "can open it; ask a holder of the key to share it with you (keyblob share NAME --to "
+    "your public key file), or to re-export it for you",
     "rotating, or a new key wrapped --to your public key file, makes a new key that opens "
     "only data encrypted after it, never this file",
 )
