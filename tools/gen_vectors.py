@@ -840,31 +840,39 @@ def _case(
     public_key: dict[str, Any] | None = None,
     keys: tuple[str, ...] | None = None,
     trusted_public: tuple[bytes, ...] = (),
+    revision_marks: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     needed = (
         keys
         if keys is not None
         else tuple(dict.fromkeys([*([opener] if opener else []), *trusted]))
     )
-    return {
-        "name": name,
-        "file": file,
-        "type": kind,
-        "result": result,
-        "stage": stage,
-        "description": description,
-        "keys": list(needed),
-        "opener": opener,
-        "trusted": list(trusted),
-        "request_name": request_name,
-        "high_water": high_water or {},
-        "canonical": canonical,
-        "header": header,
-        "session_key": session_key_hex,
-        "public_key": public_key,
-    } | (
-        # x25519 signature keys trusted without a private key (no entry in "keys")
-        {"trusted_public": [k.hex() for k in trusted_public]} if trusted_public else {}
+    return (
+        {
+            "name": name,
+            "file": file,
+            "type": kind,
+            "result": result,
+            "stage": stage,
+            "description": description,
+            "keys": list(needed),
+            "opener": opener,
+            "trusted": list(trusted),
+            "request_name": request_name,
+            "high_water": high_water or {},
+            "canonical": canonical,
+            "header": header,
+            "session_key": session_key_hex,
+            "public_key": public_key,
+        }
+        | (
+            # x25519 signature keys trusted without a private key (no entry in "keys")
+            {"trusted_public": [k.hex() for k in trusted_public]} if trusted_public else {}
+        )
+        | (
+            # "NAME/GENERATION" -> the revision mark the opener's state holds (FORMAT.md 2.7)
+            {"revision_marks": revision_marks} if revision_marks else {}
+        )
     )
 
 
@@ -1357,6 +1365,19 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
     )
     cases.append(
         _case(
+            "revision_rolled_back",
+            "valid/x25519_revised.kb",
+            "verification_error",
+            "rollback",
+            "a valid 'payroll' generation 2 revision 3 blob after the container has seen "
+            "revision 4 of generation 2 (an older recipient list put back, FORMAT.md 2.7 step 5)",
+            request_name="payroll",
+            high_water={"payroll": 2},
+            revision_marks={"payroll/2": 4},
+        )
+    )
+    cases.append(
+        _case(
             "suite_mismatch",
             "valid/rsa2048.kb",
             "verification_error",
@@ -1492,6 +1513,10 @@ def run_case(case: dict[str, Any], keys: dict[str, TestKey], data: bytes) -> Out
     opener = keys[case["opener"]]
     state = State(
         marks=dict(case["high_water"]),
+        revisions={
+            (k.rsplit("/", 1)[0], int(k.rsplit("/", 1)[1])): v
+            for k, v in case.get("revision_marks", {}).items()
+        },
         trusted=tuple(keys[t].trusted() for t in case["trusted"])
         + tuple(
             TrustedSigner(

@@ -251,3 +251,16 @@ def test_import_of_a_later_revision_replaces_the_stored_one(two, tmp_path):
     status, _, err = run(alice, "--store", copy, "import", tmp_path / "r0.kb")
     assert status == 3 and "older than revision 1" in err
     assert (copy / "payroll" / "1.kb").read_bytes() == (tmp_path / "r1.kb").read_bytes()
+
+
+@pytest.mark.parametrize("seen_by", [("list",), ("show", "payroll")], ids=["list", "show"])
+def test_a_container_that_saw_the_new_revision_refuses_the_old_one(two, seen_by):
+    run, alice, bob, store, _ = two
+    original = (store / "payroll" / "1.kb").read_bytes()
+    assert run(alice, "share", "payroll", "--to", bob.with_suffix(".pub"))[0] == 0
+    status, _, err = run(bob, *seen_by)  # bob verifies revision 1: his mark rises
+    assert status == 0, err
+    (store / "payroll" / "1.kb").write_bytes(original)
+    status, _, err = run(bob, "show", "payroll")
+    assert status == 3, err
+    assert "revision 0, older than revision 1" in err

@@ -15,7 +15,7 @@ import binascii
 import hashlib
 import hmac
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hpke, serialization
@@ -321,6 +321,8 @@ class Container:
     signature_public: ed25519.Ed25519PublicKey | rsa.RSAPublicKey | ec.EllipticCurvePublicKey
     trusted: list[ed25519.Ed25519PublicKey | rsa.RSAPublicKey | ec.EllipticCurvePublicKey]
     high_water: dict[str, int]
+    # (name, generation) -> the highest revision seen (2.7 step 5)
+    revisions: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[Blob, bytes]:
@@ -354,6 +356,8 @@ def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[
         raise Refused("verification_error", "request", "wrong name")
     if blob.generation < box.high_water.get(blob.name, 0):  # 5
         raise Refused("verification_error", "rollback", "rolled back")
+    if blob.revision < box.revisions.get((blob.name, blob.generation), 0):  # 5, revision
+        raise Refused("verification_error", "rollback", "older revision")
     own = key_id(box.suite, EXCHANGE, public_bytes(box.exchange.public_key()))  # 6
     mine = [w for rid, w in blob.recipients if rid == own]
     if not mine:

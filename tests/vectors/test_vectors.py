@@ -84,6 +84,10 @@ def _container(case: dict[str, Any]) -> ir.Container:
         signature_public=_private(own["signature"]["file"]).public_key(),
         trusted=trusted,
         high_water=dict(case["high_water"]),
+        revisions={
+            (k.rsplit("/", 1)[0], int(k.rsplit("/", 1)[1])): v
+            for k, v in case.get("revision_marks", {}).items()
+        },
     )
 
 

@@ -383,6 +383,7 @@ def cmd_list(ctx: Context) -> int:
     # another store is not missing here, though its high-water mark is the container's.
     missing = sorted(set(state.held(store.identity)) - set(names))
     opened = {}
+    revisions = {}
     for name in names:
         try:
             v = blobs.open_latest(container, store, name, unwrap=False, record=False)
@@ -390,8 +391,11 @@ def cmd_list(ctx: Context) -> int:
             refused.append((name, str(e)))
             continue
         opened[name] = v.header.generation
+        if v.header.revision:
+            revisions[name, v.header.generation] = v.header.revision
         rows.append(_describe(v, container, state))
-    blobs.record_seen(container, store, opened, state)  # one state write for every name
+    # one state write for every name
+    blobs.record_seen(container, store, opened, state, revisions=revisions)
     if ctx.args.json:
         emit_json(
             {
