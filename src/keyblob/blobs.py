@@ -475,6 +475,9 @@ class Rewrapped:
     recipients: tuple[KeyId, ...]
     added: tuple[KeyId, ...]
     removed: tuple[KeyId, ...]
+    #: Who had signed the blob that was read (a re-wrap is signed by this container: when
+    #: another container had signed it, only containers that trust this one accept it now).
+    signed_before: KeyId | None = None
 
     @property
     def changed(self) -> bool:
@@ -518,7 +521,7 @@ def rewrap_blob(
     wanted = tuple(rid for rid, _ in target)
     if set(before) == set(wanted):  # already so: a rerun, or nothing asked
         record_seen(provider, store, {name: generation}, revisions={(name, generation): h.revision})
-        return Rewrapped(name, generation, h.key_id, h.revision, before, (), ())
+        return Rewrapped(name, generation, h.key_id, h.revision, before, (), (), h.signer_id)
     if h.revision >= MAX_REVISION:
         raise UsageError(
             f"{name} generation {generation} is at its last revision: rotate it "
@@ -548,6 +551,7 @@ def rewrap_blob(
         wanted,
         tuple(r for r in wanted if r not in before),
         tuple(r for r in before if r not in wanted),
+        h.signer_id,
     )
 
 
@@ -729,7 +733,7 @@ def unshare(
         present = open_stored(provider, store, name, g, unwrap=False, record=False)
         if recipient not in present.recipients:  # not a recipient (any more): nothing to do
             h = present.header
-            return Rewrapped(name, g, h.key_id, h.revision, present.recipients, (), ())
+            return Rewrapped(name, g, h.key_id, h.revision, present.recipients, (), (), h.signer_id)
         wanted = [r for r in present.recipients if r != recipient]
         what = f"{name} generation {g}"
         return rewrap_blob(

@@ -831,6 +831,22 @@ def _print_shared(doc: dict[str, Any], verb: str) -> None:
         print(f"{verb} {where}: {change}; now revision {g['revision']}, {count} {plural}")
 
 
+def _note_resigned(done: blobs.Shared, container: Provider, state: State) -> None:
+    """A re-wrap is signed by this container: say so when another container had signed the
+    blob, since a container that trusts only that one refuses the new blob (FORMAT.md 2.7
+    step 2) until it trusts this one too."""
+    for r in done.results:
+        before = r.signed_before
+        if r.changed and before is not None and before != container.signature_id:
+            trusted = state.signer(before)
+            who = f"sg-{before.short}" + (f" ({trusted.label})" if trusted else "")
+            print_note(
+                f"{r.name} generation {r.generation} was signed by {who}; it is now signed "
+                "by this container: a container that does not trust this one refuses it "
+                "until it does (keyblob trust add with this container's public key file)"
+            )
+
+
 def cmd_share(ctx: Context) -> int:
     args = ctx.args
     checked_name(args.name)
@@ -856,6 +872,7 @@ def cmd_share(ctx: Context) -> int:
         emit_json(doc)
     else:
         _print_shared(doc, "shared")
+    _note_resigned(done, container, container.state())
     _note_untrusted(container, to)
     return 0
 
@@ -940,6 +957,7 @@ def cmd_unshare(ctx: Context) -> int:
         emit_json(doc)
     else:
         _print_shared(doc, "unshared")
+    _note_resigned(done, container, container.state())
     # Said every time, whatever changed: nothing in a store can take back a key once read.
     print_warning(
         f"kx-{recipient.short} may have kept a copy of {args.name}'s key (or of an earlier "
