@@ -684,7 +684,9 @@ def share(
 
     def one(g: int) -> Rewrapped:
         present = open_stored(provider, store, name, g, unwrap=False, record=False).recipients
-        wanted = list(dict.fromkeys([*present, *added]))
+        # This container's own key first: a blob not wrapped for it fails at the unwrap
+        # ("not a recipient"), not as a request to drop it.
+        wanted = list(dict.fromkeys([provider.exchange_id, *present, *added]))
         what = f"{name} generation {g}"
         return rewrap_blob(
             provider,
@@ -734,7 +736,9 @@ def unshare(
         if recipient not in present.recipients:  # not a recipient (any more): nothing to do
             h = present.header
             return Rewrapped(name, g, h.key_id, h.revision, present.recipients, (), (), h.signer_id)
-        wanted = [r for r in present.recipients if r != recipient]
+        wanted = [
+            r for r in dict.fromkeys([provider.exchange_id, *present.recipients]) if r != recipient
+        ]
         what = f"{name} generation {g}"
         return rewrap_blob(
             provider,
