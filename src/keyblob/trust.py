@@ -2,7 +2,8 @@
 CryptoAPI RSA signers pinned for ``capi import-simpleblob``), the names each may sign (its
 scope), per key name the highest generation it has seen (the rollback high-water mark) and
 the generations it retired, per (name, generation) the highest revision it has seen, its
-recovery recipients, and its own earlier signature keys (after ``keys rotate``).
+recovery recipients, its own earlier signature keys (after ``keys rotate``), and the signers
+it removed (``trust remove``).
 
 This is pure policy and its canonical encoding; the provider keeps it authenticated with a
 key that only the passphrase unlocks (FORMAT.md 5.2).
@@ -295,7 +296,7 @@ class State:
     name); ``marks``, ``views`` and ``revisions`` hold what this object adds to them
     (:meth:`seen`), or, for a provider that keeps its state in memory, all of them.  A mark
     never goes down: the provider writing a state keeps the higher of each.  ``retired``,
-    ``recovery`` and ``previous`` are whole, like the signers.
+    ``recovery``, ``previous`` and ``removed`` are whole, like the signers.
     """
 
     marks: Mapping[str, int] = field(default_factory=dict)
