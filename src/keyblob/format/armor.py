@@ -10,7 +10,7 @@ from keyblob.errors import FormatError
 BLOB = "KEYBLOB"
 PUBLIC_KEY = "KEYBLOB PUBLIC KEY"
 LINE = 64
-#: Armor of the largest blob the binary limit admits (32768 bytes) is 44425 bytes.
+#: Armor of the largest blob the binary limit admits (32768 bytes) is 44421 bytes.
 MAX_ARMOR_SIZE = 65536
 
 
