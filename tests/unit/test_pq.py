@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa, mlkem, x25519
 
 from keyblob.errors import FormatError, UsageError, VerificationError
-from keyblob.format import KeyBlob
+from keyblob.format import KeyBlob, armor, dearmor
+from keyblob.format.armor import BLOB, MAX_ARMOR_SIZE
 from keyblob.format.blob import MAX_BLOB_SIZE, Header, Recipient
 from keyblob.format.pubkey import mlkem768_public_problem
 from keyblob.keys import Algorithm, KeyId, Suite
@@ -189,3 +190,6 @@ def test_the_largest_pq_blob_is_23049_bytes_and_fits_the_limit() -> None:
     assert KeyBlob.from_bytes(data).to_bytes() == data
     with pytest.raises(FormatError, match="32768-byte limit"):
         KeyBlob.from_bytes(data + bytes(32769 - len(data)))
+    # every blob the binary limit admits can be armored (FORMAT.md 2.8, 4)
+    assert KeyBlob.from_bytes(dearmor(armor(data, BLOB), BLOB)) == KeyBlob.from_bytes(data)
+    assert len(armor(bytes(MAX_BLOB_SIZE), BLOB)) == 44421 <= MAX_ARMOR_SIZE == 65536
