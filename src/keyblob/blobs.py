@@ -8,7 +8,8 @@ This is the one place where the check order of an import lives (FORMAT.md 2.7):
 3. the signature is valid;
 4. the name (and key id, generation) are the ones that were asked for;
 5. the generation is not below the container's high-water mark for that name and, when the
-   latest generation is asked for, the store has not lost the newest one;
+   latest generation is asked for, the store has not lost the newest one; nor below the
+   container's retirement of the name (``keyblob retire``);
 6. only then unwrap, and check the key has the algorithm's length.
 
 Every failure of steps 2-6 raises ``VerificationError`` with one fixed message per check.
@@ -131,6 +132,11 @@ NOT_A_RECIPIENT_HINTS = (
     "with issue 16)",
     "rotating, or a new key wrapped --to your public key file, makes a new key that opens "
     "only data encrypted after it, never this file",
+)
+RETIRED = "{name} generation {generation} was retired (keyblob retire {name} --below {below})"
+RETIRED_HINT = (
+    "a retired generation is never used again by this container: data encrypted under it "
+    "is no longer readable here",
 )
 RESTORE_HINT = (
     "an older blob was put in place of a newer one, or the newest was deleted; "
@@ -364,6 +370,7 @@ def _store_new(
         for pub in to:
             check_known_exchange(provider, state, pub)
         check(state)
+        _check_retired(state, name, generation)  # never a new blob below a retirement
         encoded, session = _export(
             provider,
             name=name,
@@ -447,6 +454,62 @@ def rotate(
         key=_key,
         to=to,
     )
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """What :func:`retire` did: generations of ``name`` below ``below`` are retired (they
+    were below ``before`` already; 0: none), ``newest`` is the newest generation, verified."""
+
+    name: str
+    below: int
+    before: int
+    newest: int
+
+    @property
+    def changed(self) -> bool:
+        return self.below != self.before
+
+
+def retire(provider: Provider, store: Store, name: str, below: int) -> Retirement:
+    """Retire every generation of ``name`` below ``below`` (FORMAT.md 5.2.8): from now on
+    no load of one succeeds (a VerificationError naming the retirement, before any unwrap)
+    and no new blob is written below it.  Recorded in the authenticated state; a retirement
+    is never lowered.
+
+    The newest generation is loaded and verified first (and recorded as seen: a store that
+    later lacks it is a rollback), and must stay usable: ``below`` is at most its generation.
+
+    Raises:
+        UsageError: ``below`` under 2, above the newest generation (that would retire every
+            generation: rotate first), or under the present retirement (never lowered).
+        NotFoundError: the store has no generation of ``name``.
+        VerificationError, FormatError: as :func:`open_latest`.
+    """
+    check_name(name)
+    if type(below) is not int or below < 2:
+        raise UsageError("--below must be 2 or more: it is the oldest generation that stays usable")
+    newest = open_latest(provider, store, name, unwrap=False).header.generation
+    if below > newest:
+        raise UsageError(
+            f"{name}'s newest generation is {newest}: retiring below {below} would retire "
+            f"every generation; make a new one first (keyblob rotate {name}), then retire "
+            "below it"
+        )
+    before: list[int] = []
+
+    def change(state: State) -> State:
+        present = state.retired_below(name)
+        if below < present:
+            raise UsageError(
+                f"{name} is already retired below generation {present}: a retirement is never "
+                f"lowered (generations {below} to {present - 1} stay retired)"
+            )
+        before.append(present)
+        return state.with_retired(name, below)
+
+    provider.update_state(change)
+    return Retirement(name, below, before[0], newest)
 
 
 def store_key(
@@ -576,6 +639,19 @@ def _check_floor(state: State, header: Header) -> None:
         )
 
 
+def _check_retired(state: State, name: str, generation: int) -> None:
+    """Step 5: ``generation`` of ``name`` is not retired (FORMAT.md 5.2.8 ``retired``).
+
+    Raises:
+        VerificationError: it is, naming the retirement.
+    """
+    below = state.retired_below(name)
+    if generation < below:
+        raise VerificationError(
+            RETIRED.format(name=name, generation=generation, below=below), hints=RETIRED_HINT
+        )
+
+
 def _unwrapped(provider: Provider, verified: Verified) -> Verified:
     """Step 6: unwrap for this container; the key must fit its algorithm."""
     blob = verified.blob
@@ -686,6 +762,9 @@ def open_stored(
     """
     check_name(name)
     state = provider.state()
+    # Known from the request alone: refused before the store is read (so whatever the
+    # stored bytes are, the answer names the retirement).
+    _check_retired(state, name, generation)
     try:
         verified = _verified_at(provider, store, state, name, generation, key_id=key_id)
     except NotFoundError as e:
@@ -730,9 +809,11 @@ def _finish(
     unwrap: bool,
     record: bool,
 ) -> Verified:
-    """Step 6 (if asked), then raise the high-water mark, and record that ``store`` holds
-    the name (FORMAT.md 5.2.6: what ``list`` may later call missing there)."""
+    """The retirement (step 5), step 6 (if asked), then raise the high-water mark, and
+    record that ``store`` holds the name (FORMAT.md 5.2.6: what ``list`` may later call
+    missing there)."""
     h = verified.header
+    _check_retired(state, h.name, h.generation)
     if unwrap:
         verified = _unwrapped(provider, verified)
     if record:
@@ -1207,7 +1288,9 @@ def verify(
     """
     state = provider.state()
     verified = _verify(provider, state, data, name=name, key_id=None)
-    _check_floor(state, verified.header)  # 5. no rollback
+    # 5. not retired (named first: more telling than a rollback), and no rollback
+    _check_retired(state, verified.header.name, verified.header.generation)
+    _check_floor(state, verified.header)
     return _unwrapped(provider, verified) if unwrap else verified
 
 

@@ -38,13 +38,14 @@ from keyblob.errors import (
 
 if TYPE_CHECKING:
     import keyblob.format.armor as armoring
-    from keyblob import blobs, keys, mscapi, publickeys
+    from keyblob import blobs, keys, mscapi, publickeys, trust
     from keyblob import format as formats
     from keyblob.format import PublicKeyFile, pubkey
     from keyblob.format import blob as blobformat
     from keyblob.keys import Algorithm, KeyId, Suite
     from keyblob.providers import suites
     from keyblob.providers.base import Provider
+    from keyblob.storage import Store
     from keyblob.trust import State
 else:
     # The library (even its value types and formats), CryptoAPI support and cryptography
@@ -59,6 +60,7 @@ else:
     mscapi = lazy_module("keyblob.mscapi")
     publickeys = lazy_module("keyblob.publickeys")
     suites = lazy_module("keyblob.providers.suites")
+    trust = lazy_module("keyblob.trust")
 
 #: The labels of keyblob.keys.Algorithm, spelled out so that building the parser does not
 #: import the library (a unit test checks that they are the enum's).
@@ -362,7 +364,44 @@ def _describe(v: blobs.Verified, container: Provider, state: State) -> dict[str,
         "size": len(v.encoded),
         "origin": "keyblob" if h.algorithm.capi_alg_id is None else "cryptoapi",
         "capi_alg_id": h.algorithm.capi_alg_id,
+        "retired_below": state.retired_below(h.name),
     }
+
+
+def _untrusted_signer(
+    container: Provider,
+    state: State,
+    store: Store,
+    name: str,
+    error: VerificationError,
+    *,
+    generation: int | None = None,
+) -> VerificationError:
+    """``error``, or, when it is because the stored blob's signer is a signer the user
+    removed from the trust list (``trust remove``: the state remembers it, FORMAT.md 5.2.8),
+    a refusal that says so, with its label and when.  A signer never trusted here (a blob
+    planted by anyone) stays "not a trusted signer": nothing here suggests trusting it."""
+    try:
+        stored = store.generations(name)
+        at = generation if generation is not None else (stored[-1] if stored else None)
+        if at is None:
+            return error
+        h = blobs.decode(store.get(name, at)).header  # parsed, not verified: only its id used
+    except KeyblobError:
+        return error
+    removed = state.removed_signer(h.signer_id)
+    untrusted = trust.UNTRUSTED.format(signer=f"sg-{h.signer_id.short}")
+    if removed is None or str(error) != untrusted or h.suite is not container.suite:
+        return error  # not refused for a removed signer: the refusal is about something else
+    return VerificationError(
+        f"{name} generation {at} is signed by sg-{h.signer_id.short} ({removed.label}), which "
+        f"is no longer trusted here: removed from the trust list {iso(removed.removed)}",
+        hints=(
+            "if that was a mistake, trust it again after checking its fingerprint with its "
+            "owner: keyblob trust add THEIR.pub",
+            f"otherwise ask a signer trusted here for a new generation of {name}",
+        ),
+    )
 
 
 def _recipient_label(key_id: KeyId, container: Provider, state: State) -> str | None:
@@ -390,7 +429,10 @@ def cmd_list(ctx: Context) -> int:
     for name in names:
         try:
             v = blobs.open_latest(container, store, name, unwrap=False, record=False)
-        except (VerificationError, FormatError) as e:
+        except VerificationError as e:
+            refused.append((name, str(_untrusted_signer(container, state, store, name, e))))
+            continue
+        except FormatError as e:
             refused.append((name, str(e)))
             continue
         opened[name] = v.header.generation
@@ -409,9 +451,13 @@ def cmd_list(ctx: Context) -> int:
         width = max(len(r["name"]) for r in rows)
         print(f"{'NAME':<{width}}  GEN  ALGORITHM          KEY ID    CREATED               SIGNER")
         for r in rows:
+            retired = (
+                f"  [generations below {r['retired_below']} retired]" if r["retired_below"] else ""
+            )
             print(
                 f"{r['name']:<{width}}  {r['generation']:>3}  {r['algorithm']:<17}  "
                 f"{r['key_id'][:8]}  {r['created']}  sg-{r['signer'][:8]} ({r['signer_label']})"
+                f"{retired}"
             )
     elif not refused:
         print(f"no keys in {tilde(store.location)}", file=sys.stderr)
@@ -434,15 +480,31 @@ def _origin(capi_alg_id: int | None) -> str:
 
 
 def cmd_show(ctx: Context) -> int:
-    checked_name(ctx.args.name)
+    name, generation = ctx.args.name, ctx.args.generation
+    checked_name(name)
     store = existing_store(ctx)
     container = ctx.open()
-    with about_key(ctx.args.name):
-        v = refusing(
-            ctx.args.name, lambda: blobs.open_latest(container, store, ctx.args.name, unwrap=False)
-        )
-    doc = _describe(v, container, container.state())
+
+    def opened() -> blobs.Verified:
+        try:
+            if generation is None:
+                return blobs.open_latest(container, store, name, unwrap=False)
+            return blobs.open_stored(container, store, name, generation, unwrap=False)
+        except VerificationError as e:
+            state = container.state()
+            raise _untrusted_signer(
+                container, state, store, name, e, generation=generation
+            ) from None
+
+    with about_key(name):
+        v = refusing(name, opened)
+    state = container.state()
+    doc = _describe(v, container, state)
     doc["store"] = store.location
+    stored = store.generations(name)
+    below = state.retired_below(name)
+    doc["generations"] = stored
+    doc["retired_generations"] = [g for g in stored if g < below]
     if ctx.args.json:
         emit_json(doc)
         return 0
@@ -461,7 +523,10 @@ def cmd_show(ctx: Context) -> int:
                 for r, label in zip(doc["recipients"], doc["recipient_labels"], strict=True)
             ),
         ),
-        ("generations", ", ".join(str(g) for g in store.generations(ctx.args.name))),
+        (
+            "generations",
+            ", ".join(f"{g} (retired)" if g < below else str(g) for g in stored),
+        ),
         ("stored in", tilde(store.location)),
     ]
     for label, value in rows:
@@ -847,6 +912,7 @@ def register(sub: Subcommands) -> None:
     sp = command(sub, "show", cmd_show, "show a stored key's metadata (verified; never key bytes)")
     sp.add_argument("name", help="a stored key's name (keyblob list shows them)")
     sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
+    generation_option(sp)
     sp = command(sub, "export", cmd_export, "write the stored blob of a key to a file")
     sp.add_argument("name", help="a stored key's name (keyblob list shows them)")
     sp.add_argument("-o", "--output", required=True, metavar="FILE", help="'-' for standard output")
