@@ -130,6 +130,11 @@ def _init_token(ctx: Context) -> int:
             "offers: X25519 is not a standard token key type before PKCS#11 3.0; "
             "use --suite p256"
         )
+    if suite is keys.Suite.PQ:
+        raise UsageError(
+            "keyblob makes pq containers in software only (--provider software): a token "
+            "holds no X-Wing or ML-DSA-65 + Ed25519 key pair; for a token, use --suite p256"
+        )
     pin = ctx.pin(token)
     if suite is keys.Suite.RSA:
         from keyblob.providers import pkcs11  # noqa: PLC0415 - the optional extra
@@ -817,6 +822,7 @@ _KEY_TYPES = {
     "x25519": ("X25519", "Ed25519"),
     "rsa": ("RSA-OAEP-SHA256", "RSA-PSS-SHA256"),
     "p256": ("P-256 HPKE", "ECDSA P-256 SHA-256"),
+    "pq": ("X-Wing", "ML-DSA-65 + Ed25519"),
 }
 
 
@@ -1044,10 +1050,11 @@ def register(sub: Subcommands) -> None:
     sp = command(sub, "init", cmd_init, "create a container")
     sp.add_argument(
         "--suite",
-        choices=["x25519", "rsa", "p256"],
+        choices=["x25519", "rsa", "pq", "p256"],
         help="x25519 (default): X25519 wrapping and Ed25519 signatures; rsa: RSA-OAEP and "
-        "RSA-PSS, for CryptoAPI peers; p256 (default with --provider pkcs11): P-256 HPKE "
-        "wrapping and ECDSA signatures, what hardware tokens run",
+        "RSA-PSS, for CryptoAPI peers; pq: post-quantum, X-Wing (ML-KEM-768 + X25519) "
+        "wrapping and ML-DSA-65 + Ed25519 signatures (software only); p256 (default with "
+        "--provider pkcs11): P-256 HPKE wrapping and ECDSA signatures, what hardware tokens run",
     )
     sp.add_argument(
         "--provider",
