@@ -402,6 +402,7 @@ class RootSpec:
     generation: int
     algorithm: Algorithm
     unwrapped_size: int | None = None  # wrap a key of this length instead (a broken blob)
+    revision: int = 0  # a re-wrapped blob (flags bit 0, FORMAT.md 2.2.11)
 
     @property
     def case(self) -> str:
@@ -454,6 +455,15 @@ ROOTS = [
         2,
         Algorithm.CHACHA20_POLY1305,
     ),
+    RootSpec(
+        "valid/x25519_revised.kb",
+        "alice",
+        ("alice", "bob"),
+        "payroll",
+        2,
+        Algorithm.AES_256_GCM,
+        revision=3,
+    ),
     RootSpec("valid/pq_one_recipient.kb", "frank", ("frank",), "payroll", 1, Algorithm.AES_256_GCM),
     RootSpec(
         "valid/pq_two_recipients.kb",
@@ -472,7 +482,7 @@ def build_root(spec: RootSpec, keys: dict[str, TestKey]) -> bytes:
         (keys[r].exchange_id, suites.load_exchange_public(keys[r].suite, keys[r].exchange_public))
         for r in spec.recipients
     ]
-    if spec.unwrapped_size is None:
+    if spec.unwrapped_size is None and spec.revision == 0:
         encoded, _ = blobs._export(
             VectorProvider(signer),
             name=spec.name,
@@ -484,7 +494,8 @@ def build_root(spec: RootSpec, keys: dict[str, TestKey]) -> bytes:
             now=lambda: CREATED,
         )
         return encoded
-    # A signed blob whose wrap holds a key of the wrong length: only format + suites can make it.
+    # A revised blob, or a signed blob whose wrap holds a key of the wrong length: built from
+    # format + suites.
     header = Header(
         signer.suite,
         spec.algorithm,
@@ -493,8 +504,9 @@ def build_root(spec: RootSpec, keys: dict[str, TestKey]) -> bytes:
         KeyId(session_key_id(spec.case)),
         signer.signature_id,
         spec.name,
+        spec.revision,
     )
-    raw = session_key(spec.case, spec.unwrapped_size)
+    raw = session_key(spec.case, spec.unwrapped_size or spec.algorithm.key_size)
     wrapped = tuple(
         Recipient(rid, suites.wrap(pub, raw, header.wrap_context(rid))) for rid, pub in recipients
     )
@@ -520,6 +532,7 @@ class Raw:
     magic: bytes = b"KBLB"
     version: int = 1
     flags: int = 0
+    revision: bytes = b""  # the u32 after the name, present when flags bit 0 is set
     count: int | None = None
     extra: bytes = field(default=b"")
 
@@ -537,6 +550,8 @@ class Raw:
             name=h.name.encode(),
             recipients=tuple((r.key_id.value, r.wrapped) for r in blob.recipients),
             signature=blob.signature,
+            flags=1 if h.revision else 0,
+            revision=h.revision.to_bytes(4, "big") if h.revision else b"",
         )
 
     def body(self) -> bytes:
@@ -550,6 +565,7 @@ class Raw:
             self.signer_id,
             bytes([len(self.name)]) if len(self.name) < 256 else b"\xff",
             self.name,
+            self.revision,
             bytes([count]),
         ]
         for rid, wrapped in self.recipients:
@@ -580,6 +596,7 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
     one = roots["valid/x25519_one_recipient.kb"]
     two = roots["valid/x25519_two_recipients.kb"]
     base = Raw.of(one)
+    revised = Raw.of(roots["valid/x25519_revised.kb"])
     alice, bob, carol = keys["alice"], keys["bob"], keys["carol"]
     canonical_armor = armor(one, BLOB)
     out = {
@@ -638,6 +655,11 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
         "invalid/armor_text_after_end.txt": canonical_armor + b"trailing text\n",
         "invalid/armor_bad_character.txt": canonical_armor.replace(b"A", b"*", 1),
         "invalid/armor_binary_inside.txt": armor(armor(one, BLOB), BLOB),
+        "invalid/revised_revision_zero.kb": replace(revised, flags=1, revision=bytes(4))
+        .resigned(alice)
+        .encode(),
+        "invalid/revision_changed.kb": replace(revised, revision=(4).to_bytes(4, "big")).encode(),
+        "invalid/revision_removed.kb": replace(revised, flags=0, revision=b"").encode(),
     }
     for name in ("alice", "carol", "dave", "frank"):
         pub = keys[name].public_file().to_bytes()
@@ -899,6 +921,7 @@ def header_json(spec: RootSpec, keys: dict[str, TestKey]) -> dict[str, Any]:
         "key_id": session_key_id(spec.case).hex(),
         "signer_id": signer.signature_id.hex,
         "name": spec.name,
+        "revision": spec.revision,
         "recipients": [keys[r].exchange_id.hex for r in spec.recipients],
     }
 
@@ -921,31 +944,39 @@ def _case(
     public_key: dict[str, Any] | None = None,
     keys: tuple[str, ...] | None = None,
     trusted_public: tuple[bytes, ...] = (),
+    revision_marks: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     needed = (
         keys
         if keys is not None
         else tuple(dict.fromkeys([*([opener] if opener else []), *trusted]))
     )
-    return {
-        "name": name,
-        "file": file,
-        "type": kind,
-        "result": result,
-        "stage": stage,
-        "description": description,
-        "keys": list(needed),
-        "opener": opener,
-        "trusted": list(trusted),
-        "request_name": request_name,
-        "high_water": high_water or {},
-        "canonical": canonical,
-        "header": header,
-        "session_key": session_key_hex,
-        "public_key": public_key,
-    } | (
-        # x25519 signature keys trusted without a private key (no entry in "keys")
-        {"trusted_public": [k.hex() for k in trusted_public]} if trusted_public else {}
+    return (
+        {
+            "name": name,
+            "file": file,
+            "type": kind,
+            "result": result,
+            "stage": stage,
+            "description": description,
+            "keys": list(needed),
+            "opener": opener,
+            "trusted": list(trusted),
+            "request_name": request_name,
+            "high_water": high_water or {},
+            "canonical": canonical,
+            "header": header,
+            "session_key": session_key_hex,
+            "public_key": public_key,
+        }
+        | (
+            # x25519 signature keys trusted without a private key (no entry in "keys")
+            {"trusted_public": [k.hex() for k in trusted_public]} if trusted_public else {}
+        )
+        | (
+            # "NAME/GENERATION" -> the revision mark the opener's state holds (FORMAT.md 2.7)
+            {"revision_marks": revision_marks} if revision_marks else {}
+        )
     )
 
 
@@ -994,6 +1025,24 @@ BROKEN = [
     ("invalid/armor_text_after_end.txt", "format_error", "parse", "text after the END line"),
     ("invalid/armor_bad_character.txt", "format_error", "parse", "'*' in the base64"),
     ("invalid/armor_binary_inside.txt", "format_error", "parse", "armor of armor"),
+    (
+        "invalid/revised_revision_zero.kb",
+        "format_error",
+        "parse",
+        "flags bit 0 set with revision 0 (one encoding per value), re-signed by alice",
+    ),
+    (
+        "invalid/revision_changed.kb",
+        "verification_error",
+        "signature",
+        "x25519_revised.kb with revision 3 -> 4 after signing",
+    ),
+    (
+        "invalid/revision_removed.kb",
+        "verification_error",
+        "signature",
+        "x25519_revised.kb with flags 0 and the revision field cut out after signing",
+    ),
     (
         "invalid/signature_flipped.kb",
         "verification_error",
@@ -1399,6 +1448,8 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
     valid("valid/x25519_aes128_gcm.kb", "alice")
     valid("valid/x25519_chacha20_long_name_max_generation.kb", "alice")
     valid("valid/rsa2048.kb", "carol")
+    valid("valid/x25519_revised.kb", "alice")
+    valid("valid/x25519_revised.kb", "bob", ("alice",))
     valid("valid/p256_one_recipient.kb", "dave")
     valid("valid/p256_two_recipients.kb", "dave")
     valid("valid/p256_two_recipients.kb", "erin", ("dave",))
@@ -1519,6 +1570,19 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
             "a valid 'payroll' generation 1 blob after the container has seen generation 2",
             request_name="payroll",
             high_water={"payroll": 2},
+        )
+    )
+    cases.append(
+        _case(
+            "revision_rolled_back",
+            "valid/x25519_revised.kb",
+            "verification_error",
+            "rollback",
+            "a valid 'payroll' generation 2 revision 3 blob after the container has seen "
+            "revision 4 of generation 2 (an older recipient list put back, FORMAT.md 2.7 step 5)",
+            request_name="payroll",
+            high_water={"payroll": 2},
+            revision_marks={"payroll/2": 4},
         )
     )
     cases.append(
@@ -1679,6 +1743,10 @@ def run_case(case: dict[str, Any], keys: dict[str, TestKey], data: bytes) -> Out
     opener = keys[case["opener"]]
     state = State(
         marks=dict(case["high_water"]),
+        revisions={
+            (k.rsplit("/", 1)[0], int(k.rsplit("/", 1)[1])): v
+            for k, v in case.get("revision_marks", {}).items()
+        },
         trusted=tuple(keys[t].trusted() for t in case["trusted"])
         + tuple(
             TrustedSigner(
@@ -1714,6 +1782,7 @@ def run_case(case: dict[str, Any], keys: dict[str, TestKey], data: bytes) -> Out
             "key_id": h.key_id.hex,
             "signer_id": h.signer_id.hex,
             "name": h.name,
+            "revision": h.revision,
             "recipients": [r.hex for r in verified.recipients],
         },
         session_key=verified.key.unsafe_raw_bytes().hex(),

@@ -33,6 +33,7 @@ def blobs(draw: st.DrawFn) -> KeyBlob:
         key_id=draw(key_ids),
         signer_id=draw(key_ids),
         name=draw(names),
+        revision=draw(st.one_of(st.just(0), st.integers(1, 2**32 - 1))),
     )
     if suite is Suite.X25519:
         wrapped_size = st.just(32 + algorithm.key_size + 16)

@@ -17,7 +17,7 @@ import binascii
 import hashlib
 import hmac
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hpke, serialization
@@ -320,6 +320,7 @@ class Blob:
     key_id: bytes
     signer_id: bytes
     name: str
+    revision: int
     recipients: list[tuple[bytes, bytes]]
     signature: bytes
     core_header: bytes
@@ -351,7 +352,8 @@ def parse_blob(data: bytes) -> Blob:
     algorithm = c.int(1)
     if algorithm not in KEY_LENGTHS:
         raise malformed("algorithm")
-    if c.int(1) != 0:
+    flags = c.int(1)
+    if flags not in (0, 1):  # 2.2.5: only bit 0 is assigned
         raise malformed("flags")
     generation = c.int(8)
     if not 1 <= generation < 2**63:
@@ -366,6 +368,11 @@ def parse_blob(data: bytes) -> Blob:
     raw_name = c.take(n)
     if not name_ok(raw_name):
         raise malformed("name")
+    revision = 0
+    if flags == 1:  # 2.2.11: revision follows the name, 1 to 2**32-1
+        revision = c.int(4)
+        if revision == 0:
+            raise malformed("revision 0 with flags bit 0")
     core_end = c.pos
     count = c.int(1)
     if not 1 <= count <= 16:
@@ -400,6 +407,7 @@ def parse_blob(data: bytes) -> Blob:
         kid,
         signer,
         raw_name.decode("ascii"),
+        revision,
         recipients,
         signature,
         data[:core_end],
@@ -437,6 +445,8 @@ class Container:
         ed25519.Ed25519PublicKey | rsa.RSAPublicKey | ec.EllipticCurvePublicKey | PqSignaturePublic
     ]
     high_water: dict[str, int]
+    # (name, generation) -> the highest revision seen (2.7 step 5)
+    revisions: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[Blob, bytes]:
@@ -472,6 +482,8 @@ def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[
         raise Refused("verification_error", "request", "wrong name")
     if blob.generation < box.high_water.get(blob.name, 0):  # 5
         raise Refused("verification_error", "rollback", "rolled back")
+    if blob.revision < box.revisions.get((blob.name, blob.generation), 0):  # 5, revision
+        raise Refused("verification_error", "rollback", "older revision")
     own = key_id(box.suite, EXCHANGE, public_bytes(box.exchange.public_key()))  # 6
     mine = [w for rid, w in blob.recipients if rid == own]
     if not mine:

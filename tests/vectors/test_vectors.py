@@ -99,6 +99,10 @@ def _container(case: dict[str, Any]) -> ir.Container:
         signature_public=_signature_public(own),
         trusted=trusted,
         high_water=dict(case["high_water"]),
+        revisions={
+            (k.rsplit("/", 1)[0], int(k.rsplit("/", 1)[1])): v
+            for k, v in case.get("revision_marks", {}).items()
+        },
     )
 
 
@@ -135,6 +139,7 @@ def _independent(case: dict[str, Any]) -> tuple[str, str | None, dict[str, Any] 
         "key_id": blob.key_id.hex(),
         "signer_id": blob.signer_id.hex(),
         "name": blob.name,
+        "revision": blob.revision,
         "recipients": [rid.hex() for rid, _ in blob.recipients],
     }
     return "valid", None, header, key.hex()
