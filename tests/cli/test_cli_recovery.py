@@ -334,3 +334,22 @@ def test_blobs_recovered_are_revised(kb, tmp_path, laptop) -> None:
     old = KeyBlob.from_bytes((store / "notes" / "1.kb").read_bytes())
     new = KeyBlob.from_bytes((store / "payroll" / "2.kb").read_bytes())
     assert old.header.revision == 0 and new.header.revision == 1
+
+
+def test_the_lost_container_is_not_wrapped_for_even_when_trusted(kb, tmp_path, laptop) -> None:
+    # Trusting OLD.pub is not needed, and not advised; if it was done, the laptop's exchange
+    # key (perhaps in a thief's hands) still gets none of the recovered keys.
+    store = laptop["store"]
+    laptop_kx = _recipients(kb, "notes")[0]
+    assert kb("trust", "add", laptop["laptop_pub"], home="new")[0] == 0
+    status, _, err = kb(
+        "--store", store, "recover", "notes",
+        "--signer", laptop["laptop_pub"],
+        "--recovery-home", tmp_path / "offline",
+        "--recovery-passphrase-file", laptop["offline_pass"],
+        home="new",
+    )  # fmt: skip
+    assert status == 0, err
+    status, out, _ = kb("--store", store, "show", "notes", "--json", home="new")
+    shown = json.loads(out)["recipients"]
+    assert laptop_kx not in shown and len(shown) == 2
