@@ -1572,23 +1572,34 @@ def recover(
     out: list[Recovered] = []
     marks: dict[str, int] = {}
     revisions: dict[tuple[str, int], int] = {}
-    for i, (name, generation) in enumerate(work):
-        if progress is not None:
-            progress(f"{name} generation {generation}", i)
-        try:
-            done = run.one(name, generation)
-        except (FormatError, VerificationError, BadEntryError, NotFoundError, ConflictError) as e:
-            out.append(Recovered(name, generation, NOT_RECOVERED, str(e)))
-            continue
-        out.append(done[0])
-        marks[name] = max(marks.get(name, 0), generation)
-        if done[1]:
-            revisions[(name, generation)] = done[1]
-    if marks:
-        identity = store.identity
-        provider.update_state(
-            lambda s: s.with_marks(marks, store=identity).with_revisions(revisions)
-        )
+    try:
+        for i, (name, generation) in enumerate(work):
+            if progress is not None:
+                progress(f"{name} generation {generation}", i)
+            try:
+                done = run.one(name, generation)
+            except (
+                FormatError,
+                VerificationError,
+                BadEntryError,
+                NotFoundError,
+                ConflictError,
+                UsageError,  # more than 16 recipients: this entry only
+            ) as e:
+                out.append(Recovered(name, generation, NOT_RECOVERED, str(e)))
+                continue
+            out.append(done[0])
+            marks[name] = max(marks.get(name, 0), generation)
+            if done[1]:
+                revisions[(name, generation)] = done[1]
+    finally:
+        # What was stored is recorded even when the run stops early (a store failure, a
+        # signal): the marks of the blobs already replaced must not be lost.
+        if marks:
+            identity = store.identity
+            provider.update_state(
+                lambda s: s.with_marks(marks, store=identity).with_revisions(revisions)
+            )
     return out
 
 

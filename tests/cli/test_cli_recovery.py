@@ -353,3 +353,23 @@ def test_the_lost_container_is_not_wrapped_for_even_when_trusted(kb, tmp_path, l
     status, out, _ = kb("--store", store, "show", "notes", "--json", home="new")
     shown = json.loads(out)["recipients"]
     assert laptop_kx not in shown and len(shown) == 2
+
+
+def test_a_recovery_key_of_another_suite_is_refused_before_its_passphrase(kb, tmp_path) -> None:
+    kit_pass = _secret(tmp_path / "kit.pass", KIT_PASS)
+    kb("init", "--suite", "p256")
+    kb("pubkey", "-o", tmp_path / "laptop.pub")
+    kit = tmp_path / "p256.kbkit"
+    assert (
+        kb("recovery", "add", "--passphrase", "-o", kit, "--recovery-passphrase-file", kit_pass)[0]
+        == 0
+    )
+    assert b'"suite":"p256"' in kit.read_bytes()
+    kb("init", home="new")
+    status, out, err = kb(
+        "recover", "--all", "--signer", tmp_path / "laptop.pub", "--kit", kit,
+        "--recovery-passphrase-file", tmp_path / "no-such-file",
+        home="new",
+    )  # fmt: skip
+    assert status == 2 and "the recovery key is of suite p256" in err
+    assert out == ""

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from keyblob import blobs, keys, trust
     from keyblob.format import pubkey
+    from keyblob.keys import Suite
     from keyblob.providers import recoverykit, software
     from keyblob.providers.base import Provider
     from keyblob.trust import RecoveryRecipient, State
@@ -254,21 +255,28 @@ def cmd_recovery_remove(ctx: Context) -> int:
     return 0
 
 
+def _recovery_public(ctx: Context, kit: recoverykit.RecoveryKit | None) -> tuple[Suite, bytes]:
+    """The recovery key's suite and exchange public key, known before any passphrase: the
+    kit's, or the recovery container's (from its container file)."""
+    if kit is not None:
+        return kit.suite, kit.exchange
+    home = software.Home(pathlib.Path(ctx.args.recovery_home).expanduser())
+    suite, exchange, _ = home.public_keys(ctx.args.recovery_container)
+    return suite, exchange
+
+
 def _recovery_key(ctx: Context, kit: recoverykit.RecoveryKit | None) -> blobs.Unwrapper:
     """The recovery recipient's private key: a kit opened with its passphrase, or a
     recovery container's home unlocked with its own."""
     args = ctx.args
+    passphrase = _kit_passphrase(ctx, new=False)
     if kit is not None:
-        passphrase = _kit_passphrase(ctx, new=False)
         key: blobs.Unwrapper = refusing(
             args.kit, lambda: recoverykit.open_recovery_kit(kit, passphrase)
         )
         return key
     home = software.Home(pathlib.Path(args.recovery_home).expanduser())
-    name = args.recovery_container
-    home.require(name)
-    passphrase = _kit_passphrase(ctx, new=False)
-    return home.open(name, passphrase)
+    return home.open(args.recovery_container, passphrase)
 
 
 def cmd_recover(ctx: Context) -> int:
@@ -285,21 +293,29 @@ def cmd_recover(ctx: Context) -> int:
         data = read_file(args.kit, recoverykit.MAX_KIT_SIZE, what="a recovery kit")
         kit = refusing(args.kit, lambda: recoverykit.RecoveryKit.from_bytes(data))
     container = ctx.open()
-    key = _recovery_key(ctx, kit)
+    suite, exchange = _recovery_public(ctx, kit)
+    if suite is not container.suite:
+        raise UsageError(
+            f"the recovery key is of suite {suite.label}; container {container.name!r} uses "
+            f"{container.suite.label}: make the new container with keyblob init --suite "
+            f"{suite.label}"
+        )
+    recovery_kx = keys.key_id_for(suite, keys.KeyRole.EXCHANGE, exchange)
     store = ctx.store()
     names = list(args.names) if args.names else None
+    total = sum(len(store.generations(n)) for n in (names or store.names()))
     if not args.json:
         print(
-            f"recovering the keys in {tilde(store.location)} signed by the lost container "
-            f"sg-{lost.signature_id.short} ({shown_label(lost)}), fingerprint "
+            f"recovering the keys in {tilde(store.location)} ({total} stored) signed by the "
+            f"lost container sg-{lost.signature_id.short} ({shown_label(lost)}), fingerprint "
             f"{pubkey.group_fingerprint(lost.fingerprint)}"
         )
         print(
-            f"  opening them with the recovery key kx-{key.exchange_id.short}; they will be "
+            f"  opening them with the recovery key kx-{recovery_kx.short}; they will be "
             f"wrapped for container {container.name!r} (kx-{container.exchange_id.short}) and "
             "its recovery recipients, and signed by it"
         )
-    total = sum(len(store.generations(n)) for n in (names or store.names()))
+    key = _recovery_key(ctx, kit)
     update, close = progress_bar(total, args.json, "recovering", unit="key", minimum=1)
     try:
         results = blobs.recover(
