@@ -373,3 +373,28 @@ def test_a_recovery_key_of_another_suite_is_refused_before_its_passphrase(kb, tm
     )  # fmt: skip
     assert status == 2 and "the recovery key is of suite p256" in err
     assert out == ""
+
+
+def test_the_kit_passphrase_is_typed_twice_and_never_echoed(tmp_path) -> None:
+    from support import run_in_terminal
+
+    env = {**os.environ, "KEYBLOB_HOME": str(tmp_path / "laptop"), "KEYBLOB_PASSPHRASE": PASS}
+    assert run_in_terminal(["init"], [], env)[0] == 0
+    folder = tmp_path / "laptop" / "containers" / "default"
+    status, out = run_in_terminal(["recovery", "add", "--passphrase"], ["one", "two"] * 3, env)
+    assert status == 2 and "differ" in out
+    assert not list(folder.glob("*.kbkit"))
+    typed = "typed kit passphrase, long enough"
+    status, out = run_in_terminal(["recovery", "add", "--passphrase"], [typed, typed], env)
+    assert status == 0, out
+    assert "Passphrase for the new recovery kit:" in out and typed not in out
+    (kit,) = folder.glob("*.kbkit")
+    assert run_in_terminal(["pubkey", "-o", str(tmp_path / "laptop.pub")], [], env)[0] == 0
+    assert run_in_terminal(["new", "k"], [], env)[0] == 0
+    new = {**env, "KEYBLOB_HOME": str(tmp_path / "new")}
+    assert run_in_terminal(["init"], [], new)[0] == 0
+    argv = ["--store", str(tmp_path / "laptop" / "blobs"), "recover", "--all"]
+    argv += ["--signer", str(tmp_path / "laptop.pub"), "--kit", str(kit)]
+    status, out = run_in_terminal(argv, [typed], new)
+    assert status == 0 and "Recovery passphrase:" in out and "recovered 1 keys of 1" in out
+    assert typed not in out
