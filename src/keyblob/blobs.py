@@ -1541,9 +1541,11 @@ def recover(
     new container's mark.  A blob the new container can already open (trusted signer, and
     wrapped for it) is left as it is.  Then the key is unwrapped with ``key``, wrapped again
     for the new container, its recovery recipients and the old blob's other recipients whose
-    public keys are known here (never the lost container's), signed by the new container with
-    the same name, generation, key id and creation time at revision + 1, and put in place of
-    the old blob (compare-and-set); the marks are recorded.  ``lost`` need not be trusted.
+    public keys are known here as trusted signers' (never the lost container's; the recovery
+    key itself only if it is one of the new container's recovery recipients), signed by the
+    new container with the same name, generation, key id and creation time at revision + 1,
+    and put in place of the old blob (compare-and-set); the marks are recorded.  ``lost``
+    need not be trusted.
 
     Raises:
         UsageError: ``lost`` is of another suite, or is the new container itself.
@@ -1564,7 +1566,6 @@ def recover(
     known = {r.key_id: r.exchange for r in state.recovery}
     for s in state.trusted:
         known.setdefault(key_id_for(s.suite, KeyRole.EXCHANGE, s.exchange), s.exchange)
-    known.setdefault(key.exchange_id, key.exchange_public)
     known.pop(lost.exchange_id, None)  # the lost laptop's key is never wrapped for again
     run = _Recovery(provider, store, key, lost, lost_public, policy, state, known)
     listed = names if names is not None else store.names()

@@ -118,6 +118,8 @@ def test_recover_from_a_recovery_container_on_a_fresh_home(kb, tmp_path, laptop)
     store = laptop["store"]
     before = _stored(store)
     laptop_kx = _recipients(kb, "notes")[0]
+    # As docs/RECOVERY.md says: the new container takes the recovery recipient again first.
+    assert kb("recovery", "add", tmp_path / "offline.pub", home="new")[0] == 0
     status, out, err = kb(
         "--store", store, "recover", "--all",
         "--signer", laptop["laptop_pub"],
@@ -156,6 +158,11 @@ def test_recover_from_a_recovery_container_on_a_fresh_home(kb, tmp_path, laptop)
     doc = json.loads(out)
     assert (doc["total"], doc["recovered"], doc["readable"]) == (3, 0, 3)
     assert _stored(store) == after
+    # The new container rotates what it recovered: every recipient is known to it.
+    status, _, err = kb("--store", store, "rotate", "payroll", home="new")
+    assert status == 0, err
+    status, out, _ = kb("--store", store, "show", "payroll", "--json", home="new")
+    assert json.loads(out)["generation"] == 3 and offline_kx in json.loads(out)["recipients"]
 
 
 @pytest.mark.not_through_agent(
@@ -214,6 +221,9 @@ def test_a_passphrase_kit_opens_with_that_passphrase_only(kb, tmp_path) -> None:
     kb("encrypt", "diary", "-i", plain, "-o", tmp_path / "diary.kb")
     store = tmp_path / "laptop" / "blobs"
     kb("init", home="new")
+    # The same kit, taken again by the new container: its public key only, no passphrase.
+    status, out, err = kb("recovery", "add", kit, home="new")
+    assert status == 0 and f"kx-{row['key_id'][:8]}" in out and "keyblob rewrap --all" in err
     before = _stored(store)
 
     def recover(passphrase_file: Path) -> tuple[int, str, str]:
@@ -246,6 +256,9 @@ def test_a_passphrase_kit_opens_with_that_passphrase_only(kb, tmp_path) -> None:
         == 0
     )
     assert (tmp_path / "d.out").read_bytes() == b"dear diary\n"
+    status, out, _ = kb("--store", store, "show", "diary", "--json", home="new")
+    assert row["key_id"] in json.loads(out)["recipients"]
+    assert kb("--store", store, "rotate", "diary", home="new")[0] == 0
 
 
 @pytest.mark.not_through_agent(reason="the edited kit is refused before any container is opened")
@@ -352,7 +365,8 @@ def test_the_lost_container_is_not_wrapped_for_even_when_trusted(kb, tmp_path, l
     assert status == 0, err
     status, out, _ = kb("--store", store, "show", "notes", "--json", home="new")
     shown = json.loads(out)["recipients"]
-    assert laptop_kx not in shown and len(shown) == 2
+    # Nor the recovery key: the new container did not take it as a recovery recipient.
+    assert laptop_kx not in shown and len(shown) == 1
 
 
 def test_a_recovery_key_of_another_suite_is_refused_before_its_passphrase(kb, tmp_path) -> None:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from keyblob import blobs, keys, trust
     from keyblob.format import pubkey
     from keyblob.keys import Suite
-    from keyblob.providers import recoverykit, software
+    from keyblob.providers import recoverykit, software, suites
     from keyblob.providers.base import Provider
     from keyblob.trust import RecoveryRecipient, State
 else:
@@ -49,11 +49,10 @@ else:
     pubkey = lazy_module("keyblob.format.pubkey")
     recoverykit = lazy_module("keyblob.providers.recoverykit")
     software = lazy_module("keyblob.providers.software")
+    suites = lazy_module("keyblob.providers.suites")
 
-NOT_REWRITTEN = (
-    "blobs stored before now are not wrapped for it: to add it to them, run "
-    "keyblob share NAME --all --to FILE for each name, or keyblob rewrap --all"
-)
+NOT_REWRITTEN = "blobs stored before now are not wrapped for it: to add it to them, run {how}"
+REWRAP = "keyblob rewrap --all"
 KIT_KEEP = (
     "keep a copy of the kit away from this machine (a USB key in a safe, a printout); it "
     "opens nothing without its passphrase, so it may also sit beside the store"
@@ -112,7 +111,10 @@ def cmd_recovery_add(ctx: Context) -> int:
         raise UsageError("give the recovery container's public key FILE, or --passphrase")
     if args.output is not None:
         raise UsageError("-o is for the kit of --passphrase")
-    pub = read_public_key_file(args.file)
+    data = read_file(args.file, what="a public key file or a recovery kit")
+    if data.startswith(b"{"):  # a recovery kit (FORMAT.md 8): its public key, no passphrase
+        return _add_existing_kit(ctx, args.file, data)
+    pub = read_public_key_file(args.file, data)
     container = ctx.open()
     if pub.suite is not container.suite:
         raise UsageError(
@@ -133,7 +135,32 @@ def cmd_recovery_add(ctx: Context) -> int:
         f"  fingerprint {pubkey.group_fingerprint(pub.fingerprint)} ({shown_label(pub)}): "
         "check it with the recovery container's owner (keyblob pubkey there shows it)"
     )
-    print_note(NOT_REWRITTEN.replace("FILE", args.file))
+    share = f"keyblob share NAME --all --to {args.file} for each name, or {REWRAP}"
+    print_note(NOT_REWRITTEN.format(how=share))
+    return 0
+
+
+def _add_existing_kit(ctx: Context, path: str, data: bytes) -> int:
+    """recovery add KIT: a kit made before (by this container or a lost one) is a recovery
+    recipient again; only its public key is read, and checked as a key of its suite."""
+    kit = refusing(path, lambda: recoverykit.RecoveryKit.from_bytes(data))
+    refusing(path, lambda: suites.load_exchange_public(kit.suite, kit.exchange))
+    container = ctx.open()
+    if kit.suite is not container.suite:
+        raise UsageError(
+            f"{path} is a kit of suite {kit.suite.label}; container {container.name!r} uses "
+            f"{container.suite.label}: a blob is wrapped for keys of its own suite only"
+        )
+    key_id = keys.key_id_for(kit.suite, keys.KeyRole.EXCHANGE, kit.exchange)
+    recipient = trust.RecoveryRecipient(
+        key_id=key_id,
+        exchange=kit.exchange,
+        label=_label(ctx.args.label, f"recovery kit {key_id.short}"),
+        added=kit.created,
+        kind="passphrase",
+    )
+    _record(ctx, container, recipient)
+    print_note(NOT_REWRITTEN.format(how=REWRAP))
     return 0
 
 
@@ -191,7 +218,7 @@ def _add_kit(ctx: Context) -> int:
         f"{kdf.iterations} passes, {kdf.lanes} lanes)"
     )
     print_note(KIT_KEEP)
-    print_note(NOT_REWRITTEN.replace("FILE", "KIT.pub"))
+    print_note(NOT_REWRITTEN.format(how=REWRAP))
     return 0
 
 
