@@ -290,6 +290,12 @@ def test_an_edited_kit_is_refused(kb, tmp_path) -> None:
         assert status == 3, (i, err)
         assert err.startswith(f"keyblob: error: refused {edited}: recovery kit: ")
     assert _stored(store) == before
+    changed = bytearray(data)
+    changed[len(data) // 2] ^= 0x04
+    edited.write_bytes(bytes(changed))
+    status, _, err = kb("recovery", "add", edited, home="new")
+    assert status == 3 and "recovery kit" in err
+    assert json.loads(kb("recovery", "list", "--json", home="new")[1]) == []
 
 
 def test_a_kit_is_never_written_over_a_file(kb, tmp_path) -> None:
@@ -324,6 +330,12 @@ def test_more_than_16_recipients_is_refused(kb, tmp_path) -> None:
     assert status == 2
     assert err.count("\n") == 1 and "over the 16 a blob holds" in err
     assert not (tmp_path / "laptop" / "blobs" / "seventeen").exists()
+    for pub in pubs[2:]:
+        assert kb("recovery", "add", pub)[0] == 0
+    status, _, err = kb("recovery", "add", tmp_path / "extra.pub")
+    assert status == 2 and "15 recovery recipients already" in err
+    assert kb("new", "all-recovery")[0] == 0
+    assert len(_recipients(kb, "all-recovery")) == 16
 
 
 def test_usage(kb, tmp_path, laptop) -> None:
