@@ -298,6 +298,17 @@ def test_an_edited_kit_is_refused(kb, tmp_path) -> None:
     assert json.loads(kb("recovery", "list", "--json", home="new")[1]) == []
 
 
+@pytest.mark.not_through_agent(
+    reason="through the agent the command is given no container passphrase to compare with"
+)
+def test_a_kit_passphrase_equal_to_the_containers_is_warned_about(kb, tmp_path) -> None:
+    kb("init")
+    same = _secret(tmp_path / "same.pass", PASS)
+    status, _, err = kb("recovery", "add", "--passphrase", "--recovery-passphrase-file", same)
+    assert status == 0
+    assert "warning: the recovery passphrase is the container's" in err
+
+
 def test_a_kit_is_never_written_over_a_file(kb, tmp_path) -> None:
     kit_pass = _secret(tmp_path / "kit.pass", KIT_PASS)
     kb("init")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from keyblob.cli.keys import shown_label
@@ -24,6 +25,7 @@ from keyblob.cli.terminal import (
     iso,
     lazy_module,
     print_note,
+    print_warning,
     progress_bar,
     read_file,
     read_public_key_file,
@@ -168,7 +170,7 @@ def _record(
     ctx: Context,
     container: Provider,
     recipient: RecoveryRecipient,
-    check: Any = None,
+    check: Callable[[State], None] | None = None,
 ) -> None:
     before: list[RecoveryRecipient | None] = []
 
@@ -193,6 +195,11 @@ def _add_kit(ctx: Context) -> int:
     args = ctx.args
     container = ctx.open()
     passphrase = _kit_passphrase(ctx, new=True)
+    if passphrase == ctx._given_passphrase():
+        print_warning(
+            "the recovery passphrase is the container's: whoever learns one has both; "
+            "choose another for the kit"
+        )
     kit = recoverykit.make_recovery_kit(container.suite, passphrase)
     key_id = keys.key_id_for(container.suite, keys.KeyRole.EXCHANGE, kit.exchange)
     out = args.output or str(
