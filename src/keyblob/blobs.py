@@ -46,7 +46,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from keyblob.errors import (
     BadEntryError,
@@ -227,6 +227,29 @@ def _recipient_keys(
     return out
 
 
+def with_recovery_recipients(
+    provider: Provider, state: State, recipients: list[tuple[KeyId, suites.ExchangePublic]]
+) -> list[tuple[KeyId, suites.ExchangePublic]]:
+    """``recipients`` and, after them, the container's recovery recipients (FORMAT.md 5.2:
+    every new blob is wrapped for them as well), each once.
+
+    Raises:
+        UsageError: that would be more than the 16 recipients a blob holds (2.3).
+    """
+    out = list(recipients)
+    for r in state.recovery:
+        if all(r.key_id != kid for kid, _ in out):
+            out.append((r.key_id, suites.load_exchange_public(provider.suite, r.exchange)))
+    if len(out) > MAX_RECIPIENTS:
+        extra = len(out) - len(recipients)
+        raise UsageError(
+            f"{len(recipients)} recipients and {extra} recovery recipients make {len(out)}, "
+            f"over the {MAX_RECIPIENTS} a blob holds: give fewer --to, or remove a recovery "
+            "recipient (keyblob recovery list)"
+        )
+    return out
+
+
 def check_known_exchange(provider: Provider, state: State, pub: PublicKeyFile) -> None:
     """A public key file whose signature key this container knows (its own, or trusted)
     must carry the exchange key known with it: a swapped exchange key is how a file
@@ -382,7 +405,7 @@ def _store_new(
             name=name,
             generation=generation,
             algorithm=algorithm,
-            recipients=recipients,
+            recipients=with_recovery_recipients(provider, state, recipients),
             key=key,
             random=secrets.token_bytes,
             now=_now,
@@ -428,18 +451,19 @@ def rotate(
     recipients = _recipient_keys(provider, to)
     known = {kid for kid, _ in recipients}
     state = provider.state()
-    by_id = {key_id_for(s.suite, KeyRole.EXCHANGE, s.exchange): s for s in state.trusted}
+    by_id = {key_id_for(s.suite, KeyRole.EXCHANGE, s.exchange): s.exchange for s in state.trusted}
+    recovery = {r.key_id for r in state.recovery}  # added again under the lock (_store_new)
     for rid in current.recipients:
-        if rid in known:
+        if rid in known or rid in recovery:
             continue
-        signer = by_id.get(rid)
-        if signer is None:
+        exchange = by_id.get(rid)
+        if exchange is None:
             raise UsageError(
                 f"{name} generation {current.header.generation} is also wrapped for "
                 f"kx-{rid.short}, whose public key is not trusted here: "
                 "pass its public key file with --to"
             )
-        recipients.append((rid, suites.load_exchange_public(signer.suite, signer.exchange)))
+        recipients.append((rid, suites.load_exchange_public(provider.suite, exchange)))
         known.add(rid)
     # Above every occupied slot (a planted entry too: the put is create-only) and the mark.
     occupied = max(store.latest(name) or 0, state.generation_floor(name))
@@ -1919,3 +1943,203 @@ def import_simpleblob(
         rotate_existing=rotate_existing,
     )
     return CapiImport(session, found)
+
+
+# -- Recovery (docs/RECOVERY.md): every key of a lost container, back to a new one -------
+
+
+class Unwrapper(Protocol):
+    """What opens a wrapped key for :func:`recover`: a recovery container (a Provider) or an
+    opened recovery kit (:class:`keyblob.providers.recoverykit.RecoveryKey`)."""
+
+    @property
+    def exchange_id(self) -> KeyId: ...
+
+    @property
+    def exchange_public(self) -> bytes: ...
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes: ...
+
+
+#: What :func:`recover` did with one stored (name, generation).
+RECOVERED = "recovered"
+READABLE = "readable"  # the new container opens it already: nothing to do
+NOT_RECOVERED = "not recovered"
+
+NOT_THE_LOST_SIGNER = "signed by sg-{signer}, not by the lost container sg-{lost}"
+NOT_FOR_RECOVERY = "not wrapped for the recovery key kx-{kx} (it was made before it was added)"
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """The outcome for one stored (name, generation)."""
+
+    name: str
+    generation: int
+    outcome: str  # RECOVERED, READABLE or NOT_RECOVERED
+    reason: str = ""
+    #: Recipients of the old blob that the new one is not wrapped for: their public keys
+    #: are not known here (their holders can be given the key again with keyblob share).
+    dropped: tuple[KeyId, ...] = ()
+
+
+def recover(
+    provider: Provider,
+    store: Store,
+    key: Unwrapper,
+    lost: PublicKeyFile,
+    names: Sequence[str] | None = None,
+    *,
+    progress: Callable[[str, int], None] | None = None,
+) -> list[Recovered]:
+    """Give ``provider`` (a new container) every stored key that the lost container
+    ``lost`` signed, opened with ``key`` (a recovery recipient of those blobs).
+
+    For each stored (name, generation) of ``names`` (default: every name in ``store``), in
+    this order, stopping at the first failure (that entry is not recovered, the others go
+    on): it parses and is of the container's suite; its signer is ``lost``'s signature key
+    and the signature verifies with that key (FORMAT.md 2.5), before anything is unwrapped;
+    it is signed as the name and generation it is stored at; its revision is not below the
+    new container's mark.  A blob the new container can already open (trusted signer, and
+    wrapped for it) is left as it is.  Then the key is unwrapped with ``key``, wrapped again
+    for the new container, its recovery recipients and the old blob's other recipients whose
+    public keys are known here as trusted signers' (never the lost container's; the recovery
+    key itself only if it is one of the new container's recovery recipients), signed by the
+    new container with the same name, generation, key id and creation time at revision + 1,
+    and put in place of the old blob (compare-and-set); the marks are recorded.  ``lost``
+    need not be trusted.
+
+    Raises:
+        UsageError: ``lost`` is of another suite, or is the new container itself.
+        VerificationError, ProviderError: the state could not be read or written.
+        StorageError: the store could not be listed.
+    """
+    if lost.suite is not provider.suite:
+        raise UsageError(
+            f"the lost container's key file is of suite {lost.suite.label}; the new container "
+            f"uses {provider.suite.label}: make the new one with keyblob init --suite "
+            f"{lost.suite.label}"
+        )
+    if lost.signature_id == provider.signature_id:
+        raise UsageError("--signer is this container's own key file, not the lost container's")
+    lost_public = suites.load_signature_public(lost.suite, lost.signature)
+    state = provider.state()
+    policy = CheckPolicy.of(provider, state)
+    known = {r.key_id: r.exchange for r in state.recovery}
+    for s in state.trusted:
+        known.setdefault(key_id_for(s.suite, KeyRole.EXCHANGE, s.exchange), s.exchange)
+    known.pop(lost.exchange_id, None)  # the lost laptop's key is never wrapped for again
+    run = _Recovery(provider, store, key, lost, lost_public, policy, state, known)
+    listed = names if names is not None else store.names()
+    work = [(n, g) for n in listed for g in store.generations(n)]
+    out: list[Recovered] = []
+    marks: dict[str, int] = {}
+    revisions: dict[tuple[str, int], int] = {}
+    try:
+        for i, (name, generation) in enumerate(work):
+            if progress is not None:
+                progress(f"{name} generation {generation}", i)
+            try:
+                done = run.one(name, generation)
+            except (
+                FormatError,
+                VerificationError,
+                BadEntryError,
+                NotFoundError,
+                ConflictError,
+                UsageError,  # more than 16 recipients: this entry only
+            ) as e:
+                out.append(Recovered(name, generation, NOT_RECOVERED, str(e)))
+                continue
+            out.append(done[0])
+            marks[name] = max(marks.get(name, 0), generation)
+            if done[1]:
+                revisions[(name, generation)] = done[1]
+    finally:
+        # What was stored is recorded even when the run stops early (a store failure, a
+        # signal): the marks of the blobs already replaced must not be lost.
+        if marks:
+            identity = store.identity
+            provider.update_state(
+                lambda s: s.with_marks(marks, store=identity).with_revisions(revisions)
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class _Recovery:
+    """What every entry of one :func:`recover` run is checked and re-made with."""
+
+    provider: Provider
+    store: Store
+    key: Unwrapper
+    lost: PublicKeyFile
+    lost_public: suites.SignaturePublic
+    policy: CheckPolicy
+    state: State
+    known: Mapping[KeyId, bytes]
+
+    def one(self, name: str, generation: int) -> tuple[Recovered, int]:
+        """One (name, generation) of :func:`recover`: its outcome and the revision to record."""
+        data = self.store.get(name, generation)
+        blob = decode(data)  # 1. parse
+        h = blob.header
+        if h.suite is not self.provider.suite:
+            raise VerificationError(
+                WRONG_SUITE.format(blob=h.suite.label, own=self.provider.suite.label)
+            )
+        if blob.recipient(self.provider.exchange_id) is not None:
+            with contextlib.suppress(VerificationError, FormatError):
+                _verify_at(self.policy, name, generation, data, key_id=None)
+                return Recovered(name, generation, READABLE), h.revision
+        if h.signer_id != self.lost.signature_id:  # 2. the lost container signed it
+            raise VerificationError(
+                NOT_THE_LOST_SIGNER.format(
+                    signer=h.signer_id.short, lost=self.lost.signature_id.short
+                )
+            )
+        suites.verify(self.lost_public, blob.signature, blob.signed_message())  # 3. with its key
+        if h.name != name:  # 4. stored where it was signed for
+            raise VerificationError(WRONG_NAME.format(actual=h.name, expected=name))
+        if h.generation != generation:
+            raise VerificationError(WRONG_GENERATION.format(stored=generation, signed=h.generation))
+        # 5. not below the revision this container has seen
+        floor = self.state.revision_floor(name, generation)
+        if h.revision < floor:
+            raise VerificationError(
+                f"rolled back: {name} generation {generation} is at revision {h.revision}, "
+                f"below revision {floor}, which this container has already seen"
+            )
+        if h.revision >= MAX_REVISION:
+            raise VerificationError(f"{name} generation {generation} is at its last revision")
+        entry = blob.recipient(self.key.exchange_id)  # 6. only now unwrap
+        if entry is None:
+            raise VerificationError(NOT_FOR_RECOVERY.format(kx=self.key.exchange_id.short))
+        raw = self.key.unwrap(entry.wrapped, h.wrap_context(entry.key_id))
+        if len(raw) not in h.algorithm.key_sizes:
+            raise VerificationError(BAD_KEY_LENGTH)
+        recipients = [
+            (
+                self.provider.exchange_id,
+                suites.load_exchange_public(self.provider.suite, self.provider.exchange_public),
+            )
+        ]
+        dropped: list[KeyId] = []
+        for r in blob.recipients:
+            if r.key_id in (self.lost.exchange_id, self.provider.exchange_id):
+                continue
+            public = self.known.get(r.key_id)
+            if public is None:
+                dropped.append(r.key_id)
+                continue
+            recipients.append((r.key_id, suites.load_exchange_public(self.provider.suite, public)))
+        recipients = with_recovery_recipients(self.provider, self.state, recipients)
+        header = replace(h, signer_id=self.provider.signature_id, revision=h.revision + 1)
+        wrapped = tuple(
+            Recipient(rid, suites.wrap(public, raw, header.wrap_context(rid)))
+            for rid, public in recipients
+        )
+        new = KeyBlob.signed(header, wrapped, self.provider.sign).to_bytes()
+        # Compare-and-set: an entry changed since it was read conflicts, nothing is lost.
+        self.store.replace(name, generation, data, new)
+        return Recovered(name, generation, RECOVERED, dropped=tuple(dropped)), header.revision

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO, cast
 
-from keyblob.cli import agent, capi, data, keys, lifecycle, store, trust
+from keyblob.cli import agent, capi, data, keys, lifecycle, recovery, store, trust
 from keyblob.cli.capi import cmd_capi_export_simpleblob
 from keyblob.cli.names import ENCRYPT_A_FILE, READ_A_BLOB, checked_name
 from keyblob.cli.terminal import (
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     capi.register(sub)
     trust.register(sub)
     lifecycle.register(sub)
+    recovery.register(sub)
     store.register(sub)
     agent.register(sub)
     return p
@@ -141,6 +142,7 @@ _INPUT_OPTIONS = (
     "key",
     "signature",
     "signer",
+    "kit",
     "passphrase_file",
 )
 
