@@ -580,13 +580,14 @@ def _unwrapped(provider: Provider, verified: Verified) -> Verified:
     """Step 6: unwrap for this container; the key must fit its algorithm."""
     blob = verified.blob
     h = blob.header
-    mine = blob.recipient(provider.exchange_id)
+    # The current exchange key first, then those keys rotate replaced (FORMAT.md 2.7 step 6).
+    mine = next((r for r in map(blob.recipient, provider.exchange_ids) if r is not None), None)
     if mine is None:
         raise VerificationError(
             NOT_A_RECIPIENT.format(kx=f"kx-{provider.exchange_id.short}"),
             hints=NOT_A_RECIPIENT_HINTS,
         )
-    raw = provider.unwrap(mine.wrapped, h.wrap_context(mine.key_id))
+    raw = provider.unwrap_as(mine.key_id, mine.wrapped, h.wrap_context(mine.key_id))
     if len(raw) not in h.algorithm.key_sizes:
         raise VerificationError(BAD_KEY_LENGTH)
     key = _make_session_key(

@@ -64,6 +64,7 @@ ACCEPTED = {
     "sign at its bound": body(Kind.SIGN, HOME, NAME, bytes(MAX_MESSAGE)),
     "unwrap": body(Kind.UNWRAP, HOME, NAME, bytes(97), b"context"),
     "unwrap at its bounds": body(Kind.UNWRAP, HOME, NAME, bytes(8192), bytes(MAX_CONTEXT)),
+    "unwrap as an old key": body(Kind.UNWRAP_AS, HOME, NAME, bytes(16), bytes(97), b"c"),
     "mac": body(Kind.MAC, HOME, NAME, b'{"container":"default"}'),
     "mac at its bound": body(Kind.MAC, HOME, NAME, bytes(MAX_MESSAGE)),
     "home of 4096 bytes": body(Kind.PUBLIC, b"/" * 4096, NAME),
@@ -114,6 +115,9 @@ REFUSED = {
     "a ttl of 7 bytes": body(Kind.UNLOCK, HOME, NAME, bytes(7)),
     "a ttl of 9 bytes": body(Kind.UNLOCK, HOME, NAME, bytes(9)),
     "a ttl of 0 bytes": body(Kind.UNLOCK, HOME, NAME, b""),
+    "a key id of 15 bytes": body(Kind.UNWRAP_AS, HOME, NAME, bytes(15), bytes(97), b"c"),
+    "a key id of 17 bytes": body(Kind.UNWRAP_AS, HOME, NAME, bytes(17), bytes(97), b"c"),
+    "unwrap as without a key id": body(Kind.UNWRAP_AS, HOME, NAME, bytes(97), b"c"),
     "1 byte left over": body(Kind.STATUS) + b"\x00",
     "3 bytes left over": body(Kind.PUBLIC, HOME, NAME) + b"\x00\x00\x00",
     "4 bytes left over": body(Kind.STATUS) + b"\x00\x00\x00\x00",
@@ -186,7 +190,7 @@ def test_the_spec_states_the_codes_bounds() -> None:
     assert f"at most {protocol.MAX_SECRET} bytes" in section
     assert f"for {int(server.READ_TIMEOUT)} s" in section
     assert f"at most {server.MAX_CONNECTIONS} are served" in section
-    table = dict(re.findall(r"\| (\d) ([A-Z]+) \|", section))
+    table = dict(re.findall(r"\| (\d) ([A-Z_]+) \|", section))
     assert table == {str(k.value): k.name for k in Kind}
 
 
