@@ -334,6 +334,9 @@ NAME_MAX = 128
 #: Largest generation, in every format and store: generations are signed 64-bit integers in
 #: SQL stores, so all of keyblob uses the same range, 1 to 2**63 - 1.
 MAX_GENERATION = 2**63 - 1
+#: Largest revision of a (name, generation): a u32 in the blob header (FORMAT.md 2), and the
+#: range of the state's revision marks (5.2.8), 1 to 2**32 - 1 (0: never revised).
+MAX_REVISION = 2**32 - 1
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 
 

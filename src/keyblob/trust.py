@@ -1,6 +1,8 @@
 """What a container has decided to accept: its trusted signers (keyblob containers, and
 CryptoAPI RSA signers pinned for ``capi import-simpleblob``), the names each may sign (its
-scope), and, per key name, the highest generation it has seen (the rollback high-water mark).
+scope), per key name the highest generation it has seen (the rollback high-water mark) and
+the generations it retired, per (name, generation) the highest revision it has seen, its
+recovery recipients, and its own earlier signature keys (after ``keys rotate``).
 
 This is pure policy and its canonical encoding; the provider keeps it authenticated with a
 key that only the passphrase unlocks (FORMAT.md 5.2).
@@ -21,6 +23,7 @@ from keyblob.format.pubkey import fingerprint
 from keyblob.keys import (
     KEY_ID_SIZE,
     MAX_GENERATION,
+    MAX_REVISION,
     KeyId,
     KeyRole,
     Suite,
@@ -45,12 +48,18 @@ MAX_CAPI_PUBLIC = 4096
 #: not know could be a restriction (like ``names``) that it would otherwise silently ignore.
 #: Version 2 (the head of 5.2) has no ``high_water``: the provider takes its tree members
 #: (``marks``, ``views``) out before it hands the rest here.
+#: Version 2 only (5.2.8): ``retired``, ``recovery``, ``previous`` (the revisions tree is the
+#: provider's, like ``marks``).
 _STATE_MEMBERS = {"format", "container", "label", "high_water", "trusted", "capi_signers"}
 _STATE_REQUIRED = {"format", "container", "high_water", "trusted"}
-_HEAD_MEMBERS = _STATE_MEMBERS - {"high_water"}
+_HEAD_MEMBERS = (_STATE_MEMBERS - {"high_water"}) | {"retired", "recovery", "previous"}
 _HEAD_REQUIRED = _STATE_REQUIRED - {"high_water"}
 _SIGNER_MEMBERS = {"key_id", "suite", "public", "exchange", "label", "added"}
 _CAPI_MEMBERS = {"public", "label", "added"}
+_RECOVERY_MEMBERS = {"key_id", "exchange", "label", "added", "kind"}
+_PREVIOUS_MEMBERS = {"key_id", "public", "until"}
+#: The kinds of recovery recipient (FORMAT.md 5.2.8).
+RECOVERY_KINDS = ("container", "passphrase")
 
 
 #: FORMAT.md 5.2: a store identity is 1 to 4096 characters, no control character.
@@ -200,6 +209,33 @@ class CapiSigner:
         return allows(self.names, name)
 
 
+@dataclass(frozen=True)
+class RecoveryRecipient:
+    """An exchange public key every new blob of the container is wrapped for as well
+    (FORMAT.md 5.2.8): an offline recovery container's, or one whose private key a
+    passphrase seals (a break-glass copy)."""
+
+    key_id: KeyId  # key id (1.3) of ``exchange`` in the role exchange, the container's suite
+    exchange: bytes
+    label: str
+    added: int
+    kind: str  # "container" or "passphrase"
+
+    def __post_init__(self) -> None:
+        if self.kind not in RECOVERY_KINDS:
+            raise ValueError(f"a recovery recipient's kind is one of {RECOVERY_KINDS}")
+
+
+@dataclass(frozen=True)
+class PreviousSigner:
+    """A signature key this container used before ``keys rotate`` (FORMAT.md 5.2.8): blobs
+    it signed until ``until`` (Unix seconds of the rotation) stay verifiable."""
+
+    key_id: KeyId  # key id (1.3) of ``public`` in the role signature, the container's suite
+    public: bytes
+    until: int
+
+
 def allows(names: tuple[str, ...] | None, name: str) -> bool:
     """Whether a scope lets its signer sign ``name``."""
     return names is None or any(name_matches(p, name) for p in names)
@@ -231,15 +267,24 @@ class MarkReader(Protocol):
         """Every mark."""
         ...
 
+    def revision(self, name: str, generation: int) -> int:
+        """The revision mark of (``name``, ``generation``) (0 if none)."""
+        ...
+
+    def revisions(self) -> dict[tuple[str, int], int]:
+        """Every revision mark."""
+        ...
+
 
 @dataclass(frozen=True)
 class State:
     """The authenticated memory of one container.
 
     A provider hands out its recorded marks through ``recorded`` (read lazily, name by
-    name); ``marks`` and ``views`` hold what this object adds to them (:meth:`seen`), or,
-    for a provider that keeps its state in memory, all of them.  A mark never goes down:
-    the provider writing a state keeps the higher of each.
+    name); ``marks``, ``views`` and ``revisions`` hold what this object adds to them
+    (:meth:`seen`), or, for a provider that keeps its state in memory, all of them.  A mark
+    never goes down: the provider writing a state keeps the higher of each.  ``retired``,
+    ``recovery`` and ``previous`` are whole, like the signers.
     """
 
     marks: Mapping[str, int] = field(default_factory=dict)
@@ -250,6 +295,15 @@ class State:
     #: Per store identity (:attr:`keyblob.storage.Store.identity`): names it held.
     views: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     recorded: MarkReader | None = None
+    #: Per (name, generation): the highest revision seen (FORMAT.md 5.2.8), added to
+    #: ``recorded``'s as ``marks`` are.
+    revisions: Mapping[tuple[str, int], int] = field(default_factory=dict)
+    #: Per name: the lowest generation still usable (2 or more); absent: none retired.
+    retired: Mapping[str, int] = field(default_factory=dict)
+    #: Recipients every new blob is wrapped for as well, in the order added.
+    recovery: tuple[RecoveryRecipient, ...] = ()
+    #: This container's earlier signature keys, in the order they were replaced.
+    previous: tuple[PreviousSigner, ...] = ()
 
     def __post_init__(self) -> None:
         if self.label is not None:
@@ -269,14 +323,98 @@ class State:
             value = max(value, self.recorded.held(store, name))
         return value
 
-    def seen(self, name: str, generation: int, *, store: str | None = None) -> State:
+    def revision_floor(self, name: str, generation: int) -> int:
+        """The highest revision of (``name``, ``generation``) seen so far (0: none)."""
+        value = self.revisions.get((name, generation), 0)
+        if self.recorded is not None:
+            value = max(value, self.recorded.revision(name, generation))
+        return value
+
+    def seen(
+        self, name: str, generation: int, *, store: str | None = None, revision: int = 0
+    ) -> State:
         """This state with ``generation`` of ``name`` recorded as seen, and, with ``store``
-        (a store identity), as held by that store; itself when that changes nothing."""
+        (a store identity), as held by that store, and, with ``revision`` (> 0), that
+        revision of it as seen; itself when that changes nothing."""
         raise_mark = generation > self.generation_floor(name)
         raise_view = store is not None and generation > self.held_generation(store, name)
-        if not raise_mark and not raise_view:
+        raise_revision = revision > 0 and revision > self.revision_floor(name, generation)
+        out = self
+        if raise_mark or raise_view:
+            out = out.with_marks({name: generation}, store=store if raise_view else None)
+        if raise_revision:
+            out = out.with_revisions({(name, generation): revision})
+        return out
+
+    def with_revisions(self, revisions: Mapping[tuple[str, int], int]) -> State:
+        """This state with every revision mark of ``revisions`` recorded (the higher of
+        each is kept), in bulk, without looking each up.
+
+        Raises:
+            UsageError: a name, generation or revision out of its range.
+        """
+        new = dict(self.revisions)
+        for (name, generation), revision in revisions.items():
+            _check_revision(name, generation, revision)
+            new[name, generation] = max(new.get((name, generation), 0), revision)
+        return replace(self, revisions=new)
+
+    def all_revisions(self) -> dict[tuple[str, int], int]:
+        """Every revision mark (reads them all: for listings, not for a key's path)."""
+        out = self.recorded.revisions() if self.recorded is not None else {}
+        for key, revision in self.revisions.items():
+            out[key] = max(out.get(key, 0), revision)
+        return out
+
+    def retired_below(self, name: str) -> int:
+        """The lowest generation of ``name`` still usable (0: none retired)."""
+        return self.retired.get(name, 0)
+
+    def with_retired(self, name: str, below: int) -> State:
+        """This state with the generations of ``name`` below ``below`` retired; a retirement
+        is only ever raised (a lower ``below`` than the present one changes nothing).
+
+        Raises:
+            UsageError: an invalid name, or ``below`` not 2 to 2^63-1.
+        """
+        check_name(name)
+        if type(below) is not int or not 2 <= below <= MAX_GENERATION:
+            raise UsageError("a retirement keeps generation 2 or later: below is 2 to 2^63-1")
+        if below <= self.retired_below(name):
             return self
-        return self.with_marks({name: generation}, store=store if raise_view else None)
+        return replace(self, retired={**self.retired, name: below})
+
+    def recovery_recipient(self, key_id: KeyId) -> RecoveryRecipient | None:
+        for recipient in self.recovery:
+            if recipient.key_id == key_id:
+                return recipient
+        return None
+
+    def with_recovery(self, recipient: RecoveryRecipient) -> State:
+        """This state with ``recipient``; one already there keeps its place and its date,
+        and takes the new label."""
+        old = self.recovery_recipient(recipient.key_id)
+        if old is None:
+            return replace(self, recovery=(*self.recovery, recipient))
+        new = replace(old, label=recipient.label)
+        return replace(self, recovery=tuple(new if r is old else r for r in self.recovery))
+
+    def without_recovery(self, key_id: KeyId) -> State:
+        """This state without the recovery recipient ``key_id`` (unchanged if absent)."""
+        return replace(self, recovery=tuple(r for r in self.recovery if r.key_id != key_id))
+
+    def previous_signer(self, key_id: KeyId) -> PreviousSigner | None:
+        for signer in self.previous:
+            if signer.key_id == key_id:
+                return signer
+        return None
+
+    def with_previous(self, signer: PreviousSigner) -> State:
+        """This state with ``signer`` as an earlier signature key of the container (one
+        already there is kept as it is)."""
+        if self.previous_signer(signer.key_id) is not None:
+            return self
+        return replace(self, previous=(*self.previous, signer))
 
     def with_marks(self, marks: Mapping[str, int], *, store: str | None = None) -> State:
         """This state with every mark of ``marks`` recorded (and held by ``store``, if
@@ -384,6 +522,31 @@ class State:
                 }
                 for s in self.capi_signers
             ]
+        if version == 2:
+            doc.update(self._head_json())
+        return doc
+
+    def _head_json(self) -> dict[str, Any]:
+        """The members only a version 2 head has (FORMAT.md 5.2.8), each absent when empty."""
+        doc: dict[str, Any] = {}
+        if self.retired:
+            doc["retired"] = dict(self.retired)
+        if self.recovery:
+            doc["recovery"] = [
+                {
+                    "key_id": r.key_id.hex,
+                    "exchange": _b64(r.exchange),
+                    "label": r.label,
+                    "added": r.added,
+                    "kind": r.kind,
+                }
+                for r in self.recovery
+            ]
+        if self.previous:
+            doc["previous"] = [
+                {"key_id": p.key_id.hex, "public": _b64(p.public), "until": p.until}
+                for p in self.previous
+            ]
         return doc
 
     @classmethod
@@ -432,6 +595,9 @@ class State:
                 for s in (_members(x, _CAPI_MEMBERS) for x in capi)
             )
             label = check_label(data["label"]) if "label" in data else None
+            retired = _retired_from_json(data)
+            recovery = _recovery_from_json(data)
+            previous = _previous_from_json(data)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise FormatError("home state: not a valid state document") from None
         if len({s.key_id for s in trusted}) != len(trusted):
@@ -444,7 +610,90 @@ class State:
             )
         if len({s.public for s in capi_signers}) != len(capi_signers):
             raise FormatError("home state: a CryptoAPI signer appears twice")
-        return cls(high_water, trusted, capi_signers, label)
+        if len({r.key_id for r in recovery}) != len(recovery):
+            raise FormatError("home state: a recovery recipient appears twice")
+        if len({p.key_id for p in previous}) != len(previous):
+            raise FormatError("home state: a previous signature key appears twice")
+        if suite is not None and any(
+            r.key_id != key_id_for(suite, KeyRole.EXCHANGE, r.exchange) for r in recovery
+        ):
+            raise FormatError("home state: a recovery recipient's key id is not its key's")
+        if suite is not None and any(
+            p.key_id != key_id_for(suite, KeyRole.SIGNATURE, p.public) for p in previous
+        ):
+            raise FormatError("home state: a previous signature key's id is not its key's")
+        return cls(
+            high_water,
+            trusted,
+            capi_signers,
+            label,
+            retired=retired,
+            recovery=recovery,
+            previous=previous,
+        )
+
+
+def _check_revision(name: Any, generation: Any, revision: Any) -> None:
+    """A revision mark (FORMAT.md 5.2.8): a name, a generation 1 to 2^63-1, a revision 1
+    to 2^32-1.
+
+    Raises:
+        UsageError: anything else.
+    """
+    check_name(name)
+    if type(generation) is not int or not 1 <= generation <= MAX_GENERATION:
+        raise UsageError("a revision mark's generation is 1 to 2^63-1")
+    if type(revision) is not int or not 1 <= revision <= MAX_REVISION:
+        raise UsageError("a revision mark is 1 to 2^32-1")
+
+
+def _nonempty_list(data: dict[str, Any], member: str) -> list[Any]:
+    """An optional list member (FORMAT.md 5.2.8): absent, or a list of at least one entry."""
+    value = data.get(member, [])
+    if not isinstance(value, list) or (member in data and not value):
+        raise ValueError(f"{member}: not a non-empty list")
+    return value
+
+
+def _retired_from_json(data: dict[str, Any]) -> dict[str, int]:
+    value = data.get("retired", {})
+    if not isinstance(value, dict) or ("retired" in data and not value):
+        raise ValueError("retired: not a non-empty object")
+    return {check_name(k): json_int(v, 2, MAX_GENERATION) for k, v in value.items()}
+
+
+def _recovery_from_json(data: dict[str, Any]) -> tuple[RecoveryRecipient, ...]:
+    out = []
+    for entry in _nonempty_list(data, "recovery"):
+        r = _members(entry, _RECOVERY_MEMBERS)
+        if r.keys() != _RECOVERY_MEMBERS or not isinstance(r["kind"], str):
+            raise ValueError("recovery: members")
+        out.append(
+            RecoveryRecipient(
+                key_id=KeyId(lower_hex(r["key_id"], KEY_ID_SIZE)),
+                exchange=canonical_b64(r["exchange"]),
+                label=check_label(r["label"]),
+                added=json_int(r["added"], 0, MAX_GENERATION),
+                kind=r["kind"],
+            )
+        )
+    return tuple(out)
+
+
+def _previous_from_json(data: dict[str, Any]) -> tuple[PreviousSigner, ...]:
+    out = []
+    for entry in _nonempty_list(data, "previous"):
+        p = _members(entry, _PREVIOUS_MEMBERS)
+        if p.keys() != _PREVIOUS_MEMBERS:
+            raise ValueError("previous: members")
+        out.append(
+            PreviousSigner(
+                key_id=KeyId(lower_hex(p["key_id"], KEY_ID_SIZE)),
+                public=canonical_b64(p["public"]),
+                until=json_int(p["until"], 0, MAX_GENERATION),
+            )
+        )
+    return tuple(out)
 
 
 def _b64(data: bytes) -> str:

@@ -38,7 +38,7 @@ from keyblob.cli import main
 from keyblob.keys import KeyRole, key_id_for
 from keyblob.providers import suites
 from keyblob.providers.base import Provider, RotatingKeys
-from keyblob.trust import State, TrustedSigner
+from keyblob.trust import PreviousSigner, RecoveryRecipient, State, TrustedSigner
 from support import FAST_KDF, PASSPHRASE
 
 CONTEXT = b"keyblob/v1 a header the wrap is bound to"
@@ -198,6 +198,42 @@ def test_state_round_trips(provider: Provider, made: Made) -> None:
     for state in (provider.state(), made.open(made.home.path).state()):
         assert state.all_marks() == {"payroll": 3, "hr": 1}
         assert state.trusted == (signer,)
+
+
+def test_the_lifecycle_members_round_trip_and_an_edit_fails_the_mac(
+    provider: Provider, made: Made
+) -> None:
+    """FORMAT.md 5.2.8 through every provider's state MAC (a token's in the token)."""
+    other = _signer(provider.suite, "recovery")
+    recipient = RecoveryRecipient(
+        key_id_for(provider.suite, KeyRole.EXCHANGE, other.exchange),
+        other.exchange,
+        "Recovery",
+        1_700_000_000,
+        "container",
+    )
+    previous = PreviousSigner(other.key_id, other.public, 1_700_000_500)
+    provider.update_state(
+        lambda s: (
+            s.seen("payroll", 3, revision=2)
+            .with_retired("payroll", 2)
+            .with_recovery(recipient)
+            .with_previous(previous)
+        )
+    )
+    for state in (provider.state(), made.open(made.home.path).state()):
+        assert state.revision_floor("payroll", 3) == 2
+        assert state.retired_below("payroll") == 2
+        assert (state.recovery, state.previous) == ((recipient,), (previous,))
+    good = ss.head_bytes(made.folder)
+    for member in ("retired", "recovery", "previous", "revisions"):
+        edited = json.loads(good)
+        edited.pop(member)
+        ss.set_head(made.folder, ss.canonical(edited) + b"\n")
+        with pytest.raises(VerificationError, match="modified outside keyblob"):
+            made.open(made.home.path).state()
+    ss.set_head(made.folder, good)
+    assert made.open(made.home.path).state().retired_below("payroll") == 2
 
 
 def test_a_change_that_raises_writes_nothing(provider: Provider, made: Made) -> None:

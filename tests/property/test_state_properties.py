@@ -76,3 +76,39 @@ def test_arbitrary_bytes_parse_canonically_or_raise_value_error(data, pos):
         return
     again = statedb.encode_bucket(node) if isinstance(node, dict) else statedb.encode_internal(node)
     assert again == data
+
+
+@given(
+    names,
+    st.integers(1, 2**63 - 1),
+    st.integers(1, 2**32 - 1),
+)
+def test_a_revision_bucket_round_trips_and_its_key_reads_back(name, generation, revision):
+    """FORMAT.md 5.2.8: the key ``name@generation`` parses back to its parts, and a bucket of
+    it round-trips under the revisions tree's rules (and is refused as a marks bucket)."""
+    key = statedb.revision_key(name, generation)
+    assert statedb.parse_revision_key(key) == (name, generation)
+    pos = hashlib.sha256(key.encode()).hexdigest()[:4]
+    body = statedb.encode_bucket({key: revision})
+    assert statedb.decode_bucket(body, pos, statedb.REVISIONS) == {key: revision}
+    try:
+        statedb.decode_bucket(body, pos)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a revision bucket parsed as a marks bucket")
+    for cut in range(len(body)):
+        try:
+            statedb.decode_bucket(body[:cut], pos, statedb.REVISIONS)
+        except ValueError:
+            continue
+        raise AssertionError(f"a revision bucket cut at {cut} parsed")
+
+
+@given(st.binary(max_size=200), st.sampled_from(["0000", "ffff", "93ba"]))
+def test_arbitrary_revision_buckets_parse_canonically_or_raise_value_error(data, pos):
+    try:
+        node = statedb.decode_bucket(data, pos, statedb.REVISIONS)
+    except ValueError:
+        return
+    assert statedb.encode_bucket(node) == data

@@ -1,6 +1,8 @@
 """The home state vectors (FORMAT.md 5.2.7), checked from the text of FORMAT.md alone: the
 state key derived with Argon2id and HKDF (5.1), the head's MAC, every node's digest and
-encoding (5.2.2), a database made from the DDL printed in 5.2.3.  Only the last test hands
+encoding (5.2.2; the revisions tree's keys and values, 5.2.8), the key ids of the recovery
+recipient and the previous signature key (1.3), a database made from the DDL printed in
+5.2.3.  Only the last test hands
 the result to keyblob; the rest imports nothing from it."""
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ HERE = Path(__file__).parent / "state"
 ROOT = Path(__file__).parents[2]
 VECTOR = json.loads((HERE / "v2.json").read_text())
 ZERO = bytes(32)
+REVISIONS_TREE = 2**31
+NAME = r"[a-z0-9][a-z0-9._-]{0,127}"
 
 
 def _state_key() -> bytes:
@@ -49,7 +53,11 @@ def _nodes() -> dict[tuple[int, str], bytes]:
 
 
 def _walk(nodes: dict[tuple[int, str], bytes], tree: int, root: bytes) -> tuple[dict, set]:
-    """Every entry of a tree, each node checked against its parent's digest (5.2.2)."""
+    """Every entry of a tree, each node checked against its parent's digest (5.2.2); in the
+    revisions tree (5.2.8) keys are ``name@generation`` and values at most 2^32-1."""
+    revisions = tree == REVISIONS_TREE
+    key_re = rf"{NAME}@[1-9][0-9]{{0,18}}" if revisions else NAME
+    high = 2**32 if revisions else 2**63
     entries: dict[str, int] = {}
     seen: set[tuple[int, str]] = set()
     todo = [("", root)] if root != ZERO else []
@@ -70,7 +78,8 @@ def _walk(nodes: dict[tuple[int, str], bytes], tree: int, root: bytes) -> tuple[
             size = body[at]
             name = body[at + 1 : at + 1 + size].decode("ascii")
             value = int.from_bytes(body[at + 1 + size : at + 9 + size], "big")
-            assert re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,127}", name) and 1 <= value < 2**63
+            assert re.fullmatch(key_re, name) and 1 <= value < high
+            assert not revisions or int(name.rsplit("@", 1)[1]) < 2**63
             assert hashlib.sha256(name.encode()).hexdigest()[:4] == pos
             entries[name] = value
             names.append(name)
@@ -97,7 +106,30 @@ def test_every_node_verifies_and_the_trees_hold_the_expected_names():
         entries, more = _walk(nodes, view["tree"], bytes.fromhex(view["root"]))
         assert entries == VECTOR["views"][view["store"]] and view["count"] == len(entries)
         seen |= more
+    revisions, more = _walk(nodes, REVISIONS_TREE, bytes.fromhex(head["revisions"]["root"]))
+    assert revisions == VECTOR["revisions"] and head["revisions"]["count"] == len(revisions)
+    assert set(head["revisions"]) == {"count", "root"}  # tree 2^31 is implied
+    seen |= more
     assert seen == set(nodes)  # no row that no tree reaches
+
+
+def _key_id(role: int, public_b64: str) -> str:
+    """1.3: SHA-256("keyblob/v1/key-id\x00" || suite || role || key)[0:16]; x25519 is 1."""
+    data = b"keyblob/v1/key-id\x00" + bytes([1, role]) + base64.b64decode(public_b64)
+    return hashlib.sha256(data).digest()[:16].hex()
+
+
+def test_the_lifecycle_members_follow_their_field_rules():
+    head = json.loads(VECTOR["head"])
+    assert head["retired"] == VECTOR["retired"]
+    assert all(re.fullmatch(NAME, k) and 2 <= v < 2**63 for k, v in head["retired"].items())
+    (recipient,) = head["recovery"]
+    assert set(recipient) == {"key_id", "exchange", "label", "added", "kind"}
+    assert recipient["key_id"] == _key_id(1, recipient["exchange"])
+    assert recipient["kind"] in ("container", "passphrase")
+    (previous,) = head["previous"]
+    assert set(previous) == {"key_id", "public", "until"}
+    assert previous["key_id"] == _key_id(2, previous["public"])
 
 
 def test_keyblob_reads_a_database_made_from_the_ddl_in_format_md(tmp_path):
@@ -124,6 +156,12 @@ def test_keyblob_reads_a_database_made_from_the_ddl_in_format_md(tmp_path):
     assert state.all_marks() == VECTOR["marks"] and state.label == "Vector One"
     for store, view in VECTOR["views"].items():
         assert state.held(store) == view
+    for key, revision in VECTOR["revisions"].items():
+        name, generation = key.rsplit("@", 1)
+        assert state.revision_floor(name, int(generation)) == revision
+    assert state.retired_below("payroll") == VECTOR["retired"]["payroll"]
+    assert [r.label for r in state.recovery] == ["Offline recovery"]
+    assert [p.until for p in state.previous] == [1700000200]
 
 
 def test_the_generator_rebuilds_the_vector():

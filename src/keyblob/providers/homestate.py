@@ -3,9 +3,11 @@ state (FORMAT.md 5.2), whichever provider holds its keys.
 
 Layout of the state (folders 0700, files 0600)::
 
-    <home>/containers/<name>/state.db     trusted signers and high-water marks: a MAC'd head
-                                          over hash trees (statedb.py); a version 1
-                                          state.json is read, then migrated
+    <home>/containers/<name>/state.db     trusted signers, high-water and revision marks,
+                                          retirements, recovery recipients, earlier
+                                          signature keys: a MAC'd head over hash trees
+                                          (statedb.py); a version 1 state.json is read,
+                                          then migrated
     <home>/containers/<name>/lock         serialises state updates (POSIX flock)
 
 The MAC is the provider's: HMAC-SHA256 under a key derived from the passphrase (software.py),
@@ -59,8 +61,7 @@ STATE_OVERSIZE_HINT = (
 STATE_MISSING = "the home state of container {name!r} is missing"
 BUCKET_FULL = (
     "container {name!r}: {count} names whose SHA-256 starts like {example!r}'s already have "
-    "high-water marks, the most one bucket of the state holds (FORMAT.md 5.2.2); "
-    "nothing was changed"
+    "{what}, the most one bucket of the state holds (FORMAT.md 5.2.2); nothing was changed"
 )
 
 
@@ -142,19 +143,22 @@ class ContainerState:
         MAC requests with it; the key itself never leaves the provider)."""
         return self._mac(data)
 
-    def _head_bytes(self, state: State, marks: _Tree, views: dict[str, _Tree]) -> bytes:
+    def _head_bytes(self, state: State, head: _Head) -> bytes:
         """The head document (FORMAT.md 5.2): canonical JSON with its MAC, and a final LF.
 
         Raises:
             ProviderError: it would be over the bound every reader applies.
         """
+        views = head.views
         doc: dict[str, Any] = {
             "container": self._name,
             "format": HEAD_FORMAT,
             **state.to_json(version=2),
-            "marks": marks.to_json(),
+            "marks": head.marks.to_json(),
             "views": [dict(store=store, **views[store].to_json()) for store in sorted(views)],
         }
+        if head.revisions.count:  # absent when empty (5.2.8): older heads read unchanged
+            doc["revisions"] = head.revisions.to_json()
         doc["mac"] = self._mac(canonical(doc)).hex()
         data = canonical(doc) + b"\n"
         if len(data) > MAX_STATE_SIZE:
@@ -175,19 +179,26 @@ class ContainerState:
         new: State,
         extra_marks: dict[str, int],
     ) -> tuple[bytes, dict[int, dict[str, bytes]], _Head]:
-        """The head and node rows that record ``new`` (its signers, label, and its marks and
-        views raised, never lowered) over ``old`` (None: an empty state).
+        """The head and node rows that record ``new`` (its signers, label, retirements,
+        recovery recipients and earlier keys, and its marks, views and revision marks raised,
+        never lowered) over ``old`` (None: an empty state).
 
         Raises:
             ProviderError: a bucket or the head would be over its bound.
             VerificationError: a node on a changed path was edited.
         """
         marks_tree = old.marks if old is not None else _Tree(statedb.MARKS_TREE, statedb.ZERO, 0)
+        revisions_tree = old.revisions if old is not None else _EMPTY_REVISIONS
         views = dict(old.views) if old is not None else {}
         changes = dict(extra_marks)
         for name, generation in new.marks.items():
             changes[name] = max(changes.get(name, 0), generation)
+        revisions = {
+            statedb.revision_key(name, generation): revision
+            for (name, generation), revision in new.revisions.items()
+        }
         rows: dict[int, dict[str, bytes]] = {}
+        what = "high-water marks"
         try:
             for store, view in sorted(new.views.items()):
                 check_store_identity(store)
@@ -196,15 +207,20 @@ class ContainerState:
                 )
                 views[store] = rows_for(self._db, db, tree, view, rows)
             marks_tree = rows_for(self._db, db, marks_tree, changes, rows)
+            what = "revision marks"
+            revisions_tree = rows_for(self._db, db, revisions_tree, revisions, rows)
         except statedb.BucketFull as e:
             raise ProviderError(
-                BUCKET_FULL.format(name=self._name, count=statedb.MAX_BUCKET, example=str(e))
+                BUCKET_FULL.format(
+                    name=self._name, count=statedb.MAX_BUCKET, example=str(e), what=what
+                )
             ) from None
         except ValueError:
             raise UsageError("a store identity in the state is not valid") from None
-        data = self._head_bytes(new, marks_tree, views)
-        policy = State(trusted=new.trusted, capi_signers=new.capi_signers, label=new.label)
-        head = _Head(policy, marks_tree, views)
+        # The policy: everything but what the trees hold.
+        policy = replace(new, marks={}, views={}, revisions={}, recorded=None)
+        head = _Head(policy, marks_tree, views, revisions_tree)
+        data = self._head_bytes(new, head)
         return (
             data,
             rows,
@@ -259,10 +275,15 @@ class ContainerState:
         try:
             marks = _Tree.from_json(doc.pop("marks"), statedb.MARKS_TREE)
             views = _views_from_json(doc.pop("views"))
+            revisions = _EMPTY_REVISIONS
+            if "revisions" in doc:  # present only when not empty (5.2.8)
+                revisions = _Tree.from_json(doc.pop("revisions"), statedb.REVISIONS_TREE)
+                if revisions.count == 0:
+                    raise ValueError("an empty revisions tree is written as no member")
         except (KeyError, TypeError, ValueError, AttributeError):
             raise FormatError("home state: not a valid state document") from None
         policy = State.from_json(doc, suite=self._suite, version=2)
-        head = _Head(policy, marks, views)
+        head = _Head(policy, marks, views, revisions)
         head = replace(head, policy=replace(policy, recorded=_Recorded(self, head, data)))
         self._head_cache = (data, head)
         return head
@@ -429,13 +450,13 @@ class _Tree:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"count": self.count, "root": self.root.hex()}
-        if self.tree != statedb.MARKS_TREE:
+        if self.tree not in _FIXED_TREES:
             out["tree"] = self.tree
         return out
 
     @classmethod
     def from_json(cls, doc: Any, tree: int) -> _Tree:
-        members = {"count", "root"} | ({"tree"} if tree != statedb.MARKS_TREE else set())
+        members = {"count", "root"} | ({"tree"} if tree not in _FIXED_TREES else set())
         if not isinstance(doc, dict) or doc.keys() != members:
             raise ValueError("tree members")
         root = lower_hex(doc["root"], statedb.DIGEST_SIZE)
@@ -465,11 +486,17 @@ def _views_from_json(doc: Any) -> dict[str, _Tree]:
     return out
 
 
+#: Trees whose number is fixed, so the head names them without a ``tree`` member.
+_FIXED_TREES = (statedb.MARKS_TREE, statedb.REVISIONS_TREE)
+_EMPTY_REVISIONS = _Tree(statedb.REVISIONS_TREE, statedb.ZERO, 0)
+
+
 @dataclass(frozen=True)
 class _Head:
-    policy: State  # signers and label; recorded: this head's _Recorded
+    policy: State  # all but the trees' contents; recorded: this head's _Recorded
     marks: _Tree
     views: dict[str, _Tree]
+    revisions: _Tree = _EMPTY_REVISIONS
 
 
 def rows_for(
@@ -518,15 +545,15 @@ class _Recorded:
             if tree is None:
                 return 0
         db = self._c._db
-        value = db.lookup(tree.root, name)
+        value = db.lookup(tree.root, name, tree=tree.tree)
         if value is None:
-            value = db.lookup(tree.root, name, db.read_path(tree.tree, name))
+            value = db.lookup(tree.root, name, db.read_path(tree.tree, name), tree=tree.tree)
         if value is None:  # changed meanwhile, or edited: read head and path at once
             data, rows = db.read(MAX_STATE_SIZE, [(tree.tree, name)])
             now = pick(self._c._head(data))
             if now is None or now.tree != tree.tree:
                 raise VerificationError(STATE_EDITED.format(name=self._c.name))
-            value = db.lookup(now.root, name, rows.get(now.tree, {}))
+            value = db.lookup(now.root, name, rows.get(now.tree, {}), tree=now.tree)
             if value is None:
                 raise VerificationError(STATE_EDITED.format(name=self._c.name))
         return value
@@ -546,6 +573,15 @@ class _Recorded:
         with self._c._db.transaction() as db:
             head = self._c._read_head(db)
             return self._c._db.walk(db, head.marks.tree, head.marks.root)
+
+    def revision(self, name: str, generation: int) -> int:
+        return self._value(lambda head: head.revisions, statedb.revision_key(name, generation))
+
+    def revisions(self) -> dict[tuple[str, int], int]:
+        with self._c._db.transaction() as db:
+            tree = self._c._read_head(db).revisions
+            entries = self._c._db.walk(db, tree.tree, tree.root)
+        return {statedb.parse_revision_key(key): value for key, value in entries.items()}
 
 
 @contextlib.contextmanager

@@ -7,10 +7,11 @@ file is hostile input: its schema must be exactly ours, every read is bounded, e
 checked against the digest its parent holds (the root's is in the MAC'd head) before it is
 parsed, and a node that is missing or differs raises the caller's "edited" error.
 
-A tree maps names to generations (FORMAT.md 5.2.2): a node's position is the first nibbles
-of SHA-256(name), internal nodes at depths 0 to 3 hold 16 child digests, buckets at depth 4
-hold the entries.  Looking up or raising one name's value reads or writes the 5 nodes on its
-path, whatever the number of names.
+A tree maps keys to values (FORMAT.md 5.2.2): names to generations (the marks, the store
+views), or ``name@generation`` to revisions (the revision marks).  A node's position is the
+first nibbles of SHA-256(key), internal nodes at depths 0 to 3 hold 16 child digests, buckets
+at depth 4 hold the entries.  Looking up or raising one key's value reads or writes the 5
+nodes on its path, whatever the number of keys.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from keyblob.keys import MAX_GENERATION, check_name
+from keyblob.keys import MAX_GENERATION, MAX_REVISION, NAME_MAX, check_name
 
 #: Depth of the buckets; internal nodes are at depths 0 (the root) to DEPTH - 1.
 DEPTH = 4
@@ -36,10 +39,58 @@ BUCKET = 0x02
 INTERNAL_SIZE = 1 + FANOUT * DIGEST_SIZE
 #: Entries in one bucket: ~2.7e8 names before an honest bucket fills (FORMAT.md 5.2.2).
 MAX_BUCKET = 4096
-_NAME_MAX = 128
-MAX_NODE_SIZE = 3 + MAX_BUCKET * (1 + _NAME_MAX + 8)
-#: The tree numbers: 0 holds the marks, 1 and up the store views.
+#: The tree numbers: 0 holds the marks, 1 to 2^31-1 the store views, 2^31 the revision marks.
 MARKS_TREE = 0
+REVISIONS_TREE = 2**31
+#: FORMAT.md 5.2.8: a revision mark's key is ``name "@" decimal(generation)``.
+_REVISION_KEY = re.compile(r"([a-z0-9][a-z0-9._-]*)@([1-9][0-9]{0,18})")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a tree's bucket entries hold (FORMAT.md 5.2.2, 5.2.8): the longest key, the
+    check of a key, the highest value."""
+
+    key_max: int
+    check_key: Callable[[str], object]
+    value_max: int
+
+    @property
+    def max_node(self) -> int:
+        """The largest bucket of this kind: the bound on a node row's size."""
+        return 3 + MAX_BUCKET * (1 + self.key_max + 8)
+
+
+def revision_key(name: str, generation: int) -> str:
+    """The revisions tree's key of (name, generation): ``name "@" decimal(generation)``."""
+    return f"{name}@{generation}"
+
+
+def parse_revision_key(key: str) -> tuple[str, int]:
+    """The (name, generation) of a revisions tree key (FORMAT.md 5.2.8).
+
+    Raises:
+        ValueError: not a valid name, ``@`` and a generation 1 to 2^63-1 in decimal without
+            a leading zero.
+    """
+    match = _REVISION_KEY.fullmatch(key) if isinstance(key, str) else None
+    if match is None:
+        raise ValueError("not a revision key")
+    name, generation = check_name(match[1]), int(match[2])
+    if generation > MAX_GENERATION:
+        raise ValueError("generation out of range")
+    return name, generation
+
+
+NAMES = Kind(NAME_MAX, check_name, MAX_GENERATION)
+REVISIONS = Kind(NAME_MAX + 1 + len(str(MAX_GENERATION)), parse_revision_key, MAX_REVISION)
+#: The bound on a node row of the marks and views (561155 bytes; revisions: 643075).
+MAX_NODE_SIZE = NAMES.max_node
+
+
+def kind_of(tree: int) -> Kind:
+    return REVISIONS if tree == REVISIONS_TREE else NAMES
+
 
 SCHEMA = (
     "CREATE TABLE head (id INTEGER PRIMARY KEY CHECK (id = 1), body BLOB NOT NULL)",
@@ -114,6 +165,11 @@ def decode_internal(body: bytes) -> list[bytes]:
 
 
 def encode_bucket(entries: Mapping[str, int]) -> bytes:
+    """A bucket of ``entries`` (FORMAT.md 5.2.2); the caller checks keys and values.
+
+    Raises:
+        BucketFull: none, or over MAX_BUCKET entries.
+    """
     if not 1 <= len(entries) <= MAX_BUCKET:
         raise BucketFull("bucket size")
     out = [bytes([BUCKET]), len(entries).to_bytes(2, "big")]
@@ -123,9 +179,10 @@ def encode_bucket(entries: Mapping[str, int]) -> bytes:
     return b"".join(out)
 
 
-def decode_bucket(body: bytes, pos: str) -> dict[str, int]:
-    """FORMAT.md 5.2.2: kind 2, a count, that many entries sorted by name, each name valid
-    (1.4) and on this bucket's path, each value 1 to 2^63-1, nothing after them.
+def decode_bucket(body: bytes, pos: str, kind: Kind = NAMES) -> dict[str, int]:
+    """FORMAT.md 5.2.2: kind 2, a count, that many entries sorted by key, each key valid
+    (a name, 1.4; in the revisions tree a revision key, 5.2.8) and on this bucket's path,
+    each value 1 to 2^63-1 (revisions: 2^32-1), nothing after them.
 
     Raises:
         ValueError: anything else.
@@ -141,17 +198,17 @@ def decode_bucket(body: bytes, pos: str) -> dict[str, int]:
         size = body[at] if at < len(body) else 0
         raw = body[at + 1 : at + 1 + size]
         value = body[at + 1 + size : at + 9 + size]
-        if not 1 <= size <= _NAME_MAX or len(raw) != size or len(value) != 8:
+        if not 1 <= size <= kind.key_max or len(raw) != size or len(value) != 8:
             raise ValueError("bucket entry truncated")
         if raw <= previous:
             raise ValueError("bucket entries not sorted, or a name twice")
         name = raw.decode("ascii")  # UnicodeDecodeError is a ValueError
-        check_name(name)  # UsageError is a ValueError
+        kind.check_key(name)  # UsageError is a ValueError
         if key_hex(name)[:DEPTH] != pos:
             raise ValueError("a name in another name's bucket")
         generation = int.from_bytes(value, "big")
-        if not 1 <= generation <= MAX_GENERATION:
-            raise ValueError("generation out of range")
+        if not 1 <= generation <= kind.value_max:
+            raise ValueError("value out of range")
         out[name] = generation
         at, previous = at + 9 + size, raw
     if at != len(body):
@@ -259,7 +316,7 @@ class StateDatabase:
         for tree, name in paths:
             k = key_hex(name)
             parts.append(_SELECT_PATH)
-            params += [MAX_NODE_SIZE, tree, *(k[:level] for level in range(DEPTH + 1))]
+            params += [kind_of(tree).max_node, tree, *(k[:level] for level in range(DEPTH + 1))]
         with self._lock:
             try:
                 rows = self._connect().execute(" UNION ALL ".join(parts), params).fetchall()
@@ -289,7 +346,7 @@ class StateDatabase:
             part = wanted[i : i + _BATCH]
             marks = ",".join("?" * len(part))  # only placeholders go into the text
             query = f"{_SELECT_NODES} ({marks})"
-            for pos, body in db.execute(query, (MAX_NODE_SIZE, tree, *part)):
+            for pos, body in db.execute(query, (kind_of(tree).max_node, tree, *part)):
                 if isinstance(pos, str) and isinstance(body, bytes):
                     out[pos] = body
         return out
@@ -300,8 +357,15 @@ class StateDatabase:
             raise self._edited()
         return body
 
-    def lookup(self, root: bytes, name: str, rows: Mapping[str, bytes] | None = None) -> int | None:
-        """``name``'s value in the tree with ``root`` (0 if absent), walking down from the
+    def lookup(
+        self,
+        root: bytes,
+        name: str,
+        rows: Mapping[str, bytes] | None = None,
+        *,
+        tree: int = MARKS_TREE,
+    ) -> int | None:
+        """``name``'s value in the tree ``tree`` with ``root`` (0 if absent), walking down from the
         root through the verified nodes this object keeps (by digest), then through ``rows``
         (a path read from the file: each verified before use, then kept).
 
@@ -321,7 +385,11 @@ class StateDatabase:
                 if body is None or digest(body) != expected:
                     return None
                 try:
-                    node = decode_internal(body) if level < DEPTH else decode_bucket(body, pos)
+                    node = (
+                        decode_internal(body)
+                        if level < DEPTH
+                        else decode_bucket(body, pos, kind_of(tree))
+                    )
                 except ValueError:
                     return None
                 self._keep(expected, node)
@@ -363,7 +431,7 @@ class StateDatabase:
                 level_nodes = below
             rows = self._fetch(db, tree, level_nodes)
             for pos, expected in level_nodes.items():
-                out.update(decode_bucket(self._verified(rows, pos, expected), pos))
+                out.update(decode_bucket(self._verified(rows, pos, expected), pos, kind_of(tree)))
         except ValueError:
             raise self._edited() from None
         return out
@@ -413,7 +481,11 @@ class StateDatabase:
                     node = self._nodes.get(want)
                     if node is None:
                         body = self._verified(rows, pos, want)
-                        node = decode_bucket(body, pos) if level == DEPTH else decode_internal(body)
+                        node = (
+                            decode_bucket(body, pos, kind_of(tree))
+                            if level == DEPTH
+                            else decode_internal(body)
+                        )
                         self._keep(want, node)
                     # Copies: a kept node is never changed (its digest names it).
                     if isinstance(node, dict):
@@ -440,7 +512,10 @@ class StateDatabase:
             return root, 0, {}
         out: dict[str, bytes] = {}
         for pos in dirty:
-            body = encode_bucket(buckets[pos])
+            try:
+                body = encode_bucket(buckets[pos])
+            except BucketFull:  # named by a key of the change, for the caller's message
+                raise BucketFull(min(n for n in changes if keys[n][:DEPTH] == pos)) from None
             out[pos] = body
             key = digest(body)
             internal[pos[:-1]][int(pos[-1], 16)] = key
