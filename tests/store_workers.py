@@ -6,6 +6,9 @@ test_store_crash.py): ``python tests/store_workers.py MODE CONFIG`` with CONFIG 
   library, retrying a lost compare-and-set (ConflictError) itself, and print what happened as
   one JSON list.
 - ``first-put``: open a store nothing has written to yet, and put one item on the start line.
+- ``replace-race``: open the store, say ``ready``, and on the start line try, for each
+  generation of ``rounds``, to replace ``base`` with this worker's own bytes; print which it
+  won as one JSON list.
 - ``zygote``: import and unlock once, then for every line read on stdin fork one writer, print
   ``pid N``, wait for it (the test SIGKILLs it) and print ``exit STATUS``.  The writer opens
   the store itself, says ``ready`` and writes until it is killed.  Forking a prepared process
@@ -34,7 +37,7 @@ from keyblob import (
     blobs,
     open_store,
 )
-from keyblob.errors import ConflictError, NotFoundError
+from keyblob.errors import ConflictError, NotFoundError, ReplaceConflictError
 from keyblob.storage import MAX_ITEM_SIZE
 
 # Not imported from support: this file runs as a script, without pytest's path.
@@ -125,6 +128,22 @@ def first_put(config: dict[str, Any]) -> None:
     print(json.dumps(store.generations(config["name"])), flush=True)
 
 
+def replace_race(config: dict[str, Any]) -> None:
+    store = open_store(config["url"])
+    store.latest(config["name"])  # connected before the start line
+    print("ready", flush=True)
+    sys.stdin.readline()
+    mine = config["me"].encode()
+    won = []
+    for generation in range(1, config["rounds"] + 1):
+        try:
+            store.replace(config["name"], generation, b"base", mine)
+        except ReplaceConflictError:
+            continue
+        won.append(generation)
+    print(json.dumps(won), flush=True)
+
+
 def _put_forever(config: dict[str, Any], _: SoftwareContainer | None) -> None:
     store = open_store(config["url"])
     generation = (store.latest(config["name"]) or 0) + 1
@@ -143,7 +162,19 @@ def _rotate_forever(config: dict[str, Any], container: SoftwareContainer | None)
         blobs.rotate(container, store, config["name"])
 
 
-WRITERS = {"put": _put_forever, "rotate": _rotate_forever}
+def _replace_forever(config: dict[str, Any], _: SoftwareContainer | None) -> None:
+    """Replace ``name`` generation 1, ``payload(n)``, with ``payload(n + 1)``, forever."""
+    store = open_store(config["url"])
+    current = store.get(config["name"], 1)
+    say("ready")
+    while True:
+        n = int.from_bytes(current[:8], "big")
+        following = payload(n + 1)
+        store.replace(config["name"], 1, current, following)
+        current = following
+
+
+WRITERS = {"put": _put_forever, "rotate": _rotate_forever, "replace": _replace_forever}
 
 
 def zygote(config: dict[str, Any]) -> None:
@@ -171,4 +202,6 @@ def zygote(config: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    {"mixed": mixed, "first-put": first_put, "zygote": zygote}[sys.argv[1]](json.loads(sys.argv[2]))
+    {"mixed": mixed, "first-put": first_put, "replace-race": replace_race, "zygote": zygote}[
+        sys.argv[1]
+    ](json.loads(sys.argv[2]))

@@ -373,6 +373,7 @@ class RootSpec:
     generation: int
     algorithm: Algorithm
     unwrapped_size: int | None = None  # wrap a key of this length instead (a broken blob)
+    revision: int = 0  # a re-wrapped blob (flags bit 0, FORMAT.md 2.2.11)
 
     @property
     def case(self) -> str:
@@ -425,6 +426,15 @@ ROOTS = [
         2,
         Algorithm.CHACHA20_POLY1305,
     ),
+    RootSpec(
+        "valid/x25519_revised.kb",
+        "alice",
+        ("alice", "bob"),
+        "payroll",
+        2,
+        Algorithm.AES_256_GCM,
+        revision=3,
+    ),
 ]
 
 
@@ -434,7 +444,7 @@ def build_root(spec: RootSpec, keys: dict[str, TestKey]) -> bytes:
         (keys[r].exchange_id, suites.load_exchange_public(keys[r].suite, keys[r].exchange_public))
         for r in spec.recipients
     ]
-    if spec.unwrapped_size is None:
+    if spec.unwrapped_size is None and spec.revision == 0:
         encoded, _ = blobs._export(
             VectorProvider(signer),
             name=spec.name,
@@ -446,7 +456,8 @@ def build_root(spec: RootSpec, keys: dict[str, TestKey]) -> bytes:
             now=lambda: CREATED,
         )
         return encoded
-    # A signed blob whose wrap holds a key of the wrong length: only format + suites can make it.
+    # A revised blob, or a signed blob whose wrap holds a key of the wrong length: built from
+    # format + suites.
     header = Header(
         signer.suite,
         spec.algorithm,
@@ -455,8 +466,9 @@ def build_root(spec: RootSpec, keys: dict[str, TestKey]) -> bytes:
         KeyId(session_key_id(spec.case)),
         signer.signature_id,
         spec.name,
+        spec.revision,
     )
-    raw = session_key(spec.case, spec.unwrapped_size)
+    raw = session_key(spec.case, spec.unwrapped_size or spec.algorithm.key_size)
     wrapped = tuple(
         Recipient(rid, suites.wrap(pub, raw, header.wrap_context(rid))) for rid, pub in recipients
     )
@@ -482,6 +494,7 @@ class Raw:
     magic: bytes = b"KBLB"
     version: int = 1
     flags: int = 0
+    revision: bytes = b""  # the u32 after the name, present when flags bit 0 is set
     count: int | None = None
     extra: bytes = field(default=b"")
 
@@ -499,6 +512,8 @@ class Raw:
             name=h.name.encode(),
             recipients=tuple((r.key_id.value, r.wrapped) for r in blob.recipients),
             signature=blob.signature,
+            flags=1 if h.revision else 0,
+            revision=h.revision.to_bytes(4, "big") if h.revision else b"",
         )
 
     def body(self) -> bytes:
@@ -512,6 +527,7 @@ class Raw:
             self.signer_id,
             bytes([len(self.name)]) if len(self.name) < 256 else b"\xff",
             self.name,
+            self.revision,
             bytes([count]),
         ]
         for rid, wrapped in self.recipients:
@@ -542,6 +558,7 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
     one = roots["valid/x25519_one_recipient.kb"]
     two = roots["valid/x25519_two_recipients.kb"]
     base = Raw.of(one)
+    revised = Raw.of(roots["valid/x25519_revised.kb"])
     alice, bob, carol = keys["alice"], keys["bob"], keys["carol"]
     canonical_armor = armor(one, BLOB)
     out = {
@@ -600,6 +617,11 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
         "invalid/armor_text_after_end.txt": canonical_armor + b"trailing text\n",
         "invalid/armor_bad_character.txt": canonical_armor.replace(b"A", b"*", 1),
         "invalid/armor_binary_inside.txt": armor(armor(one, BLOB), BLOB),
+        "invalid/revised_revision_zero.kb": replace(revised, flags=1, revision=bytes(4))
+        .resigned(alice)
+        .encode(),
+        "invalid/revision_changed.kb": replace(revised, revision=(4).to_bytes(4, "big")).encode(),
+        "invalid/revision_removed.kb": replace(revised, flags=0, revision=b"").encode(),
     }
     for name in ("alice", "carol", "dave"):
         pub = keys[name].public_file().to_bytes()
@@ -795,6 +817,7 @@ def header_json(spec: RootSpec, keys: dict[str, TestKey]) -> dict[str, Any]:
         "key_id": session_key_id(spec.case).hex(),
         "signer_id": signer.signature_id.hex,
         "name": spec.name,
+        "revision": spec.revision,
         "recipients": [keys[r].exchange_id.hex for r in spec.recipients],
     }
 
@@ -885,6 +908,24 @@ BROKEN = [
     ("invalid/armor_text_after_end.txt", "format_error", "parse", "text after the END line"),
     ("invalid/armor_bad_character.txt", "format_error", "parse", "'*' in the base64"),
     ("invalid/armor_binary_inside.txt", "format_error", "parse", "armor of armor"),
+    (
+        "invalid/revised_revision_zero.kb",
+        "format_error",
+        "parse",
+        "flags bit 0 set with revision 0 (one encoding per value), re-signed by alice",
+    ),
+    (
+        "invalid/revision_changed.kb",
+        "verification_error",
+        "signature",
+        "x25519_revised.kb with revision 3 -> 4 after signing",
+    ),
+    (
+        "invalid/revision_removed.kb",
+        "verification_error",
+        "signature",
+        "x25519_revised.kb with flags 0 and the revision field cut out after signing",
+    ),
     (
         "invalid/signature_flipped.kb",
         "verification_error",
@@ -1208,6 +1249,8 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
     valid("valid/x25519_aes128_gcm.kb", "alice")
     valid("valid/x25519_chacha20_long_name_max_generation.kb", "alice")
     valid("valid/rsa2048.kb", "carol")
+    valid("valid/x25519_revised.kb", "alice")
+    valid("valid/x25519_revised.kb", "bob", ("alice",))
     valid("valid/p256_one_recipient.kb", "dave")
     valid("valid/p256_two_recipients.kb", "dave")
     valid("valid/p256_two_recipients.kb", "erin", ("dave",))
@@ -1484,6 +1527,7 @@ def run_case(case: dict[str, Any], keys: dict[str, TestKey], data: bytes) -> Out
             "key_id": h.key_id.hex,
             "signer_id": h.signer_id.hex,
             "name": h.name,
+            "revision": h.revision,
             "recipients": [r.hex for r in verified.recipients],
         },
         session_key=verified.key.unsafe_raw_bytes().hex(),

@@ -265,17 +265,19 @@ def read_bounded(
     *,
     flags: int = 0,
     check: Callable[[os.stat_result], None] | None = None,
+    dir_fd: int | None = None,
 ) -> bytes:
     """Read at most ``limit`` bytes; raises ValueError if the file is larger.
 
     ``flags`` are added to the open (``O_NOFOLLOW``, say); ``check`` sees the opened file's
-    stat before anything is read and may raise.  Reads what the file holds, not ``limit``
+    stat before anything is read and may raise.  With ``dir_fd``, ``path`` is relative to
+    that open folder.  Reads what the file holds, not ``limit``
     bytes up front: a 16 MiB bound must not cost a 16 MiB allocation per small read.
     Pipes (size 0 to fstat) are read chunk by chunk.
     """
     chunks: list[bytes] = []
     size = 0
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | flags)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | flags, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
         if check is not None:

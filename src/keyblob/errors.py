@@ -112,6 +112,25 @@ class ConflictError(StorageError):
         self.generation = generation
 
 
+class ReplaceConflictError(ConflictError):
+    """A compare-and-set replace (``Store.replace``) found other bytes than the ones it was
+    to replace: another writer changed (or set aside) the entry first.
+
+    Nothing was changed.  Running the operation again (``keyblob.blobs.retrying``) starts
+    from what is stored now.
+    """
+
+    def __init__(self, name: str, generation: int, location: str) -> None:
+        StorageError.__init__(
+            self,
+            f"{name} generation {generation} in {location} changed while this ran; "
+            "run the command again",
+            hints=("nothing was changed by this command",),
+        )
+        self.name = name
+        self.generation = generation
+
+
 class NotFoundError(StorageError, LookupError):
     """A blob, name, container or trusted signer that was asked for does not exist."""
 

@@ -120,6 +120,28 @@ def test_first_writers_make_the_schema_once(store_url: str) -> None:
     assert open_store(store_url).names() == sorted(c["name"] for c in configs)
 
 
+REPLACE_ROUNDS = 300
+
+
+def test_two_replacers_racing_exactly_one_wins(store_url: str) -> None:
+    """Two processes replace the same old bytes at once, slot after slot: of each pair of
+    compare-and-sets exactly one wins, and the slot holds the winner's bytes (FORMAT.md
+    5.3, 5.5)."""
+    store = open_store(store_url)
+    for generation in range(1, REPLACE_ROUNDS + 1):
+        store.put("shared", generation, b"base")
+    configs = [
+        {"url": store_url, "name": "shared", "me": me, "rounds": REPLACE_ROUNDS}
+        for me in ("first", "second")
+    ]
+    first, second = (set(won) for won in _run_together("replace-race", configs))
+    assert first.isdisjoint(second)
+    assert first | second == set(range(1, REPLACE_ROUNDS + 1))
+    for generation in range(1, REPLACE_ROUNDS + 1):
+        winner = b"first" if generation in first else b"second"
+        assert store.get("shared", generation) == winner
+
+
 @pytest.mark.slow
 def test_many_writers_lose_nothing(store_url: str, tmp_path: Path) -> None:
     homes = _homes(tmp_path)

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from keyblob.errors import ConflictError, NotFoundError, StorageError, UsageError
+from keyblob.errors import (
+    ConflictError,
+    NotFoundError,
+    ReplaceConflictError,
+    StorageError,
+    UsageError,
+)
 from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, Store, open_store
 from support import postgres_database, secret_of
 
@@ -294,6 +300,104 @@ def test_closed_store(sql_url: str) -> None:
         assert again.get("k", 1) == b"x"
     with pytest.raises(StorageError, match=r"is closed$"):
         again.names()
+
+
+# -- replace: compare-and-set (FORMAT.md 5.3, 5.5) ----------------------------------------
+
+
+def test_replace_swaps_exactly_the_old_bytes(store: Store) -> None:
+    store.put("k", 1, b"old")
+    store.put("k", 2, b"two")
+    store.replace("k", 1, b"old", b"new")
+    assert store.get("k", 1) == b"new"
+    assert store.get("k", 2) == b"two"
+    assert store.generations("k") == [1, 2]
+    assert store.names() == ["k"]
+
+
+def test_replace_of_other_bytes_changes_nothing(store: Store) -> None:
+    store.put("k", 1, b"current")
+    with pytest.raises(ReplaceConflictError) as info:
+        store.replace("k", 1, b"stale", b"new")
+    assert isinstance(info.value, ConflictError)  # retrying() runs it again
+    assert (info.value.name, info.value.generation) == ("k", 1)
+    assert "k generation 1" in str(info.value)
+    assert "changed while this ran" in str(info.value)
+    assert store.get("k", 1) == b"current"
+
+
+def test_replace_of_nothing_is_a_conflict_and_creates_nothing(store: Store) -> None:
+    with pytest.raises(ReplaceConflictError):
+        store.replace("k", 1, b"old", b"new")
+    store.put("other", 1, b"x")  # the store exists; still nothing at k
+    with pytest.raises(ReplaceConflictError):
+        store.replace("k", 1, b"old", b"new")
+    assert store.generations("k") == []
+    with pytest.raises(NotFoundError):
+        store.get("k", 1)
+
+
+def test_replace_again_after_success_is_a_no_op(store: Store) -> None:
+    store.put("k", 1, b"old")
+    store.replace("k", 1, b"old", b"new")
+    store.replace("k", 1, b"old", b"new")  # a retry that had succeeded
+    assert store.get("k", 1) == b"new"
+
+
+def test_a_replaced_entry_cannot_be_replaced_from_its_old_bytes(store: Store) -> None:
+    store.put("k", 1, b"one")
+    store.replace("k", 1, b"one", b"two")
+    store.replace("k", 1, b"two", b"three")
+    with pytest.raises(ReplaceConflictError):
+        store.replace("k", 1, b"one", b"two-again")
+    assert store.get("k", 1) == b"three"
+
+
+def test_replace_after_set_aside_is_a_conflict(store: Store) -> None:
+    store.put("k", 1, b"old")
+    store.set_aside("k", 1)
+    with pytest.raises(ReplaceConflictError):
+        store.replace("k", 1, b"old", b"new")
+    with pytest.raises(NotFoundError):
+        store.get("k", 1)
+
+
+def test_replace_bounds_and_arguments(store: Store) -> None:
+    store.put("k", 1, b"old")
+    big = b"\xff" * MAX_ITEM_SIZE
+    store.replace("k", 1, b"old", big)
+    assert store.get("k", 1) == big
+    with pytest.raises(UsageError):
+        store.replace("k", 1, big, big + b"x")
+    with pytest.raises(UsageError):
+        store.replace("Bad", 1, b"a", b"b")
+    with pytest.raises(UsageError):
+        store.replace("k", 0, b"a", b"b")
+    assert store.get("k", 1) == big
+
+
+def test_replace_from_another_handle(store_url: str, store: Store) -> None:
+    store.put("k", 1, b"old")
+    other = open_store(store_url)
+    try:
+        other.replace("k", 1, b"old", b"theirs")
+        with pytest.raises(ReplaceConflictError):
+            store.replace("k", 1, b"old", b"mine")
+        assert store.get("k", 1) == b"theirs"
+    finally:
+        close(other)
+
+
+def test_replace_keeps_bytes_exactly(store: Store) -> None:
+    old = bytes(range(256))
+    new = bytes(reversed(range(256))) + b"\x00"
+    store.put("k", 1, old)
+    with pytest.raises(ReplaceConflictError):  # one byte shorter is not the same bytes
+        store.replace("k", 1, old[:-1], new)
+    with pytest.raises(ReplaceConflictError):
+        store.replace("k", 1, old + b"\x00", new)
+    store.replace("k", 1, old, new)
+    assert store.get("k", 1) == new
 
 
 # -- helpers -----------------------------------------------------------------------------

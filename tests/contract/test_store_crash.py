@@ -196,6 +196,33 @@ def test_put_survives_sigkill_at_random_instants(store_url: str, zygote: Any, se
     assert store.latest("victim") == len(written) + 1
 
 
+@pytest.mark.slow
+def test_replace_survives_sigkill_at_random_instants(
+    store_url: str, zygote: Any, settled: Any
+) -> None:
+    """A writer replacing one entry again and again (compare-and-set, FORMAT.md 5.3, 5.5),
+    killed at random instants: the entry always holds one whole payload, never older than
+    the one seen before the kill, and the next replace from it works."""
+    rng = random.Random(20240605)
+    store = open_store(store_url)
+    store.put("victim", 1, payload(1))
+    writers = zygote({"writer": "replace", "url": writer_url(store_url), "name": "victim"})
+    seen = 1
+    for _ in range(KILLS):
+        writers.kill_a_writer(rng.uniform(0, MAX_DELAY))
+        settled()
+        current = store.get("victim", 1)
+        n = int.from_bytes(current[:8], "big")
+        assert current == payload(n)  # whole: one payload, not a mix of two
+        assert n >= seen  # never back
+        seen = n
+        assert store.generations("victim") == [1]
+        _backend_checks(store_url, "victim", [1])
+    assert seen > KILLS // 4  # the writers made progress
+    store.replace("victim", 1, payload(seen), payload(seen + 1))
+    assert store.get("victim", 1) == payload(seen + 1)
+
+
 def _latest_loads(container: Any, store: Store, name: str, floor: int) -> int:
     """The newest generation loads and verifies, with nothing ignored; so does the one
     before it.  Returns the newest."""

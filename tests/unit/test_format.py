@@ -120,3 +120,90 @@ def test_public_key_file_strict() -> None:
     with pytest.raises(FormatError, match="exchange_len"):
         PublicKeyFile.from_bytes(raw[:14] + b"\x00\x1f" + raw[16:])
     assert pub.exchange_id != pub.signature_id
+
+
+# -- the revision (FORMAT.md 2.2.5, 2.2.11) ----------------------------------------------------
+
+REVISED = KeyBlob(
+    Header(
+        Suite.X25519,
+        Algorithm.AES_256_GCM,
+        7,
+        1_700_000_000,
+        KeyId(b"k" * 16),
+        KeyId(b"s" * 16),
+        "payroll",
+        5,
+    ),
+    (Recipient(KeyId(b"r" * 16), b"w" * 80),),
+    b"g" * 64,
+)
+
+
+def test_revision_zero_is_the_unrevised_encoding() -> None:
+    assert RAW[7] == 0
+    assert KeyBlob.from_bytes(RAW).header.revision == 0
+
+
+def test_a_revised_blob_has_flag_bit_0_and_a_u32_after_the_name() -> None:
+    raw = REVISED.to_bytes()
+    assert raw[7] == 0x01
+    assert raw[64:68] == (5).to_bytes(4, "big")  # name "payroll" ends at 57 + 7
+    assert raw[:64] == RAW[:7] + b"\x01" + RAW[8:64]
+    assert raw[68:] == RAW[64:]
+    parsed = KeyBlob.from_bytes(raw)
+    assert parsed.header.revision == 5
+    assert parsed.to_bytes() == raw
+    # the revision is in the core header: the wrap context and the signed bytes
+    assert parsed.header.core_bytes() == raw[:68]
+    assert parsed.header.wrap_context(KeyId(b"r" * 16)).endswith(raw[:68] + b"r" * 16)
+    assert parsed.signed_message().endswith(raw[: -2 - 64])
+    names = [f.name for f in parsed.fields()]
+    assert names[names.index("name") + 1] == "revision"
+    assert [f.offset for f in parsed.fields() if f.name == "revision"] == [64]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # one encoding per value: revision 0 is written without the flag
+        (REVISED.to_bytes()[:64] + bytes(4) + REVISED.to_bytes()[68:], "revision at offset 64"),
+        (REVISED.to_bytes()[:7] + b"\x03" + REVISED.to_bytes()[8:], "flags at offset 7"),
+        (REVISED.to_bytes()[:66], "revision at offset 64: truncated"),
+        # the flag set on an unrevised blob: the recipient bytes are misread and disagree
+        (RAW[:7] + b"\x01" + RAW[8:], "recipient"),
+    ],
+)
+def test_malformed_revisions_are_refused(data: bytes, message: str) -> None:
+    with pytest.raises(FormatError, match=re.escape(message)):
+        KeyBlob.from_bytes(data)
+
+
+@pytest.mark.parametrize("revision", [-1, 2**32, True, "1"])
+def test_a_header_refuses_a_revision_out_of_range(revision: object) -> None:
+    with pytest.raises(UsageError, match="revision"):
+        Header(
+            Suite.X25519,
+            Algorithm.AES_256_GCM,
+            7,
+            0,
+            KeyId(b"k" * 16),
+            KeyId(b"s" * 16),
+            "x",
+            revision,  # type: ignore[arg-type]
+        )
+
+
+def test_the_largest_revision_round_trips() -> None:
+    header = Header(
+        Suite.X25519,
+        Algorithm.AES_256_GCM,
+        7,
+        0,
+        KeyId(b"k" * 16),
+        KeyId(b"s" * 16),
+        "x",
+        2**32 - 1,
+    )
+    blob = KeyBlob(header, (Recipient(KeyId(b"r" * 16), b"w" * 80),), b"g" * 64)
+    assert KeyBlob.from_bytes(blob.to_bytes()).header.revision == 2**32 - 1

@@ -206,6 +206,7 @@ class Blob:
     key_id: bytes
     signer_id: bytes
     name: str
+    revision: int
     recipients: list[tuple[bytes, bytes]]
     signature: bytes
     core_header: bytes
@@ -237,7 +238,8 @@ def parse_blob(data: bytes) -> Blob:
     algorithm = c.int(1)
     if algorithm not in KEY_LENGTHS:
         raise malformed("algorithm")
-    if c.int(1) != 0:
+    flags = c.int(1)
+    if flags not in (0, 1):  # 2.2.5: only bit 0 is assigned
         raise malformed("flags")
     generation = c.int(8)
     if not 1 <= generation < 2**63:
@@ -252,6 +254,11 @@ def parse_blob(data: bytes) -> Blob:
     raw_name = c.take(n)
     if not name_ok(raw_name):
         raise malformed("name")
+    revision = 0
+    if flags == 1:  # 2.2.11: revision follows the name, 1 to 2**32-1
+        revision = c.int(4)
+        if revision == 0:
+            raise malformed("revision 0 with flags bit 0")
     core_end = c.pos
     count = c.int(1)
     if not 1 <= count <= 16:
@@ -280,6 +287,7 @@ def parse_blob(data: bytes) -> Blob:
         kid,
         signer,
         raw_name.decode("ascii"),
+        revision,
         recipients,
         signature,
         data[:core_end],

@@ -120,6 +120,7 @@ def _independent(case: dict[str, Any]) -> tuple[str, str | None, dict[str, Any] 
         "key_id": blob.key_id.hex(),
         "signer_id": blob.signer_id.hex(),
         "name": blob.name,
+        "revision": blob.revision,
         "recipients": [rid.hex() for rid, _ in blob.recipients],
     }
     return "valid", None, header, key.hex()

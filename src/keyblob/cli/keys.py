@@ -345,6 +345,7 @@ def _describe(v: blobs.Verified, container: Provider, state: State) -> dict[str,
         "recipient_labels": [_recipient_label(r, container, state) for r in v.recipients],
         "name": h.name,
         "generation": h.generation,
+        "revision": h.revision,
         "key_id": h.key_id.hex,
         "algorithm": h.algorithm.label,
         "suite": h.suite.label,
@@ -444,6 +445,7 @@ def cmd_show(ctx: Context) -> int:
     rows = [
         ("name", doc["name"]),
         ("generation", str(doc["generation"])),
+        *([("revision", str(doc["revision"]))] if doc["revision"] else []),
         ("algorithm", doc["algorithm"]),
         ("origin", _origin(doc["capi_alg_id"])),
         ("key id", doc["key_id"]),
@@ -632,7 +634,10 @@ def cmd_inspect(ctx: Context) -> int:
         mark = "*" if f.signed else " "
         print(f"{f.offset:>6}  {f.size:>4}  {mark}  {f.name:<26}  {f.value}")
     print(f"* signed: bytes 0..{signed_end - 1}, after the label 'keyblob/v1/blob-signature\\0'")
-    print("  each wrapped key is also bound to bytes 0..name and its recipient id (FORMAT.md 2.4)")
+    print(
+        "  each wrapped key is also bound to the core header (bytes 0..name, and the revision "
+        "if any) and its recipient id (FORMAT.md 2.4)"
+    )
     print(
         "  not verified: inspect needs no secret; run keyblob verify to check signer and signature"
     )

@@ -29,6 +29,10 @@ VERSION = 1
 WRAP_LABEL = b"keyblob/v1/wrap\x00"
 SIGNATURE_LABEL = b"keyblob/v1/blob-signature\x00"
 
+#: ``flags`` bit 0 (FORMAT.md 2.2.5): a u32 revision follows the name (2.2.11).
+FLAG_REVISED = 0x01
+MAX_REVISION = 2**32 - 1
+
 MAX_BLOB_SIZE = 16384
 MAX_RECIPIENTS = 16
 RSA_SIZES = (256, 384, 512)  # RSA-2048, -3072, -4096: wrapped key and signature lengths
@@ -43,6 +47,7 @@ _SUITE_CODES = frozenset(int(s) for s in Suite)
 _ALGORITHM_CODES = frozenset(int(a) for a in Algorithm)
 #: The header from magic through name_len (FORMAT.md 2.2); the name follows at offset 57.
 _CORE = struct.Struct(f">4sBBBBQQ{KEY_ID_SIZE}s{KEY_ID_SIZE}sB")
+_U32 = struct.Struct(">I")
 
 
 def wrapped_size_ok(suite: Suite, algorithm: Algorithm, size: int) -> bool:
@@ -73,6 +78,9 @@ class Header:
     key_id: KeyId
     signer_id: KeyId
     name: str
+    #: 0: never re-wrapped (flags 0, no revision field); 1 to 2**32-1: the re-wrap count of
+    #: this (name, generation), ordered after the generation (FORMAT.md 2.2.11).
+    revision: int = 0
 
     def __post_init__(self) -> None:
         if self.suite not in SUPPORTED_SUITES:
@@ -82,17 +90,24 @@ class Header:
         if not 0 <= self.created <= MAX_GENERATION:
             raise UsageError("creation time must be between 0 and 2**63-1")
         check_name(self.name)
+        if (
+            not isinstance(self.revision, int)
+            or isinstance(self.revision, bool)
+            or not 0 <= self.revision <= MAX_REVISION
+        ):
+            raise UsageError("revision must be between 0 and 2**32-1")
 
     def core_bytes(self) -> bytes:
-        """The header bytes from ``magic`` through ``name`` (FORMAT.md 2.2)."""
+        """The header bytes from ``magic`` through ``name`` and, in a revised blob, the
+        revision (FORMAT.md 2.1, 2.2.11)."""
         name = self.name.encode("ascii")
-        return (
+        core = (
             _CORE.pack(
                 MAGIC,
                 VERSION,
                 self.suite,
                 self.algorithm,
-                0,  # flags: reserved
+                FLAG_REVISED if self.revision else 0,
                 self.generation,
                 self.created,
                 self.key_id.value,
@@ -101,6 +116,7 @@ class Header:
             )
             + name
         )
+        return core + _U32.pack(self.revision) if self.revision else core
 
     def wrap_context(self, recipient_id: KeyId) -> bytes:
         """HPKE ``info`` / OAEP ``label`` for one recipient's wrap (FORMAT.md 2.4)."""
@@ -229,7 +245,8 @@ class KeyBlob:
         if algorithm_code not in _ALGORITHM_CODES:
             raise r.fail("algorithm", f"unknown algorithm {algorithm_code}", r.offset - 1)
         algorithm = Algorithm(algorithm_code)
-        if r.uint(1, "flags") != 0:
+        flags = r.uint(1, "flags")
+        if flags & ~FLAG_REVISED:
             raise r.fail("flags", "reserved bits are set", r.offset - 1)
         generation = r.uint(8, "generation")
         if not 1 <= generation <= MAX_GENERATION:
@@ -248,7 +265,15 @@ class KeyBlob:
             name = check_name(raw_name.decode("ascii"))
         except (UnicodeDecodeError, UsageError):
             raise r.fail("name", "not a valid key name", name_at) from None
-        header = Header(suite, algorithm, generation, created, key_id, signer_id, name)
+        revision = 0
+        if flags & FLAG_REVISED:
+            revision = r.uint(4, "revision")
+            # One encoding per value: revision 0 is written without the flag and the field.
+            if revision == 0:
+                raise r.fail(
+                    "revision", "must be 1 to 2**32-1 when flags bit 0 is set", r.offset - 4
+                )
+        header = Header(suite, algorithm, generation, created, key_id, signer_id, name, revision)
 
         count = r.uint(1, "recipient_count")
         if not 1 <= count <= MAX_RECIPIENTS:
@@ -288,13 +313,15 @@ class KeyBlob:
         add(1, "version", str(VERSION))
         add(1, "suite", f"{int(h.suite)} ({h.suite.label})")
         add(1, "algorithm", f"{int(h.algorithm)} ({h.algorithm.label})")
-        add(1, "flags", "0")
+        add(1, "flags", f"{FLAG_REVISED} (revised)" if h.revision else "0")
         add(8, "generation", str(h.generation))
         add(8, "created", str(h.created))
         add(16, "key_id", h.key_id.hex)
         add(16, "signer_id", h.signer_id.hex)
         add(1, "name_len", str(len(h.name)))
         add(len(h.name), "name", repr(h.name))
+        if h.revision:
+            add(4, "revision", str(h.revision))
         add(1, "recipient_count", str(len(self.recipients)))
         for i, rec in enumerate(self.recipients):
             add(16, f"recipient[{i}].key_id", rec.key_id.hex)

@@ -8,6 +8,8 @@ What a store does promise:
 
 - ``put`` is create-only and atomic (threat model P8): a (name, generation) is written once,
   a crash leaves it absent or complete, and of two concurrent writers exactly one wins.
+- ``replace`` is the one way to change a stored entry: a compare-and-set of its exact bytes
+  (a re-wrapped blob of the same generation, FORMAT.md 2.6.1), atomic in the same sense.
 - every name and generation is validated before the store is touched, so a name can never
   become a path or a query outside the store.
 - every item is bounded by :data:`MAX_ITEM_SIZE`, on the way in and on the way out.
@@ -72,6 +74,24 @@ class Store(Protocol):
             UsageError: invalid name or generation, or ``data`` larger than MAX_ITEM_SIZE.
             StorageError: the (name, generation) already holds different bytes (they are
                 kept), or the store failed.
+        """
+        ...
+
+    def replace(self, name: str, generation: int, old: bytes, new: bytes) -> None:
+        """Replace the bytes ``old`` stored at (name, generation) with ``new``: an atomic
+        compare-and-set (FORMAT.md 5.3, 5.5).
+
+        A reader sees ``old`` or ``new``, never a mix, and a crash at any instant leaves one
+        of them.  Of concurrent replacers of the same ``old``, exactly one wins.  When the
+        entry already holds ``new`` (a retried replace that had succeeded) it is a no-op.
+
+        Raises:
+            UsageError: invalid name or generation, or ``old``/``new`` larger than
+                MAX_ITEM_SIZE.
+            ReplaceConflictError: the entry holds neither ``old`` nor ``new``, or is not
+                there (set aside meanwhile): nothing was changed.
+            BadEntryError: the entry is one the store will not hand over.
+            StorageError: the store failed; the entry then holds ``old`` or ``new``.
         """
         ...
 

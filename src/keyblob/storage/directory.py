@@ -17,7 +17,13 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: replace and set-aside are not serialised
+    fcntl = None  # type: ignore[assignment]
 
 from keyblob.atomic import (
     finish_private_folder,
@@ -26,7 +32,14 @@ from keyblob.atomic import (
     read_bounded,
     write_atomic,
 )
-from keyblob.errors import BadEntryError, ConflictError, NotFoundError, StorageError, UsageError
+from keyblob.errors import (
+    BadEntryError,
+    ConflictError,
+    NotFoundError,
+    ReplaceConflictError,
+    StorageError,
+    UsageError,
+)
 from keyblob.keys import check_name
 from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, check_generation, check_item
 
@@ -135,6 +148,52 @@ class DirectoryStore:
             if fd is not None:
                 os.close(fd)
 
+    def replace(self, name: str, generation: int, old: bytes, new: bytes) -> None:
+        """Replace ``<name>/<generation>.kb`` holding exactly ``old`` with ``new``
+        (FORMAT.md 5.3): under an exclusive ``flock`` of the name's folder, read the entry,
+        compare, then temp file, fsync, rename over the entry, fsync of the folder.
+
+        Raises:
+            UsageError: invalid name or generation, or ``old``/``new`` too large.
+            ReplaceConflictError: the entry holds neither ``old`` nor ``new``, or is gone.
+            BadEntryError: the entry is a symlink, not a regular file, or too large.
+            StorageError: a folder on the way is a symlink or not a folder, or the file
+                system failed; the entry then holds ``old`` or ``new``.
+        """
+        check_name(name)
+        check_generation(generation)
+        check_item(old)
+        check_item(new)
+        folder = self._name_folder_for_read(name)
+        if folder is None:
+            raise ReplaceConflictError(name, generation, self.location)
+        shared = self._ensure_root()
+        fd = self._open_folder(folder, shared)
+        file = f"{generation}{_SUFFIX}"
+        path = os.path.join(folder, file)
+        try:
+            with self._locked(folder, fd):
+                try:
+                    current = self._read(name, generation, path if fd is None else file, fd)
+                except NotFoundError:
+                    raise ReplaceConflictError(name, generation, self.location) from None
+                if current == new:
+                    return  # a retry of a replace that had succeeded
+                if current != old:
+                    raise ReplaceConflictError(name, generation, self.location)
+                write_atomic(
+                    path if fd is None else file,
+                    new,
+                    mode=_SHARED_FILE_MODE if shared else _FILE_MODE,
+                    exact_mode=shared,
+                    dir_fd=fd,
+                )
+        except OSError as e:
+            raise StorageError(f"cannot write {path}: {_reason(e)}") from e
+        finally:
+            if fd is not None:
+                os.close(fd)
+
     def get(self, name: str, generation: int) -> bytes:
         """Return the bytes stored as ``name`` at ``generation``.
 
@@ -224,14 +283,45 @@ class DirectoryStore:
         # A random part: an entry set aside earlier under the same generation is kept.
         target = os.path.join(aside, f"{generation}.{secrets.token_hex(8)}{_SUFFIX}")
         try:
-            os.rename(path, target)
+            # Under the folder's lock: a replace in progress finishes first (its compare and
+            # its rename are one step for every other keyblob writer of this name).
+            with self._locked(folder, None):
+                os.rename(path, target)
             fsync_dir(aside)
             fsync_dir(folder)
+        except FileNotFoundError:
+            raise NotFoundError(self._missing(name, generation)) from None
         except OSError as e:
             raise StorageError(f"cannot move {path} to {target}: {_reason(e)}") from e
         return target
 
     # -- internals ---------------------------------------------------------------------
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _locked(folder: str, fd: int | None) -> Iterator[None]:
+        """An exclusive ``flock`` of the name's folder (``fd``, or ``folder`` opened here
+        without following a symlink) for the block: what serialises replace and set-aside
+        of its entries between keyblob processes.  Without flock (Windows) nothing is
+        locked."""
+        if fcntl is None:  # pragma: no cover - Windows
+            yield
+            return
+        own = fd is None
+        if fd is None:
+            flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+            held = os.open(folder, flags | os.O_CLOEXEC)
+        else:
+            held = fd
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(held, fcntl.LOCK_UN)
+        finally:
+            if own:
+                os.close(held)
 
     def _name_folder_for_read(self, name: str) -> str | None:
         """``<root>/<name>`` if it exists, None if it (or the root) does not."""
@@ -341,7 +431,7 @@ class DirectoryStore:
     def _missing(self, name: str, generation: int) -> str:
         return f"no blob {name} generation {generation} in {self.location}"
 
-    def _read(self, name: str, generation: int, path: str) -> bytes:
+    def _read(self, name: str, generation: int, path: str, dir_fd: int | None = None) -> bytes:
         def check(info: os.stat_result) -> None:
             # On the opened file, so nothing can be swapped in between check and read.
             if not stat.S_ISREG(info.st_mode):
@@ -355,7 +445,7 @@ class DirectoryStore:
         try:
             if not hasattr(os, "O_NOFOLLOW") and os.path.islink(path):  # Windows: the best
                 raise BadEntryError(f"refusing {path}: it is not a regular file")  # it has
-            return read_bounded(path, MAX_ITEM_SIZE, flags=flags, check=check)
+            return read_bounded(path, MAX_ITEM_SIZE, flags=flags, check=check, dir_fd=dir_fd)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(self._missing(name, generation)) from None
         except OSError as e:

@@ -63,6 +63,10 @@ _GENERATIONS = f"SELECT generation FROM {BLOBS} WHERE name = %s AND generation >
 _LATEST = f"SELECT max(generation) FROM {BLOBS} WHERE name = %s AND generation >= 1"  # noqa: S608
 _NAMES = f"SELECT DISTINCT name FROM {BLOBS} WHERE generation >= 1"  # noqa: S608
 # One statement: the row leaves the blobs and enters the set-aside table together.
+_UPDATE = (
+    f"UPDATE {BLOBS} SET data = %s WHERE name = %s AND generation = %s AND data = %s "  # noqa: S608
+    f"AND {_CURRENT}"
+)
 _MOVE_ASIDE = (
     f"WITH moved AS (DELETE FROM {BLOBS} "  # noqa: S608
     f"WHERE name = %s AND generation = %s AND {_CURRENT} RETURNING name, generation, data) "
@@ -132,6 +136,18 @@ class PostgresStore(SqlStore):
                     return True
                 self._ready = False  # the version guard held: look at the schema again
         raise StorageError(f"cannot write to {self.location}: its schema keeps changing")
+
+    def _update(self, name: str, generation: int, old: bytes, new: bytes) -> int:
+        with self._errors("write to"):
+            db = self._readable()  # nothing to replace where there is no schema: create none
+            if db is None:
+                return 0
+            # One statement in autocommit: the row lock PostgreSQL takes makes a concurrent
+            # UPDATE wait, then re-check ``data = old`` on the new row, and find nothing.
+            count: int = db.execute(
+                _UPDATE, (new, name, generation, old, str(sql.SCHEMA_VERSION))
+            ).rowcount
+            return count
 
     def _fetch(self, name: str, generation: int) -> list[tuple[object, object]]:
         with self._errors("read"):

@@ -23,6 +23,7 @@ from keyblob.errors import (
     BadEntryError,
     ConflictError,
     NotFoundError,
+    ReplaceConflictError,
     StorageError,
     StoreUpgradeWarning,
 )
@@ -225,6 +226,9 @@ class SqlStore(ABC):
     a closed store raises StorageError.
     """
 
+    #: Whether this connection has seen the schema at SCHEMA_VERSION (the engines keep it).
+    _ready: bool = False
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._closed = False
@@ -291,6 +295,36 @@ class SqlStore(ABC):
                     raise ConflictError(name, generation, self.location)
                 return
         raise ConflictError(name, generation, self.location)
+
+    def replace(self, name: str, generation: int, old: bytes, new: bytes) -> None:
+        """Replace the row's ``old`` bytes with ``new``: one ``UPDATE ... WHERE data = old``
+        (FORMAT.md 5.5), so the compare and the write are one transaction.
+
+        Raises:
+            UsageError: invalid name or generation, or ``old``/``new`` too large.
+            ReplaceConflictError: the row holds neither ``old`` nor ``new``, or is gone.
+            BadEntryError: several rows claim the slot, or its data is not bytes.
+            StorageError: the store is closed, newer than this keyblob, or failed.
+        """
+        check_name(name)
+        check_generation(generation)
+        check_item(old)
+        check_item(new)
+        for _attempt in range(2):
+            if self._update(name, generation, old, new):
+                return
+            # Nothing updated: another writer changed the row, it is gone, it already holds
+            # ``new`` (a retry), or the schema version changed since it was looked at.
+            rows = self._fetch(name, generation)
+            if not rows:
+                break
+            current = self._data(rows, name, generation)
+            if current == new:
+                return
+            if current != old:
+                break
+            self._ready = False  # still ``old``: the version guard held; look again
+        raise ReplaceConflictError(name, generation, self.location)
 
     def get(self, name: str, generation: int) -> bytes:
         """Return the bytes stored as ``name`` at ``generation``.
@@ -363,6 +397,11 @@ class SqlStore(ABC):
     @abstractmethod
     def _insert(self, name: str, generation: int, data: bytes) -> bool:
         """INSERT the row; False when the primary key already holds one."""
+
+    @abstractmethod
+    def _update(self, name: str, generation: int, old: bytes, new: bytes) -> int:
+        """UPDATE the row at (name, generation) whose data is ``old`` to ``new``; the
+        number of rows changed (0: none held ``old``)."""
 
     @abstractmethod
     def _fetch(self, name: str, generation: int) -> list[tuple[object, object]]:

@@ -87,6 +87,10 @@ _COPY_ASIDE = (
 )
 _UNIQUE = ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
 _DELETE = f"DELETE FROM {BLOBS} WHERE name = ? AND generation = ?"  # noqa: S608
+_UPDATE = (
+    f"UPDATE {BLOBS} SET data = ? WHERE name = ? AND generation = ? AND data = ? "  # noqa: S608
+    f"AND {_CURRENT}"
+)
 
 
 class SqliteStore(SqlStore):
@@ -137,6 +141,17 @@ class SqliteStore(SqlStore):
                     return True
                 self._ready = False  # the version guard held: look at the schema again
         raise StorageError(f"cannot write to {self.location}: its schema keeps changing")
+
+    def _update(self, name: str, generation: int, old: bytes, new: bytes) -> int:
+        with self._errors("write to"):
+            db = self._readable()  # nothing to replace where there is no schema: create none
+            if db is None:
+                return 0
+            # One statement, so one transaction: the compare and the write are atomic.
+            count: int = db.execute(
+                _UPDATE, (new, name, generation, old, str(sql.SCHEMA_VERSION))
+            ).rowcount
+            return count
 
     def _fetch(self, name: str, generation: int) -> list[tuple[object, object]]:
         with self._errors("read"):
