@@ -59,6 +59,7 @@ from keyblob.errors import (
     VerificationError,
 )
 from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient
+from keyblob.format.blob import MAX_REVISION
 from keyblob.format.armor import BLOB, dearmor, is_armored
 from keyblob.keys import (
     MAX_GENERATION,
@@ -563,22 +564,57 @@ def _verify(
     )
 
 
-def check_earlier_signer(state: State, signer: PreviousSigner, name: str, generation: int) -> None:
-    """Step 2 for an earlier signature key of this container (FORMAT.md 2.7 step 2): it
-    speaks only for a (name, generation) it could have signed before the rotation, which
-    this container has seen (generation <= hw(name): it never introduces a generation) and
-    that nobody re-signed since (no revision mark yet: once ``rewrap`` or ``share`` wrote a
-    revision with the current key, the old key no longer speaks for that generation).
+#: FORMAT.md 2.7 step 2: the top 8 bits of a revision written under the current keys say
+#: how many signature keys the container had replaced when it was written (its epoch).
+EPOCH_SHIFT = 24
+#: The most signature rotations a container makes (an epoch is 8 bits).
+MAX_EPOCH = 255
+
+
+def epoch_of(revision: int) -> int:
+    """The epoch of a revision (FORMAT.md 2.7 step 2): ``revision >> 24``."""
+    return revision >> EPOCH_SHIFT
+
+
+def next_revision(state: State, revision: int) -> int:
+    """The revision a container writes when it re-signs a blob of revision ``revision``
+    (``rewrap``, ``share``, ``unshare``): the next one, and at least the first of the
+    current epoch, ``len(state.previous) << 24`` (FORMAT.md 2.7 step 2), so that no earlier
+    signature key can speak for it.
+
+    Raises:
+        UsageError: no revision is left (2**32 - 1 reached).
+    """
+    following = max(revision + 1, len(state.previous) << EPOCH_SHIFT)
+    if following > MAX_REVISION:
+        raise UsageError("this generation has no revision left: rotate the key instead")
+    return following
+
+
+def check_earlier_signer(
+    state: State, signer: PreviousSigner, name: str, generation: int, revision: int
+) -> None:
+    """Step 2 for an earlier signature key of this container (FORMAT.md 2.7 step 2).  The
+    i-th key the container replaced (0: the first) was current during epochs 0 to i; it
+    speaks only for what it could have signed then and this container has seen: a
+    generation <= hw(name) (it never introduces a generation), at exactly the revision
+    mark of (name, generation) (it never introduces a revision), whose epoch is <= i (once
+    ``rewrap`` or ``share`` re-signed that generation with a later key, at that key's
+    epoch, the old key no longer speaks for it).
 
     Raises:
         VerificationError: outside those limits.
     """
     floor = state.generation_floor(name)
+    mark = state.revision_floor(name, generation)
+    index = next(i for i, p in enumerate(state.previous) if p.key_id == signer.key_id)
     why = None
     if generation > floor:
         why = f"is above the newest generation this container has seen ({floor})"
-    elif state.revision_floor(name, generation):
-        why = "was re-signed since (it has a revision mark)"
+    elif revision != mark:
+        why = f"is at revision {revision}, not the one this container has seen ({mark})"
+    elif epoch_of(mark) > index:
+        why = "was re-signed since with a later key"
     if why is not None:
         raise VerificationError(
             EARLIER_SIGNER.format(
@@ -609,7 +645,7 @@ def _verify_under(
     earlier = policy.earlier(h.signer_id)
     if earlier is not None:  # 2. an earlier key of this container: only within its limits
         if marks is not None:
-            check_earlier_signer(marks, earlier, h.name, h.generation)
+            check_earlier_signer(marks, earlier, h.name, h.generation, h.revision)
         signer_public = earlier.public
     else:  # 2. the signer is trusted, for this name
         signer_public = require_trusted(
@@ -994,7 +1030,8 @@ def check_entries(
             earlier = None if signer is None else policy.earlier(KeyId(signer))
             if earlier is not None:  # step 2's limit on an earlier key, which needs the marks
                 try:
-                    check_earlier_signer(state, earlier, name, generation)
+                    revision = decode(data).header.revision if isinstance(data, bytes) else 0
+                    check_earlier_signer(state, earlier, name, generation, revision)
                 except VerificationError as e:
                     signer, reason = None, str(e)
             yield Checked(
@@ -1563,12 +1600,19 @@ NOT_ROTATING = (
 
 
 def rotate_own_keys(
-    provider: Provider, roles: Sequence[KeyRole], *, now: int | None = None
+    provider: Provider,
+    roles: Sequence[KeyRole],
+    *,
+    store: Store | None = None,
+    now: int | None = None,
 ) -> tuple[OldKey, ...]:
     """``keyblob keys rotate``: new key pairs for ``roles`` in the container's provider;
     the replaced ones are kept (FORMAT.md 5.1.2).  A replaced signature key is first added
     to the state's ``previous`` list (5.2.8), so that what it signed stays verifiable
-    within the limits of import step 2 (:func:`check_earlier_signer`).
+    within the limits of import step 2 (:func:`check_earlier_signer`).  With ``store``,
+    the revision marks of the entries the current key signed are recorded first (those a
+    crash or another writer left unrecorded): once the key is an earlier one, it speaks only
+    for the revision marked.
 
     Raises:
         UsageError: no role, too many old keys kept, or a provider that cannot rotate.
@@ -1578,10 +1622,38 @@ def rotate_own_keys(
         raise UsageError(NOT_ROTATING.format(name=provider.name))
     when = _now() if now is None else now
     ordered = tuple(r for r in (KeyRole.EXCHANGE, KeyRole.SIGNATURE) if r in roles)
+    if KeyRole.SIGNATURE in ordered and len(provider.state().previous) >= MAX_EPOCH:
+        raise UsageError(
+            f"container {provider.name!r} has replaced its signature key {MAX_EPOCH} times, "
+            "the most a container can: make a new container"
+        )
+    if KeyRole.SIGNATURE in ordered and store is not None:
+        record_revisions(provider, store)
     if KeyRole.SIGNATURE in ordered:  # the state first: a crash after it changes nothing
         earlier = PreviousSigner(provider.signature_id, provider.signature_public, when)
         provider.update_state(lambda s: s.with_previous(earlier))
     return provider.rotate_keys(ordered, now=when)
+
+
+def record_revisions(provider: Provider, store: Store, *, jobs: int | None = None) -> int:
+    """Raise the revision mark of every entry of ``store`` that verifies here and was
+    signed by the current key at a revision above its mark; returns how many.
+
+    Raises:
+        StorageError: the store failed otherwise than on one entry.
+        VerificationError, ProviderError: the state could not be read or written.
+    """
+    state = provider.state()
+    marks: dict[tuple[str, int], int] = {}
+    listing = _listing(store, store.names())
+    for checked in check_entries(provider, store, listing, jobs=jobs):
+        if checked.ok and checked.data is not None and checked.signer == provider.signature_id:
+            revision = decode(checked.data).header.revision
+            if revision > state.revision_floor(checked.name, checked.generation):
+                marks[(checked.name, checked.generation)] = revision
+    if marks:
+        provider.update_state(lambda s: s.with_revisions(marks))
+    return len(marks)
 
 
 def _old_ids(provider: Provider, state: State) -> tuple[set[KeyId], set[KeyId]]:
@@ -1609,7 +1681,7 @@ def _rewrapped(
     """``blob`` (verified, steps 1-5) made again: unwrapped with whichever key of this
     container it names (step 6), wrapped for the current exchange key and every other
     recipient it had, signed with the current signature key; same name, generation, key id
-    and created, revision + 1 (FORMAT.md 2.2.11).
+    and created, the next revision (:func:`next_revision`).
 
     Raises:
         VerificationError: the unwrap fails, or a recipient is not known here.
@@ -1628,7 +1700,7 @@ def _rewrapped(
         if public is None:
             raise VerificationError(UNKNOWN_RECIPIENT.format(kx=r.key_id.short))
         recipients.append((r.key_id, suites.load_exchange_public(h.suite, public)))
-    header = replace(h, signer_id=provider.signature_id, revision=h.revision + 1)
+    header = replace(h, signer_id=provider.signature_id, revision=next_revision(state, h.revision))
     wrapped = tuple(
         Recipient(rid, suites.wrap(public, raw, header.wrap_context(rid)))
         for rid, public in recipients

@@ -178,16 +178,20 @@ def test_an_earlier_signature_key_never_introduces_a_generation_or_a_revision(kb
     # Generation 1, once rewrap re-signed it (a revision mark), is the new key's only.
     assert kb("rewrap", "--all", "--quiet")[0] == 0
     new = home.open("default", PASS.encode())
-    forged = _forged(old, "payroll", 1, revision=5, to=to)
-    with pytest.raises(VerificationError, match="re-signed since"):
-        blobs.verify(new, forged)
+    mark = new.state().revision_floor("payroll", 1)
+    assert mark == 1 << 24  # rewrap wrote the first revision of epoch 1
+    with pytest.raises(VerificationError, match="re-signed since with a later key"):
+        blobs.verify(new, _forged(old, "payroll", 1, revision=mark, to=to))
+    with pytest.raises(VerificationError, match="not the one this container has seen"):
+        blobs.verify(new, _forged(old, "payroll", 1, revision=mark + 1, to=to))
+    forged = _forged(old, "payroll", 1, revision=mark + 1, to=to)
     # The control: the same blob signed by the current key is accepted by the signer check.
     good = KeyBlob.from_bytes(forged)
     again = KeyBlob.signed(
         replace(good.header, signer_id=new.signature_id), good.recipients, new.sign
     )
     verified = blobs.verify(new, again.to_bytes(), unwrap=False)
-    assert verified.header.revision == 5
+    assert verified.header.revision == mark + 1
 
 
 def test_rotate_through_the_agent_is_refused_by_the_library(tmp_path):

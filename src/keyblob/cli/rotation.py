@@ -51,8 +51,9 @@ def cmd_keys_rotate(ctx: Context) -> int:
         )
         if asked
     ] or [keys.KeyRole.EXCHANGE, keys.KeyRole.SIGNATURE]
+    store = existing_store(ctx)
     container = ctx.open(own_keys=True)  # the agent makes no keys: unlocked here
-    replaced = blobs.rotate_own_keys(container, roles)
+    replaced = blobs.rotate_own_keys(container, roles, store=store)
     keep_public_file(ctx, container)  # the kept public key file carries the new keys
     words = " and ".join(k.role.name.lower() for k in replaced)
     if args.json:
