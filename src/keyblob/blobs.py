@@ -59,8 +59,8 @@ from keyblob.errors import (
     VerificationError,
 )
 from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient
-from keyblob.format.blob import MAX_REVISION
 from keyblob.format.armor import BLOB, dearmor, is_armored
+from keyblob.format.blob import MAX_REVISION
 from keyblob.keys import (
     MAX_GENERATION,
     Algorithm,
