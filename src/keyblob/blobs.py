@@ -924,21 +924,23 @@ CHUNK_BYTES = 1 << 20
 _Item = tuple[str, int, bytes | str]
 
 
-def _check_items(policy: CheckPolicy, chunk: list[_Item]) -> list[tuple[bytes | None, str]]:
-    """Steps 1-4 for each item: (the signer's key id, "") or (None, why it fails).  Runs
-    in a worker: it sees the policy (public) and the stored bytes, nothing else."""
-    out: list[tuple[bytes | None, str]] = []
+def _check_items(policy: CheckPolicy, chunk: list[_Item]) -> list[tuple[bytes | None, str, int]]:
+    """Steps 1-4 for each item: (the signer's key id, "", the blob's revision) or (None, why
+    it fails, 0).  Runs in a worker: it sees the policy (public) and the stored bytes,
+    nothing else."""
+    out: list[tuple[bytes | None, str, int]] = []
     for name, generation, data in chunk:
         if isinstance(data, str):  # unreadable: the reason was found by the parent
-            out.append((None, data))
+            out.append((None, data, 0))
             continue
         try:
             # No marks here: check_entries limits an earlier key's entries (step 2).
             verified = _verify_at(policy, name, generation, data, key_id=None, marks=None)
         except (FormatError, VerificationError) as e:
-            out.append((None, str(e)))
+            out.append((None, str(e), 0))
         else:
-            out.append((verified.header.signer_id.value, ""))
+            h = verified.header
+            out.append((h.signer_id.value, "", h.revision))
     return out
 
 
@@ -1009,6 +1011,9 @@ def check_entries(
     state = provider.state()
     policy = CheckPolicy.of(provider, state)
     count = sum(len(generations) for _, generations in listing)
+    # The marks an earlier key's entries are checked against: read all at once for a large
+    # listing (one pass over the trees), looked up one by one for a small one.
+    marks = _snapshot(state) if policy.previous and count >= SNAPSHOT_ENTRIES else state
     items = _read_items(store, listing)
     # The bytes read go to the check and come back with its result, in the same order.
     sent: collections.deque[_Item] = collections.deque()
@@ -1024,14 +1029,13 @@ def check_entries(
         workers=pool.workers_for(count, jobs),
     )
     with contextlib.closing(results):
-        for found, why in results:
+        for found, why, revision in results:
             name, generation, data = sent.popleft()
             signer, reason = found, why
             earlier = None if signer is None else policy.earlier(KeyId(signer))
             if earlier is not None:  # step 2's limit on an earlier key, which needs the marks
                 try:
-                    revision = decode(data).header.revision if isinstance(data, bytes) else 0
-                    check_earlier_signer(state, earlier, name, generation, revision)
+                    check_earlier_signer(marks, earlier, name, generation, revision)
                 except VerificationError as e:
                     signer, reason = None, str(e)
             yield Checked(
@@ -1041,6 +1045,20 @@ def check_entries(
                 None if signer is None else KeyId(signer),
                 reason,
             )
+
+
+#: From this many entries, check_entries reads every mark at once rather than one by one.
+SNAPSHOT_ENTRIES = 256
+
+
+def _snapshot(state: State) -> State:
+    """``state`` with every high-water and revision mark read into memory (one pass)."""
+    if state.recorded is None:
+        return state
+    revisions = dict(state.recorded.revisions())
+    for key, value in state.revisions.items():
+        revisions[key] = max(revisions.get(key, 0), value)
+    return replace(state, marks=state.all_marks(), revisions=revisions, recorded=None)
 
 
 def _listing(store: Store, names: Iterable[str]) -> list[tuple[str, list[int]]]:
@@ -1785,6 +1803,7 @@ def rewrap(
     others = _known_exchange_keys(provider, state)
     listing = _listing(store, sorted(set(names)) if names is not None else store.names())
     total = sum(len(g) for _, g in listing)
+    seen = _snapshot(state) if total >= SNAPSHOT_ENTRIES else state  # the revision marks
     report = RewrapReport()
     marks: dict[tuple[str, int], int] = {}
 
@@ -1802,7 +1821,7 @@ def rewrap(
             report.unverified += 1
         else:
             blob = decode(checked.data)
-            floor = state.revision_floor(name, generation)
+            floor = seen.revision_floor(name, generation)
             if blob.header.revision < floor:  # an older revision put back: not ours to use
                 report.unverified += 1
             elif not _needs_rewrap(blob, old):
