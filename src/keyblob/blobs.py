@@ -39,6 +39,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import difflib
+import functools
 import secrets
 import time
 import warnings
@@ -60,7 +61,7 @@ from keyblob.errors import (
 )
 from keyblob.format import Header, KeyBlob, PublicKeyFile, Recipient
 from keyblob.format.armor import BLOB, dearmor, is_armored
-from keyblob.format.blob import MAX_REVISION
+from keyblob.format.blob import MAX_RECIPIENTS, MAX_REVISION
 from keyblob.keys import (
     MAX_GENERATION,
     Algorithm,
@@ -99,6 +100,10 @@ WRONG_GENERATION = (
 ROLLED_BACK = (
     "rolled back: {name} generation {generation} is older than generation {floor}, "
     "which this container has already seen"
+)
+REVISION_ROLLED_BACK = (
+    "rolled back: {name} generation {generation} is revision {revision}, older than revision "
+    "{floor} this container has already seen (an older recipient list was put back)"
 )
 MISSING_LATEST = (
     "rolled back: the store's newest {name} is generation {latest}, but this container "
@@ -140,8 +145,8 @@ VALID_ENTRY = (
 NO_KEY = "no key named {name} in {store}"
 NOT_A_RECIPIENT_HINTS = (
     "this generation was not wrapped for this container: only a container it was wrapped for "
-    "can open it; ask a holder of the key to re-export it for you (a share command comes "
-    "with issue 16)",
+    "can open it; ask a holder of the key to share it with you (keyblob share NAME --to "
+    "your public key file), or to re-export it for you",
     "rotating, or a new key wrapped --to your public key file, makes a new key that opens "
     "only data encrypted after it, never this file",
 )
@@ -462,6 +467,301 @@ def rotate(
     )
 
 
+# -- Re-wrapping one (name, generation): share, unshare, rewrap (FORMAT.md 2.6.1) ------------
+
+#: A target recipient list: exchange key ids with their public keys, as _recipient_keys
+#: makes them.
+Recipients = Sequence[tuple[KeyId, suites.ExchangePublic]]
+
+
+@dataclass(frozen=True)
+class Rewrapped:
+    """What :func:`rewrap_blob` did to one (name, generation)."""
+
+    name: str
+    generation: int
+    key_id: KeyId
+    #: The revision stored now: one above the one read, or the one read if nothing changed.
+    revision: int
+    #: The recipients of the blob stored now, in its order.
+    recipients: tuple[KeyId, ...]
+    added: tuple[KeyId, ...]
+    removed: tuple[KeyId, ...]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed)
+
+
+def rewrap_blob(
+    provider: Provider,
+    store: Store,
+    name: str,
+    generation: int,
+    recipients: Recipients,
+) -> Rewrapped:
+    """Wrap the session key of the stored (``name``, ``generation``) for exactly
+    ``recipients``, as its next revision, and replace the stored entry with it by
+    compare-and-set (FORMAT.md 2.6.1).
+
+    The entry is verified first (import steps 1-5, the revision rule included) and unwrapped
+    in the provider; the new blob keeps name, generation, key id, algorithm, created time and
+    session key, is signed by this container, and has revision + 1.  The container's own
+    exchange key must be among ``recipients`` (it is put first; the others keep their order).
+    When the entry already has exactly these recipients nothing is written (a rerun after
+    success).  The revision mark is raised in the same state write as the high-water mark,
+    under the state lock, after the store holds the new bytes.
+
+    Raises:
+        UsageError: ``recipients`` lacks this container's own key, repeats one, or has more
+            than 16; or the entry is at the last revision.
+        NotFoundError: nothing is stored there.
+        VerificationError, FormatError: the entry does not verify here (or is older than a
+            revision already seen).
+        ReplaceConflictError: another writer changed the entry between the read and the
+            replace; nothing was changed, and running this again (:func:`retrying`) starts
+            from theirs.
+    """
+    check_name(name)
+    target = _target(provider, recipients)
+    verified = open_stored(provider, store, name, generation, unwrap=False, record=False)
+    h = verified.header
+    before = verified.recipients
+    wanted = tuple(rid for rid, _ in target)
+    if set(before) == set(wanted):  # already so: a rerun, or nothing asked
+        record_seen(provider, store, {name: generation}, revisions={(name, generation): h.revision})
+        return Rewrapped(name, generation, h.key_id, h.revision, before, (), ())
+    try:  # the next revision, of this container's epoch (FORMAT.md 2.7 step 2)
+        revision = next_revision(provider.state(), h.revision)
+    except UsageError:
+        raise UsageError(
+            f"{name} generation {generation} is at its last revision: rotate it "
+            f"(keyblob rotate {name}) and share the new generation"
+        ) from None
+    raw = _unwrap_raw(provider, verified.blob)  # 6. in the provider, after steps 1-5
+    header = replace(h, signer_id=provider.signature_id, revision=revision)
+    new = _signed_again(provider, header, raw, target).to_bytes()
+    identity = store.identity
+
+    def record(state: State) -> State:
+        store.replace(name, generation, verified.encoded, new)  # compare-and-set
+        return state.seen(name, generation, store=identity, revision=header.revision)
+
+    provider.update_state(record)
+    return Rewrapped(
+        name,
+        generation,
+        h.key_id,
+        header.revision,
+        wanted,
+        tuple(r for r in wanted if r not in before),
+        tuple(r for r in before if r not in wanted),
+    )
+
+
+def _target(
+    provider: Provider, recipients: Recipients
+) -> list[tuple[KeyId, suites.ExchangePublic]]:
+    """The target list, the container's own key first (FORMAT.md 2.3), checked."""
+    ids = [rid for rid, _ in recipients]
+    if len(set(ids)) != len(ids):
+        raise UsageError("a recipient is given twice")
+    if provider.exchange_id not in ids:
+        raise UsageError(
+            f"this container's own exchange key kx-{provider.exchange_id.short} must stay a "
+            "recipient"
+        )
+    if len(ids) > MAX_RECIPIENTS:
+        raise UsageError(f"a key blob has at most {MAX_RECIPIENTS} recipients, not {len(ids)}")
+    own = [(rid, pub) for rid, pub in recipients if rid == provider.exchange_id]
+    return own + [(rid, pub) for rid, pub in recipients if rid != provider.exchange_id]
+
+
+def known_recipients(
+    provider: Provider,
+    state: State,
+    wanted: Iterable[KeyId],
+    to: Sequence[PublicKeyFile] = (),
+    *,
+    what: str,
+) -> list[tuple[KeyId, suites.ExchangePublic]]:
+    """The public keys of the exchange key ids ``wanted``, from this container, the files
+    ``to`` and the trusted signers (in that order of preference).
+
+    Raises:
+        UsageError: a key id whose public key is none of them (``what`` names the blob).
+    """
+    by_id = {rid: public for rid, public in _recipient_keys(provider, to)}
+    for signer in state.trusted:
+        rid = key_id_for(signer.suite, KeyRole.EXCHANGE, signer.exchange)
+        if rid not in by_id and signer.suite is provider.suite:
+            by_id[rid] = suites.load_exchange_public(signer.suite, signer.exchange)
+    out = []
+    for rid in wanted:
+        public = by_id.get(rid)
+        if public is None:
+            raise UsageError(
+                f"{what} is also wrapped for kx-{rid.short}, whose public key is not trusted "
+                "here: pass its public key file with --to"
+            )
+        out.append((rid, public))
+    return out
+
+
+def _chosen_generations(
+    provider: Provider, store: Store, name: str, generation: int | None, every: bool
+) -> tuple[list[int], list[Skipped]]:
+    """Which generations share/unshare change: the newest (by :func:`open_latest`'s rules),
+    the one asked for, or with ``every`` each stored one that verifies (the others are
+    returned as skipped, never changed)."""
+    if generation is not None and every:
+        raise UsageError("give a generation or --all, not both")
+    if generation is not None:
+        return [generation], []
+    if not every:
+        return [
+            open_latest(provider, store, name, unwrap=False, record=False).header.generation
+        ], []
+    state = provider.state()
+    policy = CheckPolicy.of(provider, state)
+    stored = store.generations(name)
+    if not stored:
+        raise _no_key(store, name)
+    chosen, skipped = [], []
+    for g in stored:
+        try:
+            data = store.get(name, g)
+            verified = _verify_at(policy, name, g, data, key_id=None, marks=state)
+            _check_revision(state, verified.header)
+        except (FormatError, VerificationError, NotFoundError, BadEntryError) as e:
+            skipped.append(Skipped(name, g, str(e)))
+            continue
+        chosen.append(g)
+    if not chosen:
+        raise VerificationError(f"no stored generation of {name} verifies here")
+    return chosen, skipped
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What :func:`share` or :func:`unshare` did: one result per generation changed (or
+    already so), and the generations passed over because they do not verify here."""
+
+    results: tuple[Rewrapped, ...]
+    skipped: tuple[Skipped, ...] = ()
+
+
+def share(
+    provider: Provider,
+    store: Store,
+    name: str,
+    to: Sequence[PublicKeyFile],
+    *,
+    generation: int | None = None,
+    every: bool = False,
+    on_retry: Callable[[ConflictError, int, int], None] | None = None,
+) -> Shared:
+    """Wrap the existing session key of ``name`` for the recipients in ``to`` as well (same
+    key id: data encrypted under it opens for them), keeping its present recipients.
+
+    The newest generation by default, ``generation`` only, or with ``every`` each stored
+    generation that verifies here.  Each is :func:`rewrap_blob` run under
+    :func:`retrying` (a lost compare-and-set starts again from what is stored).
+
+    Raises:
+        UsageError: no file given, a file of another suite, both ``generation`` and
+            ``every``, a present recipient whose public key is unknown (pass it in ``to``),
+            or more than 16 recipients.
+        NotFoundError, VerificationError, FormatError: as for :func:`open_latest` and
+            :func:`open_stored`; a file pairing a known signature key with another exchange
+            key (:func:`check_known_exchange`).
+        ConflictError: every attempt lost to another writer.
+    """
+    check_name(name)
+    if not to:
+        raise UsageError("share needs at least one public key file (--to FILE)")
+    state = provider.state()
+    for pub in to:
+        check_known_exchange(provider, state, pub)
+    _recipient_keys(provider, to)  # suites checked before anything is read
+    chosen, skipped = _chosen_generations(provider, store, name, generation, every)
+    added = [pub.exchange_id for pub in to]
+
+    def one(g: int) -> Rewrapped:
+        present = open_stored(provider, store, name, g, unwrap=False, record=False).recipients
+        wanted = list(dict.fromkeys([*present, *added]))
+        what = f"{name} generation {g}"
+        return rewrap_blob(
+            provider,
+            store,
+            name,
+            g,
+            known_recipients(provider, provider.state(), wanted, to, what=what),
+        )
+
+    return Shared(_each(chosen, one, on_retry), tuple(skipped))
+
+
+def unshare(
+    provider: Provider,
+    store: Store,
+    name: str,
+    recipient: KeyId,
+    *,
+    generation: int | None = None,
+    every: bool = False,
+    to: Sequence[PublicKeyFile] = (),
+    on_retry: Callable[[ConflictError, int, int], None] | None = None,
+) -> Shared:
+    """Wrap the session key of ``name`` again without ``recipient``: later loads of the
+    stored blob no longer include it.  A removed recipient may have kept the key (or the
+    earlier blob): only a new key (:func:`rotate`) cuts them off from later data.
+
+    Generations are chosen as by :func:`share`; one that ``recipient`` is not a recipient of
+    is left as it is (its result has no change).  ``to``: public key files of remaining
+    recipients that are not trusted here.
+
+    Raises:
+        UsageError: ``recipient`` is this container's own exchange key, or as :func:`share`.
+        NotFoundError, VerificationError, FormatError, ConflictError: as for :func:`share`.
+    """
+    check_name(name)
+    if recipient == provider.exchange_id:
+        raise UsageError(
+            f"kx-{recipient.short} is this container's own exchange key: it cannot be "
+            "removed (a key blob is always wrapped for the container that signs it)"
+        )
+    _recipient_keys(provider, to)
+    chosen, skipped = _chosen_generations(provider, store, name, generation, every)
+
+    def one(g: int) -> Rewrapped:
+        present = open_stored(provider, store, name, g, unwrap=False, record=False)
+        if recipient not in present.recipients:  # not a recipient (any more): nothing to do
+            h = present.header
+            return Rewrapped(name, g, h.key_id, h.revision, present.recipients, (), ())
+        wanted = [r for r in present.recipients if r != recipient]
+        what = f"{name} generation {g}"
+        return rewrap_blob(
+            provider,
+            store,
+            name,
+            g,
+            known_recipients(provider, provider.state(), wanted, to, what=what),
+        )
+
+    return Shared(_each(chosen, one, on_retry), tuple(skipped))
+
+
+def _each(
+    generations: Sequence[int],
+    one: Callable[[int], Rewrapped],
+    on_retry: Callable[[ConflictError, int, int], None] | None,
+) -> tuple[Rewrapped, ...]:
+    """``one`` for each generation, each retried on a lost compare-and-set; in order, so
+    an interruption leaves the earlier ones done (a rerun skips them: nothing to do)."""
+    return tuple(retrying(functools.partial(one, g), on_retry=on_retry) for g in generations)
+
+
 def store_key(
     provider: Provider,
     store: Store,
@@ -676,6 +976,27 @@ def _check_floor(state: State, header: Header) -> None:
             ROLLED_BACK.format(name=header.name, generation=header.generation, floor=floor),
             hints=RESTORE_HINT,
         )
+    _check_revision(state, header)
+
+
+def _check_revision(state: State, header: Header) -> None:
+    """Step 5, revision (FORMAT.md 2.7): for every load, latest or not, the blob's revision
+    is not below the highest this container has seen for its (name, generation): a re-wrap
+    (share, unshare, rewrap) cannot be undone by putting the earlier bytes back."""
+    floor = state.revision_floor(header.name, header.generation)
+    if header.revision < floor:
+        raise VerificationError(
+            REVISION_ROLLED_BACK.format(
+                name=header.name,
+                generation=header.generation,
+                revision=header.revision,
+                floor=floor,
+            ),
+            hints=(
+                "someone who can write the store put back an earlier recipient list of this "
+                "key; restore the newest from a backup, or share it again",
+            ),
+        )
 
 
 def _unwrapped(provider: Provider, verified: Verified) -> Verified:
@@ -783,10 +1104,13 @@ def open_stored(
     *,
     key_id: KeyId | None = None,
     unwrap: bool = True,
+    record: bool = True,
 ) -> Verified:
     """Load, verify and (by default) unwrap generation ``generation`` of ``name``, which
     need not be the newest: data encrypted under it stays readable after a rotation.  The
-    signature still binds name, generation (and ``key_id``, if given).
+    signature still binds name, generation (and ``key_id``, if given), and the revision is
+    not below one seen (FORMAT.md 2.7 step 5).  ``record=False``: as for
+    :func:`open_latest`.
 
     Raises:
         NotFoundError: that generation is not stored.
@@ -801,7 +1125,7 @@ def open_stored(
         if not store.generations(name):
             raise NotFoundError(str(e), hints=_did_you_mean(store, name)) from None
         raise
-    return _finish(provider, store, state, verified, unwrap=unwrap, record=True)
+    return _finish(provider, store, state, verified, unwrap=unwrap, record=record)
 
 
 def _verified_at(
@@ -849,19 +1173,32 @@ def _finish(
     """Step 6 (if asked), then raise the high-water mark, and record that ``store`` holds
     the name (FORMAT.md 5.2.6: what ``list`` may later call missing there)."""
     h = verified.header
+    _check_revision(state, h)  # 5. (revision) before any unwrap
     if unwrap:
         verified = _unwrapped(provider, verified)
     if record:
-        record_seen(provider, store, {h.name: h.generation}, state)
+        record_seen(
+            provider,
+            store,
+            {h.name: h.generation},
+            state,
+            revisions={(h.name, h.generation): h.revision} if h.revision else None,
+        )
     return verified
 
 
 def record_seen(
-    provider: Provider, store: Store, seen: Mapping[str, int], state: State | None = None
+    provider: Provider,
+    store: Store,
+    seen: Mapping[str, int],
+    state: State | None = None,
+    *,
+    revisions: Mapping[tuple[str, int], int] | None = None,
 ) -> None:
     """Raise the high-water marks of ``seen`` (names and generations that verified) and
-    record that ``store`` held them (FORMAT.md 5.2.6), in one state write; none when that
-    changes nothing (``state``: the state they were checked against, to look them up in).
+    the revision marks of ``revisions`` ((name, generation) -> revision), and record that
+    ``store`` held them (FORMAT.md 5.2.6), in one state write; none when that changes
+    nothing (``state``: the state they were checked against, to look them up in).
 
     Raises:
         VerificationError, ProviderError: the state could not be read or written.
@@ -869,8 +1206,13 @@ def record_seen(
     state = state if state is not None else provider.state()
     identity = store.identity
     changed = {n: g for n, g in seen.items() if state.seen(n, g, store=identity) is not state}
-    if changed:  # else: no lock taken
-        provider.update_state(lambda s: s.with_marks(changed, store=identity))
+    raised = {
+        (n, g): r for (n, g), r in (revisions or {}).items() if r > state.revision_floor(n, g)
+    }
+    if changed or raised:  # else: no lock taken
+        provider.update_state(
+            lambda s: s.with_marks(changed, store=identity).with_revisions(raised)
+        )
 
 
 @dataclass(frozen=True)
@@ -1360,10 +1702,16 @@ def import_blob(
 ) -> Verified:
     """Verify a blob from elsewhere and, only if every check passes, add it to the store.
 
+    A blob that is a later revision of the one stored at its (name, generation) (same key
+    id, the stored one verifying here at a lower revision) replaces it by compare-and-set
+    (FORMAT.md 2.7): a re-wrap made elsewhere.
+
     Raises:
         FormatError: not a key blob.
         VerificationError: any check failed, or the store already holds a different blob
-            at that name and generation (FORMAT.md 2.7); nothing was stored or changed.
+            at that name and generation that this one is not a later revision of
+            (FORMAT.md 2.7); nothing was stored or changed.
+        ReplaceConflictError: the stored blob changed while this ran; nothing was changed.
         StorageError: the store could not be written.
     """
     verified = verify(provider, data, name=name)
@@ -1377,10 +1725,34 @@ def import_blob(
             raise e from None  # nothing there (or unreadable): the put failed for itself
         if stored == verified.encoded:
             raise
-        raise _occupied(provider, h, stored) from None
+        if not _is_later_revision(provider, h, stored):
+            raise _occupied(provider, h, stored) from None
+        store.replace(h.name, h.generation, stored, verified.encoded)
     identity = store.identity
-    provider.update_state(lambda s: s.seen(h.name, h.generation, store=identity))
+    provider.update_state(
+        lambda s: s.seen(h.name, h.generation, store=identity, revision=h.revision)
+    )
     return verified
+
+
+def _is_later_revision(provider: Provider, header: Header, stored: bytes) -> bool:
+    """Whether ``header`` is a later revision of the blob ``stored`` at its (name,
+    generation): that one passes steps 1-4 here, is signed as that generation, has the
+    same key id and a lower revision.  Never for an entry that does not verify: a stored
+    blob is only ever replaced by a re-wrap of itself."""
+    state = provider.state()
+    try:
+        theirs = _verify_at(
+            CheckPolicy.of(provider, state),
+            header.name,
+            header.generation,
+            stored,
+            key_id=None,
+            marks=state,
+        ).header
+    except (FormatError, VerificationError):
+        return False
+    return theirs.key_id == header.key_id and theirs.revision < header.revision
 
 
 def _occupied(provider: Provider, header: Header, stored: bytes) -> VerificationError:
@@ -1721,9 +2093,15 @@ def _rewrapped(
             raise VerificationError(UNKNOWN_RECIPIENT.format(kx=r.key_id.short))
         recipients.append((r.key_id, suites.load_exchange_public(h.suite, public)))
     header = replace(h, signer_id=provider.signature_id, revision=next_revision(state, h.revision))
+    return _signed_again(provider, header, raw, _target(provider, recipients))
+
+
+def _signed_again(provider: Provider, header: Header, raw: bytes, target: Recipients) -> KeyBlob:
+    """Export steps 3-5 for a re-wrap (``share``, ``unshare``, ``rewrap``): the session key
+    ``raw`` wrapped for each of ``target`` under ``header`` (the next revision), signed by
+    this container."""
     wrapped = tuple(
-        Recipient(rid, suites.wrap(public, raw, header.wrap_context(rid)))
-        for rid, public in recipients
+        Recipient(rid, suites.wrap(public, raw, header.wrap_context(rid))) for rid, public in target
     )
     return KeyBlob.signed(header, wrapped, provider.sign)
 

@@ -69,7 +69,7 @@ def test_not_a_recipient_says_what_helps_and_that_rotating_does_not(kb, tmp_path
     # Before: "ask its owner to wrap it for you: keyblob rotate payroll --to YOUR.pub",
     # which makes a new generation that never opens what this one encrypted.
     assert "--to YOUR.pub" not in err
-    assert "ask a holder of the key to re-export it for you" in err
+    assert "ask a holder of the key to share it with you (keyblob share NAME" in err
     assert "makes a new key that opens only data encrypted after it, never this file" in err
     assert not (tmp_path / "out.kb").exists()
 

@@ -1,5 +1,5 @@
-"""keyblob's key commands: init, new, rotate, list, show, export, import, verify, inspect,
-pubkey."""
+"""keyblob's key commands: init, new, rotate, share, unshare, list, show, export, import,
+verify, inspect, pubkey."""
 
 from __future__ import annotations
 
@@ -765,6 +765,186 @@ def _labelled_pem(pub: PublicKeyFile) -> bytes:
     )
 
 
+def _say_rewrap_retry(conflict: ConflictError, attempt: int, attempts: int) -> None:
+    """share/unshare lost a compare-and-set: it starts again from what is stored now."""
+    print_note(
+        f"another writer changed {conflict.name} generation {conflict.generation} first; "
+        f"trying again ({attempt}/{attempts})"
+    )
+
+
+def _generations_wanted(args: Any) -> tuple[int | None, bool]:
+    if args.generation is not None and args.all:
+        raise UsageError("give --generation N or --all, not both")
+    return args.generation, bool(args.all)
+
+
+def _shared_doc(
+    name: str, done: blobs.Shared, container: Provider, state: State, location: str
+) -> dict[str, Any]:
+    def ids(found: Sequence[KeyId]) -> list[dict[str, Any]]:
+        return [{"key_id": r.hex, "label": _recipient_label(r, container, state)} for r in found]
+
+    return {
+        "name": name,
+        "store": location,
+        "generations": [
+            {
+                "generation": r.generation,
+                "revision": r.revision,
+                "key_id": r.key_id.hex,
+                "changed": r.changed,
+                "added": ids(r.added),
+                "removed": ids(r.removed),
+                "recipients": ids(r.recipients),
+            }
+            for r in done.results
+        ],
+        "skipped": [{"generation": s.generation, "reason": s.reason} for s in done.skipped],
+    }
+
+
+def _print_shared(doc: dict[str, Any], verb: str) -> None:
+    for skipped in doc["skipped"]:
+        print_warning(
+            f"left {doc['name']} generation {skipped['generation']} as it is: {skipped['reason']}"
+        )
+    for g in doc["generations"]:
+        where = f"{doc['name']} generation {g['generation']} (key id {g['key_id'][:8]})"
+
+        def shown(entries: list[dict[str, Any]]) -> str:
+            return ", ".join(
+                f"kx-{e['key_id'][:8]}" + (f" ({e['label']})" if e["label"] else "")
+                for e in entries
+            )
+
+        count = len(g["recipients"])
+        plural = "recipient" if count == 1 else "recipients"
+        if not g["changed"]:
+            print(f"{where}: nothing to change, revision {g['revision']}, {count} {plural}")
+            continue
+        change = f"added {shown(g['added'])}" if g["added"] else f"removed {shown(g['removed'])}"
+        print(f"{verb} {where}: {change}; now revision {g['revision']}, {count} {plural}")
+
+
+def cmd_share(ctx: Context) -> int:
+    args = ctx.args
+    checked_name(args.name)
+    generation, every = _generations_wanted(args)
+    to = [read_public_key_file(p) for p in args.to]
+    store = existing_store(ctx)
+    container = ctx.open()
+    with about_key(args.name):
+        done = refusing(
+            args.name,
+            lambda: blobs.share(
+                container,
+                store,
+                args.name,
+                to,
+                generation=generation,
+                every=every,
+                on_retry=_say_rewrap_retry,
+            ),
+        )
+    doc = _shared_doc(args.name, done, container, container.state(), store.location)
+    if args.json:
+        emit_json(doc)
+    else:
+        _print_shared(doc, "shared")
+    _note_untrusted(container, to)
+    return 0
+
+
+def _resolve_recipient(
+    container: Provider, state: State, store: Any, name: str, text: str
+) -> KeyId:
+    """The exchange key id that ``text`` names: a prefix (8 hex digits or more, ``kx-``
+    allowed) of a recipient id of a stored blob of ``name``, a whole 32-digit key id, or the
+    id (``sg-``) or fingerprint of a trusted container or of this one (FORMAT.md 3.1; white
+    space and upper case allowed, as ``trust remove`` reads them)."""
+    given = "".join(text.split()).lower()
+    for prefix in ("kx-", "sg-"):
+        given = given.removeprefix(prefix)
+    if len(given) < 8 or any(c not in "0123456789abcdef" for c in given):
+        raise UsageError(
+            f"{text!r} is not a recipient id: give at least the first 8 hex digits of a "
+            "recipient's key id (keyblob show NAME lists them) or of a container's fingerprint"
+        )
+    present: set[KeyId] = set()
+    for g in store.generations(name):
+        try:  # only to match the id given: nothing read here is trusted or used otherwise
+            present.update(
+                r.key_id for r in formats.KeyBlob.from_bytes(store.get(name, g)).recipients
+            )
+        except KeyblobError:
+            continue
+    found = {r for r in present if r.hex.startswith(given)}
+    if len(given) == 2 * keys.KEY_ID_SIZE:
+        found.add(keys.KeyId(bytes.fromhex(given)))
+    containers = [
+        (
+            container.signature_id,
+            container.suite,
+            container.exchange_public,
+            container.signature_public,
+        )
+    ]
+    containers += [(s.key_id, s.suite, s.exchange, s.public) for s in state.trusted]
+    for signature_id, suite, exchange, public in containers:
+        if signature_id.hex.startswith(given) or formats.fingerprint(
+            suite, exchange, public
+        ).startswith(given):
+            found.add(keys.key_id_for(suite, keys.KeyRole.EXCHANGE, exchange))
+    if not found:
+        raise UsageError(
+            f"no recipient of {name} and no trusted container has an id or fingerprint "
+            f"starting with {given}",
+            hints=(f"keyblob show {name} lists the recipients",),
+        )
+    if len(found) > 1:
+        raise UsageError(f"{given} matches {len(found)} recipients: give more digits")
+    return found.pop()
+
+
+def cmd_unshare(ctx: Context) -> int:
+    args = ctx.args
+    checked_name(args.name)
+    generation, every = _generations_wanted(args)
+    to = [read_public_key_file(p) for p in args.to]
+    store = existing_store(ctx)
+    container = ctx.open()
+    state = container.state()
+    with about_key(args.name):
+        recipient = _resolve_recipient(container, state, store, args.name, args.recipient)
+        done = refusing(
+            args.name,
+            lambda: blobs.unshare(
+                container,
+                store,
+                args.name,
+                recipient,
+                generation=generation,
+                every=every,
+                to=to,
+                on_retry=_say_rewrap_retry,
+            ),
+        )
+    doc = _shared_doc(args.name, done, container, container.state(), store.location)
+    doc["recipient"] = recipient.hex
+    if args.json:
+        emit_json(doc)
+    else:
+        _print_shared(doc, "unshared")
+    # Said every time, whatever changed: nothing in a store can take back a key once read.
+    print_warning(
+        f"kx-{recipient.short} may have kept a copy of {args.name}'s key (or of an earlier "
+        "blob): it can still read everything encrypted under that key; to cut it off from "
+        f"data encrypted from now on, make a new key: keyblob rotate {args.name}"
+    )
+    return 0
+
+
 def own_fingerprint(container: Provider) -> str:
     return formats.fingerprint(
         container.suite, container.exchange_public, container.signature_public
@@ -772,7 +952,8 @@ def own_fingerprint(container: Provider) -> str:
 
 
 def register(sub: Subcommands) -> None:
-    """init, new, rotate, list, show, export, import, verify, inspect, pubkey."""
+    """init, new, rotate, share, unshare, list, show, export, import, verify, inspect,
+    pubkey."""
     sp = command(sub, "init", cmd_init, "create a container")
     sp.add_argument(
         "--suite",
@@ -840,6 +1021,46 @@ def register(sub: Subcommands) -> None:
         help="also wrap for this public key file",
     )
     sp.add_argument("--legacy", action="store_true", help="allow a legacy CryptoAPI algorithm")
+    sp = command(
+        sub,
+        "share",
+        cmd_share,
+        "wrap an existing key for more recipients (same key: old data opens for them)",
+    )
+    sp.add_argument("name", help="a stored key's name (keyblob list shows them)")
+    sp.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        required=True,
+        metavar="FILE",
+        help="wrap for this public key file too (repeatable)",
+    )
+    _generation_choice(sp, "share")
+    sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
+    sp = command(
+        sub,
+        "unshare",
+        cmd_unshare,
+        "wrap an existing key again without one recipient (rotate to cut them off)",
+    )
+    sp.add_argument("name", help="a stored key's name (keyblob list shows them)")
+    sp.add_argument(
+        "--recipient",
+        required=True,
+        metavar="ID",
+        help="the recipient to drop: a kx- key id prefix (keyblob show lists them), or the "
+        "id or fingerprint of a trusted container",
+    )
+    sp.add_argument(
+        "--to",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="the public key file of a remaining recipient not trusted here",
+    )
+    _generation_choice(sp, "unshare")
+    sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
     sp = command(sub, "list", cmd_list, "list stored keys (verified; never key bytes)")
     sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
     sp = command(sub, "show", cmd_show, "show a stored key's metadata (verified; never key bytes)")
@@ -870,6 +1091,20 @@ def register(sub: Subcommands) -> None:
         help="a key blob or public key file (binary or armored), or a CryptoAPI blob",
     )
     sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
+
+
+def _generation_choice(sp: Any, verb: str) -> None:
+    sp.add_argument(
+        "--generation",
+        type=int,
+        metavar="N",
+        help=f"{verb} generation N only (default: the newest)",
+    )
+    sp.add_argument(
+        "--all",
+        action="store_true",
+        help=f"{verb} every stored generation that verifies here",
+    )
 
 
 def register_label(sub: Subcommands) -> None:
