@@ -1977,7 +1977,7 @@ def import_simpleblob(
 # -- keys rotate, rewrap, keys forget-old (FORMAT.md 5.1.2, 2.7 step 2) --------------------
 
 FORGET_REFUSED = (
-    "{count} stored {entries} still need the old keys (e.g. {name} generation {generation}): "
+    "{count} stored {entries} still {need} the old keys (e.g. {name} generation {generation}): "
     "run keyblob rewrap --all"
 )
 UNKNOWN_RECIPIENT = (
@@ -2308,6 +2308,7 @@ def forget_old_keys(
             FORGET_REFUSED.format(
                 count=len(needing),
                 entries="entry" if len(needing) == 1 else "entries",
+                need="needs" if len(needing) == 1 else "need",
                 name=name,
                 generation=generation,
             )

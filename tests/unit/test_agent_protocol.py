@@ -72,13 +72,14 @@ ACCEPTED = {
     "utf-8 home and name": body(Kind.PUBLIC, "/home/zoë".encode(), "clé".encode()),
 }
 
-_WITH_HOME = (Kind.UNLOCK, Kind.PUBLIC, Kind.SIGN, Kind.UNWRAP, Kind.MAC)
+_WITH_HOME = (Kind.UNLOCK, Kind.PUBLIC, Kind.SIGN, Kind.UNWRAP, Kind.MAC, Kind.UNWRAP_AS)
 _REST = {
     Kind.UNLOCK: (TTL,),
     Kind.PUBLIC: (),
     Kind.SIGN: (b"m",),
     Kind.UNWRAP: (b"w", b"c"),
     Kind.MAC: (b"{}",),
+    Kind.UNWRAP_AS: (bytes(16), b"w", b"c"),
 }
 
 
@@ -94,7 +95,7 @@ REFUSED = {
     "version 2": body(Kind.STATUS, version=2),
     "version 255": body(Kind.PUBLIC, HOME, NAME, version=255),
     "kind 0": body(0),
-    "kind 9": body(9),
+    "kind 10": body(10),
     "kind 255": body(255, HOME, NAME),
     "status with a field": body(Kind.STATUS, b""),
     "lock with a field": body(Kind.LOCK, b"x"),
@@ -522,3 +523,10 @@ def test_an_agent_gone_mid_command_says_what_to_do(tmp_path: Path) -> None:
         conn.call(Kind.STATUS, ())
     assert caught.value.hints == client.AGAIN
     conn.close()
+
+
+def test_unwrap_as_a_key_the_container_does_not_hold_is_refused(live: LiveAgent) -> None:
+    """UNWRAP_AS (issue 16) answers only for the held container's own exchange keys: any
+    other key id is a refusal (status 3), and the connection is not closed."""
+    status, fields = live.call(Kind.UNWRAP_AS, live.fields(b"\x07" * 16, bytes(80), b"c"))
+    assert status == 3 and b"holds no exchange key" in fields[0]
