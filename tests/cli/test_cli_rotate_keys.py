@@ -61,6 +61,9 @@ def test_rotate_rewrap_forget_keeps_every_name_opening_old_data(kb, tmp_path, ke
     assert [e["role"] for e in _doc(tmp_path)["previous"]] == ["exchange", "signature"]
     for ct, plain in files:  # before rewrap: the old keys open and verify
         _decrypts(kb, tmp_path, ct, plain)
+    shown = json.loads(kb("show", "payroll", "--json")[1])
+    assert shown["signer_label"].startswith("this container (an earlier key")
+    assert shown["recipient_labels"] == ["this container (an old key, until keyblob rewrap)"]
 
     status, _, err = kb("keys", "forget-old")
     assert status == 1
