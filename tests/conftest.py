@@ -77,7 +77,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     the PKCS#11 test token (``TOKEN_P256``), unless marked ``software_only(reason)``."""
     if "suite" not in metafunc.fixturenames or _parametrized_by_the_test(metafunc, "suite"):
         return
-    params: list[Suite | str] = [Suite.X25519, Suite.RSA, Suite.P256]
+    params: list[Suite | str] = [Suite.X25519, Suite.RSA, Suite.P256, Suite.PQ]
     if metafunc.definition.get_closest_marker("software_only") is None:
         params.append(TOKEN_P256)
     ids = [p if isinstance(p, str) else p.label for p in params]

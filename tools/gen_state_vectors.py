@@ -6,9 +6,10 @@
 The input is the committed version 1 home ``tests/vectors/state/v1-home`` (written by a
 keyblob before version 2). The output is that container after its first change through
 keyblob: the migration (5.2.4) with one mark added and one store view recorded, then a second
-change recording revision marks, a retirement, a recovery recipient and an earlier signature
-key (5.2.8). Everything is deterministic: the head's MAC is over fixed contents under the
-committed container's key, and the extra public keys come from fixed private keys.
+change recording revision marks, a retirement, a recovery recipient, an earlier signature
+key and a removed signer (5.2.8). Everything is deterministic: the head's MAC is over fixed
+contents under the committed container's key, and the extra public keys come from fixed
+private keys.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from keyblob.keys import KeyRole, Suite, key_id_for
 from keyblob.providers.software import Home
-from keyblob.trust import PreviousSigner, RecoveryRecipient
+from keyblob.trust import PreviousSigner, RecoveryRecipient, State, TrustedSigner
 
 HERE = Path(__file__).resolve().parents[1] / "tests" / "vectors" / "state"
 PASSPHRASE = "keyblob test vector passphrase"
@@ -61,6 +62,24 @@ def _lifecycle() -> tuple[RecoveryRecipient, PreviousSigner]:
     )
 
 
+def _removed() -> TrustedSigner:
+    signature = Ed25519PrivateKey.from_private_bytes(_seed("removed")).public_key()
+    exchange = X25519PrivateKey.from_private_bytes(_seed("removed exchange")).public_key()
+    s = signature.public_bytes(*RAW)
+    return TrustedSigner(
+        key_id_for(Suite.X25519, KeyRole.SIGNATURE, s),
+        Suite.X25519,
+        s,
+        exchange.public_bytes(*RAW),
+        "Former colleague",
+        1700000300,
+    )
+
+
+def _remove(state: State, signer: TrustedSigner) -> State:
+    return state.without_signer(signer.key_id, removed=1700000400)
+
+
 def build() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
@@ -70,6 +89,9 @@ def build() -> dict[str, Any]:
         container = Home(home).open("v1", PASSPHRASE.encode())
         container.update_state(lambda s: s.with_marks(ADDED, store=STORE))
         recipient, previous = _lifecycle()
+        removed = _removed()
+        container.update_state(lambda s: s.with_signer(removed))
+        container.update_state(lambda s: _remove(s, removed))
         container.update_state(
             lambda s: (
                 s.with_revisions(REVISIONS)
@@ -86,7 +108,7 @@ def build() -> dict[str, Any]:
         return {
             "about": "FORMAT.md 5.2.7: v1-home/containers/v1 after its migration, with "
             f"{ADDED} recorded through the store {STORE}, then revision marks, a retirement, "
-            "a recovery recipient and a previous signature key (5.2.8)",
+            "a recovery recipient, a previous signature key and a removed signer (5.2.8)",
             "passphrase": PASSPHRASE,
             "container_json": "v1-home/containers/v1/container.json",
             "head": head.decode("ascii"),

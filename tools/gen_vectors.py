@@ -152,8 +152,11 @@ KEY_SUITES = {
     "carol": Suite.RSA,
     "dave": Suite.P256,
     "erin": Suite.P256,
+    "frank": Suite.PQ,
+    "grace": Suite.PQ,
 }
-SEEDED = (Suite.X25519, Suite.P256)
+SEEDED = (Suite.X25519, Suite.P256, Suite.PQ)
+FRANK_LABEL = "Frank Nakamura <frank@example.com>"
 DAVE_LABEL = "Dave Okafor <dave@example.com>"
 _ECDSA_RFC6979 = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 
@@ -175,6 +178,27 @@ def seed(name: str, role: KeyRole) -> bytes:
     return hashlib.sha256(
         SEED_LABEL + name.encode() + b"\x00" + role.name.lower().encode()
     ).digest()
+
+
+def pq_seed(name: str, role: KeyRole) -> bytes:
+    """A pq test key's private key bytes (FORMAT.md 1.3): the exchange key's 32-byte X-Wing
+    seed is :func:`seed`; the signature key's 64 bytes are the ML-DSA-65 seed :func:`seed`
+    then the Ed25519 key SHA-256(label || name || 0 || "signature-ed25519")."""
+    if role is KeyRole.EXCHANGE:
+        return seed(name, role)
+    return (
+        seed(name, role)
+        + hashlib.sha256(SEED_LABEL + name.encode() + b"\x00signature-ed25519").digest()
+    )
+
+
+def pq_key(name: str) -> TestKey:
+    return TestKey(
+        name,
+        Suite.PQ,
+        suites.XWingPrivateKey(pq_seed(name, KeyRole.EXCHANGE)),
+        suites.HybridSignaturePrivateKey(pq_seed(name, KeyRole.SIGNATURE)),
+    )
 
 
 def _pem(key: Any) -> bytes:
@@ -251,6 +275,8 @@ def make_keys(write: bool) -> dict[str, bytes]:
     """The PEM text of every test key file, generating RSA keys only when missing."""
     out: dict[str, bytes] = {}
     for name, suite in KEY_SUITES.items():
+        if suite is Suite.PQ:
+            continue  # no PEM form: the manifest's seeds are the keys (FORMAT.md 1.3)
         if suite in SEEDED:
             for role, pem in seeded_pems(name, suite).items():
                 out[key_path(name, role).name] = pem
@@ -270,6 +296,9 @@ def load_keys(pems: dict[str, bytes] | None = None) -> dict[str, TestKey]:
     """The test keys, from ``pems`` or from tests/vectors/keys/."""
     keys = {}
     for name, suite in KEY_SUITES.items():
+        if suite is Suite.PQ:
+            keys[name] = pq_key(name)
+            continue
         loaded = []
         for role in KeyRole:
             path = key_path(name, role)
@@ -435,6 +464,15 @@ ROOTS = [
         Algorithm.AES_256_GCM,
         revision=3,
     ),
+    RootSpec("valid/pq_one_recipient.kb", "frank", ("frank",), "payroll", 1, Algorithm.AES_256_GCM),
+    RootSpec(
+        "valid/pq_two_recipients.kb",
+        "frank",
+        ("frank", "grace"),
+        "payroll",
+        2,
+        Algorithm.CHACHA20_POLY1305,
+    ),
 ]
 
 
@@ -568,7 +606,7 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
         "invalid/bad_magic.kb": replace(base, magic=b"KBLX").encode(),
         "invalid/unknown_version.kb": replace(base, version=2).encode(),
         "invalid/unknown_suite.kb": replace(base, suite=9).encode(),
-        "invalid/suite_pq_not_implemented.kb": replace(base, suite=Suite.PQ).encode(),
+        "invalid/suite_pq_with_x25519_sizes.kb": replace(base, suite=Suite.PQ).encode(),
         "invalid/unknown_algorithm.kb": replace(base, algorithm=9).encode(),
         "invalid/reserved_flags_set.kb": replace(base, flags=0x80).encode(),
         "invalid/generation_zero.kb": replace(base, generation=0).encode(),
@@ -594,7 +632,7 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
         "invalid/signature_len_wrong.kb": replace(base, signature=base.signature[:-1]).encode(),
         "invalid/truncated_signature.kb": one[:-1],
         "invalid/trailing_byte.kb": one + b"\x00",
-        "invalid/oversized.kb": one + b"\x00" * (16385 - len(one)),
+        "invalid/oversized.kb": one + b"\x00" * (32769 - len(one)),
         "invalid/signature_flipped.kb": _flip_last(one),
         "invalid/header_name_changed.kb": replace(base, name=b"salaries").encode(),
         "invalid/generation_changed.kb": replace(base, generation=5).encode(),
@@ -623,7 +661,7 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
         "invalid/revision_changed.kb": replace(revised, revision=(4).to_bytes(4, "big")).encode(),
         "invalid/revision_removed.kb": replace(revised, flags=0, revision=b"").encode(),
     }
-    for name in ("alice", "carol", "dave"):
+    for name in ("alice", "carol", "dave", "frank"):
         pub = keys[name].public_file().to_bytes()
         out[f"valid/{name}.kbpk"] = pub
         out[f"valid/{name}.pub.txt"] = armor(pub, PUBLIC_KEY)
@@ -665,11 +703,11 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
             (FIELD_PRIME + 9).to_bytes(32, "little")
         ),
         "invalid/pubkey_x25519_low_order_u_0.kbpk": x25519_pubfile(bytes(32)),
-        "invalid/pubkey_over_4096_bytes.kbpk": apub + bytes(4097 - len(apub)),
-        "invalid/pubkey_armor_over_4096_bytes_decoded.txt": armor(
-            apub + bytes(4097 - len(apub)), PUBLIC_KEY
+        "invalid/pubkey_over_8192_bytes.kbpk": apub + bytes(8193 - len(apub)),
+        "invalid/pubkey_armor_over_8192_bytes_decoded.txt": armor(
+            apub + bytes(8193 - len(apub)), PUBLIC_KEY
         ),
-        "valid/alice_armor_over_4096_bytes.pub.txt": armor(apub, PUBLIC_KEY) + b"\n" * 4096,
+        "valid/alice_armor_over_8192_bytes.pub.txt": armor(apub, PUBLIC_KEY) + b"\n" * 8192,
         "invalid/forged_by_small_order_signer.kb": replace(
             base, signer_id=SMALL_ORDER_ID.value, signature=R_IDENTITY + bytes(32)
         ).encode(),
@@ -680,6 +718,7 @@ def derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, byte
             Suite.X25519, "mallory", alice.exchange_public, encoded
         ).to_bytes()
     out |= p256_derived(roots, keys)
+    out |= pq_derived(roots, keys)
     v2 = v2_file(alice, ALICE_LABEL.encode())
     n = len(ALICE_LABEL.encode())
     out |= {
@@ -788,6 +827,71 @@ def p256_derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str,
     }
 
 
+#: pq files that need a fresh ML-DSA-65 signature besides an export (hedged signing is random
+#: in ``cryptography``): drawn like the roots (``--add``: only when missing), then committed.
+def _pq_resigned_wrap(roots: dict[str, bytes], keys: dict[str, TestKey], at: int) -> bytes:
+    base = Raw.of(roots["valid/pq_one_recipient.kb"])
+    rid, wrapped = base.recipients[0]
+    flipped = wrapped[:at] + bytes([wrapped[at] ^ 0x01]) + wrapped[at + 1 :]
+    return replace(base, recipients=((rid, flipped),)).resigned(keys["frank"]).encode()
+
+
+PQ_SIGNED: dict[str, Callable[[dict[str, bytes], dict[str, TestKey]], bytes]] = {
+    "valid/frank_v2.kbpk": lambda roots, keys: v2_file(keys["frank"], FRANK_LABEL.encode()),
+    "invalid/pq_wrap_mlkem_ciphertext_flipped_resigned.kb": lambda roots, keys: _pq_resigned_wrap(
+        roots, keys, 0
+    ),
+    "invalid/pq_wrap_x25519_enc_flipped_resigned.kb": lambda roots, keys: _pq_resigned_wrap(
+        roots, keys, 1088
+    ),
+}
+
+
+def pq_derived(roots: dict[str, bytes], keys: dict[str, TestKey]) -> dict[str, bytes]:
+    """The pq vectors made by byte edits of the pq roots and frank's keys (FORMAT.md 1.3,
+    2.3, 2.5, 3): no new signature, so ``--check`` rebuilds them."""
+    one = roots["valid/pq_one_recipient.kb"]
+    base, other = Raw.of(one), Raw.of(roots["valid/pq_two_recipients.kb"])
+    frank = keys["frank"]
+    sig, other_sig = base.signature, other.signature
+    rid, wrapped = base.recipients[0]
+    exchange, signature = frank.exchange_public, frank.signature_public
+    pub = frank.public_file().to_bytes()
+    v2 = roots["valid/frank_v2.kbpk"]
+    first = bytes([0x01, (exchange[1] & 0xF0) | 0x0D])  # the first coefficient = q = 0xd01
+
+    def pubfile(exchange: bytes, signature: bytes) -> bytes:
+        return PublicKeyFile(Suite.PQ, "frank", exchange, signature).to_bytes()
+
+    return {
+        "valid/pq_armored.txt": armor(one, BLOB),
+        "invalid/pq_signature_mldsa_half_flipped.kb": replace(
+            base, signature=bytes([sig[0] ^ 0x01]) + sig[1:]
+        ).encode(),
+        "invalid/pq_signature_ed25519_half_flipped.kb": _flip_last(one),
+        "invalid/pq_signature_ed25519_half_of_another_blob.kb": replace(
+            base, signature=sig[:3309] + other_sig[3309:]
+        ).encode(),
+        "invalid/pq_signature_mldsa_half_of_another_blob.kb": replace(
+            base, signature=other_sig[:3309] + sig[3309:]
+        ).encode(),
+        "invalid/pq_signature_len_3372.kb": replace(base, signature=sig[:-1]).encode(),
+        "invalid/pq_signature_ed25519_only.kb": replace(base, signature=sig[3309:]).encode(),
+        "invalid/pq_wrapped_len_wrong.kb": replace(
+            base, recipients=((rid, wrapped[:-1]),)
+        ).encode(),
+        "invalid/pubkey_pq_ed25519_half_identity.kbpk": pubfile(
+            exchange, signature[:1952] + R_IDENTITY
+        ),
+        "invalid/pubkey_pq_x25519_half_u_0.kbpk": pubfile(exchange[:1184] + bytes(32), signature),
+        "invalid/pubkey_pq_mlkem_coefficient_q.kbpk": pubfile(first + exchange[2:], signature),
+        "invalid/pubkey_pq_signature_len_1983.kbpk": pub[: 14 + 2 + 1216]
+        + (1983).to_bytes(2, "big")
+        + signature[:1983],
+        "invalid/pubkey_v2_pq_label_edited.kbpk": v2.replace(b"Frank", b"Frenk", 1),
+    }
+
+
 def r_identity_signed(raw: Raw, key: TestKey) -> Raw:
     """``raw`` signed by ``key`` with R = identity: S = H(R || A || M) * a mod L, which
     cofactorless verification (OpenSSL) accepts under an ordinary key (FORMAT.md 2.5)."""
@@ -840,31 +944,39 @@ def _case(
     public_key: dict[str, Any] | None = None,
     keys: tuple[str, ...] | None = None,
     trusted_public: tuple[bytes, ...] = (),
+    revision_marks: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     needed = (
         keys
         if keys is not None
         else tuple(dict.fromkeys([*([opener] if opener else []), *trusted]))
     )
-    return {
-        "name": name,
-        "file": file,
-        "type": kind,
-        "result": result,
-        "stage": stage,
-        "description": description,
-        "keys": list(needed),
-        "opener": opener,
-        "trusted": list(trusted),
-        "request_name": request_name,
-        "high_water": high_water or {},
-        "canonical": canonical,
-        "header": header,
-        "session_key": session_key_hex,
-        "public_key": public_key,
-    } | (
-        # x25519 signature keys trusted without a private key (no entry in "keys")
-        {"trusted_public": [k.hex() for k in trusted_public]} if trusted_public else {}
+    return (
+        {
+            "name": name,
+            "file": file,
+            "type": kind,
+            "result": result,
+            "stage": stage,
+            "description": description,
+            "keys": list(needed),
+            "opener": opener,
+            "trusted": list(trusted),
+            "request_name": request_name,
+            "high_water": high_water or {},
+            "canonical": canonical,
+            "header": header,
+            "session_key": session_key_hex,
+            "public_key": public_key,
+        }
+        | (
+            # x25519 signature keys trusted without a private key (no entry in "keys")
+            {"trusted_public": [k.hex() for k in trusted_public]} if trusted_public else {}
+        )
+        | (
+            # "NAME/GENERATION" -> the revision mark the opener's state holds (FORMAT.md 2.7)
+            {"revision_marks": revision_marks} if revision_marks else {}
+        )
     )
 
 
@@ -874,7 +986,12 @@ BROKEN = [
     ("invalid/bad_magic.kb", "format_error", "parse", "magic is 'KBLX'"),
     ("invalid/unknown_version.kb", "unsupported", "parse", "version 2"),
     ("invalid/unknown_suite.kb", "format_error", "parse", "suite code 9 is not assigned"),
-    ("invalid/suite_pq_not_implemented.kb", "unsupported", "parse", "suite 3 (pq) is reserved"),
+    (
+        "invalid/suite_pq_with_x25519_sizes.kb",
+        "format_error",
+        "parse",
+        "alice's blob relabelled suite 3 (pq): an 80-byte wrapped key does not fit pq",
+    ),
     ("invalid/unknown_algorithm.kb", "format_error", "parse", "algorithm code 9 is not assigned"),
     ("invalid/reserved_flags_set.kb", "format_error", "parse", "flags = 0x80"),
     ("invalid/generation_zero.kb", "format_error", "parse", "generation 0"),
@@ -900,7 +1017,7 @@ BROKEN = [
     ("invalid/signature_len_wrong.kb", "format_error", "parse", "Ed25519 signature_len 63"),
     ("invalid/truncated_signature.kb", "format_error", "parse", "a valid blob minus its last byte"),
     ("invalid/trailing_byte.kb", "format_error", "parse", "a valid blob plus one zero byte"),
-    ("invalid/oversized.kb", "format_error", "parse", "16385 bytes (valid blob, zero padding)"),
+    ("invalid/oversized.kb", "format_error", "parse", "32769 bytes (valid blob, zero padding)"),
     ("invalid/armor_noncanonical.txt", "format_error", "parse", "armor in 76-column lines"),
     ("invalid/armor_crlf.txt", "format_error", "parse", "armor with CRLF line ends"),
     ("invalid/armor_no_padding.txt", "format_error", "parse", "armor without '=' padding"),
@@ -995,6 +1112,36 @@ BROKEN = [
 ]
 
 PUBLIC_BROKEN = [
+    (
+        "invalid/pubkey_pq_ed25519_half_identity.kbpk",
+        "format_error",
+        "key",
+        "frank's signature key with the identity as its Ed25519 half (small order)",
+    ),
+    (
+        "invalid/pubkey_pq_x25519_half_u_0.kbpk",
+        "format_error",
+        "key",
+        "frank's exchange key with u = 0 as its X25519 half (low order)",
+    ),
+    (
+        "invalid/pubkey_pq_mlkem_coefficient_q.kbpk",
+        "format_error",
+        "key",
+        "frank's exchange key with an ML-KEM-768 coefficient of q = 3329 (FIPS 203 7.2)",
+    ),
+    (
+        "invalid/pubkey_pq_signature_len_1983.kbpk",
+        "format_error",
+        "parse",
+        "pq signature_len 1983 (must be 1984)",
+    ),
+    (
+        "invalid/pubkey_v2_pq_label_edited.kbpk",
+        "verification_error",
+        "label",
+        "frank's version 2 file with its label edited after signing",
+    ),
     ("invalid/pubkey_bad_magic.kbpk", "format_error", "parse", "magic 'KBPX'"),
     ("invalid/pubkey_unknown_version.kbpk", "unsupported", "parse", "version 3"),
     ("invalid/pubkey_unknown_suite.kbpk", "format_error", "parse", "suite code 9"),
@@ -1034,16 +1181,16 @@ PUBLIC_BROKEN = [
     ),
     ("invalid/pubkey_x25519_low_order_u_0.kbpk", "format_error", "key", "exchange key u = 0"),
     (
-        "invalid/pubkey_over_4096_bytes.kbpk",
+        "invalid/pubkey_over_8192_bytes.kbpk",
         "format_error",
         "parse",
-        "alice's file padded with zero bytes to 4097 bytes",
+        "alice's file padded with zero bytes to 8193 bytes",
     ),
     (
-        "invalid/pubkey_armor_over_4096_bytes_decoded.txt",
+        "invalid/pubkey_armor_over_8192_bytes_decoded.txt",
         "format_error",
         "parse",
-        "canonical armor of 4097 bytes (the limit counts the decoded bytes)",
+        "canonical armor of 8193 bytes (the limit counts the decoded bytes)",
     ),
     *((file, "format_error", "key", what) for file, _, what in ED25519_BAD_KEYS),
     (
@@ -1118,6 +1265,58 @@ PUBLIC_BROKEN = [
 
 
 # (file, result, stage, description) for the p256 blob vectors dave opens (FORMAT.md 2.5).
+PQ_BROKEN = [
+    (
+        "invalid/pq_signature_mldsa_half_flipped.kb",
+        "verification_error",
+        "signature",
+        "first bit of the ML-DSA-65 half flipped; the Ed25519 half is valid",
+    ),
+    (
+        "invalid/pq_signature_ed25519_half_flipped.kb",
+        "verification_error",
+        "signature",
+        "last bit of the Ed25519 half flipped; the ML-DSA-65 half is valid",
+    ),
+    (
+        "invalid/pq_signature_ed25519_half_of_another_blob.kb",
+        "verification_error",
+        "signature",
+        "a valid ML-DSA-65 half, and frank's valid Ed25519 half of pq_two_recipients.kb",
+    ),
+    (
+        "invalid/pq_signature_mldsa_half_of_another_blob.kb",
+        "verification_error",
+        "signature",
+        "frank's valid ML-DSA-65 half of pq_two_recipients.kb, and a valid Ed25519 half",
+    ),
+    ("invalid/pq_signature_len_3372.kb", "format_error", "parse", "pq signature_len 3372"),
+    (
+        "invalid/pq_signature_ed25519_only.kb",
+        "format_error",
+        "parse",
+        "only the Ed25519 half (signature_len 64)",
+    ),
+    (
+        "invalid/pq_wrapped_len_wrong.kb",
+        "format_error",
+        "parse",
+        "pq wrapped_len 1167 (must be 1168 for aes-256-gcm)",
+    ),
+    (
+        "invalid/pq_wrap_mlkem_ciphertext_flipped_resigned.kb",
+        "verification_error",
+        "unwrap",
+        "first byte of the ML-KEM-768 ciphertext flipped, re-signed by frank",
+    ),
+    (
+        "invalid/pq_wrap_x25519_enc_flipped_resigned.kb",
+        "verification_error",
+        "unwrap",
+        "first byte of the X25519 part of enc flipped, re-signed by frank",
+    ),
+]
+
 P256_BROKEN = [
     (
         "invalid/p256_signature_high_s.kb",
@@ -1255,9 +1454,13 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
     valid("valid/p256_two_recipients.kb", "dave")
     valid("valid/p256_two_recipients.kb", "erin", ("dave",))
     valid("valid/p256_armored.txt", "dave", source="valid/p256_one_recipient.kb")
+    valid("valid/pq_one_recipient.kb", "frank")
+    valid("valid/pq_two_recipients.kb", "frank")
+    valid("valid/pq_two_recipients.kb", "grace", ("frank",))
+    valid("valid/pq_armored.txt", "frank", source="valid/pq_one_recipient.kb")
     valid("valid/x25519_armored.txt", "alice", source="valid/x25519_one_recipient.kb")
     valid("valid/x25519_armored_whitespace.txt", "alice", source="valid/x25519_one_recipient.kb")
-    for name in ("alice", "carol", "dave"):
+    for name in ("alice", "carol", "dave", "frank"):
         key = keys[name]
         for file in (f"valid/{name}.kbpk", f"valid/{name}.pub.txt"):
             cases.append(
@@ -1310,12 +1513,26 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
     )
     cases.append(
         _case(
-            "alice_armor_over_4096_bytes_pub_txt",
-            "valid/alice_armor_over_4096_bytes.pub.txt",
+            "frank_v2_kbpk",
+            "valid/frank_v2.kbpk",
             "valid",
             None,
-            "alice's armored public key file followed by 4096 LFs: over 4096 bytes of input, "
-            "but the 4096-byte limit counts the decoded bytes",
+            "frank's version 2 public key file, its label signed (pq: ML-DSA-65 and Ed25519)",
+            opener=None,
+            kind="public_key",
+            canonical=True,
+            keys=("frank",),
+            public_key=public_json(keys["frank"], 2, FRANK_LABEL),
+        )
+    )
+    cases.append(
+        _case(
+            "alice_armor_over_8192_bytes_pub_txt",
+            "valid/alice_armor_over_8192_bytes.pub.txt",
+            "valid",
+            None,
+            "alice's armored public key file followed by 8192 LFs: over 8192 bytes of input, "
+            "but the 8192-byte limit counts the decoded bytes",
             opener=None,
             kind="public_key",
             canonical=False,
@@ -1357,6 +1574,19 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
     )
     cases.append(
         _case(
+            "revision_rolled_back",
+            "valid/x25519_revised.kb",
+            "verification_error",
+            "rollback",
+            "a valid 'payroll' generation 2 revision 3 blob after the container has seen "
+            "revision 4 of generation 2 (an older recipient list put back, FORMAT.md 2.7 step 5)",
+            request_name="payroll",
+            high_water={"payroll": 2},
+            revision_marks={"payroll/2": 4},
+        )
+    )
+    cases.append(
+        _case(
             "suite_mismatch",
             "valid/rsa2048.kb",
             "verification_error",
@@ -1380,6 +1610,19 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
         cases.append(
             _case(Path(file).name.split(".")[0], file, result, stage, description, opener="dave")
         )
+    for file, result, stage, description in PQ_BROKEN:
+        cases.append(
+            _case(Path(file).name.split(".")[0], file, result, stage, description, opener="frank")
+        )
+    cases.append(
+        _case(
+            "pq_suite_mismatch",
+            "valid/pq_one_recipient.kb",
+            "verification_error",
+            "trust",
+            "a valid pq blob opened by an x25519 container (2.7 step 2)",
+        )
+    )
     cases.append(
         _case(
             "p256_suite_mismatch",
@@ -1434,8 +1677,16 @@ def manifest(keys: dict[str, TestKey]) -> dict[str, Any]:
                 "suite": key.suite.label,
                 **{
                     role.name.lower(): {
-                        "file": f"keys/{key_path(name, role).name}",
-                        "seed": seed(name, role).hex() if key.suite in SEEDED else None,
+                        "file": None
+                        if key.suite is Suite.PQ
+                        else f"keys/{key_path(name, role).name}",
+                        "seed": (
+                            pq_seed(name, role).hex()
+                            if key.suite is Suite.PQ
+                            else seed(name, role).hex()
+                            if key.suite in SEEDED
+                            else None
+                        ),
                         "public": (
                             key.exchange_public
                             if role is KeyRole.EXCHANGE
@@ -1492,6 +1743,10 @@ def run_case(case: dict[str, Any], keys: dict[str, TestKey], data: bytes) -> Out
     opener = keys[case["opener"]]
     state = State(
         marks=dict(case["high_water"]),
+        revisions={
+            (k.rsplit("/", 1)[0], int(k.rsplit("/", 1)[1])): v
+            for k, v in case.get("revision_marks", {}).items()
+        },
         trusted=tuple(keys[t].trusted() for t in case["trusted"])
         + tuple(
             TrustedSigner(
@@ -2182,6 +2437,9 @@ def generate(
         }
     else:
         roots = {spec.file: (VECTORS / spec.file).read_bytes() for spec in ROOTS}
+    for file, build in PQ_SIGNED.items():
+        fresh = write and not (keep and (VECTORS / file).is_file())
+        roots[file] = build(roots, keys) if fresh else (VECTORS / file).read_bytes()
     files = {**roots, **derived(roots, keys)}
     return pems, files, manifest(keys)
 
@@ -2218,7 +2476,11 @@ def check() -> list[str]:
 
 def _check_blobs() -> list[str]:
     problems = []
-    missing = [spec.file for spec in ROOTS if not (VECTORS / spec.file).is_file()]
+    missing = [
+        file
+        for file in [*(spec.file for spec in ROOTS), *PQ_SIGNED]
+        if not (VECTORS / file).is_file()
+    ]
     if missing or not MANIFEST.is_file():
         return [
             f"missing {x}: run tools/gen_vectors.py --write" for x in [*missing, "manifest.json"]

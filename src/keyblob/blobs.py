@@ -8,7 +8,8 @@ This is the one place where the check order of an import lives (FORMAT.md 2.7):
 3. the signature is valid;
 4. the name (and key id, generation) are the ones that were asked for;
 5. the generation is not below the container's high-water mark for that name and, when the
-   latest generation is asked for, the store has not lost the newest one;
+   latest generation is asked for, the store has not lost the newest one; nor below the
+   container's retirement of the name (``keyblob retire``);
 6. only then unwrap, and check the key has the algorithm's length.
 
 Every failure of steps 2-6 raises ``VerificationError`` with one fixed message per check.
@@ -149,6 +150,11 @@ NOT_A_RECIPIENT_HINTS = (
     "your public key file), or to re-export it for you",
     "rotating, or a new key wrapped --to your public key file, makes a new key that opens "
     "only data encrypted after it, never this file",
+)
+RETIRED = "{name} generation {generation} was retired (keyblob retire {name} --below {below})"
+RETIRED_HINT = (
+    "a retired generation is never used again by this container: data encrypted under it "
+    "is no longer readable here",
 )
 RESTORE_HINT = (
     "an older blob was put in place of a newer one, or the newest was deleted; "
@@ -382,6 +388,7 @@ def _store_new(
         for pub in to:
             check_known_exchange(provider, state, pub)
         check(state)
+        _check_retired(state, name, generation)  # never a new blob below a retirement
         encoded, session = _export(
             provider,
             name=name,
@@ -487,6 +494,9 @@ class Rewrapped:
     recipients: tuple[KeyId, ...]
     added: tuple[KeyId, ...]
     removed: tuple[KeyId, ...]
+    #: Who had signed the blob that was read (a re-wrap is signed by this container: when
+    #: another container had signed it, only containers that trust this one accept it now).
+    signed_before: KeyId | None = None
 
     @property
     def changed(self) -> bool:
@@ -530,7 +540,7 @@ def rewrap_blob(
     wanted = tuple(rid for rid, _ in target)
     if set(before) == set(wanted):  # already so: a rerun, or nothing asked
         record_seen(provider, store, {name: generation}, revisions={(name, generation): h.revision})
-        return Rewrapped(name, generation, h.key_id, h.revision, before, (), ())
+        return Rewrapped(name, generation, h.key_id, h.revision, before, (), (), h.signer_id)
     try:  # the next revision, of this container's epoch (FORMAT.md 2.7 step 2)
         revision = next_revision(provider.state(), h.revision)
     except UsageError:
@@ -556,6 +566,7 @@ def rewrap_blob(
         wanted,
         tuple(r for r in wanted if r not in before),
         tuple(r for r in before if r not in wanted),
+        h.signer_id,
     )
 
 
@@ -632,6 +643,7 @@ def _chosen_generations(
         try:
             data = store.get(name, g)
             verified = _verify_at(policy, name, g, data, key_id=None, marks=state)
+            _check_retired(state, name, g)  # a retired generation is left as it is
             _check_revision(state, verified.header)
         except (FormatError, VerificationError, NotFoundError, BadEntryError) as e:
             skipped.append(Skipped(name, g, str(e)))
@@ -689,7 +701,9 @@ def share(
 
     def one(g: int) -> Rewrapped:
         present = open_stored(provider, store, name, g, unwrap=False, record=False).recipients
-        wanted = list(dict.fromkeys([*present, *added]))
+        # This container's own key first: a blob not wrapped for it fails at the unwrap
+        # ("not a recipient"), not as a request to drop it.
+        wanted = list(dict.fromkeys([provider.exchange_id, *present, *added]))
         what = f"{name} generation {g}"
         return rewrap_blob(
             provider,
@@ -738,8 +752,10 @@ def unshare(
         present = open_stored(provider, store, name, g, unwrap=False, record=False)
         if recipient not in present.recipients:  # not a recipient (any more): nothing to do
             h = present.header
-            return Rewrapped(name, g, h.key_id, h.revision, present.recipients, (), ())
-        wanted = [r for r in present.recipients if r != recipient]
+            return Rewrapped(name, g, h.key_id, h.revision, present.recipients, (), (), h.signer_id)
+        wanted = [
+            r for r in dict.fromkeys([provider.exchange_id, *present.recipients]) if r != recipient
+        ]
         what = f"{name} generation {g}"
         return rewrap_blob(
             provider,
@@ -760,6 +776,62 @@ def _each(
     """``one`` for each generation, each retried on a lost compare-and-set; in order, so
     an interruption leaves the earlier ones done (a rerun skips them: nothing to do)."""
     return tuple(retrying(functools.partial(one, g), on_retry=on_retry) for g in generations)
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """What :func:`retire` did: generations of ``name`` below ``below`` are retired (they
+    were below ``before`` already; 0: none), ``newest`` is the newest generation, verified."""
+
+    name: str
+    below: int
+    before: int
+    newest: int
+
+    @property
+    def changed(self) -> bool:
+        return self.below != self.before
+
+
+def retire(provider: Provider, store: Store, name: str, below: int) -> Retirement:
+    """Retire every generation of ``name`` below ``below`` (FORMAT.md 5.2.8): from now on
+    no load of one succeeds (a VerificationError naming the retirement, before any unwrap)
+    and no new blob is written below it.  Recorded in the authenticated state; a retirement
+    is never lowered.
+
+    The newest generation is loaded and verified first (and recorded as seen: a store that
+    later lacks it is a rollback), and must stay usable: ``below`` is at most its generation.
+
+    Raises:
+        UsageError: ``below`` under 2, above the newest generation (that would retire every
+            generation: rotate first), or under the present retirement (never lowered).
+        NotFoundError: the store has no generation of ``name``.
+        VerificationError, FormatError: as :func:`open_latest`.
+    """
+    check_name(name)
+    if type(below) is not int or below < 2:
+        raise UsageError("--below must be 2 or more: it is the oldest generation that stays usable")
+    newest = open_latest(provider, store, name, unwrap=False).header.generation
+    if below > newest:
+        raise UsageError(
+            f"{name}'s newest generation is {newest}: retiring below {below} would retire "
+            f"every generation; make a new one first (keyblob rotate {name}), then retire "
+            "below it"
+        )
+    before: list[int] = []
+
+    def change(state: State) -> State:
+        present = state.retired_below(name)
+        if below < present:
+            raise UsageError(
+                f"{name} is already retired below generation {present}: a retirement is never "
+                f"lowered (generations {below} to {present - 1} stay retired)"
+            )
+        before.append(present)
+        return state.with_retired(name, below)
+
+    provider.update_state(change)
+    return Retirement(name, below, before[0], newest)
 
 
 def store_key(
@@ -999,6 +1071,19 @@ def _check_revision(state: State, header: Header) -> None:
         )
 
 
+def _check_retired(state: State, name: str, generation: int) -> None:
+    """Step 5: ``generation`` of ``name`` is not retired (FORMAT.md 5.2.8 ``retired``).
+
+    Raises:
+        VerificationError: it is, naming the retirement.
+    """
+    below = state.retired_below(name)
+    if generation < below:
+        raise VerificationError(
+            RETIRED.format(name=name, generation=generation, below=below), hints=RETIRED_HINT
+        )
+
+
 def _unwrapped(provider: Provider, verified: Verified) -> Verified:
     """Step 6: unwrap for this container; the key must fit its algorithm."""
     h = verified.blob.header
@@ -1119,6 +1204,9 @@ def open_stored(
     """
     check_name(name)
     state = provider.state()
+    # Known from the request alone: refused before the store is read (so whatever the
+    # stored bytes are, the answer names the retirement).
+    _check_retired(state, name, generation)
     try:
         verified = _verified_at(provider, store, state, name, generation, key_id=key_id)
     except NotFoundError as e:
@@ -1170,9 +1258,11 @@ def _finish(
     unwrap: bool,
     record: bool,
 ) -> Verified:
-    """Step 6 (if asked), then raise the high-water mark, and record that ``store`` holds
-    the name (FORMAT.md 5.2.6: what ``list`` may later call missing there)."""
+    """The retirement (step 5), step 6 (if asked), then raise the high-water mark, and
+    record that ``store`` holds the name (FORMAT.md 5.2.6: what ``list`` may later call
+    missing there)."""
     h = verified.header
+    _check_retired(state, h.name, h.generation)
     _check_revision(state, h)  # 5. (revision) before any unwrap
     if unwrap:
         verified = _unwrapped(provider, verified)
@@ -1693,7 +1783,9 @@ def verify(
     """
     state = provider.state()
     verified = _verify(provider, state, data, name=name, key_id=None)
-    _check_floor(state, verified.header)  # 5. no rollback
+    # 5. not retired (named first: more telling than a rollback), and no rollback
+    _check_retired(state, verified.header.name, verified.header.generation)
+    _check_floor(state, verified.header)
     return _unwrapped(provider, verified) if unwrap else verified
 
 

@@ -27,7 +27,7 @@ class Suite(enum.IntEnum):
 
     X25519 = 1  # HPKE X25519/HKDF-SHA256/AES-256-GCM wrap, Ed25519 signatures
     RSA = 2  # RSA-OAEP-SHA256 wrap, RSA-PSS-SHA256 signatures
-    PQ = 3  # reserved: HPKE ML-KEM-768+X25519, ML-DSA-65 (not implemented yet)
+    PQ = 3  # HPKE MLKEM768-X25519 (X-Wing) wrap, hybrid ML-DSA-65 + Ed25519 signatures
     P256 = 4  # HPKE DHKEM(P-256)/HKDF-SHA256/AES-256-GCM wrap, ECDSA P-256 SHA-256 signatures
 
     @property
@@ -36,10 +36,10 @@ class Suite(enum.IntEnum):
 
     @classmethod
     def from_label(cls, text: str) -> Suite:
-        for suite in (cls.X25519, cls.RSA, cls.P256):  # pq is reserved, not implemented
+        for suite in cls:
             if suite.label == text:
                 return suite
-        raise UsageError(f"unknown suite {text!r} (expected x25519, rsa or p256)")
+        raise UsageError(f"unknown suite {text!r} (expected x25519, rsa, pq or p256)")
 
 
 class Algorithm(enum.IntEnum):

@@ -2,7 +2,8 @@
 CryptoAPI RSA signers pinned for ``capi import-simpleblob``), the names each may sign (its
 scope), per key name the highest generation it has seen (the rollback high-water mark) and
 the generations it retired, per (name, generation) the highest revision it has seen, its
-recovery recipients, and its own earlier signature keys (after ``keys rotate``).
+recovery recipients, its own earlier signature keys (after ``keys rotate``), and the signers
+it removed (``trust remove``).
 
 This is pure policy and its canonical encoding; the provider keeps it authenticated with a
 key that only the passphrase unlocks (FORMAT.md 5.2).
@@ -52,12 +53,13 @@ MAX_CAPI_PUBLIC = 4096
 #: provider's, like ``marks``).
 _STATE_MEMBERS = {"format", "container", "label", "high_water", "trusted", "capi_signers"}
 _STATE_REQUIRED = {"format", "container", "high_water", "trusted"}
-_HEAD_MEMBERS = (_STATE_MEMBERS - {"high_water"}) | {"retired", "recovery", "previous"}
+_HEAD_MEMBERS = (_STATE_MEMBERS - {"high_water"}) | {"retired", "recovery", "previous", "removed"}
 _HEAD_REQUIRED = _STATE_REQUIRED - {"high_water"}
 _SIGNER_MEMBERS = {"key_id", "suite", "public", "exchange", "label", "added"}
 _CAPI_MEMBERS = {"public", "label", "added"}
 _RECOVERY_MEMBERS = {"key_id", "exchange", "label", "added", "kind"}
 _PREVIOUS_MEMBERS = {"key_id", "public", "until"}
+_REMOVED_MEMBERS = {"key_id", "label", "removed"}
 #: The kinds of recovery recipient (FORMAT.md 5.2.8).
 RECOVERY_KINDS = ("container", "passphrase")
 
@@ -236,6 +238,16 @@ class PreviousSigner:
     until: int
 
 
+@dataclass(frozen=True)
+class RemovedSigner:
+    """A trusted signer the user removed (``trust remove``), remembered so that a blob it
+    signed can be said to be signed by a signer no longer trusted (FORMAT.md 5.2.8)."""
+
+    key_id: KeyId
+    label: str
+    removed: int  # Unix seconds
+
+
 def allows(names: tuple[str, ...] | None, name: str) -> bool:
     """Whether a scope lets its signer sign ``name``."""
     return names is None or any(name_matches(p, name) for p in names)
@@ -284,7 +296,7 @@ class State:
     name); ``marks``, ``views`` and ``revisions`` hold what this object adds to them
     (:meth:`seen`), or, for a provider that keeps its state in memory, all of them.  A mark
     never goes down: the provider writing a state keeps the higher of each.  ``retired``,
-    ``recovery`` and ``previous`` are whole, like the signers.
+    ``recovery``, ``previous`` and ``removed`` are whole, like the signers.
     """
 
     marks: Mapping[str, int] = field(default_factory=dict)
@@ -304,6 +316,8 @@ class State:
     recovery: tuple[RecoveryRecipient, ...] = ()
     #: This container's earlier signature keys, in the order they were replaced.
     previous: tuple[PreviousSigner, ...] = ()
+    #: Signers removed from ``trusted`` (``trust remove``), in the order removed.
+    removed: tuple[RemovedSigner, ...] = ()
 
     def __post_init__(self) -> None:
         if self.label is not None:
@@ -459,16 +473,34 @@ class State:
     def with_signer(self, signer: TrustedSigner) -> State:
         """This state trusting ``signer``; one already trusted keeps its place and its date,
         and takes ``signer``'s scope and label (a label is its owner's to change: the newer
-        file says what it is now)."""
+        file says what it is now).  Trusted again, a removed signer is no longer listed as
+        removed."""
         old = self.signer(signer.key_id)
         if old is None:
-            return replace(self, trusted=(*self.trusted, signer))
+            removed = tuple(r for r in self.removed if r.key_id != signer.key_id)
+            return replace(self, trusted=(*self.trusted, signer), removed=removed)
         new = replace(old, names=signer.names, label=signer.label)
         return replace(self, trusted=tuple(new if s is old else s for s in self.trusted))
 
-    def without_signer(self, key_id: KeyId) -> State:
-        """This state without the trusted signer ``key_id`` (unchanged if it is not there)."""
-        return replace(self, trusted=tuple(s for s in self.trusted if s.key_id != key_id))
+    def without_signer(self, key_id: KeyId, *, removed: int | None = None) -> State:
+        """This state without the trusted signer ``key_id`` (unchanged if it is not there);
+        with ``removed`` (Unix seconds), remembering it as removed then."""
+        old = self.signer(key_id)
+        if old is None:
+            return self
+        out = replace(self, trusted=tuple(s for s in self.trusted if s.key_id != key_id))
+        if removed is not None:
+            entry = RemovedSigner(key_id, old.label, removed)
+            kept = tuple(r for r in self.removed if r.key_id != key_id)
+            out = replace(out, removed=(*kept, entry))
+        return out
+
+    def removed_signer(self, key_id: KeyId) -> RemovedSigner | None:
+        """The signer ``key_id`` if it was trusted here and removed (``trust remove``)."""
+        for signer in self.removed:
+            if signer.key_id == key_id:
+                return signer
+        return None
 
     def capi_signer(self, public: bytes) -> CapiSigner | None:
         for signer in self.capi_signers:
@@ -547,6 +579,11 @@ class State:
                 {"key_id": p.key_id.hex, "public": _b64(p.public), "until": p.until}
                 for p in self.previous
             ]
+        if self.removed:
+            doc["removed"] = [
+                {"key_id": r.key_id.hex, "label": r.label, "removed": r.removed}
+                for r in self.removed
+            ]
         return doc
 
     @classmethod
@@ -598,6 +635,7 @@ class State:
             retired = _retired_from_json(data)
             recovery = _recovery_from_json(data)
             previous = _previous_from_json(data)
+            removed = _removed_from_json(data)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise FormatError("home state: not a valid state document") from None
         if len({s.key_id for s in trusted}) != len(trusted):
@@ -614,6 +652,10 @@ class State:
             raise FormatError("home state: a recovery recipient appears twice")
         if len({p.key_id for p in previous}) != len(previous):
             raise FormatError("home state: a previous signature key appears twice")
+        if len({r.key_id for r in removed}) != len(removed):
+            raise FormatError("home state: a removed signer appears twice")
+        if {r.key_id for r in removed} & {s.key_id for s in trusted}:
+            raise FormatError("home state: a signer is both trusted and removed")
         if suite is not None and any(
             r.key_id != key_id_for(suite, KeyRole.EXCHANGE, r.exchange) for r in recovery
         ):
@@ -630,6 +672,7 @@ class State:
             retired=retired,
             recovery=recovery,
             previous=previous,
+            removed=removed,
         )
 
 
@@ -675,6 +718,22 @@ def _recovery_from_json(data: dict[str, Any]) -> tuple[RecoveryRecipient, ...]:
                 label=check_label(r["label"]),
                 added=json_int(r["added"], 0, MAX_GENERATION),
                 kind=r["kind"],
+            )
+        )
+    return tuple(out)
+
+
+def _removed_from_json(data: dict[str, Any]) -> tuple[RemovedSigner, ...]:
+    out = []
+    for entry in _nonempty_list(data, "removed"):
+        r = _members(entry, _REMOVED_MEMBERS)
+        if r.keys() != _REMOVED_MEMBERS:
+            raise ValueError("removed: members")
+        out.append(
+            RemovedSigner(
+                key_id=KeyId(lower_hex(r["key_id"], KEY_ID_SIZE)),
+                label=check_label(r["label"]),
+                removed=json_int(r["removed"], 0, MAX_GENERATION),
             )
         )
     return tuple(out)

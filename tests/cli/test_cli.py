@@ -548,27 +548,29 @@ def test_verify_json_of_a_missing_file_is_json(kb, tmp_path):
     assert status == 4 and json.loads(out)["valid"] is False
 
 
-def test_p256_suite_procedure_and_same_suite_sharing(kb, tmp_path):
-    """init --suite p256, new, export, load (show), rotate; sharing between two p256
-    containers; a p256 key offered to an x25519 container is refused by the existing rule."""
+@pytest.mark.parametrize(("suite", "code"), [("p256", 4), ("pq", 3)])
+def test_suite_procedure_and_same_suite_sharing(kb, tmp_path, suite, code):
+    """init --suite p256 (or pq), new, export, load (show), rotate; sharing between two
+    containers of the suite; its key offered to an x25519 container is refused by the
+    existing rule.  Through the agent too (the ``kb`` fixture's second run)."""
     alice, bob, xavier = tmp_path / "alice", tmp_path / "bob", tmp_path / "xavier"
-    status, out, _ = kb("init", "--suite", "p256", home=alice)
-    assert status == 0 and 'created container "default" (suite p256)' in out
-    assert kb("init", "--suite", "p256", "--bits", "2048", home=tmp_path / "no")[0] == 2
-    kb("init", "--suite", "p256", "--container", "bob", home=bob)
+    status, out, _ = kb("init", "--suite", suite, home=alice)
+    assert status == 0 and f'created container "default" (suite {suite})' in out
+    assert kb("init", "--suite", suite, "--bits", "2048", home=tmp_path / "no")[0] == 2
+    kb("init", "--suite", suite, "--container", "bob", home=bob)
     kb("init", "--container", "xavier", home=xavier)
     alice_pub, bob_pub = tmp_path / "alice.pub", tmp_path / "bob.pub"
     kb("pubkey", "-o", str(alice_pub), home=alice)
     kb("--container", "bob", "pubkey", "-o", str(bob_pub), home=bob)
     assert PublicKeyFile.from_bytes(dearmor(alice_pub.read_bytes(), PUBLIC_KEY)).suite.label == (
-        "p256"
+        suite
     )
     assert kb("new", "payroll", "--to", str(bob_pub), home=alice)[0] == 0
     doc = json.loads(kb("show", "payroll", "--json", home=alice)[1])
-    assert doc["suite"] == "p256" and doc["generation"] == 1
+    assert doc["suite"] == suite and doc["generation"] == 1
     blob = tmp_path / "payroll.kb"
     assert kb("export", "payroll", "-o", str(blob), home=alice)[0] == 0
-    assert blob.read_bytes()[5] == 4  # the suite byte of the blob (FORMAT.md 2.1)
+    assert blob.read_bytes()[5] == code  # the suite byte of the blob (FORMAT.md 2.1)
     assert kb("--container", "bob", "import", str(blob), home=bob)[0] == 3  # not trusted yet
     assert kb("--container", "bob", "trust", "add", str(alice_pub), home=bob)[0] == 0
     status, out, _ = kb("--container", "bob", "import", str(blob), home=bob)
@@ -579,9 +581,9 @@ def test_p256_suite_procedure_and_same_suite_sharing(kb, tmp_path):
     # other suite: the existing rule and message, nothing trusted
     status, _, err = kb("--container", "xavier", "trust", "add", str(alice_pub), home=xavier)
     assert status == 2
-    assert "is a p256 key; container 'xavier' uses x25519" in err
+    assert f"is a {suite} key; container 'xavier' uses x25519" in err
     status, _, err = kb("--container", "xavier", "import", str(blob), home=xavier)
-    assert status == 3 and "uses suite p256" in err
+    assert status == 3 and f"uses suite {suite}" in err
 
 
 def test_a_trusted_signers_blob_whose_key_for_us_does_not_open(kb, tmp_path):

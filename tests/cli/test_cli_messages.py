@@ -330,6 +330,15 @@ def _blocks(pem: str) -> list[tuple[str, str]]:
     return out
 
 
+def test_pem_output_of_a_pq_container_is_refused_in_one_line(kb):
+    kb("init", "--suite", "pq")
+    status, out, err = kb("pubkey", "--format", "pem")
+    assert status == 2 and out == ""
+    assert err.splitlines() == [
+        "keyblob: error: pq public keys have no PEM form (no standard encodes the pair)"
+    ]
+
+
 @pytest.mark.parametrize("suite", ["x25519", "rsa", "p256"])
 def test_pem_output_labels_each_block(kb, suite):
     argv = ("init", "--suite", suite) + (("--bits", "2048") if suite == "rsa" else ())

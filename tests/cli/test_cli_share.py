@@ -251,3 +251,45 @@ def test_import_of_a_later_revision_replaces_the_stored_one(two, tmp_path):
     status, _, err = run(alice, "--store", copy, "import", tmp_path / "r0.kb")
     assert status == 3 and "older than revision 1" in err
     assert (copy / "payroll" / "1.kb").read_bytes() == (tmp_path / "r1.kb").read_bytes()
+
+
+@pytest.mark.parametrize("seen_by", [("list",), ("show", "payroll")], ids=["list", "show"])
+def test_a_container_that_saw_the_new_revision_refuses_the_old_one(two, seen_by):
+    run, alice, bob, store, _ = two
+    original = (store / "payroll" / "1.kb").read_bytes()
+    assert run(alice, "share", "payroll", "--to", bob.with_suffix(".pub"))[0] == 0
+    status, _, err = run(bob, *seen_by)  # bob verifies revision 1: his mark rises
+    assert status == 0, err
+    (store / "payroll" / "1.kb").write_bytes(original)
+    status, _, err = run(bob, "show", "payroll")
+    assert status == 3, err
+    assert "revision 0, older than revision 1" in err
+
+
+def test_sharing_a_blob_another_container_signed_says_who_signs_it_now(two, tmp_path):
+    run, alice, bob, _store, sealed = two
+    carol = tmp_path / "carol"
+    assert run(carol, "init")[0] == 0
+    assert run(carol, "pubkey", "-o", carol.with_suffix(".pub"))[0] == 0
+    assert run(alice, "share", "payroll", "--to", bob.with_suffix(".pub"))[0] == 0
+    # bob (who trusts alice, and is a recipient) shares alice's key with carol
+    status, stdout, err = run(
+        bob,
+        "share",
+        "payroll",
+        "--to",
+        carol.with_suffix(".pub"),
+        "--to",
+        alice.with_suffix(".pub"),
+    )
+    assert status == 0, err
+    assert "now revision 2, 3 recipients" in stdout
+    assert "was signed by sg-" in err and "(default)" in err
+    assert "it is now signed by this container" in err
+    # alice does not trust bob: she refuses bob's blob until she does
+    status, _, err = run(alice, "decrypt", sealed, "-o", tmp_path / "out")
+    assert status == 3 and "not a trusted signer" in err
+    assert run(alice, "trust", "add", bob.with_suffix(".pub"))[0] == 0
+    assert run(alice, "decrypt", sealed, "-o", tmp_path / "out")[0] == 0
+    assert run(carol, "trust", "add", bob.with_suffix(".pub"))[0] == 0
+    assert run(carol, "decrypt", sealed, "-o", tmp_path / "carols")[0] == 0

@@ -1,8 +1,8 @@
 """The Provider protocol's contract (src/keyblob/providers/base.py), asserted against every
-provider: software containers of the x25519, rsa and p256 suites, and a p256 container whose
+provider: software containers of the x25519, rsa, pq and p256 suites, and a p256 container whose
 keys and state key are in a PKCS#11 token (SoftHSM2, the ``softhsm_token`` fixture: it
-fails in CI without the token).  A token cannot run x25519 or rsa: ``keyblob init --provider
-pkcs11`` must refuse them in one line.
+fails in CI without the token).  A token cannot run x25519, rsa or pq: ``keyblob init
+--provider pkcs11`` must refuse them in one line.
 
 What every provider must do: names, suite, public keys and key ids that agree
 (``key_id_for``); signatures that ``suites.verify`` accepts for their message only; an
@@ -79,8 +79,8 @@ def _is_token(provider: object) -> bool:
     return type(provider).__name__ == "TokenContainer"
 
 
-#: Every implemented suite in software (pq is reserved), and the one a token runs.
-PROVIDERS = ["software-x25519", "software-rsa", "software-p256", "token-p256"]
+#: Every suite in software, and the one a token runs.
+PROVIDERS = ["software-x25519", "software-rsa", "software-pq", "software-p256", "token-p256"]
 
 
 @pytest.fixture(params=PROVIDERS)
@@ -340,7 +340,7 @@ def _token_object_labels(token: support.SoftHSMToken) -> set[str]:
         return {str(obj.label) for obj in session.session.get_objects()}
 
 
-@pytest.mark.parametrize("suite", ["x25519", "rsa"])
+@pytest.mark.parametrize("suite", ["x25519", "rsa", "pq"])
 def test_a_token_refuses_the_suites_it_cannot_run(
     suite: str,
     softhsm_token: support.SoftHSMToken,

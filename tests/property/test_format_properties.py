@@ -23,7 +23,7 @@ key_ids = st.binary(min_size=16, max_size=16).map(KeyId)
 
 @st.composite
 def blobs(draw: st.DrawFn) -> KeyBlob:
-    suite = draw(st.sampled_from([Suite.X25519, Suite.RSA, Suite.P256]))
+    suite = draw(st.sampled_from([Suite.X25519, Suite.RSA, Suite.P256, Suite.PQ]))
     algorithm = draw(st.sampled_from(list(Algorithm)))
     header = Header(
         suite=suite,
@@ -33,6 +33,7 @@ def blobs(draw: st.DrawFn) -> KeyBlob:
         key_id=draw(key_ids),
         signer_id=draw(key_ids),
         name=draw(names),
+        revision=draw(st.one_of(st.just(0), st.integers(1, 2**32 - 1))),
     )
     if suite is Suite.X25519:
         wrapped_size = st.just(32 + algorithm.key_size + 16)
@@ -40,6 +41,9 @@ def blobs(draw: st.DrawFn) -> KeyBlob:
     elif suite is Suite.P256:
         wrapped_size = st.just(65 + algorithm.key_size + 16)
         sig_size = 64
+    elif suite is Suite.PQ:
+        wrapped_size = st.just(1120 + algorithm.key_size + 16)
+        sig_size = 3373
     else:
         wrapped_size = st.sampled_from([256, 384, 512])
         sig_size = draw(st.sampled_from([256, 384, 512]))

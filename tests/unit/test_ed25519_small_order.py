@@ -198,3 +198,64 @@ def test_an_exchange_key_with_bit_255_set_is_refused() -> None:
 def test_an_exchange_key_of_u_at_least_p_is_refused(u: int) -> None:
     with pytest.raises(FormatError, match="non-canonical"):
         suites.load_exchange_public(Suite.X25519, u.to_bytes(32, "little"))
+
+
+# -- the pq suite: its Ed25519 and X25519 halves get the same rules (FORMAT.md 1.3) -------------
+
+
+def _pq_signature_key(ed25519_half: bytes) -> bytes:
+    return suites.public_bytes(suites.HybridSignaturePrivateKey.generate())[:1952] + ed25519_half
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [*ED25519_SMALL_ORDER, *NONCANONICAL.values()],
+    ids=[e.hex()[:8] + e.hex()[-2:] for e in ED25519_SMALL_ORDER] + list(NONCANONICAL),
+)
+def test_a_pq_signature_key_with_a_hostile_ed25519_half_is_refused(encoded: bytes) -> None:
+    with pytest.raises(FormatError, match="Ed25519 half is"):
+        suites.load_signature_public(Suite.PQ, _pq_signature_key(encoded))
+    exchange = suites.public_bytes(suites.XWingPrivateKey.generate())
+    with pytest.raises(FormatError):
+        suites.check_public_keys(Suite.PQ, exchange, _pq_signature_key(encoded))
+
+
+def test_a_pq_signature_with_the_small_order_forgery_as_ed25519_half_is_refused() -> None:
+    """The Ed25519 half R = identity, S = 0 under the identity key passes OpenSSL; with a
+    valid ML-DSA half it must still fail: the key is refused, and so is R."""
+    private = suites.HybridSignaturePrivateKey.generate()
+    lattice = private.sign(b"message")[:3309]
+    key = suites.HybridSignaturePublicKey(
+        private.public_key()._mldsa, ed25519.Ed25519PublicKey.from_public_bytes(IDENTITY)
+    )
+    with pytest.raises(VerificationError):
+        suites.verify(key, lattice + FORGED, b"message")
+
+
+def test_a_pq_ed25519_half_with_r_identity_or_s_over_l_is_refused() -> None:
+    private = suites.HybridSignaturePrivateKey.generate()
+    public = suites.load_signature_public(Suite.PQ, suites.public_bytes(private))
+    good = private.sign(b"message")
+    suites.verify(public, good, b"message")
+    classic = private._ed25519
+    r_identity = _r_identity_signature(classic, b"message")
+    classic.public_key().verify(r_identity, b"message")  # OpenSSL accepts that half
+    with pytest.raises(VerificationError):
+        suites.verify(public, good[:3309] + r_identity, b"message")
+    s = int.from_bytes(good[3309 + 32 :], "little")
+    with pytest.raises(VerificationError):
+        suites.verify(public, good[: 3309 + 32] + (s + L).to_bytes(32, "little"), b"message")
+
+
+@pytest.mark.parametrize(
+    "half",
+    [bytes(32), (1).to_bytes(32, "little"), P.to_bytes(32, "little"), None],
+    ids=["u=0", "u=1", "u=p", "bit_255"],
+)
+def test_a_pq_exchange_key_with_a_hostile_x25519_half_is_refused(half: bytes | None) -> None:
+    good = suites.public_bytes(suites.XWingPrivateKey.generate())
+    if half is None:
+        half = good[1184:1215] + bytes([good[1215] | 0x80])
+    with pytest.raises(FormatError, match="X25519 half is"):
+        suites.load_exchange_public(Suite.PQ, good[:1184] + half)
+    suites.load_exchange_public(Suite.PQ, good)

@@ -35,7 +35,7 @@ def patched(offset: int, value: bytes) -> bytes:
         (patched(0, b"KBLC"), FormatError, "magic at offset 0"),
         (patched(4, b"\x02"), UnsupportedError, "version 2"),
         (b"KBLB\x02", UnsupportedError, "version 2"),
-        (patched(5, b"\x03"), UnsupportedError, "suite pq is not implemented"),
+        (patched(5, b"\x03"), FormatError, "recipient[0].wrapped_len"),  # 80 does not fit pq
         (patched(5, b"\x09"), FormatError, "suite at offset 5"),
         (patched(6, b"\x04"), FormatError, "algorithm at offset 6"),
         (patched(7, b"\x80"), FormatError, "flags at offset 7: reserved bits"),
@@ -53,7 +53,7 @@ def patched(offset: int, value: bytes) -> bytes:
         (RAW[:-1], FormatError, "signature at offset 165: truncated"),
         (b"", FormatError, "magic at offset 0: truncated"),
         # Fields in order, first failure wins (FORMAT.md 2.2): a cut blob names its field.
-        (b"KBLB\x01\x03", UnsupportedError, "suite pq is not implemented"),
+        (b"KBLB\x01\x03", FormatError, "algorithm at offset 6: truncated"),
         (b"KBLB\x01\x01\x01\x80", FormatError, "flags at offset 7: reserved bits"),
         (RAW[:12], FormatError, "generation at offset 8: truncated"),
         (RAW + bytes(MAX_BLOB_SIZE), FormatError, "limit"),
@@ -84,8 +84,7 @@ def test_duplicate_recipient_refused() -> None:
 
 
 def test_header_checks_values() -> None:
-    with pytest.raises(UsageError):
-        Header(Suite.PQ, Algorithm.AES_256_GCM, 1, 0, KeyId(b"k" * 16), KeyId(b"s" * 16), "x")
+    Header(Suite.PQ, Algorithm.AES_256_GCM, 1, 0, KeyId(b"k" * 16), KeyId(b"s" * 16), "x")
     with pytest.raises(UsageError):
         Header(Suite.X25519, Algorithm.AES_256_GCM, 0, 0, KeyId(b"k" * 16), KeyId(b"s" * 16), "x")
 

@@ -28,9 +28,10 @@ from keyblob.storage.directory import DirectoryStore
 from keyblob.trust import TrustedSigner
 from support import FAST_KDF, PASSPHRASE, TOKEN_P256
 
-#: Each test runs with the owner's container in software, and in the PKCS#11 test token.
+#: Each test runs with the owner's container in software (x25519 and pq), and in the PKCS#11
+#: test token.
 pytestmark = pytest.mark.parametrize(
-    "suite", [Suite.X25519, TOKEN_P256], ids=["x25519", TOKEN_P256], indirect=True
+    "suite", [Suite.X25519, Suite.PQ, TOKEN_P256], ids=["x25519", "pq", TOKEN_P256], indirect=True
 )
 
 

@@ -381,3 +381,29 @@ def test_import_does_not_replace_another_key_or_a_later_revision(make_container,
     with pytest.raises(VerificationError, match="already holds a different blob"):
         blobs.import_blob(dave, there, other)
     assert there.get("payroll", 1) == second
+
+
+def test_sharing_a_blob_not_wrapped_for_this_container_is_refused(pair, store, tmp_path):
+    """Bob trusts alice but is not a recipient: he cannot share what he cannot open."""
+    alice, bob = pair
+    carol = Home(tmp_path / "carol").create("carol", PASSPHRASE, alice.suite, kdf=FAST_KDF)
+    blobs.generate(alice, store, "payroll")
+    before = store.get("payroll", 1)
+    with pytest.raises(VerificationError, match="not wrapped for this container"):
+        blobs.share(bob, store, "payroll", [public_file(carol), public_file(alice)])
+    assert store.get("payroll", 1) == before
+
+
+@pytest.mark.software_only("the choice of generations is the recipe's, not the suite's")
+def test_share_all_leaves_retired_generations_alone(make_container, store):
+    alice, bob = make_container("alice"), make_container("bob")
+    blobs.generate(alice, store, "payroll")
+    blobs.rotate(alice, store, "payroll")
+    blobs.rotate(alice, store, "payroll")
+    blobs.retire(alice, store, "payroll", 2)
+    first = store.get("payroll", 1)
+    done = blobs.share(alice, store, "payroll", [public_file(bob)], every=True)
+    assert [r.generation for r in done.results] == [2, 3]
+    assert [s.generation for s in done.skipped] == [1]
+    assert "retire" in done.skipped[0].reason
+    assert store.get("payroll", 1) == first

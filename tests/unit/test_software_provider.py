@@ -247,7 +247,9 @@ def test_rsa_bits_validated(tmp_path):
         (lambda d: d["exchange"].update(sealed="AAAA"), VerificationError, "modified"),
         # The shape is checked before the KDF (FORMAT.md 5.1): a member missing is malformed.
         (lambda d: d["signature"].pop("sealed"), FormatError, "exactly the members"),
-        (lambda d: d.update(suite="pq"), FormatError, "damaged"),
+        (lambda d: d.update(suite="pq2"), FormatError, "damaged"),
+        # pq is a suite, but the seal's AAD binds the suite the keys were made for (5.1)
+        (lambda d: d.update(suite="pq"), VerificationError, "modified"),
     ],
 )
 def test_damaged_fields_fail_cleanly(tmp_path, edit, error, match):

@@ -16,11 +16,12 @@ from keyblob.errors import FormatError, ProviderError, UsageError, VerificationE
 from keyblob.keys import MAX_GENERATION, KeyRole, Suite, key_id_for
 from keyblob.providers import statedb
 from keyblob.providers.software import Home
-from keyblob.trust import PreviousSigner, RecoveryRecipient, State
+from keyblob.trust import PreviousSigner, RecoveryRecipient, State, TrustedSigner
 from support import FAST_KDF, PASSPHRASE
 
 EDITED = "modified outside keyblob"
 MALFORMED = "home state: "
+LIFECYCLE = {"revisions", "retired", "recovery", "previous", "removed"}
 
 
 @pytest.fixture
@@ -48,6 +49,18 @@ def _recipient(label="Recovery", kind="container", suite=Suite.X25519):
 def _previous(until=1_700_000_500, suite=Suite.X25519):
     public = os.urandom(32)
     return PreviousSigner(key_id_for(suite, KeyRole.SIGNATURE, public), public, until)
+
+
+def _trusted(label="Bob"):
+    public = os.urandom(32)
+    return TrustedSigner(
+        key_id_for(Suite.X25519, KeyRole.SIGNATURE, public),
+        Suite.X25519,
+        public,
+        os.urandom(32),
+        label,
+        1_700_000_000,
+    )
 
 
 def rkey(name, generation):
@@ -108,6 +121,18 @@ def test_recovery_recipients_and_previous_keys_are_kept_once_in_order():
     assert state.previous_signer(q.key_id) == q
 
 
+def test_a_removed_signer_is_remembered_until_trusted_again():
+    bob = _trusted()
+    state = State().with_signer(bob)
+    assert state.without_signer(bob.key_id).removed == ()  # not asked to remember
+    gone = state.without_signer(bob.key_id, removed=1_700_000_900)
+    assert gone.trusted == () and gone.removed_signer(bob.key_id).label == "Bob"
+    assert gone.removed_signer(bob.key_id).removed == 1_700_000_900
+    assert gone.without_signer(bob.key_id, removed=5) is gone  # not trusted: nothing to do
+    back = gone.with_signer(bob)
+    assert back.signer(bob.key_id) == bob and back.removed == ()
+
+
 # -- persisted -------------------------------------------------------------------------------
 
 
@@ -142,6 +167,11 @@ def test_every_new_member_round_trips_through_a_fresh_open(home, c):
     # Removing the recovery recipient leaves no empty member behind.
     c.update_state(lambda s: s.without_recovery(r.key_id))
     assert "recovery" not in ss.head(c._folder) and fresh(home).state().recovery == ()
+    bob = _trusted()
+    c.update_state(lambda s: s.with_signer(bob))
+    c.update_state(lambda s: s.without_signer(bob.key_id, removed=1_700_000_900))
+    (removed,) = fresh(home).state().removed
+    assert (removed.key_id, removed.label, removed.removed) == (bob.key_id, "Bob", 1_700_000_900)
 
 
 def test_a_revision_is_stored_under_name_at_generation_in_tree_2_31(c):
@@ -161,12 +191,12 @@ def test_the_longest_revision_key_fits_a_bucket(home, c):
 def test_a_state_without_the_new_members_is_written_as_before(home, c):
     c.update_state(lambda s: s.seen("payroll", 2))
     before = ss.head_bytes(c._folder)
-    assert not {"revisions", "retired", "recovery", "previous"} & ss.head(c._folder).keys()
+    assert not LIFECYCLE & ss.head(c._folder).keys()
     fresh(home).state().revision_floor("payroll", 2)  # reading changes nothing
     assert ss.head_bytes(c._folder) == before
     # A change of the marks only: the same members as a keyblob before 5.2.8 wrote.
     c.update_state(lambda s: s.seen("payroll", 3))
-    assert not {"revisions", "retired", "recovery", "previous"} & ss.head(c._folder).keys()
+    assert not LIFECYCLE & ss.head(c._folder).keys()
 
 
 def test_a_change_of_other_members_keeps_every_revision_mark(home, c):
@@ -182,12 +212,16 @@ def test_a_change_of_other_members_keeps_every_revision_mark(home, c):
 
 @pytest.fixture
 def full(c):
+    bob = _trusted()
     c.update_state(
         lambda s: (
             s.with_revisions({("payroll", 3): 2, ("backup", 1): 4})
             .with_retired("payroll", 3)
             .with_recovery(_recipient())
             .with_previous(_previous())
+            .with_signer(bob)
+            .without_signer(bob.key_id, removed=1_700_000_900)
+            .with_signer(_trusted("Carol"))
         )
     )
     return c
@@ -204,6 +238,8 @@ def full(c):
         lambda d: d["previous"][0].update(until=2**40),
         lambda d: d.pop("revisions"),
         lambda d: d["revisions"].update(count=1),
+        lambda d: d.pop("removed"),
+        lambda d: d["removed"][0].update(label="Mallory"),
     ],
     ids=[
         "retired-deleted",
@@ -214,6 +250,8 @@ def full(c):
         "previous-extended",
         "revisions-deleted",
         "revisions-count",
+        "removed-deleted",
+        "removed-relabelled",
     ],
 )
 def test_an_edit_of_a_new_member_fails_the_mac(home, full, edit):
@@ -304,6 +342,13 @@ def _key_id_of(role, public_b64):
         lambda d: d["revisions"].update(tree=2**31),
         lambda d: d["revisions"].update(root="00" * 32),
         lambda d: d.update(revisions=[]),
+        lambda d: d.update(removed=[]),
+        lambda d: d["removed"][0].update(removed="1"),
+        lambda d: d["removed"][0].update(label=""),
+        lambda d: d["removed"][0].update(key_id="AB" * 16),
+        lambda d: d["removed"][0].pop("label"),
+        lambda d: d["removed"].append(dict(d["removed"][0])),
+        lambda d: d["removed"][0].update(key_id=d["trusted"][0]["key_id"]),
     ],
 )
 def test_a_malformed_new_member_under_a_valid_mac_is_refused(home, full, edit):

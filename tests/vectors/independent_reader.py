@@ -2,7 +2,9 @@
 
 It shares no code with the ``keyblob`` package (it must not import it): it dearmors, parses,
 rebuilds the signed message and the wrap contexts, checks trust, signature, request and
-rollback, and unwraps with pyca ``cryptography``; and it decrypts encrypted data (section 7:
+rollback, and unwraps with pyca ``cryptography`` (the pq suite's X-Wing decapsulation and
+RFC 9180 key schedule are written out here from ML-KEM-768, X25519, SHA3-256 and HMAC, not
+taken from ``cryptography``'s HPKE); and it decrypts encrypted data (section 7:
 the data header, then the C2SP chunked-encryption payload) with HKDF-Expand and the AEADs of
 ``cryptography``.  Every refusal is a :class:`Refused` with the result class and the import
 or decryption step (the manifests' ``result`` and ``stage``).
@@ -15,11 +17,19 @@ import binascii
 import hashlib
 import hmac
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hpke, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric import (
+    ec,
+    ed25519,
+    mldsa,
+    mlkem,
+    padding,
+    rsa,
+    x25519,
+)
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
@@ -64,6 +74,12 @@ c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a
 c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa
 """
 TORSION = {bytes.fromhex(line) for line in TORSION_HEX.split()}
+# 1.2, 1.3, 2.4, 2.5: the pq suite's sizes
+PQ_ENC, PQ_EXCHANGE_KEY, PQ_SIGNATURE_KEY, PQ_SIGNATURE = 1120, 1216, 1984, 3373
+MLKEM_Q = 3329
+XWING_LABEL = b"\\.//^\\"  # 5c 2e 2f 2f 5e 5c
+PQ_SUITE_ID = b"HPKE" + bytes([0x64, 0x7A, 0x00, 0x01, 0x00, 0x02])  # KEM 0x647a, KDF 1, AEAD 2
+MAX_BLOB, MAX_ARMOR, MAX_PUBLIC_FILE = 32768, 65536, 8192  # 2.8, 4, 3
 NAME_FIRST = set("abcdefghijklmnopqrstuvwxyz0123456789")
 NAME_REST = NAME_FIRST | set("._-")
 
@@ -92,7 +108,44 @@ def fingerprint(suite: int, exchange: bytes, signature: bytes) -> bytes:
     return hashlib.sha256(FINGERPRINT_LABEL + bytes([suite]) + body + signature).digest()[:16]
 
 
+@dataclass(frozen=True)
+class PqExchange:
+    """A pq exchange private key (1.3): the 32-byte X-Wing seed, expanded by SHAKE256 to
+    the ML-KEM-768 seed d || z and the X25519 private key."""
+
+    seed: bytes
+
+    def parts(self) -> tuple[mlkem.MLKEM768PrivateKey, x25519.X25519PrivateKey]:
+        expanded = hashlib.shake_256(self.seed).digest(96)
+        return (
+            mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:64]),
+            x25519.X25519PrivateKey.from_private_bytes(expanded[64:]),
+        )
+
+    def public_key(self) -> bytes:
+        kem, dh = self.parts()
+        return kem.public_key().public_bytes_raw() + dh.public_key().public_bytes_raw()
+
+
+@dataclass(frozen=True)
+class PqSignaturePublic:
+    """A pq signature public key (1.3): ML-DSA-65 (1952 bytes) || Ed25519 (32 bytes)."""
+
+    raw: bytes
+
+
+def pq_signature_public(seeds: bytes) -> PqSignaturePublic:
+    """From the 64-byte private key of 1.3: the ML-DSA-65 seed, then the Ed25519 key."""
+    lattice = mldsa.MLDSA65PrivateKey.from_seed_bytes(seeds[:32]).public_key()
+    classic = ed25519.Ed25519PrivateKey.from_private_bytes(seeds[32:]).public_key()
+    return PqSignaturePublic(lattice.public_bytes_raw() + classic.public_bytes_raw())
+
+
 def public_bytes(key: object) -> bytes:
+    if isinstance(key, bytes):
+        return key  # a pq exchange public key, as PqExchange.public_key() gives it
+    if isinstance(key, PqSignaturePublic):
+        return key.raw
     if isinstance(key, ec.EllipticCurvePublicKey):
         nums = key.public_numbers()
         return b"\x04" + nums.x.to_bytes(32, "big") + nums.y.to_bytes(32, "big")
@@ -141,6 +194,67 @@ def p256_key(b: bytes) -> ec.EllipticCurvePublicKey | None:
     return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
 
 
+def mlkem768_key_ok(b: bytes) -> bool:
+    """1.3 (FIPS 203 7.2): 1184 bytes; each 12-bit coefficient of the first 1152 below q."""
+    if len(b) != 1184:
+        return False
+    bits = int.from_bytes(b[:1152], "little")
+    return all((bits >> (12 * i)) & 0xFFF < MLKEM_Q for i in range(768))
+
+
+def pq_exchange_key_ok(b: bytes) -> bool:
+    return len(b) == PQ_EXCHANGE_KEY and mlkem768_key_ok(b[:1184]) and x25519_key_ok(b[1184:])
+
+
+def pq_signature_key_ok(b: bytes) -> bool:
+    return len(b) == PQ_SIGNATURE_KEY and ed25519_point_ok(b[1952:])
+
+
+def pq_verify(key: bytes, sig: bytes, message: bytes) -> None:
+    """2.5: ML-DSA-65 (empty context) over the message, and Ed25519 with the R and S rules,
+    both; else InvalidSignature."""
+    if len(sig) != PQ_SIGNATURE or not pq_signature_key_ok(key):
+        raise InvalidSignature
+    classic = sig[3309:]
+    if not ed25519_point_ok(classic[:32]) or int.from_bytes(classic[32:], "little") >= ED25519_L:
+        raise InvalidSignature
+    ed25519.Ed25519PublicKey.from_public_bytes(key[1952:]).verify(classic, message)
+    mldsa.MLDSA65PublicKey.from_public_bytes(key[:1952]).verify(sig[:3309], message, b"")
+
+
+def _hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    return hmac.new(salt or bytes(32), ikm, hashlib.sha256).digest()
+
+
+def _labeled_extract(salt: bytes, label: bytes, ikm: bytes) -> bytes:
+    return _hkdf_extract(salt, b"HPKE-v1" + PQ_SUITE_ID + label + ikm)
+
+
+def _labeled_expand(prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
+    labeled = length.to_bytes(2, "big") + b"HPKE-v1" + PQ_SUITE_ID + label + info
+    return HKDFExpand(hashes.SHA256(), length, labeled).derive(prk)
+
+
+def pq_unwrap(private: PqExchange, wrapped: bytes, info: bytes) -> bytes:
+    """2.4: X-Wing Decap (ML-KEM-768 decapsulation, X25519, SHA3-256 combiner), then RFC
+    9180 base mode's key schedule and the AES-256-GCM open, aad empty."""
+    kem, dh = private.parts()
+    ct_m, ct_x, ciphertext = wrapped[:1088], wrapped[1088:PQ_ENC], wrapped[PQ_ENC:]
+    ss_m = kem.decapsulate(ct_m)
+    ss_x = dh.exchange(x25519.X25519PublicKey.from_public_bytes(ct_x))
+    pk_x = dh.public_key().public_bytes_raw()
+    shared = hashlib.sha3_256(ss_m + ss_x + ct_x + pk_x + XWING_LABEL).digest()
+    context = (
+        b"\x00"
+        + _labeled_extract(b"", b"psk_id_hash", b"")
+        + _labeled_extract(b"", b"info_hash", info)
+    )
+    secret = _labeled_extract(shared, b"secret", b"")
+    key = _labeled_expand(secret, b"key", context, 32)
+    nonce = _labeled_expand(secret, b"base_nonce", context, 12)
+    return AESGCM(key).decrypt(nonce, ciphertext, b"")
+
+
 def p256_verify(key: ec.EllipticCurvePublicKey, sig: bytes, message: bytes) -> None:
     """2.5: r || s, 32 bytes each, 0 < r < n, 0 < s <= (n - 1) / 2; else InvalidSignature."""
     if len(sig) != 64:
@@ -155,8 +269,8 @@ def p256_verify(key: ec.EllipticCurvePublicKey, sig: bytes, message: bytes) -> N
 
 
 def dearmor(data: bytes, kind: str) -> bytes:
-    if len(data) > 32768:
-        raise malformed("armor over 32768 bytes")
+    if len(data) > MAX_ARMOR:
+        raise malformed("armor over 65536 bytes")
     try:
         text = data.decode("ascii").strip(" \t\r\n")
     except UnicodeDecodeError:
@@ -216,6 +330,8 @@ class Blob:
 def wrapped_len_ok(suite: int, algorithm: int, n: int) -> bool:
     if suite == P256:
         return n - 65 - 16 in KEY_LENGTHS[algorithm]
+    if suite == PQ:
+        return n - PQ_ENC - 16 in KEY_LENGTHS[algorithm]
     return n - 32 - 16 in KEY_LENGTHS[algorithm] if suite == X25519 else n in RSA_LENGTHS
 
 
@@ -223,17 +339,15 @@ def parse_blob(data: bytes) -> Blob:
     """2.1-2.3 and 2.8."""
     if data.lstrip(b" \t\r\n").startswith(b"-----BEGIN "):
         data = dearmor(data, "KEYBLOB")
-    if len(data) > 16384:
-        raise malformed("over 16384 bytes")
+    if len(data) > MAX_BLOB:
+        raise malformed("over 32768 bytes")
     c = _Cursor(data)
     if c.take(4) != b"KBLB":
         raise malformed("magic")
     if c.int(1) != 1:
         raise Refused("unsupported", "parse", "version")
     suite = c.int(1)
-    if suite == PQ:
-        raise Refused("unsupported", "parse", "suite pq")
-    if suite not in (X25519, RSA, P256):
+    if suite not in (X25519, RSA, PQ, P256):
         raise malformed("suite")
     algorithm = c.int(1)
     if algorithm not in KEY_LENGTHS:
@@ -274,7 +388,13 @@ def parse_blob(data: bytes) -> Blob:
         recipients.append((rid, c.take(w)))
     signed_end = c.pos
     s = c.int(2)
-    if not (s == 64 if suite in (X25519, P256) else s in RSA_LENGTHS):
+    if not (
+        s == 64
+        if suite in (X25519, P256)
+        else s == PQ_SIGNATURE
+        if suite == PQ
+        else s in RSA_LENGTHS
+    ):
         raise malformed("signature_len")
     signature = c.take(s)
     if c.pos != len(data):
@@ -317,10 +437,16 @@ class Container:
     """What the importer holds: its suite, private keys, trust list and high-water marks."""
 
     suite: int
-    exchange: x25519.X25519PrivateKey | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-    signature_public: ed25519.Ed25519PublicKey | rsa.RSAPublicKey | ec.EllipticCurvePublicKey
-    trusted: list[ed25519.Ed25519PublicKey | rsa.RSAPublicKey | ec.EllipticCurvePublicKey]
+    exchange: x25519.X25519PrivateKey | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | PqExchange
+    signature_public: (
+        ed25519.Ed25519PublicKey | rsa.RSAPublicKey | ec.EllipticCurvePublicKey | PqSignaturePublic
+    )
+    trusted: list[
+        ed25519.Ed25519PublicKey | rsa.RSAPublicKey | ec.EllipticCurvePublicKey | PqSignaturePublic
+    ]
     high_water: dict[str, int]
+    # (name, generation) -> the highest revision seen (2.7 step 5)
+    revisions: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[Blob, bytes]:
@@ -341,6 +467,8 @@ def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[
             signer.verify(blob.signature, signed_message(blob), pss, _SHA256)
         elif isinstance(signer, ec.EllipticCurvePublicKey):
             p256_verify(signer, blob.signature, signed_message(blob))
+        elif isinstance(signer, PqSignaturePublic):
+            pq_verify(signer.raw, blob.signature, signed_message(blob))
         else:
             r, s = blob.signature[:32], int.from_bytes(blob.signature[32:], "little")
             if not (ed25519_point_ok(public_bytes(signer)) and ed25519_point_ok(r)):
@@ -354,6 +482,8 @@ def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[
         raise Refused("verification_error", "request", "wrong name")
     if blob.generation < box.high_water.get(blob.name, 0):  # 5
         raise Refused("verification_error", "rollback", "rolled back")
+    if blob.revision < box.revisions.get((blob.name, blob.generation), 0):  # 5, revision
+        raise Refused("verification_error", "rollback", "older revision")
     own = key_id(box.suite, EXCHANGE, public_bytes(box.exchange.public_key()))  # 6
     mine = [w for rid, w in blob.recipients if rid == own]
     if not mine:
@@ -367,6 +497,8 @@ def open_blob(data: bytes, box: Container, *, name: str | None = None) -> tuple[
             if p256_key(mine[0][:65]) is None:  # enc: a point 1.3 accepts
                 raise ValueError("enc")
             key = _HPKE_P256.decrypt(mine[0], box.exchange, info=context)
+        elif isinstance(box.exchange, PqExchange):
+            key = pq_unwrap(box.exchange, mine[0], context)
         else:
             key = _HPKE.decrypt(mine[0], box.exchange, info=context)
     except (InvalidTag, ValueError):
@@ -416,6 +548,8 @@ def _verify_label(suite: int, signature_key: bytes, signed: bytes, sig: bytes) -
             public = p256_key(signature_key)
             assert public is not None
             p256_verify(public, sig, message)
+        elif suite == PQ:
+            pq_verify(signature_key, sig, message)
         else:
             r, s = sig[:32], int.from_bytes(sig[32:], "little")
             if not ed25519_point_ok(r) or s >= ED25519_L:
@@ -430,8 +564,8 @@ def parse_public_key_file(data: bytes) -> PublicKeys:
     signature of 3.2 (stage ``label``)."""
     if data.lstrip(b" \t\r\n").startswith(b"-----BEGIN "):
         data = dearmor(data, "KEYBLOB PUBLIC KEY")
-    if len(data) > 4096:
-        raise malformed("over 4096 bytes")
+    if len(data) > MAX_PUBLIC_FILE:
+        raise malformed("over 8192 bytes")
     c = _Cursor(data)
     if c.take(4) != b"KBPK":
         raise malformed("magic")
@@ -439,9 +573,7 @@ def parse_public_key_file(data: bytes) -> PublicKeys:
     if version not in (1, 2):
         raise Refused("unsupported", "parse", "version")
     suite = c.int(1)
-    if suite == PQ:
-        raise Refused("unsupported", "parse", "suite pq")
-    if suite not in (X25519, RSA, P256):
+    if suite not in (X25519, RSA, PQ, P256):
         raise malformed("suite")
     if c.int(2) != 0:
         raise malformed("reserved")
@@ -449,16 +581,21 @@ def parse_public_key_file(data: bytes) -> PublicKeys:
     if not (name_ok(label) if version == 1 else label_ok(label)):
         raise malformed("label")
     keys = []
-    for _ in range(2):
+    for role in (EXCHANGE, SIGNATURE):
         n = c.int(2)
-        if not (n == {X25519: 32, P256: 65}.get(suite, n) and 1 <= n <= 1024):
+        pq = PQ_EXCHANGE_KEY if role == EXCHANGE else PQ_SIGNATURE_KEY
+        if not (n == {X25519: 32, P256: 65, PQ: pq}.get(suite, n) and 1 <= n <= max(pq, 1024)):
+            raise malformed("key length")
+        if suite == RSA and n > 1024:
             raise malformed("key length")
         keys.append(c.take(n))
     signed_end = c.pos
     label_signature = b""
     if version == 2:
         n = c.int(2)
-        if n not in ((64,) if suite in (X25519, P256) else RSA_LENGTHS):
+        if n not in (
+            (64,) if suite in (X25519, P256) else (PQ_SIGNATURE,) if suite == PQ else RSA_LENGTHS
+        ):
             raise malformed("label signature length")
         label_signature = c.take(n)
     if c.pos != len(data):
@@ -476,6 +613,13 @@ def parse_public_key_file(data: bytes) -> PublicKeys:
     elif suite == P256:
         if p256_key(keys[0]) is None or p256_key(keys[1]) is None:
             raise Refused("format_error", "key", "not an uncompressed P-256 point on the curve")
+    elif suite == PQ:
+        if not pq_exchange_key_ok(keys[0]):
+            raise Refused(
+                "format_error", "key", "ML-KEM-768 coefficient >= q, or a bad X25519 half"
+            )
+        if not pq_signature_key_ok(keys[1]):
+            raise Refused("format_error", "key", "a small-order or non-canonical Ed25519 half")
     elif not x25519_key_ok(keys[0]):
         raise Refused("format_error", "key", "not a canonical, full-order X25519 key")
     elif not ed25519_point_ok(keys[1]):

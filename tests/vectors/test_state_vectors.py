@@ -130,6 +130,10 @@ def test_the_lifecycle_members_follow_their_field_rules():
     (previous,) = head["previous"]
     assert set(previous) == {"key_id", "public", "until"}
     assert previous["key_id"] == _key_id(2, previous["public"])
+    (removed,) = head["removed"]
+    assert set(removed) == {"key_id", "label", "removed"}
+    assert re.fullmatch("[0-9a-f]{32}", removed["key_id"]) and 0 <= removed["removed"] < 2**63
+    assert removed["key_id"] not in {t["key_id"] for t in head["trusted"]}
 
 
 def test_keyblob_reads_a_database_made_from_the_ddl_in_format_md(tmp_path):
@@ -162,6 +166,7 @@ def test_keyblob_reads_a_database_made_from_the_ddl_in_format_md(tmp_path):
     assert state.retired_below("payroll") == VECTOR["retired"]["payroll"]
     assert [r.label for r in state.recovery] == ["Offline recovery"]
     assert [p.until for p in state.previous] == [1700000200]
+    assert [(r.label, r.removed) for r in state.removed] == [("Former colleague", 1700000400)]
 
 
 def test_the_generator_rebuilds_the_vector():

@@ -65,25 +65,44 @@ def test_package_refuses_before_any_unwrap(case: dict[str, Any]) -> None:
 # -- (b) the independent reader --------------------------------------------------------------
 
 
+SUITES = {"x25519": ir.X25519, "rsa": ir.RSA, "pq": ir.PQ, "p256": ir.P256}
+SUITE_LABELS = {code: label for label, code in SUITES.items()}
+
+
 def _private(path: str) -> Any:
     return serialization.load_pem_private_key((HERE / path).read_bytes(), None)
 
 
+def _exchange(entry: dict[str, Any]) -> Any:
+    """A test key's exchange private key: PEM, or for pq its seed (FORMAT.md 1.3)."""
+    if entry["suite"] == "pq":
+        return ir.PqExchange(bytes.fromhex(entry["exchange"]["seed"]))
+    return _private(entry["exchange"]["file"])
+
+
+def _signature_public(entry: dict[str, Any]) -> Any:
+    if entry["suite"] == "pq":
+        return ir.pq_signature_public(bytes.fromhex(entry["signature"]["seed"]))
+    return _private(entry["signature"]["file"]).public_key()
+
+
 def _container(case: dict[str, Any]) -> ir.Container:
     own = MANIFEST["keys"][case["opener"]]
-    suite = {"x25519": ir.X25519, "rsa": ir.RSA, "p256": ir.P256}[own["suite"]]
-    trusted = [
-        _private(MANIFEST["keys"][t]["signature"]["file"]).public_key() for t in case["trusted"]
-    ] + [
+    suite = SUITES[own["suite"]]
+    trusted = [_signature_public(MANIFEST["keys"][t]) for t in case["trusted"]] + [
         ed25519.Ed25519PublicKey.from_public_bytes(bytes.fromhex(k))
         for k in case.get("trusted_public", [])
     ]
     return ir.Container(
         suite=suite,
-        exchange=_private(own["exchange"]["file"]),
-        signature_public=_private(own["signature"]["file"]).public_key(),
+        exchange=_exchange(own),
+        signature_public=_signature_public(own),
         trusted=trusted,
         high_water=dict(case["high_water"]),
+        revisions={
+            (k.rsplit("/", 1)[0], int(k.rsplit("/", 1)[1])): v
+            for k, v in case.get("revision_marks", {}).items()
+        },
     )
 
 
@@ -91,7 +110,7 @@ def _independent(case: dict[str, Any]) -> tuple[str, str | None, dict[str, Any] 
     try:
         if case["type"] == "public_key":
             pub = ir.parse_public_key_file(_data(case))
-            suite = {ir.X25519: "x25519", ir.RSA: "rsa", ir.P256: "p256"}[pub.suite]
+            suite = SUITE_LABELS[pub.suite]
             return (
                 "valid",
                 None,
@@ -113,7 +132,7 @@ def _independent(case: dict[str, Any]) -> tuple[str, str | None, dict[str, Any] 
         return e.result, e.stage, None, None
     labels = {1: "aes-256-gcm", 2: "aes-128-gcm", 3: "chacha20-poly1305"}
     header = {
-        "suite": {ir.X25519: "x25519", ir.RSA: "rsa", ir.P256: "p256"}[blob.suite],
+        "suite": SUITE_LABELS[blob.suite],
         "algorithm": labels[blob.algorithm],
         "generation": blob.generation,
         "created": blob.created,
@@ -139,9 +158,12 @@ def test_independent_reader_agrees(case: dict[str, Any]) -> None:
 
 def test_independent_reader_computes_the_manifest_key_ids() -> None:
     for entry in MANIFEST["keys"].values():
-        suite = {"x25519": ir.X25519, "rsa": ir.RSA, "p256": ir.P256}[entry["suite"]]
+        suite = SUITES[entry["suite"]]
         for role, code in (("exchange", ir.EXCHANGE), ("signature", ir.SIGNATURE)):
-            public = ir.public_bytes(_private(entry[role]["file"]).public_key())
+            key = _exchange(entry) if role == "exchange" else None
+            public = ir.public_bytes(
+                key.public_key() if key is not None else _signature_public(entry)
+            )
             assert public.hex() == entry[role]["public"]
             assert ir.key_id(suite, code, public).hex() == entry[role]["key_id"]
 

@@ -50,7 +50,7 @@ _U64 = struct.Struct(">Q")
 MAX_PATH = 4096
 MAX_NAME = 255
 MAX_MESSAGE = 4 * 1024 * 1024 + 4096  # SIGN and MAC: at most a state head and a blob
-MAX_WRAPPED = 8192  # an RSA-4096 wrap is 512 bytes, HPKE 97; margin for suites to come
+MAX_WRAPPED = 8192  # RSA-4096 512 bytes, HPKE 97 (p256 145), pq 1200 at most (FORMAT.md 2.3)
 MAX_CONTEXT = 1024 * 1024  # a blob header
 
 

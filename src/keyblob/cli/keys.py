@@ -38,13 +38,14 @@ from keyblob.errors import (
 
 if TYPE_CHECKING:
     import keyblob.format.armor as armoring
-    from keyblob import blobs, keys, mscapi, publickeys
+    from keyblob import blobs, keys, mscapi, publickeys, trust
     from keyblob import format as formats
     from keyblob.format import PublicKeyFile, pubkey
     from keyblob.format import blob as blobformat
     from keyblob.keys import Algorithm, KeyId, Suite
     from keyblob.providers import suites
     from keyblob.providers.base import Provider
+    from keyblob.storage import Store
     from keyblob.trust import State
 else:
     # The library (even its value types and formats), CryptoAPI support and cryptography
@@ -59,6 +60,7 @@ else:
     mscapi = lazy_module("keyblob.mscapi")
     publickeys = lazy_module("keyblob.publickeys")
     suites = lazy_module("keyblob.providers.suites")
+    trust = lazy_module("keyblob.trust")
 
 #: The labels of keyblob.keys.Algorithm, spelled out so that building the parser does not
 #: import the library (a unit test checks that they are the enum's).
@@ -127,6 +129,11 @@ def _init_token(ctx: Context) -> int:
             "keyblob's PKCS#11 provider runs the p256 suite, what nearly every token "
             "offers: X25519 is not a standard token key type before PKCS#11 3.0; "
             "use --suite p256"
+        )
+    if suite is keys.Suite.PQ:
+        raise UsageError(
+            "keyblob makes pq containers in software only (--provider software): a token "
+            "holds no X-Wing or ML-DSA-65 + Ed25519 key pair; for a token, use --suite p256"
         )
     pin = ctx.pin(token)
     if suite is keys.Suite.RSA:
@@ -365,7 +372,44 @@ def _describe(v: blobs.Verified, container: Provider, state: State) -> dict[str,
         "size": len(v.encoded),
         "origin": "keyblob" if h.algorithm.capi_alg_id is None else "cryptoapi",
         "capi_alg_id": h.algorithm.capi_alg_id,
+        "retired_below": state.retired_below(h.name),
     }
+
+
+def _untrusted_signer(
+    container: Provider,
+    state: State,
+    store: Store,
+    name: str,
+    error: VerificationError,
+    *,
+    generation: int | None = None,
+) -> VerificationError:
+    """``error``, or, when it is because the stored blob's signer is a signer the user
+    removed from the trust list (``trust remove``: the state remembers it, FORMAT.md 5.2.8),
+    a refusal that says so, with its label and when.  A signer never trusted here (a blob
+    planted by anyone) stays "not a trusted signer": nothing here suggests trusting it."""
+    try:
+        stored = store.generations(name)
+        at = generation if generation is not None else (stored[-1] if stored else None)
+        if at is None:
+            return error
+        h = blobs.decode(store.get(name, at)).header  # parsed, not verified: only its id used
+    except KeyblobError:
+        return error
+    removed = state.removed_signer(h.signer_id)
+    untrusted = trust.UNTRUSTED.format(signer=f"sg-{h.signer_id.short}")
+    if removed is None or str(error) != untrusted or h.suite is not container.suite:
+        return error  # not refused for a removed signer: the refusal is about something else
+    return VerificationError(
+        f"{name} generation {at} is signed by sg-{h.signer_id.short} ({removed.label}), which "
+        f"is no longer trusted here: removed from the trust list {iso(removed.removed)}",
+        hints=(
+            "if that was a mistake, trust it again after checking its fingerprint with its "
+            "owner: keyblob trust add THEIR.pub",
+            f"otherwise ask a signer trusted here for a new generation of {name}",
+        ),
+    )
 
 
 def _recipient_label(key_id: KeyId, container: Provider, state: State) -> str | None:
@@ -392,15 +436,22 @@ def cmd_list(ctx: Context) -> int:
     # another store is not missing here, though its high-water mark is the container's.
     missing = sorted(set(state.held(store.identity)) - set(names))
     opened = {}
+    revisions = {}
     for name in names:
         try:
             v = blobs.open_latest(container, store, name, unwrap=False, record=False)
-        except (VerificationError, FormatError) as e:
+        except VerificationError as e:
+            refused.append((name, str(_untrusted_signer(container, state, store, name, e))))
+            continue
+        except FormatError as e:
             refused.append((name, str(e)))
             continue
         opened[name] = v.header.generation
+        if v.header.revision:
+            revisions[name, v.header.generation] = v.header.revision
         rows.append(_describe(v, container, state))
-    blobs.record_seen(container, store, opened, state)  # one state write for every name
+    # one state write for every name
+    blobs.record_seen(container, store, opened, state, revisions=revisions)
     if ctx.args.json:
         emit_json(
             {
@@ -414,9 +465,13 @@ def cmd_list(ctx: Context) -> int:
         width = max(len(r["name"]) for r in rows)
         print(f"{'NAME':<{width}}  GEN  ALGORITHM          KEY ID    CREATED               SIGNER")
         for r in rows:
+            retired = (
+                f"  [generations below {r['retired_below']} retired]" if r["retired_below"] else ""
+            )
             print(
                 f"{r['name']:<{width}}  {r['generation']:>3}  {r['algorithm']:<17}  "
                 f"{r['key_id'][:8]}  {r['created']}  sg-{r['signer'][:8]} ({r['signer_label']})"
+                f"{retired}"
             )
     elif not refused:
         print(f"no keys in {tilde(store.location)}", file=sys.stderr)
@@ -439,15 +494,31 @@ def _origin(capi_alg_id: int | None) -> str:
 
 
 def cmd_show(ctx: Context) -> int:
-    checked_name(ctx.args.name)
+    name, generation = ctx.args.name, ctx.args.generation
+    checked_name(name)
     store = existing_store(ctx)
     container = ctx.open()
-    with about_key(ctx.args.name):
-        v = refusing(
-            ctx.args.name, lambda: blobs.open_latest(container, store, ctx.args.name, unwrap=False)
-        )
-    doc = _describe(v, container, container.state())
+
+    def opened() -> blobs.Verified:
+        try:
+            if generation is None:
+                return blobs.open_latest(container, store, name, unwrap=False)
+            return blobs.open_stored(container, store, name, generation, unwrap=False)
+        except VerificationError as e:
+            state = container.state()
+            raise _untrusted_signer(
+                container, state, store, name, e, generation=generation
+            ) from None
+
+    with about_key(name):
+        v = refusing(name, opened)
+    state = container.state()
+    doc = _describe(v, container, state)
     doc["store"] = store.location
+    stored = store.generations(name)
+    below = state.retired_below(name)
+    doc["generations"] = stored
+    doc["retired_generations"] = [g for g in stored if g < below]
     if ctx.args.json:
         emit_json(doc)
         return 0
@@ -467,7 +538,10 @@ def cmd_show(ctx: Context) -> int:
                 for r, label in zip(doc["recipients"], doc["recipient_labels"], strict=True)
             ),
         ),
-        ("generations", ", ".join(str(g) for g in store.generations(ctx.args.name))),
+        (
+            "generations",
+            ", ".join(f"{g} (retired)" if g < below else str(g) for g in stored),
+        ),
         ("stored in", tilde(store.location)),
     ]
     for label, value in rows:
@@ -757,6 +831,7 @@ _KEY_TYPES = {
     "x25519": ("X25519", "Ed25519"),
     "rsa": ("RSA-OAEP-SHA256", "RSA-PSS-SHA256"),
     "p256": ("P-256 HPKE", "ECDSA P-256 SHA-256"),
+    "pq": ("X-Wing", "ML-DSA-65 + Ed25519"),
 }
 
 
@@ -836,6 +911,22 @@ def _print_shared(doc: dict[str, Any], verb: str) -> None:
         print(f"{verb} {where}: {change}; now revision {g['revision']}, {count} {plural}")
 
 
+def _note_resigned(done: blobs.Shared, container: Provider, state: State) -> None:
+    """A re-wrap is signed by this container: say so when another container had signed the
+    blob, since a container that trusts only that one refuses the new blob (FORMAT.md 2.7
+    step 2) until it trusts this one too."""
+    for r in done.results:
+        before = r.signed_before
+        if r.changed and before is not None and before != container.signature_id:
+            trusted = state.signer(before)
+            who = f"sg-{before.short}" + (f" ({trusted.label})" if trusted else "")
+            print_note(
+                f"{r.name} generation {r.generation} was signed by {who}; it is now signed "
+                "by this container: a container that does not trust this one refuses it "
+                "until it does (keyblob trust add with this container's public key file)"
+            )
+
+
 def cmd_share(ctx: Context) -> int:
     args = ctx.args
     checked_name(args.name)
@@ -861,6 +952,7 @@ def cmd_share(ctx: Context) -> int:
         emit_json(doc)
     else:
         _print_shared(doc, "shared")
+    _note_resigned(done, container, container.state())
     _note_untrusted(container, to)
     return 0
 
@@ -945,6 +1037,7 @@ def cmd_unshare(ctx: Context) -> int:
         emit_json(doc)
     else:
         _print_shared(doc, "unshared")
+    _note_resigned(done, container, container.state())
     # Said every time, whatever changed: nothing in a store can take back a key once read.
     print_warning(
         f"kx-{recipient.short} may have kept a copy of {args.name}'s key (or of an earlier "
@@ -966,10 +1059,11 @@ def register(sub: Subcommands) -> None:
     sp = command(sub, "init", cmd_init, "create a container")
     sp.add_argument(
         "--suite",
-        choices=["x25519", "rsa", "p256"],
+        choices=["x25519", "rsa", "pq", "p256"],
         help="x25519 (default): X25519 wrapping and Ed25519 signatures; rsa: RSA-OAEP and "
-        "RSA-PSS, for CryptoAPI peers; p256 (default with --provider pkcs11): P-256 HPKE "
-        "wrapping and ECDSA signatures, what hardware tokens run",
+        "RSA-PSS, for CryptoAPI peers; pq: post-quantum, X-Wing (ML-KEM-768 + X25519) "
+        "wrapping and ML-DSA-65 + Ed25519 signatures (software only); p256 (default with "
+        "--provider pkcs11): P-256 HPKE wrapping and ECDSA signatures, what hardware tokens run",
     )
     sp.add_argument(
         "--provider",
@@ -1075,6 +1169,7 @@ def register(sub: Subcommands) -> None:
     sp = command(sub, "show", cmd_show, "show a stored key's metadata (verified; never key bytes)")
     sp.add_argument("name", help="a stored key's name (keyblob list shows them)")
     sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
+    generation_option(sp)
     sp = command(sub, "export", cmd_export, "write the stored blob of a key to a file")
     sp.add_argument("name", help="a stored key's name (keyblob list shows them)")
     sp.add_argument("-o", "--output", required=True, metavar="FILE", help="'-' for standard output")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from keyblob.cli.keys import own_fingerprint, shown_label
@@ -275,7 +276,9 @@ def cmd_trust_remove(ctx: Context) -> int:
         container.update_state(lambda s: s.without_capi_signer(target.public))
         print(f"no longer trusted: CryptoAPI signer {target.label!r} ({target.fingerprint})")
         return 0
-    container.update_state(lambda s: s.without_signer(target.key_id))
+    # Remembered as removed (FORMAT.md 5.2.8): show can then say why its blobs are refused.
+    now = int(time.time())
+    container.update_state(lambda s: s.without_signer(target.key_id, removed=now))
     fp = pubkey.group_fingerprint(formats.fingerprint(target.suite, target.exchange, target.public))
     print(f"no longer trusted: sg-{target.key_id.short} ({target.label}), fingerprint {fp}")
     return 0

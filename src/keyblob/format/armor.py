@@ -10,7 +10,8 @@ from keyblob.errors import FormatError
 BLOB = "KEYBLOB"
 PUBLIC_KEY = "KEYBLOB PUBLIC KEY"
 LINE = 64
-MAX_ARMOR_SIZE = 32768
+#: Armor of the largest blob the binary limit admits (32768 bytes) is 44421 bytes.
+MAX_ARMOR_SIZE = 65536
 
 
 def armor(data: bytes, kind: str) -> bytes:

@@ -33,7 +33,9 @@ SIGNATURE_LABEL = b"keyblob/v1/blob-signature\x00"
 FLAG_REVISED = 0x01
 MAX_REVISION = 2**32 - 1
 
-MAX_BLOB_SIZE = 16384
+#: The largest well-formed blob, pq with 16 capi-rc2 recipients and a 128-byte name, revised,
+#: is 23053 bytes (FORMAT.md 2.8).
+MAX_BLOB_SIZE = 32768
 MAX_RECIPIENTS = 16
 RSA_SIZES = (256, 384, 512)  # RSA-2048, -3072, -4096: wrapped key and signature lengths
 X25519_ENC_SIZE = 32
@@ -41,7 +43,9 @@ P256_ENC_SIZE = 65  # SEC1 uncompressed point (RFC 9180 7.1.1 SerializePublicKey
 AEAD_TAG_SIZE = 16
 ED25519_SIGNATURE_SIZE = 64
 P256_SIGNATURE_SIZE = 64  # r || s, 32 bytes each (FORMAT.md 2.5)
-SUPPORTED_SUITES = (Suite.X25519, Suite.RSA, Suite.P256)
+PQ_ENC_SIZE = 1120  # X-Wing ciphertext: ML-KEM-768 (1088) || X25519 (32) (FORMAT.md 2.4)
+PQ_SIGNATURE_SIZE = 3373  # ML-DSA-65 (3309) || Ed25519 (64) (FORMAT.md 2.5)
+SUPPORTED_SUITES = (Suite.X25519, Suite.RSA, Suite.PQ, Suite.P256)
 _SUPPORTED_SUITE_CODES = frozenset(int(s) for s in SUPPORTED_SUITES)
 _SUITE_CODES = frozenset(int(s) for s in Suite)
 _ALGORITHM_CODES = frozenset(int(a) for a in Algorithm)
@@ -56,6 +60,8 @@ def wrapped_size_ok(suite: Suite, algorithm: Algorithm, size: int) -> bool:
         return size - X25519_ENC_SIZE - AEAD_TAG_SIZE in algorithm.key_sizes
     if suite is Suite.P256:
         return size - P256_ENC_SIZE - AEAD_TAG_SIZE in algorithm.key_sizes
+    if suite is Suite.PQ:
+        return size - PQ_ENC_SIZE - AEAD_TAG_SIZE in algorithm.key_sizes
     return size in RSA_SIZES
 
 
@@ -64,6 +70,8 @@ def signature_size_ok(suite: Suite, size: int) -> bool:
         return size == ED25519_SIGNATURE_SIZE
     if suite is Suite.P256:
         return size == P256_SIGNATURE_SIZE
+    if suite is Suite.PQ:
+        return size == PQ_SIGNATURE_SIZE
     return size in RSA_SIZES
 
 

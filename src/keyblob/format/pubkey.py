@@ -1,7 +1,7 @@
 """The public key file: a container's two public keys and its label, as handed to others
 (FORMAT.md 3: version 1 with the container's name, version 2 with a signed label), its
-fingerprint and how people read it aloud, and which raw X25519 / Ed25519 / P-256 encodings
-are acceptable keys at all (FORMAT.md 1.3).
+fingerprint and how people read it aloud, and which raw X25519 / Ed25519 / P-256 / ML-KEM-768
+encodings are acceptable keys at all (FORMAT.md 1.3).
 
 The encoding rules are byte and integer comparisons only: no curve arithmetic here (the
 P-256 on-curve check is made where the key is decoded, in ``keyblob.providers.suites``)."""
@@ -29,11 +29,25 @@ VERSION = 1  # the container's name as label, unsigned
 VERSION_LABELLED = 2  # a label people choose, signed by the signature key (FORMAT.md 3.2)
 LABEL_SIGNATURE_LABEL = b"keyblob/v1/pubkey-label\x00"
 #: FORMAT.md 3: the label signature's length: Ed25519 64, RSA-PSS the modulus length.
-LABEL_SIGNATURE_SIZES = {Suite.X25519: (64,), Suite.RSA: (256, 384, 512), Suite.P256: (64,)}
-SUPPORTED_SUITES = (Suite.X25519, Suite.RSA, Suite.P256)
+#: FORMAT.md 3: the label signature's length: Ed25519 64, RSA-PSS the modulus length, P-256
+#: r || s 64, pq ML-DSA-65 (3309) || Ed25519 (64).
+LABEL_SIGNATURE_SIZES = {
+    Suite.X25519: (64,),
+    Suite.RSA: (256, 384, 512),
+    Suite.P256: (64,),
+    Suite.PQ: (3373,),
+}
+SUPPORTED_SUITES = (Suite.X25519, Suite.RSA, Suite.PQ, Suite.P256)
 FINGERPRINT_LABEL = b"keyblob/v1/fingerprint\x00"
 MAX_PUBLIC_KEY_SIZE = 1024  # DER of an RSA-4096 SubjectPublicKeyInfo is 550 bytes
-MAX_FILE_SIZE = 4096
+#: The largest well-formed file, version 2 pq with a 200-byte label, is 6788 bytes.
+MAX_FILE_SIZE = 8192
+ED25519_KEY_SIZE = 32
+MLKEM768_KEY_SIZE = 1184  # FIPS 203 encapsulation key, k = 3: 1152 bytes of t, then rho
+MLDSA65_KEY_SIZE = 1952  # FIPS 204 public key, k = 6: rho (32), then t1 (6 * 320)
+PQ_EXCHANGE_KEY_SIZE = MLKEM768_KEY_SIZE + 32  # X-Wing: ML-KEM-768 || X25519, 1216
+PQ_SIGNATURE_KEY_SIZE = MLDSA65_KEY_SIZE + ED25519_KEY_SIZE  # ML-DSA-65 || Ed25519, 1984
+MLKEM_Q = 3329
 X25519_KEY_SIZE = 32
 P256_KEY_SIZE = 65  # SEC1 uncompressed: 0x04 || x || y, 32 bytes each, big-endian
 P256_PRIME = 2**256 - 2**224 + 2**192 + 2**96 - 1  # p of the P-256 field (SEC 2 2.4.2)
@@ -123,11 +137,26 @@ def p256_public_problem(encoded: bytes) -> str | None:
     return None
 
 
-def public_size_ok(suite: Suite, size: int) -> bool:
+def mlkem768_public_problem(encoded: bytes) -> str | None:
+    """Why ``encoded`` is not an ML-KEM-768 encapsulation key, or None: FIPS 203 section
+    7.2's modulus check, the 768 12-bit coefficients of its first 1152 bytes (two per three
+    bytes, little-endian) each below q = 3329, so that each key has one encoding."""
+    if len(encoded) != MLKEM768_KEY_SIZE:
+        return f"not {MLKEM768_KEY_SIZE} bytes"
+    for i in range(0, 1152, 3):
+        a, b, c = encoded[i], encoded[i + 1], encoded[i + 2]
+        if a | (b & 0x0F) << 8 >= MLKEM_Q or b >> 4 | c << 4 >= MLKEM_Q:
+            return "not an encapsulation key (a coefficient >= q = 3329)"
+    return None
+
+
+def public_size_ok(suite: Suite, size: int, role: KeyRole) -> bool:
     if suite is Suite.X25519:
         return size == X25519_KEY_SIZE
     if suite is Suite.P256:
         return size == P256_KEY_SIZE
+    if suite is Suite.PQ:
+        return size == (PQ_EXCHANGE_KEY_SIZE if role is KeyRole.EXCHANGE else PQ_SIGNATURE_KEY_SIZE)
     return 1 <= size <= MAX_PUBLIC_KEY_SIZE
 
 
@@ -193,8 +222,9 @@ class PublicKeyFile:
             check_label(self.label)
             if len(self.label_signature) not in LABEL_SIGNATURE_SIZES[self.suite]:
                 raise UsageError("the label signature has the wrong length for the suite")
-        for what, key in (("exchange", self.exchange), ("signature", self.signature)):
-            if not public_size_ok(self.suite, len(key)):
+        for role, key in ((KeyRole.EXCHANGE, self.exchange), (KeyRole.SIGNATURE, self.signature)):
+            what = role.name.lower()
+            if not public_size_ok(self.suite, len(key), role):
                 raise UsageError(f"{what} public key has the wrong length for the suite")
 
     @property
@@ -274,9 +304,10 @@ class PublicKeyFile:
             why = "not a valid container name" if version == VERSION else str(e)
             raise r.fail("label", why.removeprefix("invalid label: "), 9) from None
         keys = []
-        for what in ("exchange", "signature"):
+        for role in (KeyRole.EXCHANGE, KeyRole.SIGNATURE):
+            what = role.name.lower()
             size = r.uint(2, f"{what}_len")
-            if not public_size_ok(suite, size):
+            if not public_size_ok(suite, size, role):
                 raise r.fail(f"{what}_len", f"{size} does not fit the suite", r.offset - 2)
             keys.append(r.take(size, f"{what}_key"))
         label_signature = None

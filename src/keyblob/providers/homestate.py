@@ -3,11 +3,11 @@ state (FORMAT.md 5.2), whichever provider holds its keys.
 
 Layout of the state (folders 0700, files 0600)::
 
-    <home>/containers/<name>/state.db     trusted signers, high-water and revision marks,
-                                          retirements, recovery recipients, earlier
-                                          signature keys: a MAC'd head over hash trees
-                                          (statedb.py); a version 1 state.json is read,
-                                          then migrated
+    <home>/containers/<name>/state.db     trusted and removed signers, high-water and
+                                          revision marks, retirements, recovery
+                                          recipients, earlier signature keys: a MAC'd head
+                                          over hash trees (statedb.py); a version 1
+                                          state.json is read, then migrated
     <home>/containers/<name>/lock         serialises state updates (POSIX flock)
 
 The MAC is the provider's: HMAC-SHA256 under a key derived from the passphrase (software.py),
