@@ -174,7 +174,23 @@ def _replace_forever(config: dict[str, Any], _: SoftwareContainer | None) -> Non
         current = following
 
 
-WRITERS = {"put": _put_forever, "rotate": _rotate_forever, "replace": _replace_forever}
+def _rewrap_forever(config: dict[str, Any], _: SoftwareContainer | None) -> None:
+    """``keyblob rewrap --all`` over and over, with the container as it is now (the test
+    rotates its keys between kills: the zygote's copy would be stale)."""
+    container = Home(Path(config["home"])).open(config["container"], PASSPHRASE)
+    store = open_store(config["url"])
+    store.names()  # connected before "ready"
+    say("ready")
+    while True:
+        blobs.rewrap(container, store, jobs=1)
+
+
+WRITERS = {
+    "put": _put_forever,
+    "rotate": _rotate_forever,
+    "replace": _replace_forever,
+    "rewrap": _rewrap_forever,
+}
 
 
 def zygote(config: dict[str, Any]) -> None:

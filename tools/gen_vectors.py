@@ -62,6 +62,7 @@ from keyblob.format.pubkey import (
 )
 from keyblob.keys import Algorithm, KeyId, KeyRole, SessionKey, Suite, _make_session_key, key_id_for
 from keyblob.providers import suites
+from keyblob.providers.base import OldKey
 from keyblob.trust import UNTRUSTED, State, TrustedSigner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -353,7 +354,20 @@ class VectorProvider:
     def sign(self, message: bytes) -> bytes:
         return suites.sign(self._key.signature, message)
 
+    @property
+    def exchange_ids(self) -> tuple[KeyId, ...]:
+        return (self._key.exchange_id,)
+
+    @property
+    def old_keys(self) -> tuple[OldKey, ...]:
+        return ()
+
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        return self.unwrap_as(self._key.exchange_id, wrapped, context)
+
+    def unwrap_as(self, key_id: KeyId, wrapped: bytes, context: bytes) -> bytes:
+        if key_id != self._key.exchange_id:
+            raise VerificationError(f"no exchange key kx-{key_id.short} here")
         self.unwrap_calls += 1
         return suites.unwrap(self._key.exchange, wrapped, context)
 

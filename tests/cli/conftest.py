@@ -30,7 +30,12 @@ Main = Callable[[Sequence[str | os.PathLike[str]]], int]
 
 #: Commands after which the agent is handed the container (``keyblob unlock``): a new
 #: container, and one whose keys were replaced (the agent's old keys are no longer used).
-UNLOCK_AFTER = {("init",), ("capi", "import-keypair")}
+UNLOCK_AFTER = {
+    ("init",),
+    ("capi", "import-keypair"),
+    ("keys", "rotate"),
+    ("keys", "forget-old"),
+}
 #: Commands that keep the passphrase even with the agent: they need what the agent does
 #: not offer (seal a new container or new keys under it; CryptoAPI operations with the
 #: container's own RSA keys, which open it without the agent).
@@ -129,7 +134,14 @@ def _parsed(argv: list[str]) -> tuple[tuple[str, ...], object] | None:
     except SystemExit:
         return None
     words = [args.command]
-    for sub in ("agent_command", "capi_command", "label_command", "store_command", "trust_command"):
+    for sub in (
+        "agent_command",
+        "capi_command",
+        "keys_command",
+        "label_command",
+        "store_command",
+        "trust_command",
+    ):
         if isinstance(getattr(args, sub, None), str):
             words.append(getattr(args, sub))
     return tuple(words), args

@@ -711,3 +711,32 @@ def test_init_usage_errors_exit_2_before_the_pin(kb, monkeypatch, argv, message)
     assert (status, out) == (2, "") and message in err.splitlines()[0]
     assert files(kb.home) == {}
     assert token_objects(kb.token) == before
+
+
+def test_keys_rotate_rewrap_forget_old_in_the_token(kb, tmp_path):
+    """Issue 16: the new pairs are generated in the token; rewrap unwraps with the old
+    exchange key there; forget-old destroys the old objects; old data keeps opening."""
+    assert kb.init()[0] == 0
+    assert kb("new", "payroll")[0] == 0
+    plain, sealed, opened = tmp_path / "plain", tmp_path / "sealed", tmp_path / "opened"
+    plain.write_bytes(b"payroll data")
+    assert kb("encrypt", "payroll", "-i", plain, "-o", sealed, "--quiet")[0] == 0
+    before = kb.record()
+    status, _, err = kb("keys", "rotate")
+    assert status == 0, err
+    record = kb.record()
+    old = {e["label"] for e in record["previous"]}
+    assert old == {before["exchange"]["label"], before["signature"]["label"]}
+    new_labels = {record["exchange"]["label"], record["signature"]["label"]}
+    objects = {o[1] for o in token_objects(kb.token)}
+    assert old <= objects and new_labels <= objects and not old & new_labels
+    assert kb("decrypt", sealed, "-o", opened, "--quiet")[0] == 0  # the old key, in the token
+    assert kb("keys", "forget-old")[0] == 1  # payroll still needs them
+    status, out, err = kb("rewrap", "--all", "--json")
+    assert status == 0 and json.loads(out)["rewrapped"] == 1, err
+    assert kb("keys", "forget-old")[0] == 0
+    assert "previous" not in kb.record()
+    assert not old & {o[1] for o in token_objects(kb.token)}  # destroyed in the token
+    opened.unlink()
+    assert kb("decrypt", sealed, "-o", opened, "--quiet")[0] == 0
+    assert opened.read_bytes() == plain.read_bytes()

@@ -37,7 +37,7 @@ from keyblob import Home, Suite, VerificationError
 from keyblob.cli import main
 from keyblob.keys import KeyRole, key_id_for
 from keyblob.providers import suites
-from keyblob.providers.base import Provider
+from keyblob.providers.base import Provider, RotatingKeys
 from keyblob.trust import PreviousSigner, RecoveryRecipient, State, TrustedSigner
 from support import FAST_KDF, PASSPHRASE
 
@@ -53,6 +53,7 @@ class Made:
     home: Home
     secret: bytes = field(repr=False)  # the passphrase, or the token's PIN
     opened: list[Any] = field(default_factory=list)
+    token: Any = None  # the SoftHSM2 token of a token container
 
     @property
     def folder(self) -> Path:
@@ -94,7 +95,7 @@ def made(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Made]:
     token: support.SoftHSMToken = request.getfixturevalue("softhsm_token")
     pin = token.pin.encode()
     container = home.create_token(NAME, pin, module=token.module, token=token.label)
-    result = Made(container, home, pin)
+    result = Made(container, home, pin, token=token)
     try:
         yield result
     finally:
@@ -361,3 +362,52 @@ def test_a_token_refuses_the_suites_it_cannot_run(
         (tmp_path / "home" / "containers").iterdir()
     )
     assert _token_object_labels(softhsm_token) == before
+
+
+def test_rotated_keys_open_wraps_for_every_kept_exchange_key(
+    provider: Provider, made: Made
+) -> None:
+    """keys rotate (FORMAT.md 5.1, 5.1.1 ``previous``): new pairs made in the provider; the
+    old exchange key still opens what was wrapped for it, by its key id only, and after
+    forget-old nothing does; the container read again from its home agrees."""
+    assert isinstance(provider, RotatingKeys)
+    before_x, before_s = provider.exchange_id, provider.signature_id
+    old_public = suites.load_exchange_public(provider.suite, provider.exchange_public)
+    key = secrets.token_bytes(32)
+    old_wrap = suites.wrap(old_public, key, CONTEXT)
+    replaced = provider.rotate_keys((KeyRole.EXCHANGE, KeyRole.SIGNATURE), now=1_700_000_000)
+    assert {(k.role, k.key_id, k.until) for k in replaced} == {
+        (KeyRole.EXCHANGE, before_x, 1_700_000_000),
+        (KeyRole.SIGNATURE, before_s, 1_700_000_000),
+    }
+    assert before_x != provider.exchange_id and before_s != provider.signature_id
+    assert provider.exchange_ids == (provider.exchange_id, before_x)
+    new_public = suites.load_exchange_public(provider.suite, provider.exchange_public)
+    new_wrap = suites.wrap(new_public, key, CONTEXT)
+    signature_public = suites.load_signature_public(provider.suite, provider.signature_public)
+    suites.verify(signature_public, provider.sign(b"m"), b"m")  # signs with the new key
+    for opened in (provider, made.open(made.home.path)):
+        assert opened.exchange_ids == (provider.exchange_id, before_x)
+        assert opened.unwrap_as(before_x, old_wrap, CONTEXT) == key
+        assert opened.unwrap(new_wrap, CONTEXT) == key
+        with pytest.raises(VerificationError):
+            opened.unwrap(old_wrap, CONTEXT)  # the current key does not open the old wrap
+        with pytest.raises(VerificationError):
+            opened.unwrap_as(before_x, new_wrap, CONTEXT)
+        with pytest.raises(VerificationError):  # not a key of this container: no unwrap
+            opened.unwrap_as(before_s, old_wrap, CONTEXT)
+    assert {k.key_id for k in made.home.old_public_keys(NAME)} == {before_x, before_s}
+    labels = _token_object_labels(made.token) if _is_token(provider) else set()
+    forgotten = provider.forget_old_keys()
+    assert {k.key_id for k in forgotten} == {before_x, before_s}
+    for opened in (provider, made.open(made.home.path)):
+        assert opened.exchange_ids == (provider.exchange_id,)
+        with pytest.raises(VerificationError):
+            opened.unwrap_as(before_x, old_wrap, CONTEXT)
+        assert opened.unwrap(new_wrap, CONTEXT) == key
+    assert made.home.old_public_keys(NAME) == ()
+    assert "previous" not in json.loads((made.folder / "container.json").read_text())
+    if _is_token(provider):  # the old objects are destroyed in the token, nothing else
+        gone = labels - _token_object_labels(made.token)
+        assert gone and all(label.endswith(("/exchange", "/signature")) for label in gone)
+        assert len(gone) == 2

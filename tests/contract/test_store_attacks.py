@@ -211,7 +211,7 @@ def test_signature_is_checked_before_unwrap(owner, store, tamper, monkeypatch):
     data[-1] ^= 1  # the signature only
     tamper.replace("payroll", 1, bytes(data))
     calls = []
-    monkeypatch.setattr(type(owner), "unwrap", lambda self, *a: calls.append(a))
+    monkeypatch.setattr(type(owner), "unwrap_as", lambda self, *a: calls.append(a))
     with pytest.raises(VerificationError, match="signature"):
         blobs.load(owner, store, "payroll")
     assert calls == []

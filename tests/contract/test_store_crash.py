@@ -308,3 +308,60 @@ def test_first_write_survives_sigkill_at_random_instants(
             close = getattr(store, "close", None)
             if close is not None:
                 close()
+
+
+REWRAP_KILLS = 120
+REWRAP_NAMES = 24
+REWRAP_MAX_DELAY = 0.15  # a pass over REWRAP_NAMES entries takes about that long
+
+
+@pytest.mark.slow
+def test_rewrap_survives_sigkill_and_a_rerun_finishes(
+    store_url: str, zygote: Any, settled: Any, tmp_path: Path
+) -> None:
+    """``rewrap`` (issue 16) killed at random instants: every name still loads, with the
+    same session key, after every kill (each entry holds its old blob or its new one); when
+    the writers have moved every entry to the new keys, the test forgets the old keys and
+    rotates again, so the kills keep landing inside real re-wraps; at the end a rerun
+    finishes the job."""
+    from keyblob.keys import KeyRole
+
+    both = [KeyRole.EXCHANGE, KeyRole.SIGNATURE]
+    rng = random.Random(20261206)
+    home = Home(tmp_path / "home")
+    container = home.create("c", PASSPHRASE, Suite.X25519, kdf=FAST_KDF)
+    store = open_store(store_url)
+    keys = {}
+    for i in range(REWRAP_NAMES):
+        key = blobs.generate(container, store, f"k{i:02}")
+        keys[key.name] = key.unsafe_raw_bytes()
+    blobs.rotate_own_keys(container, both)
+    config = {"writer": "rewrap", "url": writer_url(store_url), "container": "c"}
+    writers = zygote({**config, "home": str(home.path)})
+    rounds = 0
+    partial = 0  # kills after which some entries were done and some not
+    for _ in range(REWRAP_KILLS):
+        writers.kill_a_writer(rng.uniform(0, REWRAP_MAX_DELAY))
+        settled()
+        opened = home.open("c", PASSPHRASE)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", IgnoredEntryWarning)  # nothing torn or ignored
+            for name, raw in keys.items():
+                verified = blobs.open_latest(opened, store, name)
+                assert verified.key is not None and verified.key.unsafe_raw_bytes() == raw
+        needing = blobs.entries_needing_old_keys(opened, store, jobs=1)
+        if not needing:  # every entry on the new keys: start another round
+            blobs.forget_old_keys(opened, store, jobs=1)
+            blobs.rotate_own_keys(opened, both, store=store)  # as keys rotate does
+            rounds += 1
+        elif len(needing) < REWRAP_NAMES:
+            partial += 1
+    assert rounds >= 2 and partial >= 2, (rounds, partial)  # the kills hit real re-wraps
+    opened = home.open("c", PASSPHRASE)
+    report = blobs.rewrap(opened, store, jobs=1)  # the rerun finishes
+    assert not report.failed
+    assert blobs.entries_needing_old_keys(opened, store, jobs=1) == []
+    blobs.forget_old_keys(opened, store, jobs=1)
+    for name, raw in keys.items():
+        verified = blobs.open_latest(opened, store, name)
+        assert verified.key is not None and verified.key.unsafe_raw_bytes() == raw

@@ -64,6 +64,7 @@ ACCEPTED = {
     "sign at its bound": body(Kind.SIGN, HOME, NAME, bytes(MAX_MESSAGE)),
     "unwrap": body(Kind.UNWRAP, HOME, NAME, bytes(97), b"context"),
     "unwrap at its bounds": body(Kind.UNWRAP, HOME, NAME, bytes(8192), bytes(MAX_CONTEXT)),
+    "unwrap as an old key": body(Kind.UNWRAP_AS, HOME, NAME, bytes(16), bytes(97), b"c"),
     "mac": body(Kind.MAC, HOME, NAME, b'{"container":"default"}'),
     "mac at its bound": body(Kind.MAC, HOME, NAME, bytes(MAX_MESSAGE)),
     "home of 4096 bytes": body(Kind.PUBLIC, b"/" * 4096, NAME),
@@ -71,13 +72,14 @@ ACCEPTED = {
     "utf-8 home and name": body(Kind.PUBLIC, "/home/zoë".encode(), "clé".encode()),
 }
 
-_WITH_HOME = (Kind.UNLOCK, Kind.PUBLIC, Kind.SIGN, Kind.UNWRAP, Kind.MAC)
+_WITH_HOME = (Kind.UNLOCK, Kind.PUBLIC, Kind.SIGN, Kind.UNWRAP, Kind.MAC, Kind.UNWRAP_AS)
 _REST = {
     Kind.UNLOCK: (TTL,),
     Kind.PUBLIC: (),
     Kind.SIGN: (b"m",),
     Kind.UNWRAP: (b"w", b"c"),
     Kind.MAC: (b"{}",),
+    Kind.UNWRAP_AS: (bytes(16), b"w", b"c"),
 }
 
 
@@ -93,7 +95,7 @@ REFUSED = {
     "version 2": body(Kind.STATUS, version=2),
     "version 255": body(Kind.PUBLIC, HOME, NAME, version=255),
     "kind 0": body(0),
-    "kind 9": body(9),
+    "kind 10": body(10),
     "kind 255": body(255, HOME, NAME),
     "status with a field": body(Kind.STATUS, b""),
     "lock with a field": body(Kind.LOCK, b"x"),
@@ -114,6 +116,9 @@ REFUSED = {
     "a ttl of 7 bytes": body(Kind.UNLOCK, HOME, NAME, bytes(7)),
     "a ttl of 9 bytes": body(Kind.UNLOCK, HOME, NAME, bytes(9)),
     "a ttl of 0 bytes": body(Kind.UNLOCK, HOME, NAME, b""),
+    "a key id of 15 bytes": body(Kind.UNWRAP_AS, HOME, NAME, bytes(15), bytes(97), b"c"),
+    "a key id of 17 bytes": body(Kind.UNWRAP_AS, HOME, NAME, bytes(17), bytes(97), b"c"),
+    "unwrap as without a key id": body(Kind.UNWRAP_AS, HOME, NAME, bytes(97), b"c"),
     "1 byte left over": body(Kind.STATUS) + b"\x00",
     "3 bytes left over": body(Kind.PUBLIC, HOME, NAME) + b"\x00\x00\x00",
     "4 bytes left over": body(Kind.STATUS) + b"\x00\x00\x00\x00",
@@ -186,7 +191,7 @@ def test_the_spec_states_the_codes_bounds() -> None:
     assert f"at most {protocol.MAX_SECRET} bytes" in section
     assert f"for {int(server.READ_TIMEOUT)} s" in section
     assert f"at most {server.MAX_CONNECTIONS} are served" in section
-    table = dict(re.findall(r"\| (\d) ([A-Z]+) \|", section))
+    table = dict(re.findall(r"\| (\d) ([A-Z_]+) \|", section))
     assert table == {str(k.value): k.name for k in Kind}
 
 
@@ -518,3 +523,10 @@ def test_an_agent_gone_mid_command_says_what_to_do(tmp_path: Path) -> None:
         conn.call(Kind.STATUS, ())
     assert caught.value.hints == client.AGAIN
     conn.close()
+
+
+def test_unwrap_as_a_key_the_container_does_not_hold_is_refused(live: LiveAgent) -> None:
+    """UNWRAP_AS (issue 16) answers only for the held container's own exchange keys: any
+    other key id is a refusal (status 3), and the connection is not closed."""
+    status, fields = live.call(Kind.UNWRAP_AS, live.fields(b"\x07" * 16, bytes(80), b"c"))
+    assert status == 3 and b"holds no exchange key" in fields[0]

@@ -156,7 +156,7 @@ def test_signature_is_checked_before_unwrap(make_container, store, monkeypatch):
     data[-1] ^= 1  # break the signature only
     (store.root / "payroll" / "1.kb").write_bytes(bytes(data))
     calls = []
-    monkeypatch.setattr(type(c), "unwrap", lambda self, *a: calls.append(a))
+    monkeypatch.setattr(type(c), "unwrap_as", lambda self, *a: calls.append(a))
     with pytest.raises(VerificationError, match="signature"):
         blobs.load(c, store, "payroll")
     assert calls == []

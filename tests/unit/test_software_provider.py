@@ -500,3 +500,113 @@ def test_low_order_x25519_exchange_keys_are_refused_when_loaded():
 
     real = x25519.X25519PrivateKey.generate().public_key().public_bytes_raw()
     assert suites.load_exchange_public(Suite.X25519, real).public_bytes_raw() == real
+
+
+# -- keys rotate: the old key pairs of container.json (FORMAT.md 5.1 previous) -------------
+
+
+def _rotated(tmp_path):
+    home = Home(tmp_path / "h")
+    c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    c.rotate_keys((KeyRole.EXCHANGE, KeyRole.SIGNATURE), now=1_700_000_000)
+    path = home.container_dir("c") / "container.json"
+    return home, path, json.loads(path.read_text())
+
+
+def _write(path, doc):
+    path.write_text(json.dumps(doc, indent=2))
+
+
+def test_rotation_writes_the_documented_previous_member(tmp_path):
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    home, _, doc = _rotated(tmp_path)
+    assert [e["role"] for e in doc["previous"]] == ["exchange", "signature"]
+    assert all(e.keys() == {"role", "public", "sealed", "until"} for e in doc["previous"])
+    # The seal binds role, public key, container, suite and until (FORMAT.md 5.1), as
+    # documented: an independent open with the container's seal key.
+    opened = home.open("c", PASSPHRASE)
+    for entry in doc["previous"]:
+        aad = (
+            b"keyblob/v1/container/private-key\x00"
+            + json.dumps(
+                {
+                    "container": "c",
+                    "public": entry["public"],
+                    "role": "kx" if entry["role"] == "exchange" else "sg",
+                    "suite": "x25519",
+                    "until": 1_700_000_000,
+                },
+                sort_keys=True,
+                separators=(",", ":"),
+            ).encode()
+        )
+        sealed = base64.b64decode(entry["sealed"])
+        assert len(AESGCM(opened._keys.seal).decrypt(sealed[:12], sealed[12:], aad)) == 32
+
+
+def test_an_old_key_planted_without_the_passphrase_is_refused(tmp_path):
+    """Whoever can write container.json but has no passphrase cannot add an old key (it
+    would be an exchange key the container unwraps with): the entry must open under the
+    seal key, bound to its role, public key and until."""
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    home, path, doc = _rotated(tmp_path)
+    planted = x25519.X25519PrivateKey.generate()
+    raw = planted.public_key().public_bytes_raw()
+    entry = {
+        "role": "exchange",
+        "public": base64.b64encode(raw).decode(),
+        "sealed": base64.b64encode(bytes(12 + 32 + 16)).decode(),
+        "until": 1,
+    }
+    cases = {
+        "a new entry": {**doc, "previous": [*doc["previous"], entry]},
+        # another until: the seal binds it
+        "until changed": {**doc, "previous": [{**doc["previous"][0], "until": 5}]},
+        # the old sealed key put back as the current one, and the reverse
+        "old as current": {
+            **doc,
+            "exchange": {k: doc["previous"][0][k] for k in ("public", "sealed")},
+        },
+        "current as old": {
+            **doc,
+            "previous": [{"role": "exchange", **doc["exchange"], "until": 1_700_000_000}],
+        },
+        "role swapped": {**doc, "previous": [{**doc["previous"][0], "role": "signature"}]},
+    }
+    for edited in cases.values():
+        _write(path, edited)
+        with pytest.raises(VerificationError, match="modified outside keyblob"):
+            home.open("c", PASSPHRASE)
+    _write(path, doc)
+    assert len(home.open("c", PASSPHRASE).exchange_ids) == 2
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: {**d, "previous": []},  # absent when none: one encoding
+        lambda d: {**d, "previous": {}},
+        lambda d: {**d, "previous": [{**d["previous"][0], "extra": 1}]},
+        lambda d: {**d, "previous": [{**d["previous"][0], "role": "kx"}]},
+        lambda d: {**d, "previous": [{**d["previous"][0], "until": "1"}]},
+        lambda d: {**d, "previous": [{**d["previous"][0], "until": -1}]},
+        lambda d: {**d, "previous": [d["previous"][0]] * 9},
+    ],
+)
+def test_a_malformed_previous_member_is_refused_before_any_derivation(tmp_path, edit):
+    home, path, doc = _rotated(tmp_path)
+    _write(path, edit(doc))
+    with pytest.raises(FormatError):
+        home.open("c", b"not even the passphrase")
+
+
+def test_rotation_keeps_at_most_eight_old_keys(tmp_path):
+    home = Home(tmp_path / "h")
+    c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    for n in range(4):
+        c.rotate_keys((KeyRole.EXCHANGE, KeyRole.SIGNATURE), now=n)
+    with pytest.raises(UsageError, match="rewrap --all"):
+        c.rotate_keys((KeyRole.EXCHANGE,), now=5)
+    assert len(home.open("c", PASSPHRASE).old_keys) == 8

@@ -20,9 +20,9 @@ from typing import Any
 from keyblob.agent import protocol
 from keyblob.agent.protocol import Kind
 from keyblob.errors import NotFoundError, ProviderError
-from keyblob.keys import Suite
+from keyblob.keys import KeyId, Suite
 from keyblob.providers import homestate
-from keyblob.providers.base import ContainerKeys
+from keyblob.providers.base import ContainerKeys, OldKey
 
 CONNECT_TIMEOUT = 5.0
 ANSWER_TIMEOUT = 120.0  # an unlock runs Argon2id or a token login
@@ -143,10 +143,13 @@ class AgentContainer(ContainerKeys):
         suite: Suite,
         exchange_public: bytes,
         signature_public: bytes,
+        old: tuple[OldKey, ...] = (),
     ) -> None:
         self._conn = connection
         self._home = home_key(home).encode()
-        super().__init__(name, suite, exchange_public, signature_public)
+        # ``old``: the old keys container.json lists, unauthenticated: only which key id
+        # to ask the agent for; the agent refuses one its container does not hold.
+        super().__init__(name, suite, exchange_public, signature_public, old)
         folder = Path(home) / "containers" / name
         self._state = homestate.ContainerState(folder, name, suite, self._mac)
 
@@ -160,8 +163,10 @@ class AgentContainer(ContainerKeys):
     def sign(self, message: bytes) -> bytes:
         return self._ask(Kind.SIGN, message)
 
-    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
-        return self._ask(Kind.UNWRAP, wrapped, context)
+    def _unwrap_with(self, key_id: KeyId, wrapped: bytes, context: bytes) -> bytes:
+        if key_id == self._exchange_id:  # UNWRAP: what every agent answers
+            return self._ask(Kind.UNWRAP, wrapped, context)
+        return self._ask(Kind.UNWRAP_AS, key_id.value, wrapped, context)
 
     def _mac(self, data: bytes) -> bytes:
         return self._ask(Kind.MAC, data)
@@ -201,8 +206,19 @@ def held(home: Any, name: str) -> AgentContainer | None:
     ):
         conn.close()
         return None
+    try:
+        old = home.old_public_keys(name)
+    except BaseException:
+        conn.close()
+        raise
     return AgentContainer(
-        conn, home.path, name, suite=suite, exchange_public=exchange, signature_public=signature
+        conn,
+        home.path,
+        name,
+        suite=suite,
+        exchange_public=exchange,
+        signature_public=signature,
+        old=old,
     )
 
 

@@ -36,6 +36,7 @@ from keyblob.errors import (
     UsageError,
     VerificationError,
 )
+from keyblob.keys import KEY_ID_SIZE
 
 VERSION = 1
 MAX_FRAME = 4 * 1024 * 1024 + 65536  # a state head (4 MiB, FORMAT.md 5.2) and the fields
@@ -64,6 +65,7 @@ class Kind(enum.IntEnum):
     SIGN = 6  # home, name, message -> signature
     UNWRAP = 7  # home, name, wrapped, context -> session key
     MAC = 8  # home, name, state document -> HMAC-SHA256 tag
+    UNWRAP_AS = 9  # home, name, exchange key id, wrapped, context -> session key
 
 
 #: Each kind's fields and their upper bounds, in order.
@@ -76,6 +78,7 @@ FIELDS: dict[Kind, tuple[int, ...]] = {
     Kind.SIGN: (MAX_PATH, MAX_NAME, MAX_MESSAGE),
     Kind.UNWRAP: (MAX_PATH, MAX_NAME, MAX_WRAPPED, MAX_CONTEXT),
     Kind.MAC: (MAX_PATH, MAX_NAME, MAX_MESSAGE),
+    Kind.UNWRAP_AS: (MAX_PATH, MAX_NAME, KEY_ID_SIZE, MAX_WRAPPED, MAX_CONTEXT),
 }
 
 #: Error statuses of a response and the keyblob error each is raised as on the client.
@@ -144,6 +147,8 @@ def parse_request(body: bytes) -> Request:
     fields = _fields(body, len(bounds), bounds)
     if kind is Kind.UNLOCK and len(fields[2]) != _U64.size:
         raise Malformed("a time to live that is not 8 bytes")
+    if kind is Kind.UNWRAP_AS and len(fields[2]) != KEY_ID_SIZE:
+        raise Malformed("a key id that is not 16 bytes")
     for text in fields[:2] if kind not in (Kind.STATUS, Kind.LOCK, Kind.STOP) else ():
         try:
             decoded = text.decode("utf-8")

@@ -37,6 +37,7 @@ from pathlib import Path
 from keyblob.agent import protocol
 from keyblob.agent.protocol import Kind, Malformed, Request
 from keyblob.errors import KeyblobError, NotFoundError, ProviderError, UsageError
+from keyblob.keys import KeyId
 from keyblob.providers.base import ContainerKeys, Provider
 from keyblob.trust import canonical, canonical_json_value
 
@@ -153,6 +154,8 @@ class Agent:
             return (provider.sign(f[2]),)
         if kind is Kind.UNWRAP:
             return (provider.unwrap(f[2], f[3]),)
+        if kind is Kind.UNWRAP_AS:  # an exchange key keys rotate replaced (docs/AGENT.md 3)
+            return (provider.unwrap_as(KeyId(f[2]), f[3], f[4]),)
         if kind is Kind.MAC:
             return (_state_mac(provider, f[1].decode(), f[2]),)
         raise AssertionError(kind)  # pragma: no cover - every Kind is handled above

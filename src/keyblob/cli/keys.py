@@ -341,7 +341,14 @@ def _describe(v: blobs.Verified, container: Provider, state: State) -> dict[str,
     h = v.header
     trusted = state.signer(h.signer_id)
     own = h.signer_id == container.signature_id
-    signer = "this container" if own else (trusted.label if trusted else "?")
+    earlier = state.previous_signer(h.signer_id) is not None and not own
+    signer = (
+        "this container"
+        if own
+        else "this container (an earlier key: keyblob rewrap moves it to the current one)"
+        if earlier
+        else (trusted.label if trusted else "?")
+    )
     if own:
         signer_fingerprint: str | None = own_fingerprint(container)
     elif trusted is not None:
@@ -410,6 +417,8 @@ def _recipient_label(key_id: KeyId, container: Provider, state: State) -> str | 
     (its label); None for a container not trusted here."""
     if key_id == container.exchange_id:
         return "this container"
+    if key_id in container.exchange_ids:
+        return "this container (an old key, until keyblob rewrap)"
     for s in state.trusted:
         if keys.key_id_for(s.suite, keys.KeyRole.EXCHANGE, s.exchange) == key_id:
             return s.label

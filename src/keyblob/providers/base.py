@@ -4,8 +4,10 @@ CryptoAPI operations some containers add to it."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from keyblob.errors import VerificationError
 from keyblob.keys import KeyId, KeyRole, Suite, key_id_for
 from keyblob.trust import State
 
@@ -14,6 +16,22 @@ if TYPE_CHECKING:
 
     from keyblob import mscapi
     from keyblob.providers.homestate import ContainerState
+
+
+#: What unwrap_as raises for a key id that is not one of the container's exchange keys.
+NOT_OWN_EXCHANGE = "container {name!r} holds no exchange key kx-{key_id}"
+
+
+@dataclass(frozen=True)
+class OldKey:
+    """A key pair the container used before ``keys rotate`` (FORMAT.md 5.1 ``previous``):
+    its role, key id and public key, and when it was replaced (Unix seconds).  Its private
+    half stays in the container until ``keys forget-old``."""
+
+    role: KeyRole
+    key_id: KeyId
+    public: bytes
+    until: int
 
 
 class Provider(Protocol):
@@ -42,8 +60,28 @@ class Provider(Protocol):
         """Sign ``message`` with the container's signature key."""
         ...
 
+    @property
+    def exchange_ids(self) -> tuple[KeyId, ...]:
+        """The key ids of every exchange key the container can open with: the current one
+        first, then those ``keys rotate`` replaced and ``keys forget-old`` has not removed."""
+        ...
+
+    @property
+    def old_keys(self) -> tuple[OldKey, ...]:
+        """The key pairs ``keys rotate`` replaced that the container still holds."""
+        ...
+
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
         """Open a key wrapped to the exchange key; raises VerificationError on any failure."""
+        ...
+
+    def unwrap_as(self, key_id: KeyId, wrapped: bytes, context: bytes) -> bytes:
+        """Open a key wrapped to the exchange key ``key_id`` (one of :attr:`exchange_ids`).
+
+        Raises:
+            VerificationError: not one of this container's exchange keys, or any failure
+                to open.
+        """
         ...
 
     def state(self) -> State:
@@ -68,12 +106,18 @@ class ContainerKeys:
     _state: ContainerState
 
     def __init__(
-        self, name: str, suite: Suite, exchange_public: bytes, signature_public: bytes
+        self,
+        name: str,
+        suite: Suite,
+        exchange_public: bytes,
+        signature_public: bytes,
+        old: tuple[OldKey, ...] = (),
     ) -> None:
         self._name = name
         self._suite = suite
         self._set_public(KeyRole.EXCHANGE, exchange_public)
         self._set_public(KeyRole.SIGNATURE, signature_public)
+        self._old = old
 
     def _set_public(self, role: KeyRole, public: bytes) -> None:
         key_id = key_id_for(self._suite, role, public)
@@ -106,11 +150,58 @@ class ContainerKeys:
     def signature_id(self) -> KeyId:
         return self._signature_id
 
+    @property
+    def old_keys(self) -> tuple[OldKey, ...]:
+        return self._old
+
+    @property
+    def exchange_ids(self) -> tuple[KeyId, ...]:
+        return (
+            self._exchange_id,
+            *(k.key_id for k in self._old if k.role is KeyRole.EXCHANGE),
+        )
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        return self.unwrap_as(self._exchange_id, wrapped, context)
+
+    def unwrap_as(self, key_id: KeyId, wrapped: bytes, context: bytes) -> bytes:
+        if key_id not in self.exchange_ids:
+            raise VerificationError(NOT_OWN_EXCHANGE.format(name=self._name, key_id=key_id.short))
+        return self._unwrap_with(key_id, wrapped, context)
+
+    def _unwrap_with(self, key_id: KeyId, wrapped: bytes, context: bytes) -> bytes:
+        """Open with the exchange key ``key_id``, one of :attr:`exchange_ids` (checked)."""
+        raise NotImplementedError
+
     def state(self) -> State:
         return self._state.state()
 
     def update_state(self, change: Callable[[State], State]) -> State:
         return self._state.update_state(change)
+
+
+@runtime_checkable
+class RotatingKeys(Protocol):
+    """A container that makes its own new key pairs (``keys rotate``) and removes the old
+    ones (``keys forget-old``): the software and token providers, not the agent's client
+    (those commands unlock the container themselves)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def rotate_keys(self, roles: tuple[KeyRole, ...], *, now: int) -> tuple[OldKey, ...]:
+        """New key pairs for ``roles``, made in the provider; the replaced pairs are kept
+        (FORMAT.md 5.1, 5.1.1 ``previous``).  Returns the replaced pairs.
+
+        Raises:
+            UsageError: too many old key pairs are kept already.
+            ProviderError: the container file (or the token) could not be written.
+        """
+        ...
+
+    def forget_old_keys(self) -> tuple[OldKey, ...]:
+        """Remove every old key pair (sealed private keys; token objects); returns them."""
+        ...
 
 
 @runtime_checkable

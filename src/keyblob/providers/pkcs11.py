@@ -58,9 +58,9 @@ from keyblob.errors import (
     VerificationError,
 )
 from keyblob.format.pubkey import p256_public_problem
-from keyblob.keys import MAX_GENERATION, KeyRole, Suite, check_name
+from keyblob.keys import MAX_GENERATION, KeyId, KeyRole, Suite, check_name, key_id_for
 from keyblob.providers import homestate, hpke_schedule, software, suites
-from keyblob.providers.base import ContainerKeys
+from keyblob.providers.base import ContainerKeys, OldKey
 from keyblob.trust import canonical_b64, json_int, lower_hex
 
 if TYPE_CHECKING:
@@ -259,11 +259,15 @@ class TokenKeys(ContainerKeys):
         signature_private: Any,
         exchange_public: bytes,
         signature_public: bytes,
+        old: tuple[OldKey, ...] = (),
+        old_exchange: dict[KeyId, Any] | None = None,
     ) -> None:
-        super().__init__(check_name(name), Suite.P256, exchange_public, signature_public)
+        super().__init__(check_name(name), Suite.P256, exchange_public, signature_public, old)
         self._session = session
         self._exchange_private = exchange_private
         self._signature_private = signature_private
+        #: The private key objects of the old exchange keys (FORMAT.md 5.1.1 previous).
+        self._old_exchange = dict(old_exchange or {})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._name!r}, token={self._session.token!r})"
@@ -283,11 +287,13 @@ class TokenKeys(ContainerKeys):
         s = int.from_bytes(raw[suites.P256_SCALAR_SIZE :])
         return suites.p256_low_s(r, s)
 
-    def _dh(self, enc: bytes) -> bytes:
-        """The raw x-coordinate of ECDH with ``enc``, by the token: a session secret that is
-        read once, then destroyed."""
+    def _dh(self, enc: bytes, private: Any = None) -> bytes:
+        """The raw x-coordinate of ECDH with ``enc``, by the token (with the exchange key,
+        or the private key object ``private``): a session secret that is read once, then
+        destroyed."""
+        private = self._exchange_private if private is None else private
         with _token_errors(self.token, "key agreement"):
-            shared = self._exchange_private.derive_key(
+            shared = private.derive_key(
                 KeyType.GENERIC_SECRET,
                 8 * suites.P256_SCALAR_SIZE,
                 mechanism=Mechanism.ECDH1_DERIVE,
@@ -299,18 +305,24 @@ class TokenKeys(ContainerKeys):
             finally:
                 shared.destroy()
 
-    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
-        """Open ``wrapped`` (HPKE ``enc || ciphertext``, ``context`` as info); any failure
-        of the ciphertext is the software provider's one VerificationError.  The token's
-        own failures are ProviderError: they say nothing about the ciphertext."""
+    def _unwrap_with(self, key_id: KeyId, wrapped: bytes, context: bytes) -> bytes:
+        """Open ``wrapped`` (HPKE ``enc || ciphertext``, ``context`` as info) with exchange
+        key ``key_id``; any failure of the ciphertext is the software provider's one
+        VerificationError.  The token's own failures are ProviderError: they say nothing
+        about the ciphertext."""
+        if key_id == self._exchange_id:
+            private, public = self._exchange_private, self._exchange_public
+        else:
+            private = self._old_exchange[key_id]
+            public = next(k.public for k in self._old if k.key_id == key_id)
         enc, ciphertext = wrapped[: suites.P256_ENC_SIZE], wrapped[suites.P256_ENC_SIZE :]
         if p256_public_problem(enc) is not None:  # FORMAT.md 1.3, before the token sees it
             raise VerificationError(suites.UNWRAP_FAILED)
         try:
             return hpke_schedule.open_base(
                 enc,
-                self._exchange_public,
-                self._dh,
+                public,
+                lambda e: self._dh(e, private),
                 info=context,
                 aad=b"",
                 ciphertext=ciphertext,
@@ -498,7 +510,8 @@ _RECORD_MEMBERS = frozenset(
     ("format", "name", "suite", "created", "pkcs11", "exchange", "signature", "state")
 )
 #: Members container.json may have besides those it must (FORMAT.md 5.1.1 addendum).
-_OPTIONAL_MEMBERS = frozenset(("capi_exchange",))
+_OPTIONAL_MEMBERS = frozenset(("capi_exchange", "previous"))
+_OLD_MEMBERS = frozenset(("role", "public", "label", "id", "until"))
 _TOKEN_MEMBERS = frozenset(("module", "token", "serial"))
 _PAIR_MEMBERS = frozenset(("public", "label", "id"))
 _KEY_MEMBERS = frozenset(("label", "id"))
@@ -544,6 +557,15 @@ class TokenRecord:
     signature_public: bytes
     #: A Windows RSA exchange key imported into the token (``capi import-keypair``).
     capi_exchange: CapiKeyRef | None = None
+    #: The key pairs ``keys rotate`` replaced (FORMAT.md 5.1.1 ``previous``): role, the
+    #: objects, public key, when.
+    previous: tuple[OldRef, ...] = ()
+
+    def old_keys(self) -> tuple[OldKey, ...]:
+        return tuple(
+            OldKey(o.role, key_id_for(Suite.P256, o.role, o.public), o.public, o.until)
+            for o in self.previous
+        )
 
     @property
     def base(self) -> str:
@@ -569,6 +591,7 @@ class TokenRecord:
                 if self.capi_exchange is None
                 else {"capi_exchange": self.capi_exchange.to_json()}
             ),
+            **({"previous": [o.to_json() for o in self.previous]} if self.previous else {}),
         }
 
     @classmethod
@@ -602,6 +625,7 @@ class TokenRecord:
                 if role != "state":
                     publics[role] = canonical_b64(entry["public"])
             suites.check_public_keys(Suite.P256, publics["exchange"], publics["signature"])
+            previous = _old_refs(doc, name, publics)
             return cls(
                 name=name,
                 created=created,
@@ -616,9 +640,52 @@ class TokenRecord:
                 capi_exchange=(
                     CapiKeyRef.from_json(doc["capi_exchange"]) if "capi_exchange" in doc else None
                 ),
+                previous=previous,
             )
         except (KeyError, TypeError, ValueError, FormatError):
             raise damaged from None
+
+
+@dataclass(frozen=True)
+class OldRef:
+    """An entry of ``previous`` (FORMAT.md 5.1.1): a key pair ``keys rotate`` replaced,
+    still in the token until ``keys forget-old``."""
+
+    role: KeyRole
+    ref: KeyRef
+    public: bytes
+    until: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "role": _ROLE_WORDS[self.role],
+            "public": base64.b64encode(self.public).decode("ascii"),
+            **self.ref.to_json(),
+            "until": self.until,
+        }
+
+
+def _old_refs(doc: dict[str, Any], name: str, current: dict[str, bytes]) -> tuple[OldRef, ...]:
+    """``previous`` of a token container file, every member checked: valid P-256 points,
+    no key twice (among the old ones and the current ones of its role).
+
+    Raises:
+        FormatError, ValueError: anything out of place.
+    """
+    out: list[OldRef] = []
+    seen = {(KeyRole.EXCHANGE, current["exchange"]), (KeyRole.SIGNATURE, current["signature"])}
+    for role, entry, until in software.old_entries(doc, _OLD_MEMBERS, name):
+        public = canonical_b64(entry["public"])
+        if role is KeyRole.EXCHANGE:
+            suites.load_exchange_public(Suite.P256, public)
+        else:
+            suites.load_signature_public(Suite.P256, public)
+        if (role, public) in seen:
+            raise ValueError("a previous key twice")
+        seen.add((role, public))
+        ref = KeyRef(_text(entry["label"], MAX_LABEL_CHARS), lower_hex(entry["id"], _ID_SIZE))
+        out.append(OldRef(role, ref, public, until))
+    return tuple(out)
 
 
 def _exactly(value: Any, members: frozenset[str]) -> dict[str, Any]:
@@ -649,6 +716,8 @@ class TokenContainer(TokenKeys):
             signature_private=keys._signature_private,
             exchange_public=keys.exchange_public,
             signature_public=keys.signature_public,
+            old=keys.old_keys,
+            old_exchange=keys._old_exchange,
         )
         self.record = record
         self._state_key = state_key
@@ -665,6 +734,103 @@ class TokenContainer(TokenKeys):
         if len(tag) != _HMAC_SIZE:
             raise ProviderError(f"PKCS#11 token {self.token!r} gave a malformed HMAC")
         return tag
+
+    # -- keys rotate / keys forget-old (FORMAT.md 5.1.1 previous) ------------------------
+
+    def rotate_keys(self, roles: tuple[KeyRole, ...], *, now: int) -> tuple[OldKey, ...]:
+        """New P-256 key pairs for ``roles``, generated in the token as ``init`` does
+        (labels under a new random base, so never an old pair's); the replaced pairs stay in
+        the token and move to ``previous``.  One atomic write of container.json; if it
+        fails, the new objects are destroyed.
+
+        Raises:
+            UsageError: no role, or too many old key pairs kept already.
+            ProviderError: the token refused, or container.json could not be written.
+        """
+        if not roles:
+            raise UsageError("nothing to rotate: name --exchange and/or --signature")
+        if len(self.record.previous) + len(roles) > software.MAX_OLD_KEYS:
+            raise UsageError(
+                f"container {self._name!r} keeps {len(self.record.previous)} old keys already "
+                f"(at most {software.MAX_OLD_KEYS}): run keyblob rewrap --all, then keyblob "
+                "keys forget-old"
+            )
+        base = f"keyblob/{self._name}/{secrets.token_hex(4)}"
+        made: dict[KeyRole, tuple[Any, Any]] = {}
+        try:
+            for role in roles:
+                made[role] = _generate_pair(
+                    self._session, key_label(self._name, role, base=base), role
+                )
+            record = self.record
+            replaced: list[OldRef] = []
+            changes: dict[str, Any] = {}
+            for role, (public_obj, _) in made.items():
+                public = _public_point(public_obj, _ROLE_WORDS[role])
+                word = _ROLE_WORDS[role]
+                replaced.append(
+                    OldRef(role, getattr(record, word), getattr(record, f"{word}_public"), now)
+                )
+                changes[word] = KeyRef.of(key_label(self._name, role, base=base))
+                changes[f"{word}_public"] = public
+            record = dataclasses.replace(record, previous=(*record.previous, *replaced), **changes)
+            try:
+                write_atomic(
+                    self._folder / "container.json",
+                    json.dumps(record.to_json(), indent=2).encode() + b"\n",
+                )
+            except OSError as e:
+                raise ProviderError(f"cannot write container {self._name!r}: {e.strerror}") from e
+        except BaseException:
+            _destroy([obj for pair in made.values() for obj in pair])
+            raise
+        self.record = record
+        for role, (_, private) in made.items():
+            if role is KeyRole.EXCHANGE:
+                self._old_exchange[self._exchange_id] = self._exchange_private
+                self._exchange_private = private
+            else:
+                self._signature_private = private
+            self._set_public(role, getattr(record, f"{_ROLE_WORDS[role]}_public"))
+        self._old = record.old_keys()
+        return tuple(
+            OldKey(o.role, key_id_for(Suite.P256, o.role, o.public), o.public, o.until)
+            for o in replaced
+        )
+
+    def forget_old_keys(self) -> tuple[OldKey, ...]:
+        """Remove ``previous`` from container.json (one atomic write), then destroy the old
+        objects in the token (the record never names an object that is gone).
+
+        Raises:
+            ProviderError: container.json could not be written, or the token refused to
+                destroy an object (the record no longer names it either way).
+        """
+        old, refs = self._old, self.record.previous
+        if not refs:
+            return ()
+        record = dataclasses.replace(self.record, previous=())
+        try:
+            write_atomic(
+                self._folder / "container.json",
+                json.dumps(record.to_json(), indent=2).encode() + b"\n",
+            )
+        except OSError as e:
+            raise ProviderError(f"cannot write container {self._name!r}: {e.strerror}") from e
+        self.record = record
+        self._old, self._old_exchange = (), {}
+        for o in refs:
+            for object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                with _token_errors(self.token, "destroying an old key"):
+                    for obj in self._session.session.get_objects(
+                        {
+                            Attribute.CLASS: object_class,
+                            Attribute.LABEL: o.ref.label,
+                            Attribute.ID: o.ref.id,
+                        }
+                    ):
+                        obj.destroy()
+        return old
 
     # -- CryptoAPI (docs/MSCAPI.md): the imported Windows exchange key opens SIMPLEBLOBs -----
 
@@ -1029,6 +1195,17 @@ def open_container(folder: Path, record: TokenRecord, pin: str) -> TokenContaine
                     f"container {record.name!r}'s: the token's keys were replaced"
                 )
             pairs[role] = _one(session, ObjectClass.PRIVATE_KEY, ref, "private key")
+        old_exchange: dict[KeyId, Any] = {}
+        for old in record.previous:  # each still in the token, with its recorded key
+            public_key = _one(session, ObjectClass.PUBLIC_KEY, old.ref, "old public key")
+            if _public_point(public_key, _ROLE_WORDS[old.role]) != old.public:
+                raise ProviderError(
+                    f"the key labelled {old.ref.label!r} on PKCS#11 token {record.token!r} is "
+                    f"not container {record.name!r}'s: the token's keys were replaced"
+                )
+            private = _one(session, ObjectClass.PRIVATE_KEY, old.ref, "old private key")
+            if old.role is KeyRole.EXCHANGE:
+                old_exchange[key_id_for(Suite.P256, old.role, old.public)] = private
         state_key = _one(session, ObjectClass.SECRET_KEY, record.state, "state key")
         keys = TokenKeys(
             record.name,
@@ -1037,6 +1214,8 @@ def open_container(folder: Path, record: TokenRecord, pin: str) -> TokenContaine
             signature_private=pairs[KeyRole.SIGNATURE],
             exchange_public=record.exchange_public,
             signature_public=record.signature_public,
+            old=record.old_keys(),
+            old_exchange=old_exchange,
         )
         return TokenContainer(keys, record, state_key, folder)
     except BaseException:

@@ -47,13 +47,15 @@ from keyblob.errors import (
 )
 from keyblob.keys import (
     MAX_GENERATION,
+    KeyId,
     KeyRole,
     Suite,
     check_name,
+    key_id_for,
     label_from_text,
 )
 from keyblob.providers import homestate, suites
-from keyblob.providers.base import ContainerKeys
+from keyblob.providers.base import ContainerKeys, OldKey
 from keyblob.providers.homestate import HOME_FILE_FLAGS, check_home_file, check_private_folder
 from keyblob.trust import (
     State,
@@ -80,6 +82,9 @@ SALT_SIZE = 16
 CHECK_SIZE = 32
 KDF_FIELDS = ("memory_kib", "iterations", "lanes")  # container.json "kdf", as KdfParams
 DEFAULT_CONTAINER = "default"
+#: FORMAT.md 5.1 ``previous``: at most this many old key pairs are kept (a 4096-bit RSA
+#: entry is about 4 KB of the file's 65536 bytes); rotating again needs keys forget-old.
+MAX_OLD_KEYS = 8
 
 CONTAINER_EDITED = (
     "container {name!r} was modified outside keyblob: its keys do not match their seal"
@@ -157,10 +162,21 @@ def _unb64(text: Any, field: str) -> bytes:
         raise FormatError(f"container: {field} is not base64") from None
 
 
-def _seal_aad(name: str, role: KeyRole, suite: Suite, public: bytes) -> bytes:
-    return SEAL_AAD + canonical(
-        {"container": name, "role": role.prefix, "suite": suite.label, "public": _b64(public)}
-    )
+def _seal_aad(
+    name: str, role: KeyRole, suite: Suite, public: bytes, until: int | None = None
+) -> bytes:
+    """FORMAT.md 5.1: what a sealed private key is bound to.  An old key (``previous``)
+    binds its ``until`` too, so that no one can move a sealed key between the current slots
+    and the old ones without the passphrase."""
+    fields: dict[str, Any] = {
+        "container": name,
+        "role": role.prefix,
+        "suite": suite.label,
+        "public": _b64(public),
+    }
+    if until is not None:
+        fields["until"] = until
+    return SEAL_AAD + canonical(fields)
 
 
 def _sealed_entry(
@@ -169,12 +185,19 @@ def _sealed_entry(
     role: KeyRole,
     suite: Suite,
     key: suites.ExchangePrivate | suites.SignaturePrivate,
-) -> dict[str, str]:
-    """One key pair as container.json holds it: the public key, and the private key sealed."""
+    *,
+    until: int | None = None,
+) -> dict[str, Any]:
+    """One key pair as container.json holds it: the public key, and the private key sealed
+    (with ``until``: an entry of ``previous``, FORMAT.md 5.1)."""
     public = suites.public_bytes(key)
     nonce = secrets.token_bytes(12)
-    sealed = aead.encrypt(nonce, suites.private_bytes(key), _seal_aad(name, role, suite, public))
-    return {"public": _b64(public), "sealed": _b64(nonce + sealed)}
+    aad = _seal_aad(name, role, suite, public, until)
+    sealed = aead.encrypt(nonce, suites.private_bytes(key), aad)
+    entry: dict[str, Any] = {"public": _b64(public), "sealed": _b64(nonce + sealed)}
+    if until is not None:
+        entry = {"role": role.name.lower(), **entry, "until": until}
+    return entry
 
 
 def _pkcs11() -> Any:
@@ -215,6 +238,38 @@ _CONTAINER_MEMBERS = frozenset(
 )
 _KDF_MEMBERS = frozenset(("algorithm", "salt", *KDF_FIELDS))
 _ENTRY_MEMBERS = frozenset(("public", "sealed"))
+_OLD_MEMBERS = frozenset(("role", "public", "sealed", "until"))
+_ROLES = {"exchange": KeyRole.EXCHANGE, "signature": KeyRole.SIGNATURE}
+
+
+def old_entries(
+    doc: dict[str, Any], members: frozenset[str], name: str
+) -> list[tuple[KeyRole, dict[str, Any], int]]:
+    """The ``previous`` member of a container file (FORMAT.md 5.1, 5.1.1): absent, or 1 to
+    MAX_OLD_KEYS objects with exactly ``members``, a ``role`` and an ``until``; each as
+    (role, the object, until).  The keys themselves are the caller's to check.
+
+    Raises:
+        FormatError: anything else.
+    """
+    if "previous" not in doc:
+        return []
+    entries = doc["previous"]
+    if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_OLD_KEYS:
+        raise FormatError(
+            f"container {name!r}: previous must be a list of 1 to {MAX_OLD_KEYS} old keys"
+        )
+    out = []
+    for entry in entries:
+        _members(entry, members, "each previous key")
+        role = _ROLES.get(entry["role"]) if isinstance(entry["role"], str) else None
+        if role is None:
+            raise FormatError(f"container {name!r}: a previous key's role is not a role")
+        if not all(isinstance(entry[m], str) for m in members - {"until"}):
+            raise FormatError(f"container {name!r}: previous key members must be strings")
+        until = json_int(entry["until"], 0, MAX_GENERATION)
+        out.append((role, entry, until))
+    return out
 
 
 def _parse_container(doc: Any, name: str) -> tuple[Suite, KdfParams, bytes, bytes]:
@@ -225,7 +280,7 @@ def _parse_container(doc: Any, name: str) -> tuple[Suite, KdfParams, bytes, byte
         FormatError, KeyError, TypeError, ValueError, UsageError: malformed (the caller
             reports the last four as a damaged file).
     """
-    _members(doc, _CONTAINER_MEMBERS, "the file")
+    _members({k: v for k, v in doc.items() if k != "previous"}, _CONTAINER_MEMBERS, "the file")
     suite = Suite.from_label(doc["suite"])
     if doc["format"] != CONTAINER_FORMAT or doc["name"] != name:
         raise FormatError(f"container {name!r}: not a {CONTAINER_FORMAT} file")
@@ -244,6 +299,7 @@ def _parse_container(doc: Any, name: str) -> tuple[Suite, KdfParams, bytes, byte
         entry = _members(doc[role.name.lower()], _ENTRY_MEMBERS, role.name.lower())
         if not all(isinstance(entry[m], str) for m in _ENTRY_MEMBERS):
             raise FormatError(f"container: {role.name.lower()} members must be strings")
+    old_entries(doc, _OLD_MEMBERS, name)
     return suite, kdf, salt, check
 
 
@@ -523,6 +579,29 @@ class Home:
         suites.check_public_keys(suite, exchange, signature)
         return suite, exchange, signature
 
+    def old_public_keys(self, name: str) -> tuple[OldKey, ...]:
+        """The old key pairs container ``name``'s file lists (FORMAT.md 5.1, 5.1.1
+        ``previous``), public halves only, without a passphrase.  Nothing authenticates
+        them here: a hint of which keys to ask an unlocked container for, never trust.
+
+        Raises:
+            as :meth:`public_keys`.
+        """
+        doc = self._read_doc(name)
+        record = self._token_record(name, doc)
+        if record is not None:
+            return tuple(record.old_keys())
+        doc, suite, _, _, _ = self._read_container(name)
+        return tuple(
+            OldKey(
+                role,
+                key_id_for(suite, role, public := _unb64(e["public"], "previous.public")),
+                public,
+                until,
+            )
+            for role, e, until in old_entries(doc, _OLD_MEMBERS, name)
+        )
+
     def read_public_file(self, name: str) -> bytes | None:
         """The public key file kept beside container ``name`` (``public.kbpub``, FORMAT.md 5),
         unchecked, or None if there is none.  Read as the home's other files are.
@@ -604,7 +683,46 @@ class Home:
                 raise VerificationError(CONTAINER_EDITED.format(name=name)) from None
         exchange = suites.load_exchange_private(suite, private[KeyRole.EXCHANGE])
         signature = suites.load_signature_private(suite, private[KeyRole.SIGNATURE])
-        return SoftwareContainer(self, doc, keys, exchange, signature)
+        old = _unseal_old(aead, doc, name, suite)
+        return SoftwareContainer(self, doc, keys, exchange, signature, old=old)
+
+
+#: An old key pair and, for an exchange key, its private key (an old signature key signs
+#: nothing: it is opened to authenticate the entry, then dropped).
+_OldPrivate = tuple[OldKey, suites.ExchangePrivate | None]
+
+
+def _unseal_old(aead: AESGCM, doc: dict[str, Any], name: str, suite: Suite) -> list[_OldPrivate]:
+    """The old key pairs of ``previous`` (FORMAT.md 5.1), each opened under its binding:
+    an entry no one sealed with this passphrase fails like an edited current key.
+
+    Raises:
+        VerificationError: an entry does not open (added or changed without the passphrase).
+        FormatError: an entry opens but its key is not one the suite accepts, or repeats a
+            key of its role.
+    """
+    out: list[_OldPrivate] = []
+    seen = {
+        key_id_for(suite, role, _unb64(doc[role.name.lower()]["public"], "public"))
+        for role in (KeyRole.EXCHANGE, KeyRole.SIGNATURE)
+    }
+    for role, entry, until in old_entries(doc, _OLD_MEMBERS, name):
+        try:
+            public = _unb64(entry["public"], "previous.public")
+            sealed = _unb64(entry["sealed"], "previous.sealed")
+            raw = aead.decrypt(
+                sealed[:12], sealed[12:], _seal_aad(name, role, suite, public, until)
+            )
+        except (InvalidTag, ValueError):
+            raise VerificationError(CONTAINER_EDITED.format(name=name)) from None
+        exchange = suites.load_exchange_private(suite, raw) if role is KeyRole.EXCHANGE else None
+        key = exchange if exchange is not None else suites.load_signature_private(suite, raw)
+        key_id = key_id_for(suite, role, public)
+        if suites.public_bytes(key) != public or key_id in seen:
+            raise FormatError(f"container {name!r}: a previous key repeats a key or is damaged")
+        seen.add(key_id)
+        out.append((OldKey(role, key_id, public, until), exchange))
+    return out
 
 
 class SoftwareContainer(ContainerKeys):
@@ -617,17 +735,24 @@ class SoftwareContainer(ContainerKeys):
         keys: _Keys,
         exchange: suites.ExchangePrivate,
         signature: suites.SignaturePrivate,
+        *,
+        old: list[_OldPrivate] | None = None,
     ) -> None:
         self._doc = doc
+        old = old or []
         super().__init__(
             doc["name"],
             Suite.from_label(doc["suite"]),
             suites.public_bytes(exchange),
             suites.public_bytes(signature),
+            tuple(k for k, _ in old),
         )
         self._keys = keys
         self._exchange = exchange
         self._signature = signature
+        # Only the old exchange keys are used (to unwrap); an old signature key is kept
+        # sealed in the file until forget-old, and signs nothing.
+        self._old_exchange = {k.key_id: key for k, key in old if key is not None}
         self._folder = home.container_dir(self._name)
         self._state = homestate.ContainerState(
             self._folder, self._name, self._suite, lambda data: _mac(keys.state, data)
@@ -642,8 +767,77 @@ class SoftwareContainer(ContainerKeys):
     def sign(self, message: bytes) -> bytes:
         return suites.sign(self._signature, message)
 
-    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
-        return suites.unwrap(self._exchange, wrapped, context)
+    def _unwrap_with(self, key_id: KeyId, wrapped: bytes, context: bytes) -> bytes:
+        key = self._exchange if key_id == self._exchange_id else self._old_exchange[key_id]
+        return suites.unwrap(key, wrapped, context)
+
+    # -- keys rotate / keys forget-old (FORMAT.md 5.1 previous) ---------------------------
+
+    def rotate_keys(self, roles: tuple[KeyRole, ...], *, now: int) -> tuple[OldKey, ...]:
+        """New key pairs for ``roles`` (generated here, sealed under this passphrase); the
+        replaced ones move to ``previous``, sealed again under their new binding.  One
+        atomic write of container.json: it holds either the old keys or the new ones.
+
+        Raises:
+            UsageError: no role, or the old keys kept would exceed MAX_OLD_KEYS.
+            ProviderError: the container file could not be written.
+        """
+        if not roles:
+            raise UsageError("nothing to rotate: name --exchange and/or --signature")
+        if len(self._old) + len(roles) > MAX_OLD_KEYS:
+            raise UsageError(
+                f"container {self._name!r} keeps {len(self._old)} old keys already (at most "
+                f"{MAX_OLD_KEYS}): run keyblob rewrap --all, then keyblob keys forget-old"
+            )
+        bits = getattr(self._exchange, "key_size", suites.DEFAULT_RSA_BITS)
+        exchange, signature = suites.generate(self._suite, bits)
+        aead = AESGCM(self._keys.seal)
+        doc = dict(self._doc)
+        previous = list(doc.get("previous", []))
+        replaced: list[OldKey] = []
+        old_exchange = dict(self._old_exchange)
+        for role in roles:
+            current = self._exchange if role is KeyRole.EXCHANGE else self._signature
+            fresh = exchange if role is KeyRole.EXCHANGE else signature
+            public = suites.public_bytes(current)
+            old = OldKey(role, key_id_for(self._suite, role, public), public, now)
+            previous.append(_sealed_entry(aead, self._name, role, self._suite, current, until=now))
+            doc[role.name.lower()] = _sealed_entry(aead, self._name, role, self._suite, fresh)
+            replaced.append(old)
+            if role is KeyRole.EXCHANGE:
+                old_exchange[old.key_id] = self._exchange
+        doc["previous"] = previous
+        self._write(doc)
+        self._old = (*self._old, *replaced)
+        self._old_exchange = old_exchange
+        if KeyRole.EXCHANGE in roles:
+            self._exchange = exchange
+            self._set_public(KeyRole.EXCHANGE, suites.public_bytes(exchange))
+        if KeyRole.SIGNATURE in roles:
+            self._signature = signature
+            self._set_public(KeyRole.SIGNATURE, suites.public_bytes(signature))
+        return tuple(replaced)
+
+    def forget_old_keys(self) -> tuple[OldKey, ...]:
+        """Remove ``previous`` from container.json (one atomic write); returns what it held.
+
+        Raises:
+            ProviderError: the container file could not be written.
+        """
+        old = self._old
+        if old:
+            self._write({k: v for k, v in self._doc.items() if k != "previous"})
+            self._old, self._old_exchange = (), {}
+        return old
+
+    def _write(self, doc: dict[str, Any]) -> None:
+        try:
+            write_atomic(
+                self._folder / "container.json", json.dumps(doc, indent=2).encode() + b"\n"
+            )
+        except OSError as e:
+            raise ProviderError(f"cannot write container {self._name!r}: {e.strerror}") from e
+        self._doc = doc
 
     # -- CryptoAPI (rsa suite): the exchange key opens SIMPLEBLOBs, the signature key signs
     #    as CryptSignHash does; the key objects never leave this class ---------------------
