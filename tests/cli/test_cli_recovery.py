@@ -114,6 +114,43 @@ def test_adding_says_that_stored_blobs_are_not_rewritten(kb, tmp_path) -> None:
     assert kb("recovery", "add", tmp_path / "own.pub")[0] == 2
 
 
+def test_rewrap_all_wraps_earlier_blobs_for_a_recovery_recipient_added_later(kb, tmp_path) -> None:
+    """What the hint of `recovery add` promises: `rewrap --all` re-wraps this container's
+    own blobs for the recovery recipient, keeping their key id; a blob another (trusted)
+    container signed in the same store is left to its owner, never re-signed here."""
+    store = tmp_path / "shared"
+    kb("init", home="offline")
+    kb("pubkey", "-o", tmp_path / "offline.pub", home="offline")
+    kb("init", home="colleague")
+    kb("pubkey", "-o", tmp_path / "colleague.pub", home="colleague")
+    kb("init")
+    kb("pubkey", "-o", tmp_path / "laptop.pub")
+    assert kb("trust", "add", tmp_path / "colleague.pub")[0] == 0
+    assert kb("--store", store, "new", "early")[0] == 0
+    assert (
+        kb("--store", store, "new", "theirs", "--to", tmp_path / "laptop.pub", home="colleague")[0]
+        == 0
+    )
+    theirs = (store / "theirs").read_bytes() if (store / "theirs").is_file() else None
+    before = _stored(store)
+    _, out, _ = kb("--store", store, "show", "early", "--json")
+    key_id = json.loads(out)["key_id"]
+    assert kb("recovery", "add", tmp_path / "offline.pub")[0] == 0
+    status, _, err = kb("--store", store, "rewrap", "--all")
+    assert status == 0, err
+    status, out, _ = kb("--store", store, "show", "early", "--json")
+    shown = json.loads(out)
+    assert status == 0 and shown["key_id"] == key_id
+    assert len(shown["recipients"]) == 2 and shown["revision"] >= 1
+    after = _stored(store)
+    changed = {k for k in after if after[k] != before.get(k)}
+    assert changed and all(k.startswith("early") for k in changed), changed
+    assert theirs is None or (store / "theirs").read_bytes() == theirs
+    # A second run has nothing left to do.
+    assert kb("--store", store, "rewrap", "--all")[0] == 0
+    assert _stored(store) == after
+
+
 def test_recover_from_a_recovery_container_on_a_fresh_home(kb, tmp_path, laptop) -> None:
     store = laptop["store"]
     before = _stored(store)
