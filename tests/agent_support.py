@@ -150,7 +150,7 @@ def secrets(home: Path, name: str = "default") -> dict[str, bytes]:
     (the state MAC key above all)."""
     container = Home(home).open_software(name, PASSPHRASE)
     keys = container._keys
-    return {
+    out = {
         "passphrase": PASSPHRASE,
         "exchange private key": suites.private_bytes(container._exchange),
         "signature private key": suites.private_bytes(container._signature),
@@ -158,6 +158,9 @@ def secrets(home: Path, name: str = "default") -> dict[str, bytes]:
         "seal key": keys.seal,
         "passphrase check": keys.check,
     }
+    for key_id, key in container._old_exchange.items():  # kept by keys rotate
+        out[f"old exchange private key kx-{key_id.short}"] = suites.private_bytes(key)
+    return out
 
 
 def leaks(data: bytes, secret: dict[str, bytes]) -> list[str]:
