@@ -299,8 +299,10 @@ def _export(
     key: bytes | None,
     random: Callable[[int], bytes],
     now: Callable[[], int],
+    revision: int = 0,
 ) -> tuple[bytes, SessionKey]:
-    """FORMAT.md 2.6, export steps 1-5."""
+    """FORMAT.md 2.6, export steps 1-5; ``revision``: the first of the container's epoch
+    (0 until it first replaced its signature key)."""
     # 1. a fresh session key (unless one made elsewhere is being stored) and a random key id
     key_bytes = random(algorithm.key_size) if key is None else key
     key_id = KeyId(random(16))
@@ -312,6 +314,7 @@ def _export(
         key_id=key_id,
         signer_id=provider.signature_id,
         name=name,
+        revision=revision,
     )
     wrapped = tuple(  # 3. one wrap per recipient, bound to the header and the recipient
         Recipient(rid, suites.wrap(public, key_bytes, header.wrap_context(rid)))
@@ -419,6 +422,9 @@ def _store_new(
             check_known_exchange(provider, state, pub)
         check(state)
         _check_retired(state, name, generation)  # never a new blob below a retirement
+        # At the container's epoch (FORMAT.md 2.6 step 2): an earlier signature key, whose
+        # epoch is below it, never speaks for a generation made since (2.7 step 2 c).
+        revision = state.epoch << EPOCH_SHIFT
         encoded, session = _export(
             provider,
             name=name,
@@ -428,10 +434,11 @@ def _store_new(
             key=key,
             random=secrets.token_bytes,
             now=_now,
+            revision=revision,
         )
         store.put(name, generation, encoded)  # create-only: never overwrites a concurrent writer
         made.append(session)
-        return state.seen(name, generation, store=store.identity)
+        return state.seen(name, generation, store=store.identity, revision=revision)
 
     provider.update_state(record)
     return made[0]

@@ -376,3 +376,28 @@ def test_a_rotation_that_fails_after_the_state_write_leaves_a_harmless_entry(
     assert status == 0 and json.loads(out)["rewrapped"] == 1, err
     assert kb("keys", "forget-old")[0] == 0
     _decrypts(kb, tmp_path, ct, plain)
+
+
+def test_an_earlier_signature_key_never_speaks_for_a_generation_made_after_it(kb, tmp_path):
+    """A new generation is written at the container's epoch (FORMAT.md 2.6 step 2), its
+    mark raised with the high-water mark: the replaced key, of a lower epoch, cannot put
+    its own blob in its place, at revision 0 or at that revision."""
+    assert kb("init")[0] == 0
+    assert kb("new", "payroll")[0] == 0
+    home = Home(tmp_path / "home")
+    old = home.open("default", PASS.encode())
+    assert kb("keys", "rotate", "--signature")[0] == 0
+    assert kb("rotate", "payroll")[0] == 0
+    assert json.loads(kb("show", "payroll", "--json")[1])["revision"] == 1 << 24
+    new = home.open("default", PASS.encode())
+    assert new.state().revision_floor("payroll", 2) == 1 << 24
+    to = (new.exchange_id, suites.load_exchange_public(new.suite, new.exchange_public))
+    with pytest.raises(VerificationError, match="not the one this container has seen"):
+        blobs.verify(new, _forged(old, "payroll", 2, to=to), unwrap=False)
+    with pytest.raises(VerificationError, match="re-signed since with a later key"):
+        blobs.verify(new, _forged(old, "payroll", 2, revision=1 << 24, to=to), unwrap=False)
+    # The control: generation 1, made before the rotation, is still the old key's.
+    (earlier,) = new.state().previous
+    blobs.check_earlier_signer(new.state(), earlier, "payroll", 1, 0)
+    with pytest.raises(VerificationError, match="re-signed since with a later key"):
+        blobs.check_earlier_signer(new.state(), earlier, "payroll", 2, 1 << 24)
