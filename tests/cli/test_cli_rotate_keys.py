@@ -401,3 +401,24 @@ def test_an_earlier_signature_key_never_speaks_for_a_generation_made_after_it(kb
     blobs.check_earlier_signer(new.state(), earlier, "payroll", 1, 0)
     with pytest.raises(VerificationError, match="re-signed since with a later key"):
         blobs.check_earlier_signer(new.state(), earlier, "payroll", 2, 1 << 24)
+
+
+def test_the_limit_an_earlier_key_speaks_for_marks_of_its_epoch_or_below_whoever_set_them():
+    """FORMAT.md 2.7 step 2, Limit: an epoch says when, not who.  A mark another container
+    set at an epoch not above the earlier key's is spoken for by that key (at exactly that
+    revision, of a generation seen); once this container re-wraps the generation, above
+    the key's epoch, it is not."""
+    import os
+
+    from keyblob.keys import KeyRole, Suite, key_id_for
+    from keyblob.trust import PreviousSigner, State
+
+    public = os.urandom(32)
+    earlier = PreviousSigner(key_id_for(Suite.X25519, KeyRole.SIGNATURE, public), public, 1, 3)
+    state = State(marks={"payroll": 1}).with_previous(earlier)
+    set_elsewhere = state.with_revisions({("payroll", 1): (2 << 24) + 7})
+    blobs.check_earlier_signer(set_elsewhere, earlier, "payroll", 1, (2 << 24) + 7)
+    rewrapped_here = set_elsewhere.with_revisions({("payroll", 1): blobs.next_revision(state, 0)})
+    assert blobs.next_revision(state, (2 << 24) + 7) == 4 << 24
+    with pytest.raises(VerificationError, match="re-signed since with a later key"):
+        blobs.check_earlier_signer(rewrapped_here, earlier, "payroll", 1, 4 << 24)
