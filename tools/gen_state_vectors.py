@@ -58,7 +58,7 @@ def _lifecycle() -> tuple[RecoveryRecipient, PreviousSigner]:
             1700000100,
             "container",
         ),
-        PreviousSigner(key_id_for(Suite.X25519, KeyRole.SIGNATURE, s), s, 1700000200),
+        PreviousSigner(key_id_for(Suite.X25519, KeyRole.SIGNATURE, s), s, 1700000200, 2),
     )
 
 

@@ -75,9 +75,16 @@ from keyblob.keys import (
     key_id_for,
 )
 from keyblob.providers import suites
-from keyblob.providers.base import CapiKeys, OldKey, Provider, RotatingKeys
+from keyblob.providers.base import (
+    CapiKeys,
+    OldKey,
+    Provider,
+    RotatingKeys,
+    check_old_key_room,
+)
 from keyblob.storage import Store
 from keyblob.trust import (
+    MAX_EPOCH,
     CapiSigner,
     PreviousSigner,
     State,
@@ -292,8 +299,10 @@ def _export(
     key: bytes | None,
     random: Callable[[int], bytes],
     now: Callable[[], int],
+    revision: int = 0,
 ) -> tuple[bytes, SessionKey]:
-    """FORMAT.md 2.6, export steps 1-5."""
+    """FORMAT.md 2.6, export steps 1-5; ``revision``: the first of the container's epoch
+    (0 until it first replaced its signature key)."""
     # 1. a fresh session key (unless one made elsewhere is being stored) and a random key id
     key_bytes = random(algorithm.key_size) if key is None else key
     key_id = KeyId(random(16))
@@ -305,6 +314,7 @@ def _export(
         key_id=key_id,
         signer_id=provider.signature_id,
         name=name,
+        revision=revision,
     )
     wrapped = tuple(  # 3. one wrap per recipient, bound to the header and the recipient
         Recipient(rid, suites.wrap(public, key_bytes, header.wrap_context(rid)))
@@ -412,6 +422,9 @@ def _store_new(
             check_known_exchange(provider, state, pub)
         check(state)
         _check_retired(state, name, generation)  # never a new blob below a retirement
+        # At the container's epoch (FORMAT.md 2.6 step 2): an earlier signature key, whose
+        # epoch is below it, never speaks for a generation made since (2.7 step 2 c).
+        revision = state.epoch << EPOCH_SHIFT
         encoded, session = _export(
             provider,
             name=name,
@@ -421,10 +434,11 @@ def _store_new(
             key=key,
             random=secrets.token_bytes,
             now=_now,
+            revision=revision,
         )
         store.put(name, generation, encoded)  # create-only: never overwrites a concurrent writer
         made.append(session)
-        return state.seen(name, generation, store=store.identity)
+        return state.seen(name, generation, store=store.identity, revision=revision)
 
     provider.update_state(record)
     return made[0]
@@ -540,7 +554,8 @@ def rewrap_blob(
 
     The entry is verified first (import steps 1-5, the revision rule included) and unwrapped
     in the provider; the new blob keeps name, generation, key id, algorithm, created time and
-    session key, is signed by this container, and has revision + 1.  The container's own
+    session key, is signed by this container, and has the next revision of this container's
+    epoch (:func:`next_revision`).  The container's own
     exchange key must be among ``recipients`` (it is put first; the others keep their order).
     When the entry already has exactly these recipients nothing is written (a rerun after
     success).  The revision mark is raised in the same state write as the high-water mark,
@@ -962,11 +977,10 @@ def _verify(
     )
 
 
-#: FORMAT.md 2.7 step 2: the top 8 bits of a revision written under the current keys say
-#: how many signature keys the container had replaced when it was written (its epoch).
+#: FORMAT.md 2.7 step 2: the top 8 bits of a revision are its epoch.  A container writes
+#: its re-wraps at its current epoch or above (:func:`next_revision`), and gives each
+#: signature key it replaces the highest epoch it may have signed at (:func:`rotate_own_keys`).
 EPOCH_SHIFT = 24
-#: The most signature rotations a container makes (an epoch is 8 bits).
-MAX_EPOCH = 255
 
 
 def epoch_of(revision: int) -> int:
@@ -976,14 +990,14 @@ def epoch_of(revision: int) -> int:
 
 def next_revision(state: State, revision: int) -> int:
     """The revision a container writes when it re-signs a blob of revision ``revision``
-    (``rewrap``, ``share``, ``unshare``): the next one, and at least the first of the
-    current epoch, ``len(state.previous) << 24`` (FORMAT.md 2.7 step 2), so that no earlier
-    signature key can speak for it.
+    (``rewrap``, ``share``, ``unshare``, ``recover``): the next one, and at least the first
+    of the container's current epoch, ``state.epoch << 24`` (FORMAT.md 2.6.1, 2.7 step 2),
+    so that no earlier signature key of it can speak for it.
 
     Raises:
         UsageError: no revision is left (2**32 - 1 reached).
     """
-    following = max(revision + 1, len(state.previous) << EPOCH_SHIFT)
+    following = max(revision + 1, state.epoch << EPOCH_SHIFT)
     if following > MAX_REVISION:
         raise UsageError("this generation has no revision left: rotate the key instead")
     return following
@@ -992,26 +1006,25 @@ def next_revision(state: State, revision: int) -> int:
 def check_earlier_signer(
     state: State, signer: PreviousSigner, name: str, generation: int, revision: int
 ) -> None:
-    """Step 2 for an earlier signature key of this container (FORMAT.md 2.7 step 2).  The
-    i-th key the container replaced (0: the first) was current during epochs 0 to i; it
-    speaks only for what it could have signed then and this container has seen: a
-    generation <= hw(name) (it never introduces a generation), at exactly the revision
-    mark of (name, generation) (it never introduces a revision), whose epoch is <= i (once
-    ``rewrap`` or ``share`` re-signed that generation with a later key, at that key's
-    epoch, the old key no longer speaks for it).
+    """Step 2 for an earlier signature key of this container (FORMAT.md 2.7 step 2).  A
+    key replaced with epoch e (5.2.8: every revision mark was of epoch e or below then, and
+    this container has written at epoch e + 1 or above since) speaks only for what it could
+    have signed and this container has seen: a generation <= hw(name) (it never introduces
+    a generation), at exactly the revision mark of (name, generation) (it never introduces
+    a revision), whose epoch is <= e (once ``rewrap`` or ``share`` re-signed that generation
+    with a later key, above e, the old key no longer speaks for it).
 
     Raises:
         VerificationError: outside those limits.
     """
     floor = state.generation_floor(name)
     mark = state.revision_floor(name, generation)
-    index = next(i for i, p in enumerate(state.previous) if p.key_id == signer.key_id)
     why = None
     if generation > floor:
         why = f"is above the newest generation this container has seen ({floor})"
     elif revision != mark:
         why = f"is at revision {revision}, not the one this container has seen ({mark})"
-    elif epoch_of(mark) > index:
+    elif epoch_of(mark) > signer.epoch:
         why = "was re-signed since with a later key"
     if why is not None:
         raise VerificationError(
@@ -2150,9 +2163,9 @@ def recover(
     for the new container, its recovery recipients and the old blob's other recipients whose
     public keys are known here as trusted signers' (never the lost container's; the recovery
     key itself only if it is one of the new container's recovery recipients), signed by the
-    new container with the same name, generation, key id and creation time at revision + 1,
-    and put in place of the old blob (compare-and-set); the marks are recorded.  ``lost``
-    need not be trusted.
+    new container with the same name, generation, key id and creation time at the next
+    revision of its epoch (:func:`next_revision`), and put in place of the old blob
+    (compare-and-set); the marks are recorded.  ``lost`` need not be trusted.
 
     Raises:
         UsageError: ``lost`` is of another suite, or is the new container itself.
@@ -2301,6 +2314,10 @@ UNKNOWN_RECIPIENT = (
     "recovery recipient): its wrap cannot be made again; trust its public key file, then run "
     "keyblob rewrap again"
 )
+EPOCHS_USED_UP = (
+    "container {name!r} cannot replace its signature key again: its epoch would be "
+    "{epoch} + 1, above 255 (FORMAT.md 5.2.8); make a new container"
+)
 NOT_ROTATING = (
     "container {name!r} is held by the keyblob agent, which does not make keys: "
     "run keyblob agent lock, then this command again"
@@ -2316,30 +2333,38 @@ def rotate_own_keys(
 ) -> tuple[OldKey, ...]:
     """``keyblob keys rotate``: new key pairs for ``roles`` in the container's provider;
     the replaced ones are kept (FORMAT.md 5.1.2).  A replaced signature key is first added
-    to the state's ``previous`` list (5.2.8), so that what it signed stays verifiable
-    within the limits of import step 2 (:func:`check_earlier_signer`).  With ``store``,
-    the revision marks of the entries the current key signed are recorded first (those a
-    crash or another writer left unrecorded): once the key is an earlier one, it speaks only
-    for the revision marked.
+    to the state's ``previous`` list (5.2.8) with its epoch, so that what it signed stays
+    verifiable within the limits of import step 2 (:func:`check_earlier_signer`).  With
+    ``store``, the revision marks of the entries the current key signed are recorded in
+    the same state write (those a crash or another writer left unrecorded): once the key
+    is an earlier one, it speaks only for the revision marked.
+
+    Every refusal comes before anything is written.  The provider can still fail after
+    the state write (the container file or the token); that leaves the current key as the
+    last ``previous`` entry, which a later rotation replaces (:meth:`State.with_previous`).
 
     Raises:
         UsageError: no role, too many old keys kept, or a provider that cannot rotate.
-        ProviderError: the container file, the token or the state could not be written.
+        ProviderError: the container's epochs are used up, or the container file, the
+            token or the state could not be written.
     """
     if not isinstance(provider, RotatingKeys):
         raise UsageError(NOT_ROTATING.format(name=provider.name))
     when = _now() if now is None else now
     ordered = tuple(r for r in (KeyRole.EXCHANGE, KeyRole.SIGNATURE) if r in roles)
-    if KeyRole.SIGNATURE in ordered and len(provider.state().previous) >= MAX_EPOCH:
-        raise UsageError(
-            f"container {provider.name!r} has replaced its signature key {MAX_EPOCH} times, "
-            "the most a container can: make a new container"
-        )
-    if KeyRole.SIGNATURE in ordered and store is not None:
-        record_revisions(provider, store)
-    if KeyRole.SIGNATURE in ordered:  # the state first: a crash after it changes nothing
-        earlier = PreviousSigner(provider.signature_id, provider.signature_public, when)
-        provider.update_state(lambda s: s.with_previous(earlier))
+    # The provider's own bound (5.1.2), checked here as well: before the state write.
+    check_old_key_room(provider.name, len(provider.old_keys), ordered)
+    if KeyRole.SIGNATURE in ordered:  # the state first: a crash after it loses nothing
+        unrecorded = {} if store is None else _unrecorded_revisions(provider, store)
+        state = provider.state()
+        # The key may have signed at any epoch up to the highest mark seen (a re-wrap of a
+        # blob another container wrote continues from its epoch): it keeps that one.
+        highest = max((*state.all_revisions().values(), *unrecorded.values()), default=0)
+        epoch = max(state.epoch, epoch_of(highest))
+        if epoch >= MAX_EPOCH:
+            raise ProviderError(EPOCHS_USED_UP.format(name=provider.name, epoch=epoch))
+        earlier = PreviousSigner(provider.signature_id, provider.signature_public, when, epoch)
+        provider.update_state(lambda s: s.with_revisions(unrecorded).with_previous(earlier))
     return provider.rotate_keys(ordered, now=when)
 
 
@@ -2351,6 +2376,18 @@ def record_revisions(provider: Provider, store: Store, *, jobs: int | None = Non
         StorageError: the store failed otherwise than on one entry.
         VerificationError, ProviderError: the state could not be read or written.
     """
+    marks = _unrecorded_revisions(provider, store, jobs=jobs)
+    if marks:
+        provider.update_state(lambda s: s.with_revisions(marks))
+    return len(marks)
+
+
+def _unrecorded_revisions(
+    provider: Provider, store: Store, *, jobs: int | None = None
+) -> dict[tuple[str, int], int]:
+    """The revisions of the entries of ``store`` that verify here and were signed by the
+    current key above their marks (what a crash between a store write and the state
+    write left unrecorded), by (name, generation)."""
     state = provider.state()
     marks: dict[tuple[str, int], int] = {}
     listing = _listing(store, store.names())
@@ -2359,9 +2396,7 @@ def record_revisions(provider: Provider, store: Store, *, jobs: int | None = Non
             revision = decode(checked.data).header.revision
             if revision > state.revision_floor(checked.name, checked.generation):
                 marks[(checked.name, checked.generation)] = revision
-    if marks:
-        provider.update_state(lambda s: s.with_revisions(marks))
-    return len(marks)
+    return marks
 
 
 def _old_ids(provider: Provider, state: State) -> tuple[set[KeyId], set[KeyId]]:

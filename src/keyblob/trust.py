@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -58,7 +59,7 @@ _HEAD_REQUIRED = _STATE_REQUIRED - {"high_water"}
 _SIGNER_MEMBERS = {"key_id", "suite", "public", "exchange", "label", "added"}
 _CAPI_MEMBERS = {"public", "label", "added"}
 _RECOVERY_MEMBERS = {"key_id", "exchange", "label", "added", "kind"}
-_PREVIOUS_MEMBERS = {"key_id", "public", "until"}
+_PREVIOUS_MEMBERS = {"key_id", "public", "until", "epoch"}
 _REMOVED_MEMBERS = {"key_id", "label", "removed"}
 #: The kinds of recovery recipient (FORMAT.md 5.2.8).
 RECOVERY_KINDS = ("container", "passphrase")
@@ -228,14 +229,27 @@ class RecoveryRecipient:
             raise ValueError(f"a recovery recipient's kind is one of {RECOVERY_KINDS}")
 
 
+#: FORMAT.md 5.2.8: an epoch is 8 bits (the top 8 bits of a revision, 2.7 step 2), so a
+#: container's current epoch is at most this, and an earlier key's at most one below.
+MAX_EPOCH = 255
+
+
 @dataclass(frozen=True)
 class PreviousSigner:
     """A signature key this container used before ``keys rotate`` (FORMAT.md 5.2.8): blobs
-    it signed until ``until`` (Unix seconds of the rotation) stay verifiable."""
+    it signed until ``until`` (Unix seconds of the rotation) stay verifiable, at revision
+    marks of epoch ``epoch`` or below (2.7 step 2)."""
 
     key_id: KeyId  # key id (1.3) of ``public`` in the role signature, the container's suite
     public: bytes
     until: int
+    #: The highest epoch it speaks for: the container's epoch when it was replaced, or the
+    #: highest epoch of any revision mark then, whichever was higher (0 to MAX_EPOCH - 1).
+    epoch: int
+
+    def __post_init__(self) -> None:
+        if type(self.epoch) is not int or not 0 <= self.epoch < MAX_EPOCH:
+            raise ValueError(f"an earlier signature key's epoch is 0 to {MAX_EPOCH - 1}")
 
 
 @dataclass(frozen=True)
@@ -423,12 +437,34 @@ class State:
                 return signer
         return None
 
+    @property
+    def epoch(self) -> int:
+        """The container's current epoch (FORMAT.md 5.2.8): one above the last earlier
+        signature key's, 0 with none."""
+        return self.previous[-1].epoch + 1 if self.previous else 0
+
     def with_previous(self, signer: PreviousSigner) -> State:
-        """This state with ``signer`` as an earlier signature key of the container (one
-        already there is kept as it is)."""
-        if self.previous_signer(signer.key_id) is not None:
+        """This state with ``signer`` as the last earlier signature key of the container.
+        If the last entry already has its key id (the current key, listed by a rotation
+        that failed or was killed before the container's file was written), ``signer``
+        takes its place: that key was current all along, so it may speak for up to the
+        new, higher epoch.
+
+        Raises:
+            UsageError: ``signer``'s key is listed but not last (a key replaced since), its
+                epoch is below the listed one's, or not above the one before it.
+        """
+        listed = self.previous_signer(signer.key_id)
+        if listed is not None and listed is not self.previous[-1]:
+            raise UsageError("an earlier signature key of this container cannot be listed again")
+        if listed is not None and signer.epoch < listed.epoch:
+            raise UsageError("an earlier signature key's epoch is never lowered")
+        kept = self.previous[:-1] if listed is not None else self.previous
+        if kept and signer.epoch <= kept[-1].epoch:
+            raise UsageError("an earlier signature key's epoch must be above the one before it")
+        if listed == signer:
             return self
-        return replace(self, previous=(*self.previous, signer))
+        return replace(self, previous=(*kept, signer))
 
     def with_marks(self, marks: Mapping[str, int], *, store: str | None = None) -> State:
         """This state with every mark of ``marks`` recorded (and held by ``store``, if
@@ -576,7 +612,12 @@ class State:
             ]
         if self.previous:
             doc["previous"] = [
-                {"key_id": p.key_id.hex, "public": _b64(p.public), "until": p.until}
+                {
+                    "key_id": p.key_id.hex,
+                    "public": _b64(p.public),
+                    "until": p.until,
+                    "epoch": p.epoch,
+                }
                 for p in self.previous
             ]
         if self.removed:
@@ -750,8 +791,11 @@ def _previous_from_json(data: dict[str, Any]) -> tuple[PreviousSigner, ...]:
                 key_id=KeyId(lower_hex(p["key_id"], KEY_ID_SIZE)),
                 public=canonical_b64(p["public"]),
                 until=json_int(p["until"], 0, MAX_GENERATION),
+                epoch=json_int(p["epoch"], 0, MAX_EPOCH - 1),
             )
         )
+    if any(a.epoch >= b.epoch for a, b in itertools.pairwise(out)):
+        raise ValueError("previous: epochs not increasing")
     return tuple(out)
 
 

@@ -210,3 +210,215 @@ def test_rotate_through_the_agent_is_refused_by_the_library(tmp_path):
 
     with pytest.raises(UsageError, match="agent"):
         blobs.rotate_own_keys(NotRotating(), [KeyRole.EXCHANGE])  # type: ignore[arg-type]
+
+
+# -- epochs are this container's own (FORMAT.md 2.7 step 2, 5.2.8) ---------------------------
+
+
+def _homes(tmp_path, capsys, monkeypatch):
+    """``run(home, *argv)``: keyblob on ``home``, every home on one directory store."""
+    from keyblob.cli import main
+
+    monkeypatch.setenv("KEYBLOB_PASSPHRASE", PASS)
+    store = tmp_path / "store"
+
+    def run(home, *argv):
+        capsys.readouterr()
+        status = main(["--home", str(home), "--store", str(store), *map(str, argv)])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return run
+
+
+def test_a_revision_another_container_wrote_at_a_higher_epoch_does_not_lock_this_one_out(
+    tmp_path, capsys, monkeypatch
+):
+    """Bob, who has replaced his signature key 3 times, re-wraps Alice's key at his epoch 3;
+    Alice re-wraps it after him (revision 3 << 24 + 1, her key), then replaces her
+    signature key for the first time.  Her earlier key must still speak for that revision,
+    and rewrap must move it: an epoch counted as "this container's rotations" refused it."""
+    run = _homes(tmp_path, capsys, monkeypatch)
+    alice, bob, carol = tmp_path / "alice", tmp_path / "bob", tmp_path / "carol"
+    for home in (alice, bob, carol):
+        assert run(home, "init")[0] == 0
+        assert run(home, "pubkey", "-o", home.with_suffix(".pub"))[0] == 0
+    assert run(bob, "trust", "add", alice.with_suffix(".pub"))[0] == 0
+    assert run(alice, "new", "payroll")[0] == 0
+    plain, sealed, out = tmp_path / "plain", tmp_path / "sealed", tmp_path / "out"
+    plain.write_bytes(b"salaries")
+    assert run(alice, "encrypt", "payroll", "-i", plain, "-o", sealed)[0] == 0
+    assert run(alice, "share", "payroll", "--to", bob.with_suffix(".pub"))[0] == 0
+    for _ in range(3):
+        assert run(bob, "keys", "rotate")[0] == 0
+    status, report, err = run(bob, "rewrap", "payroll", "--json")
+    assert status == 0 and json.loads(report)["rewrapped"] == 1, err
+    assert run(bob, "pubkey", "-o", bob.with_suffix(".pub"))[0] == 0
+    assert run(alice, "trust", "add", bob.with_suffix(".pub"))[0] == 0
+    assert json.loads(run(alice, "show", "payroll", "--json")[1])["revision"] == 3 << 24
+    assert run(alice, "trust", "add", carol.with_suffix(".pub"))[0] == 0  # known for rewrap
+    assert run(alice, "share", "payroll", "--to", carol.with_suffix(".pub"))[0] == 0
+    shown = json.loads(run(alice, "show", "payroll", "--json")[1])
+    assert (shown["revision"], shown["signer_label"]) == ((3 << 24) + 1, "this container")
+
+    assert run(alice, "keys", "rotate", "--signature")[0] == 0
+    state = Home(alice).open("default", PASS.encode()).state()
+    assert [p.epoch for p in state.previous] == [3] and state.epoch == 4
+    status, _, err = run(alice, "decrypt", sealed, "-o", out)
+    assert status == 0, err  # the earlier key speaks for the revision it signed
+    assert out.read_bytes() == b"salaries"
+    status, report, err = run(alice, "rewrap", "--all", "--json")
+    assert status == 0, err
+    assert (json.loads(report)["rewrapped"], json.loads(report)["unverified"]) == (1, 0)
+    assert json.loads(run(alice, "show", "payroll", "--json")[1])["revision"] == 4 << 24
+    assert run(alice, "keys", "forget-old")[0] == 0
+    out.unlink()
+    assert run(alice, "decrypt", sealed, "-o", out)[0] == 0
+    assert out.read_bytes() == b"salaries"
+
+
+def _files(tmp_path):
+    folder = tmp_path / "home" / "containers" / "default"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_rotation_refused_for_the_old_key_bound_changes_nothing(kb, tmp_path):
+    """FORMAT.md 5.1.2: 8 old pairs kept, a 9th is refused (exit 2) before anything is
+    written: the state (so its ``previous`` list) and container.json stay byte for byte."""
+    assert kb("init")[0] == 0
+    assert kb("new", "payroll")[0] == 0
+    for _ in range(8):
+        assert kb("keys", "rotate", "--exchange")[0] == 0
+    before = _files(tmp_path)
+    assert {"container.json", "state.db"} <= before.keys()
+    for argv in (["--signature"], [], ["--exchange"]):
+        status, _, err = kb("keys", "rotate", *argv)
+        assert status == 2 and err.count("\n") == 1, err
+        assert "keeps 8 old keys already (at most 8)" in err
+        assert _files(tmp_path) == before
+    assert Home(tmp_path / "home").open("default", PASS.encode()).state().previous == ()
+    assert kb("rewrap", "--all", "--quiet")[0] == 0
+    assert kb("keys", "forget-old")[0] == 0
+    assert kb("keys", "rotate", "--signature")[0] == 0  # room again
+
+
+def test_a_rotation_past_epoch_255_is_refused_and_changes_nothing(kb, tmp_path):
+    """An epoch is 8 bits: a signature key is replaced with the highest epoch of any mark
+    (here one another container's re-wrap could have set), and the container's epoch is
+    one above it, at most 255."""
+    assert kb("init")[0] == 0
+    assert kb("new", "payroll")[0] == 0
+    home = Home(tmp_path / "home")
+    home.open("default", PASS.encode()).update_state(
+        lambda s: s.with_revisions({("ledger", 1): (254 << 24) + 5})
+    )
+    assert kb("keys", "rotate", "--signature")[0] == 0  # the control: epoch 254, then 255
+    state = home.open("default", PASS.encode()).state()
+    assert [p.epoch for p in state.previous] == [254] and state.epoch == 255
+    before = _files(tmp_path)
+    status, _, err = kb("keys", "rotate", "--signature")
+    assert status == 1 and err.count("\n") == 1, err
+    assert "its epoch would be 255 + 1, above 255" in err
+    assert _files(tmp_path) == before
+    assert kb("keys", "rotate", "--exchange")[0] == 0  # the exchange key has no epoch
+    assert kb("rewrap", "--all", "--quiet")[0] == 0  # and re-wraps still find a revision
+    mark = home.open("default", PASS.encode()).state().revision_floor("payroll", 1)
+    assert mark == 255 << 24
+
+
+def test_a_rotation_that_fails_after_the_state_write_leaves_a_harmless_entry(
+    kb, tmp_path, monkeypatch
+):
+    """FORMAT.md 5.1.2: the state lists the current key as an earlier one before
+    container.json is written.  If that write fails (here: the disk is full), the key stays
+    current and trusted as such, its re-wraps carry the next epoch, and the rotation done
+    again lists it with an epoch that still covers them."""
+    import errno
+
+    from keyblob import ProviderError
+    from keyblob.providers import software
+
+    assert kb("init")[0] == 0
+    assert kb("new", "payroll")[0] == 0
+    ct, plain = _encrypted(kb, tmp_path, "payroll")
+    home = Home(tmp_path / "home")
+    container = home.open("default", PASS.encode())
+    current = container.signature_id
+    json_before = _doc(tmp_path)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(software, "write_atomic", full)
+        with pytest.raises(ProviderError, match="No space left on device"):
+            blobs.rotate_own_keys(
+                container, [KeyRole.SIGNATURE], store=DirectoryStore(tmp_path / "home" / "blobs")
+            )
+    assert _doc(tmp_path) == json_before
+    state = home.open("default", PASS.encode()).state()
+    assert [(p.key_id, p.epoch) for p in state.previous] == [(current, 0)]
+    # Still the current key: its blobs load, and a re-wrap (of the exchange key) by it
+    # writes the next epoch.
+    _decrypts(kb, tmp_path, ct, plain)
+    assert kb("keys", "rotate", "--exchange")[0] == 0
+    assert kb("rewrap", "--all", "--quiet")[0] == 0
+    state = home.open("default", PASS.encode()).state()
+    assert state.revision_floor("payroll", 1) == 1 << 24
+    status, out, err = kb("store", "check", "--json")
+    assert status == 0 and all(e["ok"] for e in json.loads(out)["entries"]), err
+    # Rotated again: the same key listed last, now with epoch 1, which covers its re-wrap.
+    assert kb("keys", "rotate", "--signature")[0] == 0
+    state = home.open("default", PASS.encode()).state()
+    assert [(p.key_id, p.epoch) for p in state.previous] == [(current, 1)]
+    _decrypts(kb, tmp_path, ct, plain)
+    status, out, err = kb("rewrap", "--all", "--json")
+    assert status == 0 and json.loads(out)["rewrapped"] == 1, err
+    assert kb("keys", "forget-old")[0] == 0
+    _decrypts(kb, tmp_path, ct, plain)
+
+
+def test_an_earlier_signature_key_never_speaks_for_a_generation_made_after_it(kb, tmp_path):
+    """A new generation is written at the container's epoch (FORMAT.md 2.6 step 2), its
+    mark raised with the high-water mark: the replaced key, of a lower epoch, cannot put
+    its own blob in its place, at revision 0 or at that revision."""
+    assert kb("init")[0] == 0
+    assert kb("new", "payroll")[0] == 0
+    home = Home(tmp_path / "home")
+    old = home.open("default", PASS.encode())
+    assert kb("keys", "rotate", "--signature")[0] == 0
+    assert kb("rotate", "payroll")[0] == 0
+    assert json.loads(kb("show", "payroll", "--json")[1])["revision"] == 1 << 24
+    new = home.open("default", PASS.encode())
+    assert new.state().revision_floor("payroll", 2) == 1 << 24
+    to = (new.exchange_id, suites.load_exchange_public(new.suite, new.exchange_public))
+    with pytest.raises(VerificationError, match="not the one this container has seen"):
+        blobs.verify(new, _forged(old, "payroll", 2, to=to), unwrap=False)
+    with pytest.raises(VerificationError, match="re-signed since with a later key"):
+        blobs.verify(new, _forged(old, "payroll", 2, revision=1 << 24, to=to), unwrap=False)
+    # The control: generation 1, made before the rotation, is still the old key's.
+    (earlier,) = new.state().previous
+    blobs.check_earlier_signer(new.state(), earlier, "payroll", 1, 0)
+    with pytest.raises(VerificationError, match="re-signed since with a later key"):
+        blobs.check_earlier_signer(new.state(), earlier, "payroll", 2, 1 << 24)
+
+
+def test_the_limit_an_earlier_key_speaks_for_marks_of_its_epoch_or_below_whoever_set_them():
+    """FORMAT.md 2.7 step 2, Limit: an epoch says when, not who.  A mark another container
+    set at an epoch not above the earlier key's is spoken for by that key (at exactly that
+    revision, of a generation seen); once this container re-wraps the generation, above
+    the key's epoch, it is not."""
+    import os
+
+    from keyblob.keys import KeyRole, Suite, key_id_for
+    from keyblob.trust import PreviousSigner, State
+
+    public = os.urandom(32)
+    earlier = PreviousSigner(key_id_for(Suite.X25519, KeyRole.SIGNATURE, public), public, 1, 3)
+    state = State(marks={"payroll": 1}).with_previous(earlier)
+    set_elsewhere = state.with_revisions({("payroll", 1): (2 << 24) + 7})
+    blobs.check_earlier_signer(set_elsewhere, earlier, "payroll", 1, (2 << 24) + 7)
+    rewrapped_here = set_elsewhere.with_revisions({("payroll", 1): blobs.next_revision(state, 0)})
+    assert blobs.next_revision(state, (2 << 24) + 7) == 4 << 24
+    with pytest.raises(VerificationError, match="re-signed since with a later key"):
+        blobs.check_earlier_signer(rewrapped_here, earlier, "payroll", 1, 4 << 24)

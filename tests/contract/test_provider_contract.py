@@ -212,7 +212,7 @@ def test_the_lifecycle_members_round_trip_and_an_edit_fails_the_mac(
         1_700_000_000,
         "container",
     )
-    previous = PreviousSigner(other.key_id, other.public, 1_700_000_500)
+    previous = PreviousSigner(other.key_id, other.public, 1_700_000_500, 2)
     provider.update_state(
         lambda s: (
             s.seen("payroll", 3, revision=2)
@@ -411,3 +411,24 @@ def test_rotated_keys_open_wraps_for_every_kept_exchange_key(
         gone = labels - _token_object_labels(made.token)
         assert gone and all(label.endswith(("/exchange", "/signature")) for label in gone)
         assert len(gone) == 2
+
+
+def test_a_rotation_past_the_old_key_bound_changes_nothing(provider: Provider, made: Made) -> None:
+    """FORMAT.md 5.1.2: with 8 old pairs kept, keys rotate is refused before it writes
+    anything: the state's ``previous`` list, container.json and (a token's) objects stay as
+    they were, whichever roles were asked for."""
+    from keyblob import UsageError, blobs
+    from keyblob.providers.base import MAX_OLD_KEYS
+
+    assert isinstance(provider, RotatingKeys)
+    for i in range(MAX_OLD_KEYS):
+        provider.rotate_keys((KeyRole.EXCHANGE,), now=1_700_000_000 + i)
+    files = {p.name: p.read_bytes() for p in sorted(made.folder.iterdir())}
+    labels = _token_object_labels(made.token) if _is_token(provider) else set()
+    for roles in ([KeyRole.SIGNATURE], [KeyRole.EXCHANGE, KeyRole.SIGNATURE]):
+        with pytest.raises(UsageError, match="keeps 8 old keys already"):
+            blobs.rotate_own_keys(provider, roles)
+        assert {p.name: p.read_bytes() for p in sorted(made.folder.iterdir())} == files
+        assert provider.state().previous == ()
+        assert made.open(made.home.path).state().previous == ()
+        assert (_token_object_labels(made.token) if _is_token(provider) else set()) == labels

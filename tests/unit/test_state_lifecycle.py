@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -46,9 +47,9 @@ def _recipient(label="Recovery", kind="container", suite=Suite.X25519):
     )
 
 
-def _previous(until=1_700_000_500, suite=Suite.X25519):
+def _previous(until=1_700_000_500, suite=Suite.X25519, epoch=0):
     public = os.urandom(32)
-    return PreviousSigner(key_id_for(suite, KeyRole.SIGNATURE, public), public, until)
+    return PreviousSigner(key_id_for(suite, KeyRole.SIGNATURE, public), public, until, epoch)
 
 
 def _trusted(label="Bob"):
@@ -115,10 +116,31 @@ def test_recovery_recipients_and_previous_keys_are_kept_once_in_order():
     assert state.without_recovery(a.key_id).recovery == (b,)
     with pytest.raises(ValueError):
         _recipient(kind="other")
-    p, q = _previous(1), _previous(2)
+    p, q = _previous(1), _previous(2, epoch=3)
+    assert State().epoch == 0
     state = State().with_previous(p).with_previous(q)
-    assert state.previous == (p, q) and state.with_previous(p) is state
+    assert state.previous == (p, q) and state.with_previous(q) is state
     assert state.previous_signer(q.key_id) == q
+    assert state.epoch == 4  # one above the last earlier key's
+
+
+def test_an_earlier_key_listed_last_is_replaced_only_by_a_higher_epoch():
+    """The current key left last in ``previous`` by a rotation that failed after the state
+    write (FORMAT.md 5.1.2) is listed again by the next rotation, with a higher epoch."""
+    p, q = _previous(1), _previous(2, epoch=3)
+    state = State().with_previous(p).with_previous(q)
+    later = replace(q, until=9, epoch=7)
+    assert state.with_previous(later).previous == (p, later)
+    assert state.with_previous(later).epoch == 8
+    with pytest.raises(UsageError, match="never lowered"):
+        state.with_previous(replace(q, epoch=2))
+    with pytest.raises(UsageError, match="listed again"):
+        state.with_previous(p)  # a key replaced since never comes back
+    with pytest.raises(UsageError, match="above the one before"):
+        state.with_previous(_previous(3, epoch=3))
+    for epoch in (-1, 255, True, 1.0):
+        with pytest.raises(ValueError, match="epoch"):
+            replace(p, epoch=epoch)
 
 
 def test_a_removed_signer_is_remembered_until_trusted_again():
@@ -236,6 +258,7 @@ def full(c):
         lambda d: d["recovery"][0].update(label="Mallory"),
         lambda d: d.pop("previous"),
         lambda d: d["previous"][0].update(until=2**40),
+        lambda d: d["previous"][0].update(epoch=d["previous"][0]["epoch"] + 9),
         lambda d: d.pop("revisions"),
         lambda d: d["revisions"].update(count=1),
         lambda d: d.pop("removed"),
@@ -248,6 +271,7 @@ def full(c):
         "recovery-relabelled",
         "previous-deleted",
         "previous-extended",
+        "previous-epoch-raised",
         "revisions-deleted",
         "revisions-count",
         "removed-deleted",
@@ -336,6 +360,10 @@ def _key_id_of(role, public_b64):
         lambda d: d["previous"][0].update(until=-1),
         lambda d: d["previous"][0].update(extra=1),
         lambda d: d["previous"][0].pop("until"),
+        lambda d: d["previous"][0].pop("epoch"),
+        lambda d: d["previous"][0].update(epoch=-1),
+        lambda d: d["previous"][0].update(epoch=255),
+        lambda d: d["previous"][0].update(epoch="1"),
         lambda d: d["previous"].append(dict(d["previous"][0])),
         lambda d: d["previous"][0].update(public=d["previous"][0]["public"].rstrip("=")),
         lambda d: d.update(revisions={"count": 0, "root": "00" * 32}),
@@ -357,6 +385,31 @@ def test_a_malformed_new_member_under_a_valid_mac_is_refused(home, full, edit):
     ss.set_head(full._folder, ss.signed(full._keys.state, doc))
     with pytest.raises(FormatError, match=MALFORMED):
         fresh(home).state()
+
+
+@pytest.mark.parametrize("step", [0, 1])
+def test_earlier_keys_are_listed_in_increasing_epochs(home, full, step):
+    """FORMAT.md 5.2.8: each earlier key's epoch is above the one before it (a rotation
+    gives the key it replaces at least the container's epoch, one above the last); step 1
+    is the control."""
+    import base64
+
+    doc = ss.head(full._folder)
+    second = _previous(epoch=doc["previous"][0]["epoch"] + step)
+    doc["previous"].append(
+        {
+            "key_id": second.key_id.hex,
+            "public": base64.b64encode(second.public).decode(),
+            "until": second.until,
+            "epoch": second.epoch,
+        }
+    )
+    ss.set_head(full._folder, ss.signed(full._keys.state, doc))
+    if step:
+        assert fresh(home).state().previous[1] == second
+    else:
+        with pytest.raises(FormatError, match=MALFORMED):
+            fresh(home).state()
 
 
 def test_the_control_a_valid_edit_under_the_key_reads(home, full):

@@ -128,8 +128,9 @@ def test_the_lifecycle_members_follow_their_field_rules():
     assert recipient["key_id"] == _key_id(1, recipient["exchange"])
     assert recipient["kind"] in ("container", "passphrase")
     (previous,) = head["previous"]
-    assert set(previous) == {"key_id", "public", "until"}
+    assert set(previous) == {"key_id", "public", "until", "epoch"}
     assert previous["key_id"] == _key_id(2, previous["public"])
+    assert type(previous["epoch"]) is int and 0 <= previous["epoch"] <= 254
     (removed,) = head["removed"]
     assert set(removed) == {"key_id", "label", "removed"}
     assert re.fullmatch("[0-9a-f]{32}", removed["key_id"]) and 0 <= removed["removed"] < 2**63
@@ -165,7 +166,7 @@ def test_keyblob_reads_a_database_made_from_the_ddl_in_format_md(tmp_path):
         assert state.revision_floor(name, int(generation)) == revision
     assert state.retired_below("payroll") == VECTOR["retired"]["payroll"]
     assert [r.label for r in state.recovery] == ["Offline recovery"]
-    assert [p.until for p in state.previous] == [1700000200]
+    assert [(p.until, p.epoch) for p in state.previous] == [(1700000200, 2)]
     assert [(r.label, r.removed) for r in state.removed] == [("Former colleague", 1700000400)]
 
 

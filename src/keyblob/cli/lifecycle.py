@@ -88,4 +88,4 @@ def register(sub: Subcommands) -> None:
         required=True,
         help="retire every generation below N (N, at most the newest, stays usable)",
     )
-    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")

@@ -3,11 +3,11 @@ CryptoAPI operations some containers add to it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from keyblob.errors import VerificationError
+from keyblob.errors import UsageError, VerificationError
 from keyblob.keys import KeyId, KeyRole, Suite, key_id_for
 from keyblob.trust import State
 
@@ -20,6 +20,26 @@ if TYPE_CHECKING:
 
 #: What unwrap_as raises for a key id that is not one of the container's exchange keys.
 NOT_OWN_EXCHANGE = "container {name!r} holds no exchange key kx-{key_id}"
+#: FORMAT.md 5.1.2 ``previous``: at most this many old key pairs are kept (a 4096-bit RSA
+#: entry is about 4 KB of the file's 65536 bytes); rotating again needs keys forget-old.
+MAX_OLD_KEYS = 8
+
+
+def check_old_key_room(name: str, kept: int, roles: Sequence[KeyRole]) -> None:
+    """Refuse a rotation of ``roles`` that would keep more than MAX_OLD_KEYS old pairs in
+    container ``name``, which keeps ``kept`` already.  Every rotating provider checks it,
+    and so does :func:`keyblob.blobs.rotate_own_keys`, before it writes the state.
+
+    Raises:
+        UsageError: no role, or too many old pairs.
+    """
+    if not roles:
+        raise UsageError("nothing to rotate: name --exchange and/or --signature")
+    if kept + len(roles) > MAX_OLD_KEYS:
+        raise UsageError(
+            f"container {name!r} keeps {kept} old keys already (at most {MAX_OLD_KEYS}): "
+            "run keyblob rewrap --all, then keyblob keys forget-old"
+        )
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ from keyblob.errors import (
 from keyblob.format.pubkey import p256_public_problem
 from keyblob.keys import MAX_GENERATION, KeyId, KeyRole, Suite, check_name, key_id_for
 from keyblob.providers import homestate, hpke_schedule, software, suites
-from keyblob.providers.base import ContainerKeys, OldKey
+from keyblob.providers.base import ContainerKeys, OldKey, check_old_key_room
 from keyblob.trust import canonical_b64, json_int, lower_hex
 
 if TYPE_CHECKING:
@@ -747,14 +747,7 @@ class TokenContainer(TokenKeys):
             UsageError: no role, or too many old key pairs kept already.
             ProviderError: the token refused, or container.json could not be written.
         """
-        if not roles:
-            raise UsageError("nothing to rotate: name --exchange and/or --signature")
-        if len(self.record.previous) + len(roles) > software.MAX_OLD_KEYS:
-            raise UsageError(
-                f"container {self._name!r} keeps {len(self.record.previous)} old keys already "
-                f"(at most {software.MAX_OLD_KEYS}): run keyblob rewrap --all, then keyblob "
-                "keys forget-old"
-            )
+        check_old_key_room(self._name, len(self.record.previous), roles)
         base = f"keyblob/{self._name}/{secrets.token_hex(4)}"
         made: dict[KeyRole, tuple[Any, Any]] = {}
         try:

@@ -55,7 +55,7 @@ from keyblob.keys import (
     label_from_text,
 )
 from keyblob.providers import homestate, suites
-from keyblob.providers.base import ContainerKeys, OldKey
+from keyblob.providers.base import MAX_OLD_KEYS, ContainerKeys, OldKey, check_old_key_room
 from keyblob.providers.homestate import HOME_FILE_FLAGS, check_home_file, check_private_folder
 from keyblob.trust import (
     State,
@@ -82,9 +82,6 @@ SALT_SIZE = 16
 CHECK_SIZE = 32
 KDF_FIELDS = ("memory_kib", "iterations", "lanes")  # container.json "kdf", as KdfParams
 DEFAULT_CONTAINER = "default"
-#: FORMAT.md 5.1 ``previous``: at most this many old key pairs are kept (a 4096-bit RSA
-#: entry is about 4 KB of the file's 65536 bytes); rotating again needs keys forget-old.
-MAX_OLD_KEYS = 8
 
 CONTAINER_EDITED = (
     "container {name!r} was modified outside keyblob: its keys do not match their seal"
@@ -782,13 +779,7 @@ class SoftwareContainer(ContainerKeys):
             UsageError: no role, or the old keys kept would exceed MAX_OLD_KEYS.
             ProviderError: the container file could not be written.
         """
-        if not roles:
-            raise UsageError("nothing to rotate: name --exchange and/or --signature")
-        if len(self._old) + len(roles) > MAX_OLD_KEYS:
-            raise UsageError(
-                f"container {self._name!r} keeps {len(self._old)} old keys already (at most "
-                f"{MAX_OLD_KEYS}): run keyblob rewrap --all, then keyblob keys forget-old"
-            )
+        check_old_key_room(self._name, len(self._old), roles)
         bits = getattr(self._exchange, "key_size", suites.DEFAULT_RSA_BITS)
         exchange, signature = suites.generate(self._suite, bits)
         aead = AESGCM(self._keys.seal)
