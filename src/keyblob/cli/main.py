@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO, cast
 
-from keyblob.cli import agent, capi, data, keys, lifecycle, recovery, rotation, store, trust
+from keyblob.cli import agent, capi, data, keys, lifecycle, recovery, store, trust
 from keyblob.cli.capi import cmd_capi_export_simpleblob
 from keyblob.cli.names import ENCRYPT_A_FILE, READ_A_BLOB, checked_name
 from keyblob.cli.terminal import (
@@ -69,7 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     recovery.register(sub)
     store.register(sub)
     agent.register(sub)
-    rotation.register(sub)
     return p
 
 
