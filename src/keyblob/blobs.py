@@ -2183,9 +2183,7 @@ def recover(
     lost_public = suites.load_signature_public(lost.suite, lost.signature)
     state = provider.state()
     policy = CheckPolicy.of(provider, state)
-    known = {r.key_id: r.exchange for r in state.recovery}
-    for s in state.trusted:
-        known.setdefault(key_id_for(s.suite, KeyRole.EXCHANGE, s.exchange), s.exchange)
+    known = _known_exchange_keys(provider, state)
     known.pop(lost.exchange_id, None)  # the lost laptop's key is never wrapped for again
     run = _Recovery(provider, store, key, lost, lost_public, policy, state, known)
     listed = names if names is not None else store.names()
