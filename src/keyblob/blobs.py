@@ -2274,13 +2274,7 @@ class _Recovery:
             raise VerificationError(WRONG_NAME.format(actual=h.name, expected=name))
         if h.generation != generation:
             raise VerificationError(WRONG_GENERATION.format(stored=generation, signed=h.generation))
-        # 5. not below the revision this container has seen
-        floor = self.state.revision_floor(name, generation)
-        if h.revision < floor:
-            raise VerificationError(
-                f"rolled back: {name} generation {generation} is at revision {h.revision}, "
-                f"below revision {floor}, which this container has already seen"
-            )
+        _check_revision(self.state, h)  # 5. not below the revision this container has seen
         if h.revision >= MAX_REVISION:
             raise VerificationError(f"{name} generation {generation} is at its last revision")
         entry = blob.recipient(self.key.exchange_id)  # 6. only now unwrap
