@@ -574,7 +574,20 @@ def rewrap_blob(
     check_name(name)
     target = _target(provider, recipients)
     verified = open_stored(provider, store, name, generation, unwrap=False, record=False)
+    return _rewrap_verified(provider, store, verified, target)
+
+
+def _rewrap_verified(
+    provider: Provider,
+    store: Store,
+    verified: Verified,
+    target: list[tuple[KeyId, suites.ExchangePublic]],
+) -> Rewrapped:
+    """:func:`rewrap_blob` from its read on: ``verified`` (the entry as read from ``store``,
+    steps 1-5) wrapped for ``target`` (checked by :func:`_target`), the stored bytes replaced
+    by compare-and-set against those read."""
     h = verified.header
+    name, generation = h.name, h.generation
     before = verified.recipients
     wanted = tuple(rid for rid, _ in target)
     if set(before) == set(wanted):  # already so: a rerun, or nothing asked
@@ -716,7 +729,7 @@ def share(
     key id: data encrypted under it opens for them), keeping its present recipients.
 
     The newest generation by default, ``generation`` only, or with ``every`` each stored
-    generation that verifies here.  Each is :func:`rewrap_blob` run under
+    generation that verifies here.  Each is re-wrapped as by :func:`rewrap_blob`, under
     :func:`retrying` (a lost compare-and-set starts again from what is stored).
 
     Raises:
@@ -739,18 +752,11 @@ def share(
     added = [pub.exchange_id for pub in to]
 
     def one(g: int) -> Rewrapped:
-        present = open_stored(provider, store, name, g, unwrap=False, record=False).recipients
+        present = open_stored(provider, store, name, g, unwrap=False, record=False)
         # This container's own key first: a blob not wrapped for it fails at the unwrap
         # ("not a recipient"), not as a request to drop it.
-        wanted = list(dict.fromkeys([provider.exchange_id, *present, *added]))
-        what = f"{name} generation {g}"
-        return rewrap_blob(
-            provider,
-            store,
-            name,
-            g,
-            known_recipients(provider, provider.state(), wanted, to, what=what),
-        )
+        wanted = list(dict.fromkeys([provider.exchange_id, *present.recipients, *added]))
+        return _rewrap_to(provider, store, present, wanted, to)
 
     return Shared(_each(chosen, one, on_retry), tuple(skipped))
 
@@ -795,16 +801,25 @@ def unshare(
         wanted = [
             r for r in dict.fromkeys([provider.exchange_id, *present.recipients]) if r != recipient
         ]
-        what = f"{name} generation {g}"
-        return rewrap_blob(
-            provider,
-            store,
-            name,
-            g,
-            known_recipients(provider, provider.state(), wanted, to, what=what),
-        )
+        return _rewrap_to(provider, store, present, wanted, to)
 
     return Shared(_each(chosen, one, on_retry), tuple(skipped))
+
+
+def _rewrap_to(
+    provider: Provider,
+    store: Store,
+    present: Verified,
+    wanted: Sequence[KeyId],
+    to: Sequence[PublicKeyFile],
+) -> Rewrapped:
+    """One generation of :func:`share` or :func:`unshare`: the entry ``present``, read and
+    verified once, re-wrapped for the key ids ``wanted`` (their public keys as
+    :func:`known_recipients` finds them)."""
+    h = present.header
+    what = f"{h.name} generation {h.generation}"
+    recipients = known_recipients(provider, provider.state(), wanted, to, what=what)
+    return _rewrap_verified(provider, store, present, _target(provider, recipients))
 
 
 def _each(
@@ -2183,9 +2198,7 @@ def recover(
     lost_public = suites.load_signature_public(lost.suite, lost.signature)
     state = provider.state()
     policy = CheckPolicy.of(provider, state)
-    known = {r.key_id: r.exchange for r in state.recovery}
-    for s in state.trusted:
-        known.setdefault(key_id_for(s.suite, KeyRole.EXCHANGE, s.exchange), s.exchange)
+    known = _known_exchange_keys(provider, state)
     known.pop(lost.exchange_id, None)  # the lost laptop's key is never wrapped for again
     run = _Recovery(provider, store, key, lost, lost_public, policy, state, known)
     listed = names if names is not None else store.names()
@@ -2261,13 +2274,7 @@ class _Recovery:
             raise VerificationError(WRONG_NAME.format(actual=h.name, expected=name))
         if h.generation != generation:
             raise VerificationError(WRONG_GENERATION.format(stored=generation, signed=h.generation))
-        # 5. not below the revision this container has seen
-        floor = self.state.revision_floor(name, generation)
-        if h.revision < floor:
-            raise VerificationError(
-                f"rolled back: {name} generation {generation} is at revision {h.revision}, "
-                f"below revision {floor}, which this container has already seen"
-            )
+        _check_revision(self.state, h)  # 5. not below the revision this container has seen
         if h.revision >= MAX_REVISION:
             raise VerificationError(f"{name} generation {generation} is at its last revision")
         entry = blob.recipient(self.key.exchange_id)  # 6. only now unwrap

@@ -430,3 +430,22 @@ def test_a_known_signer_with_another_exchange_key_is_refused(make_container, sto
     made = blobs.generate(bob, store, "k", to=[real])  # the real file is fine
     trust(alice, bob)
     assert blobs.load(alice, store, "k").unsafe_raw_bytes() == made.unsafe_raw_bytes()
+
+
+def test_recover_refuses_a_revision_below_the_new_containers_mark(make_container, store):
+    # A rolled-back entry is not re-made by recover: refused before the recovery key unwraps
+    # it, and the stored bytes stay as they were.
+    from keyblob.keys import KeyRole, key_id_for
+    from keyblob.trust import RecoveryRecipient
+
+    lost, offline, new = make_container("lost"), make_container("offline"), make_container("new")
+    kx = key_id_for(offline.suite, KeyRole.EXCHANGE, offline.exchange_public)
+    safe = RecoveryRecipient(kx, offline.exchange_public, "the safe", 0, "container")
+    lost.update_state(lambda s: s.with_recovery(safe))
+    blobs.generate(lost, store, "payroll")
+    before = store.get("payroll", 1)
+    new.update_state(lambda s: s.with_revisions({("payroll", 1): 2}))
+    (done,) = blobs.recover(new, store, offline, public_file(lost))
+    assert (done.name, done.generation, done.outcome) == ("payroll", 1, blobs.NOT_RECOVERED)
+    assert "rolled back" in done.reason and "revision 2" in done.reason
+    assert store.get("payroll", 1) == before
