@@ -822,6 +822,11 @@ class SoftwareContainer(ContainerKeys):
         return old
 
     def _write(self, doc: dict[str, Any]) -> None:
+        """Replace container.json with ``doc`` (atomically: the old file or the new).
+
+        Raises:
+            ProviderError: it could not be written.
+        """
         try:
             write_atomic(
                 self._folder / "container.json", json.dumps(doc, indent=2).encode() + b"\n"
@@ -908,13 +913,7 @@ class SoftwareContainer(ContainerKeys):
                 AESGCM(self._keys.seal), self._name, role, self._suite, key
             ),
         }
-        try:
-            write_atomic(
-                self._folder / "container.json", json.dumps(doc, indent=2).encode() + b"\n"
-            )
-        except OSError as e:
-            raise ProviderError(f"cannot write container {self._name!r}: {e.strerror}") from e
-        self._doc = doc
+        self._write(doc)
         if role is KeyRole.EXCHANGE:
             self._exchange = key
             self._set_public(role, public)
