@@ -20,15 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keyblob.errors import FormatError, PassphraseError, UsageError, VerificationError
 from keyblob.keys import MAX_GENERATION, KeyRole, Suite, key_id_for
 from keyblob.providers import suites
-from keyblob.providers.software import KdfParams
+from keyblob.providers.software import KdfParams, passphrase_keys
 from keyblob.trust import canonical, canonical_b64, strict_json
 
 FORMAT = "keyblob-recovery-kit/v1"
@@ -227,15 +224,10 @@ KIT_KEY_MISMATCH = "recovery kit: its private key is not the one for its public 
 
 
 def _kit_seal_key(passphrase: bytes, kdf: KitKdf) -> AESGCM:
-    master = Argon2id(
-        salt=kdf.salt,
-        length=32,
-        iterations=kdf.iterations,
-        lanes=kdf.lanes,
-        memory_cost=kdf.memory_kib,
-    ).derive(passphrase)
-    seal = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=RECOVERY_SEAL_INFO)
-    return AESGCM(seal.derive(master))
+    """A container's derivation (software.passphrase_keys) with the kit's own HKDF info."""
+    params = KdfParams(kdf.memory_kib, kdf.iterations, kdf.lanes)
+    (seal,) = passphrase_keys(passphrase, kdf.salt, params, RECOVERY_SEAL_INFO)
+    return AESGCM(seal)
 
 
 def make_recovery_kit(
