@@ -18,11 +18,26 @@ from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
-from keyblob import KdfParams
+from keyblob import KdfParams, PublicKeyFile
+from keyblob.trust import TrustedSigner
 
 #: Argon2id at its accepted floor: the tests exercise the logic, not the work factor.
 FAST_KDF = KdfParams(memory_kib=8192, iterations=1, lanes=1)
 PASSPHRASE = b"correct horse battery staple"
+
+
+def public_file(container: Any) -> PublicKeyFile:
+    """A container's public key file, as ``keyblob export`` writes it."""
+    return PublicKeyFile(
+        container.suite, container.name, container.exchange_public, container.signature_public
+    )
+
+
+def trust(container: Any, other: Any) -> None:
+    """Make ``container`` trust ``other``'s public keys (``keyblob trust add``)."""
+    pub = public_file(other)
+    signer = TrustedSigner(pub.signature_id, pub.suite, pub.signature, pub.exchange, pub.label, 0)
+    container.update_state(lambda s: s.with_signer(signer))
 
 
 def require_interop() -> bool:

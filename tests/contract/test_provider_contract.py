@@ -413,6 +413,35 @@ def test_rotated_keys_open_wraps_for_every_kept_exchange_key(
         assert len(gone) == 2
 
 
+def test_a_rotation_that_cannot_write_changes_nothing(
+    provider: Provider, made: Made, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keys rotate on a full disk: ProviderError naming the container; container.json, the
+    open container's keys and (a token's) objects are as before: the pairs made for the
+    rotation are destroyed again."""
+    import errno
+    import sys
+
+    from keyblob import ProviderError
+
+    assert isinstance(provider, RotatingKeys)
+    files = {p.name: p.read_bytes() for p in sorted(made.folder.iterdir())}
+    labels = _token_object_labels(made.token) if _is_token(provider) else set()
+    keys = (provider.exchange_public, provider.signature_public, provider.exchange_ids)
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sys.modules[type(provider).__module__], "write_atomic", disk_full)
+    with pytest.raises(ProviderError, match=f"cannot write container '{NAME}': No space"):
+        provider.rotate_keys((KeyRole.EXCHANGE, KeyRole.SIGNATURE), now=1_700_000_000)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in sorted(made.folder.iterdir())} == files
+    assert (provider.exchange_public, provider.signature_public, provider.exchange_ids) == keys
+    assert provider.old_keys == ()
+    assert (_token_object_labels(made.token) if _is_token(provider) else set()) == labels
+
+
 def test_a_rotation_past_the_old_key_bound_changes_nothing(provider: Provider, made: Made) -> None:
     """FORMAT.md 5.1.2: with 8 old pairs kept, keys rotate is refused before it writes
     anything: the state's ``previous`` list, container.json and (a token's) objects stay as

@@ -26,7 +26,6 @@ from keyblob import (
     FormatError,
     Home,
     IgnoredEntryWarning,
-    PublicKeyFile,
     SoftwareContainer,
     StorageError,
     Suite,
@@ -38,8 +37,7 @@ from keyblob.cli import main
 from keyblob.keys import check_name
 from keyblob.storage import MAX_GENERATION, MAX_ITEM_SIZE, Store
 from keyblob.storage.directory import DirectoryStore
-from keyblob.trust import TrustedSigner
-from support import FAST_KDF, PASSPHRASE, postgres_database
+from support import FAST_KDF, PASSPHRASE, postgres_database, public_file, trust
 
 TABLE = "keyblob_blobs"  # FORMAT.md 5.5
 
@@ -146,18 +144,6 @@ def store(store_url: str) -> Store:
 
 def _container(tmp_path: Path, name: str) -> SoftwareContainer:
     return Home(tmp_path / f"home-{name}").create(name, PASSPHRASE, Suite.X25519, kdf=FAST_KDF)
-
-
-def public_file(container: SoftwareContainer) -> PublicKeyFile:
-    return PublicKeyFile(
-        container.suite, container.name, container.exchange_public, container.signature_public
-    )
-
-
-def trust(container: SoftwareContainer, other: SoftwareContainer) -> None:
-    pub = public_file(other)
-    signer = TrustedSigner(pub.signature_id, pub.suite, pub.signature, pub.exchange, pub.label, 0)
-    container.update_state(lambda s: s.with_signer(signer))
 
 
 @pytest.fixture

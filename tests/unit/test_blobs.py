@@ -23,20 +23,7 @@ from keyblob.format import KeyBlob, signed_message
 from keyblob.format.blob import Header
 from keyblob.keys import KeyId
 from keyblob.storage.directory import DirectoryStore
-
-
-def public_file(container) -> PublicKeyFile:
-    return PublicKeyFile(
-        container.suite, container.name, container.exchange_public, container.signature_public
-    )
-
-
-def trust(container, other) -> None:
-    from keyblob.trust import TrustedSigner
-
-    pub = public_file(other)
-    signer = TrustedSigner(pub.signature_id, pub.suite, pub.signature, pub.exchange, pub.label, 0)
-    container.update_state(lambda s: s.with_signer(signer))
+from support import public_file, trust
 
 
 def test_round_trip(make_container, store, suite):

@@ -16,7 +16,6 @@ import pytest
 from keyblob import (
     Algorithm,
     Home,
-    PublicKeyFile,
     Suite,
     UsageError,
     VerificationError,
@@ -25,26 +24,13 @@ from keyblob import (
 from keyblob.errors import IgnoredEntryWarning
 from keyblob.storage import MAX_GENERATION
 from keyblob.storage.directory import DirectoryStore
-from keyblob.trust import TrustedSigner
-from support import FAST_KDF, PASSPHRASE, TOKEN_P256
+from support import FAST_KDF, PASSPHRASE, TOKEN_P256, public_file, trust
 
 #: Each test runs with the owner's container in software (x25519 and pq), and in the PKCS#11
 #: test token.
 pytestmark = pytest.mark.parametrize(
     "suite", [Suite.X25519, Suite.PQ, TOKEN_P256], ids=["x25519", "pq", TOKEN_P256], indirect=True
 )
-
-
-def public_file(container) -> PublicKeyFile:
-    return PublicKeyFile(
-        container.suite, container.name, container.exchange_public, container.signature_public
-    )
-
-
-def trust(container, other) -> None:
-    pub = public_file(other)
-    signer = TrustedSigner(pub.signature_id, pub.suite, pub.signature, pub.exchange, pub.label, 0)
-    container.update_state(lambda s: s.with_signer(signer))
 
 
 def plant(attacker, store, name: str, generation: int, to) -> bytes:

@@ -14,7 +14,6 @@ import pytest
 from keyblob import (
     Algorithm,
     Home,
-    PublicKeyFile,
     UsageError,
     VerificationError,
     blobs,
@@ -25,20 +24,7 @@ from keyblob.format.blob import Header
 from keyblob.keys import KeyId
 from keyblob.providers import suites
 from keyblob.storage.directory import DirectoryStore
-from keyblob.trust import TrustedSigner
-from support import FAST_KDF, PASSPHRASE
-
-
-def public_file(container) -> PublicKeyFile:
-    return PublicKeyFile(
-        container.suite, container.name, container.exchange_public, container.signature_public
-    )
-
-
-def trust(container, other) -> None:
-    pub = public_file(other)
-    signer = TrustedSigner(pub.signature_id, pub.suite, pub.signature, pub.exchange, pub.label, 0)
-    container.update_state(lambda s: s.with_signer(signer))
+from support import FAST_KDF, PASSPHRASE, public_file, trust
 
 
 def put_back(store: DirectoryStore, name: str, generation: int, data: bytes) -> None:

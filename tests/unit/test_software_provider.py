@@ -517,6 +517,31 @@ def _write(path, doc):
     path.write_text(json.dumps(doc, indent=2))
 
 
+def test_rotate_and_forget_that_cannot_write_change_nothing(tmp_path, monkeypatch):
+    """A full disk during keys rotate or keys forget-old: the error names the container,
+    and neither the file nor the open container changed (its keys, its old keys)."""
+    home = Home(tmp_path / "h")
+    c = home.create("c", PASSPHRASE, kdf=FAST_KDF)
+    c.rotate_keys((KeyRole.EXCHANGE,), now=1_700_000_000)
+    path = home.container_dir("c") / "container.json"
+    before = path.read_bytes()
+    keys = (c.exchange_public, c.signature_public, c.old_keys, c.exchange_ids)
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(software, "write_atomic", disk_full)
+    with pytest.raises(ProviderError, match="cannot write container 'c': No space left"):
+        c.rotate_keys((KeyRole.EXCHANGE, KeyRole.SIGNATURE), now=1_700_000_001)
+    with pytest.raises(ProviderError, match="cannot write container 'c': No space left"):
+        c.forget_old_keys()
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert (c.exchange_public, c.signature_public, c.old_keys, c.exchange_ids) == keys
+    reopened = home.open("c", PASSPHRASE)
+    assert (reopened.exchange_public, reopened.old_keys) == (keys[0], keys[2])
+
+
 def test_rotation_writes_the_documented_previous_member(tmp_path):
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 

@@ -737,6 +737,20 @@ class TokenContainer(TokenKeys):
 
     # -- keys rotate / keys forget-old (FORMAT.md 5.1.1 previous) ------------------------
 
+    def _write_record(self, record: TokenRecord) -> None:
+        """Replace container.json with ``record`` (atomically: the old file or the new).
+
+        Raises:
+            ProviderError: it could not be written.
+        """
+        try:
+            write_atomic(
+                self._folder / "container.json",
+                json.dumps(record.to_json(), indent=2).encode() + b"\n",
+            )
+        except OSError as e:
+            raise ProviderError(f"cannot write container {self._name!r}: {e.strerror}") from e
+
     def rotate_keys(self, roles: tuple[KeyRole, ...], *, now: int) -> tuple[OldKey, ...]:
         """New P-256 key pairs for ``roles``, generated in the token as ``init`` does
         (labels under a new random base, so never an old pair's); the replaced pairs stay in
@@ -767,13 +781,7 @@ class TokenContainer(TokenKeys):
                 changes[word] = KeyRef.of(key_label(self._name, role, base=base))
                 changes[f"{word}_public"] = public
             record = dataclasses.replace(record, previous=(*record.previous, *replaced), **changes)
-            try:
-                write_atomic(
-                    self._folder / "container.json",
-                    json.dumps(record.to_json(), indent=2).encode() + b"\n",
-                )
-            except OSError as e:
-                raise ProviderError(f"cannot write container {self._name!r}: {e.strerror}") from e
+            self._write_record(record)
         except BaseException:
             _destroy([obj for pair in made.values() for obj in pair])
             raise
@@ -803,13 +811,7 @@ class TokenContainer(TokenKeys):
         if not refs:
             return ()
         record = dataclasses.replace(self.record, previous=())
-        try:
-            write_atomic(
-                self._folder / "container.json",
-                json.dumps(record.to_json(), indent=2).encode() + b"\n",
-            )
-        except OSError as e:
-            raise ProviderError(f"cannot write container {self._name!r}: {e.strerror}") from e
+        self._write_record(record)
         self.record = record
         self._old, self._old_exchange = (), {}
         for o in refs:
@@ -905,13 +907,7 @@ class TokenContainer(TokenKeys):
             token_key = _TokenRsaKey(self.token, made[1], _rsa_public(public))
             token_key.check()
             record = dataclasses.replace(self.record, capi_exchange=ref)
-            try:
-                write_atomic(
-                    self._folder / "container.json",
-                    json.dumps(record.to_json(), indent=2).encode() + b"\n",
-                )
-            except OSError as e:
-                raise ProviderError(f"cannot write container {self._name!r}: {e.strerror}") from e
+            self._write_record(record)
         except BaseException:
             _destroy(list(made))
             raise

@@ -11,9 +11,7 @@ any derivation is paid for), making one (:func:`make_recovery_kit`) and opening 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
-import json
 import re
 import secrets
 import time
@@ -22,15 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keyblob.errors import FormatError, PassphraseError, UsageError, VerificationError
 from keyblob.keys import MAX_GENERATION, KeyRole, Suite, key_id_for
 from keyblob.providers import suites
-from keyblob.providers.software import KdfParams
+from keyblob.providers.software import KdfParams, passphrase_keys
+from keyblob.trust import canonical, canonical_b64, strict_json
 
 FORMAT = "keyblob-recovery-kit/v1"
 DIGEST_LABEL = b"keyblob/v1/recovery-kit\x00"
@@ -53,11 +49,6 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _EDITED = "recovery kit: it was changed after it was written (its digest does not match)"
 
 
-def _canonical(value: Any) -> bytes:
-    """FORMAT.md 5.1 canonical_json."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -65,12 +56,10 @@ def _b64(data: bytes) -> str:
 def _unb64(text: Any, field: str, low: int, high: int) -> bytes:
     if not isinstance(text, str):
         raise FormatError(f"recovery kit: {field} is not a string")
-    try:
-        raw = base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raise FormatError(f"recovery kit: {field} is not base64") from None
-    if _b64(raw) != text:  # one encoding: padding and unused bits as the writer makes them
-        raise FormatError(f"recovery kit: {field} is not canonical base64")
+    try:  # one encoding: padding and unused bits as the writer makes them
+        raw = canonical_b64(text)
+    except ValueError:  # binascii.Error is one
+        raise FormatError(f"recovery kit: {field} is not canonical base64") from None
     if not low <= len(raw) <= high:
         raise FormatError(f"recovery kit: {field} must be {low} to {high} bytes")
     return raw
@@ -80,17 +69,6 @@ def _int(value: Any, field: str, low: int, high: int) -> int:
     if type(value) is not int or not low <= value <= high:
         raise FormatError(f"recovery kit: {field} must be an integer from {low} to {high}")
     return value
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise FormatError("recovery kit: a member appears twice")
-    return out
-
-
-def _no_constant(name: str) -> Any:
-    raise FormatError(f"recovery kit: {name} is not a value a kit holds")
 
 
 @dataclass(frozen=True)
@@ -157,14 +135,14 @@ class RecoveryKit:
 
     def digest(self) -> str:
         """FORMAT.md 8.2: SHA-256 over the label and the canonical body, lowercase hex."""
-        return hashlib.sha256(DIGEST_LABEL + _canonical(self.body())).hexdigest()
+        return hashlib.sha256(DIGEST_LABEL + canonical(self.body())).hexdigest()
 
     def seal_aad(self) -> bytes:
         """The AAD of the sealed private key (FORMAT.md 8.4)."""
         return seal_aad(self.suite, self.exchange)
 
     def to_bytes(self) -> bytes:
-        return _canonical({**self.body(), "digest": self.digest()}) + b"\n"
+        return canonical({**self.body(), "digest": self.digest()}) + b"\n"
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RecoveryKit:
@@ -178,13 +156,11 @@ class RecoveryKit:
         if len(data) > MAX_KIT_SIZE:
             raise FormatError(f"recovery kit: over {MAX_KIT_SIZE} bytes")
         try:
-            doc = json.loads(
-                data.decode("utf-8"),
-                object_pairs_hook=_no_duplicates,
-                parse_constant=_no_constant,
-            )
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            raise FormatError("recovery kit: not a JSON document") from None
+            doc = strict_json(data)
+        except ValueError:  # also a duplicate member, NaN / Infinity, not UTF-8, too deep
+            raise FormatError(
+                "recovery kit: not a JSON document (UTF-8, each member once)"
+            ) from None
         if not isinstance(doc, dict) or set(doc) != _MEMBERS:
             raise FormatError("recovery kit: not a kit's members (FORMAT.md 8.1)")
         if doc["format"] != FORMAT:
@@ -230,7 +206,7 @@ SEAL_AAD_LABEL = b"keyblob/v1/recovery-kit/private-key\x00"
 
 def seal_aad(suite: Suite, exchange: bytes) -> bytes:
     """The AAD the private key of a kit is sealed with (FORMAT.md 8.4)."""
-    return SEAL_AAD_LABEL + _canonical(
+    return SEAL_AAD_LABEL + canonical(
         {"exchange": _b64(exchange), "purpose": "recovery", "suite": suite.label}
     )
 
@@ -248,15 +224,10 @@ KIT_KEY_MISMATCH = "recovery kit: its private key is not the one for its public 
 
 
 def _kit_seal_key(passphrase: bytes, kdf: KitKdf) -> AESGCM:
-    master = Argon2id(
-        salt=kdf.salt,
-        length=32,
-        iterations=kdf.iterations,
-        lanes=kdf.lanes,
-        memory_cost=kdf.memory_kib,
-    ).derive(passphrase)
-    seal = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=RECOVERY_SEAL_INFO)
-    return AESGCM(seal.derive(master))
+    """A container's derivation (software.passphrase_keys) with the kit's own HKDF info."""
+    params = KdfParams(kdf.memory_kib, kdf.iterations, kdf.lanes)
+    (seal,) = passphrase_keys(passphrase, kdf.salt, params, RECOVERY_SEAL_INFO)
+    return AESGCM(seal)
 
 
 def make_recovery_kit(

@@ -127,7 +127,9 @@ class _Keys:
     check: bytes
 
 
-def _derive(passphrase: bytes, salt: bytes, kdf: KdfParams) -> _Keys:
+def passphrase_keys(passphrase: bytes, salt: bytes, kdf: KdfParams, *infos: bytes) -> list[bytes]:
+    """The passphrase stretched once with Argon2id (32 bytes), then one 32-byte
+    HKDF-SHA256 key per ``info`` (FORMAT.md 5.1; a recovery kit's seal key, 8.4)."""
     master = Argon2id(
         salt=salt,
         length=32,
@@ -135,11 +137,14 @@ def _derive(passphrase: bytes, salt: bytes, kdf: KdfParams) -> _Keys:
         lanes=kdf.lanes,
         memory_cost=kdf.memory_kib,
     ).derive(passphrase)
+    return [
+        HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
+        for info in infos
+    ]
 
-    def expand(info: bytes) -> bytes:
-        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(master)
 
-    return _Keys(expand(SEAL_INFO), expand(STATE_INFO), expand(CHECK_INFO))
+def _derive(passphrase: bytes, salt: bytes, kdf: KdfParams) -> _Keys:
+    return _Keys(*passphrase_keys(passphrase, salt, kdf, SEAL_INFO, STATE_INFO, CHECK_INFO))
 
 
 def _mac(key: bytes, data: bytes) -> bytes:
@@ -822,6 +827,11 @@ class SoftwareContainer(ContainerKeys):
         return old
 
     def _write(self, doc: dict[str, Any]) -> None:
+        """Replace container.json with ``doc`` (atomically: the old file or the new).
+
+        Raises:
+            ProviderError: it could not be written.
+        """
         try:
             write_atomic(
                 self._folder / "container.json", json.dumps(doc, indent=2).encode() + b"\n"
@@ -908,13 +918,7 @@ class SoftwareContainer(ContainerKeys):
                 AESGCM(self._keys.seal), self._name, role, self._suite, key
             ),
         }
-        try:
-            write_atomic(
-                self._folder / "container.json", json.dumps(doc, indent=2).encode() + b"\n"
-            )
-        except OSError as e:
-            raise ProviderError(f"cannot write container {self._name!r}: {e.strerror}") from e
-        self._doc = doc
+        self._write(doc)
         if role is KeyRole.EXCHANGE:
             self._exchange = key
             self._set_public(role, public)
