@@ -17,6 +17,8 @@ from keyblob.cli.terminal import (
     Subcommands,
     command,
     emit_json,
+    given_jobs,
+    jobs_option,
     lazy_module,
     print_error,
     print_note,
@@ -32,16 +34,6 @@ if TYPE_CHECKING:
 else:  # loaded on first use: building the parser imports no library module
     blobs = lazy_module("keyblob.blobs")
     keys = lazy_module("keyblob.keys")
-
-#: The most worker processes --jobs may ask for (as store check).
-MAX_JOBS = 64
-
-
-def _jobs(args: argparse.Namespace) -> int | None:
-    jobs: int | None = args.jobs
-    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
-        raise UsageError(f"--jobs {jobs}: give 1 to {MAX_JOBS} processes")
-    return jobs
 
 
 def cmd_keys_rotate(ctx: Context) -> int:
@@ -114,7 +106,7 @@ def cmd_rewrap(ctx: Context) -> int:
 
     started = time.monotonic()
     try:
-        report = blobs.rewrap(container, store, names, jobs=_jobs(args), progress=progress)
+        report = blobs.rewrap(container, store, names, jobs=given_jobs(args), progress=progress)
     finally:
         close()
     elapsed = time.monotonic() - started
@@ -165,7 +157,7 @@ def cmd_keys_forget_old(ctx: Context) -> int:
     args = ctx.args
     store = existing_store(ctx)
     container = ctx.open(own_keys=True)
-    forgotten = blobs.forget_old_keys(container, store, jobs=_jobs(args))
+    forgotten = blobs.forget_old_keys(container, store, jobs=given_jobs(args))
     if args.json:
         emit_json(
             {
@@ -184,16 +176,6 @@ def cmd_keys_forget_old(ctx: Context) -> int:
     else:
         print(f"container {container.name!r} keeps no old keys")
     return 0
-
-
-def _jobs_option(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument(
-        "--jobs",
-        type=int,
-        metavar="N",
-        help="check signatures in N processes (default: one per core, up to 8, for large "
-        "stores; 1: in this process only)",
-    )
 
 
 def cmd_retire(ctx: Context) -> int:
@@ -287,7 +269,7 @@ def register(sub: Subcommands) -> None:
         help="remove the old private keys, once no stored key needs them (keyblob rewrap)",
     )
     sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
-    _jobs_option(sp)
+    jobs_option(sp)
     sp.set_defaults(func=cmd_keys_forget_old)
     sp = sub.add_parser(
         "rewrap",
@@ -299,6 +281,6 @@ def register(sub: Subcommands) -> None:
     sp.add_argument("--all", action="store_true", help="every key in the store")
     sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
-    _jobs_option(sp)
+    jobs_option(sp)
     sp.set_defaults(func=cmd_rewrap)
     _register_retire(sub)

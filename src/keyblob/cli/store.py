@@ -4,7 +4,6 @@ of one store to another, each checked on the way."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -18,6 +17,8 @@ from keyblob.cli.terminal import (
     Parser,
     Subcommands,
     emit_json,
+    given_jobs,
+    jobs_option,
     lazy_module,
     print_error,
     print_warning,
@@ -69,17 +70,6 @@ def _given_store(url: str, role: str, stores: contextlib.ExitStack) -> Store:
     return store
 
 
-#: --jobs at most: a typo (--jobs 200) must not start hundreds of interpreters.
-MAX_JOBS = 64
-
-
-def _jobs(ctx: Context) -> int | None:
-    jobs: int | None = ctx.args.jobs
-    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
-        raise UsageError(f"--jobs {jobs}: give 1 to {MAX_JOBS} processes")
-    return jobs
-
-
 def _signer_label(signer: KeyId | None, container: Provider, state: State) -> str | None:
     if signer is None:
         return None
@@ -108,7 +98,7 @@ def _store_check(ctx: Context, stores: contextlib.ExitStack) -> int:
     names = targets[1:] if url is not None else targets
     for name in names:
         keys.check_name(name)
-    jobs = _jobs(ctx)
+    jobs = given_jobs(ctx.args)
     store = ctx.store() if url is None else _given_store(url, "the", stores)
     container = ctx.open()
     entries = blobs.check_store(container, store, names or None, jobs=jobs)
@@ -197,7 +187,7 @@ def cmd_store_copy(ctx: Context) -> int:
 
 def _store_copy(ctx: Context, stores: contextlib.ExitStack) -> int:
     args = ctx.args
-    jobs = _jobs(ctx)
+    jobs = given_jobs(ctx.args)
     source = _given_store(args.source, "source", stores)
     destination = _open(args.destination, stores)
     # Store.identity: a folder or database file by its real path, a server's database
@@ -267,16 +257,6 @@ def _not_copied(entry: blobs.NotCopied) -> dict[str, Any]:
     return {"name": entry.name, "generation": entry.generation, "reason": entry.reason}
 
 
-def _jobs_option(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument(
-        "--jobs",
-        type=int,
-        metavar="N",
-        help="check signatures in N processes (default: one per core, up to 8, for large "
-        "stores; 1: in this process only)",
-    )
-
-
 def register(sub: Subcommands) -> None:
     """store check, store set-aside, store copy."""
     store = sub.add_parser(
@@ -304,7 +284,7 @@ def register(sub: Subcommands) -> None:
         help="the store (first, when it has a /, a : or a ~) and key names",
     )
     sp.add_argument("--json", action="store_true")
-    _jobs_option(sp)
+    jobs_option(sp)
     sp.set_defaults(func=cmd_store_check)
     sp = ssub.add_parser(
         "copy",
@@ -318,7 +298,7 @@ def register(sub: Subcommands) -> None:
     sp.add_argument("source", metavar="SOURCE")
     sp.add_argument("destination", metavar="DESTINATION")
     sp.add_argument("--json", action="store_true")
-    _jobs_option(sp)
+    jobs_option(sp)
     sp.set_defaults(func=cmd_store_copy)
     sp = ssub.add_parser(
         "set-aside",

@@ -609,6 +609,28 @@ def generation_option(sp: argparse.ArgumentParser) -> None:
     )
 
 
+#: --jobs at most: a typo (--jobs 200) must not start hundreds of interpreters.
+MAX_JOBS = 64
+
+
+def jobs_option(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="check signatures in N processes (default: one per core, up to 8, for large "
+        "stores; 1: in this process only)",
+    )
+
+
+def given_jobs(args: argparse.Namespace) -> int | None:
+    """--jobs as given (None: the library chooses), refused outside 1 to MAX_JOBS."""
+    jobs: int | None = args.jobs
+    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
+        raise UsageError(f"--jobs {jobs}: give 1 to {MAX_JOBS} processes")
+    return jobs
+
+
 def print_warning(message: str) -> None:
     print(f"{PROG}: warning: {message}", file=sys.stderr)
 
