@@ -123,6 +123,15 @@ def test_rewrap_usage_and_not_found(kb):
     assert status == 4 and "no key named nothing-here" in err
 
 
+def test_rewrap_and_forget_old_refuse_jobs_out_of_range_before_the_passphrase(kb, monkeypatch):
+    assert kb("init")[0] == 0
+    monkeypatch.delenv("KEYBLOB_PASSPHRASE")  # no terminal either: the unlock would fail
+    for argv in (("rewrap", "--all"), ("keys", "forget-old")):
+        for jobs in ("0", "65"):
+            status, _, err = kb(*argv, "--jobs", jobs)
+            assert status == 2 and f"--jobs {jobs}: give 1 to 64 processes" in err
+
+
 def test_rotate_signature_only_old_signatures_still_verify(kb, tmp_path, keyblob_main):
     assert kb("init")[0] == 0
     assert kb("new", "payroll")[0] == 0

@@ -88,6 +88,7 @@ def cmd_rewrap(ctx: Context) -> int:
     if args.all == bool(args.names):
         raise UsageError("give the names to rewrap, or --all (not both)")
     names = None if args.all else [checked_name(n) for n in args.names]
+    jobs = given_jobs(args)  # before the passphrase, as store check and copy
     store = existing_store(ctx)
     if names is not None:
         for name in names:  # before the passphrase: a name not stored is exit 4
@@ -106,7 +107,7 @@ def cmd_rewrap(ctx: Context) -> int:
 
     started = time.monotonic()
     try:
-        report = blobs.rewrap(container, store, names, jobs=given_jobs(args), progress=progress)
+        report = blobs.rewrap(container, store, names, jobs=jobs, progress=progress)
     finally:
         close()
     elapsed = time.monotonic() - started
@@ -155,9 +156,10 @@ def _no_bar() -> None:
 def cmd_keys_forget_old(ctx: Context) -> int:
     """keyblob keys forget-old [--json] [--jobs N]."""
     args = ctx.args
+    jobs = given_jobs(args)  # before the passphrase, as store check and copy
     store = existing_store(ctx)
     container = ctx.open(own_keys=True)
-    forgotten = blobs.forget_old_keys(container, store, jobs=given_jobs(args))
+    forgotten = blobs.forget_old_keys(container, store, jobs=jobs)
     if args.json:
         emit_json(
             {
