@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from keyblob.cli.keys import keep_public_file, own_fingerprint
 from keyblob.cli.names import about_key, checked_name, existing_store
 from keyblob.cli.terminal import (
     Context,
+    EntryProgress,
     Parser,
     Subcommands,
     command,
@@ -23,7 +23,6 @@ from keyblob.cli.terminal import (
     print_error,
     print_note,
     print_warning,
-    progress_bar,
     refusing,
     tilde,
 )
@@ -95,21 +94,13 @@ def cmd_rewrap(ctx: Context) -> int:
             if not store.generations(name):
                 raise NotFoundError(f"no key named {name} in {tilde(store.location)}")
     container = ctx.open()
-    update: Callable[[int], None] | None = None
-    close: Callable[[], None] = _no_bar
-
-    def progress(done: int, total: int) -> None:
-        nonlocal update, close
-        if not done:
-            update, close = progress_bar(total, args.quiet, "rewrap", unit="entry", minimum=1)
-        elif update is not None:
-            update(1)
+    progress = EntryProgress("rewrap", args.quiet)
 
     started = time.monotonic()
     try:
         report = blobs.rewrap(container, store, names, jobs=jobs, progress=progress)
     finally:
-        close()
+        progress.close()
     elapsed = time.monotonic() - started
     if args.json:
         emit_json(
@@ -147,10 +138,6 @@ def cmd_rewrap(ctx: Context) -> int:
 
 def _failed(entry: Any) -> dict[str, Any]:
     return {"name": entry.name, "generation": entry.generation, "reason": entry.reason}
-
-
-def _no_bar() -> None:
-    """Closing a progress bar that was never shown."""
 
 
 def cmd_keys_forget_old(ctx: Context) -> int:

@@ -8,12 +8,12 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from keyblob.cli.terminal import (
     PROG,
     Context,
+    EntryProgress,
     Parser,
     Subcommands,
     emit_json,
@@ -22,7 +22,6 @@ from keyblob.cli.terminal import (
     lazy_module,
     print_error,
     print_warning,
-    progress_bar,
     tilde,
 )
 from keyblob.errors import NotFoundError, UsageError
@@ -198,21 +197,13 @@ def _store_copy(ctx: Context, stores: contextlib.ExitStack) -> int:
             f"{tilde(source.location)} and {tilde(destination.location)} are the same store"
         )
     container = ctx.open()
-    update: Callable[[int], None] | None = None
-    close: Callable[[], None] = _no_bar
-
-    def progress(done: int, total: int) -> None:
-        nonlocal update, close
-        if not done:  # before the first entry: the total is known
-            update, close = progress_bar(total, False, "copy", unit="entry", minimum=1)
-        elif update is not None:
-            update(1)
+    progress = EntryProgress("copy", False)
 
     started = time.monotonic()
     try:
         report = blobs.copy_store(container, source, destination, jobs=jobs, progress=progress)
     finally:
-        close()
+        progress.close()
     elapsed = time.monotonic() - started
     if args.json:
         emit_json(
@@ -247,10 +238,6 @@ def _store_copy(ctx: Context, stores: contextlib.ExitStack) -> int:
         )
         return 3
     return 0
-
-
-def _no_bar() -> None:
-    """Closing a progress bar that was never shown."""
 
 
 def _not_copied(entry: blobs.NotCopied) -> dict[str, Any]:

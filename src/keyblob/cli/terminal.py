@@ -495,6 +495,29 @@ def progress_bar(
     return update, bar.close
 
 
+class EntryProgress:
+    """A library ``progress(done, total)`` callback as a bar of entries (see
+    :func:`progress_bar`), shown from the first call, when the total is known; ``close``
+    it when the work ends, whether or not it was shown."""
+
+    def __init__(self, what: str, quiet: bool) -> None:
+        self._what = what
+        self._quiet = quiet
+        self._update: Callable[[int], None] | None = None
+        self._close: Callable[[], None] = lambda: None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not done:
+            self._update, self._close = progress_bar(
+                total, self._quiet, self._what, unit="entry", minimum=1
+            )
+        elif self._update is not None:
+            self._update(1)
+
+    def close(self) -> None:
+        self._close()
+
+
 def input_stream(path: str | None) -> tuple[BinaryIO, int | None, Callable[[], None]]:
     if path is None or path == "-":
         return sys.stdin.buffer, None, lambda: None
