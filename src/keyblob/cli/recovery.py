@@ -11,8 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from keyblob.cli.keys import shown_label
 from keyblob.cli.terminal import (
-    PROG,
-    PROMPT_TRIES,
     Context,
     Parser,
     Subcommands,
@@ -27,6 +25,7 @@ from keyblob.cli.terminal import (
     print_note,
     print_warning,
     progress_bar,
+    prompt_twice,
     read_file,
     read_public_key_file,
     refusing,
@@ -69,24 +68,14 @@ def _kit_passphrase(ctx: Context, *, new: bool) -> bytes:
     )
     if given is not None:
         passphrase = _not_empty(given)
+    elif not sys.stdin.isatty():
+        raise UsageError(
+            "no recovery passphrase: use --recovery-passphrase-file, or run in a terminal"
+        )
+    elif new:
+        passphrase = prompt_twice("Passphrase for the new recovery kit: ")
     else:
-        if not sys.stdin.isatty():
-            raise UsageError(
-                "no recovery passphrase: use --recovery-passphrase-file, or run in a terminal"
-            )
-        if not new:
-            return _prompt("Recovery passphrase: ")
-        for attempt in range(1, PROMPT_TRIES + 1):
-            first = _prompt("Passphrase for the new recovery kit: ")
-            if _prompt("Again: ") == first:
-                passphrase = first
-                break
-            if attempt < PROMPT_TRIES:
-                print(f"{PROG}: the two passphrases differ; try again", file=sys.stderr)
-        else:
-            raise UsageError(
-                f"the two passphrases differ ({PROMPT_TRIES} tries); nothing was created"
-            )
+        return _prompt("Recovery passphrase: ")
     if new:
         _warn_if_weak(passphrase)
     return passphrase

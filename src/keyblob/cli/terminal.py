@@ -290,19 +290,10 @@ class Context:
             passphrase = _not_empty(given)
         else:
             self._require_terminal()
-            passphrase = self._prompt_new()
+            passphrase = prompt_twice(f"Passphrase for the new container {self.container_name!r}: ")
         if new:
             _warn_if_weak(passphrase)
         return passphrase
-
-    def _prompt_new(self) -> bytes:
-        for attempt in range(1, PROMPT_TRIES + 1):
-            first = _prompt(f"Passphrase for the new container {self.container_name!r}: ")
-            if _prompt("Again: ") == first:
-                return first
-            if attempt < PROMPT_TRIES:
-                print(f"{PROG}: the two passphrases differ; try again", file=sys.stderr)
-        raise UsageError(f"the two passphrases differ ({PROMPT_TRIES} tries); nothing was created")
 
     def open(self, *, own_keys: bool = False) -> Provider:
         """The container the command works with, unlocked: the one way every command opens
@@ -456,6 +447,18 @@ def _prompt(text: str) -> bytes:
     except EOFError:
         raise UsageError("no passphrase given (end of input)") from None
     return _not_empty(typed.encode("utf-8"))
+
+
+def prompt_twice(text: str) -> bytes:
+    """A new passphrase typed twice at a no-echo prompt ``text`` (asked again, up to
+    PROMPT_TRIES times, when the two differ)."""
+    for attempt in range(1, PROMPT_TRIES + 1):
+        first = _prompt(text)
+        if _prompt("Again: ") == first:
+            return first
+        if attempt < PROMPT_TRIES:
+            print(f"{PROG}: the two passphrases differ; try again", file=sys.stderr)
+    raise UsageError(f"the two passphrases differ ({PROMPT_TRIES} tries); nothing was created")
 
 
 def _not_empty(passphrase: bytes) -> bytes:
