@@ -346,6 +346,23 @@ def test_a_kit_passphrase_equal_to_the_containers_is_warned_about(kb, tmp_path) 
     assert "warning: the recovery passphrase is the container's" in err
 
 
+def test_the_kit_passphrase_from_the_environment_and_its_absence(kb, tmp_path, monkeypatch) -> None:
+    kb("init")
+    folder = tmp_path / "laptop" / "containers" / "default"
+    status, _, err = kb("recovery", "add", "--passphrase")  # no terminal under pytest
+    assert status == 2 and err.count("\n") == 1
+    assert "set KEYBLOB_RECOVERY_PASSPHRASE, use --recovery-passphrase-file" in err
+    monkeypatch.setenv("KEYBLOB_RECOVERY_PASSPHRASE", "")
+    status, _, err = kb("recovery", "add", "--passphrase")
+    assert status == 2 and "the recovery passphrase is empty" in err
+    assert "an empty KEYBLOB_RECOVERY_PASSPHRASE" in err
+    assert not list(folder.glob("*.kbkit"))
+    monkeypatch.setenv("KEYBLOB_RECOVERY_PASSPHRASE", KIT_PASS)
+    status, _, err = kb("recovery", "add", "--passphrase")
+    assert status == 0, err
+    assert len(list(folder.glob("*.kbkit"))) == 1
+
+
 def test_a_kit_is_never_written_over_a_file(kb, tmp_path) -> None:
     kit_pass = _secret(tmp_path / "kit.pass", KIT_PASS)
     kb("init")

@@ -63,14 +63,13 @@ KIT_KEEP = (
 def _kit_passphrase(ctx: Context, *, new: bool) -> bytes:
     """The recovery passphrase: the first line of --recovery-passphrase-file, else a
     no-echo prompt (a new one typed twice)."""
-    given = _given_secret(
-        ctx.args.recovery_passphrase_file, "KEYBLOB_RECOVERY_PASSPHRASE", "recovery passphrase"
-    )
+    option, variable = "--recovery-passphrase-file", "KEYBLOB_RECOVERY_PASSPHRASE"
+    given = _given_secret(ctx.args.recovery_passphrase_file, variable, "recovery passphrase")
     if given is not None:
-        passphrase = _not_empty(given)
+        passphrase = _not_empty(given, "recovery passphrase", variable, option)
     elif not sys.stdin.isatty():
         raise UsageError(
-            "no recovery passphrase: use --recovery-passphrase-file, or run in a terminal"
+            f"no recovery passphrase: set {variable}, use {option}, or run in a terminal"
         )
     elif new:
         passphrase = prompt_twice("Passphrase for the new recovery kit: ")

@@ -461,11 +461,16 @@ def prompt_twice(text: str) -> bytes:
     raise UsageError(f"the two passphrases differ ({PROMPT_TRIES} tries); nothing was created")
 
 
-def _not_empty(passphrase: bytes) -> bytes:
+def _not_empty(
+    passphrase: bytes,
+    what: str = "passphrase",
+    variable: str = "KEYBLOB_PASSPHRASE",
+    option: str = "--passphrase-file",
+) -> bytes:
     if not passphrase:
         raise UsageError(
-            "the passphrase is empty (an empty KEYBLOB_PASSPHRASE, an empty first line of "
-            "--passphrase-file, or nothing typed)"
+            f"the {what} is empty (an empty {variable}, an empty first line of {option}, or "
+            "nothing typed)"
         )
     return passphrase
 
