@@ -399,6 +399,7 @@ def test_more_than_16_recipients_is_refused(kb, tmp_path) -> None:
         assert kb("recovery", "add", pub)[0] == 0
     status, _, err = kb("recovery", "add", tmp_path / "extra.pub")
     assert status == 2 and "15 recovery recipients already" in err
+    assert "keyblob recovery remove one first" in err
     assert kb("new", "all-recovery")[0] == 0
     assert len(_recipients(kb, "all-recovery")) == 16
 

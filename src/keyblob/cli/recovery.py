@@ -170,7 +170,8 @@ def _record(
         if old is None and len(state.recovery) >= 15:
             raise UsageError(
                 "15 recovery recipients already: a blob holds 16 recipients, the container's "
-                "own key included"
+                "own key included; keyblob recovery remove one first (keyblob recovery list "
+                "shows them)"
             )
         return state.with_recovery(recipient)
 
