@@ -400,6 +400,14 @@ def test_more_than_16_recipients_is_refused(kb, tmp_path) -> None:
     status, _, err = kb("recovery", "add", tmp_path / "extra.pub")
     assert status == 2 and "15 recovery recipients already" in err
     assert "keyblob recovery remove one first" in err
+    # A 16th as a new kit: refused when it is recorded, and the kit written is removed.
+    kit_pass = _secret(tmp_path / "kit.pass", KIT_PASS)
+    kit = tmp_path / "refused.kbkit"
+    status, _, err = kb(
+        "recovery", "add", "--passphrase", "-o", kit, "--recovery-passphrase-file", kit_pass
+    )
+    assert status == 2 and "15 recovery recipients already" in err
+    assert not kit.exists()
     assert kb("new", "all-recovery")[0] == 0
     assert len(_recipients(kb, "all-recovery")) == 16
 
