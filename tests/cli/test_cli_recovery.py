@@ -363,6 +363,14 @@ def test_the_kit_passphrase_from_the_environment_and_its_absence(kb, tmp_path, m
     assert len(list(folder.glob("*.kbkit"))) == 1
 
 
+def test_recovery_remove_refuses_a_short_id_before_the_passphrase(kb, monkeypatch) -> None:
+    kb("init")
+    monkeypatch.delenv("KEYBLOB_PASSPHRASE")  # no terminal either: the unlock would fail
+    status, _, err = kb("recovery", "remove", "kx-1234")
+    assert status == 2 and "give at least the first 8 hex digits" in err
+    assert "keyblob recovery list shows them" in err
+
+
 def test_a_kit_is_never_written_over_a_file(kb, tmp_path) -> None:
     kit_pass = _secret(tmp_path / "kit.pass", KIT_PASS)
     kb("init")

@@ -256,10 +256,13 @@ def cmd_recovery_list(ctx: Context) -> int:
 
 
 def cmd_recovery_remove(ctx: Context) -> int:
-    container = ctx.open()
     given = "".join(ctx.args.id.split()).lower().removeprefix("kx-")
-    if len(given) < 8:
-        raise UsageError("give at least the first 8 hex digits of the recipient's kx- id")
+    if len(given) < 8:  # before the passphrase: known from argv
+        raise UsageError(
+            "give at least the first 8 hex digits of the recipient's kx- id (keyblob recovery "
+            "list shows them)"
+        )
+    container = ctx.open()
     found = [r for r in container.state().recovery if r.key_id.hex.startswith(given)]
     if not found:
         raise NotFoundError(
