@@ -371,6 +371,14 @@ def test_recovery_remove_refuses_a_short_id_before_the_passphrase(kb, monkeypatc
     assert "keyblob recovery list shows them" in err
 
 
+def test_recover_says_a_file_given_as_name_is_one(kb, tmp_path) -> None:
+    kb("init")
+    given = tmp_path / "payroll.txt"
+    given.write_text("not a key name\n")
+    status, _, err = kb("recover", given, "--signer", given, "--kit", given)
+    assert status == 2 and f"{given} is a file; NAME is a key name" in err
+
+
 def test_a_kit_is_never_written_over_a_file(kb, tmp_path) -> None:
     kit_pass = _secret(tmp_path / "kit.pass", KIT_PASS)
     kb("init")

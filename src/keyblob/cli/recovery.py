@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from keyblob.cli.keys import shown_label
+from keyblob.cli.names import checked_name
 from keyblob.cli.terminal import (
     Context,
     Parser,
@@ -312,7 +313,7 @@ def cmd_recover(ctx: Context) -> int:
     if (args.kit is None) == (args.recovery_home is None):
         raise UsageError("give the recovery key: --kit FILE or --recovery-home DIR")
     for n in args.names:
-        keys.check_name(n)
+        checked_name(n)
     lost = read_public_key_file(args.signer)
     kit = None
     if args.kit is not None:  # an edited kit is refused before any passphrase is asked
