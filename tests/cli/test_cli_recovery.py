@@ -346,6 +346,39 @@ def test_a_kit_passphrase_equal_to_the_containers_is_warned_about(kb, tmp_path) 
     assert "warning: the recovery passphrase is the container's" in err
 
 
+def test_the_kit_passphrase_from_the_environment_and_its_absence(kb, tmp_path, monkeypatch) -> None:
+    kb("init")
+    folder = tmp_path / "laptop" / "containers" / "default"
+    status, _, err = kb("recovery", "add", "--passphrase")  # no terminal under pytest
+    assert status == 2 and err.count("\n") == 1
+    assert "set KEYBLOB_RECOVERY_PASSPHRASE, use --recovery-passphrase-file" in err
+    monkeypatch.setenv("KEYBLOB_RECOVERY_PASSPHRASE", "")
+    status, _, err = kb("recovery", "add", "--passphrase")
+    assert status == 2 and "the recovery passphrase is empty" in err
+    assert "an empty KEYBLOB_RECOVERY_PASSPHRASE" in err
+    assert not list(folder.glob("*.kbkit"))
+    monkeypatch.setenv("KEYBLOB_RECOVERY_PASSPHRASE", KIT_PASS)
+    status, _, err = kb("recovery", "add", "--passphrase")
+    assert status == 0, err
+    assert len(list(folder.glob("*.kbkit"))) == 1
+
+
+def test_recovery_remove_refuses_a_short_id_before_the_passphrase(kb, monkeypatch) -> None:
+    kb("init")
+    monkeypatch.delenv("KEYBLOB_PASSPHRASE")  # no terminal either: the unlock would fail
+    status, _, err = kb("recovery", "remove", "kx-1234")
+    assert status == 2 and "give at least the first 8 hex digits" in err
+    assert "keyblob recovery list shows them" in err
+
+
+def test_recover_says_a_file_given_as_name_is_one(kb, tmp_path) -> None:
+    kb("init")
+    given = tmp_path / "payroll.txt"
+    given.write_text("not a key name\n")
+    status, _, err = kb("recover", given, "--signer", given, "--kit", given)
+    assert status == 2 and f"{given} is a file; NAME is a key name" in err
+
+
 def test_a_kit_is_never_written_over_a_file(kb, tmp_path) -> None:
     kit_pass = _secret(tmp_path / "kit.pass", KIT_PASS)
     kb("init")
@@ -382,6 +415,15 @@ def test_more_than_16_recipients_is_refused(kb, tmp_path) -> None:
         assert kb("recovery", "add", pub)[0] == 0
     status, _, err = kb("recovery", "add", tmp_path / "extra.pub")
     assert status == 2 and "15 recovery recipients already" in err
+    assert "keyblob recovery remove one first" in err
+    # A 16th as a new kit: refused when it is recorded, and the kit written is removed.
+    kit_pass = _secret(tmp_path / "kit.pass", KIT_PASS)
+    kit = tmp_path / "refused.kbkit"
+    status, _, err = kb(
+        "recovery", "add", "--passphrase", "-o", kit, "--recovery-passphrase-file", kit_pass
+    )
+    assert status == 2 and "15 recovery recipients already" in err
+    assert not kit.exists()
     assert kb("new", "all-recovery")[0] == 0
     assert len(_recipients(kb, "all-recovery")) == 16
 

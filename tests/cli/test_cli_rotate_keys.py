@@ -6,6 +6,7 @@ signature key; forget-old's refusals."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 import pytest
@@ -15,6 +16,7 @@ from keyblob.format import KeyBlob, Recipient
 from keyblob.keys import KeyRole
 from keyblob.providers import suites
 from keyblob.storage.directory import DirectoryStore
+from support import run_in_terminal
 
 PASS = "correct horse battery staple rotate"
 NAMES = ("payroll", "backup", "mail")
@@ -121,6 +123,28 @@ def test_rewrap_usage_and_not_found(kb):
     assert kb("rewrap", "payroll", "--all")[0] == 2
     status, _, err = kb("rewrap", "nothing-here")
     assert status == 4 and "no key named nothing-here" in err
+
+
+def test_rewrap_and_forget_old_refuse_jobs_out_of_range_before_the_passphrase(kb, monkeypatch):
+    assert kb("init")[0] == 0
+    monkeypatch.delenv("KEYBLOB_PASSPHRASE")  # no terminal either: the unlock would fail
+    for argv in (("rewrap", "--all"), ("keys", "forget-old")):
+        for jobs in ("0", "65"):
+            status, _, err = kb(*argv, "--jobs", jobs)
+            assert status == 2 and f"--jobs {jobs}: give 1 to 64 processes" in err
+
+
+def test_rewrap_shows_a_bar_of_entries_on_a_terminal_unless_quiet(kb):
+    assert kb("init")[0] == 0
+    assert kb("new", "payroll")[0] == 0
+    assert kb("keys", "rotate", "--exchange")[0] == 0
+
+    status, output = run_in_terminal(["rewrap", "--all", "--quiet"], [], {**os.environ})
+    assert status == 0, output
+    assert "rewrap:" not in output
+    status, output = run_in_terminal(["rewrap", "--all"], [], {**os.environ})
+    assert status == 0, output
+    assert "rewrap:" in output and "entry" in output  # tqdm's bar, counting entries
 
 
 def test_rotate_signature_only_old_signatures_still_verify(kb, tmp_path, keyblob_main):

@@ -947,12 +947,13 @@ def cmd_share(ctx: Context) -> int:
                 on_retry=_say_rewrap_retry,
             ),
         )
-    doc = _shared_doc(args.name, done, container, container.state(), store.location)
+    state = container.state()  # once, after the write: read and verified on each call
+    doc = _shared_doc(args.name, done, container, state, store.location)
     if args.json:
         emit_json(doc)
     else:
         _print_shared(doc, "shared")
-    _note_resigned(done, container, container.state())
+    _note_resigned(done, container, state)
     _note_untrusted(container, to)
     return 0
 
@@ -1031,13 +1032,14 @@ def cmd_unshare(ctx: Context) -> int:
                 on_retry=_say_rewrap_retry,
             ),
         )
-    doc = _shared_doc(args.name, done, container, container.state(), store.location)
+    state = container.state()  # again, once, after the write: its revision marks moved
+    doc = _shared_doc(args.name, done, container, state, store.location)
     doc["recipient"] = recipient.hex
     if args.json:
         emit_json(doc)
     else:
         _print_shared(doc, "unshared")
-    _note_resigned(done, container, container.state())
+    _note_resigned(done, container, state)
     # Said every time, whatever changed: nothing in a store can take back a key once read.
     print_warning(
         f"kx-{recipient.short} may have kept a copy of {args.name}'s key (or of an earlier "

@@ -6,22 +6,23 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from keyblob.cli.keys import keep_public_file, own_fingerprint
 from keyblob.cli.names import about_key, checked_name, existing_store
 from keyblob.cli.terminal import (
     Context,
+    EntryProgress,
     Parser,
     Subcommands,
     command,
     emit_json,
+    given_jobs,
+    jobs_option,
     lazy_module,
     print_error,
     print_note,
     print_warning,
-    progress_bar,
     refusing,
     tilde,
 )
@@ -32,16 +33,6 @@ if TYPE_CHECKING:
 else:  # loaded on first use: building the parser imports no library module
     blobs = lazy_module("keyblob.blobs")
     keys = lazy_module("keyblob.keys")
-
-#: The most worker processes --jobs may ask for (as store check).
-MAX_JOBS = 64
-
-
-def _jobs(args: argparse.Namespace) -> int | None:
-    jobs: int | None = args.jobs
-    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
-        raise UsageError(f"--jobs {jobs}: give 1 to {MAX_JOBS} processes")
-    return jobs
 
 
 def cmd_keys_rotate(ctx: Context) -> int:
@@ -96,27 +87,20 @@ def cmd_rewrap(ctx: Context) -> int:
     if args.all == bool(args.names):
         raise UsageError("give the names to rewrap, or --all (not both)")
     names = None if args.all else [checked_name(n) for n in args.names]
+    jobs = given_jobs(args)  # before the passphrase, as store check and copy
     store = existing_store(ctx)
     if names is not None:
         for name in names:  # before the passphrase: a name not stored is exit 4
             if not store.generations(name):
                 raise NotFoundError(f"no key named {name} in {tilde(store.location)}")
     container = ctx.open()
-    update: Callable[[int], None] | None = None
-    close: Callable[[], None] = _no_bar
-
-    def progress(done: int, total: int) -> None:
-        nonlocal update, close
-        if not done:
-            update, close = progress_bar(total, args.quiet, "rewrap", unit="entry", minimum=1)
-        elif update is not None:
-            update(1)
+    progress = EntryProgress("rewrap", args.quiet)
 
     started = time.monotonic()
     try:
-        report = blobs.rewrap(container, store, names, jobs=_jobs(args), progress=progress)
+        report = blobs.rewrap(container, store, names, jobs=jobs, progress=progress)
     finally:
-        close()
+        progress.close()
     elapsed = time.monotonic() - started
     if args.json:
         emit_json(
@@ -156,16 +140,13 @@ def _failed(entry: Any) -> dict[str, Any]:
     return {"name": entry.name, "generation": entry.generation, "reason": entry.reason}
 
 
-def _no_bar() -> None:
-    """Closing a progress bar that was never shown."""
-
-
 def cmd_keys_forget_old(ctx: Context) -> int:
     """keyblob keys forget-old [--json] [--jobs N]."""
     args = ctx.args
+    jobs = given_jobs(args)  # before the passphrase, as store check and copy
     store = existing_store(ctx)
     container = ctx.open(own_keys=True)
-    forgotten = blobs.forget_old_keys(container, store, jobs=_jobs(args))
+    forgotten = blobs.forget_old_keys(container, store, jobs=jobs)
     if args.json:
         emit_json(
             {
@@ -184,16 +165,6 @@ def cmd_keys_forget_old(ctx: Context) -> int:
     else:
         print(f"container {container.name!r} keeps no old keys")
     return 0
-
-
-def _jobs_option(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument(
-        "--jobs",
-        type=int,
-        metavar="N",
-        help="check signatures in N processes (default: one per core, up to 8, for large "
-        "stores; 1: in this process only)",
-    )
 
 
 def cmd_retire(ctx: Context) -> int:
@@ -287,7 +258,7 @@ def register(sub: Subcommands) -> None:
         help="remove the old private keys, once no stored key needs them (keyblob rewrap)",
     )
     sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
-    _jobs_option(sp)
+    jobs_option(sp)
     sp.set_defaults(func=cmd_keys_forget_old)
     sp = sub.add_parser(
         "rewrap",
@@ -299,6 +270,6 @@ def register(sub: Subcommands) -> None:
     sp.add_argument("--all", action="store_true", help="every key in the store")
     sp.add_argument("--json", action="store_true", help="print a JSON document (docs/CLI.md)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
-    _jobs_option(sp)
+    jobs_option(sp)
     sp.set_defaults(func=cmd_rewrap)
     _register_retire(sub)

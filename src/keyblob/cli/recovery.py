@@ -10,9 +10,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from keyblob.cli.keys import shown_label
+from keyblob.cli.names import checked_name
 from keyblob.cli.terminal import (
-    PROG,
-    PROMPT_TRIES,
     Context,
     Parser,
     Subcommands,
@@ -27,6 +26,7 @@ from keyblob.cli.terminal import (
     print_note,
     print_warning,
     progress_bar,
+    prompt_twice,
     read_file,
     read_public_key_file,
     refusing,
@@ -64,29 +64,18 @@ KIT_KEEP = (
 def _kit_passphrase(ctx: Context, *, new: bool) -> bytes:
     """The recovery passphrase: the first line of --recovery-passphrase-file, else a
     no-echo prompt (a new one typed twice)."""
-    given = _given_secret(
-        ctx.args.recovery_passphrase_file, "KEYBLOB_RECOVERY_PASSPHRASE", "recovery passphrase"
-    )
+    option, variable = "--recovery-passphrase-file", "KEYBLOB_RECOVERY_PASSPHRASE"
+    given = _given_secret(ctx.args.recovery_passphrase_file, variable, "recovery passphrase")
     if given is not None:
-        passphrase = _not_empty(given)
+        passphrase = _not_empty(given, "recovery passphrase", variable, option)
+    elif not sys.stdin.isatty():
+        raise UsageError(
+            f"no recovery passphrase: set {variable}, use {option}, or run in a terminal"
+        )
+    elif new:
+        passphrase = prompt_twice("Passphrase for the new recovery kit: ")
     else:
-        if not sys.stdin.isatty():
-            raise UsageError(
-                "no recovery passphrase: use --recovery-passphrase-file, or run in a terminal"
-            )
-        if not new:
-            return _prompt("Recovery passphrase: ")
-        for attempt in range(1, PROMPT_TRIES + 1):
-            first = _prompt("Passphrase for the new recovery kit: ")
-            if _prompt("Again: ") == first:
-                passphrase = first
-                break
-            if attempt < PROMPT_TRIES:
-                print(f"{PROG}: the two passphrases differ; try again", file=sys.stderr)
-        else:
-            raise UsageError(
-                f"the two passphrases differ ({PROMPT_TRIES} tries); nothing was created"
-            )
+        return _prompt("Recovery passphrase: ")
     if new:
         _warn_if_weak(passphrase)
     return passphrase
@@ -182,7 +171,8 @@ def _record(
         if old is None and len(state.recovery) >= 15:
             raise UsageError(
                 "15 recovery recipients already: a blob holds 16 recipients, the container's "
-                "own key included"
+                "own key included; keyblob recovery remove one first (keyblob recovery list "
+                "shows them)"
             )
         return state.with_recovery(recipient)
 
@@ -267,10 +257,13 @@ def cmd_recovery_list(ctx: Context) -> int:
 
 
 def cmd_recovery_remove(ctx: Context) -> int:
-    container = ctx.open()
     given = "".join(ctx.args.id.split()).lower().removeprefix("kx-")
-    if len(given) < 8:
-        raise UsageError("give at least the first 8 hex digits of the recipient's kx- id")
+    if len(given) < 8:  # before the passphrase: known from argv
+        raise UsageError(
+            "give at least the first 8 hex digits of the recipient's kx- id (keyblob recovery "
+            "list shows them)"
+        )
+    container = ctx.open()
     found = [r for r in container.state().recovery if r.key_id.hex.startswith(given)]
     if not found:
         raise NotFoundError(
@@ -320,7 +313,7 @@ def cmd_recover(ctx: Context) -> int:
     if (args.kit is None) == (args.recovery_home is None):
         raise UsageError("give the recovery key: --kit FILE or --recovery-home DIR")
     for n in args.names:
-        keys.check_name(n)
+        checked_name(n)
     lost = read_public_key_file(args.signer)
     kit = None
     if args.kit is not None:  # an edited kit is refused before any passphrase is asked

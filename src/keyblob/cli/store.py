@@ -4,24 +4,24 @@ of one store to another, each checked on the way."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from keyblob.cli.terminal import (
     PROG,
     Context,
+    EntryProgress,
     Parser,
     Subcommands,
     emit_json,
+    given_jobs,
+    jobs_option,
     lazy_module,
     print_error,
     print_warning,
-    progress_bar,
     tilde,
 )
 from keyblob.errors import NotFoundError, UsageError
@@ -69,17 +69,6 @@ def _given_store(url: str, role: str, stores: contextlib.ExitStack) -> Store:
     return store
 
 
-#: --jobs at most: a typo (--jobs 200) must not start hundreds of interpreters.
-MAX_JOBS = 64
-
-
-def _jobs(ctx: Context) -> int | None:
-    jobs: int | None = ctx.args.jobs
-    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
-        raise UsageError(f"--jobs {jobs}: give 1 to {MAX_JOBS} processes")
-    return jobs
-
-
 def _signer_label(signer: KeyId | None, container: Provider, state: State) -> str | None:
     if signer is None:
         return None
@@ -108,7 +97,7 @@ def _store_check(ctx: Context, stores: contextlib.ExitStack) -> int:
     names = targets[1:] if url is not None else targets
     for name in names:
         keys.check_name(name)
-    jobs = _jobs(ctx)
+    jobs = given_jobs(ctx.args)
     store = ctx.store() if url is None else _given_store(url, "the", stores)
     container = ctx.open()
     entries = blobs.check_store(container, store, names or None, jobs=jobs)
@@ -197,7 +186,7 @@ def cmd_store_copy(ctx: Context) -> int:
 
 def _store_copy(ctx: Context, stores: contextlib.ExitStack) -> int:
     args = ctx.args
-    jobs = _jobs(ctx)
+    jobs = given_jobs(ctx.args)
     source = _given_store(args.source, "source", stores)
     destination = _open(args.destination, stores)
     # Store.identity: a folder or database file by its real path, a server's database
@@ -208,21 +197,13 @@ def _store_copy(ctx: Context, stores: contextlib.ExitStack) -> int:
             f"{tilde(source.location)} and {tilde(destination.location)} are the same store"
         )
     container = ctx.open()
-    update: Callable[[int], None] | None = None
-    close: Callable[[], None] = _no_bar
-
-    def progress(done: int, total: int) -> None:
-        nonlocal update, close
-        if not done:  # before the first entry: the total is known
-            update, close = progress_bar(total, False, "copy", unit="entry", minimum=1)
-        elif update is not None:
-            update(1)
+    progress = EntryProgress("copy", False)
 
     started = time.monotonic()
     try:
         report = blobs.copy_store(container, source, destination, jobs=jobs, progress=progress)
     finally:
-        close()
+        progress.close()
     elapsed = time.monotonic() - started
     if args.json:
         emit_json(
@@ -259,22 +240,8 @@ def _store_copy(ctx: Context, stores: contextlib.ExitStack) -> int:
     return 0
 
 
-def _no_bar() -> None:
-    """Closing a progress bar that was never shown."""
-
-
 def _not_copied(entry: blobs.NotCopied) -> dict[str, Any]:
     return {"name": entry.name, "generation": entry.generation, "reason": entry.reason}
-
-
-def _jobs_option(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument(
-        "--jobs",
-        type=int,
-        metavar="N",
-        help="check signatures in N processes (default: one per core, up to 8, for large "
-        "stores; 1: in this process only)",
-    )
 
 
 def register(sub: Subcommands) -> None:
@@ -304,7 +271,7 @@ def register(sub: Subcommands) -> None:
         help="the store (first, when it has a /, a : or a ~) and key names",
     )
     sp.add_argument("--json", action="store_true")
-    _jobs_option(sp)
+    jobs_option(sp)
     sp.set_defaults(func=cmd_store_check)
     sp = ssub.add_parser(
         "copy",
@@ -318,7 +285,7 @@ def register(sub: Subcommands) -> None:
     sp.add_argument("source", metavar="SOURCE")
     sp.add_argument("destination", metavar="DESTINATION")
     sp.add_argument("--json", action="store_true")
-    _jobs_option(sp)
+    jobs_option(sp)
     sp.set_defaults(func=cmd_store_copy)
     sp = ssub.add_parser(
         "set-aside",

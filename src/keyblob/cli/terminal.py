@@ -290,19 +290,10 @@ class Context:
             passphrase = _not_empty(given)
         else:
             self._require_terminal()
-            passphrase = self._prompt_new()
+            passphrase = prompt_twice(f"Passphrase for the new container {self.container_name!r}: ")
         if new:
             _warn_if_weak(passphrase)
         return passphrase
-
-    def _prompt_new(self) -> bytes:
-        for attempt in range(1, PROMPT_TRIES + 1):
-            first = _prompt(f"Passphrase for the new container {self.container_name!r}: ")
-            if _prompt("Again: ") == first:
-                return first
-            if attempt < PROMPT_TRIES:
-                print(f"{PROG}: the two passphrases differ; try again", file=sys.stderr)
-        raise UsageError(f"the two passphrases differ ({PROMPT_TRIES} tries); nothing was created")
 
     def open(self, *, own_keys: bool = False) -> Provider:
         """The container the command works with, unlocked: the one way every command opens
@@ -458,11 +449,28 @@ def _prompt(text: str) -> bytes:
     return _not_empty(typed.encode("utf-8"))
 
 
-def _not_empty(passphrase: bytes) -> bytes:
+def prompt_twice(text: str) -> bytes:
+    """A new passphrase typed twice at a no-echo prompt ``text`` (asked again, up to
+    PROMPT_TRIES times, when the two differ)."""
+    for attempt in range(1, PROMPT_TRIES + 1):
+        first = _prompt(text)
+        if _prompt("Again: ") == first:
+            return first
+        if attempt < PROMPT_TRIES:
+            print(f"{PROG}: the two passphrases differ; try again", file=sys.stderr)
+    raise UsageError(f"the two passphrases differ ({PROMPT_TRIES} tries); nothing was created")
+
+
+def _not_empty(
+    passphrase: bytes,
+    what: str = "passphrase",
+    variable: str = "KEYBLOB_PASSPHRASE",
+    option: str = "--passphrase-file",
+) -> bytes:
     if not passphrase:
         raise UsageError(
-            "the passphrase is empty (an empty KEYBLOB_PASSPHRASE, an empty first line of "
-            "--passphrase-file, or nothing typed)"
+            f"the {what} is empty (an empty {variable}, an empty first line of {option}, or "
+            "nothing typed)"
         )
     return passphrase
 
@@ -493,6 +501,29 @@ def progress_bar(
         bar.update(n)
 
     return update, bar.close
+
+
+class EntryProgress:
+    """A library ``progress(done, total)`` callback as a bar of entries (see
+    :func:`progress_bar`), shown from the first call, when the total is known; ``close``
+    it when the work ends, whether or not it was shown."""
+
+    def __init__(self, what: str, quiet: bool) -> None:
+        self._what = what
+        self._quiet = quiet
+        self._update: Callable[[int], None] | None = None
+        self._close: Callable[[], None] = lambda: None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not done:
+            self._update, self._close = progress_bar(
+                total, self._quiet, self._what, unit="entry", minimum=1
+            )
+        elif self._update is not None:
+            self._update(1)
+
+    def close(self) -> None:
+        self._close()
 
 
 def input_stream(path: str | None) -> tuple[BinaryIO, int | None, Callable[[], None]]:
@@ -607,6 +638,28 @@ def generation_option(sp: argparse.ArgumentParser) -> None:
         help="an older generation (default: the newest), to read what it encrypted; its "
         "signature, name and generation are checked",
     )
+
+
+#: --jobs at most: a typo (--jobs 200) must not start hundreds of interpreters.
+MAX_JOBS = 64
+
+
+def jobs_option(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="check signatures in N processes (default: one per core, up to 8, for large "
+        "stores; 1: in this process only)",
+    )
+
+
+def given_jobs(args: argparse.Namespace) -> int | None:
+    """--jobs as given (None: the library chooses), refused outside 1 to MAX_JOBS."""
+    jobs: int | None = args.jobs
+    if jobs is not None and not 1 <= jobs <= MAX_JOBS:
+        raise UsageError(f"--jobs {jobs}: give 1 to {MAX_JOBS} processes")
+    return jobs
 
 
 def print_warning(message: str) -> None:
